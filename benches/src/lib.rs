@@ -1,0 +1,1 @@
+//! Bench package: see the `[[bench]]` targets.

@@ -1,0 +1,49 @@
+//! Resilience middleware for [tower]: the layers a backend reaches for when a
+//! dependency is slow or dead, a retry storm repeats a payment, one client floods
+//! the API, or bad input slips past the boundary.
+//!
+//! Every layer is an independent [`tower::Layer`] that wraps any
+//! [`tower::Service`], server side (axum, hyper) or client side (a tower HTTP
+//! client). Each one sits in its own module behind its own feature:
+//!
+//! | module | feature | what it prevents |
+//! |---|---|---|
+//! | `timeout` | `timeout` | a slow dependency holding every request hostage |
+//! | `circuit_breaker` | `circuit-breaker` | hammering a dependency that is down |
+//! | `rate_limit` | `rate-limit` | one client flooding the API |
+//! | `idempotency` | `idempotency` | a retried request running twice |
+//! | `validate` | `validate` | bad input travelling three layers deep |
+//! | [`problem`] | `http` | hand-written, inconsistent error bodies |
+//!
+//! Shared state (rate limits, idempotency keys) lives in a store: in memory for
+//! one instance, or in Redis (feature `redis`) when several instances must agree.
+//!
+//! [tower]: https://docs.rs/tower
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod problem;
+
+#[cfg(feature = "timeout")]
+#[cfg_attr(docsrs, doc(cfg(feature = "timeout")))]
+pub mod timeout;
+
+#[cfg(feature = "circuit-breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
+pub mod circuit_breaker;
+
+#[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
+pub mod rate_limit;
+
+#[cfg(feature = "idempotency")]
+#[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
+pub mod idempotency;
+
+#[cfg(feature = "validate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "validate")))]
+pub mod validate;
+
+/// The boxed error type used where a layer must hold errors of several types.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

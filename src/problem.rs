@@ -1,0 +1,428 @@
+//! RFC 9457 problem details (`application/problem+json`).
+//!
+//! Every palisade error that reaches an HTTP client becomes a [`Problem`]: a
+//! JSON object with `type`, `title`, `status`, optional `detail` and
+//! `instance`, and extension members such as `errors`. Layers build their
+//! problems here so no layer hand-writes error JSON.
+//!
+//! ```
+//! use http::StatusCode;
+//! use palisade::problem::Problem;
+//!
+//! let problem = Problem::new(StatusCode::TOO_MANY_REQUESTS)
+//!     .with_detail("rate limit exceeded")
+//!     .with_header(http::header::RETRY_AFTER, http::HeaderValue::from_static("3"));
+//! let response = problem.into_response::<http_body_util::Full<bytes::Bytes>>();
+//! assert_eq!(response.status(), 429);
+//! assert_eq!(response.headers()["content-type"], "application/problem+json");
+//! assert_eq!(response.headers()["retry-after"], "3");
+//! ```
+//!
+//! Errors of a server-side stack turn into responses with [`ProblemLayer`],
+//! which answers every error that implements [`IntoProblem`] with its problem.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use pin_project_lite::pin_project;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The media type of a problem details body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The `type` of a problem that has no more specific type than its status
+/// (RFC 9457, section 4.2.1).
+pub const ABOUT_BLANK: &str = "about:blank";
+
+/// An RFC 9457 problem details object, with the response headers that go with
+/// it (such as `Retry-After`).
+///
+/// See the [module docs](self) for an example.
+#[derive(Clone, PartialEq, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    type_uri: String,
+    title: String,
+    #[serde(serialize_with = "serialize_status")]
+    status: StatusCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
+    #[serde(flatten)]
+    extensions: Map<String, Value>,
+    #[serde(skip)]
+    headers: HeaderMap,
+}
+
+fn serialize_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(status.as_u16())
+}
+
+// The members RFC 9457 defines; an extension may not shadow them.
+const RESERVED_MEMBERS: [&str; 5] = ["type", "title", "status", "detail", "instance"];
+
+impl Problem {
+    /// A problem of type `about:blank` whose title is the status's reason
+    /// phrase, as RFC 9457 asks for that type.
+    pub fn new(status: StatusCode) -> Self {
+        Self {
+            type_uri: ABOUT_BLANK.to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status,
+            detail: None,
+            instance: None,
+            extensions: Map::new(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// Sets the `type` URI reference that identifies the kind of problem.
+    #[must_use]
+    pub fn with_type(mut self, type_uri: impl Into<String>) -> Self {
+        self.type_uri = type_uri.into();
+        self
+    }
+
+    /// Sets the short, human-readable `title` of the problem type.
+    #[must_use]
+    pub fn with_title(mut self, title: impl Into<String>) -> Self {
+        self.title = title.into();
+        self
+    }
+
+    /// Sets the `detail`: an explanation specific to this occurrence.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Sets the `instance` URI reference of this occurrence.
+    #[must_use]
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    /// Adds an extension member, such as `errors` or `retry_after`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is one of the members RFC 9457 defines (`type`, `title`,
+    /// `status`, `detail`, `instance`): use their setters instead.
+    #[must_use]
+    pub fn with_extension(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        let name = name.into();
+        assert!(
+            !RESERVED_MEMBERS.contains(&name.as_str()),
+            "`{name}` is a standard problem member, not an extension"
+        );
+        self.extensions.insert(name, value.into());
+        self
+    }
+
+    /// Adds a response header sent with the problem, such as `Retry-After`.
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The `type` URI reference.
+    pub fn type_uri(&self) -> &str {
+        &self.type_uri
+    }
+
+    /// The `title`.
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// The `detail`, if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// The `instance`, if any.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+
+    /// An extension member, if present.
+    pub fn extension(&self, name: &str) -> Option<&Value> {
+        self.extensions.get(name)
+    }
+
+    /// The response headers sent with the problem.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> Bytes {
+        // A map of strings, numbers and JSON values cannot fail to serialise.
+        Bytes::from(serde_json::to_vec(self).expect("problem serialises to JSON"))
+    }
+
+    /// Builds the response: status, headers, `Content-Type:
+    /// application/problem+json` and the JSON body.
+    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
+        let body = self.to_json();
+        let mut response = Response::new(B::from(body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        headers.extend(self.headers);
+        response
+    }
+}
+
+impl fmt::Debug for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Problem")
+            .field("type", &self.type_uri)
+            .field("title", &self.title)
+            .field("status", &self.status.as_u16())
+            .field("detail", &self.detail)
+            .field("instance", &self.instance)
+            .field("extensions", &self.extensions)
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.title)?;
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problem {}
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl axum_core::response::IntoResponse for Problem {
+    fn into_response(self) -> axum_core::response::Response {
+        Problem::into_response(self)
+    }
+}
+
+/// An error that can answer an HTTP client as a [`Problem`].
+///
+/// Every palisade error implements it when its inner error does;
+/// [`Infallible`] does, so the errors of a stack around an axum handler do.
+pub trait IntoProblem {
+    /// The problem this error answers with.
+    fn into_problem(self) -> Problem;
+}
+
+impl IntoProblem for Problem {
+    fn into_problem(self) -> Problem {
+        self
+    }
+}
+
+impl IntoProblem for Infallible {
+    fn into_problem(self) -> Problem {
+        match self {}
+    }
+}
+
+/// Turns the errors of the service it wraps into problem responses.
+///
+/// Put it outermost in a server-side stack: a rejection of any palisade layer
+/// inside it (or any error that implements [`IntoProblem`]) becomes the
+/// matching `application/problem+json` response, and the service's error type
+/// becomes [`Infallible`], as axum asks of a route.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use bytes::Bytes;
+/// use palisade::problem::{Problem, ProblemLayer};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = ServiceBuilder::new().layer(ProblemLayer::new()).service(service_fn(
+///     |_req: Request<()>| async { Err::<Response<Full<Bytes>>, _>(Problem::new(StatusCode::BAD_GATEWAY)) },
+/// ));
+/// let response = svc.oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProblemLayer {
+    _priv: (),
+}
+
+impl ProblemLayer {
+    /// Creates the layer.
+    pub fn new() -> Self {
+        Self { _priv: () }
+    }
+}
+
+impl<S> Layer<S> for ProblemLayer {
+    type Service = ProblemResponse<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ProblemResponse { inner }
+    }
+}
+
+/// The service of [`ProblemLayer`]: answers errors with problem responses.
+#[derive(Debug, Clone)]
+pub struct ProblemResponse<S> {
+    inner: S,
+}
+
+impl<S> ProblemResponse<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req, B> Service<Req> for ProblemResponse<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: IntoProblem,
+    B: From<Bytes>,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = ProblemFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // A service that fails readiness is broken for good; the error is
+        // answered on the next call instead of being lost.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        ProblemFuture {
+            future: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`ProblemResponse`].
+    #[derive(Debug)]
+    pub struct ProblemFuture<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F, B, E> Future for ProblemFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: IntoProblem,
+    B: From<Bytes>,
+{
+    type Output = Result<Response<B>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(match ready!(self.project().future.poll(cx)) {
+            Ok(response) => response,
+            Err(error) => error.into_problem().into_response(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::RETRY_AFTER;
+    use serde_json::json;
+
+    #[test]
+    fn serialises_standard_members_and_extensions_flat() {
+        let problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+            .with_type("https://example.com/probs/invalid")
+            .with_title("Invalid order")
+            .with_detail("2 fields are invalid")
+            .with_instance("/orders")
+            .with_extension("errors", json!([{"pointer": "/items/0/quantity"}]));
+        let body: Value = serde_json::from_slice(&problem.to_json()).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "type": "https://example.com/probs/invalid",
+                "title": "Invalid order",
+                "status": 422,
+                "detail": "2 fields are invalid",
+                "instance": "/orders",
+                "errors": [{"pointer": "/items/0/quantity"}],
+            })
+        );
+    }
+
+    #[test]
+    fn about_blank_takes_the_reason_phrase_and_omits_empty_members() {
+        let body: Value =
+            serde_json::from_slice(&Problem::new(StatusCode::SERVICE_UNAVAILABLE).to_json())
+                .unwrap();
+        assert_eq!(
+            body,
+            json!({"type": "about:blank", "title": "Service Unavailable", "status": 503})
+        );
+    }
+
+    #[test]
+    fn response_carries_status_content_type_and_headers() {
+        let response: Response<String> = Problem::new(StatusCode::TOO_MANY_REQUESTS)
+            .with_header(RETRY_AFTER, HeaderValue::from_static("7"))
+            .into_response::<Bytes>()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap());
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(response.headers()[RETRY_AFTER], "7");
+        assert!(response.body().contains("\"status\":429"));
+    }
+
+    #[test]
+    #[should_panic(expected = "standard problem member")]
+    fn extension_cannot_shadow_a_standard_member() {
+        let _ = Problem::new(StatusCode::BAD_REQUEST).with_extension("status", 200);
+    }
+}
