@@ -1,2 +1,2 @@
-//! Placeholder until the timeout layer lands.
+//! Placeholder until the circuit breaker lands.
 fn main() {}

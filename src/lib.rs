@@ -33,6 +33,10 @@ pub mod timeout;
 #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub mod circuit_breaker;
 
+#[cfg(any(feature = "rate-limit", feature = "idempotency"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "rate-limit", feature = "idempotency"))))]
+pub mod key;
+
 #[cfg(feature = "rate-limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub mod rate_limit;

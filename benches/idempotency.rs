@@ -1,0 +1,2 @@
+//! Placeholder until the idempotency layer lands.
+fn main() {}

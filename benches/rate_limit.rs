@@ -1,0 +1,2 @@
+//! Placeholder until the rate_limit layer lands.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder until the validate layer lands.
+fn main() {}
