@@ -1,1 +1,131 @@
-//! Placeholder: this layer is being built.
+//! Bounds how long a call may take, with per-request deadlines that travel
+//! with the request.
+//!
+//! A slow dependency without a timeout holds every request that reaches it,
+//! and the requests pile up until the service falls over. [`TimeoutLayer`]
+//! fails a call with [`Error::Elapsed`] (carrying the budget) once its budget
+//! runs out, and drops the inner future so its work stops.
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::timeout::{Error, TimeoutLayer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let slow = service_fn(|_: &str| async {
+//!     tokio::time::sleep(Duration::from_secs(60)).await;
+//!     Ok::<_, std::convert::Infallible>("late")
+//! });
+//! let svc = ServiceBuilder::new().layer(TimeoutLayer::internal()).service(slow);
+//! let err = svc.oneshot("GET /stock").await.unwrap_err();
+//! assert!(matches!(err, Error::Elapsed { budget } if budget == Duration::from_secs(3)));
+//! # }
+//! ```
+//!
+//! # Defaults
+//!
+//! [`INTERNAL_TIMEOUT`] (3 s, [`TimeoutLayer::internal`]) suits calls to the
+//! services you run; [`EXTERNAL_TIMEOUT`] (10 s, [`TimeoutLayer::external`])
+//! suits third-party APIs and a server's own budget per request.
+//!
+//! # Per-request budgets and propagation
+//!
+//! [`TimeoutLayer::per_request`] makes the layer's timeout a maximum: a
+//! [`Deadline`] in the request (and, with feature `http`, a
+//! [`REQUEST_TIMEOUT`] header in milliseconds, clamped to the maximum) can
+//! shorten it. The deadline applied is left in the request, so a handler reads
+//! what is left with [`Deadline::remaining`] and hands it to its outgoing
+//! requests: a client stack with its own per-request timeout then uses the
+//! smaller of its timeout and the time left, and [`Deadline::write_header`]
+//! forwards it to the next service.
+//!
+//! ```
+//! # #[cfg(feature = "axum")] mod example {
+//! use std::time::Duration;
+//! use axum::{Extension, Router, routing::get};
+//! use palisade::{problem::ProblemLayer, timeout::{Deadline, TimeoutLayer}};
+//! use tower::ServiceBuilder;
+//!
+//! async fn handler(Extension(deadline): Extension<Deadline>) -> String {
+//!     let mut outgoing = http::Request::new(());
+//!     outgoing.extensions_mut().insert(deadline); // a client stack honours it
+//!     deadline.write_header(outgoing.headers_mut()); // the next server too
+//!     format!("{} ms left", deadline.remaining().as_millis())
+//! }
+//!
+//! pub fn app() -> Router {
+//!     Router::new().route("/", get(handler)).layer(
+//!         ServiceBuilder::new()
+//!             .layer(ProblemLayer::new()) // Elapsed -> 504 problem+json
+//!             .layer(TimeoutLayer::new(Duration::from_secs(10)).per_request()),
+//!     )
+//! }
+//! # }
+//! # fn main() {}
+//! ```
+//!
+//! # HTTP
+//!
+//! With feature `http`, [`Error`] implements
+//! [`IntoProblem`](crate::problem::IntoProblem): `Elapsed` answers `504 Gateway
+//! Timeout` as `application/problem+json` with a `budget_ms` member; with
+//! `axum` it is also an `IntoResponse`. A client stack keeps the typed error.
+//!
+//! # Cost
+//!
+//! A call reads the clock once; the timer is created only if the inner future
+//! is not ready when first polled, so a fast answer costs less than tower's
+//! `Timeout`, which creates its timer on every call.
+
+use std::time::Duration;
+
+mod deadline;
+pub mod error;
+pub mod future;
+#[cfg(feature = "http")]
+mod http;
+mod layer;
+mod service;
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use self::http::{REQUEST_TIMEOUT, parse_budget};
+pub use self::{
+    deadline::{Deadline, DeadlineRequest},
+    error::Error,
+    layer::TimeoutLayer,
+    service::Timeout,
+};
+
+/// The default budget for a call to a service you run: 3 s.
+pub const INTERNAL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The default budget for a call to a third-party service, or for a request
+/// to your server: 10 s.
+pub const EXTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The mode of [`Timeout`] built by [`TimeoutLayer::new`]: one budget for
+/// every call, any request type.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Fixed;
+
+/// The mode of [`Timeout`] built by [`TimeoutLayer::per_request`]: the
+/// layer's timeout is a maximum that the request's [`Deadline`] (and budget
+/// header) can shorten.
+#[derive(Debug, Clone)]
+pub struct PerRequest {
+    pub(crate) overrides: bool,
+    #[cfg(feature = "http")]
+    pub(crate) header: Option<::http::HeaderName>,
+}
+
+impl PerRequest {
+    pub(crate) fn new() -> Self {
+        Self {
+            overrides: false,
+            #[cfg(feature = "http")]
+            header: Some(REQUEST_TIMEOUT),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The error of the [`Timeout`](super::Timeout) service.
+
+use std::time::Duration;
+
+/// The error of a [`Timeout`](super::Timeout): the budget ran out, or the
+/// inner service failed.
+///
+/// With feature `http`, [`Elapsed`](Error::Elapsed) answers as a
+/// `504 Gateway Timeout` problem; on the client side, match on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error<E> {
+    /// The inner service did not answer within the budget; its future was
+    /// dropped.
+    #[error("request timed out after {budget:?}")]
+    Elapsed {
+        /// The budget the request had: the layer's timeout, or what was left
+        /// of a per-request deadline when the call started.
+        budget: Duration,
+    },
+    /// The inner service failed.
+    #[error(transparent)]
+    Inner(E),
+}
+
+impl<E> Error<E> {
+    /// Whether the budget ran out.
+    pub fn is_elapsed(&self) -> bool {
+        matches!(self, Self::Elapsed { .. })
+    }
+
+    /// The inner service's error, if that is what this is.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            Self::Inner(e) => Some(e),
+            Self::Elapsed { .. } => None,
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+impl<E: crate::problem::IntoProblem> crate::problem::IntoProblem for Error<E> {
+    fn into_problem(self) -> crate::problem::Problem {
+        match self {
+            Self::Elapsed { budget } => {
+                let millis = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
+                crate::problem::Problem::new(http::StatusCode::GATEWAY_TIMEOUT)
+                    .with_detail(format!(
+                        "the request did not complete within its budget of {millis} ms"
+                    ))
+                    .with_extension("budget_ms", millis)
+            }
+            Self::Inner(e) => e.into_problem(),
+        }
+    }
+}
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl<E: crate::problem::IntoProblem> axum_core::response::IntoResponse for Error<E> {
+    fn into_response(self) -> axum_core::response::Response {
+        crate::problem::IntoProblem::into_problem(self).into_response()
+    }
+}

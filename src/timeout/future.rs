@@ -1,0 +1,92 @@
+//! The response future of the [`Timeout`](super::Timeout) service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::error::Error;
+
+pin_project! {
+    /// Response future for [`Timeout`](super::Timeout).
+    ///
+    /// The timer is created only if the inner future is not ready on its
+    /// first poll, so an answer that is already there costs one clock read.
+    /// The inner future is dropped as soon as the budget runs out.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+        deadline: Instant,
+        budget: Duration,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[derive(Debug)]
+    enum State<F> {
+        Running { #[pin] future: F, #[pin] sleep: Option<Sleep> },
+        // The deadline had passed before the call: the inner service was not called.
+        Expired,
+        Done,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(future: F, deadline: Instant, budget: Duration) -> Self {
+        Self {
+            state: State::Running {
+                future,
+                sleep: None,
+            },
+            deadline,
+            budget,
+        }
+    }
+
+    pub(crate) fn expired(deadline: Instant) -> Self {
+        Self {
+            state: State::Expired,
+            deadline,
+            budget: Duration::ZERO,
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, Error<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        match this.state.as_mut().project() {
+            StateProj::Running { future, mut sleep } => {
+                // The answer wins a tie with the deadline, as in tower.
+                if let Poll::Ready(result) = future.poll(cx) {
+                    this.state.set(State::Done);
+                    return Poll::Ready(result.map_err(Error::Inner));
+                }
+                if sleep.is_none() {
+                    sleep.set(Some(tokio::time::sleep_until(*this.deadline)));
+                }
+                let sleep = sleep.as_pin_mut().expect("sleep was just set");
+                if sleep.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Drop the inner future now, not when the caller drops us.
+                this.state.set(State::Done);
+            }
+            StateProj::Expired => this.state.set(State::Done),
+            StateProj::Done => panic!("future polled after completion"),
+        }
+        let budget = *this.budget;
+        tracing::debug!(budget_ms = budget.as_millis() as u64, "request timed out");
+        Poll::Ready(Err(Error::Elapsed { budget }))
+    }
+}

@@ -1,0 +1,113 @@
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::{EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest, Timeout};
+
+/// Bounds the time the inner service takes to answer.
+///
+/// `TimeoutLayer::new` applies one budget to every request and works for any
+/// request type; [`per_request`](TimeoutLayer::per_request) also honours a
+/// [`Deadline`](super::Deadline) carried by the request (and, with feature
+/// `http`, a [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT) header).
+///
+/// See the [module docs](super) for an example.
+#[derive(Debug, Clone)]
+pub struct TimeoutLayer<M = Fixed> {
+    timeout: Duration,
+    mode: M,
+}
+
+impl TimeoutLayer {
+    /// A layer that fails a call with [`Error::Elapsed`](super::Error::Elapsed)
+    /// when the inner service has not answered within `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            mode: Fixed,
+        }
+    }
+
+    /// A layer with [`INTERNAL_TIMEOUT`] (3 s): for calls to services you run
+    /// on the same network.
+    pub fn internal() -> Self {
+        Self::new(INTERNAL_TIMEOUT)
+    }
+
+    /// A layer with [`EXTERNAL_TIMEOUT`] (10 s): for calls to third-party
+    /// services over the internet, and for a server's own requests.
+    pub fn external() -> Self {
+        Self::new(EXTERNAL_TIMEOUT)
+    }
+
+    /// Honours a per-request budget, with this layer's timeout as the maximum.
+    ///
+    /// Per call, the deadline is the earliest of: the layer's timeout from
+    /// now; the [`Deadline`](super::Deadline) the request carries; with
+    /// feature `http`, the [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT) header
+    /// (clamped to the layer's timeout, so a caller can only shorten it; a
+    /// malformed value is ignored). The deadline applied is stored back in the
+    /// request, so services further in see what is left. A request whose
+    /// deadline has already passed fails at once without calling the inner
+    /// service.
+    ///
+    /// The request type must implement
+    /// [`DeadlineRequest`](super::DeadlineRequest), as `http::Request` does.
+    pub fn per_request(self) -> TimeoutLayer<PerRequest> {
+        TimeoutLayer {
+            timeout: self.timeout,
+            mode: PerRequest::new(),
+        }
+    }
+}
+
+impl<M> TimeoutLayer<M> {
+    /// The layer's timeout: the budget of every call, or with
+    /// [`per_request`](TimeoutLayer::per_request) the maximum.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl TimeoutLayer<PerRequest> {
+    /// Lets a [`Deadline`](super::Deadline) in the request replace the
+    /// layer's timeout, even when it is later.
+    ///
+    /// Use it only where the deadline comes from a layer you trust further
+    /// out (the default, tightening, is the safe choice). The header budget is
+    /// still clamped to the layer's timeout.
+    #[must_use]
+    pub fn override_timeout(mut self) -> Self {
+        self.mode.overrides = true;
+        self
+    }
+
+    /// Reads the budget from the header `name` instead of
+    /// [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT).
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[must_use]
+    pub fn header(mut self, name: http::HeaderName) -> Self {
+        self.mode.header = Some(name);
+        self
+    }
+
+    /// Ignores any budget header: only a [`Deadline`](super::Deadline) in the
+    /// request shortens the timeout. Use it where callers are not trusted to
+    /// set the budget, or on a client stack.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[must_use]
+    pub fn without_header(mut self) -> Self {
+        self.mode.header = None;
+        self
+    }
+}
+
+impl<S, M: Clone> Layer<S> for TimeoutLayer<M> {
+    type Service = Timeout<S, M>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timeout::with_mode(inner, self.timeout, self.mode.clone())
+    }
+}

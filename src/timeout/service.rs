@@ -1,0 +1,125 @@
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::deadline::{DeadlineRequest, add};
+use super::{Deadline, Error, Fixed, PerRequest, future::ResponseFuture};
+
+/// Fails a call that the inner service does not answer in time.
+///
+/// Built by [`TimeoutLayer`](super::TimeoutLayer); `M` is [`Fixed`] (one
+/// budget, any request) or [`PerRequest`].
+///
+/// See the [module docs](super) for an example.
+#[derive(Debug, Clone)]
+pub struct Timeout<S, M = Fixed> {
+    inner: S,
+    timeout: Duration,
+    mode: M,
+}
+
+impl<S> Timeout<S> {
+    /// Wraps `inner` with a fixed `timeout`.
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Self::with_mode(inner, timeout, Fixed)
+    }
+}
+
+impl<S, M> Timeout<S, M> {
+    pub(crate) fn with_mode(inner: S, timeout: Duration, mode: M) -> Self {
+        Self {
+            inner,
+            timeout,
+            mode,
+        }
+    }
+
+    /// The timeout (with [`PerRequest`], the maximum).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for Timeout<S, Fixed>
+where
+    S: Service<Req>,
+{
+    type Response = S::Response;
+    type Error = Error<S::Error>;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Like tower's, the budget bounds the call, not the wait for readiness:
+        // put a load shedder or a buffer outside to bound that.
+        self.inner.poll_ready(cx).map_err(Error::Inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let deadline = add(Instant::now(), self.timeout);
+        ResponseFuture::new(self.inner.call(req), deadline, self.timeout)
+    }
+}
+
+impl<S, Req> Service<Req> for Timeout<S, PerRequest>
+where
+    S: Service<Req>,
+    Req: DeadlineRequest,
+{
+    type Response = S::Response;
+    type Error = Error<S::Error>;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Error::Inner)
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let now = Instant::now();
+        let mut deadline = add(now, self.timeout);
+        if let Some(carried) = req.deadline() {
+            deadline = if self.mode.overrides {
+                carried.instant()
+            } else {
+                deadline.min(carried.instant())
+            };
+        }
+        #[cfg(feature = "http")]
+        if let Some(name) = &self.mode.header
+            && let Some(value) = req.header(name)
+        {
+            match super::parse_budget(value) {
+                // Clamped: the header can only shorten the layer's timeout.
+                Some(budget) => deadline = deadline.min(add(now, budget.min(self.timeout))),
+                None => tracing::debug!(
+                    header = %name,
+                    value = ?value,
+                    "ignoring malformed budget header"
+                ),
+            }
+        }
+        req.set_deadline(Deadline::at(deadline));
+        let budget = deadline.saturating_duration_since(now);
+        if budget.is_zero() {
+            // No time left: the answer could not be used, so spare the work.
+            return ResponseFuture::expired(deadline);
+        }
+        ResponseFuture::new(self.inner.call(req), deadline, budget)
+    }
+}
