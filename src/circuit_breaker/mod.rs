@@ -1,1 +1,90 @@
-//! Placeholder: this layer is being built.
+//! Circuit breaker: stop calling a dependency that is failing, fail fast
+//! instead, and probe it again after a while.
+//!
+//! A [`CircuitBreakerLayer`] counts the outcomes of the calls it lets
+//! through. While **closed**, every call passes. When the failures reach the
+//! trip condition, the breaker **opens**: calls fail at once with
+//! [`Error::Open`] (`503` with `Retry-After` over HTTP) and the inner service
+//! is not touched. Once the open wait is over, the next call turns it
+//! **half-open** (there is no timer task) and a few probe calls pass: if they
+//! all succeed it closes, if one fails it opens again, with an optional
+//! growing wait.
+//!
+//! Trip conditions, as in Resilience4j:
+//! - [`consecutive_failures`](CircuitBreakerLayer::consecutive_failures) (the
+//!   default: 5 in a row);
+//! - a failure rate over a [`count_window`](CircuitBreakerLayer::count_window)
+//!   (exactly the last N calls) or a
+//!   [`time_window`](CircuitBreakerLayer::time_window) (the last N seconds,
+//!   bucketed), once it holds [`minimum_calls`](CircuitBreakerLayer::minimum_calls);
+//! - a [slow-call](CircuitBreakerLayer::slow_calls) rate.
+//!
+//! What counts as a failure is up to a [`Classify`] function (default: `Err`),
+//! so a `5xx` response or a timeout can count and a `4xx` need not. A
+//! [`Handle`] reads the state and metrics, streams [`Transition`]s and forces
+//! states. [`KeyedCircuitBreakerLayer`] keeps one breaker per key (such as a
+//! downstream host); [`FallbackLayer`] turns chosen errors into a fallback
+//! response.
+//!
+//! Every state change emits a `tracing` event (`warn` when opening, `info`
+//! otherwise) with the states, the reason and the window's rates; rejections
+//! are logged at `debug`.
+//!
+//! # Example
+//!
+//! ```
+//! use std::num::NonZeroU32;
+//! use std::time::Duration;
+//! use palisade::circuit_breaker::{CircuitBreakerLayer, Error, State};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let layer = CircuitBreakerLayer::new()
+//!     .consecutive_failures(NonZeroU32::new(2).unwrap())
+//!     .open_wait(Duration::from_secs(10));
+//! let handle = layer.handle();
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|fail: bool| async move {
+//!         if fail { Err("down") } else { Ok("ok") }
+//!     }));
+//!
+//! for _ in 0..2 {
+//!     assert!(matches!(svc.ready().await.unwrap().call(true).await, Err(Error::Inner("down"))));
+//! }
+//! assert_eq!(handle.state(), State::Open);
+//! let err = svc.ready().await.unwrap().call(false).await.unwrap_err();
+//! assert!(err.is_open());
+//! # }
+//! ```
+//!
+//! # Cost
+//!
+//! In the closed state with consecutive-failure or count-window tripping, a
+//! call reads no clock and allocates nothing: one atomic load to admit it and
+//! one to record a success (a short uncontended lock in count-window mode).
+//! A time window reads the clock once per call, slow-call detection twice.
+//! Time is `tokio::time::Instant`, so tests can pause it.
+
+mod breaker;
+mod classify;
+mod config;
+pub mod error;
+mod fallback;
+pub mod future;
+mod handle;
+mod keyed;
+mod layer;
+mod service;
+mod state;
+mod window;
+
+pub use self::classify::{Classify, ErrorIsFailure};
+pub use self::config::{Config, InvalidRate, Rate};
+pub use self::error::Error;
+pub use self::fallback::{Fallback, FallbackFuture, FallbackLayer};
+pub use self::handle::Handle;
+pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle};
+pub use self::layer::CircuitBreakerLayer;
+pub use self::service::CircuitBreaker;
+pub use self::state::{Metrics, Outcome, Reason, State, Transition};

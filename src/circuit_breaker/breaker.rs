@@ -1,0 +1,570 @@
+//! The shared breaker behind a layer: one state word read without a lock on
+//! the closed path, and a mutex for everything else.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use super::config::{Config, Mode, Rate};
+use super::state::{Metrics, Outcome, Reason, State, Transition};
+use super::window::{CountWindow, Counts, TimeWindow, Window};
+
+// The state word: generation (32 bits) | consecutive failures (24) | state (8).
+// The generation changes on every transition, so an outcome of a call let
+// through in an earlier state is recognised and dropped.
+const CODE_MASK: u64 = 0xff;
+const COUNT_SHIFT: u32 = 8;
+const COUNT_MASK: u64 = 0xff_ffff << COUNT_SHIFT;
+const GEN_SHIFT: u32 = 32;
+
+const CLOSED: u8 = State::Closed.code();
+const HALF_OPEN: u8 = State::HalfOpen.code();
+const FORCED_CLOSED: u8 = State::ForcedClosed.code();
+const DISABLED: u8 = State::Disabled.code();
+
+fn pack(generation: u32, count: u32, code: u8) -> u64 {
+    (u64::from(generation) << GEN_SHIFT) | (u64::from(count) << COUNT_SHIFT) | u64::from(code)
+}
+
+fn generation(word: u64) -> u32 {
+    (word >> GEN_SHIFT) as u32
+}
+
+fn count(word: u64) -> u32 {
+    ((word & COUNT_MASK) >> COUNT_SHIFT) as u32
+}
+
+fn code(word: u64) -> u8 {
+    (word & CODE_MASK) as u8
+}
+
+fn counting(code: u8) -> bool {
+    code == CLOSED || code == FORCED_CLOSED
+}
+
+/// Open or half-open: the states that count against an ejection cap.
+fn ejected(state: State) -> bool {
+    matches!(state, State::Open | State::HalfOpen)
+}
+
+/// What the breaker decided for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Closed (or forced closed): let it through, record the outcome under
+    /// this generation.
+    Call(u32),
+    /// Half-open: let it through as the probe with this id.
+    Probe(u64),
+    /// Disabled: let it through, record nothing.
+    Pass,
+    /// Fail fast.
+    Reject(Duration),
+}
+
+/// The open share of a keyed breaker's keys (as Envoy caps ejections).
+#[derive(Debug)]
+pub(crate) struct Ejection {
+    pub(crate) open: AtomicUsize,
+    pub(crate) keys: AtomicUsize,
+    pub(crate) cap: Option<Rate>,
+}
+
+impl Ejection {
+    pub(crate) fn new(cap: Option<Rate>) -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            keys: AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    /// Reserves one more open key, unless that would pass the cap. One key
+    /// may always open.
+    fn try_enter(&self) -> bool {
+        let keys = self.keys.load(Ordering::Acquire);
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                let allowed = match self.cap {
+                    None => true,
+                    Some(cap) => open == 0 || (open + 1) as f64 <= cap.get() * keys as f64,
+                };
+                allowed.then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    fn leave(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                open.checked_sub(1)
+            });
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    window: Option<Window>,
+    open_until: Instant,
+    trips: u32,
+    // Probes in flight: id and the instant their permit is taken back.
+    probes: Vec<(u64, Instant)>,
+    probe_successes: u32,
+    next_probe: u64,
+}
+
+/// One circuit breaker, shared by every service a layer builds.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    word: AtomicU64,
+    threshold: u32,
+    inner: Mutex<Inner>,
+    pub(crate) config: Config,
+    events: broadcast::Sender<Transition>,
+    label: Option<Arc<str>>,
+    ejection: Option<Arc<Ejection>>,
+    attached: AtomicBool,
+    clock_at_start: bool,
+    clock_at_end: bool,
+}
+
+impl Breaker {
+    pub(crate) fn new(config: Config) -> Self {
+        let label = config.name.clone();
+        Self::with_ejection(config, label, None)
+    }
+
+    pub(crate) fn with_ejection(
+        config: Config,
+        label: Option<Arc<str>>,
+        ejection: Option<Arc<Ejection>>,
+    ) -> Self {
+        let now = Instant::now();
+        let (threshold, window) = match config.mode {
+            Mode::Consecutive(n) => (n, None),
+            Mode::Count { size } => (0, Some(Window::Count(CountWindow::new(size)))),
+            Mode::Time { length, buckets } => {
+                (0, Some(Window::Time(TimeWindow::new(length, buckets, now))))
+            }
+        };
+        let (events, _) = broadcast::channel(64);
+        Self {
+            word: AtomicU64::new(pack(0, 0, CLOSED)),
+            threshold,
+            inner: Mutex::new(Inner {
+                window,
+                open_until: now,
+                trips: 0,
+                probes: Vec::with_capacity(config.probes.min(1024) as usize),
+                probe_successes: 0,
+                next_probe: 0,
+            }),
+            clock_at_start: config.clock_at_start(),
+            clock_at_end: config.clock_at_end(),
+            config,
+            events,
+            label,
+            ejection,
+            attached: AtomicBool::new(true),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The state stays consistent across a panic in a tracing subscriber.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or("")
+    }
+
+    pub(crate) fn clock_at_start(&self) -> bool {
+        self.clock_at_start
+    }
+
+    pub(crate) fn clock_at_end(&self) -> bool {
+        self.clock_at_end
+    }
+
+    pub(crate) fn slow_threshold(&self) -> Option<Duration> {
+        self.config.slow_call.map(|(d, _)| d)
+    }
+
+    pub(crate) fn state(&self) -> State {
+        State::from_code(code(self.word.load(Ordering::Acquire)))
+    }
+
+    /// Decides whether a call may go through.
+    #[inline]
+    pub(crate) fn admit(&self) -> Admit {
+        let word = self.word.load(Ordering::Acquire);
+        match code(word) {
+            CLOSED | FORCED_CLOSED => Admit::Call(generation(word)),
+            DISABLED => Admit::Pass,
+            _ => self.admit_slow(),
+        }
+    }
+
+    #[cold]
+    fn admit_slow(&self) -> Admit {
+        let mut inner = self.lock();
+        let word = self.word.load(Ordering::Acquire);
+        let now = Instant::now();
+        let admit = match State::from_code(code(word)) {
+            State::Closed | State::ForcedClosed => return Admit::Call(generation(word)),
+            State::Disabled => return Admit::Pass,
+            State::ForcedOpen => Admit::Reject(self.config.open_wait),
+            State::Open if now < inner.open_until => Admit::Reject(inner.open_until - now),
+            State::Open => {
+                self.transition(&mut inner, word, State::HalfOpen, Reason::WaitElapsed, now);
+                self.admit_probe(&mut inner, now)
+            }
+            State::HalfOpen => self.admit_probe(&mut inner, now),
+        };
+        if let Admit::Reject(retry_after) = admit {
+            tracing::debug!(
+                breaker = self.label(),
+                state = %State::from_code(code(self.word.load(Ordering::Relaxed))),
+                ?retry_after,
+                "circuit breaker rejected a call"
+            );
+        }
+        admit
+    }
+
+    fn admit_probe(&self, inner: &mut Inner, now: Instant) -> Admit {
+        let before = inner.probes.len();
+        inner.probes.retain(|&(_, deadline)| deadline > now);
+        if inner.probes.len() < before {
+            tracing::debug!(
+                breaker = self.label(),
+                reclaimed = before - inner.probes.len(),
+                "circuit breaker took back the permit of a probe that ran past its time limit"
+            );
+        }
+        let in_use = u32::try_from(inner.probes.len()).unwrap_or(u32::MAX);
+        if in_use.saturating_add(inner.probe_successes) < self.config.probes {
+            let id = inner.next_probe;
+            inner.next_probe += 1;
+            inner.probes.push((id, now + self.config.probe_timeout));
+            Admit::Probe(id)
+        } else {
+            // A probe is deciding right now; there is no better estimate.
+            Admit::Reject(Duration::ZERO)
+        }
+    }
+
+    /// Records the outcome of a call admitted as `Admit::Call(generation)`.
+    #[inline]
+    pub(crate) fn record_call(
+        &self,
+        call_generation: u32,
+        outcome: Outcome,
+        slow: bool,
+        now: Option<Instant>,
+    ) {
+        if outcome == Outcome::Ignored {
+            return;
+        }
+        let failure = outcome == Outcome::Failure;
+        if self.threshold > 0 {
+            self.record_consecutive(call_generation, failure || slow);
+        } else {
+            self.record_window(call_generation, failure, slow, now);
+        }
+    }
+
+    #[inline]
+    fn record_consecutive(&self, call_generation: u32, bad: bool) {
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            if generation(word) != call_generation || !counting(code(word)) {
+                return;
+            }
+            let current = count(word);
+            let next = if bad {
+                (current + 1).min(self.threshold)
+            } else {
+                0
+            };
+            if next != current {
+                let new = (word & !COUNT_MASK) | (u64::from(next) << COUNT_SHIFT);
+                if let Err(actual) =
+                    self.word
+                        .compare_exchange_weak(word, new, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    word = actual;
+                    continue;
+                }
+            }
+            if bad && next >= self.threshold && code(word) == CLOSED {
+                self.trip_consecutive(call_generation);
+            }
+            return;
+        }
+    }
+
+    #[cold]
+    fn trip_consecutive(&self, call_generation: u32) {
+        let mut inner = self.lock();
+        let word = self.word.load(Ordering::Acquire);
+        if generation(word) == call_generation
+            && code(word) == CLOSED
+            && count(word) >= self.threshold
+        {
+            self.trip(
+                &mut inner,
+                word,
+                Reason::ConsecutiveFailures,
+                Instant::now(),
+            );
+        }
+    }
+
+    fn record_window(&self, call_generation: u32, failure: bool, slow: bool, now: Option<Instant>) {
+        let mut inner = self.lock();
+        let word = self.word.load(Ordering::Acquire);
+        if generation(word) != call_generation || !counting(code(word)) {
+            return;
+        }
+        let Some(window) = inner.window.as_mut() else {
+            return;
+        };
+        window.record(now, failure, slow);
+        if code(word) != CLOSED {
+            return;
+        }
+        let counts = window.counts(now);
+        if let Some(reason) = self.should_trip(counts) {
+            let now = now.unwrap_or_else(Instant::now);
+            self.trip(&mut inner, word, reason, now);
+        }
+    }
+
+    fn should_trip(&self, counts: Counts) -> Option<Reason> {
+        let minimum = match self.config.mode {
+            Mode::Count { size } => self.config.minimum_calls.min(size),
+            _ => self.config.minimum_calls,
+        }
+        .max(1);
+        if counts.calls < minimum {
+            return None;
+        }
+        let calls = f64::from(counts.calls);
+        if f64::from(counts.failures) / calls >= self.config.failure_rate.get() {
+            return Some(Reason::FailureRate);
+        }
+        match self.config.slow_call {
+            Some((_, rate)) if f64::from(counts.slow) / calls >= rate.get() => {
+                Some(Reason::SlowCallRate)
+            }
+            _ => None,
+        }
+    }
+
+    /// Opens a closed breaker, unless a keyed breaker's ejection cap forbids.
+    fn trip(&self, inner: &mut Inner, word: u64, reason: Reason, now: Instant) {
+        if let Some(ejection) = self.attached_ejection()
+            && !ejection.try_enter()
+        {
+            tracing::debug!(
+                breaker = self.label(),
+                %reason,
+                "circuit breaker stays closed: the share of open keys is at its cap"
+            );
+            return;
+        }
+        self.transition(inner, word, State::Open, reason, now);
+    }
+
+    fn attached_ejection(&self) -> Option<&Ejection> {
+        self.ejection
+            .as_deref()
+            .filter(|_| self.attached.load(Ordering::Acquire))
+    }
+
+    /// Records the outcome of probe `id`.
+    pub(crate) fn record_probe(&self, id: u64, outcome: Outcome, slow: bool) {
+        let mut inner = self.lock();
+        let Some(at) = inner.probes.iter().position(|&(probe, _)| probe == id) else {
+            // Its permit was taken back, or the breaker moved on.
+            return;
+        };
+        inner.probes.swap_remove(at);
+        let word = self.word.load(Ordering::Acquire);
+        if code(word) != HALF_OPEN {
+            return;
+        }
+        match outcome {
+            // The permit is free again for another probe.
+            Outcome::Ignored => {}
+            Outcome::Failure => self.reopen(&mut inner, word),
+            Outcome::Success if slow => self.reopen(&mut inner, word),
+            Outcome::Success => {
+                inner.probe_successes += 1;
+                if inner.probe_successes >= self.config.probes {
+                    self.transition(
+                        &mut inner,
+                        word,
+                        State::Closed,
+                        Reason::ProbesSucceeded,
+                        Instant::now(),
+                    );
+                }
+            }
+        }
+    }
+
+    fn reopen(&self, inner: &mut Inner, word: u64) {
+        self.transition(
+            inner,
+            word,
+            State::Open,
+            Reason::ProbeFailed,
+            Instant::now(),
+        );
+    }
+
+    /// Gives back the permit of probe `id`, whose call was dropped unfinished.
+    pub(crate) fn release_probe(&self, id: u64) {
+        let mut inner = self.lock();
+        if let Some(at) = inner.probes.iter().position(|&(probe, _)| probe == id) {
+            inner.probes.swap_remove(at);
+            tracing::debug!(
+                breaker = self.label(),
+                "circuit breaker probe dropped; permit given back"
+            );
+        }
+    }
+
+    fn transition(&self, inner: &mut Inner, word: u64, to: State, reason: Reason, now: Instant) {
+        let from = State::from_code(code(word));
+        let counts = inner.window.as_ref().map(|w| w.counts(Some(now)));
+        let failure_rate = counts.and_then(Counts::failure_rate);
+        let slow_call_rate = counts.and_then(Counts::slow_rate);
+        let mut open_for = None;
+        match to {
+            State::Open => {
+                inner.trips = inner.trips.saturating_add(1);
+                let wait = self.config.wait_for_trip(inner.trips);
+                inner.open_until = now + wait;
+                open_for = Some(wait);
+            }
+            State::Closed => inner.trips = 0,
+            _ => {}
+        }
+        if matches!(to, State::Closed | State::ForcedClosed)
+            && let Some(window) = inner.window.as_mut()
+        {
+            window.clear();
+        }
+        inner.probes.clear();
+        inner.probe_successes = 0;
+        self.word.store(
+            pack(generation(word).wrapping_add(1), 0, to.code()),
+            Ordering::Release,
+        );
+        if ejected(from)
+            && !ejected(to)
+            && let Some(ejection) = self.attached_ejection()
+        {
+            ejection.leave();
+        }
+        if to == State::Open {
+            tracing::warn!(
+                breaker = self.label(),
+                from = %from,
+                to = %to,
+                %reason,
+                failure_rate,
+                slow_call_rate,
+                ?open_for,
+                "circuit breaker state changed"
+            );
+        } else {
+            tracing::info!(
+                breaker = self.label(),
+                from = %from,
+                to = %to,
+                %reason,
+                failure_rate,
+                slow_call_rate,
+                "circuit breaker state changed"
+            );
+        }
+        // No receiver is not an error.
+        let _ = self.events.send(Transition {
+            from,
+            to,
+            reason,
+            failure_rate,
+            slow_call_rate,
+            open_for,
+        });
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.events.subscribe()
+    }
+
+    /// Moves to `to` through the handle.
+    pub(crate) fn force(&self, to: State) {
+        let mut inner = self.lock();
+        let word = self.word.load(Ordering::Acquire);
+        if code(word) != to.code() {
+            self.transition(&mut inner, word, to, Reason::Forced, Instant::now());
+        }
+    }
+
+    /// Back to a fresh closed breaker.
+    pub(crate) fn reset(&self) {
+        let mut inner = self.lock();
+        let word = self.word.load(Ordering::Acquire);
+        self.transition(
+            &mut inner,
+            word,
+            State::Closed,
+            Reason::Reset,
+            Instant::now(),
+        );
+    }
+
+    pub(crate) fn metrics(&self) -> Metrics {
+        let inner = self.lock();
+        let word = self.word.load(Ordering::Acquire);
+        let counts = inner
+            .window
+            .as_ref()
+            .map(|w| w.counts(None))
+            .unwrap_or_default();
+        Metrics {
+            state: State::from_code(code(word)),
+            calls_in_window: counts.calls,
+            failures_in_window: counts.failures,
+            slow_calls_in_window: counts.slow,
+            failure_rate: counts.failure_rate(),
+            slow_call_rate: counts.slow_rate(),
+            consecutive_failures: count(word),
+            trips: inner.trips,
+        }
+    }
+
+    /// Whether this breaker counts against its keyed ejection cap right now.
+    pub(crate) fn is_ejected(&self) -> bool {
+        ejected(self.state())
+    }
+
+    /// Takes a keyed breaker out of its registry's ejection accounting.
+    pub(crate) fn detach(&self) {
+        let _inner = self.lock();
+        if self.attached.swap(false, Ordering::AcqRel)
+            && ejected(self.state())
+            && let Some(ejection) = self.ejection.as_deref()
+        {
+            ejection.leave();
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The circuit breaker service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower_service::Service;
+
+use super::breaker::{Admit, Breaker};
+use super::classify::{Classify, ErrorIsFailure};
+use super::error::Error;
+use super::future::{ProbePermit, Record, ResponseFuture, Ticket};
+use super::handle::Handle;
+
+/// The decision `poll_ready` took for the next call.
+#[derive(Debug)]
+enum Admission {
+    Idle,
+    Call(u32),
+    Probe(ProbePermit),
+    Pass,
+    Reject(Duration),
+}
+
+/// Guards an inner service with a circuit breaker shared with every clone
+/// and with every service built by the same layer.
+///
+/// `poll_ready` takes the breaker's decision for the next call: while the
+/// breaker is open it is ready at once without polling the inner service,
+/// and `call` fails fast with [`Error::Open`]. A half-open probe permit
+/// taken by `poll_ready` is given back if the service is dropped without
+/// calling.
+///
+/// See the [module docs](super) for an example.
+pub struct CircuitBreaker<S, C = ErrorIsFailure> {
+    inner: S,
+    breaker: Arc<Breaker>,
+    classifier: C,
+    admission: Admission,
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn from_parts(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
+        Self {
+            inner,
+            breaker,
+            classifier,
+            admission: Admission::Idle,
+        }
+    }
+
+    /// The handle of the breaker.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.breaker.clone())
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn admit(&self) -> Admission {
+        match self.breaker.admit() {
+            Admit::Call(generation) => Admission::Call(generation),
+            Admit::Probe(id) => Admission::Probe(ProbePermit::new(self.breaker.clone(), id)),
+            Admit::Pass => Admission::Pass,
+            Admit::Reject(retry_after) => Admission::Reject(retry_after),
+        }
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        // The decision (and any probe permit) belongs to this service only.
+        Self::from_parts(
+            self.inner.clone(),
+            self.breaker.clone(),
+            self.classifier.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("state", &self.breaker.state())
+            .field("admission", &self.admission)
+            .finish()
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = Error<S::Error>;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if matches!(self.admission, Admission::Idle | Admission::Reject(_)) {
+            // A stale rejection is decided again: the breaker may have moved on.
+            self.admission = self.admit();
+        }
+        if let Admission::Reject(_) = self.admission {
+            // Open: ready at once, whatever the inner service's readiness.
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.poll_ready(cx).map_err(Error::Inner)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let admission = match std::mem::replace(&mut self.admission, Admission::Idle) {
+            // Called without `poll_ready`: decide now.
+            Admission::Idle => self.admit(),
+            admission => admission,
+        };
+        let ticket = match admission {
+            Admission::Call(generation) => Ticket::Call(generation),
+            Admission::Probe(permit) => Ticket::Probe(permit),
+            Admission::Pass => return ResponseFuture::passthrough(self.inner.call(req)),
+            Admission::Reject(retry_after) => return ResponseFuture::rejected(retry_after),
+            Admission::Idle => unreachable!("admit never answers idle"),
+        };
+        let record = Record::new(self.breaker.clone(), self.classifier.clone(), ticket);
+        ResponseFuture::tracked(self.inner.call(req), record)
+    }
+}
