@@ -81,6 +81,14 @@ pub trait DeadlineRequest {
         let _ = name;
         None
     }
+
+    /// Sets the header `name` to `value`, for request types that have
+    /// headers. The default does nothing.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    fn set_header(&mut self, name: &http::HeaderName, value: http::HeaderValue) {
+        let _ = (name, value);
+    }
 }
 
 #[cfg(feature = "http")]
@@ -96,5 +104,9 @@ impl<B> DeadlineRequest for http::Request<B> {
 
     fn header(&self, name: &http::HeaderName) -> Option<&http::HeaderValue> {
         self.headers().get(name)
+    }
+
+    fn set_header(&mut self, name: &http::HeaderName, value: http::HeaderValue) {
+        self.headers_mut().insert(name.clone(), value);
     }
 }

@@ -39,13 +39,17 @@ pub fn parse_budget(value: &HeaderValue) -> Option<Duration> {
     Some(Duration::from_millis(millis))
 }
 
+/// A budget as a header value: whole milliseconds, rounded down.
+pub(crate) fn millis_header(budget: Duration) -> HeaderValue {
+    HeaderValue::from(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Deadline {
     /// The remaining budget as a [`REQUEST_TIMEOUT`] header value, in whole
     /// milliseconds rounded down, so the next hop never outlives this one.
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn to_header_value(&self) -> HeaderValue {
-        let millis = u64::try_from(self.remaining().as_millis()).unwrap_or(u64::MAX);
-        HeaderValue::from(millis)
+        millis_header(self.remaining())
     }
 
     /// Writes the remaining budget into `headers` as [`REQUEST_TIMEOUT`],

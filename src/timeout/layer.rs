@@ -104,6 +104,28 @@ impl TimeoutLayer<PerRequest> {
     }
 }
 
+impl TimeoutLayer<PerRequest> {
+    /// Writes the budget applied to each request into its
+    /// [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT) header, in whole
+    /// milliseconds rounded down: on a client stack, this forwards the
+    /// smaller of the layer's timeout and the time left to the next service.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[must_use]
+    pub fn forward_header(self) -> Self {
+        self.forward_header_as(super::REQUEST_TIMEOUT)
+    }
+
+    /// Like [`forward_header`](Self::forward_header), with the header `name`.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[must_use]
+    pub fn forward_header_as(mut self, name: http::HeaderName) -> Self {
+        self.mode.forward = Some(name);
+        self
+    }
+}
+
 impl<S, M: Clone> Layer<S> for TimeoutLayer<M> {
     type Service = Timeout<S, M>;
 

@@ -118,6 +118,8 @@ pub struct PerRequest {
     pub(crate) overrides: bool,
     #[cfg(feature = "http")]
     pub(crate) header: Option<::http::HeaderName>,
+    #[cfg(feature = "http")]
+    pub(crate) forward: Option<::http::HeaderName>,
 }
 
 impl PerRequest {
@@ -126,6 +128,8 @@ impl PerRequest {
             overrides: false,
             #[cfg(feature = "http")]
             header: Some(REQUEST_TIMEOUT),
+            #[cfg(feature = "http")]
+            forward: None,
         }
     }
 }

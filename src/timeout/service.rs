@@ -116,6 +116,10 @@ where
         }
         req.set_deadline(Deadline::at(deadline));
         let budget = deadline.saturating_duration_since(now);
+        #[cfg(feature = "http")]
+        if let Some(name) = &self.mode.forward {
+            req.set_header(name, super::http::millis_header(budget));
+        }
         if budget.is_zero() {
             // No time left: the answer could not be used, so spare the work.
             return ResponseFuture::expired(deadline);
