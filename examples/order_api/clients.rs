@@ -1,0 +1,247 @@
+//! Infrastructure: the HTTP clients of the payment provider and the
+//! recommendations service.
+//!
+//! Each client is a tower stack over hyper-util's legacy `Client` (itself a
+//! `tower::Service`). [`transport`] is the bottom of every stack: it sends
+//! the request, reads the whole body and turns a 5xx into an error, so the
+//! layers above it (configured in `layers.rs`) see one failure type.
+//! [`classify`] maps whatever the stack failed with to a [`ClientError`]
+//! that the API answers as 502, 503 or 504.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use palisade::BoxError;
+use serde::Serialize;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use crate::domain::{Currency, Money};
+use crate::faults::{Charge, ChargeRequest, RecommendationList};
+use crate::routes::{IDEMPOTENCY_KEY, ProductSummary};
+
+/// hyper-util's pooled HTTP/1 client: a `tower::Service<Request<_>>`.
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A whole downstream stack: request in, response with its whole body out.
+pub(crate) type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, BoxError>;
+
+pub(crate) fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A failure at the bottom of a stack.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TransportError {
+    #[error("answered {0}")]
+    Status(StatusCode),
+    #[error("unreachable: {0}")]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("body: {0}")]
+    Body(#[source] hyper::Error),
+}
+
+/// The bottom of every client stack: hyper-util's `Client` as a service,
+/// with the body read and server errors made errors (so a timeout above it
+/// covers the body too, and a breaker above it counts 5xx as failures).
+pub(crate) fn transport(
+    client: HttpClient,
+) -> impl Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = TransportError, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    client.map_err(TransportError::Connect).and_then(
+        |response: Response<hyper::body::Incoming>| async move {
+            let (parts, body) = response.into_parts();
+            if parts.status.is_server_error() {
+                return Err(TransportError::Status(parts.status));
+            }
+            let body = body
+                .collect()
+                .await
+                .map_err(TransportError::Body)?
+                .to_bytes();
+            Ok(Response::from_parts(parts, body))
+        },
+    )
+}
+
+/// Why a downstream call failed, as the API answers it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ClientError {
+    /// The provider failed, refused, or was unreachable: 502.
+    #[error("provider error: {0}")]
+    Upstream(String),
+    /// No answer in time: 504.
+    #[error("provider timed out")]
+    Timeout,
+    /// The circuit breaker is open; no call was made: 503 + `Retry-After`.
+    /// Made by `classify` once a breaker is in the stack (`layers.rs`).
+    #[allow(dead_code)]
+    #[error("circuit open, retry after {retry_after:?}")]
+    BreakerOpen { retry_after: Duration },
+}
+
+/// Names the failure of a stack built in `layers.rs`.
+pub(crate) fn classify(error: BoxError) -> ClientError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        return ClientError::Timeout;
+    }
+    // Phase 2: with palisade's layers in the stacks, match their errors here:
+    // `palisade::timeout::Error::Elapsed` -> Timeout,
+    // `palisade::circuit_breaker::Error::Open { retry_after }` -> BreakerOpen,
+    // and unwrap their `Inner` variant to reach the TransportError.
+    ClientError::Upstream(error.to_string())
+}
+
+/// The state of a client's circuit breaker, for `/admin/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// Reads a breaker's state; `layers.rs` hands one out with each stack.
+#[derive(Clone)]
+pub(crate) struct BreakerProbe(Arc<dyn Fn() -> BreakerState + Send + Sync>);
+
+impl BreakerProbe {
+    pub(crate) fn new(read: impl Fn() -> BreakerState + Send + Sync + 'static) -> Self {
+        Self(Arc::new(read))
+    }
+
+    /// For a stack without a breaker: always closed.
+    pub(crate) fn always_closed() -> Self {
+        Self::new(|| BreakerState::Closed)
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for BreakerProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BreakerProbe").field(&self.state()).finish()
+    }
+}
+
+fn json_request(method: Method, uri: &str, has_body: bool) -> http::request::Builder {
+    let builder = Request::builder().method(method).uri(uri);
+    if has_body {
+        return builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    builder
+}
+
+/// The payment provider.
+#[derive(Debug, Clone)]
+pub(crate) struct PaymentClient {
+    stack: Upstream,
+    url: String,
+    breaker: BreakerProbe,
+}
+
+impl PaymentClient {
+    pub(crate) fn new(stack: Upstream, url: String, breaker: BreakerProbe) -> Self {
+        Self {
+            stack,
+            url,
+            breaker,
+        }
+    }
+
+    pub(crate) fn breaker(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Charges `amount` under `key`; returns the payment id. The provider
+    /// charges once per key, however often this is called.
+    pub(crate) async fn charge(
+        &self,
+        key: &str,
+        amount: Money,
+        currency: Currency,
+    ) -> Result<String, ClientError> {
+        let body = serde_json::to_vec(&ChargeRequest {
+            amount_cents: amount.cents(),
+            currency: currency.as_str().to_owned(),
+        })
+        .expect("charge serialises");
+        let key = HeaderValue::from_str(key).map_err(|e| ClientError::Upstream(e.to_string()))?;
+        let request = json_request(Method::POST, &self.url, true)
+            .header(IDEMPOTENCY_KEY, key)
+            .body(Full::from(body))
+            .map_err(|e| ClientError::Upstream(e.to_string()))?;
+        let response = self
+            .stack
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(classify)?;
+        if !response.status().is_success() {
+            return Err(ClientError::Upstream(format!(
+                "provider refused: {}",
+                response.status()
+            )));
+        }
+        let charge: Charge = serde_json::from_slice(response.body())
+            .map_err(|e| ClientError::Upstream(format!("bad answer: {e}")))?;
+        Ok(charge.id)
+    }
+}
+
+/// The recommendations service.
+#[derive(Debug, Clone)]
+pub(crate) struct RecommendationsClient {
+    stack: Upstream,
+    base: String,
+    breaker: BreakerProbe,
+}
+
+impl RecommendationsClient {
+    /// `base` is the URL prefix; the product id is appended.
+    pub(crate) fn new(stack: Upstream, base: String, breaker: BreakerProbe) -> Self {
+        Self {
+            stack,
+            base,
+            breaker,
+        }
+    }
+
+    pub(crate) fn breaker(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    pub(crate) async fn for_product(&self, id: u32) -> Result<Vec<ProductSummary>, ClientError> {
+        let request = json_request(Method::GET, &format!("{}{id}", self.base), false)
+            .body(Full::default())
+            .map_err(|e| ClientError::Upstream(e.to_string()))?;
+        let response = self
+            .stack
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(classify)?;
+        if !response.status().is_success() {
+            return Err(ClientError::Upstream(format!(
+                "answered {}",
+                response.status()
+            )));
+        }
+        let list: RecommendationList = serde_json::from_slice(response.body())
+            .map_err(|e| ClientError::Upstream(format!("bad answer: {e}")))?;
+        Ok(list.recommendations)
+    }
+}

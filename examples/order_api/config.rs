@@ -1,0 +1,194 @@
+//! Configuration from the environment.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// Everything the demo reads from its environment.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// `ORDER_API_ADDR`, default `127.0.0.1:3000`.
+    pub(crate) addr: SocketAddr,
+    /// `REDIS_URL`: rate-limit and idempotency state in Redis; unset: in memory.
+    pub(crate) redis_url: Option<String>,
+    /// `DATABASE_URL`: orders in PostgreSQL; unset: in memory.
+    pub(crate) database_url: Option<String>,
+    /// `ORDER_RATE_LIMIT_PER_SECOND`, default 10.
+    pub(crate) rate_limit_per_second: NonZeroU32,
+    /// `ORDER_RATE_LIMIT_BURST`, default 20.
+    pub(crate) rate_limit_burst: NonZeroU32,
+    /// `PAYMENT_URL`; `None`: this instance's own `/fake/payments`.
+    pub(crate) payment_url: Option<String>,
+    /// `PAYMENT_TIMEOUT_MS`, default 10000.
+    pub(crate) payment_timeout: Duration,
+    /// `RECOMMENDATIONS_TIMEOUT_MS`, default 3000.
+    pub(crate) recommendations_timeout: Duration,
+    /// `BREAKER_OPEN_MS`, default 30000: how long an open breaker stays open.
+    pub(crate) breaker_open: Duration,
+    /// `ADMIN_TOKEN`: when set, `/admin/*` needs `Authorization: Bearer <token>`.
+    pub(crate) admin_token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            redis_url: None,
+            database_url: None,
+            rate_limit_per_second: NonZeroU32::new(10).expect("non-zero"),
+            rate_limit_burst: NonZeroU32::new(20).expect("non-zero"),
+            payment_url: None,
+            payment_timeout: Duration::from_millis(10_000),
+            recommendations_timeout: Duration::from_millis(3_000),
+            breaker_open: Duration::from_millis(30_000),
+            admin_token: None,
+        }
+    }
+}
+
+/// A variable that is set but unusable; the demo refuses to start with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?}: {reason}")]
+pub(crate) struct ConfigError {
+    name: &'static str,
+    value: String,
+    reason: &'static str,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub(crate) fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`; empty values count as unset.
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut config = Self::default();
+        if let Some(v) = get("ORDER_API_ADDR") {
+            config.addr = v.trim().parse().map_err(|_| ConfigError {
+                name: "ORDER_API_ADDR",
+                value: v.clone(),
+                reason: "expected an address such as 127.0.0.1:3000",
+            })?;
+        }
+        config.redis_url = get("REDIS_URL");
+        config.database_url = get("DATABASE_URL");
+        config.admin_token = get("ADMIN_TOKEN");
+        if let Some(v) = get("PAYMENT_URL") {
+            if !v.starts_with("http://") {
+                return Err(ConfigError {
+                    name: "PAYMENT_URL",
+                    value: v,
+                    reason: "expected an http:// URL",
+                });
+            }
+            config.payment_url = Some(v);
+        }
+        let nonzero =
+            |name: &'static str, default: NonZeroU32| -> Result<NonZeroU32, ConfigError> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(v) => v.trim().parse().map_err(|_| ConfigError {
+                        name,
+                        value: v,
+                        reason: "expected a whole number >= 1",
+                    }),
+                }
+            };
+        config.rate_limit_per_second =
+            nonzero("ORDER_RATE_LIMIT_PER_SECOND", config.rate_limit_per_second)?;
+        config.rate_limit_burst = nonzero("ORDER_RATE_LIMIT_BURST", config.rate_limit_burst)?;
+        let millis = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+                    _ => Err(ConfigError {
+                        name,
+                        value: v,
+                        reason: "expected milliseconds >= 1",
+                    }),
+                },
+            }
+        };
+        config.payment_timeout = millis("PAYMENT_TIMEOUT_MS", config.payment_timeout)?;
+        config.recommendations_timeout =
+            millis("RECOMMENDATIONS_TIMEOUT_MS", config.recommendations_timeout)?;
+        config.breaker_open = millis("BREAKER_OPEN_MS", config.breaker_open)?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.rate_limit_per_second.get(), 10);
+        assert_eq!(c.rate_limit_burst.get(), 20);
+        assert_eq!(c.payment_timeout, Duration::from_millis(10_000));
+        assert_eq!(c.recommendations_timeout, Duration::from_millis(3_000));
+        assert_eq!(c.breaker_open, Duration::from_millis(30_000));
+        assert!(c.payment_url.is_none() && c.redis_url.is_none() && c.database_url.is_none());
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let c = from(&[
+            ("ORDER_API_ADDR", "0.0.0.0:8080"),
+            ("REDIS_URL", "redis://127.0.0.1:1/"),
+            ("DATABASE_URL", "postgres://x@127.0.0.1/test"),
+            ("ORDER_RATE_LIMIT_PER_SECOND", "3"),
+            ("ORDER_RATE_LIMIT_BURST", "4"),
+            ("PAYMENT_URL", "http://127.0.0.1:9/pay"),
+            ("PAYMENT_TIMEOUT_MS", "5"),
+            ("RECOMMENDATIONS_TIMEOUT_MS", "6"),
+            ("BREAKER_OPEN_MS", "7"),
+            ("ADMIN_TOKEN", "secret"),
+        ])
+        .unwrap();
+        assert_eq!(c.addr.port(), 8080);
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:1/"));
+        assert!(c.database_url.is_some());
+        assert_eq!(
+            (c.rate_limit_per_second.get(), c.rate_limit_burst.get()),
+            (3, 4)
+        );
+        assert_eq!(c.payment_url.as_deref(), Some("http://127.0.0.1:9/pay"));
+        assert_eq!(c.payment_timeout, Duration::from_millis(5));
+        assert_eq!(c.recommendations_timeout, Duration::from_millis(6));
+        assert_eq!(c.breaker_open, Duration::from_millis(7));
+        assert_eq!(c.admin_token.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn refuses_unusable_values_with_the_variable_name() {
+        for (name, value) in [
+            ("ORDER_API_ADDR", "localhost"),
+            ("ORDER_RATE_LIMIT_PER_SECOND", "0"),
+            ("ORDER_RATE_LIMIT_BURST", "-1"),
+            ("PAYMENT_TIMEOUT_MS", "0"),
+            ("BREAKER_OPEN_MS", "soon"),
+            ("PAYMENT_URL", "https://example.com"),
+        ] {
+            let err = from(&[(name, value)]).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+}

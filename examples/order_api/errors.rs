@@ -1,0 +1,144 @@
+//! Every error the API answers with, as an RFC 9457 problem.
+//!
+//! Handlers return [`ApiError`]; its [`IntoResponse`] builds the body with
+//! [`palisade::problem::Problem`], so no handler writes error JSON by hand,
+//! and marks the response with the [`Rejection`] it counts as in
+//! `/admin/stats`.
+
+use axum::response::{IntoResponse, Response};
+use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, StatusCode};
+use palisade::problem::Problem;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::clients::ClientError;
+use crate::state::Rejection;
+
+/// One schema violation: where in the body, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub(crate) struct FieldError {
+    /// JSON Pointer (RFC 6901) to the offending value; `""` is the whole body.
+    pub(crate) pointer: String,
+    /// What is wrong with it.
+    pub(crate) detail: String,
+}
+
+impl FieldError {
+    pub(crate) fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            pointer: pointer.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error("content-type must be application/json")]
+    UnsupportedMediaType,
+    #[error("body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("could not read the body")]
+    BodyRead,
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("{} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+    #[error("the Idempotency-Key header {0}")]
+    IdempotencyKey(&'static str),
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyMismatch,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("payment: {0}")]
+    Payment(ClientError),
+    #[error("order storage unavailable")]
+    Storage,
+}
+
+impl ApiError {
+    /// The problem this error answers with.
+    pub(crate) fn to_problem(&self) -> Problem {
+        let status = self.status();
+        let problem = Problem::new(status).with_detail(self.to_string());
+        match self {
+            ApiError::Invalid(errors) => problem
+                .with_title("Request body does not match the schema")
+                .with_extension("errors", json!(errors)),
+            ApiError::MalformedJson(_) => problem.with_title("Malformed JSON"),
+            ApiError::IdempotencyKey(_) => problem.with_title("Invalid Idempotency-Key"),
+            ApiError::IdempotencyMismatch => {
+                problem.with_title("Idempotency-Key reused with a different body")
+            }
+            ApiError::Unauthorized => {
+                problem.with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+            }
+            ApiError::Payment(ClientError::BreakerOpen { retry_after }) => {
+                // Whole seconds, at least 1 (RFC 9110 `delay-seconds`).
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                problem
+                    .with_title("Payment provider unavailable")
+                    .with_header(RETRY_AFTER, HeaderValue::from(secs.max(1)))
+            }
+            ApiError::Payment(ClientError::Timeout) => {
+                problem.with_title("Payment provider timed out")
+            }
+            ApiError::Payment(ClientError::Upstream(_)) => {
+                problem.with_title("Payment provider failed")
+            }
+            _ => problem,
+        }
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyRead | ApiError::MalformedJson(_) | ApiError::IdempotencyKey(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Invalid(_) | ApiError::IdempotencyMismatch => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Payment(ClientError::Upstream(_)) => StatusCode::BAD_GATEWAY,
+            ApiError::Payment(ClientError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Payment(ClientError::BreakerOpen { .. }) | ApiError::Storage => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// What `/admin/stats` counts this error as, if anything.
+    pub(crate) fn rejection(&self) -> Option<Rejection> {
+        match self {
+            ApiError::UnsupportedMediaType
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::MalformedJson(_)
+            | ApiError::Invalid(_)
+            | ApiError::IdempotencyKey(_) => Some(Rejection::Validation),
+            ApiError::IdempotencyMismatch => Some(Rejection::IdempotencyMismatch),
+            ApiError::Payment(ClientError::Timeout) => Some(Rejection::Timeout),
+            ApiError::Payment(ClientError::BreakerOpen { .. }) => Some(Rejection::BreakerOpen),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.to_problem().into_response::<axum::body::Body>();
+        if let Some(rejection) = self.rejection() {
+            response.extensions_mut().insert(rejection);
+        }
+        response
+    }
+}

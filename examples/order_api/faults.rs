@@ -1,0 +1,285 @@
+//! The in-process fake downstreams (`/fake/payments`,
+//! `/fake/recommendations/{id}`) and the faults `/admin/faults` injects
+//! into them.
+//!
+//! The fakes are called over real HTTP by the clients in `clients.rs`, like
+//! any remote provider, so timeouts, breakers and retries meet real sockets.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use palisade::problem::Problem;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::errors::{ApiError, FieldError};
+use crate::routes::{IDEMPOTENCY_KEY, ProductSummary, valid_idempotency_key};
+use crate::state::AppState;
+
+/// Longest latency `/admin/faults` accepts: ten minutes.
+pub(crate) const MAX_LATENCY_MS: u64 = 600_000;
+
+/// The faults of one downstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FaultSpec {
+    /// Share of calls that fail with a 500, 0.0..=1.0.
+    #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub(crate) fail_rate: f64,
+    /// Delay before every answer, in milliseconds.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 600_000)]
+    pub(crate) latency_ms: u64,
+}
+
+/// The body of `PUT /admin/faults`; a missing part leaves that downstream's
+/// faults as they are, a present part replaces them (missing fields: 0).
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FaultsUpdate {
+    pub(crate) payment: Option<FaultSpec>,
+    pub(crate) recommendations: Option<FaultSpec>,
+}
+
+/// The faults in force, as `PUT /admin/faults` answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct FaultsView {
+    pub(crate) payment: FaultSpec,
+    pub(crate) recommendations: FaultSpec,
+}
+
+/// The faults in force.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    payment: RwLock<FaultSpec>,
+    recommendations: RwLock<FaultSpec>,
+}
+
+impl Faults {
+    pub(crate) fn view(&self) -> FaultsView {
+        FaultsView {
+            payment: *self.payment.read().expect("faults lock"),
+            recommendations: *self.recommendations.read().expect("faults lock"),
+        }
+    }
+
+    pub(crate) fn apply(&self, update: FaultsUpdate) -> FaultsView {
+        if let Some(p) = update.payment {
+            *self.payment.write().expect("faults lock") = p;
+        }
+        if let Some(r) = update.recommendations {
+            *self.recommendations.write().expect("faults lock") = r;
+        }
+        self.view()
+    }
+}
+
+/// Parses a `PUT /admin/faults` body: 400 for malformed JSON, 422 (with
+/// pointers) for anything out of range or unknown.
+pub(crate) fn parse_update(body: &Bytes) -> Result<FaultsUpdate, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let mut errors = Vec::new();
+    match value.as_object() {
+        None => errors.push(FieldError::new("", "must be an object")),
+        Some(obj) => {
+            for (name, part) in obj {
+                if name != "payment" && name != "recommendations" {
+                    errors.push(FieldError::new(format!("/{name}"), "unknown field"));
+                    continue;
+                }
+                check_spec(&format!("/{name}"), part, &mut errors);
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::Invalid(vec![FieldError::new("", e.to_string())]))
+}
+
+fn check_spec(at: &str, part: &Value, errors: &mut Vec<FieldError>) {
+    if part.is_null() {
+        return;
+    }
+    let Some(obj) = part.as_object() else {
+        errors.push(FieldError::new(at, "must be an object"));
+        return;
+    };
+    for (name, v) in obj {
+        let pointer = format!("{at}/{name}");
+        match name.as_str() {
+            "fail_rate" => {
+                if !v.as_f64().is_some_and(|f| (0.0..=1.0).contains(&f)) {
+                    errors.push(FieldError::new(pointer, "must be a number from 0.0 to 1.0"));
+                }
+            }
+            "latency_ms" => {
+                if !v.as_u64().is_some_and(|ms| ms <= MAX_LATENCY_MS) {
+                    errors.push(FieldError::new(
+                        pointer,
+                        format!("must be an integer from 0 to {MAX_LATENCY_MS}"),
+                    ));
+                }
+            }
+            _ => errors.push(FieldError::new(pointer, "unknown field")),
+        }
+    }
+}
+
+/// Waits the injected latency, then fails the injected share of calls.
+async fn inject(spec: FaultSpec) -> Result<(), Response> {
+    if spec.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(spec.latency_ms)).await;
+    }
+    if spec.fail_rate > 0.0 && fastrand::f64() < spec.fail_rate {
+        let problem = Problem::new(StatusCode::INTERNAL_SERVER_ERROR).with_detail("injected fault");
+        return Err(problem.into_response::<axum::body::Body>());
+    }
+    Ok(())
+}
+
+/// A charge request to the fake provider.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChargeRequest {
+    pub(crate) amount_cents: u64,
+    #[schema(pattern = "^[A-Z]{3}$")]
+    pub(crate) currency: String,
+}
+
+/// A charge made by the fake provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Charge {
+    pub(crate) id: String,
+    pub(crate) amount_cents: u64,
+    pub(crate) currency: String,
+    pub(crate) status: String,
+}
+
+/// The fake provider's ledger: one charge per idempotency key, like Stripe.
+#[derive(Debug, Default)]
+pub(crate) struct FakePayments {
+    charges: Mutex<HashMap<String, Charge>>,
+    attempts: AtomicU64,
+}
+
+impl FakePayments {
+    /// Distinct charges made.
+    pub(crate) fn charged(&self) -> u64 {
+        self.charges.lock().expect("ledger lock").len() as u64
+    }
+
+    /// Every call that reached the provider, failed ones included.
+    pub(crate) fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Charges once per key; the same key again answers the first charge.
+    fn charge(&self, key: &str, request: ChargeRequest) -> (bool, Charge) {
+        let mut charges = self.charges.lock().expect("ledger lock");
+        if let Some(existing) = charges.get(key) {
+            return (false, existing.clone());
+        }
+        let charge = Charge {
+            id: format!("pay_{}", uuid::Uuid::new_v4().simple()),
+            amount_cents: request.amount_cents,
+            currency: request.currency,
+            status: "succeeded".to_owned(),
+        };
+        charges.insert(key.to_owned(), charge.clone());
+        (true, charge)
+    }
+}
+
+/// The fake payment provider.
+#[utoipa::path(
+    post,
+    path = "/fake/payments",
+    tag = "fakes",
+    params(("Idempotency-Key" = String, Header, description = "One charge per key",
+            min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$")),
+    request_body = ChargeRequest,
+    responses(
+        (status = 201, description = "Charged", body = Charge),
+        (status = 200, description = "Already charged under this key: the first charge", body = Charge),
+        (status = 400, description = "Missing key or malformed JSON", body = crate::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid charge", body = crate::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Injected fault", body = crate::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn fake_payment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.fake_payments.attempts.fetch_add(1, Ordering::Relaxed);
+    if let Err(response) = inject(state.faults.view().payment).await {
+        return response;
+    }
+    let Some(key) = headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| valid_idempotency_key(v).ok())
+    else {
+        return ApiError::IdempotencyKey("is required (1 to 255 visible ASCII characters)")
+            .into_response();
+    };
+    let request: ChargeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) if e.is_data() => {
+            return ApiError::Invalid(vec![FieldError::new("", e.to_string())]).into_response();
+        }
+        Err(e) => return ApiError::MalformedJson(e.to_string()).into_response(),
+    };
+    let (new, charge) = state.fake_payments.charge(key, request);
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(charge)).into_response()
+}
+
+/// Recommendations for a product, from the fake service.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RecommendationList {
+    pub(crate) recommendations: Vec<ProductSummary>,
+}
+
+/// The fake recommendations service.
+#[utoipa::path(
+    get,
+    path = "/fake/recommendations/{id}",
+    tag = "fakes",
+    params(("id" = String, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "Products bought with this one", body = RecommendationList),
+        (status = 500, description = "Injected fault", body = crate::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn fake_recommendations(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(response) = inject(state.faults.view().recommendations).await {
+        return response;
+    }
+    let id: u32 = id.parse().unwrap_or(0);
+    // Deterministic: the next three products of the catalogue, wrapping.
+    let count = u64::from(crate::routes::PRODUCT_COUNT);
+    let recommendations = (1..=3u64)
+        .map(|n| ((u64::from(id) + n - 1) % count + 1) as u32)
+        .map(crate::routes::product_summary)
+        .collect();
+    Json(RecommendationList { recommendations }).into_response()
+}

@@ -1,0 +1,510 @@
+//! The API: routes, handlers and the JSON they exchange.
+//!
+//! [`app`] assembles the router; the palisade layers around the routes are
+//! configured in `layers.rs`, not here.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::clients::{BreakerState, ClientError};
+use crate::domain::{
+    Currency, DomainError, Identifier, LineItem, NewOrder, Order, Percent, Quantity,
+};
+use crate::errors::{ApiError, FieldError};
+use crate::faults::{self, FaultsView};
+use crate::layers;
+use crate::openapi::ProblemDoc;
+use crate::repository::Repository;
+use crate::service::{Placed, ServiceError};
+use crate::state::{AppState, Rejection, RejectionCounts};
+use crate::validation;
+
+/// The request header that names a request for idempotency.
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on a response that answers a request seen before.
+pub(crate) const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// The caller identity, when the caller has one; else the peer IP.
+pub(crate) const API_KEY: &str = "x-api-key";
+/// Products `1..=PRODUCT_COUNT` exist.
+pub(crate) const PRODUCT_COUNT: u32 = 100;
+
+/// The whole application.
+pub(crate) fn app(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/admin/faults", axum::routing::put(put_faults))
+        .route("/admin/stats", get(get_stats))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let router = Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi_json))
+        .merge(layers::order_routes(&state))
+        .merge(layers::product_routes(&state))
+        .merge(admin)
+        .route("/fake/payments", axum::routing::post(faults::fake_payment))
+        .route(
+            "/fake/recommendations/{id}",
+            get(faults::fake_recommendations),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    layers::outermost(router, &state).with_state(state)
+}
+
+// ---- bodies -------------------------------------------------------------
+
+/// `GET /health`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `"ok"` when the process answers.
+    #[schema(example = "ok")]
+    pub(crate) status: String,
+    /// Where orders are stored: `memory` or `postgres`.
+    pub(crate) orders_store: String,
+}
+
+/// A new order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateOrder {
+    #[schema(min_length = 1, max_length = 64)]
+    pub(crate) customer_id: String,
+    /// ISO 4217 code.
+    #[schema(
+        min_length = 3,
+        max_length = 3,
+        pattern = "^[A-Z]{3}$",
+        example = "EUR"
+    )]
+    pub(crate) currency: String,
+    #[schema(min_items = 1, max_items = 100)]
+    pub(crate) items: Vec<OrderItem>,
+    /// Defaults to 0.
+    #[schema(minimum = 0, maximum = 100)]
+    pub(crate) discount_percent: Option<u8>,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrderItem {
+    #[schema(min_length = 1, max_length = 64)]
+    pub(crate) sku: String,
+    #[schema(minimum = 1, maximum = 1000)]
+    pub(crate) quantity: u32,
+    #[schema(minimum = 0, maximum = 100_000_000)]
+    pub(crate) unit_price_cents: u64,
+}
+
+impl CreateOrder {
+    /// The domain order. The checks above make this infallible in practice;
+    /// the domain types check again, so nothing invalid gets past.
+    pub(crate) fn into_domain(self) -> Result<NewOrder, DomainError> {
+        let items = self
+            .items
+            .into_iter()
+            .map(|i| {
+                LineItem::new(
+                    Identifier::new(i.sku)?,
+                    Quantity::new(i64::from(i.quantity))?,
+                    i.unit_price_cents,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        NewOrder::new(
+            Identifier::new(self.customer_id)?,
+            Currency::new(&self.currency)?,
+            items,
+            Percent::new(i64::from(self.discount_percent.unwrap_or(0)))?,
+        )
+    }
+}
+
+/// The only status a stored order has: it is stored once paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum OrderStatusDoc {
+    Paid,
+}
+
+/// A placed order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct OrderResponse {
+    pub(crate) id: String,
+    pub(crate) customer_id: String,
+    #[schema(pattern = "^[A-Z]{3}$")]
+    pub(crate) currency: String,
+    pub(crate) items: Vec<OrderItem>,
+    #[schema(minimum = 0, maximum = 100)]
+    pub(crate) discount_percent: u8,
+    /// Sum of `quantity * unit_price_cents`.
+    pub(crate) subtotal_cents: u64,
+    /// `subtotal - subtotal * discount_percent / 100`, integer division.
+    pub(crate) total_cents: u64,
+    pub(crate) payment_id: String,
+    pub(crate) status: OrderStatusDoc,
+}
+
+impl From<&Order> for OrderResponse {
+    fn from(o: &Order) -> Self {
+        Self {
+            id: o.id.clone(),
+            customer_id: o.order.customer_id.as_str().to_owned(),
+            currency: o.order.currency.as_str().to_owned(),
+            items: o
+                .order
+                .items
+                .iter()
+                .map(|i| OrderItem {
+                    sku: i.sku.as_str().to_owned(),
+                    quantity: i.quantity.get(),
+                    unit_price_cents: i.unit_price.cents(),
+                })
+                .collect(),
+            discount_percent: o.order.discount.get(),
+            subtotal_cents: o.subtotal.cents(),
+            total_cents: o.total.cents(),
+            payment_id: o.payment_id.clone(),
+            status: OrderStatusDoc::Paid,
+        }
+    }
+}
+
+/// A product, as recommendations list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ProductSummary {
+    #[schema(minimum = 1, maximum = 100)]
+    pub(crate) id: u32,
+    pub(crate) name: String,
+    pub(crate) price_cents: u64,
+}
+
+/// A product page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Product {
+    #[schema(minimum = 1, maximum = 100)]
+    pub(crate) id: u32,
+    pub(crate) name: String,
+    pub(crate) price_cents: u64,
+    /// Empty when the recommendations service failed.
+    pub(crate) recommendations: Vec<ProductSummary>,
+    /// `true` when the recommendations could not be fetched.
+    pub(crate) degraded: bool,
+}
+
+/// The catalogue: product `id` of `1..=PRODUCT_COUNT`.
+pub(crate) fn product_summary(id: u32) -> ProductSummary {
+    ProductSummary {
+        id,
+        name: format!("Product {id}"),
+        price_cents: 100 + u64::from(id) * 250,
+    }
+}
+
+/// `GET /admin/stats`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Stats {
+    /// Distinct charges made by this instance's fake provider.
+    pub(crate) payments_charged: u64,
+    /// Calls that reached this instance's fake provider, failures included.
+    pub(crate) payment_attempts: u64,
+    pub(crate) breakers: Breakers,
+    pub(crate) rejections: RejectionCounts,
+}
+
+/// The state of each downstream's circuit breaker.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Breakers {
+    pub(crate) payment: BreakerState,
+    pub(crate) recommendations: BreakerState,
+}
+
+// ---- request helpers ----------------------------------------------------
+
+/// Checks an `Idempotency-Key` value: 1..=255 visible ASCII characters.
+pub(crate) fn valid_idempotency_key(v: &HeaderValue) -> Result<&str, &'static str> {
+    let bytes = v.as_bytes();
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err("must be 1 to 255 visible ASCII characters");
+    }
+    v.to_str()
+        .map_err(|_| "must be 1 to 255 visible ASCII characters")
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(ApiError::IdempotencyKey("is required, exactly once"));
+    };
+    valid_idempotency_key(value).map_err(ApiError::IdempotencyKey)
+}
+
+/// Who is calling: `X-Api-Key` when it is a usable value, else the peer IP
+/// (`X-Forwarded-For` is not trusted). Idempotency keys and rate limits are
+/// scoped by it.
+pub(crate) fn caller(headers: &HeaderMap, extensions: &http::Extensions) -> String {
+    if let Some(key) = headers
+        .get(API_KEY)
+        .and_then(|v| valid_idempotency_key(v).ok())
+    {
+        return format!("key:{key}");
+    }
+    match extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => format!("ip:{}", peer.ip()),
+        None => "ip:unknown".to_owned(),
+    }
+}
+
+/// The caller-scoped key: the same key from two callers is two requests.
+/// Length-prefixed, so no two (caller, key) pairs give one string.
+pub(crate) fn scoped_key(caller: &str, key: &str) -> String {
+    format!("{}:{caller}:{key}", caller.len())
+}
+
+fn order_created(order: &Order, replayed: bool) -> Response {
+    let location =
+        HeaderValue::from_str(&format!("/orders/{}", order.id)).expect("order ids are ASCII");
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(OrderResponse::from(order)),
+    )
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+// ---- handlers -----------------------------------------------------------
+
+/// Liveness.
+#[utoipa::path(get, path = "/health", tag = "meta",
+    responses((status = 200, description = "The process answers", body = Health)))]
+pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
+    let store = match state.orders.repository() {
+        Repository::Memory(_) => "memory",
+        Repository::Postgres(_) => "postgres",
+    };
+    Json(Health {
+        status: "ok".to_owned(),
+        orders_store: store.to_owned(),
+    })
+}
+
+/// Places and pays an order.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    params(
+        ("Idempotency-Key" = String, Header, description = "Names this order; a retry with the same key and body answers the first result, within 24 h",
+            min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$"),
+        ("X-Api-Key" = Option<String>, Header, description = "Caller identity: scopes idempotency keys and the rate limit (else the client IP)"),
+    ),
+    request_body(content = CreateOrder, content_type = "application/json", description = "At most 64 KiB"),
+    responses(
+        (status = 201, description = "Placed and paid (or a replay of that answer, with `Idempotent-Replayed: true`)", body = OrderResponse,
+            headers(("Location" = String, description = "/orders/{id}"), ("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+        (status = 400, description = "Malformed JSON, or a missing or invalid Idempotency-Key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this key is still in progress", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Schema violation (with `errors` pointers), or the key was used with a different body", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 502, description = "The payment provider failed; retry with the same key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Payment circuit open (see Retry-After) or order storage unavailable; retry with the same key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 504, description = "The payment provider timed out; retry with the same key", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn create_order(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    // STAND-IN for the validate layer (see layers.rs): media type, size,
+    // JSON, schema, in the order the layer will check them.
+    let value = validation::read_json(&parts.headers, body).await?;
+    let request = validation::check_create_order(&value)?;
+    // STAND-IN for the idempotency layer's key check.
+    let key = idempotency_key(&parts.headers)?;
+    let scoped = scoped_key(&caller(&parts.headers, &parts.extensions), key);
+    let order = request
+        .into_domain()
+        .map_err(|e| ApiError::Invalid(vec![FieldError::new("", e.to_string())]))?;
+    match state.orders.place(&scoped, order).await {
+        Ok(Placed::New(order)) => {
+            tracing::info!(order = %order.id, total = order.total.cents(), "order placed");
+            Ok(order_created(&order, false))
+        }
+        Ok(Placed::Existing(order)) => {
+            tracing::info!(order = %order.id, "order replayed from the repository");
+            Ok(order_created(&order, true))
+        }
+        Err(ServiceError::Payment(e)) => {
+            tracing::warn!(error = %e, "payment failed");
+            Err(ApiError::Payment(e))
+        }
+        Err(ServiceError::KeyReused) => Err(ApiError::IdempotencyMismatch),
+        Err(ServiceError::Domain(e)) => {
+            Err(ApiError::Invalid(vec![FieldError::new("", e.to_string())]))
+        }
+        Err(ServiceError::Storage(e)) => {
+            tracing::error!(error = %e, "order storage failed");
+            Err(ApiError::Storage)
+        }
+    }
+}
+
+/// An order.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "Order id, as in Location")),
+    responses(
+        (status = 200, description = "The order", body = OrderResponse),
+        (status = 404, description = "No such order", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Order storage unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<OrderResponse>, ApiError> {
+    match state.orders.get(&id).await {
+        Ok(Some(order)) => Ok(Json(OrderResponse::from(&order))),
+        Ok(None) => Err(ApiError::NotFound("order")),
+        Err(e) => {
+            tracing::error!(error = %e, "order storage failed");
+            Err(ApiError::Storage)
+        }
+    }
+}
+
+/// A product page, with recommendations when the recommendations service
+/// answers in time.
+#[utoipa::path(get, path = "/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "Product id, 1 to 100")),
+    responses(
+        (status = 200, description = "The product; `degraded: true` and no recommendations when that service failed", body = Product),
+        (status = 404, description = "No such product", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn get_product(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Product>, ApiError> {
+    let id = id
+        .parse::<u32>()
+        .ok()
+        .filter(|id| (1..=PRODUCT_COUNT).contains(id))
+        .ok_or(ApiError::NotFound("product"))?;
+    let summary = product_summary(id);
+    let (recommendations, degraded) = match state.recommendations.for_product(id).await {
+        Ok(list) => (list, false),
+        Err(error) => {
+            match error {
+                ClientError::Timeout => state.stats.record(Rejection::Timeout),
+                ClientError::BreakerOpen { .. } => state.stats.record(Rejection::BreakerOpen),
+                ClientError::Upstream(_) => {}
+            }
+            tracing::warn!(%error, "recommendations unavailable; degraded answer");
+            (Vec::new(), true)
+        }
+    };
+    Ok(Json(Product {
+        id,
+        name: summary.name,
+        price_cents: summary.price_cents,
+        recommendations,
+        degraded,
+    }))
+}
+
+/// Sets the faults injected into the fake downstreams.
+#[utoipa::path(put, path = "/admin/faults", tag = "admin",
+    request_body(content = crate::faults::FaultsUpdate, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The faults now in force", body = FaultsView),
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token (when ADMIN_TOKEN is set)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Out of range or unknown field", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn put_faults(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Json<FaultsView>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let value = validation::read_json(&parts.headers, body).await?;
+    let bytes = bytes::Bytes::from(serde_json::to_vec(&value).expect("JSON value serialises"));
+    let update = faults::parse_update(&bytes)?;
+    let view = state.faults.apply(update);
+    tracing::info!(?view, "faults set");
+    Ok(Json(view))
+}
+
+/// Counters of the demo.
+#[utoipa::path(get, path = "/admin/stats", tag = "admin",
+    responses(
+        (status = 200, description = "Charges, breaker states and rejections", body = Stats),
+        (status = 401, description = "Missing or wrong bearer token (when ADMIN_TOKEN is set)", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
+    Json(Stats {
+        payments_charged: state.fake_payments.charged(),
+        payment_attempts: state.fake_payments.attempts(),
+        breakers: Breakers {
+            payment: state.orders.payment().breaker(),
+            recommendations: state.recommendations.breaker(),
+        },
+        rejections: state.stats.snapshot(),
+    })
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")))]
+pub(crate) async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document_json(),
+    )
+        .into_response()
+}
+
+/// `ADMIN_TOKEN` set: `/admin/*` needs `Authorization: Bearer <token>`.
+async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.config.admin_token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same_secret(presented.trim().as_bytes(), token.as_bytes()) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without an early exit, so the time taken does not tell how
+/// much of the token was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,109 @@
+//! Order logic: price the order, charge it, store it.
+//!
+//! Knows nothing of HTTP. The only rule about retries it needs is the one the
+//! payment provider and the repository enforce: one charge and one order per
+//! caller-scoped idempotency key.
+
+use crate::clients::{ClientError, PaymentClient};
+use crate::domain::{DomainError, NewOrder, Order, OrderStatus};
+use crate::repository::{Inserted, RepoError, Repository};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServiceError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("payment failed: {0}")]
+    Payment(#[from] ClientError),
+    #[error("the idempotency key belongs to a different order")]
+    KeyReused,
+    #[error(transparent)]
+    Storage(#[from] RepoError),
+}
+
+/// An order placed, or found already placed under the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Placed {
+    New(Order),
+    /// The same key and the same order were placed before (for example by a
+    /// retry that reached another instance): answered from the repository.
+    Existing(Order),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct OrderService {
+    repository: Repository,
+    payment: PaymentClient,
+}
+
+impl OrderService {
+    pub(crate) fn new(repository: Repository, payment: PaymentClient) -> Self {
+        Self {
+            repository,
+            payment,
+        }
+    }
+
+    pub(crate) fn payment(&self) -> &PaymentClient {
+        &self.payment
+    }
+
+    pub(crate) fn repository(&self) -> &Repository {
+        &self.repository
+    }
+
+    /// Places `order` under `key` (already scoped to the caller).
+    ///
+    /// The payment carries a key derived from `key`, so a retry after a
+    /// timeout, a crash or a lost response charges once; nothing is stored
+    /// unless the payment succeeded, so a failed attempt can be retried with
+    /// the same key.
+    pub(crate) async fn place(&self, key: &str, order: NewOrder) -> Result<Placed, ServiceError> {
+        let (subtotal, total) = order.totals()?;
+        if let Some(existing) = self.repository.find_by_key(key).await? {
+            return same_order(existing, &order).map(Placed::Existing);
+        }
+        let payment_id = self
+            .payment
+            .charge(&payment_key(key), total, order.currency)
+            .await?;
+        let placed = Order {
+            id: format!("ord_{}", uuid::Uuid::new_v4().simple()),
+            idempotency_key: key.to_owned(),
+            order: order.clone(),
+            subtotal,
+            total,
+            payment_id,
+            status: OrderStatus::Paid,
+        };
+        match self.repository.insert(placed).await? {
+            Inserted::New(o) => Ok(Placed::New(o)),
+            // Lost a race with a concurrent request of the same key: the
+            // provider charged once (same payment key), the database kept one.
+            Inserted::Existing(existing) => same_order(existing, &order).map(Placed::Existing),
+        }
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<Order>, RepoError> {
+        self.repository.get(id).await
+    }
+}
+
+fn same_order(existing: Order, asked: &NewOrder) -> Result<Order, ServiceError> {
+    if existing.order == *asked {
+        Ok(existing)
+    } else {
+        Err(ServiceError::KeyReused)
+    }
+}
+
+/// The payment's idempotency key: a function of the order's scoped key
+/// alone, so every retry of one order (on any instance) sends the same one.
+/// A name-based UUID keeps it short and header-safe whatever the caller's
+/// key and scope look like.
+pub(crate) fn payment_key(order_key: &str) -> String {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5f0c_9a55_7d3e_4b1a_9d7e_2c4a_0b6e_91f3);
+    format!(
+        "order-{}",
+        uuid::Uuid::new_v5(&NAMESPACE, order_key.as_bytes()).simple()
+    )
+}

@@ -1,0 +1,127 @@
+//! Shared application state and the counters behind `/admin/stats`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::Serialize;
+
+use crate::clients::{PaymentClient, RecommendationsClient};
+use crate::config::Config;
+use crate::faults::{FakePayments, Faults};
+use crate::repository::Repository;
+use crate::service::OrderService;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) config: Arc<Config>,
+    pub(crate) orders: OrderService,
+    pub(crate) recommendations: RecommendationsClient,
+    pub(crate) faults: Arc<Faults>,
+    pub(crate) fake_payments: Arc<FakePayments>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl AppState {
+    /// Wires the state from its parts.
+    pub(crate) fn new(
+        config: Config,
+        repository: Repository,
+        payment: PaymentClient,
+        recommendations: RecommendationsClient,
+    ) -> Self {
+        Self {
+            config: Arc::new(config),
+            orders: OrderService::new(repository, payment),
+            recommendations,
+            faults: Arc::new(Faults::default()),
+            fake_payments: Arc::new(FakePayments::default()),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+}
+
+/// A request turned away, as `/admin/stats` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    RateLimited,
+    Validation,
+    IdempotencyConflict,
+    IdempotencyMismatch,
+    BreakerOpen,
+    Timeout,
+}
+
+/// Rejection counters. Atomics: counting must not serialise requests.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    rate_limited: AtomicU64,
+    validation: AtomicU64,
+    idempotency_conflict: AtomicU64,
+    idempotency_mismatch: AtomicU64,
+    breaker_open: AtomicU64,
+    timeout: AtomicU64,
+}
+
+/// The `rejections` member of `/admin/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub(crate) struct RejectionCounts {
+    pub(crate) rate_limited: u64,
+    pub(crate) validation: u64,
+    pub(crate) idempotency_conflict: u64,
+    pub(crate) idempotency_mismatch: u64,
+    pub(crate) breaker_open: u64,
+    pub(crate) timeout: u64,
+}
+
+impl Stats {
+    pub(crate) fn record(&self, rejection: Rejection) {
+        let counter = match rejection {
+            Rejection::RateLimited => &self.rate_limited,
+            Rejection::Validation => &self.validation,
+            Rejection::IdempotencyConflict => &self.idempotency_conflict,
+            Rejection::IdempotencyMismatch => &self.idempotency_mismatch,
+            Rejection::BreakerOpen => &self.breaker_open,
+            Rejection::Timeout => &self.timeout,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> RejectionCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RejectionCounts {
+            rate_limited: get(&self.rate_limited),
+            validation: get(&self.validation),
+            idempotency_conflict: get(&self.idempotency_conflict),
+            idempotency_mismatch: get(&self.idempotency_mismatch),
+            breaker_open: get(&self.breaker_open),
+            timeout: get(&self.timeout),
+        }
+    }
+}
+
+/// Counts every response that carries a [`Rejection`] extension.
+///
+/// Handlers mark their own rejections (see `errors.rs`). Responses built by
+/// palisade layers carry no mark; `layers::classify` names them by status
+/// and problem type, so a layer added in `layers.rs` is counted here without
+/// touching the handlers.
+pub(crate) async fn count_rejections(
+    State(stats): State<Arc<Stats>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(req).await;
+    let rejection = response
+        .extensions()
+        .get::<Rejection>()
+        .copied()
+        .or_else(|| crate::layers::classify(&response));
+    if let Some(rejection) = rejection {
+        stats.record(rejection);
+    }
+    response
+}
