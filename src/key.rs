@@ -21,3 +21,358 @@ where
         self(req)
     }
 }
+
+/// Every request under one key, `global`: one bucket for the whole service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Global;
+
+impl<Req> KeyExtractor<Req> for Global {
+    fn extract(&self, _: &Req) -> Option<String> {
+        Some("global".to_owned())
+    }
+}
+
+/// The key of `first`, or when it has none, the key of `second`: for
+/// example the API key, else the client IP.
+///
+/// ```
+/// # #[cfg(feature = "http")] {
+/// use palisade::key::{ClientIp, Header, KeyExtractor};
+///
+/// let key = Header::api_key().or(ClientIp::new());
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert("192.0.2.7:4000".parse::<std::net::SocketAddr>().unwrap());
+/// assert_eq!(key.extract(&req).as_deref(), Some("ip:192.0.2.7"));
+/// req.headers_mut().insert("x-api-key", "k-123".parse().unwrap());
+/// assert_eq!(key.extract(&req).as_deref(), Some("x-api-key:k-123"));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Or<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A, B> Or<A, B> {
+    /// `first`, falling back to `second`.
+    pub fn new(first: A, second: B) -> Self {
+        Self { first, second }
+    }
+
+    /// Falls back further, to `next`.
+    pub fn or<N>(self, next: N) -> Or<Self, N> {
+        Or::new(self, next)
+    }
+}
+
+impl<Req, A, B> KeyExtractor<Req> for Or<A, B>
+where
+    A: KeyExtractor<Req>,
+    B: KeyExtractor<Req>,
+{
+    fn extract(&self, req: &Req) -> Option<String> {
+        self.first.extract(req).or_else(|| self.second.extract(req))
+    }
+}
+
+#[cfg(feature = "http")]
+pub use self::http_keys::{Cidr, ClientIp, Header, InvalidCidr};
+
+#[cfg(feature = "http")]
+mod http_keys {
+    use std::net::{IpAddr, SocketAddr};
+    use std::str::FromStr;
+    use std::sync::Arc;
+
+    use http::header::{FORWARDED, HeaderName};
+    use http::{Extensions, HeaderMap, Request};
+
+    use super::{KeyExtractor, Or};
+
+    // Longer header values are not keys: they would bloat every store entry.
+    const MAX_HEADER_KEY_LEN: usize = 256;
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+    /// The value of a request header, such as `X-Api-Key`, as the key
+    /// `<header-name>:<value>` (the prefix keeps a client from borrowing an
+    /// IP's bucket by sending an IP as its API key).
+    ///
+    /// A header that is missing, empty, not visible ASCII or longer than 256
+    /// bytes gives no key. The key shows up in logs and Redis key names.
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[derive(Debug, Clone)]
+    pub struct Header {
+        name: HeaderName,
+    }
+
+    impl Header {
+        /// Keys requests by the value of header `name`.
+        pub fn new(name: HeaderName) -> Self {
+            Self { name }
+        }
+
+        /// Keys requests by `X-Api-Key`.
+        pub fn api_key() -> Self {
+            Self::new(HeaderName::from_static("x-api-key"))
+        }
+
+        /// Falls back to `next` when the header is missing.
+        pub fn or<N>(self, next: N) -> Or<Self, N> {
+            Or::new(self, next)
+        }
+    }
+
+    impl<B> KeyExtractor<Request<B>> for Header {
+        fn extract(&self, req: &Request<B>) -> Option<String> {
+            let value = req.headers().get(&self.name)?.to_str().ok()?.trim();
+            if value.is_empty() || value.len() > MAX_HEADER_KEY_LEN {
+                return None;
+            }
+            Some(format!("{}:{value}", self.name))
+        }
+    }
+
+    /// The client IP, as the key `ip:<address>`.
+    ///
+    /// The peer address comes from a `SocketAddr` request extension by
+    /// default; with axum, read its `ConnectInfo` instead:
+    /// `ClientIp::new().peer(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))`.
+    ///
+    /// `X-Forwarded-For` (or, with [`forwarded`](Self::forwarded), RFC 7239
+    /// `Forwarded`) is read only when the peer is one of the
+    /// [trusted proxies](Self::trust); then the client is the rightmost hop
+    /// that is not a trusted proxy. Hops to its left are written by the
+    /// client and never trusted. By default no proxy is trusted and these
+    /// headers are ignored. IPv6 clients can be grouped by prefix
+    /// ([`ipv6_prefix`](Self::ipv6_prefix)), since one host often holds a
+    /// whole /64.
+    ///
+    /// ```
+    /// use palisade::key::{ClientIp, KeyExtractor};
+    ///
+    /// let key = ClientIp::new().trust(["10.0.0.0/8".parse().unwrap()]);
+    /// let mut req = http::Request::new(());
+    /// req.extensions_mut().insert("10.1.2.3:443".parse::<std::net::SocketAddr>().unwrap());
+    /// req.headers_mut().insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap());
+    /// assert_eq!(key.extract(&req).as_deref(), Some("ip:203.0.113.9"));
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[derive(Debug, Clone)]
+    pub struct ClientIp {
+        trusted: Arc<[Cidr]>,
+        forwarded: bool,
+        ipv6_prefix: u8,
+        peer: fn(&Extensions) -> Option<IpAddr>,
+    }
+
+    fn socket_addr_peer(ext: &Extensions) -> Option<IpAddr> {
+        ext.get::<SocketAddr>().map(SocketAddr::ip)
+    }
+
+    impl Default for ClientIp {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl ClientIp {
+        /// The peer IP from a `SocketAddr` extension, no trusted proxies,
+        /// IPv6 addresses whole.
+        pub fn new() -> Self {
+            Self {
+                trusted: Arc::from([]),
+                forwarded: false,
+                ipv6_prefix: 128,
+                peer: socket_addr_peer,
+            }
+        }
+
+        /// Reads the peer IP with `peer` (for example from axum's
+        /// `ConnectInfo<SocketAddr>`).
+        #[must_use]
+        pub fn peer(mut self, peer: fn(&Extensions) -> Option<IpAddr>) -> Self {
+            self.peer = peer;
+            self
+        }
+
+        /// Trusts proxies in these networks to report the client address.
+        #[must_use]
+        pub fn trust(mut self, proxies: impl IntoIterator<Item = Cidr>) -> Self {
+            let mut trusted = self.trusted.to_vec();
+            trusted.extend(proxies);
+            self.trusted = trusted.into();
+            self
+        }
+
+        /// Reads RFC 7239 `Forwarded` from trusted proxies instead of
+        /// `X-Forwarded-For`.
+        #[must_use]
+        pub fn forwarded(mut self) -> Self {
+            self.forwarded = true;
+            self
+        }
+
+        /// Groups IPv6 clients by their first `bits` bits (64 is usual).
+        ///
+        /// # Panics
+        ///
+        /// If `bits` is 0 or more than 128.
+        #[must_use]
+        pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+            assert!(
+                (1..=128).contains(&bits),
+                "an IPv6 prefix has 1 to 128 bits"
+            );
+            self.ipv6_prefix = bits;
+            self
+        }
+
+        /// Falls back to `next` when there is no peer address.
+        pub fn or<N>(self, next: N) -> Or<Self, N> {
+            Or::new(self, next)
+        }
+
+        /// The client address of a request with these `headers` that came
+        /// from `peer`.
+        pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+            let mut client = peer.to_canonical();
+            if !self.is_trusted(client) {
+                return client;
+            }
+            let mut hops = Vec::new();
+            if self.forwarded {
+                for value in headers.get_all(FORWARDED) {
+                    let Ok(value) = value.to_str() else {
+                        return client;
+                    };
+                    hops.extend(value.split(',').map(forwarded_for));
+                }
+            } else {
+                for value in headers.get_all(X_FORWARDED_FOR) {
+                    let Ok(value) = value.to_str() else {
+                        return client;
+                    };
+                    hops.extend(value.split(',').map(|hop| parse_hop(hop.trim())));
+                }
+            }
+            for hop in hops.into_iter().rev() {
+                // A hop that is not an address was not written by a proxy we
+                // trust: stop at the last one that was.
+                let Some(ip) = hop else { break };
+                client = ip.to_canonical();
+                if !self.is_trusted(client) {
+                    break;
+                }
+            }
+            client
+        }
+
+        fn is_trusted(&self, ip: IpAddr) -> bool {
+            self.trusted.iter().any(|net| net.contains(ip))
+        }
+    }
+
+    impl<B> KeyExtractor<Request<B>> for ClientIp {
+        fn extract(&self, req: &Request<B>) -> Option<String> {
+            let peer = (self.peer)(req.extensions())?;
+            Some(match self.client(peer, req.headers()) {
+                IpAddr::V6(ip) if self.ipv6_prefix < 128 => {
+                    let mask = u128::MAX << (128 - u32::from(self.ipv6_prefix));
+                    let net = std::net::Ipv6Addr::from(u128::from(ip) & mask);
+                    format!("ip:{net}/{}", self.ipv6_prefix)
+                }
+                ip => format!("ip:{ip}"),
+            })
+        }
+    }
+
+    // An X-Forwarded-For hop: an address, maybe with a port.
+    fn parse_hop(hop: &str) -> Option<IpAddr> {
+        hop.parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+    }
+
+    // The `for=` node of one RFC 7239 forwarded-element.
+    fn forwarded_for(element: &str) -> Option<IpAddr> {
+        let node = element.split(';').find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("for")
+                .then_some(value.trim())
+        })?;
+        let node = node
+            .strip_prefix('"')
+            .and_then(|n| n.strip_suffix('"'))
+            .unwrap_or(node);
+        if let Some(rest) = node.strip_prefix('[') {
+            return rest
+                .split_once(']')?
+                .0
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(IpAddr::V6);
+        }
+        let host = node.split_once(':').map_or(node, |(h, _)| h);
+        host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+    }
+
+    /// A network, such as `10.0.0.0/8` or `2001:db8::/32`; a bare address is
+    /// a network of one.
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct Cidr {
+        addr: IpAddr,
+        bits: u8,
+    }
+
+    /// A network that does not parse, or a prefix longer than its address.
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("invalid network {0:?}: expected an address or address/prefix-length")]
+    pub struct InvalidCidr(String);
+
+    impl Cidr {
+        /// The network of `addr` with a `bits`-bit prefix.
+        pub fn new(addr: IpAddr, bits: u8) -> Result<Self, InvalidCidr> {
+            let addr = addr.to_canonical();
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            if bits > max {
+                return Err(InvalidCidr(format!("{addr}/{bits}")));
+            }
+            Ok(Self { addr, bits })
+        }
+
+        /// Whether `ip` is in this network.
+        pub fn contains(&self, ip: IpAddr) -> bool {
+            match (self.addr, ip.to_canonical()) {
+                (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);
+                    u32::from(net) & mask == u32::from(ip) & mask
+                }
+                (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                    let mask = u128::MAX
+                        .checked_shl(128 - u32::from(self.bits))
+                        .unwrap_or(0);
+                    u128::from(net) & mask == u128::from(ip) & mask
+                }
+                _ => false,
+            }
+        }
+    }
+
+    impl FromStr for Cidr {
+        type Err = InvalidCidr;
+
+        fn from_str(s: &str) -> Result<Self, Self::Err> {
+            let bad = || InvalidCidr(s.to_owned());
+            let (addr, bits) = match s.split_once('/') {
+                Some((addr, bits)) => (addr, Some(bits.parse::<u8>().map_err(|_| bad())?)),
+                None => (s, None),
+            };
+            let addr = addr.parse::<IpAddr>().map_err(|_| bad())?.to_canonical();
+            let bits = bits.unwrap_or(if addr.is_ipv4() { 32 } else { 128 });
+            Self::new(addr, bits).map_err(|_| bad())
+        }
+    }
+}

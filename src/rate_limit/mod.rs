@@ -1,1 +1,66 @@
-//! Placeholder: this layer is being built.
+//! Rate limiting with an exact GCRA, in memory or in Redis.
+//!
+//! [`RateLimitLayer`] decides every request against one or more [`Quota`]s
+//! (all must allow; a denial spends nothing) kept in a [`Store`]:
+//! [`MemoryStore`] for one instance, `RedisStore` (feature `redis`) when
+//! every instance must share one count. Clones of the service share the
+//! store. A denied request fails with [`Error::Limited`], a typed
+//! [`RateLimited`]; over HTTP it becomes a `429` problem with `Retry-After`
+//! and the `RateLimit-Policy` / `RateLimit` fields of
+//! draft-ietf-httpapi-ratelimit-headers-10 (see [`RateLimitHeaders`] for
+//! the syntax), which [`RateLimitLayer::http_headers`] adds to allowed
+//! responses too.
+//!
+//! ```
+//! use palisade::rate_limit::{Error, Quota, RateLimitLayer};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let layer = RateLimitLayer::memory(Quota::per_second(10).burst(2))
+//!     .quota(Quota::per_hour(1000))
+//!     .key(|user: &&'static str| Some(user.to_string()));
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|user: &'static str| async move {
+//!         Ok::<_, std::convert::Infallible>(user.len())
+//!     }));
+//!
+//! assert!(svc.ready().await.unwrap().call("ann").await.is_ok());
+//! assert!(svc.ready().await.unwrap().call("ann").await.is_ok());
+//! let Err(Error::Limited(limited)) = svc.ready().await.unwrap().call("ann").await else { panic!() };
+//! assert!(limited.retry_after <= std::time::Duration::from_millis(100));
+//! assert!(svc.ready().await.unwrap().call("bob").await.is_ok(), "each key has its own bucket");
+//! # }
+//! ```
+//!
+//! Keys come from a [`KeyExtractor`](crate::key::KeyExtractor): the client IP
+//! (with trusted proxies), a header such as `X-Api-Key`, a closure, or one
+//! of them falling back to another (see [`crate::key`]). A request without a
+//! key is rejected (`400`) or counted under a fallback key ([`MissingKey`]).
+//! When the store fails or is slow, [`FailurePolicy`] lets requests through
+//! with a warning or rejects them (`503`). [Shadow mode](RateLimitLayer::shadow)
+//! decides and logs but never rejects. Denials are logged at `debug` and
+//! store failures at `warn`, with `tracing`.
+
+mod headers;
+mod layer;
+mod quota;
+mod service;
+mod store;
+
+pub mod error;
+pub mod future;
+
+pub use self::error::{Error, RateLimited};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use self::headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders};
+pub use self::headers::{NoHeaders, ResponseHeaders};
+pub use self::layer::{Cost, FailurePolicy, MissingKey, RateLimitLayer, UnitCost};
+pub use self::quota::Quota;
+pub use self::service::RateLimit;
+pub use self::store::memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::store::redis::RedisStore;
+pub use self::store::{Decision, Limits, Store, StoreError};

@@ -1,0 +1,299 @@
+//! The in-process store: sharded maps of GCRA state, bounded in size.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::time::Instant;
+
+use super::{Decision, Limits, Store, StoreError, decide};
+
+const SHARDS: usize = 64;
+const DEFAULT_MAX_KEYS: usize = 100_000;
+// Below this many entries a shard is not worth sweeping.
+const MIN_SWEEP: usize = 64;
+
+/// The embedded store: the state of each key in this process's memory.
+///
+/// Keys are spread over 64 shards, each behind a short lock. Memory stays
+/// bounded: a key whose buckets are full again is idle, and dropping it loses
+/// nothing (a fresh key decides the same), so idle keys are swept whenever a
+/// shard grows; if live keys alone pass [`max_keys`](Self::max_keys), the
+/// oldest-looking are dropped with a warning (they get a fresh bucket). No
+/// background task runs: dropping the last clone frees everything. Time is
+/// read from `tokio::time::Instant`, so paused-time tests drive it.
+///
+/// Clones share one state. See the [module docs](super::super) for an example.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Padded]>,
+    hasher: RandomState,
+    start: Instant,
+    max_per_shard: usize,
+}
+
+// One cache line per shard, so two cores on two shards do not contend.
+#[repr(align(64))]
+struct Padded(Mutex<Shard>);
+
+#[derive(Default)]
+struct Shard {
+    // Keyed by the full 64-bit hash; the rare entries whose hashes collide
+    // are chained, so no lookup needs a second hash or an allocation.
+    map: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
+    len: usize,
+    sweep_at: usize,
+}
+
+struct Entry {
+    key: Box<str>,
+    fingerprint: u64,
+    tats: Tats,
+    next: Option<Box<Entry>>,
+}
+
+enum Tats {
+    One([u64; 1]),
+    Many(Box<[u64]>),
+}
+
+impl Tats {
+    fn new(n: usize) -> Self {
+        if n == 1 {
+            Self::One([0])
+        } else {
+            Self::Many(vec![0; n].into_boxed_slice())
+        }
+    }
+
+    fn as_mut(&mut self) -> &mut [u64] {
+        match self {
+            Self::One(t) => t,
+            Self::Many(t) => t,
+        }
+    }
+
+    fn idle(&self, now: u64) -> bool {
+        match self {
+            Self::One([t]) => *t <= now,
+            Self::Many(t) => t.iter().all(|t| *t <= now),
+        }
+    }
+}
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 hashes are keys")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl MemoryStore {
+    /// An empty store that holds at most 100,000 keys.
+    pub fn new() -> Self {
+        Self::with_max_keys(DEFAULT_MAX_KEYS)
+    }
+
+    /// An empty store that holds at most about `max_keys` keys (rounded up
+    /// to a multiple of the shard count).
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        let max_per_shard = max_keys.div_ceil(SHARDS).max(1);
+        Self {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS)
+                    .map(|_| Padded(Mutex::new(Shard::default())))
+                    .collect(),
+                hasher: RandomState::new(),
+                start: Instant::now(),
+                max_per_shard,
+            }),
+        }
+    }
+
+    /// The largest number of keys this store holds.
+    pub fn max_keys(&self) -> usize {
+        self.inner.max_per_shard * SHARDS
+    }
+
+    /// The number of keys held now, idle ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| lock(&s.0).len).sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decides without going through a future: what [`Store::check`] does.
+    pub fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Decision {
+        let inner = &*self.inner;
+        let now = u64::try_from(inner.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let fingerprint = limits.fingerprint();
+        let hash = inner.hasher.hash_one((fingerprint, key));
+        // Bits the map itself does not use (it takes the low bits for the
+        // bucket and the top 7 for its tags), so shards stay evenly spread.
+        let shard = &inner.shards[(hash >> 40) as usize % SHARDS].0;
+        let mut shard = lock(shard);
+        if let Some(entry) = shard.map.get_mut(&hash) {
+            let mut entry = entry;
+            loop {
+                if entry.fingerprint == fingerprint && &*entry.key == key {
+                    return decide(entry.tats.as_mut(), now, cost, limits.gcra());
+                }
+                match entry.next {
+                    Some(ref mut next) => entry = next,
+                    None => break,
+                }
+            }
+        }
+        let mut tats = Tats::new(limits.gcra().len());
+        let decision = decide(tats.as_mut(), now, cost, limits.gcra());
+        if decision.is_allowed() {
+            // A denied fresh key has nothing to remember.
+            shard.insert(hash, key, fingerprint, tats, now, inner.max_per_shard);
+        }
+        decision
+    }
+}
+
+impl Shard {
+    fn insert(&mut self, hash: u64, key: &str, fingerprint: u64, tats: Tats, now: u64, max: usize) {
+        if self.len >= self.sweep_at.max(MIN_SWEEP).min(max) {
+            self.sweep(now);
+            if self.len >= max {
+                let target = max - max / 4;
+                let drop = self.len - target;
+                let mut dropped = 0;
+                self.map.retain(|_, e| {
+                    if dropped >= drop || e.next.is_some() {
+                        return true;
+                    }
+                    dropped += 1;
+                    false
+                });
+                self.len -= dropped;
+                tracing::warn!(
+                    dropped,
+                    "rate limit memory store full of live keys: dropped some (they get a fresh bucket)"
+                );
+            }
+            self.sweep_at = self.len.saturating_mul(2);
+        }
+        let entry = Entry {
+            key: key.into(),
+            fingerprint,
+            tats,
+            next: None,
+        };
+        self.len += 1;
+        match self.map.get_mut(&hash) {
+            Some(head) => {
+                let mut entry = Box::new(entry);
+                entry.next = head.next.take();
+                head.next = Some(entry);
+            }
+            None => {
+                self.map.insert(hash, entry);
+            }
+        }
+    }
+
+    // Drops idle entries: their buckets are full, as a fresh key's are.
+    fn sweep(&mut self, now: u64) {
+        let mut removed = 0;
+        self.map.retain(|_, head| {
+            let mut chain = head.next.take();
+            while let Some(mut e) = chain {
+                chain = e.next.take();
+                if e.tats.idle(now) {
+                    removed += 1;
+                } else {
+                    e.next = head.next.take();
+                    head.next = Some(e);
+                }
+            }
+            if head.tats.idle(now) {
+                removed += 1;
+                match head.next.take() {
+                    Some(next) => {
+                        *head = *next;
+                        true
+                    }
+                    None => false,
+                }
+            } else {
+                true
+            }
+        });
+        self.len -= removed;
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    // The critical sections do not panic; a poisoned lock still holds
+    // consistent state.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("max_keys", &self.max_keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for MemoryStore {
+    fn check(
+        &self,
+        key: &str,
+        limits: &Limits,
+        cost: u32,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+        std::future::ready(Ok(self.check_now(key, limits, cost)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate_limit::Quota;
+
+    #[test]
+    fn colliding_entries_are_chained_and_swept() {
+        let mut shard = Shard::default();
+        let limits = Limits::new([Quota::per_second(1)]);
+        let mut tats = Tats::new(1);
+        decide(tats.as_mut(), 10, 1, limits.gcra());
+        shard.insert(7, "a", 1, tats, 10, 100);
+        let mut tats = Tats::new(1);
+        decide(tats.as_mut(), 10, 1, limits.gcra());
+        shard.insert(7, "b", 1, tats, 10, 100);
+        assert_eq!((shard.len, shard.map.len()), (2, 1));
+        assert_eq!(&*shard.map[&7].next.as_ref().unwrap().key, "b");
+        shard.sweep(10);
+        assert_eq!(shard.len, 2, "live entries stay");
+        shard.sweep(10 + 1_000_000_000);
+        assert_eq!((shard.len, shard.map.len()), (0, 0), "idle entries go");
+    }
+}
