@@ -1,0 +1,3 @@
+//! Chaos traffic for the order API demo (being written).
+
+fn main() {}
