@@ -1,0 +1,9 @@
+#![cfg(all(feature = "validate", feature = "http", feature = "axum"))]
+//! Tests of the validate layer: every status path with its exact problem
+//! body, pointers, limits, hostile JSON, and a property test of the JSON path.
+
+#[allow(unreachable_pub)]
+mod common;
+mod hostile;
+mod layer;
+mod props;
