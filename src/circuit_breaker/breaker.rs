@@ -197,6 +197,12 @@ impl Breaker {
         State::from_code(code(self.word.load(Ordering::Acquire)))
     }
 
+    /// Whether no transition happened since `call_generation`.
+    #[inline]
+    pub(crate) fn is_current(&self, call_generation: u32) -> bool {
+        generation(self.word.load(Ordering::Acquire)) == call_generation
+    }
+
     /// Decides whether a call may go through.
     #[inline]
     pub(crate) fn admit(&self) -> Admit {
@@ -456,7 +462,7 @@ impl Breaker {
             State::Closed => inner.trips = 0,
             _ => {}
         }
-        if matches!(to, State::Closed | State::ForcedClosed)
+        if matches!(to, State::Closed | State::ForcedClosed | State::Disabled)
             && let Some(window) = inner.window.as_mut()
         {
             window.clear();

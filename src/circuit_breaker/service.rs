@@ -12,6 +12,7 @@ use super::classify::{Classify, ErrorIsFailure};
 use super::error::Error;
 use super::future::{ProbePermit, Record, ResponseFuture, Ticket};
 use super::handle::Handle;
+use super::state::State;
 
 /// The decision `poll_ready` took for the next call.
 #[derive(Debug)]
@@ -112,8 +113,16 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if matches!(self.admission, Admission::Idle | Admission::Reject(_)) {
-            // A stale rejection is decided again: the breaker may have moved on.
+        let decide = match self.admission {
+            Admission::Idle => true,
+            // A stale decision is taken again: the breaker may have moved on
+            // while this service waited.
+            Admission::Reject(_) => true,
+            Admission::Call(generation) => !self.breaker.is_current(generation),
+            Admission::Pass => self.breaker.state() != State::Disabled,
+            Admission::Probe(_) => false,
+        };
+        if decide {
             self.admission = self.admit();
         }
         if let Admission::Reject(_) = self.admission {

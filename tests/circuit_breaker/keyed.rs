@@ -1,0 +1,135 @@
+//! One breaker per key: isolation, bounded memory, the open-share cap.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use palisade::circuit_breaker::{Config, Error, KeyedCircuitBreakerLayer, Rate, State};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+use crate::{SEC, nz};
+
+type Call = (&'static str, bool);
+
+fn hosts(
+    calls: Arc<AtomicUsize>,
+) -> impl Service<Call, Response = &'static str, Error = &'static str> + Clone {
+    service_fn(move |(host, fail): Call| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move { if fail { Err("boom") } else { Ok(host) } }
+    })
+}
+
+async fn send<S>(
+    svc: &mut S,
+    host: &'static str,
+    fail: bool,
+) -> Result<&'static str, Error<&'static str>>
+where
+    S: Service<Call, Response = &'static str, Error = Error<&'static str>>,
+{
+    svc.ready().await?.call((host, fail)).await
+}
+
+fn config() -> Config {
+    Config::new()
+        .consecutive_failures(nz(2))
+        .open_wait(30 * SEC)
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_are_isolated() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = KeyedCircuitBreakerLayer::new(config(), |c: &Call| c.0);
+    let handle = layer.handle();
+    let mut svc = layer.layer(hosts(calls.clone()));
+    let _ = send(&mut svc, "a", true).await;
+    let _ = send(&mut svc, "a", true).await;
+    assert!(matches!(
+        send(&mut svc, "a", false).await,
+        Err(Error::Open { .. })
+    ));
+    assert_eq!(send(&mut svc, "b", false).await.unwrap(), "b");
+    assert_eq!(handle.get(&"a").unwrap().state(), State::Open);
+    assert_eq!(handle.get(&"b").unwrap().state(), State::Closed);
+    assert_eq!(handle.open_keys(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // Clones share the breakers.
+    let mut clone = svc.clone();
+    assert!(matches!(
+        send(&mut clone, "a", false).await,
+        Err(Error::Open { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_is_bounded_and_open_keys_are_kept_over_closed_ones() {
+    let layer = KeyedCircuitBreakerLayer::new(config(), |c: &Call| c.0)
+        .max_keys(NonZeroUsize::new(2).unwrap());
+    let handle = layer.handle();
+    let mut svc = layer.layer(hosts(Arc::default()));
+    let _ = send(&mut svc, "a", true).await;
+    let _ = send(&mut svc, "a", true).await; // a is open
+    let _ = send(&mut svc, "b", false).await;
+    let _ = send(&mut svc, "c", false).await; // forgets b, the closed one
+    assert_eq!(handle.len(), 2);
+    assert!(handle.get(&"b").is_none());
+    assert_eq!(handle.get(&"a").unwrap().state(), State::Open);
+    let _ = send(&mut svc, "c", false).await;
+    let _ = send(&mut svc, "d", false).await; // forgets c
+    assert_eq!(handle.len(), 2);
+    assert!(handle.get(&"c").is_none());
+    assert!(matches!(
+        send(&mut svc, "a", false).await,
+        Err(Error::Open { .. })
+    ));
+
+    for host in ["e", "f", "g", "h"] {
+        let _ = send(&mut svc, host, false).await;
+    }
+    assert_eq!(handle.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_share_of_open_keys_is_capped() {
+    let layer = KeyedCircuitBreakerLayer::new(config(), |c: &Call| c.0).max_open_share(Rate::HALF);
+    let handle = layer.handle();
+    let mut svc = layer.layer(hosts(Arc::default()));
+    for host in ["a", "b", "c", "d"] {
+        let _ = send(&mut svc, host, false).await;
+    }
+    for host in ["a", "b", "c"] {
+        let _ = send(&mut svc, host, true).await;
+        let _ = send(&mut svc, host, true).await;
+    }
+    assert_eq!(handle.open_keys(), 2, "2 of 4 keys may be open");
+    assert_eq!(handle.get(&"c").unwrap().state(), State::Closed);
+    assert!(
+        matches!(send(&mut svc, "c", true).await, Err(Error::Inner(_))),
+        "c still passes"
+    );
+
+    // When a is closed again, c may open.
+    tokio::time::advance(30 * SEC).await;
+    assert_eq!(send(&mut svc, "a", false).await.unwrap(), "a");
+    assert_eq!(handle.get(&"a").unwrap().state(), State::Closed);
+    assert_eq!(handle.open_keys(), 1);
+    let _ = send(&mut svc, "c", true).await;
+    assert_eq!(handle.get(&"c").unwrap().state(), State::Open);
+    assert_eq!(handle.open_keys(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_key_may_always_open_under_the_cap() {
+    let layer = KeyedCircuitBreakerLayer::new(config(), |c: &Call| c.0)
+        .max_open_share(Rate::new(0.01).unwrap());
+    let handle = layer.handle();
+    let mut svc = layer.layer(hosts(Arc::default()));
+    let _ = send(&mut svc, "a", true).await;
+    let _ = send(&mut svc, "a", true).await;
+    assert_eq!(handle.open_keys(), 1);
+    let _ = send(&mut svc, "b", true).await;
+    let _ = send(&mut svc, "b", true).await;
+    assert_eq!(handle.open_keys(), 1);
+    assert_eq!(handle.get(&"b").unwrap().state(), State::Closed);
+}
