@@ -125,7 +125,7 @@ fn check_spec(at: &str, part: &Value, errors: &mut Vec<FieldError>) {
                 }
             }
             "latency_ms" => {
-                if !v.as_u64().is_some_and(|ms| ms <= MAX_LATENCY_MS) {
+                if v.as_u64().is_none_or(|ms| ms > MAX_LATENCY_MS) {
                     errors.push(FieldError::new(
                         pointer,
                         format!("must be an integer from 0 to {MAX_LATENCY_MS}"),

@@ -1,0 +1,261 @@
+//! Starts the demo on a loopback port and talks to it over HTTP.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::repository::Repository;
+use crate::server;
+use crate::state::AppState;
+
+pub(crate) type TestClient = Client<HttpConnector, BoxBody<Bytes, Infallible>>;
+
+/// A response, read whole.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Reply {
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    /// Asserts an RFC 9457 problem with this status; returns its body.
+    pub(crate) fn assert_problem(&self, status: StatusCode) -> Value {
+        assert_eq!(self.status, status, "{}", self.text());
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some("application/problem+json")
+        );
+        let body = self.json();
+        assert!(body["type"].is_string(), "{body}");
+        assert!(body["title"].is_string(), "{body}");
+        assert_eq!(body["status"], status.as_u16(), "{body}");
+        body
+    }
+}
+
+/// A valid order body of one item.
+pub(crate) fn order_body(quantity: u32, unit_price_cents: u64) -> Value {
+    json!({
+        "customer_id": "cust-1",
+        "currency": "EUR",
+        "items": [{"sku": "SKU-1", "quantity": quantity, "unit_price_cents": unit_price_cents}],
+    })
+}
+
+pub(crate) fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub(crate) async fn send_with(
+    client: &TestClient,
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: BoxBody<Bytes, Infallible>,
+) -> Reply {
+    let mut request = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(format!("{base}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(body).unwrap())
+        .await
+        .expect("request sent");
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.expect("body read").to_bytes(),
+    }
+}
+
+pub(crate) async fn post_order_with(
+    client: &TestClient,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> Reply {
+    let body = Full::from(serde_json::to_vec(body).unwrap()).boxed();
+    send_with(
+        client,
+        base,
+        "POST",
+        "/orders",
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", key),
+        ],
+        body,
+    )
+    .await
+}
+
+/// One instance of the demo, serving on a loopback port until dropped or
+/// shut down.
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) base: String,
+    pub(crate) client: TestClient,
+    pub(crate) state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    pub(crate) async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub(crate) async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_repository(configure, Repository::memory()).await
+    }
+
+    pub(crate) async fn start_with_repository(
+        configure: impl FnOnce(&mut Config),
+        repository: Repository,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config {
+            addr,
+            ..Config::default()
+        };
+        configure(&mut config);
+        let state = server::build_state_with(config, addr, repository).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(listener, state.clone(), async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            client: client(),
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Starts a graceful shutdown; the handle completes when the server has
+    /// stopped.
+    pub(crate) fn shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        let _ = self.shutdown.take().expect("running").send(());
+        self.task.take().expect("running")
+    }
+
+    pub(crate) async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let body = body
+            .map(|b| Full::from(b).boxed())
+            .unwrap_or_else(|| Full::default().boxed());
+        send_with(&self.client, &self.base, method, path, headers, body).await
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, &[], None).await
+    }
+
+    pub(crate) async fn post_order(&self, key: &str, body: &Value) -> Reply {
+        post_order_with(&self.client, &self.base, key, body).await
+    }
+
+    pub(crate) async fn post_raw(
+        &self,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        self.send(
+            "POST",
+            path,
+            &[("content-type", content_type), ("idempotency-key", key)],
+            Some(body),
+        )
+        .await
+    }
+
+    /// Sends `body` in two chunks, without `Content-Length`.
+    pub(crate) async fn post_chunked(&self, path: &str, key: &str, body: Vec<u8>) -> Reply {
+        let mut body = Bytes::from(body);
+        let tail = body.split_off(body.len() / 2);
+        let frames = futures::stream::iter([
+            Ok::<_, Infallible>(Frame::data(body)),
+            Ok(Frame::data(tail)),
+        ]);
+        send_with(
+            &self.client,
+            &self.base,
+            "POST",
+            path,
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", key),
+            ],
+            StreamBody::new(frames).boxed(),
+        )
+        .await
+    }
+
+    pub(crate) async fn put_json(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send("PUT", path, &all, Some(serde_json::to_vec(body).unwrap()))
+            .await
+    }
+
+    /// `PUT /admin/faults`; asserts 200 and returns the faults in force.
+    pub(crate) async fn set_faults(&self, faults: Value) -> Value {
+        let r = self.put_json("/admin/faults", &faults, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()
+    }
+
+    pub(crate) async fn stats(&self) -> Value {
+        let r = self.get("/admin/stats").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()
+    }
+}

@@ -1,0 +1,756 @@
+#![cfg(feature = "full")]
+//! The order API demo, driven over real HTTP: each test starts the app on a
+//! loopback listener in-process and talks to it with hyper-util's client.
+//!
+//! The example's modules are compiled into this test crate through `#[path]`,
+//! so their own unit tests run here too. Items that only the example's
+//! `main` uses are unused here, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+#[path = "../../examples/order_api/clients.rs"]
+mod clients;
+#[path = "../../examples/order_api/config.rs"]
+mod config;
+#[path = "../../examples/order_api/domain.rs"]
+mod domain;
+#[path = "../../examples/order_api/errors.rs"]
+mod errors;
+#[path = "../../examples/order_api/faults.rs"]
+mod faults;
+#[path = "../../examples/order_api/layers.rs"]
+mod layers;
+#[path = "../../examples/order_api/openapi.rs"]
+mod openapi;
+#[path = "../../examples/order_api/repository.rs"]
+mod repository;
+#[path = "../../examples/order_api/routes.rs"]
+mod routes;
+#[path = "../../examples/order_api/server.rs"]
+mod server;
+#[path = "../../examples/order_api/service.rs"]
+mod service;
+#[path = "../../examples/order_api/state.rs"]
+mod state;
+#[path = "../../examples/order_api/validation.rs"]
+mod validation;
+
+mod harness;
+mod postgres;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::json;
+
+use harness::{TestApp, order_body};
+
+#[tokio::test]
+async fn health_answers_ok() {
+    let app = TestApp::start().await;
+    let r = app.get("/health").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["status"], "ok");
+    assert_eq!(r.json()["orders_store"], "memory");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_echoes_a_sane_one() {
+    let app = TestApp::start().await;
+    let r = app.get("/health").await;
+    let id = r.header("x-request-id").expect("request id");
+    assert_eq!(id.len(), 32);
+    let r = app
+        .send("GET", "/health", &[("x-request-id", "trace-42")], None)
+        .await;
+    assert_eq!(r.header("x-request-id").as_deref(), Some("trace-42"));
+}
+
+#[tokio::test]
+async fn creates_an_order_with_location_and_the_exact_body() {
+    let app = TestApp::start().await;
+    let body = json!({
+        "customer_id": "cust-1",
+        "currency": "EUR",
+        "items": [
+            {"sku": "A-1", "quantity": 3, "unit_price_cents": 333},
+            {"sku": "B-2", "quantity": 2, "unit_price_cents": 1},
+        ],
+        "discount_percent": 15,
+    });
+    let r = app.post_order("k-1", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let got = r.json();
+    let id = got["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.header("location"), Some(format!("/orders/{id}")));
+    let payment_id = got["payment_id"].as_str().unwrap();
+    assert!(payment_id.starts_with("pay_"));
+    // subtotal 3*333 + 2*1 = 1001; discount 1001*15/100 = 150 (integer division)
+    assert_eq!(
+        got,
+        json!({
+            "id": id,
+            "customer_id": "cust-1",
+            "currency": "EUR",
+            "items": body["items"],
+            "discount_percent": 15,
+            "subtotal_cents": 1001,
+            "total_cents": 851,
+            "payment_id": payment_id,
+            "status": "paid",
+        })
+    );
+    assert!(r.header("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn discount_defaults_to_zero_and_largest_order_does_not_overflow() {
+    let app = TestApp::start().await;
+    let r = app.post_order("small", &order_body(2, 150)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json()["discount_percent"], 0);
+    assert_eq!(r.json()["total_cents"], 300);
+
+    let item = json!({"sku": "max", "quantity": 1000, "unit_price_cents": 100_000_000});
+    let body = json!({"customer_id": "c", "currency": "USD", "items": vec![item; 100], "discount_percent": 100});
+    let r = app.post_order("big", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["subtotal_cents"], 10_000_000_000_000u64);
+    assert_eq!(r.json()["total_cents"], 0);
+}
+
+#[tokio::test]
+async fn gets_an_order_or_404() {
+    let app = TestApp::start().await;
+    let created = app.post_order("k", &order_body(1, 100)).await;
+    let location = created.header("location").unwrap();
+    let r = app.get(&location).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, created.body, "GET answers the same representation");
+    let r = app.get("/orders/ord_missing").await;
+    r.assert_problem(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn content_type_other_than_json_is_415() {
+    let app = TestApp::start().await;
+    let body = serde_json::to_vec(&order_body(1, 1)).unwrap();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut headers = vec![("idempotency-key", "k")];
+        if let Some(ct) = content_type {
+            headers.push(("content-type", ct));
+        }
+        let r = app
+            .send("POST", "/orders", &headers, Some(body.clone()))
+            .await;
+        r.assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+    // parameters are fine
+    let r = app
+        .send(
+            "POST",
+            "/orders",
+            &[
+                ("idempotency-key", "k"),
+                ("content-type", "application/json; charset=utf-8"),
+            ],
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn body_over_64_kib_is_413_with_or_without_content_length() {
+    let app = TestApp::start().await;
+    let mut big = serde_json::to_vec(&order_body(1, 1)).unwrap();
+    big.pop(); // drop the closing brace, pad, close: valid JSON of 64 KiB + 1
+    let pad = 64 * 1024 + 1 - big.len() - ",\"p\":\"\"}".len();
+    big.extend_from_slice(format!(",\"p\":\"{}\"}}", "x".repeat(pad)).as_bytes());
+    assert_eq!(big.len(), 64 * 1024 + 1);
+    let r = app
+        .post_raw("/orders", "k", "application/json", big.clone())
+        .await;
+    r.assert_problem(StatusCode::PAYLOAD_TOO_LARGE);
+    let r = app.post_chunked("/orders", "k", big).await;
+    r.assert_problem(StatusCode::PAYLOAD_TOO_LARGE);
+    // exactly 64 KiB is read (and refused for the unknown field, not the size)
+    let mut at_limit = serde_json::to_vec(&order_body(1, 1)).unwrap();
+    at_limit.pop();
+    let pad = 64 * 1024 - at_limit.len() - ",\"p\":\"\"}".len();
+    at_limit.extend_from_slice(format!(",\"p\":\"{}\"}}", "x".repeat(pad)).as_bytes());
+    let r = app
+        .post_raw("/orders", "k", "application/json", at_limit)
+        .await;
+    r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let app = TestApp::start().await;
+    for body in ["{", "", "{\"customer_id\": }", "nul"] {
+        let r = app
+            .post_raw("/orders", "k", "application/json", body.into())
+            .await;
+        r.assert_problem(StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
+async fn schema_violations_are_422_with_pointers() {
+    let app = TestApp::start().await;
+    let body = json!({
+        "customer_id": "x".repeat(65),
+        "currency": "EURO",
+        "items": [{"sku": "", "quantity": 1001, "unit_price_cents": 100_000_001}],
+        "discount_percent": -1,
+    });
+    let r = app.post_order("k", &body).await;
+    let problem = r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let mut pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(e["detail"].as_str().is_some_and(|d| !d.is_empty()));
+            e["pointer"].as_str().unwrap()
+        })
+        .collect();
+    pointers.sort_unstable();
+    assert_eq!(
+        pointers,
+        [
+            "/currency",
+            "/customer_id",
+            "/discount_percent",
+            "/items/0/quantity",
+            "/items/0/sku",
+            "/items/0/unit_price_cents",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unknown_fields_are_422() {
+    let app = TestApp::start().await;
+    let mut body = order_body(1, 1);
+    body["coupon"] = json!("FREE");
+    body["items"][0]["colour"] = json!("red");
+    let r = app.post_order("k", &body).await;
+    let problem = r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let errors = problem["errors"].to_string();
+    assert!(
+        errors.contains("/coupon") && errors.contains("/items/0/colour"),
+        "{errors}"
+    );
+}
+
+#[tokio::test]
+async fn idempotency_key_missing_or_invalid_is_400() {
+    let app = TestApp::start().await;
+    let body = serde_json::to_vec(&order_body(1, 1)).unwrap();
+    let r = app
+        .send(
+            "POST",
+            "/orders",
+            &[("content-type", "application/json")],
+            Some(body.clone()),
+        )
+        .await;
+    r.assert_problem(StatusCode::BAD_REQUEST);
+    let long = "k".repeat(256);
+    for key in [long.as_str(), "has space", "tab\there"] {
+        let r = app
+            .post_raw("/orders", key, "application/json", body.clone())
+            .await;
+        r.assert_problem(StatusCode::BAD_REQUEST);
+    }
+    let r = app
+        .send(
+            "POST",
+            "/orders",
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", "a"),
+                ("idempotency-key", "b"),
+            ],
+            Some(body.clone()),
+        )
+        .await;
+    r.assert_problem(StatusCode::BAD_REQUEST);
+    let max = "~".repeat(255);
+    let r = app
+        .post_raw("/orders", &max, "application/json", body)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(app.stats().await["payments_charged"], 1);
+}
+
+#[tokio::test]
+async fn same_key_and_body_replays_the_first_answer_and_charges_once() {
+    let app = TestApp::start().await;
+    let body = order_body(2, 500);
+    let first = app.post_order("replay-me", &body).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let second = app.post_order("replay-me", &body).await;
+    assert_eq!(second.status, first.status);
+    assert_eq!(second.body, first.body, "same body bytes");
+    assert_eq!(second.header("location"), first.header("location"));
+    assert_eq!(
+        second.header("idempotent-replayed").as_deref(),
+        Some("true")
+    );
+    let stats = app.stats().await;
+    assert_eq!(stats["payments_charged"], 1);
+}
+
+#[tokio::test]
+async fn same_key_with_a_different_body_is_422() {
+    let app = TestApp::start().await;
+    assert_eq!(
+        app.post_order("k", &order_body(1, 100)).await.status,
+        StatusCode::CREATED
+    );
+    let r = app.post_order("k", &order_body(1, 101)).await;
+    r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.stats().await["rejections"]["idempotency_mismatch"], 1);
+    assert_eq!(app.stats().await["payments_charged"], 1);
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_charge_and_store_once() {
+    let app = TestApp::start().await;
+    app.set_faults(json!({"payment": {"latency_ms": 100}}))
+        .await;
+    let body = order_body(1, 700);
+    let (a, b) = tokio::join!(app.post_order("race", &body), app.post_order("race", &body));
+    // Without the idempotency layer both run; the provider and the unique
+    // key keep one charge and one order. (With it, one of them is a 409.)
+    for r in [&a, &b] {
+        assert!(
+            matches!(r.status, StatusCode::CREATED | StatusCode::CONFLICT),
+            "{}",
+            r.status
+        );
+    }
+    let created: Vec<_> = [&a, &b]
+        .into_iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .collect();
+    let ids: std::collections::HashSet<_> =
+        created.iter().map(|r| r.json()["id"].clone()).collect();
+    assert_eq!(ids.len(), 1, "one order");
+    assert_eq!(app.stats().await["payments_charged"], 1);
+}
+
+#[tokio::test]
+async fn keys_are_scoped_per_caller() {
+    let app = TestApp::start().await;
+    let body = serde_json::to_vec(&order_body(1, 100)).unwrap();
+    let send = |api_key: &'static str| {
+        let body = body.clone();
+        let app = &app;
+        async move {
+            app.send(
+                "POST",
+                "/orders",
+                &[
+                    ("content-type", "application/json"),
+                    ("idempotency-key", "shared"),
+                    ("x-api-key", api_key),
+                ],
+                Some(body),
+            )
+            .await
+        }
+    };
+    let a = send("alice").await;
+    let b = send("bob").await;
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert_ne!(a.json()["id"], b.json()["id"]);
+    assert!(b.header("idempotent-replayed").is_none());
+    // and from the client IP, without X-Api-Key: a third caller
+    let c = app.post_order("shared", &order_body(1, 100)).await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    assert!(c.header("idempotent-replayed").is_none());
+    assert_eq!(app.stats().await["payments_charged"], 3);
+    // alice again: her own first answer
+    let again = send("alice").await;
+    assert_eq!(again.body, a.body);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+}
+
+#[tokio::test]
+async fn a_request_rejected_by_validation_stores_nothing() {
+    let app = TestApp::start().await;
+    let mut bad = order_body(1, 100);
+    bad["currency"] = json!("eur");
+    app.post_order("fix-me", &bad)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let r = app.post_order("fix-me", &order_body(1, 100)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(r.header("idempotent-replayed").is_none());
+    let stats = app.stats().await;
+    assert_eq!(stats["rejections"]["validation"], 1);
+    assert_eq!(
+        (
+            stats["payments_charged"].clone(),
+            stats["payment_attempts"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+}
+
+#[tokio::test]
+async fn provider_error_is_502_and_not_stored_so_the_key_can_be_retried() {
+    let app = TestApp::start().await;
+    app.set_faults(json!({"payment": {"fail_rate": 1.0}})).await;
+    let body = order_body(1, 900);
+    let r = app.post_order("retry-502", &body).await;
+    r.assert_problem(StatusCode::BAD_GATEWAY);
+    app.set_faults(json!({"payment": {"fail_rate": 0.0}})).await;
+    let r = app.post_order("retry-502", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(
+        r.header("idempotent-replayed").is_none(),
+        "the 502 was not the key's answer"
+    );
+    let stats = app.stats().await;
+    assert_eq!(stats["payments_charged"], 1);
+    assert!(stats["payment_attempts"].as_u64().unwrap() >= 2);
+}
+
+#[tokio::test]
+async fn unreachable_provider_is_502() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/pay", closed.local_addr().unwrap());
+    drop(closed);
+    let app = TestApp::start_with(|c| c.payment_url = Some(url)).await;
+    app.post_order("k", &order_body(1, 1))
+        .await
+        .assert_problem(StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn provider_timeout_is_504_and_a_retry_charges_once() {
+    // A real socket and a real (short) timeout: the status is asserted,
+    // never how long it took.
+    let app = TestApp::start_with(|c| c.payment_timeout = Duration::from_millis(150)).await;
+    app.set_faults(json!({"payment": {"latency_ms": 1500}}))
+        .await;
+    let body = order_body(3, 1000);
+    app.post_order("slow", &body)
+        .await
+        .assert_problem(StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(app.stats().await["rejections"]["timeout"], 1);
+    app.set_faults(json!({"payment": {"latency_ms": 0}})).await;
+    let r = app.post_order("slow", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // Whether or not the timed-out attempt went on to charge, the retry
+    // carried the same payment key: one charge.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(app.stats().await["payments_charged"], 1);
+}
+
+#[tokio::test]
+async fn products_have_recommendations_and_unknown_ids_are_404() {
+    let app = TestApp::start().await;
+    let r = app.get("/products/100").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let p = r.json();
+    assert_eq!(
+        (p["id"].clone(), p["degraded"].clone()),
+        (json!(100), json!(false))
+    );
+    assert!(p["name"].is_string() && p["price_cents"].is_u64());
+    let recs = p["recommendations"].as_array().unwrap();
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[0]["id"], 1, "wraps around the catalogue");
+    for id in ["0", "101", "abc", "-1", "4294967296"] {
+        app.get(&format!("/products/{id}"))
+            .await
+            .assert_problem(StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn failing_recommendations_degrade_the_page() {
+    let app = TestApp::start().await;
+    app.set_faults(json!({"recommendations": {"fail_rate": 1.0}}))
+        .await;
+    let r = app.get("/products/7").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["recommendations"], json!([]));
+    assert_eq!(r.json()["degraded"], true);
+    assert_eq!(r.json()["id"], 7);
+}
+
+#[tokio::test]
+async fn slow_recommendations_time_out_into_a_degraded_page() {
+    let app = TestApp::start_with(|c| c.recommendations_timeout = Duration::from_millis(100)).await;
+    app.set_faults(json!({"recommendations": {"latency_ms": 2000}}))
+        .await;
+    let r = app.get("/products/7").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["degraded"], true);
+    assert_eq!(app.stats().await["rejections"]["timeout"], 1);
+}
+
+#[tokio::test]
+async fn admin_faults_apply_partially_and_refuse_bad_values() {
+    let app = TestApp::start().await;
+    let r = app
+        .set_faults(json!({"payment": {"fail_rate": 0.25, "latency_ms": 10}}))
+        .await;
+    assert_eq!(
+        r,
+        json!({"payment": {"fail_rate": 0.25, "latency_ms": 10}, "recommendations": {"fail_rate": 0.0, "latency_ms": 0}})
+    );
+    let r = app
+        .set_faults(json!({"recommendations": {"latency_ms": 5}}))
+        .await;
+    assert_eq!(
+        r["payment"]["fail_rate"], 0.25,
+        "a missing part is left as it is"
+    );
+    assert_eq!(r["recommendations"]["latency_ms"], 5);
+    for bad in [
+        json!({"payment": {"fail_rate": 1.5}}),
+        json!({"payment": {"fail_rate": -0.1}}),
+        json!({"payment": {"latency_ms": -1}}),
+        json!({"payment": {"latency_ms": 600_001}}),
+        json!({"payment": {"speed": 1}}),
+        json!({"database": {}}),
+        json!({"payment": 3}),
+        json!([]),
+    ] {
+        let r = app.put_json("/admin/faults", &bad, &[]).await;
+        r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let r = app
+        .send(
+            "PUT",
+            "/admin/faults",
+            &[("content-type", "application/json")],
+            Some(b"{".to_vec()),
+        )
+        .await;
+    r.assert_problem(StatusCode::BAD_REQUEST);
+    // refused updates changed nothing
+    let r = app.set_faults(json!({})).await;
+    assert_eq!(r["payment"]["fail_rate"], 0.25);
+}
+
+#[tokio::test]
+async fn admin_needs_the_bearer_token_when_one_is_set() {
+    let app = TestApp::start_with(|c| c.admin_token = Some("s3cret".into())).await;
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer wrong")],
+        vec![("authorization", "s3cret")],
+    ] {
+        let r = app.send("GET", "/admin/stats", &headers, None).await;
+        r.assert_problem(StatusCode::UNAUTHORIZED);
+        assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
+        let r = app.put_json("/admin/faults", &json!({}), &headers).await;
+        r.assert_problem(StatusCode::UNAUTHORIZED);
+    }
+    let ok = [("authorization", "Bearer s3cret")];
+    assert_eq!(
+        app.send("GET", "/admin/stats", &ok, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.put_json("/admin/faults", &json!({}), &ok).await.status,
+        StatusCode::OK
+    );
+    // the rest of the API does not need it
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn admin_is_open_without_a_token() {
+    let app = TestApp::start().await;
+    assert_eq!(app.get("/admin/stats").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn stats_have_the_contract_shape() {
+    let app = TestApp::start().await;
+    let stats = app.stats().await;
+    assert_eq!(
+        stats,
+        json!({
+            "payments_charged": 0,
+            "payment_attempts": 0,
+            "breakers": {"payment": "closed", "recommendations": "closed"},
+            "rejections": {
+                "rate_limited": 0, "validation": 0, "idempotency_conflict": 0,
+                "idempotency_mismatch": 0, "breaker_open": 0, "timeout": 0,
+            },
+        })
+    );
+}
+
+#[tokio::test]
+async fn fake_provider_charges_once_per_key() {
+    let app = TestApp::start().await;
+    let charge = |key: &'static str| {
+        let app = &app;
+        async move {
+            app.send(
+                "POST",
+                "/fake/payments",
+                &[
+                    ("content-type", "application/json"),
+                    ("idempotency-key", key),
+                ],
+                Some(br#"{"amount_cents": 500, "currency": "EUR"}"#.to_vec()),
+            )
+            .await
+        }
+    };
+    let first = charge("p1").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = charge("p1").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    assert_eq!(charge("p2").await.status, StatusCode::CREATED);
+    let stats = app.stats().await;
+    assert_eq!(
+        (
+            stats["payments_charged"].clone(),
+            stats["payment_attempts"].clone()
+        ),
+        (json!(2), json!(3))
+    );
+    let r = app
+        .send("POST", "/fake/payments", &[], Some(b"{}".to_vec()))
+        .await;
+    r.assert_problem(StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_problems() {
+    let app = TestApp::start().await;
+    app.get("/nowhere")
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+    app.send("DELETE", "/orders", &[], None)
+        .await
+        .assert_problem(StatusCode::METHOD_NOT_ALLOWED);
+    app.send("POST", "/health", &[], None)
+        .await
+        .assert_problem(StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route_with_limits_and_errors() {
+    let app = TestApp::start().await;
+    let r = app.get("/openapi.json").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = &doc["paths"];
+    for (path, method) in [
+        ("/health", "get"),
+        ("/openapi.json", "get"),
+        ("/orders", "post"),
+        ("/orders/{id}", "get"),
+        ("/products/{id}", "get"),
+        ("/admin/faults", "put"),
+        ("/admin/stats", "get"),
+        ("/fake/payments", "post"),
+        ("/fake/recommendations/{id}", "get"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path} missing");
+    }
+    let post = &paths["/orders"]["post"];
+    for status in [
+        "201", "400", "409", "413", "415", "422", "429", "502", "503", "504",
+    ] {
+        assert!(
+            post["responses"][status].is_object(),
+            "POST /orders {status} undocumented"
+        );
+    }
+    assert!(post["responses"]["422"]["content"]["application/problem+json"].is_object());
+    let key = post["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap();
+    assert_eq!(
+        (key["in"].clone(), key["required"].clone()),
+        (json!("header"), json!(true))
+    );
+    assert_eq!(key["schema"]["maxLength"], 255);
+
+    let schemas = &doc["components"]["schemas"];
+    let order = &schemas["CreateOrder"];
+    assert_eq!(order["additionalProperties"], false);
+    assert_eq!(order["properties"]["customer_id"]["maxLength"], 64);
+    assert_eq!(order["properties"]["currency"]["pattern"], "^[A-Z]{3}$");
+    assert_eq!(order["properties"]["items"]["maxItems"], 100);
+    assert_eq!(order["properties"]["items"]["minItems"], 1);
+    assert_eq!(order["properties"]["discount_percent"]["maximum"], 100);
+    let required: Vec<&str> = order["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(required, ["customer_id", "currency", "items"]);
+    let item = &schemas["OrderItem"];
+    assert_eq!(item["additionalProperties"], false);
+    assert_eq!(item["properties"]["quantity"]["minimum"], 1);
+    assert_eq!(item["properties"]["quantity"]["maximum"], 1000);
+    assert_eq!(
+        item["properties"]["unit_price_cents"]["maximum"],
+        100_000_000
+    );
+    assert!(schemas["ProblemDoc"]["properties"]["type"].is_object());
+}
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight_then_stops() {
+    let mut app = TestApp::start().await;
+    app.set_faults(json!({"payment": {"latency_ms": 300}}))
+        .await;
+    let in_flight = {
+        let client = app.client.clone();
+        let base = app.base.clone();
+        tokio::spawn(async move {
+            harness::post_order_with(&client, &base, "in-flight", &order_body(1, 5)).await
+        })
+    };
+    // Wait until the order has reached the payment provider: it is in flight.
+    while app.state.fake_payments.attempts() == 0 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let served = app.shutdown();
+    let r = in_flight.await.unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "the request in flight finished"
+    );
+    served.await.unwrap().expect("server stopped cleanly");
+    assert!(
+        tokio::net::TcpStream::connect(app.addr).await.is_err(),
+        "no longer accepting"
+    );
+}
