@@ -20,6 +20,7 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
@@ -40,17 +41,22 @@ impl RedisServer {
 
     /// Starts a server on a free port; panics if it does not come up.
     pub fn start() -> Self {
+        let mut server = Self::new_stopped();
+        server.spawn();
+        server
+    }
+
+    fn new_stopped() -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("palisade-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create redis dir");
-        let mut server = Self {
+        Self {
             child: None,
             port,
             dir,
-        };
-        server.spawn();
-        server
+            extra_args: Vec::new(),
+        }
     }
 
     /// The port it listens on (127.0.0.1).
@@ -94,6 +100,7 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--dir", self.dir.to_str().expect("utf-8 temp dir")])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -143,4 +150,117 @@ fn ping(port: u16) -> bool {
 fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// A private Redis Cluster of three masters (no replicas) on free loopback
+/// ports, each node stopped by its pid on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts a cluster, or returns `None` after a loud skip message when
+    /// `redis-server` is missing and `PALISADE_REQUIRE_REDIS` is not `1`.
+    pub fn start_or_skip(test: &str) -> Option<Self> {
+        if which("redis-server") && which("redis-cli") {
+            return Some(Self::start());
+        }
+        if std::env::var("PALISADE_REQUIRE_REDIS").as_deref() == Ok("1") {
+            panic!("redis-server or redis-cli is not on PATH and PALISADE_REQUIRE_REDIS=1");
+        }
+        eprintln!(
+            "\n*** SKIPPED {test}: redis-server/redis-cli not on PATH (set PALISADE_REQUIRE_REDIS=1 to fail instead) ***\n"
+        );
+        None
+    }
+
+    /// Starts three cluster-enabled nodes, joins them with `redis-cli
+    /// --cluster create` and waits until every node reports `cluster_state:ok`.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let mut node = RedisServer::new_stopped();
+                node.extra_args = vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    "nodes.conf".into(),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                ];
+                node.spawn();
+                node
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster
+            .nodes
+            .iter()
+            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "cluster did not reach cluster_state:ok in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// `redis://` URLs of every node, for a cluster client's seed list.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes, to kill one or run `redis-cli` against it.
+    pub fn nodes(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// The node that serves `key`'s hash slot.
+    pub fn node_for_key(&mut self, key: &str) -> &mut RedisServer {
+        let slot: u16 = self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number");
+        let index = self
+            .nodes
+            .iter()
+            .position(|n| owns_slot(&n.cli(&["CLUSTER", "NODES"]), slot))
+            .expect("some node serves every slot");
+        &mut self.nodes[index]
+    }
+}
+
+// Whether the `myself` line of a `CLUSTER NODES` answer lists `slot`.
+fn owns_slot(nodes: &str, slot: u16) -> bool {
+    let Some(line) = nodes.lines().find(|l| l.contains("myself")) else {
+        return false;
+    };
+    line.split_whitespace().skip(8).any(|range| {
+        let mut ends = range.split('-').map(|e| e.parse::<u16>());
+        match (ends.next(), ends.next()) {
+            (Some(Ok(lo)), Some(Ok(hi))) => (lo..=hi).contains(&slot),
+            (Some(Ok(one)), None) => one == slot,
+            _ => false,
+        }
+    })
 }
