@@ -122,10 +122,10 @@ fn reject<E>(
     }
     // Serde stops at the first type error, which may come before a syntax
     // error further on: malformed JSON is a 400 wherever it is.
-    if let Err(e) = serde_json::from_slice::<IgnoredAny>(bytes) {
-        if matches!(e.classify(), Category::Syntax | Category::Eof) {
-            return syntax(&e);
-        }
+    if let Err(e) = serde_json::from_slice::<IgnoredAny>(bytes)
+        && matches!(e.classify(), Category::Syntax | Category::Eof)
+    {
+        return syntax(&e);
     }
     let message = message(inner);
     let invalid = describe(&message, &mut at);

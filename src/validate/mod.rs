@@ -63,12 +63,12 @@
 //!     .layer(ValidateLayer::new().body_limit(64 * 1024).json::<Order>())
 //!     .service(service_fn(|req: Request<Full<Bytes>>| async move {
 //!         let Validated(order) = req.extensions().get::<Validated<Order>>().cloned().unwrap();
-//!         Ok::<_, Infallible>(Response::new(Full::from(format!("{} items", order.items.len()))))
+//!         Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(format!("{} items", order.items.len()))))
 //!     }));
 //!
 //! let bad = Request::post("/orders")
 //!     .header("content-type", "application/json")
-//!     .body(Full::from(r#"{"customer": "ada", "items": [{"sku": "a", "quantity": 0}]}"#))
+//!     .body(Full::<Bytes>::from(r#"{"customer": "ada", "items": [{"sku": "a", "quantity": 0}]}"#))
 //!     .unwrap();
 //! let response = svc.clone().oneshot(bad).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);

@@ -77,12 +77,12 @@ fn precheck<B: Body, E>(
     if !config.headers.is_empty() {
         check_headers(config, headers)?;
     }
-    if let Some(produces) = &config.produces {
-        if !acceptable(headers, produces) {
-            return Err(Error::NotAcceptable {
-                produces: produces.clone(),
-            });
-        }
+    if let Some(produces) = &config.produces
+        && !acceptable(headers, produces)
+    {
+        return Err(Error::NotAcceptable {
+            produces: produces.clone(),
+        });
     }
     let length = headers
         .get(CONTENT_LENGTH)
@@ -114,13 +114,13 @@ fn check_headers<E>(config: &Config, headers: &HeaderMap) -> Result<(), Error<E>
                 rule.name.clone(),
                 Invalid::new("required", "is required"),
             ));
-        } else if let Some(check) = &rule.check {
-            if !values.all(|v| check(v)) {
-                violations.push(Violation::at_header(
-                    rule.name.clone(),
-                    Invalid::new("format", "is invalid"),
-                ));
-            }
+        } else if let Some(check) = &rule.check
+            && !values.all(|v| check(v))
+        {
+            violations.push(Violation::at_header(
+                rule.name.clone(),
+                Invalid::new("format", "is invalid"),
+            ));
         }
     }
     if violations.is_empty() {

@@ -1,6 +1,6 @@
-#![cfg(all(feature = "validate", feature = "http", feature = "axum"))]
 //! Tests of the validate layer: every status path with its exact problem
 //! body, pointers, limits, hostile JSON, and a property test of the JSON path.
+#![cfg(all(feature = "validate", feature = "http", feature = "axum"))]
 
 #[allow(unreachable_pub)]
 mod common;
