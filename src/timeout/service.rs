@@ -93,7 +93,8 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         let now = Instant::now();
         let mut deadline = add(now, self.timeout);
-        if let Some(carried) = req.deadline() {
+        let carried = req.deadline();
+        if let Some(carried) = carried {
             deadline = if self.mode.overrides {
                 carried.instant()
             } else {
@@ -114,7 +115,11 @@ where
                 ),
             }
         }
-        req.set_deadline(Deadline::at(deadline));
+        // Skip the extension write (an allocation for `http::Request`) when
+        // the request already carries this deadline, as in a nested stack.
+        if carried != Some(Deadline::at(deadline)) {
+            req.set_deadline(Deadline::at(deadline));
+        }
         let budget = deadline.saturating_duration_since(now);
         #[cfg(feature = "http")]
         if let Some(name) = &self.mode.forward {
