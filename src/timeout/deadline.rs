@@ -60,7 +60,7 @@ pub(crate) fn add(now: Instant, budget: Duration) -> Instant {
 /// A request that can carry a [`Deadline`]: what a per-request
 /// [`Timeout`](super::Timeout) needs from its request type.
 ///
-/// With feature `http` it is implemented for [`http::Request`], which keeps
+/// With feature `http` it is implemented for `http::Request`, which keeps
 /// the deadline in its extensions and has headers. Implement it for your own
 /// request type to give it per-request budgets; the plain
 /// [`TimeoutLayer::new`](super::TimeoutLayer::new) needs no such trait and

@@ -9,7 +9,7 @@ use super::{EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest, Timeout};
 /// `TimeoutLayer::new` applies one budget to every request and works for any
 /// request type; [`per_request`](TimeoutLayer::per_request) also honours a
 /// [`Deadline`](super::Deadline) carried by the request (and, with feature
-/// `http`, a [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT) header).
+/// `http`, a `REQUEST_TIMEOUT` header).
 ///
 /// See the [module docs](super) for an example.
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ impl TimeoutLayer {
     ///
     /// Per call, the deadline is the earliest of: the layer's timeout from
     /// now; the [`Deadline`](super::Deadline) the request carries; with
-    /// feature `http`, the [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT) header
+    /// feature `http`, the `REQUEST_TIMEOUT` header
     /// (clamped to the layer's timeout, so a caller can only shorten it; a
     /// malformed value is ignored). The deadline applied is stored back in the
     /// request, so services further in see what is left. A request whose
@@ -83,7 +83,7 @@ impl TimeoutLayer<PerRequest> {
     }
 
     /// Reads the budget from the header `name` instead of
-    /// [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT).
+    /// `REQUEST_TIMEOUT`.
     #[cfg(feature = "http")]
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
@@ -106,7 +106,7 @@ impl TimeoutLayer<PerRequest> {
 
 impl TimeoutLayer<PerRequest> {
     /// Writes the budget applied to each request into its
-    /// [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT) header, in whole
+    /// `REQUEST_TIMEOUT` header, in whole
     /// milliseconds rounded down: on a client stack, this forwards the
     /// smaller of the layer's timeout and the time left to the next service.
     #[cfg(feature = "http")]

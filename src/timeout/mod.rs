@@ -32,11 +32,11 @@
 //!
 //! [`TimeoutLayer::per_request`] makes the layer's timeout a maximum: a
 //! [`Deadline`] in the request (and, with feature `http`, a
-//! [`REQUEST_TIMEOUT`] header in milliseconds, clamped to the maximum) can
+//! `REQUEST_TIMEOUT` header in milliseconds, clamped to the maximum) can
 //! shorten it. The deadline applied is left in the request, so a handler reads
 //! what is left with [`Deadline::remaining`] and hands it to its outgoing
 //! requests: a client stack with its own per-request timeout then uses the
-//! smaller of its timeout and the time left, and [`Deadline::write_header`]
+//! smaller of its timeout and the time left, and `Deadline::write_header`
 //! forwards it to the next service.
 //!
 //! ```
@@ -67,7 +67,7 @@
 //! # HTTP
 //!
 //! With feature `http`, [`Error`] implements
-//! [`IntoProblem`](crate::problem::IntoProblem): `Elapsed` answers `504 Gateway
+//! `IntoProblem`: `Elapsed` answers `504 Gateway
 //! Timeout` as `application/problem+json` with a `budget_ms` member; with
 //! `axum` it is also an `IntoResponse`. A client stack keeps the typed error.
 //!
