@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::domain::{Currency, Money};
 use crate::errors::{ApiError, FieldError};
 use crate::routes::{IDEMPOTENCY_KEY, ProductSummary, valid_idempotency_key};
 use crate::state::AppState;
@@ -104,8 +105,19 @@ pub(crate) fn parse_update(body: &Bytes) -> Result<FaultsUpdate, ApiError> {
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::Invalid(vec![FieldError::new("", e.to_string())]))
+    let spec = |name: &str| {
+        value.get(name).filter(|v| !v.is_null()).map(|v| FaultSpec {
+            fail_rate: v.get("fail_rate").and_then(Value::as_f64).unwrap_or(0.0),
+            latency_ms: v
+                .get("latency_ms")
+                .and_then(|ms| crate::validation::json_integer(ms, 0, MAX_LATENCY_MS))
+                .unwrap_or(0),
+        })
+    };
+    Ok(FaultsUpdate {
+        payment: spec("payment"),
+        recommendations: spec("recommendations"),
+    })
 }
 
 fn check_spec(at: &str, part: &Value, errors: &mut Vec<FieldError>) {
@@ -125,7 +137,7 @@ fn check_spec(at: &str, part: &Value, errors: &mut Vec<FieldError>) {
                 }
             }
             "latency_ms" => {
-                if v.as_u64().is_none_or(|ms| ms > MAX_LATENCY_MS) {
+                if crate::validation::json_integer(v, 0, MAX_LATENCY_MS).is_none() {
                     errors.push(FieldError::new(
                         pointer,
                         format!("must be an integer from 0 to {MAX_LATENCY_MS}"),
@@ -153,9 +165,56 @@ async fn inject(spec: FaultSpec) -> Result<(), Response> {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChargeRequest {
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub(crate) amount_cents: u64,
-    #[schema(pattern = "^[A-Z]{3}$")]
+    #[schema(min_length = 3, max_length = 3, pattern = "^[A-Z]{3}$")]
     pub(crate) currency: String,
+}
+
+fn parse_charge(body: &[u8]) -> Result<ChargeRequest, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let Some(obj) = value.as_object() else {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "",
+            "must be an object",
+        )]));
+    };
+    let mut errors = Vec::new();
+    for name in obj
+        .keys()
+        .filter(|k| *k != "amount_cents" && *k != "currency")
+    {
+        let pointer = format!("/{}", name.replace('~', "~0").replace('/', "~1"));
+        errors.push(FieldError::new(pointer, "unknown field"));
+    }
+    let max = Money::MAX.cents();
+    let amount = obj
+        .get("amount_cents")
+        .and_then(|v| crate::validation::json_integer(v, 0, max));
+    if amount.is_none() {
+        errors.push(FieldError::new(
+            "/amount_cents",
+            format!("must be an integer from 0 to {max}"),
+        ));
+    }
+    let currency = obj
+        .get("currency")
+        .and_then(Value::as_str)
+        .filter(|c| Currency::new(c).is_ok());
+    if currency.is_none() {
+        errors.push(FieldError::new(
+            "/currency",
+            "must be exactly 3 uppercase ASCII letters",
+        ));
+    }
+    match (amount, currency) {
+        (Some(amount_cents), Some(currency)) if errors.is_empty() => Ok(ChargeRequest {
+            amount_cents,
+            currency: currency.to_owned(),
+        }),
+        _ => Err(ApiError::Invalid(errors)),
+    }
 }
 
 /// A charge made by the fake provider.
@@ -234,12 +293,9 @@ pub(crate) async fn fake_payment(
         return ApiError::IdempotencyKey("is required (1 to 255 visible ASCII characters)")
             .into_response();
     };
-    let request: ChargeRequest = match serde_json::from_slice(&body) {
+    let request = match parse_charge(&body) {
         Ok(r) => r,
-        Err(e) if e.is_data() => {
-            return ApiError::Invalid(vec![FieldError::new("", e.to_string())]).into_response();
-        }
-        Err(e) => return ApiError::MalformedJson(e.to_string()).into_response(),
+        Err(e) => return e.into_response(),
     };
     let (new, charge) = state.fake_payments.charge(key, request);
     let status = if new {

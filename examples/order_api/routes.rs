@@ -387,7 +387,7 @@ pub(crate) async fn get_order(
 /// A product page, with recommendations when the recommendations service
 /// answers in time.
 #[utoipa::path(get, path = "/products/{id}", tag = "products",
-    params(("id" = String, Path, description = "Product id, 1 to 100")),
+    params(("id" = u32, Path, description = "Product id", minimum = 1, maximum = 100)),
     responses(
         (status = 200, description = "The product; `degraded: true` and no recommendations when that service failed", body = Product),
         (status = 404, description = "No such product", body = ProblemDoc, content_type = "application/problem+json"),
@@ -435,7 +435,7 @@ pub(crate) async fn get_product(
         (status = 415, description = "Content-Type is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "Out of range or unknown field", body = ProblemDoc, content_type = "application/problem+json"),
     ),
-    security(("admin_token" = [])))]
+    security((), ("admin_token" = [])))]
 pub(crate) async fn put_faults(
     State(state): State<AppState>,
     req: Request,
@@ -455,7 +455,7 @@ pub(crate) async fn put_faults(
         (status = 200, description = "Charges, breaker states and rejections", body = Stats),
         (status = 401, description = "Missing or wrong bearer token (when ADMIN_TOKEN is set)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
-    security(("admin_token" = [])))]
+    security((), ("admin_token" = [])))]
 pub(crate) async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
     Json(Stats {
         payments_charged: state.fake_payments.charged(),

@@ -187,6 +187,18 @@ fn string(
     }
 }
 
+/// An integer in `min..=max`. A number with a zero fraction (`2.0`) is an
+/// integer to JSON Schema, so it is one here too.
+pub(crate) fn json_integer(v: &Value, min: u64, max: u64) -> Option<u64> {
+    let n = v.as_u64().or_else(|| {
+        // Exact below 2^53; larger floats are past every limit here anyway.
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 9_007_199_254_740_992.0)
+            .map(|f| f as u64)
+    })?;
+    (min..=max).contains(&n).then_some(n)
+}
+
 fn integer(
     v: &Value,
     pointer: &str,
@@ -194,9 +206,9 @@ fn integer(
     max: u64,
     errors: &mut Vec<FieldError>,
 ) -> Option<u64> {
-    match v.as_u64() {
-        Some(n) if (min..=max).contains(&n) => Some(n),
-        _ => {
+    match json_integer(v, min, max) {
+        Some(n) => Some(n),
+        None => {
             errors.push(FieldError::new(
                 pointer,
                 format!("must be an integer from {min} to {max}"),
@@ -252,6 +264,15 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(order.discount_percent, Some(100));
+        let order = check_create_order(&json!({
+            "customer_id": "c1", "currency": "EUR", "discount_percent": 5.0,
+            "items": [{"sku": "a", "quantity": 2.0, "unit_price_cents": 0.0}],
+        }))
+        .unwrap();
+        assert_eq!(
+            (order.discount_percent, order.items[0].quantity),
+            (Some(5), 2)
+        );
     }
 
     #[test]

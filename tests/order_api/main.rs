@@ -446,8 +446,8 @@ async fn unreachable_provider_is_502() {
 async fn provider_timeout_is_504_and_a_retry_charges_once() {
     // A real socket and a real (short) timeout: the status is asserted,
     // never how long it took.
-    let app = TestApp::start_with(|c| c.payment_timeout = Duration::from_millis(150)).await;
-    app.set_faults(json!({"payment": {"latency_ms": 1500}}))
+    let app = TestApp::start_with(|c| c.payment_timeout = Duration::from_millis(300)).await;
+    app.set_faults(json!({"payment": {"latency_ms": 1000}}))
         .await;
     let body = order_body(3, 1000);
     app.post_order("slow", &body)
@@ -459,7 +459,7 @@ async fn provider_timeout_is_504_and_a_retry_charges_once() {
     assert_eq!(r.status, StatusCode::CREATED);
     // Whether or not the timed-out attempt went on to charge, the retry
     // carried the same payment key: one charge.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(app.stats().await["payments_charged"], 1);
 }
 
@@ -753,4 +753,52 @@ async fn shutdown_finishes_requests_in_flight_then_stops() {
         tokio::net::TcpStream::connect(app.addr).await.is_err(),
         "no longer accepting"
     );
+}
+
+/// Collects log output in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn log_lines_of_a_request_carry_its_request_id() {
+    // A global subscriber: a thread-local one misses events whose callsite
+    // interest another test thread cached first. Other tests log into it
+    // too; this one reads only the lines of its own request id.
+    let logs = LogBuffer::default();
+    let writer = {
+        let logs = logs.clone();
+        move || logs.clone()
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(writer)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
+    let app = TestApp::start().await;
+    let r = app.post_order("logged", &order_body(1, 1)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.header("x-request-id").unwrap();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let span = format!("request{{id={id} method=POST path=/orders}}");
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains(&span)).collect();
+    assert!(ours.iter().any(|l| l.contains("order placed")), "{ours:#?}");
+    assert!(ours.iter().any(|l| l.contains("served")), "{ours:#?}");
+    for line in text
+        .lines()
+        .filter(|l| l.contains("order placed") || l.contains("served"))
+    {
+        assert!(line.contains("request{id="), "{line}");
+    }
 }
