@@ -1,10 +1,10 @@
-#![cfg(feature = "full")]
 //! The order API demo, driven over real HTTP: each test starts the app on a
 //! loopback listener in-process and talks to it with hyper-util's client.
 //!
 //! The example's modules are compiled into this test crate through `#[path]`,
 //! so their own unit tests run here too. Items that only the example's
 //! `main` uses are unused here, hence the `dead_code` allowance.
+#![cfg(feature = "full")]
 #![allow(dead_code)]
 
 #[path = "../../examples/order_api/clients.rs"]
