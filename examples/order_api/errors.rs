@@ -142,3 +142,58 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn downstream_failures_map_to_502_503_504() {
+        let cases = [
+            (ClientError::Upstream("down".into()), 502, None),
+            (ClientError::Timeout, 504, Some(Rejection::Timeout)),
+            (
+                ClientError::BreakerOpen {
+                    retry_after: Duration::from_millis(1500),
+                },
+                503,
+                Some(Rejection::BreakerOpen),
+            ),
+        ];
+        for (error, status, rejection) in cases {
+            let error = ApiError::Payment(error);
+            assert_eq!(error.status().as_u16(), status);
+            assert_eq!(error.rejection(), rejection);
+            assert_eq!(error.to_problem().status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn breaker_open_sends_retry_after_in_whole_seconds_at_least_one() {
+        for (wait, header) in [(1500, "2"), (0, "1"), (30_000, "30")] {
+            let error = ApiError::Payment(ClientError::BreakerOpen {
+                retry_after: Duration::from_millis(wait),
+            });
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[RETRY_AFTER], header);
+            assert_eq!(
+                response.extensions().get::<Rejection>(),
+                Some(&Rejection::BreakerOpen)
+            );
+        }
+    }
+
+    #[test]
+    fn a_tower_timeout_is_classified_as_timeout() {
+        let elapsed: palisade::BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        assert_eq!(crate::clients::classify(elapsed), ClientError::Timeout);
+        let other: palisade::BoxError = "connection refused".into();
+        assert!(matches!(
+            crate::clients::classify(other),
+            ClientError::Upstream(_)
+        ));
+    }
+}
