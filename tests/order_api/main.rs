@@ -547,6 +547,17 @@ async fn admin_faults_apply_partially_and_refuse_bad_values() {
         )
         .await;
     r.assert_problem(StatusCode::BAD_REQUEST);
+    // any Content-Type (as `curl -d` sends) is fine for the operator
+    let r = app
+        .send(
+            "PUT",
+            "/admin/faults",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(br#"{"recommendations": {"fail_rate": 0.5}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["recommendations"]["fail_rate"], 0.5);
     // refused updates changed nothing
     let r = app.set_faults(json!({})).await;
     assert_eq!(r["payment"]["fail_rate"], 0.25);
