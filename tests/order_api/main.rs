@@ -813,3 +813,27 @@ async fn log_lines_of_a_request_carry_its_request_id() {
         assert!(line.contains("request{id="), "{line}");
     }
 }
+
+#[tokio::test]
+async fn two_instances_sharing_a_provider_charge_one_key_once() {
+    let a = TestApp::start().await;
+    let provider = format!("{}/fake/payments", a.base);
+    let b = TestApp::start_with(|c| c.payment_url = Some(provider)).await;
+    a.set_faults(json!({"payment": {"latency_ms": 50}})).await;
+    let body = order_body(2, 1234);
+    let (ra, rb) = tokio::join!(a.post_order("both", &body), b.post_order("both", &body));
+    assert_eq!(
+        (ra.status, rb.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    // Same caller, same key: the same payment key on both instances.
+    assert_eq!(ra.json()["payment_id"], rb.json()["payment_id"]);
+    let stats = a.stats().await;
+    assert_eq!(stats["payments_charged"], 1);
+    assert_eq!(stats["payment_attempts"], 2);
+    assert_eq!(
+        b.stats().await["payments_charged"],
+        0,
+        "b has no charges of its own"
+    );
+}

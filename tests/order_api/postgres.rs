@@ -148,3 +148,27 @@ async fn app_on_postgres_stores_serves_and_replays_orders() {
     assert_eq!(app.stats().await["payments_charged"], 1);
     repo.drop_table().await.unwrap();
 }
+
+#[tokio::test]
+async fn two_instances_sharing_postgres_and_a_provider_store_one_order() {
+    let Some(repo) = connect_or_skip("two_instances_sharing_postgres").await else {
+        return;
+    };
+    let a = TestApp::start_with_repository(|_| {}, repo.clone()).await;
+    let provider = format!("{}/fake/payments", a.base);
+    let b = TestApp::start_with_repository(|c| c.payment_url = Some(provider), repo.clone()).await;
+    a.set_faults(serde_json::json!({"payment": {"latency_ms": 50}}))
+        .await;
+    let body = order_body(1, 4321);
+    let (ra, rb) = tokio::join!(a.post_order("both", &body), b.post_order("both", &body));
+    assert_eq!(
+        (ra.status, rb.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    // The unique idempotency column kept one order; the loser of the race
+    // answers with it.
+    assert_eq!(ra.json()["id"], rb.json()["id"]);
+    assert_eq!(ra.body, rb.body);
+    assert_eq!(a.stats().await["payments_charged"], 1);
+    repo.drop_table().await.unwrap();
+}
