@@ -13,9 +13,10 @@ use super::error::Error;
 pin_project! {
     /// Response future for [`Timeout`](super::Timeout).
     ///
-    /// The timer is created only if the inner future is not ready on its
-    /// first poll, so an answer that is already there costs one clock read.
-    /// The inner future is dropped as soon as the budget runs out.
+    /// The timer is created (and boxed) only if the inner future is not ready
+    /// on its first poll, so an answer that is already there costs one clock
+    /// read and the future stays small. The inner future is dropped as soon
+    /// as the budget runs out.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
@@ -29,7 +30,7 @@ pin_project! {
     #[project = StateProj]
     #[derive(Debug)]
     enum State<F> {
-        Running { #[pin] future: F, #[pin] sleep: Option<Sleep> },
+        Running { #[pin] future: F, sleep: Option<Pin<Box<Sleep>>> },
         // The deadline had passed before the call: the inner service was not called.
         Expired,
         Done,
@@ -66,17 +67,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         match this.state.as_mut().project() {
-            StateProj::Running { future, mut sleep } => {
+            StateProj::Running { future, sleep } => {
                 // The answer wins a tie with the deadline, as in tower.
                 if let Poll::Ready(result) = future.poll(cx) {
                     this.state.set(State::Done);
                     return Poll::Ready(result.map_err(Error::Inner));
                 }
-                if sleep.is_none() {
-                    sleep.set(Some(tokio::time::sleep_until(*this.deadline)));
-                }
-                let sleep = sleep.as_pin_mut().expect("sleep was just set");
-                if sleep.poll(cx).is_pending() {
+                // Boxed: a call that is not answered at once waits for I/O,
+                // which dwarfs one allocation, and the future stays small.
+                let sleep =
+                    sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*this.deadline)));
+                if sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 // Drop the inner future now, not when the caller drops us.
