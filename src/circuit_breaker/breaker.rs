@@ -129,6 +129,7 @@ pub(crate) struct Breaker {
     attached: AtomicBool,
     clock_at_start: bool,
     clock_at_end: bool,
+    origin: Instant,
 }
 
 impl Breaker {
@@ -162,6 +163,7 @@ impl Breaker {
                 probe_successes: 0,
                 next_probe: 0,
             }),
+            origin: now,
             clock_at_start: config.clock_at_start(),
             clock_at_end: config.clock_at_end(),
             config,
@@ -187,6 +189,10 @@ impl Breaker {
 
     pub(crate) fn clock_at_end(&self) -> bool {
         self.clock_at_end
+    }
+
+    pub(crate) fn nanos_since_origin(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
     pub(crate) fn slow_threshold(&self) -> Option<Duration> {

@@ -13,7 +13,6 @@ use tokio::time::Instant;
 use super::breaker::Breaker;
 use super::classify::Classify;
 use super::error::Error;
-use super::state::Outcome;
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker) and
@@ -27,7 +26,7 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, C> {
-        Tracked { #[pin] future: F, record: Option<Record<C>> },
+        Tracked { #[pin] future: F, record: Record<C> },
         Passthrough { #[pin] future: F },
         Rejected { retry_after: Option<Duration> },
     }
@@ -49,10 +48,7 @@ impl<F, C> fmt::Debug for ResponseFuture<F, C> {
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn tracked(future: F, record: Record<C>) -> Self {
         Self {
-            kind: Kind::Tracked {
-                future,
-                record: Some(record),
-            },
+            kind: Kind::Tracked { future, record },
         }
     }
 
@@ -82,10 +78,7 @@ where
         match self.project().kind.project() {
             KindProj::Tracked { future, record } => {
                 let result = ready!(future.poll(cx));
-                record
-                    .take()
-                    .expect("future polled after completion")
-                    .finish(&result);
+                record.finish(&result);
                 Poll::Ready(result.map_err(Error::Inner))
             }
             KindProj::Passthrough { future } => future.poll(cx).map_err(Error::Inner),
@@ -96,8 +89,8 @@ where
     }
 }
 
-/// The permit of a half-open probe: given back if the call is dropped before
-/// it finishes.
+/// The permit of a half-open probe held by a service between `poll_ready`
+/// and `call`: given back if the service is dropped before calling.
 #[derive(Debug)]
 pub(crate) struct ProbePermit {
     breaker: Arc<Breaker>,
@@ -112,10 +105,9 @@ impl ProbePermit {
         }
     }
 
-    fn complete(mut self, outcome: Outcome, slow: bool) {
-        if let Some(id) = self.id.take() {
-            self.breaker.record_probe(id, outcome, slow);
-        }
+    /// Hands the permit over to a call's [`Record`].
+    pub(crate) fn into_ticket(mut self) -> u64 {
+        probe_ticket(self.id.take().expect("permit taken once"))
     }
 }
 
@@ -127,47 +119,76 @@ impl Drop for ProbePermit {
     }
 }
 
-/// How a call's outcome reaches its breaker.
-#[derive(Debug)]
-pub(crate) enum Ticket {
-    Call(u32),
-    Probe(ProbePermit),
+// A call's ticket in one word: the generation it was admitted under, or a
+// probe id with the top bit set, or DONE once its outcome is recorded.
+const DONE: u64 = u64::MAX;
+const PROBE: u64 = 1 << 63;
+const NO_START: u64 = u64::MAX;
+
+pub(crate) fn call_ticket(generation: u32) -> u64 {
+    u64::from(generation)
 }
 
-/// What a tracked call needs to report its outcome.
+pub(crate) fn probe_ticket(id: u64) -> u64 {
+    PROBE | id
+}
+
+/// What a tracked call needs to report its outcome. Kept small and read in
+/// place: the hot path moves it with the future.
 pub(crate) struct Record<C> {
-    pub(crate) breaker: Arc<Breaker>,
-    pub(crate) classifier: C,
-    pub(crate) ticket: Ticket,
-    pub(crate) start: Option<Instant>,
+    breaker: Arc<Breaker>,
+    ticket: u64,
+    // Nanoseconds since the breaker's origin, when slow calls are detected.
+    start: u64,
+    classifier: C,
 }
 
 impl<C> Record<C> {
-    pub(crate) fn new(breaker: Arc<Breaker>, classifier: C, ticket: Ticket) -> Self {
+    #[inline]
+    pub(crate) fn new(breaker: Arc<Breaker>, classifier: C, ticket: u64) -> Self {
         // The clock is read only when slow calls are detected.
-        let start = breaker.clock_at_start().then(Instant::now);
+        let start = if breaker.clock_at_start() {
+            breaker.nanos_since_origin(Instant::now())
+        } else {
+            NO_START
+        };
         Self {
             breaker,
-            classifier,
             ticket,
             start,
+            classifier,
         }
     }
 
     #[inline]
-    fn finish<T, E>(self, result: &Result<T, E>)
+    fn finish<T, E>(&mut self, result: &Result<T, E>)
     where
         C: Classify<T, E>,
     {
+        let ticket = std::mem::replace(&mut self.ticket, DONE);
+        assert!(ticket != DONE, "future polled after completion");
         let outcome = self.classifier.classify(result);
         let now = self.breaker.clock_at_end().then(Instant::now);
-        let slow = match (self.start, now, self.breaker.slow_threshold()) {
-            (Some(start), Some(now), Some(threshold)) => now.duration_since(start) >= threshold,
+        let slow = match (now, self.breaker.slow_threshold()) {
+            (Some(now), Some(threshold)) if self.start != NO_START => {
+                let end = self.breaker.nanos_since_origin(now);
+                Duration::from_nanos(end.saturating_sub(self.start)) >= threshold
+            }
             _ => false,
         };
-        match self.ticket {
-            Ticket::Call(generation) => self.breaker.record_call(generation, outcome, slow, now),
-            Ticket::Probe(permit) => permit.complete(outcome, slow),
+        if ticket & PROBE == 0 {
+            self.breaker.record_call(ticket as u32, outcome, slow, now);
+        } else {
+            self.breaker.record_probe(ticket & !PROBE, outcome, slow);
+        }
+    }
+}
+
+impl<C> Drop for Record<C> {
+    fn drop(&mut self) {
+        // A probe dropped before it finished gives its permit back.
+        if self.ticket != DONE && self.ticket & PROBE != 0 {
+            self.breaker.release_probe(self.ticket & !PROBE);
         }
     }
 }

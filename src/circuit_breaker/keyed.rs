@@ -15,7 +15,7 @@ use super::breaker::{Admit, Breaker, Ejection};
 use super::classify::{Classify, ErrorIsFailure};
 use super::config::{Config, Rate};
 use super::error::Error;
-use super::future::{ProbePermit, Record, ResponseFuture, Ticket};
+use super::future::{Record, ResponseFuture, call_ticket, probe_ticket};
 use super::handle::Handle;
 
 const DEFAULT_MAX_KEYS: usize = 1024;
@@ -284,8 +284,8 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let breaker = self.registry.breaker((self.extract)(&req));
         let ticket = match breaker.admit() {
-            Admit::Call(generation) => Ticket::Call(generation),
-            Admit::Probe(id) => Ticket::Probe(ProbePermit::new(breaker.clone(), id)),
+            Admit::Call(generation) => call_ticket(generation),
+            Admit::Probe(id) => probe_ticket(id),
             Admit::Pass => return ResponseFuture::passthrough(self.inner.call(req)),
             Admit::Reject(retry_after) => return ResponseFuture::rejected(retry_after),
         };

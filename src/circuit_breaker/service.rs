@@ -10,7 +10,7 @@ use tower_service::Service;
 use super::breaker::{Admit, Breaker};
 use super::classify::{Classify, ErrorIsFailure};
 use super::error::Error;
-use super::future::{ProbePermit, Record, ResponseFuture, Ticket};
+use super::future::{ProbePermit, Record, ResponseFuture, call_ticket};
 use super::handle::Handle;
 use super::state::State;
 
@@ -134,17 +134,27 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let admission = match std::mem::replace(&mut self.admission, Admission::Idle) {
-            // Called without `poll_ready`: decide now.
-            Admission::Idle => self.admit(),
-            admission => admission,
-        };
-        let ticket = match admission {
-            Admission::Call(generation) => Ticket::Call(generation),
-            Admission::Probe(permit) => Ticket::Probe(permit),
-            Admission::Pass => return ResponseFuture::passthrough(self.inner.call(req)),
-            Admission::Reject(retry_after) => return ResponseFuture::rejected(retry_after),
-            Admission::Idle => unreachable!("admit never answers idle"),
+        // Read in place: the closed path copies nothing but the generation.
+        let ticket = match self.admission {
+            Admission::Call(generation) => {
+                self.admission = Admission::Idle;
+                call_ticket(generation)
+            }
+            _ => match std::mem::replace(&mut self.admission, Admission::Idle) {
+                Admission::Probe(permit) => permit.into_ticket(),
+                Admission::Pass => return ResponseFuture::passthrough(self.inner.call(req)),
+                Admission::Reject(retry_after) => return ResponseFuture::rejected(retry_after),
+                // Called without `poll_ready`: decide now.
+                Admission::Idle | Admission::Call(_) => match self.admit() {
+                    Admission::Call(generation) => call_ticket(generation),
+                    Admission::Probe(permit) => permit.into_ticket(),
+                    Admission::Pass => return ResponseFuture::passthrough(self.inner.call(req)),
+                    Admission::Reject(retry_after) => {
+                        return ResponseFuture::rejected(retry_after);
+                    }
+                    Admission::Idle => unreachable!("admit never answers idle"),
+                },
+            },
         };
         let record = Record::new(self.breaker.clone(), self.classifier.clone(), ticket);
         ResponseFuture::tracked(self.inner.call(req), record)
