@@ -61,27 +61,21 @@ where
     T: DeserializeOwned + Validate,
 {
     let mut violations = Violations::with_max(max_errors);
+    // Fast path without pointer tracking (which allocates every key): most
+    // bodies parse. On an error, parse again with tracking for the pointer.
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let result = match unknown {
-        UnknownFields::Allow => serde_path_to_error::deserialize::<_, T>(&mut de),
+    let fast = match unknown {
+        UnknownFields::Allow => T::deserialize(&mut de),
         UnknownFields::Reject => {
-            let mut on_ignored = |path: serde_ignored::Path<'_>| {
-                if violations.is_full() {
-                    violations.push(Violation::at_pointer(String::new(), unknown_field()));
-                } else {
-                    violations.push(Violation::at_pointer(
-                        pointer::from_ignored(&path),
-                        unknown_field(),
-                    ));
-                }
-            };
-            let ignored = serde_ignored::Deserializer::new(&mut de, &mut on_ignored);
-            serde_path_to_error::deserialize::<_, T>(ignored)
+            serde_ignored::deserialize(&mut de, |path| record_unknown(&mut violations, &path))
         }
     };
-    let value = match result {
+    let value = match fast {
         Ok(value) => value,
-        Err(error) => return Err(reject(bytes, error, violations)),
+        Err(_) => {
+            violations = Violations::with_max(max_errors);
+            parse_tracked(bytes, unknown, &mut violations)?
+        }
     };
     if let Err(error) = de.end() {
         return Err(syntax(&error));
@@ -91,6 +85,39 @@ where
         Ok(value)
     } else {
         Err(Error::Invalid(violations))
+    }
+}
+
+fn record_unknown(violations: &mut Violations, path: &serde_ignored::Path<'_>) {
+    let pointer = if violations.is_full() {
+        String::new() // only counted
+    } else {
+        pointer::from_ignored(path)
+    };
+    violations.push(Violation::at_pointer(pointer, unknown_field()));
+}
+
+/// The slow path: the same parse, tracking the path for the error's pointer.
+fn parse_tracked<T, E>(
+    bytes: &[u8],
+    unknown: UnknownFields,
+    violations: &mut Violations,
+) -> Result<T, Error<E>>
+where
+    T: DeserializeOwned,
+{
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let result = match unknown {
+        UnknownFields::Allow => serde_path_to_error::deserialize::<_, T>(&mut de),
+        UnknownFields::Reject => {
+            let mut on_ignored = |path: serde_ignored::Path<'_>| record_unknown(violations, &path);
+            let ignored = serde_ignored::Deserializer::new(&mut de, &mut on_ignored);
+            serde_path_to_error::deserialize::<_, T>(ignored)
+        }
+    };
+    match result {
+        Ok(value) => Ok(value),
+        Err(error) => Err(reject(bytes, error, std::mem::take(violations))),
     }
 }
 
