@@ -149,6 +149,9 @@ impl<M> ValidateLayer<M> {
     /// [`RawBody`](super::RawBody) in its extensions and the same bytes as
     /// its body. The content type must be `application/json` unless
     /// [`content_types`](Self::content_types) says otherwise.
+    ///
+    /// The service needs `T: Clone + Send + Sync + 'static`, as request
+    /// extensions do; handlers take the value out without cloning it.
     pub fn json<T>(mut self) -> ValidateLayer<Json<T>>
     where
         T: DeserializeOwned + Validate,

@@ -267,26 +267,42 @@ impl Violations {
         &self.prefix
     }
 
-    /// Records a rule's failure at member `field` of the current value (`""`
-    /// for the current value itself); does nothing on `Ok`.
+    /// Records a rule's failure at member `field` of the current value (an
+    /// empty `field` is the member named `""`, as RFC 6901 has it); does
+    /// nothing on `Ok`.
     pub fn check(&mut self, field: &str, result: Result<(), Invalid>) {
         if let Err(invalid) = result {
             self.add(field, invalid);
         }
     }
 
-    /// Records a failure at member `field` of the current value (`""` for the
-    /// current value itself).
+    /// Records a rule's failure at the current value itself; does nothing on
+    /// `Ok`.
+    pub fn check_here(&mut self, result: Result<(), Invalid>) {
+        if let Err(invalid) = result {
+            self.add_here(invalid);
+        }
+    }
+
+    /// Records a failure at member `field` of the current value.
     pub fn add(&mut self, field: &str, invalid: Invalid) {
         if self.is_full() {
             self.omitted += 1;
             return;
         }
         let mut pointer = self.prefix.clone();
-        if !field.is_empty() {
-            pointer::push_key(&mut pointer, field);
-        }
+        pointer::push_key(&mut pointer, field);
         self.list.push(Violation::at_pointer(pointer, invalid));
+    }
+
+    /// Records a failure at the current value itself.
+    pub fn add_here(&mut self, invalid: Invalid) {
+        if self.is_full() {
+            self.omitted += 1;
+            return;
+        }
+        self.list
+            .push(Violation::at_pointer(self.prefix.clone(), invalid));
     }
 
     /// Records a violation as it is (its location is not prefixed).
@@ -545,16 +561,17 @@ mod tests {
 
     #[test]
     fn violations_stop_at_the_cap_but_count() {
-        let mut v = Violations::with_max(2);
+        let mut v = Violations::with_max(3);
         v.field("a/b", |v| {
             v.index(0, |v| v.check("~", Err(Invalid::new("x", "y"))));
+            v.check_here(Err(Invalid::new("x", "y")));
             v.check("", Err(Invalid::new("x", "y")));
             v.check("c", Err(Invalid::new("x", "y")));
         });
-        assert_eq!(v.total(), 3);
+        assert_eq!(v.total(), 4);
         assert_eq!(v.omitted(), 1);
         let ptrs: Vec<_> = v.iter().map(|x| x.pointer().unwrap().to_owned()).collect();
-        assert_eq!(ptrs, ["/a~1b/0/~0", "/a~1b"]);
+        assert_eq!(ptrs, ["/a~1b/0/~0", "/a~1b", "/a~1b/"]);
         assert_eq!(v.pointer(), "");
     }
 }

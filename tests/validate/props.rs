@@ -104,3 +104,27 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Every pointer resolves, by serde_json's own RFC 6901 lookup, to the
+    /// offending value in the submitted document, whatever the keys hold.
+    #[test]
+    fn pointers_resolve_in_the_submitted_document(key in "[a-z/~0-9 ]{0,6}", unknown in "[a-z/~]{1,6}", bad in 11u32..1000) {
+        let body = serde_json::json!({
+            "customer": "a",
+            "items": [{"sku": "A", "quantity": 1, "price": {"minor": 1, "currency": "EUR"}}],
+            "tags": {key.clone(): bad},
+            format!("x{unknown}"): true,
+        });
+        let error = ValidateLayer::new().json::<Order>().parse(body.to_string().as_bytes()).unwrap_err();
+        let violations = error.violations().unwrap();
+        prop_assert_eq!(violations.total(), 2);
+        for v in violations {
+            let pointer = v.pointer().unwrap();
+            prop_assert!(body.pointer(pointer).is_some(), "{} does not resolve", pointer);
+        }
+        prop_assert_eq!(body.pointer(violations.as_slice()[1].pointer().unwrap()), Some(&serde_json::json!(bad)));
+    }
+}
