@@ -162,6 +162,7 @@ mod http_impl {
     }
 
     #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     impl<E: IntoProblem> axum_core::response::IntoResponse for Error<E> {
         fn into_response(self) -> axum_core::response::Response {
             self.into_problem().into_response()

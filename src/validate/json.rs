@@ -326,6 +326,7 @@ fn expectation(expected: &str) -> Option<Cow<'static, str>> {
 }
 
 #[cfg(all(feature = "axum", feature = "http"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 mod extract {
     use axum_core::extract::FromRequestParts;
     use http::StatusCode;

@@ -89,6 +89,22 @@ impl<T: Validate> Validate for Vec<T> {
     }
 }
 
+impl<K: AsRef<str>, V: Validate> Validate for std::collections::BTreeMap<K, V> {
+    fn validate(&self, v: &mut Violations) {
+        for (key, value) in self {
+            v.nested(key.as_ref(), value);
+        }
+    }
+}
+
+impl<K: AsRef<str>, V: Validate, H> Validate for std::collections::HashMap<K, V, H> {
+    fn validate(&self, v: &mut Violations) {
+        for (key, value) in self {
+            v.nested(key.as_ref(), value);
+        }
+    }
+}
+
 impl Validate for serde_json::Value {}
 
 /// A broken rule, before it is placed at a pointer: a machine-readable
@@ -557,6 +573,21 @@ mod tests {
             "must be one of a, b"
         );
         assert!(not_blank(" \t").is_err());
+    }
+
+    #[test]
+    fn maps_validate_each_value_under_its_escaped_key() {
+        struct Qty(u32);
+        impl Validate for Qty {
+            fn validate(&self, v: &mut Violations) {
+                v.check_here(range(self.0, 1..=9));
+            }
+        }
+        let map = std::collections::BTreeMap::from([("a/b", Qty(0)), ("c", Qty(1))]);
+        let mut v = Violations::new();
+        v.nested("lines", &map);
+        let ptrs: Vec<_> = v.iter().map(|x| x.pointer().unwrap()).collect();
+        assert_eq!(ptrs, ["/lines/a~1b"]);
     }
 
     #[test]
