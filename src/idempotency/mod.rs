@@ -1,1 +1,140 @@
-//! Placeholder: this layer is being built.
+//! Idempotency keys: one execution per `Idempotency-Key`, across retries,
+//! crashes and instances.
+//!
+//! A client that retries a `POST` (a payment, an order) sends the same
+//! `Idempotency-Key` header each time. [`IdempotencyLayer`] runs the first
+//! request and stores its response; a retry gets that response back
+//! byte-for-byte with `Idempotent-Replayed: true`, and the handler does not
+//! run again. Semantics follow the IETF httpapi Idempotency-Key draft and
+//! Stripe's API:
+//!
+//! | request | answer |
+//! |---|---|
+//! | key missing (when required) or invalid (empty, over 255 bytes, not visible ASCII) | `400` |
+//! | first with this key | runs; the response is stored (2xx, 4xx except 408/409/429) |
+//! | same key, same request, finished | the stored response, `Idempotent-Replayed: true` |
+//! | same key, same request, still running | `409` with `Retry-After` (or wait, bounded: [`IdempotencyLayer::wait_for_in_flight`]) |
+//! | same key, other method/path/body/chosen headers | `422` |
+//! | same key, response was too large to keep | `410`, never a second run |
+//! | store down | `503` (or run without idempotency: [`OnStoreError::FailOpen`]) |
+//!
+//! Every refusal is an [`Error`] that implements
+//! [`IntoProblem`](crate::problem::IntoProblem): put
+//! [`ProblemLayer`](crate::problem::ProblemLayer) outside to answer them as
+//! `application/problem+json`.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use palisade::idempotency::IdempotencyLayer;
+//! use palisade::problem::ProblemLayer;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(ProblemLayer::new())
+//!     // Scope keys by caller: here the API key header.
+//!     .layer(IdempotencyLayer::new().scope(|req: &Request<Full<Bytes>>| {
+//!         req.headers().get("x-api-key")?.to_str().ok().map(str::to_owned)
+//!     }))
+//!     .service(service_fn(|_req: Request<Full<Bytes>>| async {
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("charged once"))))
+//!     }));
+//!
+//! let request = || {
+//!     Request::post("/payments")
+//!         .header("x-api-key", "customer-1")
+//!         .header("idempotency-key", "8e03978e-40d5-43e8-bc93-6894a57f9324")
+//!         .body(Full::new(Bytes::from(r#"{"amount":100}"#)))
+//!         .unwrap()
+//! };
+//! let first = svc.ready().await.unwrap().call(request()).await.unwrap();
+//! assert!(first.headers().get("idempotent-replayed").is_none());
+//! let retry = svc.ready().await.unwrap().call(request()).await.unwrap();
+//! assert_eq!(retry.headers()["idempotent-replayed"], "true");
+//! assert_eq!(retry.into_body().collect().await.unwrap().to_bytes(), "charged once");
+//! # }
+//! ```
+//!
+//! # How a key is claimed
+//!
+//! The first request claims its key atomically: in one store operation it
+//! either finds the existing record or writes an in-flight record with a
+//! lease (default 60 s) and a random token. Two duplicates, in one process or
+//! on two instances sharing Redis, can never both claim. When the handler
+//! answers, the layer writes the response in a compare-token-and-set: a
+//! holder whose lease expired (it was paused, partitioned, too slow) and was
+//! taken over can never overwrite the new holder's record. The claim also
+//! carries a fencing number, handed to the handler as the [`Fence`]
+//! extension, for its own downstream writes. A crashed instance's claim
+//! frees itself when its lease expires. With [`MemoryStore`] each step is one
+//! critical section; with `RedisStore` (feature `redis`) each is one Lua script, so a replay
+//! costs one round trip and a first execution two.
+//!
+//! Keys are namespaced by the caller identity of [`IdempotencyLayer::scope`]
+//! and by method and path. The default, [`Unscoped`], is only safe when a
+//! single trusted caller talks to the API.
+//!
+//! The fingerprint hashes (SHA-256) method, path and query, the headers of
+//! [`IdempotencyLayer::fingerprint_headers`] and the body, buffered up to
+//! [`IdempotencyLayer::max_request_body`] and handed on unchanged; with
+//! [`FingerprintMode::CanonicalJson`], key order and whitespace of a JSON
+//! body do not count.
+//!
+//! # What is stored, what is released
+//!
+//! `2xx` and `4xx` except `408`, `409` and `429` are stored for
+//! [`IdempotencyLayer::ttl`] (default 24 h) and replayed
+//! ([`IdempotencyLayer::store_when`] changes it). A `5xx`, an inner error (a
+//! timeout, an open circuit) or a panic releases the key so the client can
+//! retry; a panic is caught and answered `500`. A response larger than
+//! [`IdempotencyLayer::max_response_body`] (default 1 MiB) is passed through
+//! and recorded as completed-but-not-retained: a retry gets `410`, never a
+//! second execution.
+//!
+//! A dropped request future (client gone, outer timeout) has an unknown
+//! outcome; [`OnCancel`] chooses release-now (default), hold-until-the-lease
+//! expires, or detached execution that finishes and stores even after the
+//! client left.
+//!
+//! # Layer order
+//!
+//! `ProblemLayer` → authentication → validation → **idempotency** → timeout →
+//! circuit breaker → handler. Validation goes before idempotency, so a
+//! request it rejects stores nothing and a corrected retry with the same key
+//! runs. The lease must outlive the request timeout inside:
+//! [`IdempotencyLayer::request_timeout`] refuses a shorter lease.
+//!
+//! # Client side
+//!
+//! [`IdempotencyKeyLayer`] attaches an `Idempotency-Key` to outgoing requests
+//! (generated, or the one a handler derived from its own request with
+//! [`IdempotencyKey::derive`]), and [`RetryPolicy`] retries, within a budget,
+//! only requests that are idempotent by method or carry a key.
+
+mod body;
+mod client;
+pub mod error;
+mod fingerprint;
+mod key;
+mod layer;
+mod record;
+mod service;
+mod store;
+
+pub use self::body::ResponseBody;
+pub use self::client::{IdempotencyKeyLayer, IdempotencyKeyService, RetryPolicy};
+pub use self::error::{ConfigError, Error, StoreError};
+pub use self::fingerprint::{Fingerprint, FingerprintMode};
+pub use self::key::{
+    Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, InvalidKey, MAX_KEY_LEN,
+};
+pub use self::layer::{IdempotencyLayer, OnCancel, OnStoreError, Unscoped, default_store_when};
+pub use self::record::{Claim, Completion, Lease, Record, StoredResponse};
+pub use self::service::Idempotency;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::store::RedisStore;
+pub use self::store::{MemoryStore, Store};

@@ -1,0 +1,158 @@
+//! Errors of the idempotency layer and its stores.
+
+use std::time::Duration;
+
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, StatusCode};
+
+use super::key::InvalidKey;
+use crate::BoxError;
+use crate::problem::{IntoProblem, Problem};
+
+/// A store failure: the store could not be reached or answered nonsense.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Redis failed (connection, timeout, script).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The store did not answer in time.
+    #[error("store timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// A stored record could not be read back.
+    #[error("corrupt idempotency record: {0}")]
+    Corrupt(String),
+    /// Any other backend failure.
+    #[error(transparent)]
+    Other(BoxError),
+}
+
+/// The error of [`Idempotency`](super::Idempotency).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error<E> {
+    /// The method requires an `Idempotency-Key` and the request has none (400).
+    #[error("this request requires an idempotency-key header")]
+    MissingKey,
+    /// The `Idempotency-Key` header is not a valid key (400).
+    #[error("invalid idempotency key: {0}")]
+    InvalidKey(InvalidKey),
+    /// The scope extractor found no caller identity to scope the key by (400).
+    #[error("no caller identity to scope the idempotency key by")]
+    MissingScope,
+    /// The request body exceeds the limit the layer buffers to fingerprint it (413).
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The request body could not be read (400).
+    #[error("failed to read the request body: {0}")]
+    Body(BoxError),
+    /// A request with the same key is still running (409 with `Retry-After`).
+    #[error("a request with this idempotency key is in flight, retry after {retry_after:?}")]
+    InFlight {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The key was used with another request (another method, path, chosen
+    /// headers or body) (422).
+    #[error("this idempotency key was used with a different request")]
+    Mismatch,
+    /// The request with this key ran, but its response was too large to be
+    /// kept, so it cannot be replayed; it is never run again (410).
+    #[error("the request with this idempotency key ran but its response was not kept")]
+    NotRetained,
+    /// The store failed and the layer fails closed (503).
+    #[error("idempotency store unavailable: {0}")]
+    Store(#[source] StoreError),
+    /// The inner service panicked; the key was released (500).
+    #[error("the handler panicked")]
+    Panicked,
+    /// The inner service failed; the key was released.
+    #[error(transparent)]
+    Inner(E),
+}
+
+/// The `type` URIs of the problems this layer answers with.
+pub mod problem_types {
+    /// 400: missing key.
+    pub const MISSING_KEY: &str = "https://palisade.rs/problems/idempotency-key-missing";
+    /// 400: invalid key.
+    pub const INVALID_KEY: &str = "https://palisade.rs/problems/idempotency-key-invalid";
+    /// 409: a request with the key is in flight.
+    pub const IN_FLIGHT: &str = "https://palisade.rs/problems/idempotency-key-in-flight";
+    /// 422: the key was used with a different request.
+    pub const MISMATCH: &str = "https://palisade.rs/problems/idempotency-key-mismatch";
+    /// 410: the response was not kept.
+    pub const NOT_RETAINED: &str = "https://palisade.rs/problems/idempotency-response-not-retained";
+}
+
+impl<E: IntoProblem> IntoProblem for Error<E> {
+    fn into_problem(self) -> Problem {
+        match self {
+            Self::MissingKey => Problem::new(StatusCode::BAD_REQUEST)
+                .with_type(problem_types::MISSING_KEY)
+                .with_title("Idempotency-Key required")
+                .with_detail("this request requires an Idempotency-Key header"),
+            Self::InvalidKey(reason) => Problem::new(StatusCode::BAD_REQUEST)
+                .with_type(problem_types::INVALID_KEY)
+                .with_title("Invalid Idempotency-Key")
+                .with_detail(format!("{reason}: a key is 1 to 255 visible ASCII characters")),
+            Self::MissingScope => Problem::new(StatusCode::BAD_REQUEST)
+                .with_detail("no caller identity to scope the idempotency key by"),
+            Self::Body(e) => Problem::new(StatusCode::BAD_REQUEST)
+                .with_detail(format!("failed to read the request body: {e}")),
+            Self::BodyTooLarge { limit } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
+                .with_detail(format!("request body larger than {limit} bytes")),
+            Self::InFlight { retry_after } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Problem::new(StatusCode::CONFLICT)
+                    .with_type(problem_types::IN_FLIGHT)
+                    .with_title("Request in flight")
+                    .with_detail("a request with this idempotency key is still being processed; retry later")
+                    .with_header(RETRY_AFTER, HeaderValue::from(secs.max(1)))
+            }
+            Self::Mismatch => Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+                .with_type(problem_types::MISMATCH)
+                .with_title("Idempotency-Key reused")
+                .with_detail("this idempotency key was used with a different request"),
+            Self::NotRetained => Problem::new(StatusCode::GONE)
+                .with_type(problem_types::NOT_RETAINED)
+                .with_title("Response not retained")
+                .with_detail(
+                    "the request with this idempotency key ran, but its response was too large to keep; it will not run again",
+                ),
+            Self::Store(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                .with_detail("the idempotency store is unavailable; retry later"),
+            Self::Panicked => Problem::new(StatusCode::INTERNAL_SERVER_ERROR),
+            Self::Inner(inner) => inner.into_problem(),
+        }
+    }
+}
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl<E: IntoProblem> axum_core::response::IntoResponse for Error<E> {
+    fn into_response(self) -> axum_core::response::Response {
+        self.into_problem().into_response()
+    }
+}
+
+/// The layer was configured in a way that cannot work.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The lease would expire before the request's own timeout, so a slow
+    /// request could lose its claim while still running and a retry would
+    /// run it a second time.
+    #[error("idempotency lease {lease:?} is shorter than the request timeout {timeout:?}")]
+    LeaseShorterThanTimeout {
+        /// The lease.
+        lease: Duration,
+        /// The request timeout.
+        timeout: Duration,
+    },
+}

@@ -1,0 +1,370 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::{Method, StatusCode};
+use tower_layer::Layer;
+
+use super::error::ConfigError;
+use super::fingerprint::FingerprintMode;
+use super::service::Idempotency;
+use super::store::{MemoryStore, Store};
+use crate::key::KeyExtractor;
+
+/// What happens to a claim when the request future is dropped before the
+/// inner service answered (the client went away, an outer timeout fired).
+/// The outcome is unknown: the handler may or may not have done its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnCancel {
+    /// Release the key now, so an immediate retry runs the request again
+    /// (default). Right when the handler's work is itself safe to repeat
+    /// or transactional, so a cancelled run left nothing behind.
+    #[default]
+    Release,
+    /// Keep the key claimed until its lease expires: retries get `409` until
+    /// then, then run. Gives a half-done run time to finish its side effects
+    /// before a retry starts.
+    Hold,
+    /// Run the inner service on a spawned task, so it finishes and stores its
+    /// response even when the client left; a retry then replays it. Needs a
+    /// Tokio runtime and `'static + Send` futures.
+    Detach,
+}
+
+/// What the layer does when its store fails (Redis down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnStoreError {
+    /// Refuse the request with `503` (default): no request runs without
+    /// its duplicate protection.
+    #[default]
+    FailClosed,
+    /// Run the request without idempotency and log a warning: availability
+    /// over exactly-once.
+    FailOpen,
+}
+
+/// A scope that puts every caller in one namespace: the default of
+/// [`IdempotencyLayer`].
+///
+/// Keys are then namespaced by method and path only, so one caller could
+/// replay another's response by sending the same key. Only safe when a single
+/// trusted caller (one backend service) talks to the API; otherwise set a real
+/// caller identity with [`IdempotencyLayer::scope`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unscoped;
+
+impl<Req> KeyExtractor<Req> for Unscoped {
+    fn extract(&self, _req: &Req) -> Option<String> {
+        Some(String::new())
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) methods: Vec<Method>,
+    pub(crate) required: bool,
+    pub(crate) fingerprint_headers: Vec<HeaderName>,
+    pub(crate) fingerprint_mode: FingerprintMode,
+    pub(crate) max_request_body: usize,
+    pub(crate) max_response_body: usize,
+    pub(crate) stored_headers: Option<Vec<HeaderName>>,
+    pub(crate) ttl: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) store_status: fn(StatusCode) -> bool,
+    pub(crate) on_cancel: OnCancel,
+    pub(crate) on_store_error: OnStoreError,
+    pub(crate) wait: Option<Duration>,
+    pub(crate) retry_after: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("methods", &self.methods)
+            .field("required", &self.required)
+            .field("fingerprint_headers", &self.fingerprint_headers)
+            .field("fingerprint_mode", &self.fingerprint_mode)
+            .field("max_request_body", &self.max_request_body)
+            .field("max_response_body", &self.max_response_body)
+            .field("stored_headers", &self.stored_headers)
+            .field("ttl", &self.ttl)
+            .field("lease", &self.lease)
+            .field("request_timeout", &self.request_timeout)
+            .field("on_cancel", &self.on_cancel)
+            .field("on_store_error", &self.on_store_error)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default of [`IdempotencyLayer::store_when`]: `2xx` and `4xx` except
+/// `408`, `409` and `429`, which say "try again" and must not be replayed.
+pub fn default_store_when(status: StatusCode) -> bool {
+    status.is_success()
+        || (status.is_client_error()
+            && !matches!(
+                status,
+                StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS
+            ))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            methods: vec![Method::POST, Method::PATCH],
+            required: true,
+            fingerprint_headers: Vec::new(),
+            fingerprint_mode: FingerprintMode::Exact,
+            max_request_body: 1024 * 1024,
+            max_response_body: 1024 * 1024,
+            stored_headers: None,
+            ttl: Duration::from_secs(24 * 60 * 60),
+            lease: Duration::from_secs(60),
+            request_timeout: None,
+            store_status: default_store_when,
+            on_cancel: OnCancel::Release,
+            on_store_error: OnStoreError::FailClosed,
+            wait: None,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Applies [`Idempotency`] to a service: one execution per `Idempotency-Key`.
+///
+/// See the [module docs](super) for an example and the semantics.
+#[derive(Clone)]
+pub struct IdempotencyLayer<St = MemoryStore, K = Unscoped> {
+    config: Arc<Config>,
+    store: St,
+    scope: K,
+}
+
+impl<St: fmt::Debug, K: fmt::Debug> fmt::Debug for IdempotencyLayer<St, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotencyLayer")
+            .field("config", &self.config)
+            .field("store", &self.store)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl IdempotencyLayer {
+    /// A layer with a fresh [`MemoryStore`] (shared by every service this
+    /// layer wraps) and no caller scope ([`Unscoped`]).
+    pub fn new() -> Self {
+        Self::with_store(MemoryStore::new())
+    }
+
+    /// A layer with a fresh [`MemoryStore`]; the same as [`new`](Self::new).
+    pub fn memory() -> Self {
+        Self::new()
+    }
+}
+
+impl Default for IdempotencyLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+impl IdempotencyLayer<super::RedisStore> {
+    /// A layer that keeps its records in Redis, shared by every instance
+    /// that uses the same Redis and prefix.
+    pub fn redis(store: super::RedisStore) -> Self {
+        Self::with_store(store)
+    }
+}
+
+impl<St: Store> IdempotencyLayer<St> {
+    /// A layer over any [`Store`].
+    pub fn with_store(store: St) -> Self {
+        Self {
+            config: Arc::new(Config::default()),
+            store,
+            scope: Unscoped,
+        }
+    }
+}
+
+impl<St, K> IdempotencyLayer<St, K> {
+    fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Namespaces keys by the caller identity `extractor` reads (API key,
+    /// user, tenant), on top of method and path, so one caller can never
+    /// replay another's response. A request for which it returns `None` is
+    /// refused with `400`: put authentication before this layer.
+    pub fn scope<K2>(self, extractor: K2) -> IdempotencyLayer<St, K2> {
+        IdempotencyLayer {
+            config: self.config,
+            store: self.store,
+            scope: extractor,
+        }
+    }
+
+    /// The methods the layer applies to (default `POST` and `PATCH`); others
+    /// pass through untouched.
+    #[must_use]
+    pub fn methods(self, methods: impl IntoIterator<Item = Method>) -> Self {
+        let methods = methods.into_iter().collect();
+        self.config(|c| c.methods = methods)
+    }
+
+    /// Makes the key optional: a request without one runs without
+    /// idempotency. By default it is required and its absence is a `400`.
+    #[must_use]
+    pub fn optional(self) -> Self {
+        self.config(|c| c.required = false)
+    }
+
+    /// Request headers that enter the fingerprint, besides method, path,
+    /// query and body (none by default).
+    #[must_use]
+    pub fn fingerprint_headers(self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        let names = names.into_iter().collect();
+        self.config(|c| c.fingerprint_headers = names)
+    }
+
+    /// How the body enters the fingerprint (default exact bytes).
+    #[must_use]
+    pub fn fingerprint_mode(self, mode: FingerprintMode) -> Self {
+        self.config(|c| c.fingerprint_mode = mode)
+    }
+
+    /// The largest request body buffered for the fingerprint (default 1 MiB);
+    /// a larger one is refused with `413` before anything runs.
+    #[must_use]
+    pub fn max_request_body(self, bytes: usize) -> Self {
+        self.config(|c| c.max_request_body = bytes)
+    }
+
+    /// The largest response kept for replay (default 1 MiB). A larger
+    /// response is passed through to the client and recorded as
+    /// completed-but-not-retained: a retry gets `410` saying so, and the
+    /// request never runs a second time.
+    #[must_use]
+    pub fn max_response_body(self, bytes: usize) -> Self {
+        self.config(|c| c.max_response_body = bytes)
+    }
+
+    /// The only response headers kept for replay. By default every header
+    /// is kept except hop-by-hop ones (`connection`, `transfer-encoding`, ...).
+    #[must_use]
+    pub fn stored_headers(self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        let names = names.into_iter().collect();
+        self.config(|c| c.stored_headers = Some(names))
+    }
+
+    /// How long a completed record is kept (default 24 h).
+    #[must_use]
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.config(|c| c.ttl = ttl)
+    }
+
+    /// How long a claim holds a key while its request runs (default 60 s).
+    /// A crashed instance's claim frees itself when it expires.
+    ///
+    /// Logs a warning if a [`request_timeout`](Self::request_timeout) set
+    /// earlier is longer: a request still running when its lease expires can
+    /// be run a second time by a retry.
+    #[must_use]
+    pub fn lease(self, lease: Duration) -> Self {
+        if let Some(timeout) = self.config.request_timeout
+            && lease < timeout
+        {
+            tracing::warn!(
+                ?lease,
+                ?timeout,
+                "idempotency lease shorter than the request timeout"
+            );
+        }
+        self.config(|c| c.lease = lease)
+    }
+
+    /// Tells the layer the request timeout of the stack (the timeout layer
+    /// inside it, or the server's), and refuses a lease shorter than it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade::idempotency::{ConfigError, IdempotencyLayer};
+    ///
+    /// let layer = IdempotencyLayer::new().lease(Duration::from_secs(10));
+    /// assert!(matches!(
+    ///     layer.request_timeout(Duration::from_secs(30)),
+    ///     Err(ConfigError::LeaseShorterThanTimeout { .. })
+    /// ));
+    /// ```
+    pub fn request_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
+        if self.config.lease < timeout {
+            return Err(ConfigError::LeaseShorterThanTimeout {
+                lease: self.config.lease,
+                timeout,
+            });
+        }
+        Ok(self.config(|c| c.request_timeout = Some(timeout)))
+    }
+
+    /// Which statuses are stored and replayed (default
+    /// [`default_store_when`]). A response not stored releases the key so
+    /// the client may retry; so do errors and panics.
+    #[must_use]
+    pub fn store_when(self, predicate: fn(StatusCode) -> bool) -> Self {
+        self.config(|c| c.store_status = predicate)
+    }
+
+    /// What a dropped request future does to its claim (default
+    /// [`OnCancel::Release`]).
+    #[must_use]
+    pub fn on_cancel(self, on_cancel: OnCancel) -> Self {
+        self.config(|c| c.on_cancel = on_cancel)
+    }
+
+    /// What happens when the store fails (default [`OnStoreError::FailClosed`]).
+    #[must_use]
+    pub fn on_store_error(self, on_store_error: OnStoreError) -> Self {
+        self.config(|c| c.on_store_error = on_store_error)
+    }
+
+    /// A duplicate that finds the key in flight waits up to `max` for the
+    /// result (polling the store every 50 ms) instead of getting `409` at
+    /// once. Off by default.
+    #[must_use]
+    pub fn wait_for_in_flight(self, max: Duration) -> Self {
+        self.config(|c| c.wait = Some(max))
+    }
+
+    /// The `Retry-After` a `409` carries (default 1 s, never more than the
+    /// lease left).
+    #[must_use]
+    pub fn in_flight_retry_after(self, after: Duration) -> Self {
+        self.config(|c| c.retry_after = after)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+}
+
+impl<S, St: Clone, K: Clone> Layer<S> for IdempotencyLayer<St, K> {
+    type Service = Idempotency<S, St, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotency::new(
+            inner,
+            self.config.clone(),
+            self.store.clone(),
+            self.scope.clone(),
+        )
+    }
+}

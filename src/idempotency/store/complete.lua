@@ -1,0 +1,11 @@
+-- Compare-token-and-set: writes the outcome only if the caller's claim
+-- (ARGV[1], its token) still holds KEYS[1]; a stale holder writes nothing.
+-- ARGV[2] ttl ms, ARGV[3] state ('c' kept, 'n' not kept), ARGV[4] status,
+-- ARGV[5] headers, ARGV[6] body
+local r = redis.call('HMGET', KEYS[1], 's', 't')
+if r[1] ~= 'i' or r[2] ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 's', ARGV[3], 'st', ARGV[4], 'h', ARGV[5], 'b', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1

@@ -1,0 +1,178 @@
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Store;
+use crate::idempotency::error::StoreError;
+use crate::idempotency::fingerprint::Fingerprint;
+use crate::idempotency::record::{Claim, Completion, Lease, Record, StoredResponse};
+
+/// Sweep expired records once per this many claims, so memory stays bounded
+/// by the keys of the last TTL without a background task.
+const SWEEP_EVERY: u64 = 4096;
+
+/// An in-process store: one mutex-guarded map, each operation a single
+/// critical section (no await inside). Reads time from
+/// [`tokio::time::Instant`], so paused-time tests drive lease and TTL expiry.
+///
+/// Clones share the same records.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    records: Mutex<HashMap<String, Slot>>,
+    // One counter for all keys: numbers grow per key too, and never repeat
+    // even after a record expired.
+    fence: AtomicU64,
+    claims: AtomicU64,
+}
+
+struct Slot {
+    fingerprint: Fingerprint,
+    expires_at: Instant,
+    state: State,
+}
+
+enum State {
+    InFlight(Lease),
+    Completed(Option<StoredResponse>),
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("records", &self.len())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many records it holds, expired ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        // A panic cannot leave a slot half-written (each write is one
+        // assignment), so a poisoned lock is safe to keep using.
+        self.shared
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn claim_now(&self, key: &str, fingerprint: &Fingerprint, lease: Duration) -> Claim {
+        let now = Instant::now();
+        let mut records = self.lock();
+        if self.shared.claims.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            records.retain(|_, slot| slot.expires_at > now);
+        }
+        let fresh = |shared: &Shared| {
+            let claim = Lease::random(shared.fence.fetch_add(1, Ordering::Relaxed) + 1);
+            let slot = Slot {
+                fingerprint: *fingerprint,
+                expires_at: now + lease,
+                state: State::InFlight(claim),
+            };
+            (claim, slot)
+        };
+        match records.entry(key.to_owned()) {
+            Entry::Occupied(mut entry) => {
+                let slot = entry.get();
+                if slot.expires_at > now {
+                    return Claim::Existing(match &slot.state {
+                        State::InFlight(_) => Record::InFlight {
+                            fingerprint: slot.fingerprint,
+                            lease_remaining: slot.expires_at - now,
+                        },
+                        State::Completed(response) => Record::Completed {
+                            fingerprint: slot.fingerprint,
+                            response: response.clone(),
+                        },
+                    });
+                }
+                let (claim, slot) = fresh(&self.shared);
+                entry.insert(slot);
+                Claim::Claimed(claim)
+            }
+            Entry::Vacant(entry) => {
+                let (claim, slot) = fresh(&self.shared);
+                entry.insert(slot);
+                Claim::Claimed(claim)
+            }
+        }
+    }
+
+    /// Runs `f` on the slot of `key` if `lease` still holds it.
+    fn with_held<T>(
+        &self,
+        key: &str,
+        lease: Lease,
+        f: impl FnOnce(&mut HashMap<String, Slot>) -> T,
+    ) -> Option<T> {
+        let now = Instant::now();
+        let mut records = self.lock();
+        let held = records.get(key).is_some_and(|slot| {
+            slot.expires_at > now
+                && matches!(slot.state, State::InFlight(l) if l.token == lease.token)
+        });
+        held.then(|| f(&mut records))
+    }
+}
+
+impl Store for MemoryStore {
+    async fn claim(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        Ok(self.claim_now(key, fingerprint, lease))
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        lease: Lease,
+        completion: &Completion,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let response = match completion {
+            Completion::Retained(response) => Some(response.clone()),
+            Completion::NotRetained => None,
+        };
+        Ok(self
+            .with_held(key, lease, |records| {
+                let slot = records.get_mut(key).expect("checked under the same lock");
+                slot.state = State::Completed(response);
+                slot.expires_at = Instant::now() + ttl;
+            })
+            .is_some())
+    }
+
+    async fn release(&self, key: &str, lease: Lease) -> Result<bool, StoreError> {
+        Ok(self
+            .with_held(key, lease, |records| {
+                records.remove(key);
+            })
+            .is_some())
+    }
+}

@@ -1,0 +1,292 @@
+//! The Redis store: claim, completion and release are one Lua script each.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use redis::Value;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::Store;
+use crate::idempotency::error::StoreError;
+use crate::idempotency::fingerprint::Fingerprint;
+use crate::idempotency::record::{Claim, Completion, Lease, Record, StoredResponse};
+
+const CLAIM: &str = include_str!("claim.lua");
+const COMPLETE: &str = include_str!("complete.lua");
+const RELEASE: &str = include_str!("release.lua");
+const DEFAULT_PREFIX: &str = "palisade:idem:";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a key's fencing counter outlives the lease it numbered.
+const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Idempotency records in Redis, shared by every instance that uses the same
+/// Redis and prefix.
+///
+/// - **One round trip per step**: a claim is one script that returns the
+///   existing record (a replay needs nothing more) or claims the key; a
+///   completion is one compare-token-and-set script; a release is one
+///   script. Scripts run by `EVALSHA` and reload themselves after
+///   `NOSCRIPT`.
+/// - **Keys**: `<prefix>{<hash>}` for the record (a hash with fields) and
+///   `<prefix>{<hash>}:fence` for its fencing counter; the hash tag keeps
+///   both in one cluster slot. `<hash>` is the layer's SHA-256 of caller
+///   scope, method, path and key, so no caller identity is stored.
+/// - **Bounded**: each step gives up after [`timeout`](Self::timeout)
+///   (default 1 s) with [`StoreError::Timeout`]; the layer then fails closed
+///   (503) or open, as configured.
+///
+/// ```no_run
+/// use palisade::idempotency::{IdempotencyLayer, RedisStore};
+///
+/// # async fn run() -> Result<(), palisade::idempotency::StoreError> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?;
+/// let layer = IdempotencyLayer::redis(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    prefix: Arc<str>,
+    timeout: Duration,
+}
+
+struct Scripts {
+    claim: redis::Script,
+    complete: redis::Script,
+    release: redis::Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` with a reconnecting [`ConnectionManager`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(500));
+        Ok(Self::new(
+            ConnectionManager::new_with_config(client, config).await?,
+        ))
+    }
+
+    /// Uses `conn` (clones of a `ConnectionManager` share one connection).
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self {
+            conn,
+            scripts: Arc::new(Scripts {
+                claim: redis::Script::new(CLAIM),
+                complete: redis::Script::new(COMPLETE),
+                release: redis::Script::new(RELEASE),
+            }),
+            prefix: DEFAULT_PREFIX.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sets the prefix of every key (default `palisade:idem:`).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into().into();
+        self
+    }
+
+    /// Sets the bound on one store step (default 1 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The Redis key of the record of `key`.
+    pub fn record_key(&self, key: &str) -> String {
+        format!("{}{{{key}}}", self.prefix)
+    }
+
+    async fn bounded<T>(
+        &self,
+        step: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, step).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn corrupt(what: &str, value: &Value) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {value:?}"))
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        other => std::str::from_utf8(bytes(other)?).ok()?.parse().ok(),
+    }
+}
+
+/// Headers as `[[name, [byte, ...]], ...]`: values may hold bytes that are
+/// not UTF-8, and JSON is already a dependency.
+fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
+    let pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    serde_json::to_vec(&pairs).expect("strings and byte arrays serialise")
+}
+
+fn decode_headers(raw: &[u8]) -> Option<HeaderMap> {
+    let pairs: Vec<(String, Vec<u8>)> = serde_json::from_slice(raw).ok()?;
+    let mut headers = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(&value).ok()?,
+        );
+    }
+    Some(headers)
+}
+
+fn parse_claim(reply: &Value, token: u64) -> Result<Claim, StoreError> {
+    let Value::Array(items) = reply else {
+        return Err(corrupt("claim reply", reply));
+    };
+    let state = items
+        .first()
+        .and_then(bytes)
+        .ok_or_else(|| corrupt("claim reply", reply))?;
+    if state == b"claimed" {
+        let fence = items
+            .get(1)
+            .and_then(int)
+            .and_then(|n| u64::try_from(n).ok());
+        let fence = fence.ok_or_else(|| corrupt("fence", reply))?;
+        return Ok(Claim::Claimed(Lease { token, fence }));
+    }
+    let fingerprint = items
+        .get(1)
+        .and_then(bytes)
+        .and_then(Fingerprint::from_slice)
+        .ok_or_else(|| corrupt("fingerprint", reply))?;
+    match state {
+        b"i" => {
+            let pttl = items.get(2).and_then(int).unwrap_or(0);
+            Ok(Claim::Existing(Record::InFlight {
+                fingerprint,
+                lease_remaining: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
+            }))
+        }
+        b"n" => Ok(Claim::Existing(Record::Completed {
+            fingerprint,
+            response: None,
+        })),
+        b"c" => {
+            let status = items
+                .get(3)
+                .and_then(int)
+                .and_then(|n| u16::try_from(n).ok())
+                .and_then(|n| StatusCode::from_u16(n).ok())
+                .ok_or_else(|| corrupt("status", reply))?;
+            let headers = items
+                .get(4)
+                .and_then(bytes)
+                .and_then(decode_headers)
+                .ok_or_else(|| corrupt("headers", reply))?;
+            let body = items
+                .get(5)
+                .and_then(bytes)
+                .ok_or_else(|| corrupt("body", reply))?;
+            Ok(Claim::Existing(Record::Completed {
+                fingerprint,
+                response: Some(StoredResponse {
+                    status,
+                    headers,
+                    body: Bytes::copy_from_slice(body),
+                }),
+            }))
+        }
+        _ => Err(corrupt("state", reply)),
+    }
+}
+
+impl Store for RedisStore {
+    async fn claim(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let token = crate::idempotency::record::random_u64();
+        let record = self.record_key(key);
+        let mut invocation = self.scripts.claim.prepare_invoke();
+        invocation
+            .key(&record)
+            .key(format!("{record}:fence"))
+            .arg(&fingerprint.as_bytes()[..])
+            .arg(token)
+            .arg(millis(lease))
+            .arg(millis(lease + FENCE_MARGIN));
+        let mut conn = self.conn.clone();
+        let reply: Value = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        parse_claim(&reply, token)
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        lease: Lease,
+        completion: &Completion,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.scripts.complete.prepare_invoke();
+        invocation
+            .key(self.record_key(key))
+            .arg(lease.token)
+            .arg(millis(ttl));
+        match completion {
+            Completion::Retained(response) => invocation
+                .arg("c")
+                .arg(response.status.as_u16())
+                .arg(encode_headers(&response.headers))
+                .arg(&response.body[..]),
+            Completion::NotRetained => invocation.arg("n").arg(0).arg("[]").arg(""),
+        };
+        let mut conn = self.conn.clone();
+        let stored: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(stored == 1)
+    }
+
+    async fn release(&self, key: &str, lease: Lease) -> Result<bool, StoreError> {
+        let mut invocation = self.scripts.release.prepare_invoke();
+        invocation.key(self.record_key(key)).arg(lease.token);
+        let mut conn = self.conn.clone();
+        let released: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(released == 1)
+    }
+}

@@ -1,0 +1,1 @@
+//! Client side: key attachment and the retry policy.

@@ -1,0 +1,14 @@
+#![cfg(all(feature = "idempotency", feature = "http"))]
+#![allow(unreachable_pub)] // test helper modules share items with pub
+//! Idempotency-Key layer: one execution per key, replay, conflicts,
+//! cancellation, crashes, fencing; memory and Redis stores; client side.
+
+#[path = "../support.rs"]
+mod support;
+
+mod client;
+mod common;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+mod store_contract;

@@ -1,0 +1,298 @@
+//! One contract for every store: atomic claim, fenced completion and
+//! release, expiry. Run against the memory store (paused time) here and the
+//! Redis store (short real leases) in `redis.rs`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use palisade::idempotency::{
+    Claim, Completion, Fingerprint, Lease, MemoryStore, Record, Store, StoredResponse,
+};
+
+pub fn fp(n: u8) -> Fingerprint {
+    Fingerprint::from_slice(&[n; 32]).unwrap()
+}
+
+pub fn stored(body: &'static str) -> StoredResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-order-id", "ord_1".parse().unwrap());
+    headers.append("set-cookie", "a=1".parse().unwrap());
+    headers.append("set-cookie", "b=2".parse().unwrap());
+    StoredResponse {
+        status: StatusCode::CREATED,
+        headers,
+        body: Bytes::from(body),
+    }
+}
+
+pub async fn claimed<S: Store>(store: &S, key: &str, lease: Duration) -> Lease {
+    match store.claim(key, &fp(1), lease).await.unwrap() {
+        Claim::Claimed(lease) => lease,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+pub async fn claim_is_exclusive_and_returns_the_record<S: Store>(store: S, key: &str) {
+    let lease = claimed(&store, key, Duration::from_secs(60)).await;
+    match store
+        .claim(key, &fp(2), Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        Claim::Existing(Record::InFlight {
+            fingerprint,
+            lease_remaining,
+        }) => {
+            assert_eq!(fingerprint, fp(1));
+            assert!(
+                lease_remaining <= Duration::from_secs(60)
+                    && lease_remaining > Duration::from_secs(50)
+            );
+        }
+        other => panic!("expected in flight, got {other:?}"),
+    }
+    assert!(
+        store
+            .complete(
+                key,
+                lease,
+                &Completion::Retained(stored("done")),
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap()
+    );
+    match store
+        .claim(key, &fp(1), Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        Claim::Existing(Record::Completed {
+            fingerprint,
+            response,
+        }) => {
+            assert_eq!(fingerprint, fp(1));
+            assert_eq!(
+                response,
+                Some(stored("done")),
+                "status, every header value and body come back"
+            );
+        }
+        other => panic!("expected completed, got {other:?}"),
+    }
+}
+
+pub async fn not_retained_is_recorded<S: Store>(store: S, key: &str) {
+    let lease = claimed(&store, key, Duration::from_secs(60)).await;
+    assert!(
+        store
+            .complete(
+                key,
+                lease,
+                &Completion::NotRetained,
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .claim(key, &fp(1), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Claim::Existing(Record::Completed { response: None, .. })
+    ));
+}
+
+pub async fn release_frees_the_key_only_for_the_holder<S: Store>(store: S, key: &str) {
+    let lease = claimed(&store, key, Duration::from_secs(60)).await;
+    let forged = Lease {
+        token: lease.token.wrapping_add(1),
+        fence: lease.fence,
+    };
+    assert!(
+        !store.release(key, forged).await.unwrap(),
+        "a wrong token cannot release"
+    );
+    assert!(
+        !store
+            .complete(
+                key,
+                forged,
+                &Completion::NotRetained,
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(store.release(key, lease).await.unwrap());
+    let next = claimed(&store, key, Duration::from_secs(60)).await;
+    assert!(next.fence > lease.fence, "fencing numbers grow");
+    assert_ne!(next.token, lease.token);
+    // A completed record cannot be released.
+    assert!(
+        store
+            .complete(
+                key,
+                next,
+                &Completion::Retained(stored("x")),
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(!store.release(key, next).await.unwrap());
+    assert!(matches!(
+        store
+            .claim(key, &fp(1), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Claim::Existing(Record::Completed { .. })
+    ));
+}
+
+/// A holder whose lease expired and was taken over can neither complete nor
+/// release, and the new holder's record is untouched.
+pub async fn stale_holder_is_fenced_out<S, F>(
+    store: S,
+    key: &str,
+    lease: Duration,
+    wait_past_lease: impl Fn() -> F,
+) where
+    S: Store,
+    F: Future<Output = ()>,
+{
+    let stale = claimed(&store, key, lease).await;
+    wait_past_lease().await;
+    let fresh = claimed(&store, key, Duration::from_secs(60)).await;
+    assert!(fresh.fence > stale.fence);
+    assert!(
+        !store
+            .complete(
+                key,
+                stale,
+                &Completion::Retained(stored("stale")),
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap(),
+        "the stale completion is refused"
+    );
+    assert!(!store.release(key, stale).await.unwrap());
+    assert!(
+        store
+            .complete(
+                key,
+                fresh,
+                &Completion::Retained(stored("fresh")),
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap()
+    );
+    match store
+        .claim(key, &fp(1), Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        Claim::Existing(Record::Completed {
+            response: Some(r), ..
+        }) => assert_eq!(r.body, "fresh"),
+        other => panic!("{other:?}"),
+    }
+    // Even after the fresh holder completed, the stale one cannot overwrite.
+    assert!(
+        !store
+            .complete(
+                key,
+                stale,
+                &Completion::Retained(stored("stale")),
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap()
+    );
+}
+
+/// An unfinished claim (its holder crashed) frees itself after the lease; a
+/// completed record expires after its TTL.
+pub async fn claims_and_records_expire<S, F>(
+    store: S,
+    key: &str,
+    short: Duration,
+    wait_past: impl Fn() -> F,
+) where
+    S: Store,
+    F: Future<Output = ()>,
+{
+    let crashed = claimed(&store, key, short).await;
+    assert!(matches!(
+        store.claim(key, &fp(1), short).await.unwrap(),
+        Claim::Existing(Record::InFlight { .. })
+    ));
+    wait_past().await;
+    let lease = claimed(&store, key, Duration::from_secs(60)).await;
+    assert!(lease.fence > crashed.fence);
+    assert!(
+        store
+            .complete(key, lease, &Completion::Retained(stored("x")), short)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store.claim(key, &fp(1), short).await.unwrap(),
+        Claim::Existing(Record::Completed { .. })
+    ));
+    wait_past().await;
+    claimed(&store, key, short).await;
+}
+
+async fn advance_past(d: Duration) {
+    tokio::time::advance(d + Duration::from_millis(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_claim_is_exclusive_and_returns_the_record() {
+    claim_is_exclusive_and_returns_the_record(MemoryStore::new(), "k").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_not_retained_is_recorded() {
+    not_retained_is_recorded(MemoryStore::new(), "k").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_release_frees_the_key_only_for_the_holder() {
+    release_frees_the_key_only_for_the_holder(MemoryStore::new(), "k").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_stale_holder_is_fenced_out() {
+    let lease = Duration::from_secs(10);
+    stale_holder_is_fenced_out(MemoryStore::new(), "k", lease, || advance_past(lease)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_claims_and_records_expire() {
+    let short = Duration::from_secs(5);
+    claims_and_records_expire(MemoryStore::new(), "k", short, || advance_past(short)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_store_sweeps_expired_records() {
+    let store = MemoryStore::new();
+    for i in 0..100 {
+        claimed(&store, &format!("old-{i}"), Duration::from_secs(1)).await;
+    }
+    advance_past(Duration::from_secs(1)).await;
+    for i in 0..5000 {
+        claimed(&store, &format!("new-{i}"), Duration::from_secs(60)).await;
+    }
+    assert!(
+        store.len() <= 5000,
+        "expired records were swept: {}",
+        store.len()
+    );
+}
