@@ -121,6 +121,8 @@ struct Inner {
 pub(crate) struct Breaker {
     word: AtomicU64,
     threshold: u32,
+    // The calls a window must hold before it can trip the breaker.
+    minimum: u32,
     inner: Mutex<Inner>,
     pub(crate) config: Config,
     events: broadcast::Sender<Transition>,
@@ -151,10 +153,16 @@ impl Breaker {
                 (0, Some(Window::Time(TimeWindow::new(length, buckets, now))))
             }
         };
+        let minimum = match config.mode {
+            Mode::Count { size } => config.minimum_calls.min(size),
+            _ => config.minimum_calls,
+        }
+        .max(1);
         let (events, _) = broadcast::channel(64);
         Self {
             word: AtomicU64::new(pack(0, 0, CLOSED)),
             threshold,
+            minimum,
             inner: Mutex::new(Inner {
                 window,
                 open_until: now,
@@ -345,11 +353,16 @@ impl Breaker {
         let Some(window) = inner.window.as_mut() else {
             return;
         };
-        window.record(now, failure, slow);
+        let counts = window.record(now, failure, slow);
         if code(word) != CLOSED {
             return;
         }
-        let counts = window.counts(now);
+        // In a count window a success cannot raise a rate that did not trip
+        // the breaker, except by bringing the calls up to the minimum. (In a
+        // time window old successes expire, so every call is evaluated.)
+        if !failure && !slow && matches!(window, Window::Count(_)) && counts.calls != self.minimum {
+            return;
+        }
         if let Some(reason) = self.should_trip(counts) {
             let now = now.unwrap_or_else(Instant::now);
             self.trip(&mut inner, word, reason, now);
@@ -357,12 +370,7 @@ impl Breaker {
     }
 
     fn should_trip(&self, counts: Counts) -> Option<Reason> {
-        let minimum = match self.config.mode {
-            Mode::Count { size } => self.config.minimum_calls.min(size),
-            _ => self.config.minimum_calls,
-        }
-        .max(1);
-        if counts.calls < minimum {
+        if counts.calls < self.minimum {
             return None;
         }
         let calls = f64::from(counts.calls);

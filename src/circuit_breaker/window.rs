@@ -43,19 +43,29 @@ impl CountWindow {
         }
     }
 
-    pub(crate) fn record(&mut self, failure: bool, slow: bool) {
-        let full = self.counts.calls as usize == self.ring.len();
-        if full {
+    /// Records one call and returns the counts after it.
+    #[inline]
+    pub(crate) fn record(&mut self, failure: bool, slow: bool) -> Counts {
+        // Work on a copy and return it from registers: reading the counts
+        // back right after storing them stalls the store buffer.
+        let mut counts = self.counts;
+        if counts.calls as usize == self.ring.len() {
             let old = self.ring[self.head];
-            self.counts.failures -= u32::from(old & FAILURE != 0);
-            self.counts.slow -= u32::from(old & SLOW != 0);
+            counts.failures -= u32::from(old & FAILURE != 0);
+            counts.slow -= u32::from(old & SLOW != 0);
         } else {
-            self.counts.calls += 1;
+            counts.calls += 1;
         }
         self.ring[self.head] = (u8::from(failure) * FAILURE) | (u8::from(slow) * SLOW);
-        self.counts.failures += u32::from(failure);
-        self.counts.slow += u32::from(slow);
-        self.head = (self.head + 1) % self.ring.len();
+        counts.failures += u32::from(failure);
+        counts.slow += u32::from(slow);
+        self.counts = counts;
+        // No `%`: a division per call costs more than the rest of the ring.
+        self.head += 1;
+        if self.head == self.ring.len() {
+            self.head = 0;
+        }
+        counts
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -101,8 +111,10 @@ impl TimeWindow {
     }
 
     fn epoch(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(since / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX - 1)
+        // A u64 division: a u128 one costs tens of nanoseconds per call.
+        let since = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX - 1);
+        since / self.bucket_nanos
     }
 
     pub(crate) fn record(&mut self, now: Instant, failure: bool, slow: bool) {
@@ -151,10 +163,16 @@ pub(crate) enum Window {
 }
 
 impl Window {
-    pub(crate) fn record(&mut self, now: Option<Instant>, failure: bool, slow: bool) {
+    /// Records one call and returns the counts after it.
+    #[inline]
+    pub(crate) fn record(&mut self, now: Option<Instant>, failure: bool, slow: bool) -> Counts {
         match self {
             Window::Count(w) => w.record(failure, slow),
-            Window::Time(w) => w.record(now.unwrap_or_else(Instant::now), failure, slow),
+            Window::Time(w) => {
+                let now = now.unwrap_or_else(Instant::now);
+                w.record(now, failure, slow);
+                w.counts(now)
+            }
         }
     }
 

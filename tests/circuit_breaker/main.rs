@@ -350,3 +350,69 @@ fn invalid_rates_are_errors() {
     assert!(Rate::percent(101).is_err());
     assert_eq!(Rate::percent(100).unwrap(), Rate::ALL);
 }
+
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes log lines into this thread's buffer.
+struct Captured;
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURED.with(|c| c.borrow_mut().extend_from_slice(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transitions_and_rejections_are_traced() {
+    // A global subscriber: a thread-local one races with the callsite
+    // interest cache of tests running on other threads.
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(|| Captured)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+    CAPTURED.with(|c| c.borrow_mut().clear());
+
+    let layer = CircuitBreakerLayer::new()
+        .count_window(nz(2))
+        .minimum_calls(2)
+        .name("recommendations");
+    let mut svc = layer.layer(backend(Arc::default()));
+    let _ = send(&mut svc, Req::Fail).await;
+    let _ = send(&mut svc, Req::Fail).await;
+    assert_open(send(&mut svc, Req::Ok).await);
+
+    let logs = CAPTURED.with(|c| String::from_utf8(c.borrow().clone()).unwrap());
+    let transition = logs
+        .lines()
+        .find(|l| l.contains("circuit breaker state changed"))
+        .unwrap_or_else(|| panic!("no transition event in:\n{logs}"));
+    for field in [
+        "WARN",
+        "breaker=\"recommendations\"",
+        "from=closed",
+        "to=open",
+        "reason=failure rate",
+        "failure_rate=1.0",
+    ] {
+        assert!(
+            transition.contains(field),
+            "{field} missing in {transition}"
+        );
+    }
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("circuit breaker rejected a call")),
+        "no rejection event in:\n{logs}"
+    );
+}
