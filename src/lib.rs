@@ -13,7 +13,7 @@
 //! | `rate_limit` | `rate-limit` | one client flooding the API |
 //! | `idempotency` | `idempotency` | a retried request running twice |
 //! | `validate` | `validate` | bad input travelling three layers deep |
-//! | [`problem`] | `http` | hand-written, inconsistent error bodies |
+//! | `problem` | `http` | hand-written, inconsistent error bodies |
 //!
 //! Shared state (rate limits, idempotency keys) lives in a store: in memory for
 //! one instance, or in Redis (feature `redis`) when several instances must agree.
@@ -51,3 +51,8 @@ pub mod validate;
 
 /// The boxed error type used where a layer must hold errors of several types.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+// The README's example compiles as a doctest, so it cannot drift from the API.
+#[cfg(all(doctest, feature = "full"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
