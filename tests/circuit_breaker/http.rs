@@ -95,3 +95,66 @@ async fn the_open_error_converts_into_a_response_and_the_inner_error_keeps_its_p
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert!(response.headers().get("retry-after").is_none());
 }
+
+/// Breaker outside, timeout inside: timeouts answer 504 and count as
+/// failures; once open, the breaker answers 503 without waiting.
+#[cfg(feature = "timeout")]
+#[tokio::test(start_paused = true)]
+async fn with_a_timeout_inside_timeouts_answer_504_then_the_open_breaker_503() {
+    use palisade::timeout::{self, TimeoutLayer};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = started.clone();
+    let breaker = CircuitBreakerLayer::new()
+        .consecutive_failures(nz(2))
+        .open_wait(30 * SEC)
+        .classify(
+            |result: &Result<Response<Body>, timeout::Error<Infallible>>| match result {
+                Ok(response) if response.status().is_server_error() => Outcome::Failure,
+                Ok(_) => Outcome::Success,
+                Err(_) => Outcome::Failure, // a timeout is a failure
+            },
+        );
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(60 * SEC).await;
+                    "late"
+                }
+            }),
+        )
+        .layer(
+            ServiceBuilder::new()
+                .layer(ProblemLayer::new())
+                .layer(breaker)
+                .layer(TimeoutLayer::new(SEC)),
+        );
+
+    for _ in 0..2 {
+        let response = get_status(&app, "/slow").await;
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    let before = tokio::time::Instant::now();
+    let response = get_status(&app, "/slow").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(response.headers()["retry-after"], "30");
+    assert_eq!(before.elapsed(), std::time::Duration::ZERO, "fails fast");
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        2,
+        "the handler was not called while open"
+    );
+}
