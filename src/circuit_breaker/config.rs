@@ -142,7 +142,9 @@ impl Config {
 
     /// Trips on the failure rate of the calls that finished in the last
     /// `length`, kept in `buckets` buckets of `length / buckets` each: the
-    /// window slides one bucket at a time. Needs one clock read per call.
+    /// window slides one bucket at a time (it holds the current bucket and
+    /// the `buckets - 1` before it, so between `length - length / buckets`
+    /// and `length` of history). Needs one clock read per call.
     ///
     /// A zero `length` is raised to one millisecond; `buckets` is capped at
     /// 1,000.

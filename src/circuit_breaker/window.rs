@@ -117,7 +117,8 @@ impl TimeWindow {
         since / self.bucket_nanos
     }
 
-    pub(crate) fn record(&mut self, now: Instant, failure: bool, slow: bool) {
+    /// Records one call and returns the window's counts after it.
+    pub(crate) fn record(&mut self, now: Instant, failure: bool, slow: bool) -> Counts {
         let epoch = self.epoch(now);
         let len = self.buckets.len() as u64;
         let bucket = &mut self.buckets[(epoch % len) as usize];
@@ -130,10 +131,14 @@ impl TimeWindow {
         bucket.counts.calls += 1;
         bucket.counts.failures += u32::from(failure);
         bucket.counts.slow += u32::from(slow);
+        self.counts_at(epoch)
     }
 
     pub(crate) fn counts(&self, now: Instant) -> Counts {
-        let epoch = self.epoch(now);
+        self.counts_at(self.epoch(now))
+    }
+
+    fn counts_at(&self, epoch: u64) -> Counts {
         let len = self.buckets.len() as u64;
         let mut total = Counts::default();
         for bucket in self.buckets.iter() {
@@ -168,11 +173,7 @@ impl Window {
     pub(crate) fn record(&mut self, now: Option<Instant>, failure: bool, slow: bool) -> Counts {
         match self {
             Window::Count(w) => w.record(failure, slow),
-            Window::Time(w) => {
-                let now = now.unwrap_or_else(Instant::now);
-                w.record(now, failure, slow);
-                w.counts(now)
-            }
+            Window::Time(w) => w.record(now.unwrap_or_else(Instant::now), failure, slow),
         }
     }
 
