@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,9 +12,10 @@ use crate::idempotency::error::StoreError;
 use crate::idempotency::fingerprint::Fingerprint;
 use crate::idempotency::record::{Claim, Completion, Lease, Record, StoredResponse};
 
-/// Sweep expired records once per this many claims, so memory stays bounded
-/// by the keys of the last TTL without a background task.
-const SWEEP_EVERY: u64 = 4096;
+/// The map is swept of expired records whenever it has doubled since the
+/// last sweep (and holds at least this many), so memory stays bounded by the
+/// keys of the last TTL without a background task, at amortised O(1) cost.
+const MIN_SWEEP_LEN: usize = 1024;
 
 /// An in-process store: one mutex-guarded map, each operation a single
 /// critical section (no await inside). Reads time from
@@ -32,7 +33,8 @@ struct Shared {
     // One counter for all keys: numbers grow per key too, and never repeat
     // even after a record expired.
     fence: AtomicU64,
-    claims: AtomicU64,
+    // Guarded by `records`' lock; atomic only to avoid a second mutex.
+    next_sweep: AtomicUsize,
 }
 
 struct Slot {
@@ -82,8 +84,17 @@ impl MemoryStore {
     fn claim_now(&self, key: &str, fingerprint: &Fingerprint, lease: Duration) -> Claim {
         let now = Instant::now();
         let mut records = self.lock();
-        if self.shared.claims.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+        if records.len()
+            >= self
+                .shared
+                .next_sweep
+                .load(Ordering::Relaxed)
+                .max(MIN_SWEEP_LEN)
+        {
             records.retain(|_, slot| slot.expires_at > now);
+            self.shared
+                .next_sweep
+                .store(records.len() * 2, Ordering::Relaxed);
         }
         let fresh = |shared: &Shared| {
             let claim = Lease::random(shared.fence.fetch_add(1, Ordering::Relaxed) + 1);
