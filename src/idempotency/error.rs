@@ -21,6 +21,9 @@ pub enum StoreError {
     /// The store did not answer in time.
     #[error("store timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// A bounded memory store is full of live records.
+    #[error("idempotency store full")]
+    Full,
     /// A stored record could not be read back.
     #[error("corrupt idempotency record: {0}")]
     Corrupt(String),

@@ -757,3 +757,19 @@ async fn works_as_an_axum_router_layer() {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn full_memory_store_fails_closed_with_503() {
+    let (app, count) = harness(
+        IdempotencyLayer::with_store(MemoryStore::bounded(1)),
+        answer(StatusCode::OK, "ok"),
+    );
+    assert_eq!(
+        send(&app, post(Some("first"), "{}")).await.status,
+        StatusCode::OK
+    );
+    let full = send(&app, post(Some("second"), "{}")).await;
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(count.get(), 1);
+    assert!(send(&app, post(Some("first"), "{}")).await.replayed());
+}

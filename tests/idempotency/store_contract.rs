@@ -296,3 +296,26 @@ async fn memory_store_sweeps_expired_records() {
         store.len()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn bounded_memory_store_refuses_new_keys_when_full_until_records_expire() {
+    use palisade::idempotency::StoreError;
+    let store = MemoryStore::bounded(2);
+    claimed(&store, "a", Duration::from_secs(10)).await;
+    claimed(&store, "b", Duration::from_secs(10)).await;
+    assert!(matches!(
+        store.claim("c", &fp(1), Duration::from_secs(10)).await,
+        Err(StoreError::Full)
+    ));
+    // Existing keys still answer: a duplicate of "a" sees its record.
+    assert!(matches!(
+        store
+            .claim("a", &fp(1), Duration::from_secs(10))
+            .await
+            .unwrap(),
+        Claim::Existing(Record::InFlight { .. })
+    ));
+    advance_past(Duration::from_secs(10)).await;
+    claimed(&store, "c", Duration::from_secs(10)).await;
+    assert_eq!(store.len(), 1, "expired records were swept to make room");
+}

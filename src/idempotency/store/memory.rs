@@ -35,6 +35,7 @@ struct Shared {
     fence: AtomicU64,
     // Guarded by `records`' lock; atomic only to avoid a second mutex.
     next_sweep: AtomicUsize,
+    max_records: Option<usize>,
 }
 
 struct Slot {
@@ -62,6 +63,20 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// An empty store that holds at most `max_records` live records: when
+    /// it is full (after sweeping expired ones), a claim of a new key fails
+    /// with [`StoreError::Full`] and the layer answers as its
+    /// [`OnStoreError`](crate::idempotency::OnStoreError) says (`503` by
+    /// default), so a flood of unique keys cannot exhaust memory.
+    pub fn bounded(max_records: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                max_records: Some(max_records),
+                ..Shared::default()
+            }),
+        }
+    }
+
     /// How many records it holds, expired ones not yet swept included.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -81,20 +96,28 @@ impl MemoryStore {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn claim_now(&self, key: &str, fingerprint: &Fingerprint, lease: Duration) -> Claim {
+    fn claim_now(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
         let now = Instant::now();
         let mut records = self.lock();
-        if records.len()
-            >= self
-                .shared
-                .next_sweep
-                .load(Ordering::Relaxed)
-                .max(MIN_SWEEP_LEN)
-        {
+        let full = |len: usize| self.shared.max_records.is_some_and(|max| len >= max);
+        let next_sweep = self
+            .shared
+            .next_sweep
+            .load(Ordering::Relaxed)
+            .max(MIN_SWEEP_LEN);
+        if records.len() >= next_sweep || (full(records.len()) && !records.contains_key(key)) {
             records.retain(|_, slot| slot.expires_at > now);
             self.shared
                 .next_sweep
                 .store(records.len() * 2, Ordering::Relaxed);
+            if full(records.len()) && !records.contains_key(key) {
+                return Err(StoreError::Full);
+            }
         }
         let fresh = |shared: &Shared| {
             let claim = Lease::random(shared.fence.fetch_add(1, Ordering::Relaxed) + 1);
@@ -109,7 +132,7 @@ impl MemoryStore {
             Entry::Occupied(mut entry) => {
                 let slot = entry.get();
                 if slot.expires_at > now {
-                    return Claim::Existing(match &slot.state {
+                    return Ok(Claim::Existing(match &slot.state {
                         State::InFlight(_) => Record::InFlight {
                             fingerprint: slot.fingerprint,
                             lease_remaining: slot.expires_at - now,
@@ -118,16 +141,16 @@ impl MemoryStore {
                             fingerprint: slot.fingerprint,
                             response: response.clone(),
                         },
-                    });
+                    }));
                 }
                 let (claim, slot) = fresh(&self.shared);
                 entry.insert(slot);
-                Claim::Claimed(claim)
+                Ok(Claim::Claimed(claim))
             }
             Entry::Vacant(entry) => {
                 let (claim, slot) = fresh(&self.shared);
                 entry.insert(slot);
-                Claim::Claimed(claim)
+                Ok(Claim::Claimed(claim))
             }
         }
     }
@@ -156,7 +179,7 @@ impl Store for MemoryStore {
         fingerprint: &Fingerprint,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        Ok(self.claim_now(key, fingerprint, lease))
+        self.claim_now(key, fingerprint, lease)
     }
 
     async fn complete(
