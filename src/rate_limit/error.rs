@@ -128,10 +128,11 @@ mod http_impl {
             match self {
                 Error::Limited(limited) => limited.into_problem(),
                 Error::CostTooHigh { cost, max } => Problem::new(StatusCode::TOO_MANY_REQUESTS)
-                    .with_detail(format!("request cost {cost} exceeds the largest allowed cost {max}")),
-                Error::MissingKey => {
-                    Problem::new(StatusCode::BAD_REQUEST).with_detail("request has no rate limit key")
-                }
+                    .with_detail(format!(
+                        "request cost {cost} exceeds the largest allowed cost {max}"
+                    )),
+                Error::MissingKey => Problem::new(StatusCode::BAD_REQUEST)
+                    .with_detail("request has no rate limit key"),
                 Error::Store(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
                     .with_detail("rate limit store unavailable")
                     .with_header(RETRY_AFTER, HeaderValue::from_static("1")),

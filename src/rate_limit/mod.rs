@@ -52,10 +52,10 @@ pub mod error;
 pub mod future;
 
 pub use self::error::{Error, RateLimited};
+pub use self::headers::{NoHeaders, ResponseHeaders};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use self::headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders};
-pub use self::headers::{NoHeaders, ResponseHeaders};
 pub use self::layer::{Cost, FailurePolicy, MissingKey, RateLimitLayer, UnitCost};
 pub use self::quota::Quota;
 pub use self::service::RateLimit;

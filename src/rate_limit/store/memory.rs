@@ -138,10 +138,18 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Decides without going through a future: what [`Store::check`] does.
+    /// Decides now, without a future: what [`Store::check`] does.
     pub fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Decision {
+        self.check_at(key, limits, cost, Instant::now())
+    }
+
+    /// Decides as of `now` (clamped to the store's creation): for replaying
+    /// a trace of requests against a clock of the caller's choosing. The
+    /// state must only ever see `now` move forward.
+    pub fn check_at(&self, key: &str, limits: &Limits, cost: u32, now: Instant) -> Decision {
         let inner = &*self.inner;
-        let now = u64::try_from(inner.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = u64::try_from(now.saturating_duration_since(inner.start).as_nanos())
+            .unwrap_or(u64::MAX);
         let fingerprint = limits.fingerprint();
         let hash = inner.hasher.hash_one((fingerprint, key));
         // Bits the map itself does not use (it takes the low bits for the

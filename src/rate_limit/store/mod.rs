@@ -172,7 +172,10 @@ impl Limits {
     }
 
     fn build(quotas: Vec<Quota>, scope: String) -> Self {
-        assert!(!quotas.is_empty(), "a rate limiter needs at least one quota");
+        assert!(
+            !quotas.is_empty(),
+            "a rate limiter needs at least one quota"
+        );
         let mut names: Vec<String> = Vec::with_capacity(quotas.len());
         for quota in &quotas {
             let base = quota.name().unwrap_or("default");
@@ -333,7 +336,11 @@ mod tests {
 
     #[test]
     fn names_are_made_unique() {
-        let limits = Limits::new([Quota::per_second(1), Quota::per_hour(2), Quota::per_minute(1).named("m")]);
+        let limits = Limits::new([
+            Quota::per_second(1),
+            Quota::per_hour(2),
+            Quota::per_minute(1).named("m"),
+        ]);
         assert_eq!(
             (limits.name(0), limits.name(1), limits.name(2)),
             ("default", "default-2", "m")

@@ -1,0 +1,14 @@
+#![cfg(all(feature = "rate-limit", feature = "http", feature = "axum"))]
+//! Rate limit layer: GCRA against a model, the memory bound, the HTTP
+//! surface, key extraction and (with feature `redis`) the Redis store.
+
+#[path = "../support.rs"]
+mod support;
+
+mod contract;
+mod http;
+mod keys;
+mod memory;
+mod model;
+#[cfg(feature = "redis")]
+mod redis;

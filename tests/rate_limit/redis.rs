@@ -1,0 +1,285 @@
+//! The Redis store on a private redis-server: shared between instances,
+//! exact under concurrency, on the server's clock, reloading its script,
+//! bounded and recovering when Redis dies.
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use palisade::problem::ProblemLayer;
+use palisade::rate_limit::{FailurePolicy, Limits, Quota, RateLimitLayer, RedisStore, Store};
+use tokio::time::Instant;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+use crate::support::RedisServer;
+
+/// Sends one request and returns how long the answer took.
+async fn call<S>(svc: &S, status: StatusCode) -> Duration
+where
+    S: tower::Service<Request<()>, Response = http::Response<bytes::Bytes>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let started = Instant::now();
+    let resp = svc.clone().oneshot(Request::new(())).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(resp.status(), status);
+    took
+}
+
+/// A store with a generous bound: these tests check counts, not latency,
+/// on a machine that may be busy.
+async fn store(redis: &RedisServer) -> RedisStore {
+    RedisStore::connect(&redis.url())
+        .await
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+}
+
+#[tokio::test]
+async fn redis_store_keeps_the_contract() {
+    let Some(redis) = RedisServer::start_or_skip("redis_store_keeps_the_contract") else {
+        return;
+    };
+    crate::contract::contract(store(&redis).await, "contract").await;
+    // Without the deny cache too: every decision then goes to Redis.
+    crate::contract::contract(store(&redis).await.deny_cache(false), "no-cache").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_under_concurrency_allow_exactly_the_burst_then_refill() {
+    let Some(redis) = RedisServer::start_or_skip("two_instances_allow_exactly_the_burst") else {
+        return;
+    };
+    let (a, b) = (store(&redis).await, store(&redis).await);
+    // One cell every 2 s: the burst below finishes long before a refill.
+    let limits = Limits::new([Quota::with_interval(Duration::from_secs(2)).burst(20)]);
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let (s, limits) = (
+            if i % 2 == 0 { a.clone() } else { b.clone() },
+            limits.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            s.check("shared", &limits, 1).await.unwrap()
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap().is_allowed());
+    }
+    assert_eq!(allowed, 20);
+
+    let denied = b.check("shared", &limits, 1).await.unwrap();
+    assert!(!denied.is_allowed());
+    assert!(denied.retry_after() <= Duration::from_secs(2));
+    // Both instances agree on when the next cell comes back.
+    let other = a.check("shared", &limits, 1).await.unwrap();
+    assert!(other.retry_after().abs_diff(denied.retry_after()) < Duration::from_millis(500));
+    tokio::time::sleep(denied.retry_after() + Duration::from_millis(20)).await;
+    let results = futures::future::join_all((0..10).map(|i| {
+        let (s, limits) = (
+            if i % 2 == 0 { a.clone() } else { b.clone() },
+            limits.clone(),
+        );
+        async move { s.check("shared", &limits, 1).await.unwrap().is_allowed() }
+    }))
+    .await;
+    assert_eq!(
+        results.iter().filter(|a| **a).count(),
+        1,
+        "one cell came back"
+    );
+}
+
+#[test]
+fn instances_with_skewed_local_clocks_agree() {
+    let Some(redis) = RedisServer::start_or_skip("instances_with_skewed_local_clocks_agree") else {
+        return;
+    };
+    let url = redis.url();
+    let limits = Limits::new([Quota::with_interval(Duration::from_secs(10)).burst(5)]);
+    // Each instance gets its own runtime; one runs an hour ahead.
+    let run = |skew: Duration, url: String, limits: Limits| {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                tokio::time::pause();
+                tokio::time::advance(skew).await;
+                tokio::time::resume();
+                let s = RedisStore::connect(&url)
+                    .await
+                    .unwrap()
+                    .deny_cache(false)
+                    .timeout(Duration::from_secs(5));
+                let mut out = Vec::new();
+                for _ in 0..6 {
+                    out.push(s.check("skew", &limits, 1).await.unwrap());
+                }
+                out
+            })
+        })
+    };
+    let ahead = run(Duration::from_secs(3600), url.clone(), limits.clone());
+    let normal = run(Duration::ZERO, url, limits.clone());
+    let (ahead, normal) = (ahead.join().unwrap(), normal.join().unwrap());
+    let allowed = ahead
+        .iter()
+        .chain(&normal)
+        .filter(|d| d.is_allowed())
+        .count();
+    assert_eq!(allowed, 5, "one count across both clocks");
+    let waits: Vec<_> = ahead
+        .iter()
+        .chain(&normal)
+        .filter(|d| !d.is_allowed())
+        .map(|d| d.retry_after())
+        .collect();
+    for w in &waits {
+        assert!(
+            *w > Duration::from_secs(9) && *w <= Duration::from_secs(10),
+            "{waits:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keys_are_hash_tagged_and_expire() {
+    let Some(redis) = RedisServer::start_or_skip("keys_are_hash_tagged_and_expire") else {
+        return;
+    };
+    let s = store(&redis).await;
+    let limits = Limits::new([
+        Quota::per_minute(10),
+        Quota::per_hour(100).named("hour"),
+    ])
+    .scoped("orders");
+    assert!(
+        s.check("ip:192.0.2.1", &limits, 1)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+    let keys = s.keys("ip:192.0.2.1", &limits);
+    assert_eq!(
+        keys,
+        [
+            "palisade:rl:orders:{ip:192.0.2.1}:default:6000000:10",
+            "palisade:rl:orders:{ip:192.0.2.1}:hour:36000000:100"
+        ]
+    );
+    let slots: Vec<String> = keys
+        .iter()
+        .map(|k| redis.cli(&["CLUSTER", "KEYSLOT", k]))
+        .collect();
+    assert_eq!(slots[0], slots[1], "one slot for one decision");
+    let ttl0: u64 = redis.cli(&["PTTL", &keys[0]]).parse().unwrap();
+    let ttl1: u64 = redis.cli(&["PTTL", &keys[1]]).parse().unwrap();
+    assert!(
+        ttl0 > 3_000 && ttl0 <= 6_000,
+        "full again after one interval: {ttl0}"
+    );
+    assert!(ttl1 > 33_000 && ttl1 <= 36_000, "{ttl1}");
+    // Every key the store writes has a TTL: none without.
+    let all = redis.cli(&["KEYS", "*"]);
+    for key in all.lines() {
+        assert_ne!(redis.cli(&["PTTL", key]), "-1", "{key} has no TTL");
+    }
+    // A denial writes nothing.
+    let one = Limits::new([Quota::per_hour(1)]);
+    assert!(s.check("d", &one, 1).await.unwrap().is_allowed());
+    let key = &s.keys("d", &one)[0];
+    let before = redis.cli(&["GET", key]);
+    assert!(
+        !s.clone()
+            .deny_cache(false)
+            .check("d", &one, 1)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+    assert_eq!(redis.cli(&["GET", key]), before);
+}
+
+#[tokio::test]
+async fn script_flush_mid_run_reloads_the_script() {
+    let Some(redis) = RedisServer::start_or_skip("script_flush_mid_run_reloads_the_script") else {
+        return;
+    };
+    let s = store(&redis).await.deny_cache(false);
+    let limits = Limits::new([Quota::per_hour(5)]);
+    for _ in 0..3 {
+        assert!(s.check("f", &limits, 1).await.unwrap().is_allowed());
+    }
+    assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+    let d = s.check("f", &limits, 1).await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.remaining(), 1, "the count went on across the reload");
+    let sha = redis::Script::new(include_str!("../../src/rate_limit/store/gcra.lua"))
+        .get_hash()
+        .to_owned();
+    assert_eq!(redis.cli(&["SCRIPT", "EXISTS", &sha]), "1");
+    let calls = redis.cli(&["INFO", "commandstats"]);
+    assert!(
+        calls.contains("cmdstat_evalsha"),
+        "decisions go by EVALSHA: {calls}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_traffic_answers_within_the_bound_then_recovers() {
+    let Some(mut redis) = RedisServer::start_or_skip("redis_killed_mid_traffic") else {
+        return;
+    };
+    let bound = Duration::from_millis(50);
+    let s = store(&redis).await.timeout(bound);
+    let quota = Quota::with_interval(Duration::from_secs(3600)).burst(3);
+    let svc = |policy| {
+        ServiceBuilder::new()
+            .layer(ProblemLayer::new())
+            .layer(
+                RateLimitLayer::redis(s.clone(), quota.clone())
+                    .on_store_error(policy)
+                    .scope(format!("{policy:?}")),
+            )
+            .service(service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
+            }))
+    };
+    let (open, closed) = (svc(FailurePolicy::Open), svc(FailurePolicy::Closed));
+    call(&open, StatusCode::OK).await;
+    call(&closed, StatusCode::OK).await;
+
+    redis.kill();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        slowest = slowest.max(call(&open, StatusCode::OK).await);
+        slowest = slowest.max(call(&closed, StatusCode::SERVICE_UNAVAILABLE).await);
+    }
+    // The bound plus scheduling slack on a busy machine; a hang on the dead
+    // connection would take seconds.
+    assert!(slowest < bound * 6, "slowest decision took {slowest:?}");
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = ServiceExt::oneshot(closed.clone(), Request::new(()))
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within 10 s of the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The restarted Redis is empty: exact again from a fresh bucket (one
+    // cell already spent by the probe above).
+    for _ in 0..2 {
+        call(&closed, StatusCode::OK).await;
+    }
+    call(&closed, StatusCode::TOO_MANY_REQUESTS).await;
+}
