@@ -61,9 +61,17 @@ impl IdempotencyKey {
         Ok(Self(key))
     }
 
-    /// Validates a header value.
+    /// Validates a header value: a bare key as Stripe sends it
+    /// (`Idempotency-Key: 8e03978e-...`), or a structured-field string as
+    /// the IETF draft writes it (`Idempotency-Key: "8e03978e-..."`), whose
+    /// quotes are removed and `\"`, `\\` escapes undone before the same checks.
     pub fn from_header(value: &HeaderValue) -> Result<Self, InvalidKey> {
         let bytes = value.as_bytes();
+        if let [b'"', inner @ .., b'"'] = bytes {
+            let key = unquote(inner).ok_or(InvalidKey::NotVisibleAscii)?;
+            Self::check(key.as_bytes())?;
+            return Ok(Self(key));
+        }
         Self::check(bytes)?;
         // Visible ASCII is valid UTF-8.
         Ok(Self(String::from_utf8_lossy(bytes).into_owned()))
@@ -145,6 +153,24 @@ impl Fence {
     pub fn number(self) -> u64 {
         self.0
     }
+}
+
+/// The content of an RFC 8941 sf-string between its quotes; `None` if an
+/// escape is not `\"` or `\\`, or a quote is unescaped.
+fn unquote(inner: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.iter();
+    while let Some(&b) = chars.next() {
+        match b {
+            b'\\' => match chars.next() {
+                Some(&e @ (b'"' | b'\\')) => out.push(char::from(e)),
+                _ => return None,
+            },
+            b'"' => return None,
+            _ => out.push(char::from(b)),
+        }
+    }
+    Some(out)
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

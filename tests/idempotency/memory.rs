@@ -773,3 +773,24 @@ async fn full_memory_store_fails_closed_with_503() {
     assert_eq!(count.get(), 1);
     assert!(send(&app, post(Some("first"), "{}")).await.replayed());
 }
+
+#[tokio::test]
+async fn draft_quoted_keys_are_the_same_key_as_bare_ones() {
+    let (app, count) = ok_app();
+    send(&app, post(Some(KEY), "{}")).await;
+    let quoted = format!("\"{KEY}\"");
+    assert!(send(&app, post(Some(&quoted), "{}")).await.replayed());
+    assert_eq!(count.get(), 1);
+    for bad in [
+        r#""""#,
+        r#""has space""#,
+        r#""bad\escape""#,
+        r#""un"quoted""#,
+    ] {
+        let answer = send(&app, post(Some(bad), "{}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "key {bad}");
+    }
+    let escaped =
+        IdempotencyKey::from_header(&http::HeaderValue::from_static(r#""a\"b\\c""#)).unwrap();
+    assert_eq!(escaped.as_str(), r#"a"b\c"#);
+}
