@@ -81,6 +81,17 @@ fn bench_store<St: Store>(c: &mut Criterion, rt: &tokio::runtime::Runtime, name:
     group.finish();
 }
 
+/// First executions whose records expire at once, so the map stays small:
+/// the per-request cost without the growth of a map that keeps a day of keys.
+fn bench_memory_steady(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let layer = IdempotencyLayer::with_store(MemoryStore::new()).ttl(Duration::from_nanos(1));
+    let svc = ServiceBuilder::new().layer(layer).service(handler());
+    c.bench_function(
+        "idempotency/memory/first execution, records expiring",
+        |b| b.to_async(rt).iter(|| once(&svc, request(&fresh_key()))),
+    );
+}
+
 fn script_calls(redis: &support::RedisServer) -> u64 {
     redis
         .cli(&["INFO", "commandstats"])
@@ -160,6 +171,7 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| once(&bare, request("k")))
     });
     bench_store(c, &rt, "memory", MemoryStore::new());
+    bench_memory_steady(c, &rt);
 
     let Some(redis) = support::RedisServer::start_or_skip("idempotency redis bench") else {
         return;

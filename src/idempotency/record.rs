@@ -67,13 +67,32 @@ impl Lease {
     }
 }
 
+/// A random `u64` from the operating system's CSPRNG, fetched 32 at a time
+/// per thread so a claim does not pay a system call each.
 pub(crate) fn random_u64() -> u64 {
-    // The OS source fails only on a broken system; then a token that is
-    // still unique within this process keeps leases apart here.
-    getrandom::u64().unwrap_or_else(|_| {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static FALLBACK: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
-        FALLBACK.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+    use std::cell::RefCell;
+    const BATCH: usize = 32;
+    thread_local! {
+        static POOL: RefCell<(usize, [u64; BATCH])> = const { RefCell::new((BATCH, [0; BATCH])) };
+    }
+    POOL.with(|pool| {
+        let (next, values) = &mut *pool.borrow_mut();
+        if *next == BATCH {
+            let mut bytes = [0u8; BATCH * 8];
+            if getrandom::fill(&mut bytes).is_err() {
+                // The OS source fails only on a broken system; a token still
+                // unique within this process keeps leases apart here.
+                use std::sync::atomic::{AtomicU64, Ordering};
+                static FALLBACK: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+                return FALLBACK.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+            }
+            for (value, chunk) in values.iter_mut().zip(bytes.chunks_exact(8)) {
+                *value = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            }
+            *next = 0;
+        }
+        *next += 1;
+        values[*next - 1]
     })
 }
 

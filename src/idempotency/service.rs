@@ -431,7 +431,7 @@ impl<St: Store> ClaimGuard<St> {
         let retained = matches!(completion, Completion::Retained(_));
         match self
             .store
-            .complete(&self.key, self.lease, &completion, ttl)
+            .complete(&self.key, self.lease, completion, ttl)
             .await
         {
             Ok(true) => debug!(

@@ -58,7 +58,7 @@ pub async fn claim_is_exclusive_and_returns_the_record<S: Store>(store: S, key: 
             .complete(
                 key,
                 lease,
-                &Completion::Retained(stored("done")),
+                Completion::Retained(stored("done")),
                 Duration::from_secs(60)
             )
             .await
@@ -88,12 +88,7 @@ pub async fn not_retained_is_recorded<S: Store>(store: S, key: &str) {
     let lease = claimed(&store, key, Duration::from_secs(60)).await;
     assert!(
         store
-            .complete(
-                key,
-                lease,
-                &Completion::NotRetained,
-                Duration::from_secs(60)
-            )
+            .complete(key, lease, Completion::NotRetained, Duration::from_secs(60))
             .await
             .unwrap()
     );
@@ -121,7 +116,7 @@ pub async fn release_frees_the_key_only_for_the_holder<S: Store>(store: S, key: 
             .complete(
                 key,
                 forged,
-                &Completion::NotRetained,
+                Completion::NotRetained,
                 Duration::from_secs(60)
             )
             .await
@@ -137,7 +132,7 @@ pub async fn release_frees_the_key_only_for_the_holder<S: Store>(store: S, key: 
             .complete(
                 key,
                 next,
-                &Completion::Retained(stored("x")),
+                Completion::Retained(stored("x")),
                 Duration::from_secs(60)
             )
             .await
@@ -173,7 +168,7 @@ pub async fn stale_holder_is_fenced_out<S, F>(
             .complete(
                 key,
                 stale,
-                &Completion::Retained(stored("stale")),
+                Completion::Retained(stored("stale")),
                 Duration::from_secs(60)
             )
             .await
@@ -186,7 +181,7 @@ pub async fn stale_holder_is_fenced_out<S, F>(
             .complete(
                 key,
                 fresh,
-                &Completion::Retained(stored("fresh")),
+                Completion::Retained(stored("fresh")),
                 Duration::from_secs(60)
             )
             .await
@@ -208,7 +203,7 @@ pub async fn stale_holder_is_fenced_out<S, F>(
             .complete(
                 key,
                 stale,
-                &Completion::Retained(stored("stale")),
+                Completion::Retained(stored("stale")),
                 Duration::from_secs(60)
             )
             .await
@@ -237,7 +232,7 @@ pub async fn claims_and_records_expire<S, F>(
     assert!(lease.fence > crashed.fence);
     assert!(
         store
-            .complete(key, lease, &Completion::Retained(stored("x")), short)
+            .complete(key, lease, Completion::Retained(stored("x")), short)
             .await
             .unwrap()
     );

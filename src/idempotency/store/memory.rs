@@ -186,11 +186,11 @@ impl Store for MemoryStore {
         &self,
         key: &str,
         lease: Lease,
-        completion: &Completion,
+        completion: Completion,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let response = match completion {
-            Completion::Retained(response) => Some(response.clone()),
+            Completion::Retained(response) => Some(response),
             Completion::NotRetained => None,
         };
         Ok(self

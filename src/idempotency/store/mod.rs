@@ -40,7 +40,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         key: &str,
         lease: Lease,
-        completion: &Completion,
+        completion: Completion,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 

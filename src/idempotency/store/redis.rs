@@ -261,7 +261,7 @@ impl Store for RedisStore {
         &self,
         key: &str,
         lease: Lease,
-        completion: &Completion,
+        completion: Completion,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let mut invocation = self.scripts.complete.prepare_invoke();
@@ -269,7 +269,7 @@ impl Store for RedisStore {
             .key(self.record_key(key))
             .arg(lease.token)
             .arg(millis(ttl));
-        match completion {
+        match &completion {
             Completion::Retained(response) => invocation
                 .arg("c")
                 .arg(response.status.as_u16())
