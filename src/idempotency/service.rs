@@ -160,6 +160,7 @@ where
             req.extensions_mut().insert(Fence(lease.fence));
             let guard = ClaimGuard {
                 store,
+                idempotency_key: key,
                 key: storage_key,
                 lease,
                 on_cancel: config.on_cancel,
@@ -409,6 +410,9 @@ fn kept_headers(headers: &HeaderMap, only: Option<&[HeaderName]>) -> HeaderMap {
 /// is dropped first, applies [`OnCancel`].
 struct ClaimGuard<St: Store> {
     store: St,
+    /// The client's key, for the events.
+    idempotency_key: IdempotencyKey,
+    /// The storage key.
     key: String,
     lease: Lease,
     on_cancel: OnCancel,
@@ -419,8 +423,11 @@ impl<St: Store> ClaimGuard<St> {
     async fn release(&mut self, why: &'static str) {
         match self.store.release(&self.key, self.lease).await {
             Ok(released) => debug!(
+                key = self.idempotency_key.as_str(),
                 fence = self.lease.fence,
-                released, why, "idempotency key released"
+                released,
+                why,
+                "idempotency key released"
             ),
             Err(e) => log_store_error(&e, "release"),
         }
@@ -435,10 +442,13 @@ impl<St: Store> ClaimGuard<St> {
             .await
         {
             Ok(true) => debug!(
+                key = self.idempotency_key.as_str(),
                 fence = self.lease.fence,
-                retained, "idempotent response stored"
+                retained,
+                "idempotent response stored"
             ),
             Ok(false) => warn!(
+                key = self.idempotency_key.as_str(),
                 fence = self.lease.fence,
                 "idempotent response not stored: the lease expired and the key was released or claimed again"
             ),

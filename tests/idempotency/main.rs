@@ -8,6 +8,7 @@ mod support;
 
 mod client;
 mod common;
+mod events;
 mod fingerprint;
 mod memory;
 #[cfg(feature = "redis")]
