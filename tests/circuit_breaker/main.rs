@@ -416,3 +416,43 @@ async fn transitions_and_rejections_are_traced() {
         "no rejection event in:\n{logs}"
     );
 }
+
+/// Many tasks on several threads hammer one breaker: it trips exactly once,
+/// and the counts never pass the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_failures_trip_the_breaker_exactly_once() {
+    for layer in [
+        CircuitBreakerLayer::new().consecutive_failures(nz(50)),
+        CircuitBreakerLayer::new()
+            .count_window(nz(64))
+            .minimum_calls(64),
+    ] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let layer = layer.open_wait(3600 * SEC);
+        let handle = layer.handle();
+        let mut events = handle.subscribe();
+        let svc = layer.layer(backend(calls.clone()));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let mut svc = svc.clone();
+                tokio::spawn(async move {
+                    for _ in 0..500 {
+                        let _ = send(&mut svc, Req::Fail).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(handle.state(), State::Open);
+        assert_eq!(handle.metrics().trips, 1);
+        let t = events.try_recv().unwrap();
+        assert_eq!((t.from, t.to), (State::Closed, State::Open));
+        assert!(events.try_recv().is_err(), "tripped more than once");
+        assert!(handle.metrics().calls_in_window <= 64);
+        // Calls let through before the trip, at most one in flight per task
+        // beyond the threshold.
+        assert!(calls.load(Ordering::SeqCst) <= 64 + 8, "{calls:?}");
+    }
+}

@@ -26,11 +26,20 @@ async fn half_open(
         .open_wait(30 * SEC)
         .layer(inner);
     let call = svc.ready().await.unwrap().call(Req::Fail);
-    backend.next_request().await.unwrap().1.send_error("boom");
+    next(&mut backend).await.1.send_error("boom");
     assert!(call.await.is_err());
     assert_eq!(svc.handle().state(), State::Open);
     advance(30 * SEC).await;
     (svc, backend)
+}
+
+/// The next request reaching the backend; fails (instead of hanging) when
+/// none arrives.
+async fn next(backend: &mut MockHandle) -> (Req, mock::SendResponse<&'static str>) {
+    tokio::time::timeout(3600 * SEC, backend.next_request())
+        .await
+        .expect("no call reached the backend")
+        .expect("the service was dropped")
 }
 
 fn is_open_rejection<T: std::fmt::Debug>(
@@ -54,8 +63,8 @@ async fn half_open_admits_exactly_n_probes_and_closes_when_all_succeed() {
             "a third probe was let through"
         );
     }
-    let (_, reply1) = backend.next_request().await.unwrap();
-    let (_, reply2) = backend.next_request().await.unwrap();
+    let (_, reply1) = next(&mut backend).await;
+    let (_, reply2) = next(&mut backend).await;
     assert!(
         backend.poll_request().is_pending(),
         "only two calls reached the backend"
@@ -73,7 +82,7 @@ async fn half_open_admits_exactly_n_probes_and_closes_when_all_succeed() {
 async fn a_failed_probe_opens_the_breaker_again() {
     let (mut svc, mut backend) = half_open(CircuitBreakerLayer::new()).await;
     let probe = svc.ready().await.unwrap().call(Req::Fail);
-    backend.next_request().await.unwrap().1.send_error("boom");
+    next(&mut backend).await.1.send_error("boom");
     assert!(matches!(
         probe.await,
         Err(palisade::circuit_breaker::Error::Inner(_))
@@ -90,7 +99,7 @@ async fn a_dropped_probe_gives_its_permit_back_without_counting_as_success() {
     let (mut svc, mut backend) = half_open(CircuitBreakerLayer::new()).await;
     let handle = svc.handle();
     let probe = svc.ready().await.unwrap().call(Req::Ok);
-    let (_, reply) = backend.next_request().await.unwrap();
+    let (_, reply) = next(&mut backend).await;
     assert!(is_open_rejection(
         svc.ready().await.unwrap().call(Req::Ok).await
     ));
@@ -104,7 +113,7 @@ async fn a_dropped_probe_gives_its_permit_back_without_counting_as_success() {
 
     // The permit is back: the next call is a probe and reaches the backend.
     let probe = svc.ready().await.unwrap().call(Req::Ok);
-    backend.next_request().await.unwrap().1.send_response("ok");
+    next(&mut backend).await.1.send_response("ok");
     assert_eq!(probe.await.unwrap(), "ok");
     assert_eq!(handle.state(), State::Closed);
 }
@@ -121,7 +130,7 @@ async fn a_permit_taken_by_poll_ready_comes_back_when_the_service_is_dropped() {
     ));
     drop(holder);
     let probe = other.ready().await.unwrap().call(Req::Ok);
-    backend.next_request().await.unwrap().1.send_response("ok");
+    next(&mut backend).await.1.send_response("ok");
     assert_eq!(probe.await.unwrap(), "ok");
     assert_eq!(handle.state(), State::Closed);
 }
@@ -132,7 +141,7 @@ async fn a_stuck_probe_loses_its_permit_after_the_probe_time_limit() {
     let (mut svc, mut backend) = half_open(layer).await;
     let handle = svc.handle();
     let stuck = svc.ready().await.unwrap().call(Req::Ok);
-    let (_, stuck_reply) = backend.next_request().await.unwrap();
+    let (_, stuck_reply) = next(&mut backend).await;
 
     advance(5 * SEC - Duration::from_millis(1)).await;
     assert!(is_open_rejection(
@@ -140,7 +149,7 @@ async fn a_stuck_probe_loses_its_permit_after_the_probe_time_limit() {
     ));
     advance(Duration::from_millis(1)).await;
     let probe = svc.ready().await.unwrap().call(Req::Ok);
-    let (_, reply) = backend.next_request().await.unwrap();
+    let (_, reply) = next(&mut backend).await;
 
     // The stuck probe finishing late counts for nothing.
     stuck_reply.send_response("ok");
@@ -160,7 +169,47 @@ async fn half_open_is_entered_lazily_by_the_next_call() {
     assert_eq!(handle.state(), State::Open);
     let probe = svc.ready().await.unwrap().call(Req::Ok);
     assert_eq!(handle.state(), State::HalfOpen);
-    backend.next_request().await.unwrap().1.send_response("ok");
+    next(&mut backend).await.1.send_response("ok");
+    probe.await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ignored_probe_gives_its_permit_back() {
+    let layer =
+        CircuitBreakerLayer::new().classify(|result: &Result<&'static str, palisade::BoxError>| {
+            match result {
+                Ok("not found") => palisade::circuit_breaker::Outcome::Ignored,
+                Ok(_) => palisade::circuit_breaker::Outcome::Success,
+                Err(_) => palisade::circuit_breaker::Outcome::Failure,
+            }
+        });
+    let (inner, mut backend) = mock::pair::<Req, &'static str>();
+    let mut svc = layer
+        .consecutive_failures(nz(1))
+        .open_wait(30 * SEC)
+        .layer(inner);
+    let handle = svc.handle();
+    let call = svc.ready().await.unwrap().call(Req::Fail);
+    next(&mut backend).await.1.send_error("boom");
+    assert!(call.await.is_err());
+    advance(30 * SEC).await;
+
+    let probe = svc.ready().await.unwrap().call(Req::Ok);
+    backend
+        .next_request()
+        .await
+        .unwrap()
+        .1
+        .send_response("not found");
+    assert_eq!(probe.await.unwrap(), "not found");
+    assert_eq!(
+        handle.state(),
+        State::HalfOpen,
+        "an ignored probe decides nothing"
+    );
+    let probe = svc.ready().await.unwrap().call(Req::Ok);
+    next(&mut backend).await.1.send_response("ok");
     probe.await.unwrap();
     assert_eq!(handle.state(), State::Closed);
 }
