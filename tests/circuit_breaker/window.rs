@@ -219,3 +219,44 @@ proptest! {
         })?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// The time window against a plain model: every call with its time,
+    /// counted while its bucket is one of the last `buckets` buckets.
+    #[test]
+    fn time_window_matches_a_list_of_timed_outcomes(
+        buckets in 1u32..8,
+        bucket_ms in 1u64..500,
+        steps in prop::collection::vec((0u64..1500, any::<bool>()), 0..60),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async move {
+            let length = std::time::Duration::from_millis(bucket_ms * u64::from(buckets));
+            let layer = CircuitBreakerLayer::new().time_window(length, nz(buckets));
+            let handle = layer.handle();
+            // Forced closed: the window counts but never trips.
+            handle.force_closed();
+            let origin = tokio::time::Instant::now();
+            let mut svc = layer.layer(backend(Arc::new(AtomicUsize::new(0))));
+            let mut model: Vec<(u64, bool)> = Vec::new();
+            for (wait_ms, fail) in steps {
+                advance(std::time::Duration::from_millis(wait_ms)).await;
+                let _ = send(&mut svc, if fail { Req::Fail } else { Req::Ok }).await;
+                let now_ms = origin.elapsed().as_millis() as u64;
+                model.push((now_ms, fail));
+                let epoch = now_ms / bucket_ms;
+                let live: Vec<bool> = model
+                    .iter()
+                    .filter(|(t, _)| epoch - t / bucket_ms < u64::from(buckets))
+                    .map(|(_, f)| *f)
+                    .collect();
+                let m = handle.metrics();
+                prop_assert_eq!(m.calls_in_window, live.len() as u32);
+                prop_assert_eq!(m.failures_in_window, live.iter().filter(|f| **f).count() as u32);
+            }
+            Ok(())
+        })?;
+    }
+}
