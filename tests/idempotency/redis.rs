@@ -243,3 +243,42 @@ async fn redis_down_fails_open_when_asked() {
     );
     assert_eq!(count.get(), 2, "ran without idempotency");
 }
+
+#[tokio::test]
+async fn redis_dropped_future_releases_the_key() {
+    let Some(redis) = RedisServer::start_or_skip("redis_dropped_future_releases") else {
+        return;
+    };
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    let handler: Handler = Arc::new(move |_req, n| {
+        let g = g.clone();
+        Box::pin(async move {
+            if n == 0 {
+                g.notified().await;
+            }
+            Response::new(Full::new(Bytes::from(format!("call {n}"))))
+        })
+    });
+    let (app, count) = harness(IdempotencyLayer::redis(store(&redis).await), handler);
+    let first = crate::common::call(&app, post(Some(KEY), "{}"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), first)
+            .await
+            .is_err()
+    );
+    assert_eq!(count.get(), 1);
+    // The release runs on a task of its own: give it a moment (real time,
+    // Redis is real), then the retry runs.
+    let mut retry = send(&app, post(Some(KEY), "{}")).await;
+    for _ in 0..20 {
+        if retry.status != StatusCode::CONFLICT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        retry = send(&app, post(Some(KEY), "{}")).await;
+    }
+    assert_eq!(retry.status, StatusCode::OK);
+    assert_eq!(retry.body, "call 1");
+    assert_eq!(count.get(), 2);
+}
