@@ -1,2 +1,424 @@
-//! Placeholder until the rate_limit layer lands.
-fn main() {}
+//! Rate limit decisions: palisade's GCRA against governor in memory, and
+//! against the seed's fixed window and `redis-benchmark` in Redis.
+//!
+//! One run prints, each measured in the same process:
+//! 1. In memory: criterion for governor direct / keyed (1,000 keys) and
+//!    palisade's `MemoryStore` on the same key shapes, then interleaved
+//!    rounds and the ratio palisade / governor (target <= 1.2).
+//! 2. Redis (a private `redis-server` on a free port, never 6379): decisions
+//!    per second and p50/p99 at 1, 16 and 64 concurrent callers on one
+//!    multiplexed connection for (a) INCR then EXPIRE, (b) INCR+EXPIRE
+//!    pipelined, palisade's `RedisStore`, and (c) `redis-benchmark` running
+//!    the same Lua by EVALSHA with as many connections; then the ratios
+//!    (targets: p50 at 1 caller <= 0.6x (a); throughput at 64 >= 0.9x (b)
+//!    and >= 1.0x (c)).
+//! 3. A flood: one key sent 10x its burst by 64 callers, with and without
+//!    the local deny cache: decisions/s and EVALSHA calls per denied request
+//!    (from `INFO commandstats`), target >= 5x.
+//!
+//! `cargo bench -p palisade-benches --no-default-features --features rate-limit --bench rate_limit`
+//! (`-- --quick` shortens the criterion part.)
+
+use std::hint::black_box;
+use std::net::TcpListener;
+use std::num::NonZeroU32;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use governor::{Quota as GQuota, RateLimiter};
+use palisade::rate_limit::{Limits, MemoryStore, Quota, RedisStore, Store};
+use redis::aio::ConnectionManager;
+
+const KEYS: usize = 1_000;
+
+fn memory(c: &mut Criterion) {
+    let big = NonZeroU32::new(u32::MAX).unwrap();
+    let gov_direct = RateLimiter::direct(GQuota::per_second(big));
+    let gov_keyed = RateLimiter::<String, _, _>::keyed(GQuota::per_second(big));
+    let store = MemoryStore::new();
+    let limits = Limits::new([Quota::per_second(u32::MAX)]);
+    let keys: Vec<String> = (0..KEYS)
+        .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+        .collect();
+
+    let mut g = c.benchmark_group("memory");
+    g.bench_function("governor direct", |b| {
+        b.iter(|| black_box(gov_direct.check().is_ok()))
+    });
+    g.bench_function("palisade direct", |b| {
+        b.iter(|| black_box(store.check_now("k", &limits, 1).is_allowed()))
+    });
+    let mut i = 0;
+    g.bench_function("governor keyed 1000", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(gov_keyed.check_key(&keys[i]).is_ok())
+        })
+    });
+    g.bench_function("palisade keyed 1000", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(store.check_now(&keys[i], &limits, 1).is_allowed())
+        })
+    });
+    g.finish();
+
+    // Interleaved rounds: the ratio from one run, robust to drift.
+    let per_op = |f: &mut dyn FnMut()| {
+        const N: u32 = 200_000;
+        let t = Instant::now();
+        for _ in 0..N {
+            f();
+        }
+        t.elapsed().as_nanos() as f64 / f64::from(N)
+    };
+    let mut rounds: [Vec<f64>; 4] = Default::default();
+    for _ in 0..15 {
+        rounds[0].push(per_op(&mut || {
+            black_box(gov_direct.check().is_ok());
+        }));
+        rounds[1].push(per_op(&mut || {
+            black_box(store.check_now("k", &limits, 1).is_allowed());
+        }));
+        rounds[2].push(per_op(&mut || {
+            i = (i + 1) % KEYS;
+            black_box(gov_keyed.check_key(&keys[i]).is_ok());
+        }));
+        rounds[3].push(per_op(&mut || {
+            i = (i + 1) % KEYS;
+            black_box(store.check_now(&keys[i], &limits, 1).is_allowed());
+        }));
+    }
+    let m: Vec<f64> = rounds.iter_mut().map(|r| median(r)).collect();
+    println!("\n== in memory, median of 15 interleaved rounds (ns per decision) ==");
+    println!(
+        "direct:     governor {:6.1}  palisade {:6.1}  ratio {:.2} (target <= 1.2)",
+        m[0],
+        m[1],
+        m[1] / m[0]
+    );
+    println!(
+        "keyed 1000: governor {:6.1}  palisade {:6.1}  ratio {:.2} (target <= 1.2)",
+        m[2],
+        m[3],
+        m[3] / m[2]
+    );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert_ne!(port, 6379);
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let server = Self { child, port };
+        for _ in 0..500 {
+            if server.cli(&["PING"]) == "PONG" {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn evalsha_calls(&self) -> u64 {
+        let stats = self.cli(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|l| l.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Stats {
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// Runs `op` from `callers` tasks for `secs`, each op timed.
+async fn drive<F, Fut>(callers: usize, run: Duration, op: F) -> Stats
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(100_000);
+                let mut n = c as u64 * 1_000_000;
+                while start.elapsed() < run {
+                    let t = Instant::now();
+                    op(n).await;
+                    lat.push(t.elapsed().as_nanos() as f64 / 1000.0);
+                    n += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    Stats {
+        per_sec: all.len() as f64 / elapsed,
+        p50_us: all[all.len() / 2],
+        p99_us: all[all.len() * 99 / 100],
+    }
+}
+
+fn redis_benchmark(server: &Server, callers: usize, sha: &str) -> Stats {
+    let n = if callers == 1 { 20_000 } else { 200_000 };
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &server.port.to_string(),
+            "-c",
+            &callers.to_string(),
+            "-n",
+            &n.to_string(),
+        ])
+        .args([
+            "-r",
+            "10000",
+            "--csv",
+            "EVALSHA",
+            sha,
+            "1",
+            "palisade:rl:{rb:__rand_int__}:default:1:1000000000",
+        ])
+        .args(["1", "1", "1000000000"])
+        .output()
+        .expect("redis-benchmark on PATH");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let row: Vec<f64> = text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split(',')
+        .skip(1)
+        .map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN))
+        .collect();
+    Stats {
+        per_sec: row.first().copied().unwrap_or(f64::NAN),
+        p50_us: row.get(3).copied().unwrap_or(f64::NAN) * 1000.0,
+        p99_us: row.get(5).copied().unwrap_or(f64::NAN) * 1000.0,
+    }
+}
+
+async fn redis_benches() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("\n*** redis-server not on PATH: Redis benches skipped ***");
+        return;
+    }
+    let server = Server::start();
+    let url = format!("redis://127.0.0.1:{}/", server.port);
+    let conn = ConnectionManager::new(redis::Client::open(url.as_str()).unwrap())
+        .await
+        .unwrap();
+    let store = RedisStore::new(conn.clone())
+        .deny_cache(false)
+        .timeout(Duration::from_secs(5));
+    // Never denies: every decision runs the full write path.
+    let open = Limits::new([Quota::with_interval(Duration::from_micros(1)).burst(1_000_000_000)]);
+    let script = redis::Script::new(include_str!("../src/rate_limit/store/gcra.lua"));
+    let sha = script.get_hash().to_owned();
+    script
+        .prepare_invoke()
+        .load_async(&mut conn.clone())
+        .await
+        .unwrap();
+    let run = Duration::from_millis(1500);
+
+    println!(
+        "\n== Redis, one multiplexed connection (redis-benchmark: one connection per caller) =="
+    );
+    println!(
+        "{:>7} {:<28} {:>11} {:>9} {:>9}",
+        "callers", "variant", "decisions/s", "p50 us", "p99 us"
+    );
+    let mut table = Vec::new();
+    for callers in [1usize, 16, 64] {
+        let c = conn.clone();
+        let a = drive(callers, run, move |n| {
+            let mut c = c.clone();
+            async move {
+                let key = format!("seed:{}", n % 10_000);
+                let _: i64 = redis::cmd("INCR")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                let _: i64 = redis::cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(60)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        let c = conn.clone();
+        let b = drive(callers, run, move |n| {
+            let mut c = c.clone();
+            async move {
+                let key = format!("seed:{}", n % 10_000);
+                let _: (i64, i64) = redis::pipe()
+                    .incr(&key, 1)
+                    .expire(&key, 60)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        let (s, l) = (store.clone(), open.clone());
+        let ours = drive(callers, run, move |n| {
+            let (s, l) = (s.clone(), l.clone());
+            async move {
+                let d = s.check(&format!("k{}", n % 10_000), &l, 1).await.unwrap();
+                assert!(d.is_allowed());
+            }
+        })
+        .await;
+        let bench = redis_benchmark(&server, callers, &sha);
+        for (name, st) in [
+            ("(a) INCR then EXPIRE", a),
+            ("(b) INCR+EXPIRE pipelined", b),
+            ("palisade GCRA (EVALSHA)", ours),
+            ("(c) redis-benchmark EVALSHA", bench),
+        ] {
+            println!(
+                "{callers:>7} {name:<28} {:>11.0} {:>9.1} {:>9.1}",
+                st.per_sec, st.p50_us, st.p99_us
+            );
+        }
+        table.push((callers, a, b, ours, bench));
+    }
+    let (_, a1, _, o1, _) = table[0];
+    let (_, _, b64, o64, c64) = table[2];
+    println!(
+        "ratios: p50 at 1 caller palisade/(a) = {:.2} (target <= 0.6)",
+        o1.p50_us / a1.p50_us
+    );
+    println!(
+        "        throughput at 64 palisade/(b) = {:.2} (target >= 0.9)",
+        o64.per_sec / b64.per_sec
+    );
+    println!(
+        "        throughput at 64 palisade/(c) = {:.2} (target >= 1.0)",
+        o64.per_sec / c64.per_sec
+    );
+
+    println!("\n== flood: one key, 64 callers, 10x its burst ==");
+    let burst = 1_000u32;
+    let total = 10 * burst as usize;
+    let mut rates = Vec::new();
+    for (label, cache) in [("without deny cache", false), ("with deny cache", true)] {
+        let s = RedisStore::new(conn.clone())
+            .deny_cache(cache)
+            .timeout(Duration::from_secs(5));
+        let limits = Limits::new([Quota::per_minute(burst)]).scoped(label);
+        let before = server.evalsha_calls();
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|c| {
+                let (s, l) = (s.clone(), limits.clone());
+                tokio::spawn(async move {
+                    let mut allowed = 0usize;
+                    for _ in (c..total).step_by(64) {
+                        allowed += usize::from(s.check("flood", &l, 1).await.unwrap().is_allowed());
+                    }
+                    allowed
+                })
+            })
+            .collect();
+        let mut allowed = 0;
+        for t in tasks {
+            allowed += t.await.unwrap();
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let calls = server.evalsha_calls() - before;
+        let denied = total - allowed;
+        let rate = total as f64 / elapsed;
+        println!(
+            "{label:<19} {rate:>10.0} decisions/s  allowed {allowed}  denied {denied}  EVALSHA {calls}  per denied request {:.3}",
+            calls.saturating_sub(allowed as u64) as f64 / denied as f64
+        );
+        rates.push(rate);
+    }
+    println!(
+        "ratio with/without deny cache = {:.1} (target >= 5)",
+        rates[1] / rates[0]
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    memory(&mut c);
+    c.final_summary();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(redis_benches());
+}

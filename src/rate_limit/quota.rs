@@ -51,14 +51,11 @@ impl Quota {
     ///
     /// # Panics
     ///
-    /// If `count` is zero or `period` is shorter than `count` nanoseconds.
+    /// If `count` is zero. An interval under 1 ns is raised to 1 ns (as in
+    /// `governor`).
     pub fn per_period(period: Duration, count: u32) -> Self {
         assert!(count > 0, "a quota needs at least one cell per period");
-        let nanos = period.as_nanos() / u128::from(count);
-        assert!(
-            nanos > 0,
-            "a quota's emission interval must be at least 1 ns"
-        );
+        let nanos = (period.as_nanos() / u128::from(count)).max(1);
         Self {
             interval: Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)),
             burst: count,
@@ -66,11 +63,7 @@ impl Quota {
         }
     }
 
-    /// One cell every `interval`, with a burst of 1.
-    ///
-    /// # Panics
-    ///
-    /// If `interval` is zero.
+    /// One cell every `interval` (at least 1 ns), with a burst of 1.
     pub fn with_interval(interval: Duration) -> Self {
         Self::per_period(interval, 1)
     }
