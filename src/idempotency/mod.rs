@@ -107,6 +107,14 @@
 //! runs. The lease must outlive the request timeout inside:
 //! [`IdempotencyLayer::request_timeout`] refuses a shorter lease.
 //!
+//! # Body types
+//!
+//! The request body is buffered (up to the limit) and handed on as the same
+//! type, rebuilt with `From<Bytes>`: axum's `Body` and `Full<Bytes>` work as
+//! they are; a bare hyper server maps `Incoming` to one of them first. The
+//! response body becomes [`ResponseBody`], which streams the inner body
+//! untouched when it is not captured.
+//!
 //! # Client side
 //!
 //! [`IdempotencyKeyLayer`] attaches an `Idempotency-Key` to outgoing requests
