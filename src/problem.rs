@@ -64,6 +64,16 @@ pub struct Problem {
     headers: HeaderMap,
 }
 
+// The `http` crate keeps the phrases RFC 9110 renamed; RFC 9457 asks for the
+// current ones.
+fn reason_phrase(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "Content Too Large",
+        StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable Content",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    }
+}
+
 fn serialize_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u16(status.as_u16())
 }
@@ -73,11 +83,11 @@ const RESERVED_MEMBERS: [&str; 5] = ["type", "title", "status", "detail", "insta
 
 impl Problem {
     /// A problem of type `about:blank` whose title is the status's reason
-    /// phrase, as RFC 9457 asks for that type.
+    /// phrase in RFC 9110, as RFC 9457 asks for that type.
     pub fn new(status: StatusCode) -> Self {
         Self {
             type_uri: ABOUT_BLANK.to_owned(),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            title: reason_phrase(status).to_owned(),
             status,
             detail: None,
             instance: None,
@@ -406,6 +416,19 @@ mod tests {
             body,
             json!({"type": "about:blank", "title": "Service Unavailable", "status": 503})
         );
+    }
+
+    #[test]
+    fn titles_follow_rfc_9110_phrases() {
+        assert_eq!(
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE).title(),
+            "Content Too Large"
+        );
+        assert_eq!(
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY).title(),
+            "Unprocessable Content"
+        );
+        assert_eq!(Problem::new(StatusCode::CONFLICT).title(), "Conflict");
     }
 
     #[test]

@@ -69,7 +69,7 @@ async fn ten_thousand_nested_arrays_are_400_or_422() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+            "type": "about:blank", "title": "Unprocessable Content", "status": 422,
             "detail": "1 invalid value",
             "errors": [{"pointer": "/0", "detail": "must be a string", "code": "type"}],
         })
@@ -176,7 +176,7 @@ async fn numbers_that_overflow_are_422_at_their_pointer() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+            "type": "about:blank", "title": "Unprocessable Content", "status": 422,
             "detail": "1 invalid value",
             "errors": [{"pointer": "/items/0/quantity", "detail": "is out of range", "code": "range"}],
         })
@@ -247,7 +247,7 @@ async fn very_long_strings_are_422_without_echo_or_413_past_the_limit() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+            "type": "about:blank", "title": "Unprocessable Content", "status": 422,
             "detail": "1 invalid value",
             "errors": [{"pointer": "/customer", "detail": "must have between 1 and 64 characters", "code": "length"}],
         })

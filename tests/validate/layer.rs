@@ -181,7 +181,7 @@ async fn content_length_over_the_limit_is_413_before_reading() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Payload Too Large", "status": 413,
+            "type": "about:blank", "title": "Content Too Large", "status": 413,
             "detail": "the request body is larger than 1024 bytes", "limit": 1024,
         })
     );
@@ -265,7 +265,7 @@ async fn every_rule_violation_is_422_with_its_pointer() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+            "type": "about:blank", "title": "Unprocessable Content", "status": 422,
             "detail": "4 invalid values",
             "errors": [
                 {"pointer": "/customer", "detail": "must have between 1 and 64 characters", "code": "length"},
@@ -285,7 +285,7 @@ async fn a_wrong_type_is_422_without_the_value_or_rust_type_names() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+            "type": "about:blank", "title": "Unprocessable Content", "status": 422,
             "detail": "1 invalid value",
             "errors": [{"pointer": "/items/1/quantity", "detail": "must be an integer from 0 to 4294967295", "code": "type"}],
         })
@@ -372,7 +372,7 @@ async fn unknown_fields_are_all_rejected_or_all_allowed() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+            "type": "about:blank", "title": "Unprocessable Content", "status": 422,
             "detail": "3 invalid values",
             "errors": [
                 {"pointer": "/colour", "detail": "is not allowed", "code": "unknown_field"},
