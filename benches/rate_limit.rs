@@ -17,7 +17,8 @@
 //!    (from `INFO commandstats`), target >= 5x.
 //!
 //! `cargo bench -p palisade-benches --no-default-features --features rate-limit --bench rate_limit`
-//! (`-- --quick` shortens the criterion part.)
+//! (`-- --quick` shortens the criterion part; `RATE_LIMIT_BENCH=memory` runs
+//! only the in-memory part.)
 
 use std::hint::black_box;
 use std::net::TcpListener;
@@ -415,6 +416,9 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     memory(&mut c);
     c.final_summary();
+    if std::env::var("RATE_LIMIT_BENCH").as_deref() == Ok("memory") {
+        return;
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

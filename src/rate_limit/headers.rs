@@ -83,6 +83,7 @@ pub(crate) fn policy_field(quotas: &[Quota], names: &[String]) -> String {
 }
 
 /// The `RateLimit` value of a decision: its binding quota's state.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn ratelimit_field(limits: &Limits, decision: &Decision) -> String {
     let mut out = String::with_capacity(32);
     push_sf_string(&mut out, limits.name(decision.quota()));
@@ -96,6 +97,7 @@ pub(crate) fn ratelimit_field(limits: &Limits, decision: &Decision) -> String {
 }
 
 /// `Retry-After` in whole seconds: rounded up, at least 1.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn retry_after_seconds(retry_after: Duration) -> u64 {
     whole_seconds(retry_after).max(1)
 }

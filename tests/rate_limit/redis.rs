@@ -150,11 +150,8 @@ async fn keys_are_hash_tagged_and_expire() {
         return;
     };
     let s = store(&redis).await;
-    let limits = Limits::new([
-        Quota::per_minute(10),
-        Quota::per_hour(100).named("hour"),
-    ])
-    .scoped("orders");
+    let limits =
+        Limits::new([Quota::per_minute(10), Quota::per_hour(100).named("hour")]).scoped("orders");
     assert!(
         s.check("ip:192.0.2.1", &limits, 1)
             .await
@@ -282,4 +279,41 @@ async fn redis_killed_mid_traffic_answers_within_the_bound_then_recovers() {
         call(&closed, StatusCode::OK).await;
     }
     call(&closed, StatusCode::TOO_MANY_REQUESTS).await;
+}
+
+#[tokio::test]
+async fn the_deny_cache_keeps_a_flood_off_redis_until_the_retry_time() {
+    let Some(redis) = RedisServer::start_or_skip("the_deny_cache_keeps_a_flood_off_redis") else {
+        return;
+    };
+    let calls = || -> u64 {
+        let stats = redis.cli(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|l| l.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let s = store(&redis).await;
+    let limits = Limits::new([Quota::with_interval(Duration::from_millis(300)).burst(2)]);
+    for _ in 0..2 {
+        assert!(s.check("hot", &limits, 1).await.unwrap().is_allowed());
+    }
+    let first = s.check("hot", &limits, 1).await.unwrap();
+    assert!(!first.is_allowed());
+    let before = calls();
+    let mut last = first.retry_after();
+    for _ in 0..100 {
+        let d = s.check("hot", &limits, 1).await.unwrap();
+        assert!(!d.is_allowed());
+        assert!(d.retry_after() <= last, "the wait counts down");
+        last = d.retry_after();
+    }
+    assert_eq!(calls(), before, "denied locally, without Redis");
+    // Other keys still go to Redis.
+    assert!(s.check("other", &limits, 1).await.unwrap().is_allowed());
+    assert_eq!(calls(), before + 1);
+    // The cached denial never outlasts the real one.
+    tokio::time::sleep(first.retry_after()).await;
+    assert!(s.check("hot", &limits, 1).await.unwrap().is_allowed());
 }

@@ -144,8 +144,8 @@ impl MemoryStore {
     }
 
     /// Decides as of `now` (clamped to the store's creation): for replaying
-    /// a trace of requests against a clock of the caller's choosing. The
-    /// state must only ever see `now` move forward.
+    /// a trace of requests against a clock of the caller's choosing. A `now`
+    /// earlier than one already seen only makes the decision stricter.
     pub fn check_at(&self, key: &str, limits: &Limits, cost: u32, now: Instant) -> Decision {
         let inner = &*self.inner;
         let now = u64::try_from(now.saturating_duration_since(inner.start).as_nanos())

@@ -264,6 +264,27 @@ impl fmt::Debug for Limits {
 /// updated only when every quota allows `cost` cells.
 pub(crate) fn decide(tats: &mut [u64], now: u64, cost: u32, gcra: &[Gcra]) -> Decision {
     let cost = u64::from(cost);
+    if let ([g], [tat]) = (gcra, &mut *tats) {
+        // One quota, the common case: no search for the binding one.
+        let from = (*tat).max(now);
+        let next = from.saturating_add(cost.saturating_mul(g.interval));
+        let limit = now.saturating_add(g.tau);
+        if next > limit {
+            let remaining = (limit - from) / g.interval;
+            return Decision::denied(
+                0,
+                remaining,
+                Duration::from_nanos(from - now),
+                Duration::from_nanos(next - limit),
+            );
+        }
+        *tat = next;
+        return Decision::allowed(
+            0,
+            (limit - next) / g.interval,
+            Duration::from_nanos(next - now),
+        );
+    }
     let mut denied: Option<(usize, u64)> = None;
     for (i, (g, &tat)) in gcra.iter().zip(tats.iter()).enumerate() {
         let next = tat.max(now).saturating_add(cost.saturating_mul(g.interval));

@@ -34,7 +34,8 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 /// - **Bounded**: each decision gives up after [`timeout`](Self::timeout)
 ///   (default 50 ms) with [`StoreError::Timeout`]; the layer's
 ///   [`FailurePolicy`](crate::rate_limit::FailurePolicy) decides what then.
-///   The connection is one multiplexed [`ConnectionManager`], shared by all
+///   A decision that timed out may still have run on Redis and spent its
+///   cells. The connection is one multiplexed [`ConnectionManager`], shared by all
 ///   concurrent decisions and clones, that reconnects by itself.
 /// - **Local deny cache** (on by default): a key denied for `T` is denied
 ///   again in this process without asking Redis until `T` has passed,
