@@ -46,26 +46,42 @@ impl CountWindow {
     /// Records one call and returns the counts after it.
     #[inline]
     pub(crate) fn record(&mut self, failure: bool, slow: bool) -> Counts {
-        // Work on a copy and return it from registers: reading the counts
-        // back right after storing them stalls the store buffer.
-        let mut counts = self.counts;
+        // Field by field, with branches the common case predicts: copying
+        // the counts as a struct (or letting the compiler pack them into a
+        // vector register) reloads them right after a narrower store, which
+        // stalls the store buffer for longer than the rest of the ring takes.
+        let counts = &mut self.counts;
         if counts.calls as usize == self.ring.len() {
             let old = self.ring[self.head];
-            counts.failures -= u32::from(old & FAILURE != 0);
-            counts.slow -= u32::from(old & SLOW != 0);
+            if old & FAILURE != 0 {
+                counts.failures -= 1;
+            }
+            if old & SLOW != 0 {
+                counts.slow -= 1;
+            }
         } else {
             counts.calls += 1;
         }
-        self.ring[self.head] = (u8::from(failure) * FAILURE) | (u8::from(slow) * SLOW);
-        counts.failures += u32::from(failure);
-        counts.slow += u32::from(slow);
-        self.counts = counts;
+        let mut new = 0;
+        if failure {
+            counts.failures += 1;
+            new |= FAILURE;
+        }
+        if slow {
+            counts.slow += 1;
+            new |= SLOW;
+        }
+        self.ring[self.head] = new;
         // No `%`: a division per call costs more than the rest of the ring.
         self.head += 1;
         if self.head == self.ring.len() {
             self.head = 0;
         }
-        counts
+        Counts {
+            calls: counts.calls,
+            failures: counts.failures,
+            slow: counts.slow,
+        }
     }
 
     pub(crate) fn counts(&self) -> Counts {
