@@ -222,7 +222,7 @@ where
 }
 
 fn redis_benchmark(server: &Server, callers: usize, sha: &str) -> Stats {
-    let n = if callers == 1 { 20_000 } else { 200_000 };
+    let n = if callers == 1 { 10_000 } else { 50_000 };
     let out = Command::new("redis-benchmark")
         .args([
             "-p",
