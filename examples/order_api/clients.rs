@@ -20,13 +20,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use palisade::BoxError;
+use palisade::idempotency::IdempotencyKey;
 use serde::Serialize;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::domain::{Currency, Money};
 use crate::faults::{Charge, ChargeRequest, RecommendationList};
-use crate::routes::{IDEMPOTENCY_KEY, ProductSummary};
+use crate::routes::ProductSummary;
 
 /// hyper-util's pooled HTTP/1 client: a `tower::Service<Request<_>>`.
 pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -85,22 +86,25 @@ pub(crate) enum ClientError {
     #[error("provider timed out")]
     Timeout,
     /// The circuit breaker is open; no call was made: 503 + `Retry-After`.
-    /// Made by `classify` once a breaker is in the stack (`layers.rs`).
-    #[allow(dead_code)]
     #[error("circuit open, retry after {retry_after:?}")]
     BreakerOpen { retry_after: Duration },
 }
 
 /// Names the failure of a stack built in `layers.rs`.
 pub(crate) fn classify(error: BoxError) -> ClientError {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        return ClientError::Timeout;
+    use palisade::circuit_breaker::Error as Breaker;
+    use palisade::timeout::Error as Timeout;
+    match error.downcast::<crate::layers::StackError>() {
+        Ok(error) => match *error {
+            Breaker::Open { retry_after } => ClientError::BreakerOpen { retry_after },
+            Breaker::Inner(Timeout::Elapsed { .. }) => ClientError::Timeout,
+            Breaker::Inner(Timeout::Inner(transport)) => {
+                ClientError::Upstream(transport.to_string())
+            }
+            other => ClientError::Upstream(other.to_string()),
+        },
+        Err(other) => ClientError::Upstream(other.to_string()),
     }
-    // Phase 2: with palisade's layers in the stacks, match their errors here:
-    // `palisade::timeout::Error::Elapsed` -> Timeout,
-    // `palisade::circuit_breaker::Error::Open { retry_after }` -> BreakerOpen,
-    // and unwrap their `Inner` variant to reach the TransportError.
-    ClientError::Upstream(error.to_string())
 }
 
 /// The state of a client's circuit breaker, for `/admin/stats`.
@@ -119,11 +123,6 @@ pub(crate) struct BreakerProbe(Arc<dyn Fn() -> BreakerState + Send + Sync>);
 impl BreakerProbe {
     pub(crate) fn new(read: impl Fn() -> BreakerState + Send + Sync + 'static) -> Self {
         Self(Arc::new(read))
-    }
-
-    /// For a stack without a breaker: always closed.
-    pub(crate) fn always_closed() -> Self {
-        Self::new(|| BreakerState::Closed)
     }
 
     pub(crate) fn state(&self) -> BreakerState {
@@ -179,11 +178,13 @@ impl PaymentClient {
             currency: currency.as_str().to_owned(),
         })
         .expect("charge serialises");
-        let key = HeaderValue::from_str(key).map_err(|e| ClientError::Upstream(e.to_string()))?;
-        let request = json_request(Method::POST, &self.url, true)
-            .header(IDEMPOTENCY_KEY, key)
+        let key = IdempotencyKey::new(key).map_err(|e| ClientError::Upstream(e.to_string()))?;
+        // The stack's `IdempotencyKeyLayer` sends this key as the
+        // `Idempotency-Key` of every attempt.
+        let mut request = json_request(Method::POST, &self.url, true)
             .body(Full::from(body))
             .map_err(|e| ClientError::Upstream(e.to_string()))?;
+        request.extensions_mut().insert(key);
         let response = self
             .stack
             .clone()

@@ -21,17 +21,17 @@ pub(crate) const MAX_ID_LEN: usize = 64;
 /// Why a domain value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum DomainError {
-    #[error("percent must be between 0 and 100, got {0}")]
+    #[error("must be an integer from 0 to 100")]
     Percent(i64),
-    #[error("currency must be exactly 3 uppercase ASCII letters")]
+    #[error("must be exactly 3 uppercase ASCII letters")]
     Currency,
     #[error("amount out of range")]
     Money,
-    #[error("quantity must be between 1 and {MAX_QUANTITY}, got {0}")]
+    #[error("must be an integer from 1 to {MAX_QUANTITY}")]
     Quantity(i64),
     #[error("must be 1 to {MAX_ID_LEN} characters")]
     Identifier,
-    #[error("an order needs 1 to {MAX_ITEMS} items, got {0}")]
+    #[error("an order needs 1 to {MAX_ITEMS} items")]
     ItemCount(usize),
 }
 

@@ -36,8 +36,6 @@ impl FieldError {
 /// Every way a request can fail.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
-    #[error("content-type must be application/json")]
-    UnsupportedMediaType,
     #[error("body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("could not read the body")]
@@ -98,7 +96,6 @@ impl ApiError {
 
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyRead | ApiError::MalformedJson(_) | ApiError::IdempotencyKey(_) => {
                 StatusCode::BAD_REQUEST
@@ -120,8 +117,7 @@ impl ApiError {
     /// What `/admin/stats` counts this error as, if anything.
     pub(crate) fn rejection(&self) -> Option<Rejection> {
         match self {
-            ApiError::UnsupportedMediaType
-            | ApiError::PayloadTooLarge { .. }
+            ApiError::PayloadTooLarge { .. }
             | ApiError::MalformedJson(_)
             | ApiError::Invalid(_)
             | ApiError::IdempotencyKey(_) => Some(Rejection::Validation),
@@ -187,9 +183,32 @@ mod tests {
     }
 
     #[test]
-    fn a_tower_timeout_is_classified_as_timeout() {
-        let elapsed: palisade::BoxError = Box::new(tower::timeout::error::Elapsed::new());
-        assert_eq!(crate::clients::classify(elapsed), ClientError::Timeout);
+    fn stack_errors_are_classified() {
+        use palisade::circuit_breaker::Error as Breaker;
+        use palisade::timeout::Error as Timeout;
+        let elapsed: crate::layers::StackError = Breaker::Inner(Timeout::Elapsed {
+            budget: Duration::from_millis(5),
+        });
+        assert_eq!(
+            crate::clients::classify(elapsed.into()),
+            ClientError::Timeout
+        );
+        let open: crate::layers::StackError = Breaker::Open {
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            crate::clients::classify(open.into()),
+            ClientError::BreakerOpen {
+                retry_after: Duration::from_millis(1500)
+            }
+        );
+        let failed: crate::layers::StackError = Breaker::Inner(Timeout::Inner(
+            crate::clients::TransportError::Status(StatusCode::INTERNAL_SERVER_ERROR),
+        ));
+        assert!(matches!(
+            crate::clients::classify(failed.into()),
+            ClientError::Upstream(_)
+        ));
         let other: palisade::BoxError = "connection refused".into();
         assert!(matches!(
             crate::clients::classify(other),

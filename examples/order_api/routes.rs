@@ -3,10 +3,8 @@
 //! [`app`] assembles the router; the palisade layers around the routes are
 //! configured in `layers.rs`, not here.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +14,8 @@ use utoipa::ToSchema;
 
 use crate::clients::{BreakerState, ClientError};
 use crate::domain::{
-    Currency, DomainError, Identifier, LineItem, NewOrder, Order, Percent, Quantity,
+    Currency, DomainError, Identifier, LineItem, MAX_ITEMS, MAX_UNIT_PRICE_CENTS, NewOrder, Order,
+    Percent, Quantity,
 };
 use crate::errors::{ApiError, FieldError};
 use crate::faults::{self, FaultsView};
@@ -26,13 +25,13 @@ use crate::repository::Repository;
 use crate::service::{Placed, ServiceError};
 use crate::state::{AppState, Rejection, RejectionCounts};
 use crate::validation;
+use palisade::key::KeyExtractor;
+use palisade::validate::{Validate, Validated, Violations, rules};
 
 /// The request header that names a request for idempotency.
 pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Set on a response that answers a request seen before.
 pub(crate) const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
-/// The caller identity, when the caller has one; else the peer IP.
-pub(crate) const API_KEY: &str = "x-api-key";
 /// Products `1..=PRODUCT_COUNT` exist.
 pub(crate) const PRODUCT_COUNT: u32 = 100;
 
@@ -45,8 +44,7 @@ pub(crate) fn app(state: AppState) -> Router {
     let router = Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi_json))
-        .merge(layers::order_routes(&state))
-        .merge(layers::product_routes(&state))
+        .merge(layers::api_routes(&state))
         .merge(admin)
         .route("/fake/payments", axum::routing::post(faults::fake_payment))
         .route(
@@ -70,59 +68,73 @@ pub(crate) struct Health {
     pub(crate) orders_store: String,
 }
 
-/// A new order.
+/// A new order. Checked by the validate layer (`layers.rs`) before the
+/// handler runs: the domain types refuse bad values as they are
+/// deserialized, and [`Validate`] checks what no single type can.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateOrder {
-    #[schema(min_length = 1, max_length = 64)]
-    pub(crate) customer_id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub(crate) customer_id: Identifier,
     /// ISO 4217 code.
     #[schema(
+        value_type = String,
         min_length = 3,
         max_length = 3,
         pattern = "^[A-Z]{3}$",
         example = "EUR"
     )]
-    pub(crate) currency: String,
+    pub(crate) currency: Currency,
     #[schema(min_items = 1, max_items = 100)]
     pub(crate) items: Vec<OrderItem>,
     /// Defaults to 0.
-    #[schema(minimum = 0, maximum = 100)]
-    pub(crate) discount_percent: Option<u8>,
+    #[serde(default)]
+    #[schema(value_type = Option<u8>, minimum = 0, maximum = 100)]
+    pub(crate) discount_percent: Option<Percent>,
 }
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OrderItem {
-    #[schema(min_length = 1, max_length = 64)]
-    pub(crate) sku: String,
-    #[schema(minimum = 1, maximum = 1000)]
-    pub(crate) quantity: u32,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub(crate) sku: Identifier,
+    #[schema(value_type = u32, minimum = 1, maximum = 1000)]
+    pub(crate) quantity: Quantity,
     #[schema(minimum = 0, maximum = 100_000_000)]
     pub(crate) unit_price_cents: u64,
 }
 
+impl Validate for CreateOrder {
+    fn validate(&self, v: &mut Violations) {
+        v.check("items", rules::count(self.items.len(), 1..=MAX_ITEMS));
+        v.each("items", &self.items);
+    }
+}
+
+impl Validate for OrderItem {
+    fn validate(&self, v: &mut Violations) {
+        v.check(
+            "unit_price_cents",
+            rules::range(self.unit_price_cents, 0..=MAX_UNIT_PRICE_CENTS),
+        );
+    }
+}
+
 impl CreateOrder {
-    /// The domain order. The checks above make this infallible in practice;
-    /// the domain types check again, so nothing invalid gets past.
+    /// The domain order. Validation makes this infallible in practice; the
+    /// domain types check again, so nothing invalid gets past.
     pub(crate) fn into_domain(self) -> Result<NewOrder, DomainError> {
         let items = self
             .items
             .into_iter()
-            .map(|i| {
-                LineItem::new(
-                    Identifier::new(i.sku)?,
-                    Quantity::new(i64::from(i.quantity))?,
-                    i.unit_price_cents,
-                )
-            })
+            .map(|i| LineItem::new(i.sku, i.quantity, i.unit_price_cents))
             .collect::<Result<Vec<_>, _>>()?;
         NewOrder::new(
-            Identifier::new(self.customer_id)?,
-            Currency::new(&self.currency)?,
+            self.customer_id,
+            self.currency,
             items,
-            Percent::new(i64::from(self.discount_percent.unwrap_or(0)))?,
+            self.discount_percent.unwrap_or_default(),
         )
     }
 }
@@ -163,8 +175,8 @@ impl From<&Order> for OrderResponse {
                 .items
                 .iter()
                 .map(|i| OrderItem {
-                    sku: i.sku.as_str().to_owned(),
-                    quantity: i.quantity.get(),
+                    sku: i.sku.clone(),
+                    quantity: i.quantity,
                     unit_price_cents: i.unit_price.cents(),
                 })
                 .collect(),
@@ -238,30 +250,6 @@ pub(crate) fn valid_idempotency_key(v: &HeaderValue) -> Result<&str, &'static st
         .map_err(|_| "must be 1 to 255 visible ASCII characters")
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(ApiError::IdempotencyKey("is required, exactly once"));
-    };
-    valid_idempotency_key(value).map_err(ApiError::IdempotencyKey)
-}
-
-/// Who is calling: `X-Api-Key` when it is a usable value, else the peer IP
-/// (`X-Forwarded-For` is not trusted). Idempotency keys and rate limits are
-/// scoped by it.
-pub(crate) fn caller(headers: &HeaderMap, extensions: &http::Extensions) -> String {
-    if let Some(key) = headers
-        .get(API_KEY)
-        .and_then(|v| valid_idempotency_key(v).ok())
-    {
-        return format!("key:{key}");
-    }
-    match extensions.get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(peer)) => format!("ip:{}", peer.ip()),
-        None => "ip:unknown".to_owned(),
-    }
-}
-
 /// The caller-scoped key: the same key from two callers is two requests.
 /// Length-prefixed, so no two (caller, key) pairs give one string.
 pub(crate) fn scoped_key(caller: &str, key: &str) -> String {
@@ -324,16 +312,22 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
     ))]
 pub(crate) async fn create_order(
     State(state): State<AppState>,
+    Validated(request): Validated<CreateOrder>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
-    // STAND-IN for the validate layer (see layers.rs): media type, size,
-    // JSON, schema, in the order the layer will check them.
-    let value = validation::read_json(&parts.headers, body).await?;
-    let request = validation::check_create_order(&value)?;
-    // STAND-IN for the idempotency layer's key check.
-    let key = idempotency_key(&parts.headers)?;
-    let scoped = scoped_key(&caller(&parts.headers, &parts.extensions), key);
+    // The layers in front checked the body and the key, and hold the key
+    // (scoped by caller) for this request. The scoped key also names the
+    // payment and the repository row: the database's unique key is the last
+    // line of defence if a duplicate ever got past the layer.
+    let key = req
+        .headers()
+        .get(IDEMPOTENCY_KEY)
+        .ok_or(ApiError::IdempotencyKey("is required"))
+        .and_then(|v| valid_idempotency_key(v).map_err(ApiError::IdempotencyKey))?;
+    let caller = layers::caller_key()
+        .extract(&req)
+        .unwrap_or_else(|| "unknown".to_owned());
+    let scoped = scoped_key(&caller, key);
     let order = request
         .into_domain()
         .map_err(|e| ApiError::Invalid(vec![FieldError::new("", e.to_string())]))?;

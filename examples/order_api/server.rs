@@ -11,7 +11,7 @@ use crate::clients::{PaymentClient, RecommendationsClient, http_client};
 use crate::config::Config;
 use crate::layers;
 use crate::repository::Repository;
-use crate::state::AppState;
+use crate::state::{AppState, Stores};
 
 /// The table orders live in, in PostgreSQL.
 pub(crate) const ORDERS_TABLE: &str = "orders";
@@ -31,18 +31,19 @@ pub(crate) async fn build_state(config: Config, local: SocketAddr) -> Result<App
             Repository::memory()
         }
     };
-    build_state_with(config, local, repository)
+    build_state_with(config, local, repository).await
 }
 
 /// [`build_state`] with a repository of the caller's choosing.
-pub(crate) fn build_state_with(
+pub(crate) async fn build_state_with(
     config: Config,
     local: SocketAddr,
     repository: Repository,
 ) -> Result<AppState, BoxError> {
-    if config.redis_url.is_some() {
-        // Read now, used by the rate-limit and idempotency stores (layers.rs).
-        tracing::info!("REDIS_URL set: shared state goes to Redis where layers keep any");
+    let stores = Stores::connect(config.redis_url.as_deref()).await?;
+    match stores {
+        Stores::Redis(_) => tracing::info!("rate limits and idempotency keys kept in Redis"),
+        Stores::Memory => tracing::info!("rate limits and idempotency keys kept in memory"),
     }
     let own = own_base_url(local);
     let payment_url = config
@@ -60,7 +61,13 @@ pub(crate) fn build_state_with(
         format!("{own}/fake/recommendations/"),
         recommendation_breaker,
     );
-    Ok(AppState::new(config, repository, payment, recommendations))
+    Ok(AppState::new(
+        config,
+        repository,
+        payment,
+        recommendations,
+        stores,
+    ))
 }
 
 /// How this instance reaches itself: a wildcard address becomes loopback.

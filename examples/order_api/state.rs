@@ -23,6 +23,39 @@ pub(crate) struct AppState {
     pub(crate) faults: Arc<Faults>,
     pub(crate) fake_payments: Arc<FakePayments>,
     pub(crate) stats: Arc<Stats>,
+    /// Where the rate-limit and idempotency layers keep their state.
+    pub(crate) stores: Stores,
+}
+
+/// Where the layers of `layers.rs` keep their state.
+#[derive(Clone)]
+pub(crate) enum Stores {
+    /// In this process: limits and keys are per instance.
+    Memory,
+    /// In Redis (`REDIS_URL`): instances sharing it share limits and keys.
+    Redis(redis::aio::ConnectionManager),
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stores::Memory => "Memory",
+            Stores::Redis(_) => "Redis",
+        })
+    }
+}
+
+impl Stores {
+    /// Redis when `url` is set (connecting now, so a wrong URL stops the
+    /// start), else memory.
+    pub(crate) async fn connect(url: Option<&str>) -> Result<Self, redis::RedisError> {
+        let Some(url) = url else {
+            return Ok(Stores::Memory);
+        };
+        let client = redis::Client::open(url)?;
+        let conn = redis::aio::ConnectionManager::new(client).await?;
+        Ok(Stores::Redis(conn))
+    }
 }
 
 impl AppState {
@@ -32,6 +65,7 @@ impl AppState {
         repository: Repository,
         payment: PaymentClient,
         recommendations: RecommendationsClient,
+        stores: Stores,
     ) -> Self {
         Self {
             config: Arc::new(config),
@@ -40,6 +74,7 @@ impl AppState {
             faults: Arc::new(Faults::default()),
             fake_payments: Arc::new(FakePayments::default()),
             stats: Arc::new(Stats::default()),
+            stores,
         }
     }
 }
@@ -105,22 +140,16 @@ impl Stats {
 
 /// Counts every response that carries a [`Rejection`] extension.
 ///
-/// Handlers mark their own rejections (see `errors.rs`). Responses built by
-/// palisade layers carry no mark; `layers::classify` names them by status
-/// and problem type, so a layer added in `layers.rs` is counted here without
-/// touching the handlers.
+/// Handlers mark their own rejections (see `errors.rs`); the refusals of
+/// palisade's layers are marked where each layer sits (`layers.rs`), so a
+/// 422 of validation and a 422 of idempotency count apart.
 pub(crate) async fn count_rejections(
     State(stats): State<Arc<Stats>>,
     req: Request,
     next: Next,
 ) -> Response {
     let response = next.run(req).await;
-    let rejection = response
-        .extensions()
-        .get::<Rejection>()
-        .copied()
-        .or_else(|| crate::layers::classify(&response));
-    if let Some(rejection) = rejection {
+    if let Some(&rejection) = response.extensions().get::<Rejection>() {
         stats.record(rejection);
     }
     response

@@ -153,7 +153,9 @@ impl TestApp {
             ..Config::default()
         };
         configure(&mut config);
-        let state = server::build_state_with(config, addr, repository).unwrap();
+        let state = server::build_state_with(config, addr, repository)
+            .await
+            .unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(listener, state.clone(), async {
             let _ = rx.await;
