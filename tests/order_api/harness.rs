@@ -122,6 +122,43 @@ pub(crate) async fn post_order_with(
     .await
 }
 
+/// The stores an instance keeps rate limits and idempotency keys in:
+/// memory, or a private redis-server that lives as long as this value.
+pub(crate) struct Backend {
+    redis: Option<crate::support::RedisServer>,
+}
+
+impl Backend {
+    pub(crate) fn memory() -> Self {
+        Self { redis: None }
+    }
+
+    /// A fresh private redis-server, or `None` (after a loud message) when
+    /// `redis-server` is not installed.
+    pub(crate) fn redis(test: &str) -> Option<Self> {
+        crate::support::RedisServer::start_or_skip(test).map(|server| Self {
+            redis: Some(server),
+        })
+    }
+
+    pub(crate) fn redis_url(&self) -> Option<String> {
+        self.redis.as_ref().map(|r| r.url())
+    }
+
+    pub(crate) async fn start(&self) -> TestApp {
+        self.start_with(|_| {}).await
+    }
+
+    pub(crate) async fn start_with(&self, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let url = self.redis_url();
+        TestApp::start_with(|c| {
+            c.redis_url = url;
+            configure(c);
+        })
+        .await
+    }
+}
+
 /// One instance of the demo, serving on a loopback port until dropped or
 /// shut down.
 pub(crate) struct TestApp {

@@ -36,26 +36,88 @@ mod validation;
 
 mod harness;
 mod postgres;
+#[path = "../support.rs"]
+mod support;
 
 use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::json;
 
-use harness::{TestApp, order_body};
+use harness::{Backend, TestApp, order_body};
 
-#[tokio::test]
-async fn health_answers_ok() {
-    let app = TestApp::start().await;
+/// Runs each contract test twice: on memory stores, and on Redis stores (a
+/// private redis-server per test; skipped loudly when redis-server is
+/// missing, unless `PALISADE_REQUIRE_REDIS=1`).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&Backend::memory()).await
+                }
+            )*
+        }
+        mod on_redis {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(backend) = Backend::redis(stringify!($name)) else {
+                        return;
+                    };
+                    super::$name(&backend).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    health_answers_ok,
+    every_response_carries_a_request_id_and_echoes_a_sane_one,
+    creates_an_order_with_location_and_the_exact_body,
+    discount_defaults_to_zero_and_largest_order_does_not_overflow,
+    gets_an_order_or_404,
+    content_type_other_than_json_is_415,
+    body_over_64_kib_is_413_with_or_without_content_length,
+    malformed_json_is_400,
+    schema_violations_are_422_with_pointers,
+    unknown_fields_are_422,
+    idempotency_key_missing_or_invalid_is_400,
+    same_key_and_body_replays_the_first_answer_and_charges_once,
+    same_key_with_a_different_body_is_422,
+    concurrent_requests_with_one_key_charge_and_store_once,
+    keys_are_scoped_per_caller,
+    a_request_rejected_by_validation_stores_nothing,
+    provider_error_is_502_and_not_stored_so_the_key_can_be_retried,
+    unreachable_provider_is_502,
+    provider_timeout_is_504_and_a_retry_charges_once,
+    products_have_recommendations_and_unknown_ids_are_404,
+    failing_recommendations_degrade_the_page,
+    slow_recommendations_time_out_into_a_degraded_page,
+    admin_faults_apply_partially_and_refuse_bad_values,
+    admin_needs_the_bearer_token_when_one_is_set,
+    admin_is_open_without_a_token,
+    stats_have_the_contract_shape,
+    fake_provider_charges_once_per_key,
+    unknown_routes_and_methods_answer_problems,
+    openapi_document_lists_every_route_with_limits_and_errors,
+    shutdown_finishes_requests_in_flight_then_stops,
+);
+
+async fn health_answers_ok(b: &Backend) {
+    let app = b.start().await;
     let r = app.get("/health").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["status"], "ok");
     assert_eq!(r.json()["orders_store"], "memory");
 }
 
-#[tokio::test]
-async fn every_response_carries_a_request_id_and_echoes_a_sane_one() {
-    let app = TestApp::start().await;
+async fn every_response_carries_a_request_id_and_echoes_a_sane_one(b: &Backend) {
+    let app = b.start().await;
     let r = app.get("/health").await;
     let id = r.header("x-request-id").expect("request id");
     assert_eq!(id.len(), 32);
@@ -65,9 +127,8 @@ async fn every_response_carries_a_request_id_and_echoes_a_sane_one() {
     assert_eq!(r.header("x-request-id").as_deref(), Some("trace-42"));
 }
 
-#[tokio::test]
-async fn creates_an_order_with_location_and_the_exact_body() {
-    let app = TestApp::start().await;
+async fn creates_an_order_with_location_and_the_exact_body(b: &Backend) {
+    let app = b.start().await;
     let body = json!({
         "customer_id": "cust-1",
         "currency": "EUR",
@@ -106,9 +167,8 @@ async fn creates_an_order_with_location_and_the_exact_body() {
     assert!(r.header("idempotent-replayed").is_none());
 }
 
-#[tokio::test]
-async fn discount_defaults_to_zero_and_largest_order_does_not_overflow() {
-    let app = TestApp::start().await;
+async fn discount_defaults_to_zero_and_largest_order_does_not_overflow(b: &Backend) {
+    let app = b.start().await;
     let r = app.post_order("small", &order_body(2, 150)).await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.json()["discount_percent"], 0);
@@ -122,9 +182,8 @@ async fn discount_defaults_to_zero_and_largest_order_does_not_overflow() {
     assert_eq!(r.json()["total_cents"], 0);
 }
 
-#[tokio::test]
-async fn gets_an_order_or_404() {
-    let app = TestApp::start().await;
+async fn gets_an_order_or_404(b: &Backend) {
+    let app = b.start().await;
     let created = app.post_order("k", &order_body(1, 100)).await;
     let location = created.header("location").unwrap();
     let r = app.get(&location).await;
@@ -134,9 +193,8 @@ async fn gets_an_order_or_404() {
     r.assert_problem(StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn content_type_other_than_json_is_415() {
-    let app = TestApp::start().await;
+async fn content_type_other_than_json_is_415(b: &Backend) {
+    let app = b.start().await;
     let body = serde_json::to_vec(&order_body(1, 1)).unwrap();
     for content_type in [
         None,
@@ -167,9 +225,8 @@ async fn content_type_other_than_json_is_415() {
     assert_eq!(r.status, StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn body_over_64_kib_is_413_with_or_without_content_length() {
-    let app = TestApp::start().await;
+async fn body_over_64_kib_is_413_with_or_without_content_length(b: &Backend) {
+    let app = b.start().await;
     let mut big = serde_json::to_vec(&order_body(1, 1)).unwrap();
     big.pop(); // drop the closing brace, pad, close: valid JSON of 64 KiB + 1
     let pad = 64 * 1024 + 1 - big.len() - ",\"p\":\"\"}".len();
@@ -192,9 +249,8 @@ async fn body_over_64_kib_is_413_with_or_without_content_length() {
     r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-#[tokio::test]
-async fn malformed_json_is_400() {
-    let app = TestApp::start().await;
+async fn malformed_json_is_400(b: &Backend) {
+    let app = b.start().await;
     for body in ["{", "", "{\"customer_id\": }", "nul"] {
         let r = app
             .post_raw("/orders", "k", "application/json", body.into())
@@ -203,9 +259,8 @@ async fn malformed_json_is_400() {
     }
 }
 
-#[tokio::test]
-async fn schema_violations_are_422_with_pointers() {
-    let app = TestApp::start().await;
+async fn schema_violations_are_422_with_pointers(b: &Backend) {
+    let app = b.start().await;
     // Each value out of its range, alone, is refused at its pointer.
     let cases: [(&str, serde_json::Value); 9] = [
         ("/customer_id", json!({"customer_id": "x".repeat(65)})),
@@ -261,9 +316,8 @@ async fn schema_violations_are_422_with_pointers() {
     assert_eq!(app.stats().await["payments_charged"], 0);
 }
 
-#[tokio::test]
-async fn unknown_fields_are_422() {
-    let app = TestApp::start().await;
+async fn unknown_fields_are_422(b: &Backend) {
+    let app = b.start().await;
     let mut top = order_body(1, 1);
     top["coupon"] = json!("FREE");
     let mut nested = order_body(1, 1);
@@ -279,9 +333,8 @@ async fn unknown_fields_are_422() {
     assert_eq!(app.stats().await["rejections"]["validation"], 2);
 }
 
-#[tokio::test]
-async fn idempotency_key_missing_or_invalid_is_400() {
-    let app = TestApp::start().await;
+async fn idempotency_key_missing_or_invalid_is_400(b: &Backend) {
+    let app = b.start().await;
     let body = serde_json::to_vec(&order_body(1, 1)).unwrap();
     let r = app
         .send(
@@ -320,9 +373,8 @@ async fn idempotency_key_missing_or_invalid_is_400() {
     assert_eq!(app.stats().await["payments_charged"], 1);
 }
 
-#[tokio::test]
-async fn same_key_and_body_replays_the_first_answer_and_charges_once() {
-    let app = TestApp::start().await;
+async fn same_key_and_body_replays_the_first_answer_and_charges_once(b: &Backend) {
+    let app = b.start().await;
     let body = order_body(2, 500);
     let first = app.post_order("replay-me", &body).await;
     assert_eq!(first.status, StatusCode::CREATED);
@@ -338,9 +390,8 @@ async fn same_key_and_body_replays_the_first_answer_and_charges_once() {
     assert_eq!(stats["payments_charged"], 1);
 }
 
-#[tokio::test]
-async fn same_key_with_a_different_body_is_422() {
-    let app = TestApp::start().await;
+async fn same_key_with_a_different_body_is_422(b: &Backend) {
+    let app = b.start().await;
     assert_eq!(
         app.post_order("k", &order_body(1, 100)).await.status,
         StatusCode::CREATED
@@ -351,9 +402,8 @@ async fn same_key_with_a_different_body_is_422() {
     assert_eq!(app.stats().await["payments_charged"], 1);
 }
 
-#[tokio::test]
-async fn concurrent_requests_with_one_key_charge_and_store_once() {
-    let app = TestApp::start().await;
+async fn concurrent_requests_with_one_key_charge_and_store_once(b: &Backend) {
+    let app = b.start().await;
     app.set_faults(json!({"payment": {"latency_ms": 100}}))
         .await;
     let body = order_body(1, 700);
@@ -377,9 +427,8 @@ async fn concurrent_requests_with_one_key_charge_and_store_once() {
     assert_eq!(app.stats().await["payments_charged"], 1);
 }
 
-#[tokio::test]
-async fn keys_are_scoped_per_caller() {
-    let app = TestApp::start().await;
+async fn keys_are_scoped_per_caller(b: &Backend) {
+    let app = b.start().await;
     let body = serde_json::to_vec(&order_body(1, 100)).unwrap();
     let send = |api_key: &'static str| {
         let body = body.clone();
@@ -417,9 +466,8 @@ async fn keys_are_scoped_per_caller() {
     assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
 }
 
-#[tokio::test]
-async fn a_request_rejected_by_validation_stores_nothing() {
-    let app = TestApp::start().await;
+async fn a_request_rejected_by_validation_stores_nothing(b: &Backend) {
+    let app = b.start().await;
     let mut bad = order_body(1, 100);
     bad["currency"] = json!("eur");
     app.post_order("fix-me", &bad)
@@ -439,9 +487,8 @@ async fn a_request_rejected_by_validation_stores_nothing() {
     );
 }
 
-#[tokio::test]
-async fn provider_error_is_502_and_not_stored_so_the_key_can_be_retried() {
-    let app = TestApp::start().await;
+async fn provider_error_is_502_and_not_stored_so_the_key_can_be_retried(b: &Backend) {
+    let app = b.start().await;
     app.set_faults(json!({"payment": {"fail_rate": 1.0}})).await;
     let body = order_body(1, 900);
     let r = app.post_order("retry-502", &body).await;
@@ -458,22 +505,22 @@ async fn provider_error_is_502_and_not_stored_so_the_key_can_be_retried() {
     assert!(stats["payment_attempts"].as_u64().unwrap() >= 2);
 }
 
-#[tokio::test]
-async fn unreachable_provider_is_502() {
+async fn unreachable_provider_is_502(b: &Backend) {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/pay", closed.local_addr().unwrap());
     drop(closed);
-    let app = TestApp::start_with(|c| c.payment_url = Some(url)).await;
+    let app = b.start_with(|c| c.payment_url = Some(url)).await;
     app.post_order("k", &order_body(1, 1))
         .await
         .assert_problem(StatusCode::BAD_GATEWAY);
 }
 
-#[tokio::test]
-async fn provider_timeout_is_504_and_a_retry_charges_once() {
+async fn provider_timeout_is_504_and_a_retry_charges_once(b: &Backend) {
     // A real socket and a real (short) timeout: the status is asserted,
     // never how long it took.
-    let app = TestApp::start_with(|c| c.payment_timeout = Duration::from_millis(300)).await;
+    let app = b
+        .start_with(|c| c.payment_timeout = Duration::from_millis(300))
+        .await;
     app.set_faults(json!({"payment": {"latency_ms": 1000}}))
         .await;
     let body = order_body(3, 1000);
@@ -490,9 +537,8 @@ async fn provider_timeout_is_504_and_a_retry_charges_once() {
     assert_eq!(app.stats().await["payments_charged"], 1);
 }
 
-#[tokio::test]
-async fn products_have_recommendations_and_unknown_ids_are_404() {
-    let app = TestApp::start().await;
+async fn products_have_recommendations_and_unknown_ids_are_404(b: &Backend) {
+    let app = b.start().await;
     let r = app.get("/products/100").await;
     assert_eq!(r.status, StatusCode::OK);
     let p = r.json();
@@ -511,9 +557,8 @@ async fn products_have_recommendations_and_unknown_ids_are_404() {
     }
 }
 
-#[tokio::test]
-async fn failing_recommendations_degrade_the_page() {
-    let app = TestApp::start().await;
+async fn failing_recommendations_degrade_the_page(b: &Backend) {
+    let app = b.start().await;
     app.set_faults(json!({"recommendations": {"fail_rate": 1.0}}))
         .await;
     let r = app.get("/products/7").await;
@@ -523,9 +568,10 @@ async fn failing_recommendations_degrade_the_page() {
     assert_eq!(r.json()["id"], 7);
 }
 
-#[tokio::test]
-async fn slow_recommendations_time_out_into_a_degraded_page() {
-    let app = TestApp::start_with(|c| c.recommendations_timeout = Duration::from_millis(100)).await;
+async fn slow_recommendations_time_out_into_a_degraded_page(b: &Backend) {
+    let app = b
+        .start_with(|c| c.recommendations_timeout = Duration::from_millis(100))
+        .await;
     app.set_faults(json!({"recommendations": {"latency_ms": 2000}}))
         .await;
     let r = app.get("/products/7").await;
@@ -534,9 +580,8 @@ async fn slow_recommendations_time_out_into_a_degraded_page() {
     assert_eq!(app.stats().await["rejections"]["timeout"], 1);
 }
 
-#[tokio::test]
-async fn admin_faults_apply_partially_and_refuse_bad_values() {
-    let app = TestApp::start().await;
+async fn admin_faults_apply_partially_and_refuse_bad_values(b: &Backend) {
+    let app = b.start().await;
     let r = app
         .set_faults(json!({"payment": {"fail_rate": 0.25, "latency_ms": 10}}))
         .await;
@@ -590,9 +635,10 @@ async fn admin_faults_apply_partially_and_refuse_bad_values() {
     assert_eq!(r["payment"]["fail_rate"], 0.25);
 }
 
-#[tokio::test]
-async fn admin_needs_the_bearer_token_when_one_is_set() {
-    let app = TestApp::start_with(|c| c.admin_token = Some("s3cret".into())).await;
+async fn admin_needs_the_bearer_token_when_one_is_set(b: &Backend) {
+    let app = b
+        .start_with(|c| c.admin_token = Some("s3cret".into()))
+        .await;
     for headers in [
         vec![],
         vec![("authorization", "Bearer wrong")],
@@ -617,15 +663,13 @@ async fn admin_needs_the_bearer_token_when_one_is_set() {
     assert_eq!(app.get("/health").await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn admin_is_open_without_a_token() {
-    let app = TestApp::start().await;
+async fn admin_is_open_without_a_token(b: &Backend) {
+    let app = b.start().await;
     assert_eq!(app.get("/admin/stats").await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn stats_have_the_contract_shape() {
-    let app = TestApp::start().await;
+async fn stats_have_the_contract_shape(b: &Backend) {
+    let app = b.start().await;
     let stats = app.stats().await;
     assert_eq!(
         stats,
@@ -641,9 +685,8 @@ async fn stats_have_the_contract_shape() {
     );
 }
 
-#[tokio::test]
-async fn fake_provider_charges_once_per_key() {
-    let app = TestApp::start().await;
+async fn fake_provider_charges_once_per_key(b: &Backend) {
+    let app = b.start().await;
     let charge = |key: &'static str| {
         let app = &app;
         async move {
@@ -679,9 +722,8 @@ async fn fake_provider_charges_once_per_key() {
     r.assert_problem(StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn unknown_routes_and_methods_answer_problems() {
-    let app = TestApp::start().await;
+async fn unknown_routes_and_methods_answer_problems(b: &Backend) {
+    let app = b.start().await;
     app.get("/nowhere")
         .await
         .assert_problem(StatusCode::NOT_FOUND);
@@ -693,9 +735,8 @@ async fn unknown_routes_and_methods_answer_problems() {
         .assert_problem(StatusCode::METHOD_NOT_ALLOWED);
 }
 
-#[tokio::test]
-async fn openapi_document_lists_every_route_with_limits_and_errors() {
-    let app = TestApp::start().await;
+async fn openapi_document_lists_every_route_with_limits_and_errors(b: &Backend) {
+    let app = b.start().await;
     let r = app.get("/openapi.json").await;
     assert_eq!(r.status, StatusCode::OK);
     let doc = r.json();
@@ -762,9 +803,8 @@ async fn openapi_document_lists_every_route_with_limits_and_errors() {
     assert!(schemas["ProblemDoc"]["properties"]["type"].is_object());
 }
 
-#[tokio::test]
-async fn shutdown_finishes_requests_in_flight_then_stops() {
-    let mut app = TestApp::start().await;
+async fn shutdown_finishes_requests_in_flight_then_stops(b: &Backend) {
+    let mut app = b.start().await;
     app.set_faults(json!({"payment": {"latency_ms": 300}}))
         .await;
     let in_flight = {
