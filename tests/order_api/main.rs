@@ -51,7 +51,10 @@ use harness::{Backend, TestApp, order_body};
 /// missing, unless `PALISADE_REQUIRE_REDIS=1`).
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
-        mod on_memory {
+        on_both_stores!(@ on_memory, on_redis; $($name),*);
+    };
+    (@ $memory:ident, $redis:ident; $($name:ident),*) => {
+        mod $memory {
             use super::*;
             $(
                 #[tokio::test]
@@ -60,7 +63,7 @@ macro_rules! on_both_stores {
                 }
             )*
         }
-        mod on_redis {
+        mod $redis {
             use super::*;
             $(
                 #[tokio::test]
@@ -898,5 +901,262 @@ async fn two_instances_sharing_a_provider_charge_one_key_once() {
         b.stats().await["payments_charged"],
         0,
         "b has no charges of its own"
+    );
+}
+
+/// `n` GETs of a product page as the caller `api_key`; the statuses.
+async fn product_statuses(app: &TestApp, api_key: &str, n: usize) -> Vec<harness::Reply> {
+    let mut replies = Vec::new();
+    for _ in 0..n {
+        replies.push(
+            app.send("GET", "/products/1", &[("x-api-key", api_key)], None)
+                .await,
+        );
+    }
+    replies
+}
+
+async fn rate_limit_refuses_with_429_and_draft_headers(b: &Backend) {
+    let app = b
+        .start_with(|c| {
+            c.rate_limit_per_second = std::num::NonZeroU32::new(1).unwrap();
+            c.rate_limit_burst = std::num::NonZeroU32::new(3).unwrap();
+        })
+        .await;
+    // One bucket per caller across /orders and /products: two pages and an
+    // order spend the burst of 3 (from the client IP, no X-Api-Key).
+    for _ in 0..2 {
+        let r = app.get("/products/1").await;
+        assert_eq!(r.status, StatusCode::OK);
+        let field = r
+            .header("ratelimit")
+            .expect("RateLimit on allowed responses");
+        assert!(field.contains(";r="), "{field}");
+    }
+    let r = app.post_order("rl-1", &order_body(1, 1)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(r.header("ratelimit").is_some());
+    let r = app.post_order("rl-2", &order_body(1, 1)).await;
+    let problem = r.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("whole seconds");
+    assert!(retry_after >= 1, "{retry_after}");
+    assert!(
+        r.header("ratelimit").is_some_and(|v| v.contains(";r=0")),
+        "{problem}"
+    );
+    let policy = r.header("ratelimit-policy").expect("RateLimit-Policy");
+    assert!(policy.contains(";q=3"), "{policy}");
+    app.get("/products/2")
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    app.get("/orders/nope")
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    // Not rate limited: /health. Another caller: its own bucket.
+    let health = app.get("/health").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert!(health.header("ratelimit").is_none());
+    let other = product_statuses(&app, "other-caller", 1).await;
+    assert_eq!(other[0].status, StatusCode::OK);
+    let stats = app.stats().await;
+    assert_eq!(stats["rejections"]["rate_limited"], 3);
+    // The refused order stored nothing and charged nothing.
+    assert_eq!(stats["payments_charged"], 1);
+}
+
+async fn same_key_while_the_first_runs_is_409(b: &Backend) {
+    let app = b.start().await;
+    app.set_faults(json!({"payment": {"latency_ms": 400}}))
+        .await;
+    let body = order_body(1, 250);
+    let first = {
+        let (client, base, body) = (app.client.clone(), app.base.clone(), body.clone());
+        tokio::spawn(async move { harness::post_order_with(&client, &base, "busy", &body).await })
+    };
+    while app.state.fake_payments.attempts() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = app.post_order("busy", &body).await;
+    second.assert_problem(StatusCode::CONFLICT);
+    assert!(second.header("retry-after").is_some());
+    let first = first.await.unwrap();
+    assert_eq!(first.status, StatusCode::CREATED);
+    let third = app.post_order("busy", &body).await;
+    assert_eq!(third.body, first.body);
+    assert_eq!(third.header("idempotent-replayed").as_deref(), Some("true"));
+    let stats = app.stats().await;
+    assert_eq!(stats["rejections"]["idempotency_conflict"], 1);
+    assert_eq!(stats["payments_charged"], 1);
+}
+
+async fn payment_breaker_opens_503_with_retry_after_not_stored_then_closes(b: &Backend) {
+    let app = b
+        .start_with(|c| c.breaker_open = Duration::from_millis(400))
+        .await;
+    app.set_faults(json!({"payment": {"fail_rate": 1.0}})).await;
+    let body = order_body(1, 4200);
+    // Each order tries the provider up to 3 times; 5 failures in a row open
+    // the breaker, so the first order is a 502 and the second ends on the
+    // open breaker.
+    app.post_order("first", &body)
+        .await
+        .assert_problem(StatusCode::BAD_GATEWAY);
+    let r = app.post_order("open", &body).await;
+    let problem = r.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "{problem}");
+    let stats = app.stats().await;
+    assert_eq!(stats["breakers"]["payment"], "open");
+    let attempts = stats["payment_attempts"].as_u64().unwrap();
+    assert_eq!(attempts, 5);
+    // While open: refused at once, the provider is not called.
+    app.post_order("open", &body)
+        .await
+        .assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    let stats = app.stats().await;
+    assert_eq!(stats["payment_attempts"], attempts);
+    assert!(stats["rejections"]["breaker_open"].as_u64().unwrap() >= 2);
+    // The provider recovers; after the open wait a probe passes and closes
+    // the breaker. The 503 was not the key's answer: the key runs now.
+    app.set_faults(json!({"payment": {"fail_rate": 0.0}})).await;
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let r = app.post_order("open", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert!(r.header("idempotent-replayed").is_none());
+    let stats = app.stats().await;
+    assert_eq!(stats["breakers"]["payment"], "closed");
+    assert_eq!(stats["payments_charged"], 1);
+}
+
+async fn products_answer_degraded_without_calling_while_the_breaker_is_open(b: &Backend) {
+    let app = b
+        .start_with(|c| {
+            c.recommendations_timeout = Duration::from_millis(50);
+            c.breaker_open = Duration::from_secs(60);
+        })
+        .await;
+    app.set_faults(json!({"recommendations": {"latency_ms": 1000}}))
+        .await;
+    for _ in 0..5 {
+        let r = app.get("/products/3").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["degraded"], true);
+    }
+    let stats = app.stats().await;
+    assert_eq!(stats["breakers"]["recommendations"], "open");
+    assert_eq!(stats["rejections"]["timeout"], 5);
+    // The service is healthy again, but the breaker is open for a minute:
+    // pages degrade at once (counted as breaker_open, not as timeouts).
+    app.set_faults(json!({"recommendations": {"latency_ms": 0}}))
+        .await;
+    for _ in 0..3 {
+        let r = app.get("/products/4").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            (
+                r.json()["degraded"].clone(),
+                r.json()["recommendations"].clone()
+            ),
+            (json!(true), json!([]))
+        );
+    }
+    let stats = app.stats().await;
+    assert_eq!(stats["rejections"]["breaker_open"], 3);
+    assert_eq!(stats["rejections"]["timeout"], 5);
+}
+
+on_both_stores!(@ more_on_memory, more_on_redis;
+    rate_limit_refuses_with_429_and_draft_headers,
+    same_key_while_the_first_runs_is_409,
+    payment_breaker_opens_503_with_retry_after_not_stored_then_closes,
+    products_answer_degraded_without_calling_while_the_breaker_is_open
+);
+
+#[tokio::test]
+async fn two_instances_sharing_redis_charge_a_key_once_and_share_one_rate_limit() {
+    let Some(shared) = Backend::redis("two_instances_sharing_redis") else {
+        return;
+    };
+    let limits = |c: &mut config::Config| {
+        c.rate_limit_per_second = std::num::NonZeroU32::new(1).unwrap();
+        c.rate_limit_burst = std::num::NonZeroU32::new(4).unwrap();
+    };
+    let a = shared.start_with(limits).await;
+    let provider = format!("{}/fake/payments", a.base);
+    let b = shared
+        .start_with(|c| {
+            limits(c);
+            c.payment_url = Some(provider);
+        })
+        .await;
+    a.set_faults(json!({"payment": {"latency_ms": 200}})).await;
+    let body = order_body(2, 1234);
+    let (ra, rb) = tokio::join!(a.post_order("both", &body), b.post_order("both", &body));
+    // One instance runs the order; the other sees the key in flight (409)
+    // or, if it came second, replays the answer.
+    let mut statuses = [ra.status, rb.status];
+    statuses.sort();
+    assert!(
+        statuses == [StatusCode::CREATED, StatusCode::CONFLICT]
+            || statuses == [StatusCode::CREATED, StatusCode::CREATED],
+        "{statuses:?}"
+    );
+    let stats = a.stats().await;
+    assert_eq!(stats["payments_charged"], 1);
+    assert_eq!(
+        stats["payment_attempts"], 1,
+        "the duplicate never reached the provider"
+    );
+    // After the first finished, both instances replay it.
+    let again = b.post_order("both", &body).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    let created = if ra.status == StatusCode::CREATED {
+        &ra
+    } else {
+        &rb
+    };
+    assert_eq!(again.body, created.body);
+    // One bucket across both instances: a caller's burst of 4, spent half
+    // on each, leaves nothing for a fifth request on either.
+    for app in [&a, &b, &a, &b] {
+        assert_eq!(
+            product_statuses(app, "shared-caller", 1).await[0].status,
+            StatusCode::OK
+        );
+    }
+    for app in [&a, &b] {
+        product_statuses(app, "shared-caller", 1).await[0]
+            .assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    }
+}
+
+#[tokio::test]
+async fn two_instances_on_memory_stores_keep_separate_rate_limits() {
+    // The contrast that makes the Redis test above mean something.
+    let limits = |c: &mut config::Config| {
+        c.rate_limit_per_second = std::num::NonZeroU32::new(1).unwrap();
+        c.rate_limit_burst = std::num::NonZeroU32::new(2).unwrap();
+    };
+    let a = TestApp::start_with(limits).await;
+    let b = TestApp::start_with(limits).await;
+    for app in [&a, &a] {
+        assert_eq!(
+            product_statuses(app, "caller", 1).await[0].status,
+            StatusCode::OK
+        );
+    }
+    product_statuses(&a, "caller", 1).await[0].assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        product_statuses(&b, "caller", 1).await[0].status,
+        StatusCode::OK
     );
 }
