@@ -40,6 +40,8 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const MAX_ORDERS: usize = 10_000;
+/// Distinct callers (`X-Api-Key`) the traffic comes from.
+const CALLERS: usize = 8;
 
 #[derive(Debug)]
 struct Args {
@@ -168,11 +170,18 @@ impl Demo {
         })
     }
 
+    /// Orders come from 8 callers (`X-Api-Key`), each with its own rate
+    /// limit; a key always comes from the same caller, so its duplicates and
+    /// retries meet the same idempotency record.
     async fn order(&self, key: &str, body: &Value) -> Result<Reply, BoxError> {
+        let caller = key.bytes().map(usize::from).sum::<usize>() % CALLERS;
         self.send(
             Method::POST,
             "/orders",
-            &[("idempotency-key", key.to_owned())],
+            &[
+                ("idempotency-key", key.to_owned()),
+                ("x-api-key", format!("chaos-{caller}")),
+            ],
             Some(body),
         )
         .await
@@ -280,7 +289,7 @@ async fn drive_order(demo: &Demo, tally: &Tally, i: usize, key: &str) -> bool {
         .send(
             Method::GET,
             &format!("/products/{}", 1 + i % 100),
-            &[],
+            &[("x-api-key", format!("chaos-{}", i % CALLERS))],
             None,
         )
         .await;
