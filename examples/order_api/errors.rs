@@ -22,6 +22,10 @@ pub(crate) struct FieldError {
     pub(crate) pointer: String,
     /// What is wrong with it.
     pub(crate) detail: String,
+    /// A stable name of the rule broken (`range`, `unknown_field`, ...),
+    /// when the validate layer reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) code: Option<String>,
 }
 
 impl FieldError {
@@ -29,6 +33,7 @@ impl FieldError {
         Self {
             pointer: pointer.into(),
             detail: detail.into(),
+            code: None,
         }
     }
 }

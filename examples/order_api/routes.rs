@@ -299,15 +299,18 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
     request_body(content = CreateOrder, content_type = "application/json", description = "At most 64 KiB"),
     responses(
         (status = 201, description = "Placed and paid (or a replay of that answer, with `Idempotent-Replayed: true`)", body = OrderResponse,
-            headers(("Location" = String, description = "/orders/{id}"), ("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+            headers(("Location" = String, description = "/orders/{id}"), ("Idempotent-Replayed" = String, description = "`true` on a replay"), ("RateLimit" = String, description = "Quota left in this window (IETF draft-ietf-httpapi-ratelimit-headers)"))),
         (status = 400, description = "Malformed JSON, or a missing or invalid Idempotency-Key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "A request with this key is still in progress", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this key is still in progress; retry after Retry-After", body = ProblemDoc, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Whole seconds"))),
         (status = 413, description = "Body larger than 64 KiB", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 415, description = "Content-Type is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Schema violation (with `errors` pointers), or the key was used with a different body", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json", body = ProblemDoc, content_type = "application/problem+json",
+            headers(("Accept" = String, description = "The media types accepted"))),
+        (status = 422, description = "Schema violation (with `errors` pointers, unknown fields included), or the key was used with a different body", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (per X-Api-Key, else client IP; shared with /products)", body = ProblemDoc, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Whole seconds to wait, at least 1"), ("RateLimit" = String, description = "Quota left: r=0"), ("RateLimit-Policy" = String, description = "The quota: q (burst) per w seconds"))),
         (status = 502, description = "The payment provider failed; retry with the same key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Payment circuit open (see Retry-After) or order storage unavailable; retry with the same key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Payment circuit open (see Retry-After), or order or idempotency storage unavailable; retry with the same key", body = ProblemDoc, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Whole seconds, when the circuit is open"))),
         (status = 504, description = "The payment provider timed out; retry with the same key", body = ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create_order(
@@ -359,9 +362,9 @@ pub(crate) async fn create_order(
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "Order id, as in Location")),
     responses(
-        (status = 200, description = "The order", body = OrderResponse),
+        (status = 200, description = "The order", body = OrderResponse, headers(("RateLimit" = String, description = "Quota left in this window (IETF draft-ietf-httpapi-ratelimit-headers)"))),
         (status = 404, description = "No such order", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (shared with /products)", body = ProblemDoc, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Whole seconds to wait, at least 1"), ("RateLimit" = String, description = "Quota left: r=0"), ("RateLimit-Policy" = String, description = "The quota: q (burst) per w seconds"))),
         (status = 503, description = "Order storage unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn get_order(
@@ -383,9 +386,9 @@ pub(crate) async fn get_order(
 #[utoipa::path(get, path = "/products/{id}", tag = "products",
     params(("id" = u32, Path, description = "Product id", minimum = 1, maximum = 100)),
     responses(
-        (status = 200, description = "The product; `degraded: true` and no recommendations when that service failed", body = Product),
+        (status = 200, description = "The product; `degraded: true` and no recommendations when that service failed or its circuit is open", body = Product, headers(("RateLimit" = String, description = "Quota left in this window (IETF draft-ietf-httpapi-ratelimit-headers)"))),
         (status = 404, description = "No such product", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (shared with /orders)", body = ProblemDoc, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Whole seconds to wait, at least 1"), ("RateLimit" = String, description = "Quota left: r=0"), ("RateLimit-Policy" = String, description = "The quota: q (burst) per w seconds"))),
     ))]
 pub(crate) async fn get_product(
     State(state): State<AppState>,

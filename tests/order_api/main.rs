@@ -768,6 +768,25 @@ async fn openapi_document_lists_every_route_with_limits_and_errors(b: &Backend) 
         );
     }
     assert!(post["responses"]["422"]["content"]["application/problem+json"].is_object());
+    // The headers each refusal carries are documented with it.
+    for (route, method) in [
+        ("/orders", "post"),
+        ("/products/{id}", "get"),
+        ("/orders/{id}", "get"),
+    ] {
+        let responses = &paths[route][method]["responses"];
+        let limited = &responses["429"]["headers"];
+        for name in ["Retry-After", "RateLimit", "RateLimit-Policy"] {
+            assert!(limited[name].is_object(), "{method} {route} 429 {name}");
+        }
+        let allowed = if method == "post" { "201" } else { "200" };
+        assert!(
+            responses[allowed]["headers"]["RateLimit"].is_object(),
+            "{route}"
+        );
+    }
+    assert!(post["responses"]["409"]["headers"]["Retry-After"].is_object());
+    assert!(post["responses"]["503"]["headers"]["Retry-After"].is_object());
     let key = post["parameters"]
         .as_array()
         .unwrap()
