@@ -8,7 +8,6 @@
 //! `cargo bench -p palisade-benches --no-default-features --features circuit-breaker --bench circuit_breaker`
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::task::{Context, Poll};
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use palisade::circuit_breaker::{CircuitBreakerLayer, Rate};
-use tokio::runtime::Runtime;
+use palisade_benches::{Run, bench_group, interleaved_medians, run};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
@@ -66,19 +65,6 @@ where
         let _ = black_box(ready.call(black_box(i)).await);
     }
     start.elapsed()
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-type Run = Box<dyn Fn(&Runtime, u64) -> Duration>;
-
-fn run<F: Future<Output = Duration>>(f: impl Fn(u64) -> F + 'static) -> Run {
-    Box::new(move |rt, iters| rt.block_on(f(iters)))
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -145,31 +131,15 @@ fn variants() -> Vec<(&'static str, Run)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = runtime();
-    let mut group = c.benchmark_group("circuit_breaker");
-    for (name, f) in variants() {
-        group.bench_function(name, |b| b.iter_custom(|iters| f(&rt, iters)));
-    }
-    group.finish();
+    bench_group(c, "circuit_breaker", &variants());
 }
 
 /// Interleaved rounds, so drift hits every variant alike; medians per call.
 fn summary() {
     const ROUNDS: usize = 15;
     const ITERS: u64 = 1_000_000;
-    let rt = runtime();
     let variants = variants();
-    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    for _ in 0..ROUNDS {
-        for (i, (_, f)) in variants.iter().enumerate() {
-            ns[i].push(f(&rt, ITERS).as_nanos() as f64 / ITERS as f64);
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let m: Vec<f64> = ns.iter_mut().map(median).collect();
+    let m = interleaved_medians(&variants, ROUNDS, ITERS);
     let bare = m[0];
     println!("\ncircuit breaker summary (median of {ROUNDS} interleaved rounds of {ITERS} calls)");
     println!("  {:<28} {bare:7.2} ns/call", "bare");

@@ -8,13 +8,12 @@
 //! `cargo bench -p palisade-benches --no-default-features --features timeout --bench timeout`
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use palisade::timeout::TimeoutLayer;
-use tokio::runtime::Runtime;
+use palisade_benches::{Run, bench_group, interleaved_medians, median, run};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 const BUDGET: Duration = Duration::from_secs(3);
@@ -49,19 +48,6 @@ fn request(i: u64) -> http::Request<u64> {
     http::Request::new(i)
 }
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-type Run = Box<dyn Fn(&Runtime, u64) -> Duration>;
-
-fn run<F: Future<Output = Duration>>(f: impl Fn(u64) -> F + 'static) -> Run {
-    Box::new(move |rt, iters| rt.block_on(f(iters)))
-}
-
 fn variants() -> Vec<(&'static str, Run)> {
     vec![
         ("bare", run(|n| calls(bare(), id, n))),
@@ -94,31 +80,15 @@ fn variants() -> Vec<(&'static str, Run)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = runtime();
-    let mut group = c.benchmark_group("timeout");
-    for (name, f) in variants() {
-        group.bench_function(name, |b| b.iter_custom(|iters| f(&rt, iters)));
-    }
-    group.finish();
+    bench_group(c, "timeout", &variants());
 }
 
 /// Interleaved rounds, so drift hits every variant alike; medians per call.
 fn summary() {
     const ROUNDS: usize = 15;
     const ITERS: u64 = 1_000_000;
-    let rt = runtime();
     let variants = variants();
-    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    for _ in 0..ROUNDS {
-        for (i, (_, f)) in variants.iter().enumerate() {
-            ns[i].push(f(&rt, ITERS).as_nanos() as f64 / ITERS as f64);
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let m: Vec<f64> = ns.iter_mut().map(median).collect();
+    let m = interleaved_medians(&variants, ROUNDS, ITERS);
     let (bare, tower, ours, bare_http, per_request) = (m[0], m[1], m[2], m[3], m[4]);
     let clock = {
         let mut v: Vec<f64> = (0..ROUNDS)

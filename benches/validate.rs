@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Full};
 use palisade::validate::{
     Json, UnknownFields, Validate, ValidateLayer, Validated, Violations, rules,
 };
+use palisade_benches::{Run, bench_group, interleaved_medians};
 use serde::Deserialize;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -124,15 +125,6 @@ fn layer(unknown: UnknownFields) -> ValidateLayer<Json<Order>> {
     ValidateLayer::new().unknown_fields(unknown).json::<Order>()
 }
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-type Run = Box<dyn Fn(&Runtime, u64) -> Duration>;
-
 fn parse_run(f: impl Fn(&[u8]) + 'static) -> Run {
     let body = body();
     Box::new(move |_, iters| {
@@ -220,33 +212,15 @@ fn variants() -> Vec<(&'static str, Run)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = runtime();
-    let mut group = c.benchmark_group("validate");
-    for (name, f) in variants() {
-        group.bench_function(name, |b| b.iter_custom(|iters| f(&rt, iters)));
-    }
-    group.finish();
+    bench_group(c, "validate", &variants());
 }
 
 /// Interleaved rounds, so drift hits every variant alike; medians per call.
 fn summary() {
     const ROUNDS: usize = 9;
     const ITERS: u64 = 20_000;
-    let rt = runtime();
     let variants = variants();
-    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    for _ in 0..ROUNDS {
-        for (i, (_, f)) in variants.iter().enumerate() {
-            ns[i].push(f(&rt, ITERS).as_nanos() as f64 / ITERS as f64);
-        }
-    }
-    let m: Vec<f64> = ns
-        .iter_mut()
-        .map(|v| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        })
-        .collect();
+    let m = interleaved_medians(&variants, ROUNDS, ITERS);
     println!(
         "\nvalidate summary: {} byte order, median of {ROUNDS} interleaved rounds of {ITERS}",
         body().len()
