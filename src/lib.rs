@@ -49,6 +49,12 @@ pub mod idempotency;
 #[cfg_attr(docsrs, doc(cfg(feature = "validate")))]
 pub mod validate;
 
+#[cfg(all(
+    feature = "redis",
+    any(feature = "rate-limit", feature = "idempotency")
+))]
+mod redis_conn;
+
 /// The boxed error type used where a layer must hold errors of several types.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use redis::Value;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::Store;
 use crate::idempotency::error::StoreError;
@@ -74,14 +74,7 @@ impl fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to `url` with a reconnecting [`ConnectionManager`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500));
-        Ok(Self::new(
-            ConnectionManager::new_with_config(client, config).await?,
-        ))
+        Ok(Self::new(crate::redis_conn::connect(url).await?))
     }
 
     /// Uses `conn` (clones of a `ConnectionManager` share one connection).

@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use super::{Decision, Limits, Store, StoreError};
@@ -64,15 +64,7 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects to `url` with a reconnecting [`ConnectionManager`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(None)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500));
-        Ok(Self::new(
-            ConnectionManager::new_with_config(client, config).await?,
-        ))
+        Ok(Self::new(crate::redis_conn::connect(url).await?))
     }
 
     /// Uses `conn` (clones of a `ConnectionManager` share one connection).
