@@ -141,6 +141,11 @@ impl Backend {
         })
     }
 
+    /// The private redis-server, when this backend has one.
+    pub(crate) fn redis_server(&self) -> Option<&crate::support::RedisServer> {
+        self.redis.as_ref()
+    }
+
     pub(crate) fn redis_url(&self) -> Option<String> {
         self.redis.as_ref().map(|r| r.url())
     }

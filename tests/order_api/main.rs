@@ -391,6 +391,17 @@ async fn same_key_and_body_replays_the_first_answer_and_charges_once(b: &Backend
     );
     let stats = app.stats().await;
     assert_eq!(stats["payments_charged"], 1);
+    // On Redis, the completed record expires 24 h after it was written.
+    if let Some(redis) = b.redis_server() {
+        let keys = redis.cli(&["--scan", "--pattern", "palisade:idem:*"]);
+        let ttls: Vec<i64> = keys
+            .lines()
+            .filter(|k| !k.ends_with(":fence"))
+            .map(|k| redis.cli(&["TTL", k]).parse().unwrap())
+            .collect();
+        assert_eq!(ttls.len(), 1, "one record: {keys}");
+        assert!((86_000..=86_400).contains(&ttls[0]), "{ttls:?}");
+    }
 }
 
 async fn same_key_with_a_different_body_is_422(b: &Backend) {
@@ -1092,7 +1103,37 @@ async fn products_answer_degraded_without_calling_while_the_breaker_is_open(b: &
     assert_eq!(stats["rejections"]["timeout"], 5);
 }
 
+async fn x_forwarded_for_does_not_buy_a_new_bucket(b: &Backend) {
+    let app = b
+        .start_with(|c| {
+            c.rate_limit_per_second = std::num::NonZeroU32::new(1).unwrap();
+            c.rate_limit_burst = std::num::NonZeroU32::new(2).unwrap();
+        })
+        .await;
+    // No proxy is trusted: the peer address counts, whatever the header says.
+    for (i, forwarded) in ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = app
+            .send(
+                "GET",
+                "/products/1",
+                &[("x-forwarded-for", forwarded)],
+                None,
+            )
+            .await;
+        let expected = if i < 2 {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(r.status, expected, "request {i}");
+    }
+}
+
 on_both_stores!(@ more_on_memory, more_on_redis;
+    x_forwarded_for_does_not_buy_a_new_bucket,
     rate_limit_refuses_with_429_and_draft_headers,
     same_key_while_the_first_runs_is_409,
     payment_breaker_opens_503_with_retry_after_not_stored_then_closes,
