@@ -4,7 +4,9 @@
 //! One run prints, each measured in the same process:
 //! 1. In memory: criterion for governor direct / keyed (1,000 keys) and
 //!    palisade's `MemoryStore` on the same key shapes, then interleaved
-//!    rounds and the ratio palisade / governor (target <= 1.2).
+//!    rounds and the ratio palisade / governor (target <= 1.2), for the
+//!    default store (tokio's clock) and one built `with_fast_clock`, and
+//!    what each clock read costs.
 //! 2. Redis (a private `redis-server` on a free port, never 6379): decisions
 //!    per second and p50/p99 at 1, 16 and 64 concurrent callers on one
 //!    multiplexed connection for (a) INCR then EXPIRE, (b) INCR+EXPIRE
@@ -38,11 +40,18 @@ fn memory(c: &mut Criterion) {
     let big = NonZeroU32::new(u32::MAX).unwrap();
     let gov_direct = RateLimiter::direct(GQuota::per_second(big));
     let gov_keyed = RateLimiter::<String, _, _>::keyed(GQuota::per_second(big));
+    // The default store reads tokio's clock (so paused-time tests drive it);
+    // the fast one reads the TSC through quanta, as governor does.
     let store = MemoryStore::new();
+    let fast = MemoryStore::with_fast_clock(100_000);
     let limits = Limits::new([Quota::per_second(u32::MAX)]);
     let keys: Vec<String> = (0..KEYS)
         .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
         .collect();
+    // Each store's first single-quota key takes its lock-free slot (what a
+    // layer with the global key gets); the 1,000 keys go through the shards.
+    store.check_now("k", &limits, 1);
+    fast.check_now("k", &limits, 1);
 
     let mut g = c.benchmark_group("memory");
     g.bench_function("governor direct", |b| {
@@ -50,6 +59,9 @@ fn memory(c: &mut Criterion) {
     });
     g.bench_function("palisade direct", |b| {
         b.iter(|| black_box(store.check_now("k", &limits, 1).is_allowed()))
+    });
+    g.bench_function("palisade direct, fast clock", |b| {
+        b.iter(|| black_box(fast.check_now("k", &limits, 1).is_allowed()))
     });
     let mut i = 0;
     g.bench_function("governor keyed 1000", |b| {
@@ -64,6 +76,12 @@ fn memory(c: &mut Criterion) {
             black_box(store.check_now(&keys[i], &limits, 1).is_allowed())
         })
     });
+    g.bench_function("palisade keyed 1000, fast clock", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(fast.check_now(&keys[i], &limits, 1).is_allowed())
+        })
+    });
     g.finish();
 
     // Interleaved rounds: the ratio from one run, robust to drift.
@@ -75,7 +93,8 @@ fn memory(c: &mut Criterion) {
         }
         t.elapsed().as_nanos() as f64 / f64::from(N)
     };
-    let mut rounds: [Vec<f64>; 4] = Default::default();
+    let quanta = governor::clock::QuantaClock::default();
+    let mut rounds: [Vec<f64>; 8] = Default::default();
     for _ in 0..15 {
         rounds[0].push(per_op(&mut || {
             black_box(gov_direct.check().is_ok());
@@ -84,27 +103,48 @@ fn memory(c: &mut Criterion) {
             black_box(store.check_now("k", &limits, 1).is_allowed());
         }));
         rounds[2].push(per_op(&mut || {
-            i = (i + 1) % KEYS;
-            black_box(gov_keyed.check_key(&keys[i]).is_ok());
+            black_box(fast.check_now("k", &limits, 1).is_allowed());
         }));
         rounds[3].push(per_op(&mut || {
             i = (i + 1) % KEYS;
+            black_box(gov_keyed.check_key(&keys[i]).is_ok());
+        }));
+        rounds[4].push(per_op(&mut || {
+            i = (i + 1) % KEYS;
             black_box(store.check_now(&keys[i], &limits, 1).is_allowed());
+        }));
+        rounds[5].push(per_op(&mut || {
+            i = (i + 1) % KEYS;
+            black_box(fast.check_now(&keys[i], &limits, 1).is_allowed());
+        }));
+        rounds[6].push(per_op(&mut || {
+            black_box(tokio::time::Instant::now());
+        }));
+        rounds[7].push(per_op(&mut || {
+            black_box(governor::clock::Clock::now(&quanta));
         }));
     }
     let m: Vec<f64> = rounds.iter_mut().map(|r| median(r)).collect();
     println!("\n== in memory, median of 15 interleaved rounds (ns per decision) ==");
     println!(
-        "direct:     governor {:6.1}  palisade {:6.1}  ratio {:.2} (target <= 1.2)",
+        "direct:     governor {:6.1}  palisade {:6.1} ({:.2}x)  with fast clock {:6.1} ({:.2}x)  (target <= 1.2)",
         m[0],
         m[1],
-        m[1] / m[0]
+        m[1] / m[0],
+        m[2],
+        m[2] / m[0]
     );
     println!(
-        "keyed 1000: governor {:6.1}  palisade {:6.1}  ratio {:.2} (target <= 1.2)",
-        m[2],
+        "keyed 1000: governor {:6.1}  palisade {:6.1} ({:.2}x)  with fast clock {:6.1} ({:.2}x)  (target <= 1.2)",
         m[3],
-        m[3] / m[2]
+        m[4],
+        m[4] / m[3],
+        m[5],
+        m[5] / m[3]
+    );
+    println!(
+        "clock read: tokio::time::Instant::now {:5.1}  governor's quanta clock {:5.1}",
+        m[6], m[7]
     );
 }
 

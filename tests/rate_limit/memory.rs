@@ -1,6 +1,7 @@
 //! The memory store stays bounded and leaves nothing running.
 
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use palisade::rate_limit::{Limits, MemoryStore, Quota};
@@ -81,4 +82,83 @@ async fn a_dropped_store_leaves_no_task_running() {
             .num_alive_tasks(),
         before
     );
+}
+
+/// Threads race for the lock-free slot (one key wins it, the rest go to the
+/// shards) and hammer one shared key: every key lets exactly its burst
+/// through, so no key's state is ever split between the slot and a shard.
+#[test]
+fn the_lock_free_slot_and_the_shards_are_exact_under_contention() {
+    const THREADS: usize = 8;
+    const BURST: u32 = 50;
+    for _ in 0..20 {
+        let store = MemoryStore::new();
+        // An hour-long refill: real time cannot add a cell during the test.
+        let limits = Limits::new([Quota::per_hour(BURST)]);
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let allowed: Vec<(u32, u32)> = (0..THREADS)
+            .map(|t| {
+                let (store, limits, barrier) = (store.clone(), limits.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let (mut own, mut shared) = (0, 0);
+                    for _ in 0..2 * BURST {
+                        own +=
+                            u32::from(store.check_now(&format!("own{t}"), &limits, 1).is_allowed());
+                        shared += u32::from(store.check_now("shared", &limits, 1).is_allowed());
+                    }
+                    (own, shared)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        for (t, &(own, _)) in allowed.iter().enumerate() {
+            assert_eq!(own, BURST, "thread {t}'s own key");
+        }
+        assert_eq!(
+            allowed.iter().map(|&(_, s)| s).sum::<u32>(),
+            BURST,
+            "the shared key"
+        );
+        // One key sits in the slot, the other nine in the shards.
+        assert_eq!(store.len(), THREADS);
+    }
+}
+
+#[test]
+fn several_quotas_on_the_slot_key_are_counted_apart_and_all_or_nothing() {
+    let store = MemoryStore::new();
+    let one = Limits::new([Quota::per_hour(2)]);
+    let two = Limits::new([Quota::per_hour(5), Quota::per_hour(3)]);
+    // "k" under one quota takes the slot; under two quotas it is another
+    // counter, in the shards.
+    assert!(store.check_now("k", &one, 2).is_allowed());
+    assert!(!store.check_now("k", &one, 1).is_allowed());
+    assert!(store.check_now("k", &two, 2).is_allowed());
+    assert!(
+        !store.check_now("k", &two, 2).is_allowed(),
+        "the 3/h quota has 1 left"
+    );
+    let d = store.check_now("k", &two, 1);
+    assert!(d.is_allowed(), "the denial spent nothing");
+    assert_eq!(d.remaining(), 0);
+    assert_eq!(store.len(), 1);
+}
+
+#[cfg(feature = "fast-clock")]
+#[test]
+fn the_fast_clock_store_decides_like_the_default_one() {
+    let store = MemoryStore::with_fast_clock(1_000);
+    let limits = Limits::new([Quota::per_hour(3)]);
+    for key in ["slot", "shard"] {
+        for remaining in (0..3).rev() {
+            assert_eq!(store.check_now(key, &limits, 1).remaining(), remaining);
+        }
+        let d = store.check_now(key, &limits, 1);
+        assert!(!d.is_allowed());
+        assert!(d.retry_after() > Duration::from_secs(1199));
+        assert!(d.retry_after() <= Duration::from_secs(1200));
+    }
 }

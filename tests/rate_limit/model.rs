@@ -83,6 +83,48 @@ fn step() -> impl Strategy<Value = (u64, u8, u32)> {
     (prop_oneof![Just(0u64), 0u64..60_000_000], 0u8..3, 1u32..=3)
 }
 
+fn run(quotas: Vec<Quota>, steps: Vec<(u64, u8, u32)>) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = MemoryStore::new();
+        let limits = Limits::new(quotas.clone());
+        let mut model = Model {
+            quotas: quotas
+                .iter()
+                .map(|q| {
+                    let i = q.interval().as_nanos() as u64;
+                    (i, i * u64::from(q.max_burst()))
+                })
+                .collect(),
+            buckets: HashMap::new(),
+        };
+        let start = tokio::time::Instant::now();
+        for (i, &(advance, key, cost)) in steps.iter().enumerate() {
+            tokio::time::advance(Duration::from_nanos(advance)).await;
+            let now = (tokio::time::Instant::now() - start).as_nanos() as u64;
+            let cost = cost.min(limits.max_cost());
+            let d = store
+                .check(&format!("k{key}"), &limits, cost)
+                .await
+                .unwrap();
+            let m = model.hit(key, cost, now);
+            prop_assert_eq!(d.is_allowed(), m.allowed, "step {}: allowed", i);
+            prop_assert_eq!(
+                d.retry_after().as_nanos() as u64,
+                m.retry_after,
+                "step {}: retry",
+                i
+            );
+            prop_assert_eq!(d.remaining(), m.remaining, "step {}: remaining", i);
+        }
+        Ok(())
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -91,33 +133,17 @@ proptest! {
         quotas in prop::collection::vec(quota(), 1..=3),
         steps in prop::collection::vec(step(), 1..120),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let store = MemoryStore::new();
-            let limits = Limits::new(quotas.clone());
-            let mut model = Model {
-                quotas: quotas.iter().map(|q| {
-                    let i = q.interval().as_nanos() as u64;
-                    (i, i * u64::from(q.max_burst()))
-                }).collect(),
-                buckets: HashMap::new(),
-            };
-            let start = tokio::time::Instant::now();
-            for (i, &(advance, key, cost)) in steps.iter().enumerate() {
-                tokio::time::advance(Duration::from_nanos(advance)).await;
-                let now = (tokio::time::Instant::now() - start).as_nanos() as u64;
-                let cost = cost.min(limits.max_cost());
-                let d = store.check(&format!("k{key}"), &limits, cost).await.unwrap();
-                let m = model.hit(key, cost, now);
-                prop_assert_eq!(d.is_allowed(), m.allowed, "step {}: allowed", i);
-                prop_assert_eq!(d.retry_after().as_nanos() as u64, m.retry_after, "step {}: retry", i);
-                prop_assert_eq!(d.remaining(), m.remaining, "step {}: remaining", i);
-            }
-            Ok(())
-        })?;
+        run(quotas, steps)?;
+    }
+
+    // One quota: the first key takes the store's lock-free slot (an atomic
+    // updated by compare-and-swap) and the others go to the shards, so both
+    // paths are held to the model side by side.
+    #[test]
+    fn lock_free_slot_and_shards_match_the_token_bucket_model(
+        quota in quota(),
+        steps in prop::collection::vec(step(), 1..120),
+    ) {
+        run(vec![quota], steps)?;
     }
 }

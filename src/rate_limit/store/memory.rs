@@ -3,11 +3,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::time::Instant;
 
-use super::{Decision, Limits, Store, StoreError, decide};
+use super::{Decision, Gcra, Limits, Store, StoreError, decide};
 
 const SHARDS: usize = 64;
 const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -22,7 +23,16 @@ const MIN_SWEEP: usize = 64;
 /// shard grows; if live keys alone pass [`max_keys`](Self::max_keys), the
 /// oldest-looking are dropped with a warning (they get a fresh bucket). No
 /// background task runs: dropping the last clone frees everything. Time is
-/// read from `tokio::time::Instant`, so paused-time tests drive it.
+/// read from `tokio::time::Instant`, so paused-time tests drive it (with
+/// feature `fast-clock`, [`with_fast_clock`](Self::with_fast_clock) trades
+/// that for a cheaper clock).
+///
+/// The first key decided under a single quota (for a layer with the default
+/// global key, its only key) is kept apart from the shards, never evicted:
+/// its state is one atomic theoretical arrival time updated by
+/// compare-and-swap, so deciding it takes no hash, no map and no lock.
+/// Several quotas on one key stay on the locked path, where a denial by one
+/// spends nothing from the others.
 ///
 /// Clones share one state. See the [module docs](super::super) for an example.
 #[derive(Clone)]
@@ -31,10 +41,73 @@ pub struct MemoryStore {
 }
 
 struct Inner {
+    direct: Direct,
     shards: Box<[Padded]>,
     hasher: RandomState,
     start: Instant,
+    clock: Clock,
     max_per_shard: usize,
+}
+
+// The lock-free slot: one key under one single-quota limit, claimed once.
+// A key is claimed only under its shard's lock while the shard does not
+// hold it, and every miss re-checks the claim under that lock before
+// inserting, so a key's state lives either in the shards or here, never in
+// both.
+struct Direct {
+    claim: OnceLock<Claim>,
+    // Nanoseconds since `start`; 0 is a fresh key's state.
+    tat: AtomicU64,
+}
+
+struct Claim {
+    fingerprint: u64,
+    gcra: Gcra,
+    key: Box<str>,
+}
+
+impl Direct {
+    fn holds(&self, key: &str, fingerprint: u64, gcra: &[Gcra]) -> Option<Gcra> {
+        match (self.claim.get(), gcra) {
+            (Some(c), [g]) if c.fingerprint == fingerprint && c.gcra == *g && *c.key == *key => {
+                Some(*g)
+            }
+            _ => None,
+        }
+    }
+
+    fn decide(&self, now: u64, cost: u32, g: Gcra) -> Decision {
+        let gcra = [g];
+        let mut current = self.tat.load(Ordering::Acquire);
+        loop {
+            let mut tat = [current];
+            let decision = decide(&mut tat, now, cost, &gcra);
+            if !decision.is_allowed() {
+                // A denial writes nothing.
+                return decision;
+            }
+            match self.tat.compare_exchange_weak(
+                current,
+                tat[0],
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return decision,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+// Where "now" comes from. tokio's clock follows paused time; the fast one
+// reads the CPU's time-stamp counter through `quanta` (as governor does).
+enum Clock {
+    Tokio,
+    #[cfg(feature = "fast-clock")]
+    Fast {
+        clock: quanta::Clock,
+        start: u64,
+    },
 }
 
 // One cache line per shard, so two cores on two shards do not contend.
@@ -110,14 +183,40 @@ impl MemoryStore {
     /// An empty store that holds at most about `max_keys` keys (rounded up
     /// to a multiple of the shard count).
     pub fn with_max_keys(max_keys: usize) -> Self {
+        Self::build(max_keys, Clock::Tokio)
+    }
+
+    /// Like [`with_max_keys`](Self::with_max_keys), but [`check_now`](Self::check_now)
+    /// (and so the layer) reads the CPU's time-stamp counter (through
+    /// `quanta`, calibrated against the OS clock) instead of
+    /// `tokio::time::Instant`: a few nanoseconds instead of a system call's
+    /// worth, for limiters that decide millions of requests a second.
+    ///
+    /// This clock does not follow tokio's paused time, so tests that advance
+    /// time by hand need [`new`](Self::new). [`check_at`](Self::check_at)
+    /// still takes a `tokio::time::Instant`, counted from the store's creation.
+    #[cfg(feature = "fast-clock")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "fast-clock")))]
+    pub fn with_fast_clock(max_keys: usize) -> Self {
+        let clock = quanta::Clock::new();
+        let start = clock.raw();
+        Self::build(max_keys, Clock::Fast { clock, start })
+    }
+
+    fn build(max_keys: usize, clock: Clock) -> Self {
         let max_per_shard = max_keys.div_ceil(SHARDS).max(1);
         Self {
             inner: Arc::new(Inner {
+                direct: Direct {
+                    claim: OnceLock::new(),
+                    tat: AtomicU64::new(0),
+                },
                 shards: (0..SHARDS)
                     .map(|_| Padded(Mutex::new(Shard::default())))
                     .collect(),
                 hasher: RandomState::new(),
                 start: Instant::now(),
+                clock,
                 max_per_shard,
             }),
         }
@@ -128,7 +227,8 @@ impl MemoryStore {
         self.inner.max_per_shard * SHARDS
     }
 
-    /// The number of keys held now, idle ones not yet swept included.
+    /// The number of keys held in the shards now, idle ones not yet swept
+    /// included (the one key in the lock-free slot is not counted).
     pub fn len(&self) -> usize {
         self.inner.shards.iter().map(|s| lock(&s.0).len).sum()
     }
@@ -140,17 +240,28 @@ impl MemoryStore {
 
     /// Decides now, without a future: what [`Store::check`] does.
     pub fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Decision {
-        self.check_at(key, limits, cost, Instant::now())
+        let inner = &*self.inner;
+        let now = match &inner.clock {
+            Clock::Tokio => nanos_since(inner.start, Instant::now()),
+            #[cfg(feature = "fast-clock")]
+            Clock::Fast { clock, start } => clock.delta_as_nanos(*start, clock.raw()),
+        };
+        self.decide(key, limits, cost, now)
     }
 
     /// Decides as of `now` (clamped to the store's creation): for replaying
     /// a trace of requests against a clock of the caller's choosing. A `now`
     /// earlier than one already seen only makes the decision stricter.
     pub fn check_at(&self, key: &str, limits: &Limits, cost: u32, now: Instant) -> Decision {
+        self.decide(key, limits, cost, nanos_since(self.inner.start, now))
+    }
+
+    fn decide(&self, key: &str, limits: &Limits, cost: u32, now: u64) -> Decision {
         let inner = &*self.inner;
-        let now = u64::try_from(now.saturating_duration_since(inner.start).as_nanos())
-            .unwrap_or(u64::MAX);
         let fingerprint = limits.fingerprint();
+        if let Some(g) = inner.direct.holds(key, fingerprint, limits.gcra()) {
+            return inner.direct.decide(now, cost, g);
+        }
         let hash = inner.hasher.hash_one((fingerprint, key));
         // Bits the map itself does not use (it takes the low bits for the
         // bucket and the top 7 for its tags), so shards stay evenly spread.
@@ -166,6 +277,34 @@ impl MemoryStore {
                     Some(ref mut next) => entry = next,
                     None => break,
                 }
+            }
+        }
+        if let [g] = limits.gcra() {
+            // Re-checked under the lock: another thread may have claimed
+            // this very key since the lock-free look.
+            if inner
+                .direct
+                .holds(key, fingerprint, limits.gcra())
+                .is_some()
+            {
+                drop(shard);
+                return inner.direct.decide(now, cost, *g);
+            }
+            // The map does not hold this key, and this shard's lock keeps it
+            // so until the claim is made.
+            if inner.direct.claim.get().is_none()
+                && inner
+                    .direct
+                    .claim
+                    .set(Claim {
+                        fingerprint,
+                        gcra: *g,
+                        key: key.into(),
+                    })
+                    .is_ok()
+            {
+                drop(shard);
+                return inner.direct.decide(now, cost, *g);
             }
         }
         let mut tats = Tats::new(limits.gcra().len());
@@ -249,6 +388,10 @@ impl Shard {
         });
         self.len -= removed;
     }
+}
+
+fn nanos_since(start: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn lock(m: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
