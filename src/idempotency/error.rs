@@ -79,18 +79,20 @@ pub enum Error<E> {
     Inner(E),
 }
 
-/// The `type` URIs of the problems this layer answers with.
+/// The `type` URIs of the problems this layer answers with: each one is the
+/// documentation page of its constant, so a client that follows it reads
+/// what the problem means (as RFC 9457 recommends).
 pub mod problem_types {
     /// 400: missing key.
-    pub const MISSING_KEY: &str = "https://palisade.rs/problems/idempotency-key-missing";
+    pub const MISSING_KEY: &str = "https://docs.rs/palisade/latest/palisade/idempotency/error/problem_types/constant.MISSING_KEY.html";
     /// 400: invalid key.
-    pub const INVALID_KEY: &str = "https://palisade.rs/problems/idempotency-key-invalid";
+    pub const INVALID_KEY: &str = "https://docs.rs/palisade/latest/palisade/idempotency/error/problem_types/constant.INVALID_KEY.html";
     /// 409: a request with the key is in flight.
-    pub const IN_FLIGHT: &str = "https://palisade.rs/problems/idempotency-key-in-flight";
+    pub const IN_FLIGHT: &str = "https://docs.rs/palisade/latest/palisade/idempotency/error/problem_types/constant.IN_FLIGHT.html";
     /// 422: the key was used with a different request.
-    pub const MISMATCH: &str = "https://palisade.rs/problems/idempotency-key-mismatch";
+    pub const MISMATCH: &str = "https://docs.rs/palisade/latest/palisade/idempotency/error/problem_types/constant.MISMATCH.html";
     /// 410: the response was not kept.
-    pub const NOT_RETAINED: &str = "https://palisade.rs/problems/idempotency-response-not-retained";
+    pub const NOT_RETAINED: &str = "https://docs.rs/palisade/latest/palisade/idempotency/error/problem_types/constant.NOT_RETAINED.html";
 }
 
 impl<E: IntoProblem> IntoProblem for Error<E> {
