@@ -24,8 +24,8 @@ const MIN_SWEEP: usize = 64;
 /// oldest-looking are dropped with a warning (they get a fresh bucket). No
 /// background task runs: dropping the last clone frees everything. Time is
 /// read from `tokio::time::Instant`, so paused-time tests drive it (with
-/// feature `fast-clock`, [`with_fast_clock`](Self::with_fast_clock) trades
-/// that for a cheaper clock).
+/// feature `fast-clock`, `MemoryStore::with_fast_clock` trades that for a
+/// cheaper clock).
 ///
 /// The first key decided under a single quota (for a layer with the default
 /// global key, its only key) is kept apart from the shards, never evicted:
