@@ -90,7 +90,7 @@ pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
     let config = &state.config;
     let quota =
         Quota::per_second(config.rate_limit_per_second.get()).burst(config.rate_limit_burst.get());
-    match &state.stores {
+    match &*state.stores {
         Stores::Memory => api_routes_with(
             config,
             RateLimitLayer::memory(quota),

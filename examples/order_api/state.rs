@@ -14,17 +14,19 @@ use crate::faults::{FakePayments, Faults};
 use crate::repository::Repository;
 use crate::service::OrderService;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach. Cheap to clone: only `Arc`s, since axum
+/// clones the state with the handler service, and every layer in front of a
+/// handler clones its inner service per request.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub(crate) config: Arc<Config>,
-    pub(crate) orders: OrderService,
-    pub(crate) recommendations: RecommendationsClient,
+    pub(crate) orders: Arc<OrderService>,
+    pub(crate) recommendations: Arc<RecommendationsClient>,
     pub(crate) faults: Arc<Faults>,
     pub(crate) fake_payments: Arc<FakePayments>,
     pub(crate) stats: Arc<Stats>,
     /// Where the rate-limit and idempotency layers keep their state.
-    pub(crate) stores: Stores,
+    pub(crate) stores: Arc<Stores>,
 }
 
 /// Where the layers of `layers.rs` keep their state.
@@ -69,12 +71,12 @@ impl AppState {
     ) -> Self {
         Self {
             config: Arc::new(config),
-            orders: OrderService::new(repository, payment),
-            recommendations,
+            orders: Arc::new(OrderService::new(repository, payment)),
+            recommendations: Arc::new(recommendations),
             faults: Arc::new(Faults::default()),
             fake_payments: Arc::new(FakePayments::default()),
             stats: Arc::new(Stats::default()),
-            stores,
+            stores: Arc::new(stores),
         }
     }
 }
