@@ -136,6 +136,24 @@ impl fmt::Debug for BreakerProbe {
     }
 }
 
+/// Sends `request` through a client stack and reads its JSON answer: an
+/// error of the stack, a status other than 2xx or an unreadable body is a
+/// failure of the downstream.
+async fn call_json<T: serde::de::DeserializeOwned>(
+    stack: &Upstream,
+    request: Request<Full<Bytes>>,
+) -> Result<T, ClientError> {
+    let response = stack.clone().oneshot(request).await.map_err(classify)?;
+    if !response.status().is_success() {
+        return Err(ClientError::Upstream(format!(
+            "answered {}",
+            response.status()
+        )));
+    }
+    serde_json::from_slice(response.body())
+        .map_err(|e| ClientError::Upstream(format!("bad answer: {e}")))
+}
+
 fn json_request(method: Method, uri: &str, has_body: bool) -> http::request::Builder {
     let builder = Request::builder().method(method).uri(uri);
     if has_body {
@@ -185,20 +203,7 @@ impl PaymentClient {
             .body(Full::from(body))
             .map_err(|e| ClientError::Upstream(e.to_string()))?;
         request.extensions_mut().insert(key);
-        let response = self
-            .stack
-            .clone()
-            .oneshot(request)
-            .await
-            .map_err(classify)?;
-        if !response.status().is_success() {
-            return Err(ClientError::Upstream(format!(
-                "provider refused: {}",
-                response.status()
-            )));
-        }
-        let charge: Charge = serde_json::from_slice(response.body())
-            .map_err(|e| ClientError::Upstream(format!("bad answer: {e}")))?;
+        let charge: Charge = call_json(&self.stack, request).await?;
         Ok(charge.id)
     }
 }
@@ -229,20 +234,7 @@ impl RecommendationsClient {
         let request = json_request(Method::GET, &format!("{}{id}", self.base), false)
             .body(Full::default())
             .map_err(|e| ClientError::Upstream(e.to_string()))?;
-        let response = self
-            .stack
-            .clone()
-            .oneshot(request)
-            .await
-            .map_err(classify)?;
-        if !response.status().is_success() {
-            return Err(ClientError::Upstream(format!(
-                "answered {}",
-                response.status()
-            )));
-        }
-        let list: RecommendationList = serde_json::from_slice(response.body())
-            .map_err(|e| ClientError::Upstream(format!("bad answer: {e}")))?;
+        let list: RecommendationList = call_json(&self.stack, request).await?;
         Ok(list.recommendations)
     }
 }
