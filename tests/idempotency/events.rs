@@ -1,44 +1,14 @@
 //! The tracing events: claimed, replayed, in-flight conflict, mismatch,
 //! released, stored, store error.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use http::StatusCode;
 use palisade::idempotency::{IdempotencyLayer, MemoryStore, OnCancel};
-use tracing_subscriber::fmt::MakeWriter;
 
 use crate::common::{answer, harness, post, send};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn every_outcome_emits_its_event() {
-    let capture = Capture::default();
+    let capture = crate::support::CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(capture.clone())

@@ -866,27 +866,12 @@ async fn shutdown_finishes_requests_in_flight_then_stops(b: &Backend) {
     );
 }
 
-/// Collects log output in memory.
-#[derive(Clone, Default)]
-struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn log_lines_of_a_request_carry_its_request_id() {
     // A global subscriber: a thread-local one misses events whose callsite
     // interest another test thread cached first. Other tests log into it
     // too; this one reads only the lines of its own request id.
-    let logs = LogBuffer::default();
+    let logs = support::CapturedLogs::default();
     let writer = {
         let logs = logs.clone();
         move || logs.clone()
@@ -901,7 +886,7 @@ async fn log_lines_of_a_request_carry_its_request_id() {
     let r = app.post_order("logged", &order_body(1, 1)).await;
     assert_eq!(r.status, StatusCode::CREATED);
     let id = r.header("x-request-id").unwrap();
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let span = format!("request{{id={id} method=POST path=/orders}}");
     let ours: Vec<&str> = text.lines().filter(|l| l.contains(&span)).collect();
     assert!(ours.iter().any(|l| l.contains("order placed")), "{ours:#?}");

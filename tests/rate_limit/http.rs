@@ -2,9 +2,7 @@
 //! shadow mode and store failures.
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -314,24 +312,11 @@ async fn the_api_key_else_the_client_ip() {
     );
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn shadow_mode_decides_and_logs_but_never_rejects() {
     // A global subscriber: a thread-local one can miss events whose
     // callsites other tests registered first. Lines are told apart by key.
-    let logs = Captured::default();
+    let logs = crate::support::CapturedLogs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -355,7 +340,7 @@ async fn shadow_mode_decides_and_logs_but_never_rejects() {
             "shadow mode changes no response"
         );
     }
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let ours: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("shadow-key") && l.contains("rate limited"))

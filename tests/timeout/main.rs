@@ -4,6 +4,8 @@
 
 #[cfg(all(feature = "http", feature = "axum"))]
 mod http;
+#[path = "../support.rs"]
+mod support;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -155,24 +157,9 @@ async fn readiness_errors_are_inner_errors() {
     assert!(matches!(err, Error::Inner(_)));
 }
 
-/// Collects what a `tracing` subscriber writes.
-#[derive(Debug, Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_timeout_emits_a_debug_event_with_the_budget() {
-    let logs = Logs::default();
+    let logs = support::CapturedLogs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -185,7 +172,7 @@ async fn a_timeout_emits_a_debug_event_with_the_budget() {
     let svc = Timeout::new(never_answers(dropped), Duration::from_millis(1500));
     assert!(svc.oneshot(()).await.unwrap_err().is_elapsed());
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("DEBUG"), "{text}");
     assert!(text.contains("request timed out"), "{text}");
     assert!(text.contains("budget_ms=1500"), "{text}");
