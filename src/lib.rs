@@ -14,6 +14,7 @@
 //! | `idempotency` | `idempotency` | a retried request running twice |
 //! | `validate` | `validate` | bad input travelling three layers deep |
 //! | `problem` | `http` | hand-written, inconsistent error bodies |
+//! | [`observability`] | `metrics` (for metrics) | decisions nobody can see |
 //!
 //! Shared state (rate limits, idempotency keys) lives in a store: in memory for
 //! one instance, or in Redis (feature `redis`) when several instances must agree.
@@ -48,6 +49,8 @@ pub mod idempotency;
 #[cfg(feature = "validate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "validate")))]
 pub mod validate;
+
+pub mod observability;
 
 #[cfg(all(
     feature = "redis",

@@ -1,0 +1,161 @@
+//! What every layer reports: metrics, tracing fields, and redacted keys.
+//!
+//! # Tracing
+//!
+//! Every decision a layer makes is one `tracing` event, with the same field
+//! names in every layer, so one query finds them all:
+//!
+//! | field | value |
+//! |---|---|
+//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"` or `"validate"` |
+//! | `name` | the layer's name (see each layer's `name` setter), `"default"` when unset |
+//! | `key` | the decision's key, redacted by [`redact_key`]; absent when the layer has none |
+//! | `outcome` | what the layer decided, one of the `outcome` label values below |
+//! | `latency_us` | how long the decision (or the guarded call) took, in microseconds, where the layer measures it |
+//!
+//! Allowed calls are logged at `TRACE` or `DEBUG`, rejections at `DEBUG`, store
+//! failures at `WARN`. No raw key (an API key, a client address, an
+//! `Idempotency-Key`) is ever logged: only its [`redact_key`] digest.
+//!
+//! # Metrics
+//!
+//! With the feature `metrics`, every layer records through the [`metrics`]
+//! facade, so any exporter works (Prometheus, StatsD, OpenTelemetry). Without
+//! an installed recorder, recording costs a few nanoseconds; without the
+//! feature, nothing at all. Names and labels follow Prometheus conventions:
+//! a `palisade_` prefix, base units (seconds), `_total` on counters.
+//! Call [`describe_metrics`] once at start to give an exporter their help text.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `palisade_timeout_calls_total` | counter | `name`, `outcome` = `completed` \| `timed_out` |
+//! | `palisade_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success` \| `failure` \| `slow_success` \| `slow_failure` \| `ignored` \| `rejected` |
+//! | `palisade_circuit_breaker_transitions_total` | counter | `name`, `from`, `to` = `closed` \| `open` \| `half_open` \| `disabled` \| `forced_open` |
+//! | `palisade_circuit_breaker_state` | gauge | `name`, `state`; 1 for the current state, 0 for the others |
+//! | `palisade_rate_limit_decisions_total` | counter | `name`, `outcome` = `allowed` \| `denied` \| `shadow_denied` \| `missing_key` \| `failed_open` \| `failed_closed` |
+//! | `palisade_rate_limit_local_denials_total` | counter | `name`; denials answered by the local deny cache, without the store |
+//! | `palisade_idempotency_requests_total` | counter | `name`, `outcome` = `executed` \| `replayed` \| `conflict` \| `mismatch` \| `invalid_key` \| `not_stored` \| `failed_open` \| `failed_closed` |
+//! | `palisade_validation_rejections_total` | counter | `name`, `status` = `400` \| `406` \| `413` \| `415` \| `422` |
+//! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` |
+//! | `palisade_store_duration_seconds` | histogram | `layer`, `store`, `op`: one store round trip |
+
+use std::hash::Hasher;
+
+/// `palisade_timeout_calls_total`: calls through a timeout layer, by outcome.
+pub const TIMEOUT_CALLS: &str = "palisade_timeout_calls_total";
+/// `palisade_circuit_breaker_calls_total`: calls through a breaker, by outcome.
+pub const CIRCUIT_BREAKER_CALLS: &str = "palisade_circuit_breaker_calls_total";
+/// `palisade_circuit_breaker_transitions_total`: state changes of a breaker.
+pub const CIRCUIT_BREAKER_TRANSITIONS: &str = "palisade_circuit_breaker_transitions_total";
+/// `palisade_circuit_breaker_state`: 1 for the breaker's current state, 0 for the others.
+pub const CIRCUIT_BREAKER_STATE: &str = "palisade_circuit_breaker_state";
+/// `palisade_rate_limit_decisions_total`: rate-limit decisions, by outcome.
+pub const RATE_LIMIT_DECISIONS: &str = "palisade_rate_limit_decisions_total";
+/// `palisade_rate_limit_local_denials_total`: denials answered by the local deny cache.
+pub const RATE_LIMIT_LOCAL_DENIALS: &str = "palisade_rate_limit_local_denials_total";
+/// `palisade_idempotency_requests_total`: requests through the idempotency layer, by outcome.
+pub const IDEMPOTENCY_REQUESTS: &str = "palisade_idempotency_requests_total";
+/// `palisade_validation_rejections_total`: requests rejected by validation, by status.
+pub const VALIDATION_REJECTIONS: &str = "palisade_validation_rejections_total";
+/// `palisade_store_errors_total`: failed store operations, by layer, store and operation.
+pub const STORE_ERRORS: &str = "palisade_store_errors_total";
+/// `palisade_store_duration_seconds`: the duration of one store round trip.
+pub const STORE_DURATION: &str = "palisade_store_duration_seconds";
+
+/// The `name` label and field of a layer that was not given a name.
+pub const DEFAULT_NAME: &str = "default";
+
+/// Registers the help text and unit of every palisade metric with the
+/// installed recorder. Call it once, after installing the recorder.
+///
+/// ```
+/// # #[cfg(feature = "metrics")] {
+/// // e.g. after metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
+/// palisade::observability::describe_metrics();
+/// # }
+/// ```
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(TIMEOUT_CALLS, "Calls through a timeout layer, by outcome.");
+    describe_counter!(
+        CIRCUIT_BREAKER_CALLS,
+        "Calls through a circuit breaker, by outcome."
+    );
+    describe_counter!(
+        CIRCUIT_BREAKER_TRANSITIONS,
+        "State transitions of a circuit breaker."
+    );
+    describe_gauge!(
+        CIRCUIT_BREAKER_STATE,
+        "1 for the circuit breaker's current state, 0 for the others."
+    );
+    describe_counter!(RATE_LIMIT_DECISIONS, "Rate-limit decisions, by outcome.");
+    describe_counter!(
+        RATE_LIMIT_LOCAL_DENIALS,
+        "Rate-limit denials answered by the local deny cache, without the store."
+    );
+    describe_counter!(
+        IDEMPOTENCY_REQUESTS,
+        "Requests through the idempotency layer, by outcome."
+    );
+    describe_counter!(
+        VALIDATION_REJECTIONS,
+        "Requests rejected by validation, by status."
+    );
+    describe_counter!(STORE_ERRORS, "Failed store operations.");
+    describe_histogram!(
+        STORE_DURATION,
+        Unit::Seconds,
+        "Duration of one store round trip."
+    );
+}
+
+/// A short, stable digest of a key, for logs: the first 32 bits of a hash,
+/// as 8 hex digits.
+///
+/// Equal keys give equal digests, so one client's requests can be followed
+/// across log lines, but a digest does not give the key back: an API key, a
+/// client address or an `Idempotency-Key` never reaches the logs in full.
+///
+/// ```
+/// use palisade::observability::redact_key;
+/// let digest = redact_key("sk_live_51H8").to_string();
+/// assert_eq!(digest.len(), 8);
+/// assert!(!digest.contains("sk_live"));
+/// assert_eq!(digest, redact_key("sk_live_51H8").to_string());
+/// ```
+pub fn redact_key(key: &str) -> RedactedKey {
+    // SipHash with fixed keys: the same digest in every process, so the
+    // instances behind one load balancer log the same digest for one client.
+    #[allow(deprecated)]
+    let mut hasher = std::hash::SipHasher::new();
+    hasher.write(key.as_bytes());
+    RedactedKey((hasher.finish() >> 32) as u32)
+}
+
+/// The digest [`redact_key`] returns; displays as 8 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RedactedKey(u32);
+
+impl std::fmt::Display for RedactedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_differ_for_different_keys_and_hide_the_key() {
+        let a = redact_key("203.0.113.7").to_string();
+        let b = redact_key("203.0.113.8").to_string();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 8);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(!a.contains("203"));
+    }
+}
