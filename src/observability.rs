@@ -25,6 +25,10 @@
 //! feature, nothing at all. Names and labels follow Prometheus conventions:
 //! a `palisade_` prefix, base units (seconds), `_total` on counters.
 //! Call [`describe_metrics`] once at start to give an exporter their help text.
+//! A layer builds its metric keys once, when it is configured, and looks the
+//! recorder up on every decision: a recorder installed after the layers were
+//! built (or a test's `metrics::with_local_recorder`) still receives
+//! everything, and recording allocates nothing.
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
@@ -142,6 +146,49 @@ pub struct RedactedKey(u32);
 impl std::fmt::Display for RedactedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:08x}", self.0)
+    }
+}
+
+/// Recording through the `metrics` facade without allocating per call.
+///
+/// A layer builds its [`metrics::Key`]s once, when it is configured (the
+/// `name` label is an `Arc`-backed string, so the key owns no copy of it),
+/// and each decision looks the key up in the recorder in force at that
+/// moment. Holding `Counter` handles instead would save the lookup, but a
+/// handle registered before the application installs its recorder (or
+/// outside a test's local recorder) would stay a no-op for good. Without a
+/// recorder, a decision costs a thread-local read, an atomic load and a call
+/// to the no-op recorder: no allocation, no hashing (the key's hash is
+/// computed when it is built).
+#[cfg(feature = "metrics")]
+pub(crate) mod record {
+    use std::sync::Arc;
+
+    use metrics::{Key, Label, Level, Metadata, SharedString};
+
+    static METADATA: Metadata<'static> =
+        Metadata::new("palisade", Level::INFO, Some(module_path!()));
+
+    /// The key of `metric` with the `name` label first, then `labels`.
+    pub(crate) fn key(
+        metric: &'static str,
+        name: &Arc<str>,
+        labels: &[(&'static str, &'static str)],
+    ) -> Key {
+        let mut all = Vec::with_capacity(labels.len() + 1);
+        all.push(Label::new("name", SharedString::from(name.clone())));
+        all.extend(
+            labels
+                .iter()
+                .map(|&(key, value)| Label::from_static_parts(key, value)),
+        );
+        Key::from_parts(metric, all)
+    }
+
+    /// Adds one to the counter `key`.
+    #[inline]
+    pub(crate) fn increment(key: &Key) {
+        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
     }
 }
 

@@ -296,3 +296,55 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
         self.clone()
     }
 }
+
+/// The counters and gauges of a `DebuggingRecorder` snapshot whose name
+/// starts with `prefix`, keyed as Prometheus prints them with the labels in
+/// recording order: `palisade_timeout_calls_total{name="api",outcome="completed"}`.
+pub fn metric_values(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    use metrics_util::debugging::DebugValue;
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name().starts_with(prefix))
+        .filter_map(|(key, _, _, value)| {
+            let labels: Vec<String> = key
+                .key()
+                .labels()
+                .map(|l| format!("{}=\"{}\"", l.key(), l.value()))
+                .collect();
+            let value = match value {
+                DebugValue::Counter(n) => n as f64,
+                DebugValue::Gauge(g) => g.0,
+                DebugValue::Histogram(_) => return None,
+            };
+            Some((
+                format!("{}{{{}}}", key.key().name(), labels.join(",")),
+                value,
+            ))
+        })
+        .collect()
+}
+
+/// Runs `test` on a current-thread runtime with paused time and a
+/// `DebuggingRecorder` as this thread's local recorder (no global state, so
+/// tests run in parallel), then returns its output and the recorded values
+/// of the metrics whose name starts with `prefix` (see [`metric_values`]).
+#[cfg(feature = "metrics")]
+pub fn record_metrics<F: std::future::Future>(
+    prefix: &str,
+    test: impl FnOnce() -> F,
+) -> (F::Output, std::collections::BTreeMap<String, f64>) {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let output = metrics::with_local_recorder(&recorder, || runtime.block_on(test()));
+    (output, metric_values(&snapshotter, prefix))
+}

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::error::Error;
+use super::observe::Observer;
 
 pin_project! {
     /// Response future for [`Timeout`](super::Timeout).
@@ -23,6 +25,7 @@ pin_project! {
         state: State<F>,
         deadline: Instant,
         budget: Duration,
+        observer: Arc<Observer>,
     }
 }
 
@@ -38,7 +41,12 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(future: F, deadline: Instant, budget: Duration) -> Self {
+    pub(crate) fn new(
+        future: F,
+        deadline: Instant,
+        budget: Duration,
+        observer: Arc<Observer>,
+    ) -> Self {
         Self {
             state: State::Running {
                 future,
@@ -46,14 +54,16 @@ impl<F> ResponseFuture<F> {
             },
             deadline,
             budget,
+            observer,
         }
     }
 
-    pub(crate) fn expired(deadline: Instant) -> Self {
+    pub(crate) fn expired(deadline: Instant, observer: Arc<Observer>) -> Self {
         Self {
             state: State::Expired,
             deadline,
             budget: Duration::ZERO,
+            observer,
         }
     }
 }
@@ -71,6 +81,7 @@ where
                 // The answer wins a tie with the deadline, as in tower.
                 if let Poll::Ready(result) = future.poll(cx) {
                     this.state.set(State::Done);
+                    this.observer.completed(*this.deadline, *this.budget);
                     return Poll::Ready(result.map_err(Error::Inner));
                 }
                 // Boxed: a call that is not answered at once waits for I/O,
@@ -87,7 +98,7 @@ where
             StateProj::Done => panic!("future polled after completion"),
         }
         let budget = *this.budget;
-        tracing::debug!(budget_ms = budget.as_millis() as u64, "request timed out");
+        this.observer.timed_out(budget);
         Poll::Ready(Err(Error::Elapsed { budget }))
     }
 }

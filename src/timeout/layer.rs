@@ -1,7 +1,9 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::observe::Observer;
 use super::{EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest, Timeout};
 
 /// Bounds the time the inner service takes to answer.
@@ -16,6 +18,7 @@ use super::{EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest, Timeout};
 pub struct TimeoutLayer<M = Fixed> {
     timeout: Duration,
     mode: M,
+    observer: Arc<Observer>,
 }
 
 impl TimeoutLayer {
@@ -25,6 +28,7 @@ impl TimeoutLayer {
         Self {
             timeout,
             mode: Fixed,
+            observer: Observer::unnamed(),
         }
     }
 
@@ -57,6 +61,7 @@ impl TimeoutLayer {
         TimeoutLayer {
             timeout: self.timeout,
             mode: PerRequest::new(),
+            observer: self.observer,
         }
     }
 }
@@ -66,6 +71,16 @@ impl<M> TimeoutLayer<M> {
     /// [`per_request`](TimeoutLayer::per_request) the maximum.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Names this timeout in its metrics (the `name` label) and tracing
+    /// events (the `name` field), such as the dependency it guards; the
+    /// default is [`DEFAULT_NAME`](crate::observability::DEFAULT_NAME).
+    /// See [`crate::observability`].
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.observer = Observer::new(name.into());
+        self
     }
 }
 
@@ -130,6 +145,11 @@ impl<S, M: Clone> Layer<S> for TimeoutLayer<M> {
     type Service = Timeout<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout::with_mode(inner, self.timeout, self.mode.clone())
+        Timeout::with_mode(
+            inner,
+            self.timeout,
+            self.mode.clone(),
+            self.observer.clone(),
+        )
     }
 }

@@ -71,6 +71,17 @@
 //! Timeout` as `application/problem+json` with a `budget_ms` member; with
 //! `axum` it is also an `IntoResponse`. A client stack keeps the typed error.
 //!
+//! # Metrics and tracing
+//!
+//! With feature `metrics`, every call counts in
+//! `palisade_timeout_calls_total{name, outcome}`, `outcome` being
+//! `completed` (the inner service answered, `Ok` or `Err`, within the budget)
+//! or `timed_out`. Every call is also a `tracing` event with the fields
+//! `layer = "timeout"`, `name`, `outcome` and `latency_us`: a timeout at
+//! `DEBUG` (its `latency_us` is the budget that ran out), a completed call at
+//! `TRACE`. [`TimeoutLayer::name`] sets the `name`; see
+//! [`crate::observability`] for every layer's names and labels.
+//!
 //! # Cost
 //!
 //! A call reads the clock once; the timer is created only if the inner future
@@ -89,6 +100,7 @@ pub mod future;
 #[cfg(feature = "http")]
 mod http;
 mod layer;
+mod observe;
 mod service;
 
 #[cfg(feature = "http")]

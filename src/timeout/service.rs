@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -5,6 +6,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::deadline::{DeadlineRequest, add};
+use super::observe::Observer;
 use super::{Deadline, Error, Fixed, PerRequest, future::ResponseFuture};
 
 /// Fails a call that the inner service does not answer in time.
@@ -18,22 +20,31 @@ pub struct Timeout<S, M = Fixed> {
     inner: S,
     timeout: Duration,
     mode: M,
+    observer: Arc<Observer>,
 }
 
 impl<S> Timeout<S> {
-    /// Wraps `inner` with a fixed `timeout`.
+    /// Wraps `inner` with a fixed `timeout`, named
+    /// [`DEFAULT_NAME`](crate::observability::DEFAULT_NAME) in metrics and
+    /// tracing ([`TimeoutLayer::name`](super::TimeoutLayer::name) sets one).
     pub fn new(inner: S, timeout: Duration) -> Self {
-        Self::with_mode(inner, timeout, Fixed)
+        Self::with_mode(inner, timeout, Fixed, Observer::unnamed())
     }
 }
 
 impl<S, M> Timeout<S, M> {
-    pub(crate) fn with_mode(inner: S, timeout: Duration, mode: M) -> Self {
+    pub(crate) fn with_mode(inner: S, timeout: Duration, mode: M, observer: Arc<Observer>) -> Self {
         Self {
             inner,
             timeout,
             mode,
+            observer,
         }
+    }
+
+    /// The name of this timeout in metrics and tracing.
+    pub fn name(&self) -> &str {
+        self.observer.name()
     }
 
     /// The timeout (with [`PerRequest`], the maximum).
@@ -73,7 +84,12 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let deadline = add(Instant::now(), self.timeout);
-        ResponseFuture::new(self.inner.call(req), deadline, self.timeout)
+        ResponseFuture::new(
+            self.inner.call(req),
+            deadline,
+            self.timeout,
+            self.observer.clone(),
+        )
     }
 }
 
@@ -109,6 +125,8 @@ where
                 // Clamped: the header can only shorten the layer's timeout.
                 Some(budget) => deadline = deadline.min(add(now, budget.min(self.timeout))),
                 None => tracing::debug!(
+                    layer = "timeout",
+                    name = self.observer.name(),
                     header = %name,
                     value = ?value,
                     "ignoring malformed budget header"
@@ -127,8 +145,13 @@ where
         }
         if budget.is_zero() {
             // No time left: the answer could not be used, so spare the work.
-            return ResponseFuture::expired(deadline);
+            return ResponseFuture::expired(deadline, self.observer.clone());
         }
-        ResponseFuture::new(self.inner.call(req), deadline, budget)
+        ResponseFuture::new(
+            self.inner.call(req),
+            deadline,
+            budget,
+            self.observer.clone(),
+        )
     }
 }

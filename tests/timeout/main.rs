@@ -4,6 +4,7 @@
 
 #[cfg(all(feature = "http", feature = "axum"))]
 mod http;
+mod metrics;
 #[path = "../support.rs"]
 mod support;
 
@@ -176,4 +177,59 @@ async fn a_timeout_emits_a_debug_event_with_the_budget() {
     assert!(text.contains("DEBUG"), "{text}");
     assert!(text.contains("request timed out"), "{text}");
     assert!(text.contains("budget_ms=1500"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_decision_is_an_event_with_the_uniform_fields() {
+    let logs = support::CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let svc = TimeoutLayer::new(Duration::from_secs(1))
+        .name("inventory")
+        .layer(service_fn(|wait: Duration| async move {
+            tokio::time::sleep(wait).await;
+            Ok::<_, Infallible>(())
+        }));
+    svc.clone()
+        .oneshot(Duration::from_millis(250))
+        .await
+        .unwrap();
+    assert!(
+        svc.oneshot(Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .is_elapsed()
+    );
+
+    let text = logs.text();
+    let line = |outcome: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+            .unwrap_or_else(|| panic!("no {outcome} event in:\n{text}"))
+            .to_owned()
+    };
+    let completed = line("completed");
+    for field in [
+        "TRACE",
+        "layer=\"timeout\"",
+        "name=\"inventory\"",
+        "latency_us=250000",
+    ] {
+        assert!(completed.contains(field), "{field} missing in {completed}");
+    }
+    let timed_out = line("timed_out");
+    for field in [
+        "DEBUG",
+        "layer=\"timeout\"",
+        "name=\"inventory\"",
+        "latency_us=1000000",
+    ] {
+        assert!(timed_out.contains(field), "{field} missing in {timed_out}");
+    }
 }
