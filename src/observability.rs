@@ -10,7 +10,7 @@
 //! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"` or `"validate"` |
 //! | `name` | the layer's name (see each layer's `name` setter), `"default"` when unset |
 //! | `key` | the decision's key, redacted by [`redact_key`]; absent when the layer has none |
-//! | `outcome` | what the layer decided, one of the `outcome` label values below |
+//! | `outcome` | what the layer decided, one of the `outcome` label values below; `accepted` or `rejected` for `validate` (whose metric counts rejections by `status`) |
 //! | `latency_us` | how long the decision (or the guarded call) took, in microseconds, where the layer measures it |
 //!
 //! Allowed calls are logged at `TRACE` or `DEBUG`, rejections at `DEBUG`, store

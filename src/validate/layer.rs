@@ -9,6 +9,7 @@ use tower_layer::Layer;
 
 use super::error::Error;
 use super::json::{self, UnknownFields};
+use super::observe::Observer;
 use super::rules::{DEFAULT_MAX_VIOLATIONS, Validate};
 use super::service::ValidateRequest;
 
@@ -55,6 +56,7 @@ pub(crate) struct Config {
     pub(crate) limit: usize,
     pub(crate) unknown_fields: UnknownFields,
     pub(crate) max_errors: usize,
+    pub(crate) observer: Arc<Observer>,
 }
 
 impl fmt::Debug for Config {
@@ -67,6 +69,7 @@ impl fmt::Debug for Config {
             .field("limit", &self.limit)
             .field("unknown_fields", &self.unknown_fields)
             .field("max_errors", &self.max_errors)
+            .field("name", &self.observer.name())
             .finish()
     }
 }
@@ -133,6 +136,7 @@ impl ValidateLayer<Passthrough> {
                 limit: DEFAULT_BODY_LIMIT,
                 unknown_fields: UnknownFields::default(),
                 max_errors: DEFAULT_MAX_VIOLATIONS,
+                observer: Observer::unnamed(),
             }),
             _mode: PhantomData,
         }
@@ -232,6 +236,16 @@ impl<M> ValidateLayer<M> {
     #[must_use]
     pub fn unknown_fields(mut self, policy: UnknownFields) -> Self {
         self.config().unknown_fields = policy;
+        self
+    }
+
+    /// Names this layer in its metrics (the `name` label) and tracing
+    /// events (the `name` field), such as the route it guards; the default
+    /// is [`DEFAULT_NAME`](crate::observability::DEFAULT_NAME). See
+    /// [`crate::observability`].
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.config().observer = Observer::new(name.into());
         self
     }
 

@@ -80,6 +80,19 @@
 //! # }
 //! ```
 //!
+//! # Metrics and tracing
+//!
+//! With feature `metrics`, every rejection counts in
+//! `palisade_validation_rejections_total{name, status}` (`status` is the
+//! answer's code: `400`, `406`, `413`, `415` or `422`). Every decision is
+//! also a `tracing` event with the fields `layer = "validate"`, `name` and
+//! `outcome`: `rejected` at `DEBUG` (with `status` and a short `reason`,
+//! never the body nor a header's value), `accepted` at `TRACE`.
+//! [`ValidateLayer::name`] sets the `name`; see [`crate::observability`] for
+//! every layer's names and labels. A [`Passthrough`] layer hands the body on
+//! unread, so a body without a length that crosses the limit fails later, in
+//! the inner service, and is not counted here.
+//!
 //! # Domain types
 //!
 //! A value that cannot be invalid needs no rule: make the type refuse bad
@@ -157,6 +170,7 @@ pub mod error;
 pub mod future;
 mod json;
 mod layer;
+mod observe;
 mod pointer;
 pub mod rules;
 mod service;

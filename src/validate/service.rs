@@ -189,9 +189,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if let Err(error) = precheck(&self.config, &req, false) {
-            tracing::debug!(reason = error.reason(), "request rejected");
+            self.config.observer.rejected(&error);
             return ResponseFuture::rejected(error);
         }
+        // A body that crosses the limit while the inner service streams it
+        // fails there, as a `LengthLimitError`, not as a rejection here.
+        self.config.observer.accepted();
         let limit = self.config.limit;
         ResponseFuture::inner(self.inner.call(req.map(|body| Limited::new(body, limit))))
     }
@@ -218,7 +221,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if let Err(error) = precheck(&self.config, &req, true) {
-            tracing::debug!(reason = error.reason(), "request rejected");
+            self.config.observer.rejected(&error);
             return Box::pin(std::future::ready(Err(error)));
         }
         // The readied service goes with this request; a clone stays behind.
@@ -231,18 +234,21 @@ where
             // than the limit (plus that one frame) is ever held.
             let bytes = match Limited::new(body, config.limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
-                Err(error) if error.is::<LengthLimitError>() => {
-                    tracing::debug!(limit = config.limit, "request body over the limit");
-                    return Err(Error::TooLarge {
-                        limit: config.limit,
-                    });
+                Err(error) => {
+                    let error = if error.is::<LengthLimitError>() {
+                        Error::TooLarge {
+                            limit: config.limit,
+                        }
+                    } else {
+                        Error::Body(error)
+                    };
+                    config.observer.rejected(&error);
+                    return Err(error);
                 }
-                Err(error) => return Err(Error::Body(error)),
             };
             let value: T = json::parse(&bytes, config.unknown_fields, config.max_errors)
-                .inspect_err(|error: &Error<S::Error>| {
-                    tracing::debug!(reason = error.reason(), "request rejected")
-                })?;
+                .inspect_err(|error: &Error<S::Error>| config.observer.rejected(error))?;
+            config.observer.accepted();
             parts.extensions.insert(Validated(value));
             parts.extensions.insert(RawBody(bytes.clone()));
             inner

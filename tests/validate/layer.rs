@@ -621,3 +621,52 @@ async fn axum_route_uses_the_validated_extractor() {
     let response = app.oneshot(req("/unguarded", GOOD)).await.unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+#[tokio::test]
+async fn decisions_are_events_with_the_uniform_fields_and_no_request_data() {
+    let logs = crate::support::CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let api_key = HeaderName::from_static("x-api-key");
+    let layer = layer()
+        .name("orders")
+        .require_header_with(api_key.clone(), |v| v.as_bytes().starts_with(b"pk_"));
+    let mut ok = json_request(GOOD);
+    ok.headers_mut()
+        .insert(api_key.clone(), "pk_live_1".parse().unwrap());
+    assert_eq!(send_json(layer.clone(), ok).await.status, StatusCode::OK);
+    let mut bad = json_request(r#"{"customer": "sk_secret_body", "items": []}"#);
+    bad.headers_mut()
+        .insert(api_key, "sk_secret_header".parse().unwrap());
+    let a = send_json(layer, bad).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    let text = logs.text();
+    let line = |outcome: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+            .unwrap_or_else(|| panic!("no {outcome} event in:\n{text}"))
+            .to_owned()
+    };
+    let accepted = line("accepted");
+    for field in ["TRACE", "layer=\"validate\"", "name=\"orders\""] {
+        assert!(accepted.contains(field), "{field} missing in {accepted}");
+    }
+    let rejected = line("rejected");
+    for field in [
+        "DEBUG",
+        "layer=\"validate\"",
+        "name=\"orders\"",
+        "status=400",
+        "reason=\"invalid headers\"",
+    ] {
+        assert!(rejected.contains(field), "{field} missing in {rejected}");
+    }
+    assert!(!text.contains("sk_secret"), "request data logged:\n{text}");
+}

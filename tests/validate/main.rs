@@ -6,4 +6,7 @@
 mod common;
 mod hostile;
 mod layer;
+mod metrics;
 mod props;
+#[path = "../support.rs"]
+mod support;
