@@ -59,6 +59,8 @@ mod service;
 mod state;
 #[path = "../tests/support.rs"]
 mod support;
+#[path = "../examples/order_api/telemetry.rs"]
+mod telemetry;
 #[path = "../examples/order_api/validation.rs"]
 mod validation;
 

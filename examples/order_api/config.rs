@@ -25,7 +25,7 @@ pub(crate) struct Config {
     pub(crate) recommendations_timeout: Duration,
     /// `BREAKER_OPEN_MS`, default 30000: how long an open breaker stays open.
     pub(crate) breaker_open: Duration,
-    /// `ADMIN_TOKEN`: when set, `/admin/*` needs `Authorization: Bearer <token>`.
+    /// `ADMIN_TOKEN`: when set, `/admin/*` and `/metrics` need `Authorization: Bearer <token>`.
     pub(crate) admin_token: Option<String>,
 }
 

@@ -4,7 +4,7 @@
 //! Server side, per request, outermost first:
 //!
 //! ```text
-//! request span (request id on every log line) -> rejection counters
+//! request span (request id on every log line) + request metrics -> rejection counters
 //!   /orders, /orders/{id}, /products/{id}:  rate limit (one layer, one set of buckets)
 //!   POST /orders:                             -> validate -> idempotency -> handler
 //! ```
@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -63,6 +63,7 @@ use crate::clients::{BreakerProbe, BreakerState, HttpClient, TransportError, Ups
 use crate::config::Config;
 use crate::routes;
 use crate::state::{AppState, Rejection, Stores};
+use crate::telemetry;
 
 /// Largest `POST /orders` body: 64 KiB.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -127,6 +128,7 @@ where
     // (`deny_unknown_fields`, also stated in the OpenAPI document), which
     // is cheaper than the layer listing every one.
     let validate = ValidateLayer::new()
+        .name("orders")
         .body_limit(MAX_BODY_BYTES)
         .unknown_fields(UnknownFields::Allow)
         .json::<routes::CreateOrder>();
@@ -202,7 +204,8 @@ async fn mark_idempotency<B>(response: HttpResponse<B>) -> HttpResponse<B> {
 }
 
 /// Around everything: a span per request (so its id is on every log line of
-/// the request) and the rejection counters of `/admin/stats`.
+/// the request), the request metrics of `/metrics` and the rejection
+/// counters of `/admin/stats`.
 pub(crate) fn outermost(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     router.layer(
         ServiceBuilder::new()
@@ -219,7 +222,8 @@ pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// Opens the request's span: a request id (the caller's `X-Request-Id` when
 /// it is a sane value, else a new one), method and path, then logs the
-/// outcome and echoes the id in the response.
+/// outcome, records it in `http_server_request_duration_seconds` and echoes
+/// the id in the response.
 async fn request_span(req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -232,13 +236,23 @@ async fn request_span(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)));
     let span =
         tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    // The route's pattern, not its path: `/orders/{id}` is one series.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     async move {
         let started = tokio::time::Instant::now();
         let mut response = next.run(req).await;
+        let elapsed = started.elapsed();
         tracing::info!(
             status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = elapsed.as_millis() as u64,
             "served"
+        );
+        telemetry::record_request(
+            &method,
+            route.as_ref().map(MatchedPath::as_str),
+            response.status(),
+            elapsed,
         );
         if let Ok(value) = http::HeaderValue::from_str(&id) {
             response.headers_mut().insert(REQUEST_ID, value);
@@ -309,7 +323,7 @@ pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, B
         .layer(IdempotencyKeyLayer::new().methods([Method::POST]))
         .layer(RetryLayer::new(retry))
         .layer(breaker)
-        .layer(TimeoutLayer::new(config.payment_timeout))
+        .layer(TimeoutLayer::new(config.payment_timeout).name("payment"))
         .service(transport(client));
     (BoxCloneSyncService::new(stack), probe(handle))
 }
@@ -327,7 +341,7 @@ pub(crate) fn recommendations_stack(
     let stack = ServiceBuilder::new()
         .map_err(|e: StackError| BoxError::from(e))
         .layer(breaker)
-        .layer(TimeoutLayer::new(config.recommendations_timeout))
+        .layer(TimeoutLayer::new(config.recommendations_timeout).name("recommendations"))
         .service(transport(client));
     (BoxCloneSyncService::new(stack), probe(handle))
 }

@@ -10,7 +10,8 @@
 //!   refuse bad values);
 //! - repository: `repository` (memory, or PostgreSQL with `DATABASE_URL`);
 //! - infrastructure: `clients` (payment and recommendations client stacks),
-//!   `faults` (the in-process fake downstreams), `config`, `server`, `state`.
+//!   `faults` (the in-process fake downstreams), `config`, `server`, `state`,
+//!   `telemetry` (the metrics recorder behind `/metrics`).
 
 mod clients;
 mod config;
@@ -24,6 +25,7 @@ mod routes;
 mod server;
 mod service;
 mod state;
+mod telemetry;
 mod validation;
 
 use tokio::net::TcpListener;

@@ -40,6 +40,7 @@ pub(crate) struct ProblemDoc {
         crate::routes::get_product,
         crate::routes::put_faults,
         crate::routes::get_stats,
+        crate::routes::get_metrics,
         crate::faults::fake_payment,
         crate::faults::fake_recommendations,
     ),
@@ -48,7 +49,7 @@ pub(crate) struct ProblemDoc {
     tags(
         (name = "orders", description = "Place and read orders"),
         (name = "products", description = "Product pages with recommendations"),
-        (name = "admin", description = "Fault injection and counters (bearer token when ADMIN_TOKEN is set)"),
+        (name = "admin", description = "Fault injection, counters and metrics (bearer token when ADMIN_TOKEN is set)"),
         (name = "fakes", description = "In-process fake downstreams"),
         (name = "meta", description = "Health and this document"),
     )

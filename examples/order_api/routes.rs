@@ -40,6 +40,7 @@ pub(crate) fn app(state: AppState) -> Router {
     let admin = Router::new()
         .route("/admin/faults", axum::routing::put(put_faults))
         .route("/admin/stats", get(get_stats))
+        .route("/metrics", get(get_metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let router = Router::new()
         .route("/health", get(health))
@@ -464,6 +465,26 @@ pub(crate) async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
     })
 }
 
+/// The Prometheus text format of the recorder's metrics: palisade's layers
+/// (`palisade_*`) and this API's requests (`http_server_request_duration_seconds`).
+/// Not rate limited, so a scraper is never turned away by the traffic it watches.
+#[utoipa::path(get, path = "/metrics", tag = "admin",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, description = "Missing or wrong bearer token (when ADMIN_TOKEN is set)", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security((), ("admin_token" = [])))]
+pub(crate) async fn get_metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        crate::telemetry::prometheus().render(),
+    )
+        .into_response()
+}
+
+/// The media type of the Prometheus text exposition format.
+pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")))]
@@ -475,7 +496,7 @@ pub(crate) async fn openapi_json() -> Response {
         .into_response()
 }
 
-/// `ADMIN_TOKEN` set: `/admin/*` needs `Authorization: Bearer <token>`.
+/// `ADMIN_TOKEN` set: `/admin/*` and `/metrics` need `Authorization: Bearer <token>`.
 async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.config.admin_token {
         let presented = req

@@ -40,6 +40,8 @@ pub(crate) async fn build_state_with(
     local: SocketAddr,
     repository: Repository,
 ) -> Result<AppState, BoxError> {
+    // Installed before any layer records, so no early sample is lost.
+    crate::telemetry::prometheus();
     let stores = Stores::connect(config.redis_url.as_deref()).await?;
     match stores {
         Stores::Redis(_) => tracing::info!("rate limits and idempotency keys kept in Redis"),

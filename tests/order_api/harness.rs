@@ -297,9 +297,61 @@ impl TestApp {
         r.json()
     }
 
+    /// `GET /metrics` with `headers`; asserts 200 and the Prometheus text
+    /// format, returns the exposition.
+    pub(crate) async fn metrics_with(&self, headers: &[(&str, &str)]) -> Metrics {
+        let r = self.send("GET", "/metrics", headers, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let content_type = r.header("content-type").unwrap_or_default();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        Metrics(r.text())
+    }
+
+    pub(crate) async fn metrics(&self) -> Metrics {
+        self.metrics_with(&[]).await
+    }
+
     pub(crate) async fn stats(&self) -> Value {
         let r = self.get("/admin/stats").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         r.json()
+    }
+}
+
+/// A Prometheus text exposition, as `GET /metrics` answers.
+///
+/// The recorder is process-wide, so every instance a test binary starts
+/// records into it: tests compare a series before and after their own
+/// requests, and since counters only grow, other tests can only add.
+#[derive(Debug)]
+pub(crate) struct Metrics(pub(crate) String);
+
+impl Metrics {
+    /// The sum of the samples of `name` whose labels include every pair of
+    /// `labels`; 0 when there is none.
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+                let wanted = metric == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+                wanted.then(|| value.parse::<f64>().expect("a sample value"))
+            })
+            .sum()
+    }
+
+    /// Whether a `# TYPE` line declares `name` of `kind`.
+    pub(crate) fn has_type(&self, name: &str, kind: &str) -> bool {
+        self.0
+            .lines()
+            .any(|line| line == format!("# TYPE {name} {kind}"))
     }
 }

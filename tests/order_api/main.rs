@@ -31,6 +31,8 @@ mod server;
 mod service;
 #[path = "../../examples/order_api/state.rs"]
 mod state;
+#[path = "../../examples/order_api/telemetry.rs"]
+mod telemetry;
 #[path = "../../examples/order_api/validation.rs"]
 mod validation;
 
@@ -109,6 +111,9 @@ on_both_stores!(
     unknown_routes_and_methods_answer_problems,
     openapi_document_lists_every_route_with_limits_and_errors,
     shutdown_finishes_requests_in_flight_then_stops,
+    metrics_count_requests_by_route_and_status_and_the_layers_decisions,
+    metrics_need_the_bearer_token_when_one_is_set,
+    metrics_are_not_rate_limited,
 );
 
 async fn health_answers_ok(b: &Backend) {
@@ -766,9 +771,16 @@ async fn openapi_document_lists_every_route_with_limits_and_errors(b: &Backend) 
         ("/admin/stats", "get"),
         ("/fake/payments", "post"),
         ("/fake/recommendations/{id}", "get"),
+        ("/metrics", "get"),
     ] {
         assert!(paths[path][method].is_object(), "{method} {path} missing");
     }
+    let metrics = &paths["/metrics"]["get"]["responses"];
+    assert!(
+        metrics["200"]["content"]["text/plain; version=0.0.4; charset=utf-8"].is_object(),
+        "{metrics}"
+    );
+    assert!(metrics["401"].is_object(), "{metrics}");
     let post = &paths["/orders"]["post"];
     for status in [
         "201", "400", "409", "413", "415", "422", "429", "502", "503", "504",
@@ -866,8 +878,119 @@ async fn shutdown_finishes_requests_in_flight_then_stops(b: &Backend) {
     );
 }
 
+/// `http_server_request_duration_seconds_count` of one method, route and status.
+fn requests(m: &harness::Metrics, method: &str, route: &str, status: &str) -> f64 {
+    m.value(
+        "http_server_request_duration_seconds_count",
+        &[("method", method), ("route", route), ("status", status)],
+    )
+}
+
+async fn metrics_count_requests_by_route_and_status_and_the_layers_decisions(b: &Backend) {
+    let app = b.start().await;
+    let before = app.metrics().await;
+    let r = app.post_order("metered", &order_body(1, 100)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let bad = app
+        .post_raw("/orders", "metered-bad", "application/json", b"{}".to_vec())
+        .await;
+    bad.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    for id in ["1", "2"] {
+        assert_eq!(
+            app.get(&format!("/orders/{id}")).await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    let after = app.metrics().await;
+    assert!(after.has_type("http_server_request_duration_seconds", "histogram"));
+    let grew = |method, route, status, by: f64| {
+        let (was, now) = (
+            requests(&before, method, route, status),
+            requests(&after, method, route, status),
+        );
+        assert!(now >= was + by, "{method} {route} {status}: {was} -> {now}");
+    };
+    grew("POST", "/orders", "201", 1.0);
+    grew("POST", "/orders", "422", 1.0);
+    // One series per route, not per path.
+    grew("GET", "/orders/{id}", "404", 2.0);
+    assert_eq!(
+        after.value(
+            "http_server_request_duration_seconds_count",
+            &[("route", "/orders/1")]
+        ),
+        0.0
+    );
+    // The layers' own families, under the names the demo gives them.
+    let rejected = [("name", "orders"), ("status", "422")];
+    assert!(
+        after.value("palisade_validation_rejections_total", &rejected)
+            >= before.value("palisade_validation_rejections_total", &rejected) + 1.0,
+        "{}",
+        after.0
+    );
+    let paid = [("name", "payment"), ("outcome", "completed")];
+    assert!(
+        after.value("palisade_timeout_calls_total", &paid)
+            >= before.value("palisade_timeout_calls_total", &paid) + 1.0,
+        "{}",
+        after.0
+    );
+}
+
+async fn metrics_need_the_bearer_token_when_one_is_set(b: &Backend) {
+    let app = b
+        .start_with(|c| c.admin_token = Some("s3cret".into()))
+        .await;
+    for headers in [vec![], vec![("authorization", "Bearer wrong")]] {
+        let r = app.send("GET", "/metrics", &headers, None).await;
+        r.assert_problem(StatusCode::UNAUTHORIZED);
+        assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
+        assert!(!r.text().contains("http_server_request_duration_seconds"));
+    }
+    let m = app
+        .metrics_with(&[("authorization", "Bearer s3cret")])
+        .await;
+    // The two refusals above were counted, under their route.
+    assert!(requests(&m, "GET", "/metrics", "401") >= 2.0, "{}", m.0);
+}
+
+async fn metrics_are_not_rate_limited(b: &Backend) {
+    let app = b
+        .start_with(|c| {
+            c.rate_limit_per_second = std::num::NonZeroU32::new(1).unwrap();
+            c.rate_limit_burst = std::num::NonZeroU32::new(2).unwrap();
+        })
+        .await;
+    // The same caller (this client's address) spends its burst and more...
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.get("/products/1").await.status);
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        2,
+        "{statuses:?}"
+    );
+    // ...and is still answered by /metrics, which carries no quota.
+    for _ in 0..3 {
+        let r = app.send("GET", "/metrics", &[], None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.header("ratelimit").is_none());
+    }
+    let m = app.metrics().await;
+    assert!(
+        requests(&m, "GET", "/products/{id}", "429") >= 2.0,
+        "{}",
+        m.0
+    );
+}
+
 #[tokio::test]
-async fn log_lines_of_a_request_carry_its_request_id() {
+async fn log_lines_of_a_request_carry_its_request_id_and_no_raw_key() {
     // A global subscriber: a thread-local one misses events whose callsite
     // interest another test thread cached first. Other tests log into it
     // too; this one reads only the lines of its own request id.
@@ -883,10 +1006,26 @@ async fn log_lines_of_a_request_carry_its_request_id() {
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
     let app = TestApp::start().await;
-    let r = app.post_order("logged", &order_body(1, 1)).await;
+    // Keys no other test uses: they must not reach any log line, ours or not.
+    let (api_key, idempotency_key) = ("sk_live_logged_4f1c", "idem-logged-9b2e");
+    let r = app
+        .send(
+            "POST",
+            "/orders",
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", idempotency_key),
+                ("x-api-key", api_key),
+            ],
+            Some(serde_json::to_vec(&order_body(1, 1)).unwrap()),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let id = r.header("x-request-id").unwrap();
     let text = logs.text();
+    for secret in [api_key, idempotency_key] {
+        assert!(!text.contains(secret), "{secret} logged:\n{text}");
+    }
     let span = format!("request{{id={id} method=POST path=/orders}}");
     let ours: Vec<&str> = text.lines().filter(|l| l.contains(&span)).collect();
     assert!(ours.iter().any(|l| l.contains("order placed")), "{ours:#?}");
