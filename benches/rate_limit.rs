@@ -6,7 +6,11 @@
 //!    palisade's `MemoryStore` on the same key shapes, then interleaved
 //!    rounds and the ratio palisade / governor (target <= 1.2), for the
 //!    default store (tokio's clock) and one built `with_fast_clock`, and
-//!    what each clock read costs.
+//!    what each clock read costs. Then the whole layer: a bare
+//!    always-ready service against the same service behind
+//!    `RateLimitLayer` (global key, a quota that never denies), per call;
+//!    with feature `metrics` the layer also records its counters (no
+//!    recorder installed: the cost of the facade alone).
 //! 2. Redis (a private `redis-server` on a free port, never 6379): decisions
 //!    per second and p50/p99 at 1, 16 and 64 concurrent callers on one
 //!    multiplexed connection for (a) INCR then EXPIRE, (b) INCR+EXPIRE
@@ -31,8 +35,10 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use governor::{Quota as GQuota, RateLimiter};
-use palisade::rate_limit::{Limits, MemoryStore, Quota, RedisStore, Store};
+use palisade::rate_limit::{Limits, MemoryStore, Quota, RateLimitLayer, RedisStore, Store};
+use palisade_benches::{Run, bench_group, interleaved_medians, run};
 use redis::aio::ConnectionManager;
+use tower::{Layer, Service, ServiceExt, service_fn};
 
 const KEYS: usize = 1_000;
 
@@ -145,6 +151,48 @@ fn memory(c: &mut Criterion) {
     println!(
         "clock read: tokio::time::Instant::now {:5.1}  governor's quanta clock {:5.1}",
         m[6], m[7]
+    );
+}
+
+/// The layer's added cost per call over the bare service it wraps.
+fn layer(c: &mut Criterion) {
+    fn calls<S>(svc: S) -> Run
+    where
+        S: Service<u32, Response = u32, Error: std::fmt::Debug> + Clone + 'static,
+    {
+        run(move |iters| {
+            let mut svc = svc.clone();
+            async move {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let ready = svc.ready().await.unwrap();
+                    black_box(ready.call(i as u32).await.unwrap());
+                }
+                start.elapsed()
+            }
+        })
+    }
+    let bare = service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) });
+    let limited = RateLimitLayer::memory(Quota::per_second(u32::MAX)).layer(bare);
+    let variants = [
+        ("bare service", calls(bare)),
+        ("rate limit layer", calls(limited)),
+    ];
+    bench_group(c, "layer", &variants);
+    let m = interleaved_medians(&variants, 15, 200_000);
+    println!(
+        "\n== the layer in memory, median of 15 interleaved rounds (ns per call; metrics {}) ==",
+        if cfg!(feature = "metrics") {
+            "on, no recorder"
+        } else {
+            "off"
+        }
+    );
+    println!(
+        "bare {:6.1}  with RateLimitLayer {:6.1}  added {:6.1}",
+        m[0],
+        m[1],
+        m[1] - m[0]
     );
 }
 
@@ -455,6 +503,7 @@ async fn redis_benches() {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     memory(&mut c);
+    layer(&mut c);
     c.final_summary();
     if std::env::var("RATE_LIMIT_BENCH").as_deref() == Ok("memory") {
         return;

@@ -98,7 +98,8 @@ mod http_keys {
     /// IP's bucket by sending an IP as its API key).
     ///
     /// A header that is missing, empty, not visible ASCII or longer than 256
-    /// bytes gives no key. The key shows up in logs and Redis key names.
+    /// bytes gives no key. The key shows up in Redis key names; logs show
+    /// only its [`redact_key`](crate::observability::redact_key) digest.
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[derive(Debug, Clone)]
     pub struct Header {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::headers::NoHeaders;
+use super::observe::Observer;
 use super::quota::Quota;
 use super::service::RateLimit;
 use super::store::memory::MemoryStore;
@@ -77,6 +78,7 @@ pub struct RateLimitLayer<St = MemoryStore, K = Global, C = UnitCost, H = NoHead
     pub(crate) missing: MissingKey,
     pub(crate) on_error: FailurePolicy,
     pub(crate) shadow: bool,
+    pub(crate) observer: Arc<Observer>,
 }
 
 impl RateLimitLayer {
@@ -109,6 +111,7 @@ impl<St: Store> RateLimitLayer<St> {
             missing: MissingKey::Reject,
             on_error: FailurePolicy::Open,
             shadow: false,
+            observer: Observer::unnamed(),
         }
     }
 }
@@ -143,6 +146,7 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
             missing: self.missing,
             on_error: self.on_error,
             shadow: self.shadow,
+            observer: self.observer,
         }
     }
 
@@ -158,6 +162,7 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
             missing: self.missing,
             on_error: self.on_error,
             shadow: self.shadow,
+            observer: self.observer,
         }
     }
 
@@ -174,6 +179,7 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
             missing: self.missing,
             on_error: self.on_error,
             shadow: self.shadow,
+            observer: self.observer,
         }
     }
 
@@ -207,6 +213,17 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
         self
     }
 
+    /// Names this layer in its metrics (the `name` label) and tracing
+    /// events (the `name` field), such as the route or the client class it
+    /// limits; the default is
+    /// [`DEFAULT_NAME`](crate::observability::DEFAULT_NAME). See
+    /// [`crate::observability`].
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.observer = Observer::new(name.into());
+        self
+    }
+
     /// The limits this layer enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -216,6 +233,7 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
 impl<St, K, C, H> fmt::Debug for RateLimitLayer<St, K, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
+            .field("name", &self.observer.name())
             .field("limits", &self.limits)
             .field("store", &std::any::type_name::<St>())
             .field("missing", &self.missing)

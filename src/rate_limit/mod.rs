@@ -39,11 +39,27 @@
 //! key is rejected (`400`) or counted under a fallback key ([`MissingKey`]).
 //! When the store fails or is slow, [`FailurePolicy`] lets requests through
 //! with a warning or rejects them (`503`). [Shadow mode](RateLimitLayer::shadow)
-//! decides and logs but never rejects. Denials are logged at `debug` and
-//! store failures at `warn`, with `tracing`.
+//! decides and logs but never rejects.
+//!
+//! # Metrics and tracing
+//!
+//! Every decision is one `tracing` event with the fields of
+//! [`crate::observability`] (`layer = "rate_limit"`, the layer's
+//! [`name`](RateLimitLayer::name), the key as a [`redact_key`] digest, never
+//! raw, `outcome`, and `latency_us` of the store decision when `DEBUG` is
+//! enabled): allowed at `TRACE`, denials and missing keys at `DEBUG`, store
+//! failures at `WARN`. With the feature `metrics` it also counts
+//! `palisade_rate_limit_decisions_total{name, outcome}` (`allowed`, `denied`,
+//! `shadow_denied`, `missing_key`, `failed_open`, `failed_closed`; a request
+//! that costs more than the smallest burst counts as `denied`) and
+//! `palisade_rate_limit_local_denials_total{name}` for denials a store
+//! answered from a cache in this process ([`Decision::is_cached`]).
+//!
+//! [`redact_key`]: crate::observability::redact_key
 
 mod headers;
 mod layer;
+mod observe;
 mod quota;
 mod service;
 mod store;

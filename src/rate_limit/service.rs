@@ -91,7 +91,7 @@ where
             None => match &config.missing {
                 MissingKey::Fallback(key) => key.to_string(),
                 MissingKey::Reject => {
-                    tracing::debug!("rate limit key missing: rejected");
+                    config.observer.missing_key();
                     return Box::pin(std::future::ready(Err(Error::MissingKey)));
                 }
             },
@@ -99,6 +99,7 @@ where
         let cost = config.cost.cost(&req);
         if cost > config.limits.max_cost() {
             let max = config.limits.max_cost();
+            config.observer.too_costly(&key, cost, max);
             return Box::pin(std::future::ready(Err(Error::CostTooHigh { cost, max })));
         }
         // The readied service answers this request; a clone (maybe not
@@ -106,30 +107,26 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
+            let observer = &config.observer;
+            let start = observer.start();
             let decision = match config.store.check(&key, &config.limits, cost).await {
-                Ok(decision) => Some(decision),
+                Ok(decision) => {
+                    observer.decided(&key, &decision, &config.limits, config.shadow, start);
+                    Some(decision)
+                }
                 Err(error) => match config.on_error {
                     FailurePolicy::Open => {
-                        tracing::warn!(%error, key, "rate limit store failed: failing open");
+                        observer.failed(&key, &error, false, start);
                         None
                     }
                     FailurePolicy::Closed => {
-                        tracing::warn!(%error, key, "rate limit store failed: failing closed");
+                        observer.failed(&key, &error, true, start);
                         return Err(Error::Store(error));
                     }
                 },
             };
-            if let Some(d) = decision.filter(|d| !d.is_allowed()) {
-                tracing::debug!(
-                    key,
-                    policy = config.limits.name(d.quota()),
-                    retry_after_ms = u64::try_from(d.retry_after().as_millis()).unwrap_or(u64::MAX),
-                    shadow = config.shadow,
-                    "rate limited"
-                );
-                if !config.shadow {
-                    return Err(Error::Limited(RateLimited::new(config.limits.clone(), d)));
-                }
+            if let Some(d) = decision.filter(|d| !d.is_allowed() && !config.shadow) {
+                return Err(Error::Limited(RateLimited::new(config.limits.clone(), d)));
             }
             let mut response = inner.call(req).await.map_err(Error::Inner)?;
             if let Some(d) = decision.filter(|_| !config.shadow) {

@@ -341,12 +341,16 @@ async fn shadow_mode_decides_and_logs_but_never_rejects() {
         );
     }
     let logs = logs.text();
+    let digest = format!("key={}", palisade::observability::redact_key("shadow-key"));
     let ours: Vec<&str> = logs
         .lines()
-        .filter(|l| l.contains("shadow-key") && l.contains("rate limited"))
+        .filter(|l| l.contains(&digest) && l.contains("rate limited"))
         .collect();
     assert_eq!(ours.len(), 3, "{logs}");
-    assert!(ours.iter().all(|l| l.contains("shadow=true")), "{logs}");
+    assert!(
+        ours.iter().all(|l| l.contains("outcome=\"shadow_denied\"")),
+        "{logs}"
+    );
 }
 
 /// A store that fails, or never answers, for the failure policies.

@@ -6,9 +6,11 @@
 mod support;
 
 mod contract;
+mod events;
 mod http;
 mod keys;
 mod memory;
+mod metrics;
 mod model;
 #[cfg(feature = "redis")]
 mod redis;

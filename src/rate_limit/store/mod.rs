@@ -57,6 +57,7 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     allowed: bool,
+    cached: bool,
     quota: usize,
     remaining: u64,
     reset: Duration,
@@ -70,6 +71,7 @@ impl Decision {
     pub fn allowed(quota: usize, remaining: u64, reset: Duration) -> Self {
         Self {
             allowed: true,
+            cached: false,
             quota,
             remaining,
             reset,
@@ -81,6 +83,7 @@ impl Decision {
     pub fn denied(quota: usize, remaining: u64, reset: Duration, retry_after: Duration) -> Self {
         Self {
             allowed: false,
+            cached: false,
             quota,
             remaining,
             reset,
@@ -88,9 +91,25 @@ impl Decision {
         }
     }
 
+    /// The same decision, marked as answered by a cache in this process
+    /// (such as `RedisStore`'s local deny cache) without asking the shared
+    /// state; the layer counts such denials apart
+    /// (`palisade_rate_limit_local_denials_total`, see
+    /// [`crate::observability`]).
+    #[must_use]
+    pub fn cached(mut self) -> Self {
+        self.cached = true;
+        self
+    }
+
     /// Whether the request may go on.
     pub fn is_allowed(&self) -> bool {
         self.allowed
+    }
+
+    /// Whether a cache in this process answered, see [`cached`](Self::cached).
+    pub fn is_cached(&self) -> bool {
+        self.cached
     }
 
     /// The index of the binding quota in [`Limits::quotas`].
