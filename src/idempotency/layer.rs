@@ -8,6 +8,7 @@ use tower_layer::Layer;
 
 use super::error::ConfigError;
 use super::fingerprint::FingerprintMode;
+use super::observe::Observer;
 use super::service::Idempotency;
 use super::store::{MemoryStore, Store};
 use crate::key::KeyExtractor;
@@ -79,11 +80,13 @@ pub(crate) struct Config {
     pub(crate) on_store_error: OnStoreError,
     pub(crate) wait: Option<Duration>,
     pub(crate) retry_after: Duration,
+    pub(crate) observer: Arc<Observer>,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
+            .field("name", &self.observer.name())
             .field("methods", &self.methods)
             .field("required", &self.required)
             .field("fingerprint_headers", &self.fingerprint_headers)
@@ -130,6 +133,7 @@ impl Default for Config {
             on_store_error: OnStoreError::FailClosed,
             wait: None,
             retry_after: Duration::from_secs(1),
+            observer: Observer::unnamed(),
         }
     }
 }
@@ -348,6 +352,17 @@ impl<St, K> IdempotencyLayer<St, K> {
     #[must_use]
     pub fn in_flight_retry_after(self, after: Duration) -> Self {
         self.config(|c| c.retry_after = after)
+    }
+
+    /// Names this layer in its metrics (the `name` label) and tracing
+    /// events (the `name` field), such as the route or the operation it
+    /// guards; the default is
+    /// [`DEFAULT_NAME`](crate::observability::DEFAULT_NAME). See
+    /// [`crate::observability`].
+    #[must_use]
+    pub fn name(self, name: impl Into<Arc<str>>) -> Self {
+        let observer = Observer::new(name.into());
+        self.config(|c| c.observer = observer)
     }
 
     /// The store.

@@ -121,6 +121,36 @@
 //! (generated, or the one a handler derived from its own request with
 //! [`IdempotencyKey::derive`]), and [`RetryPolicy`] retries, within a budget,
 //! only requests that are idempotent by method or carry a key.
+//!
+//! # Metrics and tracing
+//!
+//! Events carry the fields of [`crate::observability`]: `layer =
+//! "idempotency"`, the layer's [`name`](IdempotencyLayer::name), the key as a
+//! [`redact_key`](crate::observability::redact_key) digest of the
+//! `Idempotency-Key` (never the key itself, nor the caller scope), `outcome`,
+//! and `latency_us` of the store operation behind the event when `DEBUG` is
+//! enabled. A claim and a stored response are logged at `TRACE`; replays,
+//! conflicts, mismatches, refusals and released keys at `DEBUG`; store
+//! failures and lost leases at `WARN`. With the feature `metrics`, every
+//! request the layer applies to is counted once in
+//! `palisade_idempotency_requests_total{name, outcome}`:
+//!
+//! | outcome | the request |
+//! |---|---|
+//! | `executed` | ran, and its response is stored for replay |
+//! | `replayed` | got the stored response |
+//! | `conflict` | found its key in flight (`409`) |
+//! | `mismatch` | reused a key with another request (`422`) |
+//! | `invalid_key` | had no key where one is required, or an invalid one (`400`) |
+//! | `missing_scope` | had no caller identity to scope its key by (`400`) |
+//! | `body_rejected` | had a body over the limit (`413`) or an unreadable one (`400`) |
+//! | `gone` | retried a request that ran but whose response was not kept (`410`) |
+//! | `not_stored` | ran, or was dropped while running, and nothing is kept: a status not stored, an error, a panic, a response too large, a lost lease, a store failure on completion |
+//! | `failed_open` | met a store failure and ran without idempotency |
+//! | `failed_closed` | met a store failure and was refused (`503`) |
+//!
+//! Requests the layer does not apply to (other methods; no key when
+//! [optional](IdempotencyLayer::optional)) are not counted.
 
 mod body;
 mod client;
@@ -128,6 +158,7 @@ pub mod error;
 mod fingerprint;
 mod key;
 mod layer;
+mod observe;
 mod record;
 mod service;
 mod store;

@@ -14,17 +14,19 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
 use tower_service::Service;
-use tracing::{debug, error, warn};
+use tracing::warn;
 
 use super::body::ResponseBody;
-use super::error::{Error, StoreError};
+use super::error::Error;
 use super::fingerprint::Fingerprint;
 use super::key::{Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, hex};
 use super::layer::{Config, OnCancel, OnStoreError};
+use super::observe::{Observer, Outcome};
 use super::record::{Claim, Completion, Lease, Record, StoredResponse};
 use super::store::Store;
 use crate::BoxError;
 use crate::key::KeyExtractor;
+use crate::observability::redact_key;
 
 /// How often a duplicate that waits for an in-flight request asks the store.
 const WAIT_POLL: Duration = Duration::from_millis(50);
@@ -107,24 +109,29 @@ where
         if !self.config.methods.contains(req.method()) {
             return Box::pin(passthrough(inner, req));
         }
+        let observer = &self.config.observer;
         let mut values = req.headers().get_all(IDEMPOTENCY_KEY).iter();
         let key = match (values.next(), values.next()) {
-            (None, _) if self.config.required => return Box::pin(async { Err(Error::MissingKey) }),
+            (None, _) if self.config.required => {
+                observer.invalid_key(None);
+                return Box::pin(async { Err(Error::MissingKey) });
+            }
             (None, _) => return Box::pin(passthrough(inner, req)),
             (Some(_), Some(_)) => {
-                return Box::pin(async {
-                    Err(Error::InvalidKey(super::key::InvalidKey::Repeated))
-                });
+                let invalid = super::key::InvalidKey::Repeated;
+                observer.invalid_key(Some(&invalid));
+                return Box::pin(async move { Err(Error::InvalidKey(invalid)) });
             }
             (Some(value), None) => match IdempotencyKey::from_header(value) {
                 Ok(key) => key,
                 Err(invalid) => {
-                    debug!(reason = %invalid, "invalid idempotency key");
+                    observer.invalid_key(Some(&invalid));
                     return Box::pin(async move { Err(Error::InvalidKey(invalid)) });
                 }
             },
         };
         let Some(scope) = self.scope.extract(&req) else {
+            observer.refused(&key, Outcome::MissingScope, "no caller identity");
             return Box::pin(async { Err(Error::MissingScope) });
         };
         let store = self.store.clone();
@@ -134,11 +141,21 @@ where
             let bytes = match Limited::new(body, config.max_request_body).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.is::<LengthLimitError>() => {
+                    let outcome = Outcome::BodyRejected;
+                    config
+                        .observer
+                        .refused(&key, outcome, "request body too large");
                     return Err(Error::BodyTooLarge {
                         limit: config.max_request_body,
                     });
                 }
-                Err(e) => return Err(Error::Body(e)),
+                Err(e) => {
+                    let outcome = Outcome::BodyRejected;
+                    config
+                        .observer
+                        .refused(&key, outcome, "request body unreadable");
+                    return Err(Error::Body(e));
+                }
             };
             let fingerprint = Fingerprint::compute(
                 &parts,
@@ -160,6 +177,7 @@ where
             req.extensions_mut().insert(Fence(lease.fence));
             let guard = ClaimGuard {
                 store,
+                observer: config.observer.clone(),
                 idempotency_key: key,
                 key: storage_key,
                 lease,
@@ -201,36 +219,28 @@ async fn claim<St: Store, ResB, E>(
     fingerprint: &Fingerprint,
     key: &IdempotencyKey,
 ) -> Claimed<Output<ResB, E>> {
+    let observer = &config.observer;
     let deadline = config.wait.map(|wait| tokio::time::Instant::now() + wait);
     loop {
+        let start = observer.start();
         let record = match store.claim(storage_key, fingerprint, config.lease).await {
             Ok(Claim::Claimed(lease)) => {
-                debug!(
-                    key = key.as_str(),
-                    fence = lease.fence,
-                    "idempotency key claimed"
-                );
+                observer.claimed(key, lease.fence, start);
                 return Claimed::Lease(lease);
             }
             Ok(Claim::Existing(record)) => record,
             Err(e) => {
-                return match config.on_store_error {
-                    OnStoreError::FailOpen => {
-                        warn!(key = key.as_str(), error = %e, "idempotency store error, running without idempotency");
-                        Claimed::FailOpen
-                    }
-                    _ => {
-                        warn!(key = key.as_str(), error = %e, "idempotency store error, refusing the request");
-                        Claimed::Done(Err(Error::Store(e)))
-                    }
+                let open = config.on_store_error == OnStoreError::FailOpen;
+                observer.claim_failed(key, &e, open, start);
+                return if open {
+                    Claimed::FailOpen
+                } else {
+                    Claimed::Done(Err(Error::Store(e)))
                 };
             }
         };
         if record.fingerprint() != fingerprint {
-            debug!(
-                key = key.as_str(),
-                "idempotency key reused with a different request"
-            );
+            observer.answered(key, Outcome::Mismatch, 422, start);
             return Claimed::Done(Err(Error::Mismatch));
         }
         match record {
@@ -238,18 +248,11 @@ async fn claim<St: Store, ResB, E>(
                 response: Some(stored),
                 ..
             } => {
-                debug!(
-                    key = key.as_str(),
-                    status = stored.status.as_u16(),
-                    "idempotent response replayed"
-                );
+                observer.answered(key, Outcome::Replayed, stored.status.as_u16(), start);
                 return Claimed::Done(Ok(replay(stored)));
             }
             Record::Completed { response: None, .. } => {
-                debug!(
-                    key = key.as_str(),
-                    "idempotent request ran but its response was not retained"
-                );
+                observer.answered(key, Outcome::Gone, 410, start);
                 return Claimed::Done(Err(Error::NotRetained));
             }
             Record::InFlight {
@@ -260,7 +263,7 @@ async fn claim<St: Store, ResB, E>(
                     tokio::time::sleep(WAIT_POLL.min(deadline - now)).await;
                     continue;
                 }
-                debug!(key = key.as_str(), "idempotency key in flight");
+                observer.answered(key, Outcome::Conflict, 409, start);
                 return Claimed::Done(Err(Error::InFlight {
                     retry_after: config.retry_after.min(lease_remaining),
                 }));
@@ -313,10 +316,9 @@ where
             return Err(Error::Inner(e));
         }
         Err(_panic) => {
-            error!(
-                fence = guard.lease.fence,
-                "handler panicked under an idempotency key"
-            );
+            guard
+                .observer
+                .panicked(&guard.idempotency_key, guard.lease.fence);
             guard.release("handler panicked").await;
             return Err(Error::Panicked);
         }
@@ -407,10 +409,12 @@ fn kept_headers(headers: &HeaderMap, only: Option<&[HeaderName]>) -> HeaderMap {
 }
 
 /// Holds a claim until it is completed or released; if the request future
-/// is dropped first, applies [`OnCancel`].
+/// is dropped first, applies [`OnCancel`]. Each of these ends counts the
+/// request once (`executed` or `not_stored`).
 struct ClaimGuard<St: Store> {
     store: St,
-    /// The client's key, for the events.
+    observer: Arc<Observer>,
+    /// The client's key, for the events (only its digest is logged).
     idempotency_key: IdempotencyKey,
     /// The storage key.
     key: String,
@@ -421,68 +425,60 @@ struct ClaimGuard<St: Store> {
 
 impl<St: Store> ClaimGuard<St> {
     async fn release(&mut self, why: &'static str) {
+        let (key, fence) = (redact_key(self.idempotency_key.as_str()), self.lease.fence);
+        let start = self.observer.start();
         match self.store.release(&self.key, self.lease).await {
-            Ok(released) => debug!(
-                key = self.idempotency_key.as_str(),
-                fence = self.lease.fence,
-                released,
-                why,
-                "idempotency key released"
-            ),
-            Err(e) => log_store_error(&e, "release"),
+            Ok(released) => self.observer.released(key, fence, released, why, start),
+            Err(e) => self
+                .observer
+                .finish_failed(key, fence, "release", &e, start),
         }
         self.armed = false;
     }
 
     async fn complete(&mut self, completion: Completion, ttl: Duration) {
         let retained = matches!(completion, Completion::Retained(_));
+        let (key, fence) = (&self.idempotency_key, self.lease.fence);
+        let start = self.observer.start();
         match self
             .store
             .complete(&self.key, self.lease, completion, ttl)
             .await
         {
-            Ok(true) => debug!(
-                key = self.idempotency_key.as_str(),
-                fence = self.lease.fence,
-                retained,
-                "idempotent response stored"
-            ),
-            Ok(false) => warn!(
-                key = self.idempotency_key.as_str(),
-                fence = self.lease.fence,
-                "idempotent response not stored: the lease expired and the key was released or claimed again"
-            ),
-            Err(e) => log_store_error(&e, "complete"),
+            Ok(true) => self.observer.completed(key, fence, retained, start),
+            Ok(false) => self.observer.lease_lost(key, fence, start),
+            Err(e) => {
+                let key = redact_key(key.as_str());
+                self.observer
+                    .finish_failed(key, fence, "complete", &e, start);
+            }
         }
         self.armed = false;
     }
 }
 
-fn log_store_error(e: &StoreError, op: &'static str) {
-    warn!(error = %e, op, "idempotency store error; the claim frees itself when its lease expires");
-}
-
 impl<St: Store> Drop for ClaimGuard<St> {
     fn drop(&mut self) {
-        if !self.armed || self.on_cancel != OnCancel::Release {
-            if self.armed {
-                debug!(
-                    fence = self.lease.fence,
-                    "request dropped, idempotency key held until its lease expires"
-                );
-            }
+        if !self.armed {
+            return;
+        }
+        let fence = self.lease.fence;
+        if self.on_cancel != OnCancel::Release {
+            self.observer.held(&self.idempotency_key, fence);
             return;
         }
         let store = self.store.clone();
+        let observer = self.observer.clone();
+        let digest = redact_key(self.idempotency_key.as_str());
         let key = std::mem::take(&mut self.key);
         let lease = self.lease;
         let mut release = Box::pin(async move {
+            let start = observer.start();
             match store.release(&key, lease).await {
-                Ok(released) => debug!(
-                    fence = lease.fence,
-                    released, "request dropped, idempotency key released"
-                ),
-                Err(e) => log_store_error(&e, "release"),
+                Ok(released) => {
+                    observer.released(digest, fence, released, "request dropped", start)
+                }
+                Err(e) => observer.finish_failed(digest, fence, "release", &e, start),
             }
         });
         // An in-memory release finishes on its first poll; a remote one
@@ -490,10 +486,17 @@ impl<St: Store> Drop for ClaimGuard<St> {
         if (&mut release).now_or_never().is_none() {
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => drop(handle.spawn(release)),
-                Err(_) => warn!(
-                    fence = lease.fence,
-                    "request dropped outside a runtime; the idempotency key frees itself when its lease expires"
-                ),
+                Err(_) => {
+                    self.observer.count(Outcome::NotStored);
+                    warn!(
+                        layer = "idempotency",
+                        name = self.observer.name(),
+                        key = %digest,
+                        outcome = Outcome::NotStored.as_str(),
+                        fence,
+                        "request dropped outside a runtime; the idempotency key frees itself when its lease expires"
+                    );
+                }
             }
         }
     }

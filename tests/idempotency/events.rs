@@ -1,54 +1,113 @@
-//! The tracing events: claimed, replayed, in-flight conflict, mismatch,
-//! released, stored, store error.
+//! The tracing events: each carries `layer`, `name`, `outcome` and a digest
+//! of the `Idempotency-Key`, never the key or the caller's API key.
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use palisade::idempotency::{IdempotencyLayer, MemoryStore, OnCancel};
+use palisade::observability::redact_key;
 
-use crate::common::{answer, harness, post, send};
+use crate::common::{Req, answer, harness, send};
+
+const IDEMPOTENCY_KEY: &str = "idem-8e03978e-40d5-43e8-bc93";
+const API_KEY: &str = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+
+fn post(key: Option<&str>, body: &str) -> Req {
+    let mut builder = Request::post("/payments").header("x-api-key", API_KEY);
+    if let Some(key) = key {
+        builder = builder.header("idempotency-key", key);
+    }
+    builder
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+fn by_api_key(req: &Req) -> Option<String> {
+    Some(req.headers().get("x-api-key")?.to_str().ok()?.to_owned())
+}
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn every_outcome_emits_its_event() {
-    let capture = crate::support::CapturedLogs::default();
+async fn every_outcome_is_an_event_with_the_uniform_fields_and_no_raw_key() {
+    let logs = crate::support::CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(capture.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // A second live dispatcher: with only one, a callsite first reached by
+    // a test thread without a subscriber is cached as never enabled, and
+    // this thread would miss its events.
+    let _anchor = tracing::Dispatch::new(tracing_subscriber::registry());
 
-    let (app, _) = harness(IdempotencyLayer::new(), answer(StatusCode::OK, "ok"));
-    send(&app, post(Some("k1"), "{}")).await;
-    send(&app, post(Some("k1"), "{}")).await;
-    send(&app, post(Some("k1"), "other")).await;
-    let (failing, _) = harness(
-        IdempotencyLayer::new(),
-        answer(StatusCode::BAD_GATEWAY, "down"),
-    );
-    send(&failing, post(Some("k2"), "{}")).await;
+    let layer = || IdempotencyLayer::new().scope(by_api_key).name("payments");
+    let (app, _) = harness(layer(), answer(StatusCode::OK, "ok"));
+    send(&app, post(Some(IDEMPOTENCY_KEY), "{}")).await;
+    send(&app, post(Some(IDEMPOTENCY_KEY), "{}")).await;
+    send(&app, post(Some(IDEMPOTENCY_KEY), "other")).await;
+    send(&app, post(None, "{}")).await;
+    let (failing, _) = harness(layer(), answer(StatusCode::BAD_GATEWAY, "down"));
+    send(&failing, post(Some(IDEMPOTENCY_KEY), "{}")).await;
     let store = MemoryStore::bounded(1);
     let (held, _) = harness(
-        IdempotencyLayer::with_store(store.clone()).on_cancel(OnCancel::Hold),
+        IdempotencyLayer::with_store(store)
+            .scope(by_api_key)
+            .on_cancel(OnCancel::Hold)
+            .name("payments"),
         std::sync::Arc::new(|_req, _n| Box::pin(futures::future::pending())),
     );
     let _ = tokio::time::timeout(
         std::time::Duration::from_millis(5),
-        send(&held, post(Some("k3"), "{}")),
+        send(&held, post(Some(IDEMPOTENCY_KEY), "{}")),
     )
     .await;
-    send(&held, post(Some("k3"), "{}")).await;
-    send(&held, post(Some("k4"), "{}")).await;
+    send(&held, post(Some(IDEMPOTENCY_KEY), "{}")).await;
+    send(&held, post(Some("another-key"), "{}")).await;
 
-    let log = capture.text();
-    for event in [
-        "idempotency key claimed",
-        "idempotent response stored",
-        "idempotent response replayed",
-        "idempotency key reused with a different request",
-        "idempotency key released",
-        "idempotency key in flight",
-        "idempotency store error",
+    let log = logs.text();
+    let digest = format!("key={}", redact_key(IDEMPOTENCY_KEY));
+    let line = |message: &str, outcome: Option<&str>| -> String {
+        let outcome = outcome.map(|o| format!("outcome=\"{o}\""));
+        log.lines()
+            .find(|l| {
+                l.contains(message) && outcome.as_ref().is_none_or(|o| l.contains(o.as_str()))
+            })
+            .unwrap_or_else(|| panic!("no {message:?} {outcome:?} event in:\n{log}"))
+            .to_owned()
+    };
+    for (level, message, outcome) in [
+        ("TRACE", "idempotency key claimed", None),
+        ("TRACE", "idempotent response stored", Some("executed")),
+        ("DEBUG", "idempotent response replayed", Some("replayed")),
+        ("DEBUG", "reused with a different request", Some("mismatch")),
+        ("DEBUG", "idempotency key released", Some("not_stored")),
+        (
+            "DEBUG",
+            "key held until its lease expires",
+            Some("not_stored"),
+        ),
+        ("DEBUG", "idempotency key in flight", Some("conflict")),
+        (" WARN", "idempotency store error", Some("failed_closed")),
     ] {
-        assert!(log.contains(event), "no {event:?} event in:\n{log}");
+        let line = line(message, outcome);
+        assert!(line.contains(level), "{message} at {level}: {line}");
+        assert!(line.contains("layer=\"idempotency\""), "{line}");
+        assert!(line.contains("name=\"payments\""), "{line}");
+        if outcome != Some("failed_closed") {
+            assert!(line.contains(&digest), "{digest} in {line}");
+        }
     }
-    assert!(log.contains("key=\"k1\""), "events carry the key:\n{log}");
+    for message in ["idempotency key claimed", "idempotent response replayed"] {
+        assert!(line(message, None).contains("latency_us="), "{message}");
+    }
+    let invalid = line("invalid idempotency key", Some("invalid_key"));
+    assert!(!invalid.contains("key="), "no key to log: {invalid}");
+    assert!(
+        !log.contains(IDEMPOTENCY_KEY),
+        "the raw Idempotency-Key is in the logs:\n{log}"
+    );
+    assert!(
+        !log.contains(API_KEY),
+        "the caller's API key is in the logs:\n{log}"
+    );
 }

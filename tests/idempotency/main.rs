@@ -11,6 +11,7 @@ mod common;
 mod events;
 mod fingerprint;
 mod memory;
+mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
 mod store_contract;
