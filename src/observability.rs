@@ -33,9 +33,9 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `palisade_timeout_calls_total` | counter | `name`, `outcome` = `completed` \| `timed_out` |
-//! | `palisade_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success` \| `failure` \| `slow_success` \| `slow_failure` \| `ignored` \| `rejected` |
-//! | `palisade_circuit_breaker_transitions_total` | counter | `name`, `from`, `to` = `closed` \| `open` \| `half_open` \| `disabled` \| `forced_open` |
-//! | `palisade_circuit_breaker_state` | gauge | `name`, `state`; 1 for the current state, 0 for the others |
+//! | `palisade_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success` \| `failure` \| `slow_success` \| `slow_failure` \| `ignored` \| `rejected` \| `disabled` (let through unclassified while disabled) |
+//! | `palisade_circuit_breaker_transitions_total` | counter | `name`, `from`, `to` = `closed` \| `open` \| `half_open` \| `forced_open` \| `forced_closed` \| `disabled` |
+//! | `palisade_circuit_breaker_state` | gauge | `name`, `state`; 1 for the current state, 0 for the others (a keyed breaker: the number of keys in each state) |
 //! | `palisade_rate_limit_decisions_total` | counter | `name`, `outcome` = `allowed` \| `denied` \| `shadow_denied` \| `missing_key` \| `failed_open` \| `failed_closed` |
 //! | `palisade_rate_limit_local_denials_total` | counter | `name`; denials answered by the local deny cache, without the store |
 //! | `palisade_idempotency_requests_total` | counter | `name`, `outcome` = `executed` \| `replayed` \| `conflict` \| `mismatch` \| `invalid_key` \| `missing_scope` \| `body_rejected` \| `gone` \| `not_stored` \| `failed_open` \| `failed_closed` |
@@ -189,6 +189,12 @@ pub(crate) mod record {
     #[inline]
     pub(crate) fn increment(key: &Key) {
         metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
+    }
+
+    /// Sets the gauge `key` to `value`.
+    #[cfg(feature = "circuit-breaker")]
+    pub(crate) fn set_gauge(key: &Key, value: f64) {
+        metrics::with_recorder(|recorder| recorder.register_gauge(key, &METADATA).set(value));
     }
 }
 

@@ -8,7 +8,10 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use crate::observability::RedactedKey;
+
 use super::config::{Config, Mode, Rate};
+use super::observe::{CallOutcome, Observer};
 use super::state::{Metrics, Outcome, Reason, State, Transition};
 use super::window::{CountWindow, Counts, TimeWindow, Window};
 
@@ -126,9 +129,14 @@ pub(crate) struct Breaker {
     inner: Mutex<Inner>,
     pub(crate) config: Config,
     events: broadcast::Sender<Transition>,
-    label: Option<Arc<str>>,
+    observer: Arc<Observer>,
+    // A keyed breaker's key, redacted for logs.
+    key: Option<RedactedKey>,
     ejection: Option<Arc<Ejection>>,
     attached: AtomicBool,
+    // Whether this breaker counts in its observer's state gauge: from its
+    // first service (or, keyed, its creation) until a keyed layer forgets it.
+    gauged: AtomicBool,
     clock_at_start: bool,
     clock_at_end: bool,
     origin: Instant,
@@ -136,13 +144,14 @@ pub(crate) struct Breaker {
 
 impl Breaker {
     pub(crate) fn new(config: Config) -> Self {
-        let label = config.name.clone();
-        Self::with_ejection(config, label, None)
+        let observer = Observer::new(config.name.clone());
+        Self::with_ejection(config, observer, None, None)
     }
 
     pub(crate) fn with_ejection(
         config: Config,
-        label: Option<Arc<str>>,
+        observer: Arc<Observer>,
+        key: Option<RedactedKey>,
         ejection: Option<Arc<Ejection>>,
     ) -> Self {
         let now = Instant::now();
@@ -176,9 +185,11 @@ impl Breaker {
             clock_at_end: config.clock_at_end(),
             config,
             events,
-            label,
+            observer,
+            key,
             ejection,
             attached: AtomicBool::new(true),
+            gauged: AtomicBool::new(false),
         }
     }
 
@@ -187,8 +198,52 @@ impl Breaker {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn label(&self) -> &str {
-        self.label.as_deref().unwrap_or("")
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// The key of a keyed breaker, redacted, for a tracing field.
+    pub(crate) fn key(&self) -> Option<tracing::field::DisplayValue<RedactedKey>> {
+        self.key.map(tracing::field::display)
+    }
+
+    /// Starts counting this breaker in its state gauge. Not done at
+    /// creation: the layer's setters create (and drop) a breaker each, which
+    /// would leave stray series behind.
+    pub(crate) fn publish_state(&self) {
+        if self.gauged.load(Ordering::Acquire) {
+            return;
+        }
+        let _inner = self.lock();
+        if !self.gauged.swap(true, Ordering::AcqRel) {
+            self.observer.enter(self.state());
+        }
+    }
+
+    /// Counts and logs a call failed fast.
+    pub(crate) fn on_rejected(&self, retry_after: Duration) {
+        self.observer.count(CallOutcome::Rejected);
+        tracing::debug!(
+            layer = "circuit_breaker",
+            name = self.observer.name(),
+            key = self.key(),
+            outcome = CallOutcome::Rejected.as_str(),
+            state = %self.state(),
+            ?retry_after,
+            "circuit breaker rejected a call"
+        );
+    }
+
+    /// Counts and logs a call let through, unclassified, by a disabled breaker.
+    pub(crate) fn on_passed(&self) {
+        self.observer.count(CallOutcome::Disabled);
+        tracing::trace!(
+            layer = "circuit_breaker",
+            name = self.observer.name(),
+            key = self.key(),
+            outcome = CallOutcome::Disabled.as_str(),
+            "circuit breaker disabled: call let through"
+        );
     }
 
     pub(crate) fn clock_at_start(&self) -> bool {
@@ -233,9 +288,11 @@ impl Breaker {
         let mut inner = self.lock();
         let word = self.word.load(Ordering::Acquire);
         let now = Instant::now();
-        let admit = match State::from_code(code(word)) {
-            State::Closed | State::ForcedClosed => return Admit::Call(generation(word)),
-            State::Disabled => return Admit::Pass,
+        // A rejection is counted and logged where the call is failed, not
+        // here: `poll_ready` may decide again before the call.
+        match State::from_code(code(word)) {
+            State::Closed | State::ForcedClosed => Admit::Call(generation(word)),
+            State::Disabled => Admit::Pass,
             State::ForcedOpen => Admit::Reject(self.config.open_wait),
             State::Open if now < inner.open_until => Admit::Reject(inner.open_until - now),
             State::Open => {
@@ -243,16 +300,7 @@ impl Breaker {
                 self.admit_probe(&mut inner, now)
             }
             State::HalfOpen => self.admit_probe(&mut inner, now),
-        };
-        if let Admit::Reject(retry_after) = admit {
-            tracing::debug!(
-                breaker = self.label(),
-                state = %State::from_code(code(self.word.load(Ordering::Relaxed))),
-                ?retry_after,
-                "circuit breaker rejected a call"
-            );
         }
-        admit
     }
 
     fn admit_probe(&self, inner: &mut Inner, now: Instant) -> Admit {
@@ -260,7 +308,9 @@ impl Breaker {
         inner.probes.retain(|&(_, deadline)| deadline > now);
         if inner.probes.len() < before {
             tracing::debug!(
-                breaker = self.label(),
+                layer = "circuit_breaker",
+                name = self.observer.name(),
+                key = self.key(),
                 reclaimed = before - inner.probes.len(),
                 "circuit breaker took back the permit of a probe that ran past its time limit"
             );
@@ -391,7 +441,9 @@ impl Breaker {
             && !ejection.try_enter()
         {
             tracing::debug!(
-                breaker = self.label(),
+                layer = "circuit_breaker",
+                name = self.observer.name(),
+                key = self.key(),
                 %reason,
                 "circuit breaker stays closed: the share of open keys is at its cap"
             );
@@ -454,7 +506,9 @@ impl Breaker {
         if let Some(at) = inner.probes.iter().position(|&(probe, _)| probe == id) {
             inner.probes.swap_remove(at);
             tracing::debug!(
-                breaker = self.label(),
+                layer = "circuit_breaker",
+                name = self.observer.name(),
+                key = self.key(),
                 "circuit breaker probe dropped; permit given back"
             );
         }
@@ -493,9 +547,13 @@ impl Breaker {
         {
             ejection.leave();
         }
+        self.observer
+            .transition(from, to, self.gauged.load(Ordering::Acquire));
         if to == State::Open {
             tracing::warn!(
-                breaker = self.label(),
+                layer = "circuit_breaker",
+                name = self.observer.name(),
+                key = self.key(),
                 from = %from,
                 to = %to,
                 %reason,
@@ -506,7 +564,9 @@ impl Breaker {
             );
         } else {
             tracing::info!(
-                breaker = self.label(),
+                layer = "circuit_breaker",
+                name = self.observer.name(),
+                key = self.key(),
                 from = %from,
                 to = %to,
                 %reason,
@@ -580,8 +640,12 @@ impl Breaker {
     /// Takes a keyed breaker out of its registry's ejection accounting.
     pub(crate) fn detach(&self) {
         let _inner = self.lock();
+        let state = self.state();
+        if self.gauged.swap(false, Ordering::AcqRel) {
+            self.observer.leave(state);
+        }
         if self.attached.swap(false, Ordering::AcqRel)
-            && ejected(self.state())
+            && ejected(state)
             && let Some(ejection) = self.ejection.as_deref()
         {
             ejection.leave();

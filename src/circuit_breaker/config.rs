@@ -219,8 +219,10 @@ impl Config {
         self
     }
 
-    /// A name for the breaker's tracing events, such as the dependency it
-    /// guards.
+    /// A name for the breaker's metrics (the `name` label) and tracing
+    /// events (the `name` field), such as the dependency it guards; the
+    /// default is [`DEFAULT_NAME`](crate::observability::DEFAULT_NAME). A
+    /// keyed breaker's keys all share it. See [`crate::observability`].
     #[must_use]
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = Some(name.into());

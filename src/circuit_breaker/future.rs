@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::breaker::Breaker;
 use super::classify::Classify;
 use super::error::Error;
+use super::observe::CallOutcome;
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker) and
@@ -138,7 +139,8 @@ pub(crate) fn probe_ticket(id: u64) -> u64 {
 pub(crate) struct Record<C> {
     breaker: Arc<Breaker>,
     ticket: u64,
-    // Nanoseconds since the breaker's origin, when slow calls are detected.
+    // Nanoseconds since the breaker's origin, when slow calls are detected
+    // or the call's tracing event is enabled.
     start: u64,
     classifier: C,
 }
@@ -146,8 +148,9 @@ pub(crate) struct Record<C> {
 impl<C> Record<C> {
     #[inline]
     pub(crate) fn new(breaker: Arc<Breaker>, classifier: C, ticket: u64) -> Self {
-        // The clock is read only when slow calls are detected.
-        let start = if breaker.clock_at_start() {
+        // The clock is read only when slow calls are detected, or for the
+        // `latency_us` of an enabled event (a cheap level check otherwise).
+        let start = if breaker.clock_at_start() || tracing::enabled!(tracing::Level::TRACE) {
             breaker.nanos_since_origin(Instant::now())
         } else {
             NO_START
@@ -181,6 +184,27 @@ impl<C> Record<C> {
         } else {
             self.breaker.record_probe(ticket & !PROBE, outcome, slow);
         }
+        let call = CallOutcome::of(outcome, slow);
+        self.breaker.observer().count(call);
+        tracing::trace!(
+            layer = "circuit_breaker",
+            name = self.breaker.observer().name(),
+            key = self.breaker.key(),
+            outcome = call.as_str(),
+            latency_us = self.latency_us(now),
+            "circuit breaker call finished"
+        );
+    }
+
+    /// The call's duration in microseconds, if its start was read; reads
+    /// the clock if `now` was not (only when the event is enabled).
+    fn latency_us(&self, now: Option<Instant>) -> Option<u64> {
+        (self.start != NO_START).then(|| {
+            let end = self
+                .breaker
+                .nanos_since_origin(now.unwrap_or_else(Instant::now));
+            end.saturating_sub(self.start) / 1_000
+        })
     }
 }
 

@@ -17,8 +17,15 @@ use super::config::{Config, Rate};
 use super::error::Error;
 use super::future::{Record, ResponseFuture, call_ticket, probe_ticket};
 use super::handle::Handle;
+use super::observe::Observer;
+use crate::observability::{RedactedKey, redact_key};
 
 const DEFAULT_MAX_KEYS: usize = 1024;
+
+/// A key for logs: the digest of its `Debug` form, never the key itself.
+fn redact<K: fmt::Debug>(key: &K) -> RedactedKey {
+    redact_key(&format!("{key:?}"))
+}
 
 struct Entry {
     breaker: Arc<Breaker>,
@@ -32,6 +39,7 @@ struct Map<K> {
 
 struct Registry<K> {
     config: Config,
+    observer: Arc<Observer>,
     max_keys: usize,
     ejection: Arc<Ejection>,
     map: Mutex<Map<K>>,
@@ -40,6 +48,7 @@ struct Registry<K> {
 impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     fn new(config: Config, max_keys: usize, cap: Option<Rate>) -> Self {
         Self {
+            observer: Observer::new(config.name.clone()),
             config,
             max_keys,
             ejection: Arc::new(Ejection::new(cap)),
@@ -75,18 +84,21 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             {
                 entry.breaker.detach();
                 self.ejection.keys.fetch_sub(1, Ordering::AcqRel);
-                tracing::debug!(key = ?victim, "keyed circuit breaker forgot a key");
+                tracing::debug!(
+                    layer = "circuit_breaker",
+                    name = self.observer.name(),
+                    key = %redact(&victim),
+                    "keyed circuit breaker forgot a key"
+                );
             }
         }
-        let label = match &self.config.name {
-            Some(name) => format!("{name}[{key:?}]"),
-            None => format!("{key:?}"),
-        };
         let breaker = Arc::new(Breaker::with_ejection(
             self.config.clone(),
-            Some(label.into()),
+            self.observer.clone(),
+            Some(redact(&key)),
             Some(self.ejection.clone()),
         ));
+        breaker.publish_state();
         self.ejection.keys.fetch_add(1, Ordering::AcqRel);
         map.entries.insert(
             key,
@@ -286,8 +298,14 @@ where
         let ticket = match breaker.admit() {
             Admit::Call(generation) => call_ticket(generation),
             Admit::Probe(id) => probe_ticket(id),
-            Admit::Pass => return ResponseFuture::passthrough(self.inner.call(req)),
-            Admit::Reject(retry_after) => return ResponseFuture::rejected(retry_after),
+            Admit::Pass => {
+                breaker.on_passed();
+                return ResponseFuture::passthrough(self.inner.call(req));
+            }
+            Admit::Reject(retry_after) => {
+                breaker.on_rejected(retry_after);
+                return ResponseFuture::rejected(retry_after);
+            }
         };
         let record = Record::new(breaker, self.classifier.clone(), ticket);
         ResponseFuture::tracked(self.inner.call(req), record)

@@ -123,6 +123,7 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        self.breaker.publish_state();
         CircuitBreaker::from_parts(inner, self.breaker.clone(), self.classifier.clone())
     }
 }

@@ -26,10 +26,6 @@
 //! downstream host); [`FallbackLayer`] turns chosen errors into a fallback
 //! response.
 //!
-//! Every state change emits a `tracing` event (`warn` when opening, `info`
-//! otherwise) with the states, the reason and the window's rates; rejections
-//! are logged at `debug`.
-//!
 //! # Example
 //!
 //! ```
@@ -58,6 +54,32 @@
 //! # }
 //! ```
 //!
+//! # Metrics and tracing
+//!
+//! With feature `metrics`, a breaker counts its calls in
+//! `palisade_circuit_breaker_calls_total{name, outcome}` (`success`,
+//! `failure`, `slow_success`, `slow_failure`, `ignored` as the [`Classify`]
+//! function and the slow-call threshold decide, `rejected` when failed fast,
+//! `disabled` when let through by a disabled breaker; a call whose future is
+//! dropped unfinished is not counted), its state changes, forced ones
+//! included, in `palisade_circuit_breaker_transitions_total{name, from, to}`,
+//! and sets `palisade_circuit_breaker_state{name, state}` to 1 for its state
+//! and 0 for the others when the layer builds its first service and on every
+//! change (so install the recorder before building the stack). A
+//! [`KeyedCircuitBreakerLayer`] records every key under its one `name` (a
+//! label per key would grow without bound); its state gauge counts the keys
+//! in each state.
+//!
+//! Every decision is a `tracing` event with the fields `layer =
+//! "circuit_breaker"`, `name` ([`CircuitBreakerLayer::name`], `"default"`
+//! when unset), `outcome` and, for a keyed breaker, `key`: the digest of the
+//! key's `Debug` form by [`redact_key`](crate::observability::redact_key),
+//! never the key. A finished call is logged at `TRACE` with `latency_us`, a
+//! rejection at `DEBUG`, a state change at `WARN` when opening and `INFO`
+//! otherwise (with `from`, `to`, the reason and the window's rates). The
+//! clock is read for `latency_us` only while that `TRACE` event is enabled.
+//! See [`crate::observability`] for every layer's names and labels.
+//!
 //! # Cost
 //!
 //! In the closed state with consecutive-failure or count-window tripping, a
@@ -80,6 +102,7 @@ pub mod future;
 mod handle;
 mod keyed;
 mod layer;
+mod observe;
 mod service;
 mod state;
 mod window;

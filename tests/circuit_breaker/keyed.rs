@@ -133,3 +133,43 @@ async fn one_key_may_always_open_under_the_cap() {
     assert_eq!(handle.open_keys(), 1);
     assert_eq!(handle.get(&"b").unwrap().state(), State::Closed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn logs_carry_the_redacted_key_never_the_key() {
+    crate::capture_logs();
+    let layer = KeyedCircuitBreakerLayer::new(config().name("clients"), |c: &Call| c.0)
+        .max_keys(NonZeroUsize::new(1).unwrap());
+    let mut svc = layer.layer(hosts(Arc::default()));
+    let _ = send(&mut svc, "203.0.113.7", true).await;
+    let _ = send(&mut svc, "203.0.113.7", true).await;
+    assert!(matches!(
+        send(&mut svc, "203.0.113.7", false).await,
+        Err(Error::Open { .. })
+    ));
+    // A second key evicts the first (an open key is forgotten last, but it
+    // is the only one).
+    send(&mut svc, "198.51.100.2", false).await.unwrap();
+
+    let logs = crate::captured();
+    assert!(!logs.contains("203.0.113"), "raw key logged:\n{logs}");
+    assert!(!logs.contains("198.51.100"), "raw key logged:\n{logs}");
+    let digest = palisade::observability::redact_key(&format!("{:?}", "203.0.113.7"));
+    let with_key: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(&format!("key={digest}")))
+        .collect();
+    for event in [
+        "circuit breaker call finished",
+        "circuit breaker state changed",
+        "circuit breaker rejected a call",
+        "keyed circuit breaker forgot a key",
+    ] {
+        let line = with_key
+            .iter()
+            .find(|l| l.contains(event))
+            .unwrap_or_else(|| panic!("no {event:?} event with key={digest} in:\n{logs}"));
+        for field in ["layer=\"circuit_breaker\"", "name=\"clients\""] {
+            assert!(line.contains(field), "{field} missing in {line}");
+        }
+    }
+}

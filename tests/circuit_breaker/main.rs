@@ -5,7 +5,10 @@
 #[cfg(all(feature = "http", feature = "axum"))]
 mod http;
 mod keyed;
+mod metrics;
 mod probes;
+#[path = "../support.rs"]
+mod support;
 mod window;
 
 use std::num::NonZeroU32;
@@ -353,6 +356,7 @@ fn invalid_rates_are_errors() {
 
 thread_local! {
     static CAPTURED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static CAPTURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Writes log lines into this thread's buffer.
@@ -368,20 +372,36 @@ impl std::io::Write for Captured {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn transitions_and_rejections_are_traced() {
+/// Captures every event (down to `TRACE`) emitted on this thread from now
+/// on; read them with [`captured`].
+pub(crate) fn capture_logs() {
     // A global subscriber: a thread-local one races with the callsite
-    // interest cache of tests running on other threads.
+    // interest cache of tests running on other threads. It is enabled only
+    // on threads that capture, so the other tests log nothing.
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
+        use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+        let layer = tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_writer(|| Captured)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
+            .with_filter(tracing_subscriber::filter::filter_fn(|_| {
+                CAPTURING.with(std::cell::Cell::get)
+            }));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .unwrap();
     });
+    CAPTURING.with(|c| c.set(true));
     CAPTURED.with(|c| c.borrow_mut().clear());
+}
+
+/// What this thread logged since [`capture_logs`].
+pub(crate) fn captured() -> String {
+    CAPTURED.with(|c| String::from_utf8(c.borrow().clone()).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn transitions_and_rejections_are_traced() {
+    capture_logs();
 
     let layer = CircuitBreakerLayer::new()
         .count_window(nz(2))
@@ -392,14 +412,15 @@ async fn transitions_and_rejections_are_traced() {
     let _ = send(&mut svc, Req::Fail).await;
     assert_open(send(&mut svc, Req::Ok).await);
 
-    let logs = CAPTURED.with(|c| String::from_utf8(c.borrow().clone()).unwrap());
+    let logs = captured();
     let transition = logs
         .lines()
         .find(|l| l.contains("circuit breaker state changed"))
         .unwrap_or_else(|| panic!("no transition event in:\n{logs}"));
     for field in [
         "WARN",
-        "breaker=\"recommendations\"",
+        "layer=\"circuit_breaker\"",
+        "name=\"recommendations\"",
         "from=closed",
         "to=open",
         "reason=failure rate",
@@ -455,4 +476,49 @@ async fn concurrent_failures_trip_the_breaker_exactly_once() {
         // beyond the threshold.
         assert!(calls.load(Ordering::SeqCst) <= 64 + 8, "{calls:?}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn decisions_are_events_with_the_uniform_fields() {
+    capture_logs();
+    let layer = CircuitBreakerLayer::new()
+        .consecutive_failures(nz(1))
+        .name("recommendations");
+    let mut svc = layer.layer(backend(Arc::default()));
+    send(&mut svc, Req::Slow(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    let _ = send(&mut svc, Req::Fail).await;
+    assert_open(send(&mut svc, Req::Ok).await);
+
+    let logs = captured();
+    let line = |outcome: &str| {
+        logs.lines()
+            .find(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+            .unwrap_or_else(|| panic!("no {outcome} event in:\n{logs}"))
+            .to_owned()
+    };
+    // Allowed calls at TRACE, with the call's duration even though this
+    // breaker does not time calls for itself (the event is enabled).
+    let success = line("success");
+    for field in [
+        "TRACE",
+        "layer=\"circuit_breaker\"",
+        "name=\"recommendations\"",
+        "latency_us=1500000",
+    ] {
+        assert!(success.contains(field), "{field} missing in {success}");
+    }
+    assert!(line("failure").contains("TRACE"));
+    let rejected = line("rejected");
+    for field in [
+        "DEBUG",
+        "layer=\"circuit_breaker\"",
+        "name=\"recommendations\"",
+        "state=open",
+    ] {
+        assert!(rejected.contains(field), "{field} missing in {rejected}");
+    }
+    // An unkeyed breaker has no key field.
+    assert!(!logs.contains("key="), "{logs}");
 }
