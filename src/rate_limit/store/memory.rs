@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::time::Instant;
 
-use super::{Decision, Gcra, Limits, Store, StoreError, decide};
+use super::{Decision, Gcra, Limits, Store, StoreError, decide, decide_one};
 
 const SHARDS: usize = 64;
 const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -67,31 +67,26 @@ struct Claim {
 }
 
 impl Direct {
-    fn holds(&self, key: &str, fingerprint: u64, gcra: &[Gcra]) -> Option<Gcra> {
-        match (self.claim.get(), gcra) {
-            (Some(c), [g]) if c.fingerprint == fingerprint && c.gcra == *g && *c.key == *key => {
-                Some(*g)
-            }
-            _ => None,
-        }
+    #[inline]
+    fn holds(&self, key: &str, limits: &Limits) -> Option<Gcra> {
+        let c = self.claim.get()?;
+        let held = c.fingerprint == limits.fingerprint()
+            && limits.single() == Some(c.gcra)
+            && *c.key == *key;
+        held.then_some(c.gcra)
     }
 
+    #[inline]
     fn decide(&self, now: u64, cost: u32, g: Gcra) -> Decision {
-        let gcra = [g];
         let mut current = self.tat.load(Ordering::Acquire);
         loop {
-            let mut tat = [current];
-            let decision = decide(&mut tat, now, cost, &gcra);
-            if !decision.is_allowed() {
-                // A denial writes nothing.
-                return decision;
-            }
-            match self.tat.compare_exchange_weak(
-                current,
-                tat[0],
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            let (decision, next) = decide_one(current, now, cost, g);
+            // A denial writes nothing.
+            let Some(next) = next else { return decision };
+            match self
+                .tat
+                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return decision,
                 Err(seen) => current = seen,
             }
@@ -239,6 +234,7 @@ impl MemoryStore {
     }
 
     /// Decides now, without a future: what [`Store::check`] does.
+    #[inline]
     pub fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Decision {
         let inner = &*self.inner;
         let now = match &inner.clock {
@@ -246,26 +242,35 @@ impl MemoryStore {
             #[cfg(feature = "fast-clock")]
             Clock::Fast { clock, start } => clock.delta_as_nanos(*start, clock.raw()),
         };
-        self.decide(key, limits, cost, now)
+        inner.decide(key, limits, cost, now)
     }
 
     /// Decides as of `now` (clamped to the store's creation): for replaying
     /// a trace of requests against a clock of the caller's choosing. A `now`
     /// earlier than one already seen only makes the decision stricter.
     pub fn check_at(&self, key: &str, limits: &Limits, cost: u32, now: Instant) -> Decision {
-        self.decide(key, limits, cost, nanos_since(self.inner.start, now))
+        let inner = &*self.inner;
+        inner.decide(key, limits, cost, nanos_since(inner.start, now))
+    }
+}
+
+impl Inner {
+    // The slot's check stays inline in `check_now`; the shards' path does not.
+    #[inline]
+    fn decide(&self, key: &str, limits: &Limits, cost: u32, now: u64) -> Decision {
+        match self.direct.holds(key, limits) {
+            Some(g) => self.direct.decide(now, cost, g),
+            None => self.decide_in_shards(key, limits, cost, now),
+        }
     }
 
-    fn decide(&self, key: &str, limits: &Limits, cost: u32, now: u64) -> Decision {
-        let inner = &*self.inner;
+    #[inline(never)]
+    fn decide_in_shards(&self, key: &str, limits: &Limits, cost: u32, now: u64) -> Decision {
         let fingerprint = limits.fingerprint();
-        if let Some(g) = inner.direct.holds(key, fingerprint, limits.gcra()) {
-            return inner.direct.decide(now, cost, g);
-        }
-        let hash = inner.hasher.hash_one((fingerprint, key));
+        let hash = self.hash(key, fingerprint);
         // Bits the map itself does not use (it takes the low bits for the
         // bucket and the top 7 for its tags), so shards stay evenly spread.
-        let shard = &inner.shards[(hash >> 40) as usize % SHARDS].0;
+        let shard = &self.shards[(hash >> 40) as usize % SHARDS].0;
         let mut shard = lock(shard);
         if let Some(entry) = shard.map.get_mut(&hash) {
             let mut entry = entry;
@@ -279,41 +284,47 @@ impl MemoryStore {
                 }
             }
         }
-        if let [g] = limits.gcra() {
+        if let Some(g) = limits.single() {
             // Re-checked under the lock: another thread may have claimed
             // this very key since the lock-free look.
-            if inner
-                .direct
-                .holds(key, fingerprint, limits.gcra())
-                .is_some()
-            {
+            if self.direct.holds(key, limits).is_some() {
                 drop(shard);
-                return inner.direct.decide(now, cost, *g);
+                return self.direct.decide(now, cost, g);
             }
             // The map does not hold this key, and this shard's lock keeps it
             // so until the claim is made.
-            if inner.direct.claim.get().is_none()
-                && inner
+            if self.direct.claim.get().is_none()
+                && self
                     .direct
                     .claim
                     .set(Claim {
                         fingerprint,
-                        gcra: *g,
+                        gcra: g,
                         key: key.into(),
                     })
                     .is_ok()
             {
                 drop(shard);
-                return inner.direct.decide(now, cost, *g);
+                return self.direct.decide(now, cost, g);
             }
         }
         let mut tats = Tats::new(limits.gcra().len());
         let decision = decide(tats.as_mut(), now, cost, limits.gcra());
         if decision.is_allowed() {
             // A denied fresh key has nothing to remember.
-            shard.insert(hash, key, fingerprint, tats, now, inner.max_per_shard);
+            shard.insert(hash, key, fingerprint, tats, now, self.max_per_shard);
         }
         decision
+    }
+
+    // The key alone goes through the keyed hash (one field: no terminator
+    // needed); the limits' fingerprint is mixed in after, so a key counted
+    // under two limits lands in two places without hashing more bytes.
+    #[inline]
+    fn hash(&self, key: &str, fingerprint: u64) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(key.as_bytes());
+        hasher.finish() ^ fingerprint
     }
 }
 
@@ -446,5 +457,22 @@ mod tests {
         assert_eq!(shard.len, 2, "live entries stay");
         shard.sweep(10 + 1_000_000_000);
         assert_eq!((shard.len, shard.map.len()), (0, 0), "idle entries go");
+    }
+
+    #[test]
+    fn a_time_older_than_the_state_denies_without_underflow() {
+        let store = MemoryStore::new();
+        let one = Limits::new([Quota::per_hour(2)]);
+        let two = one.with(Quota::per_minute(5));
+        let start = Instant::now();
+        let later = start + std::time::Duration::from_secs(600);
+        // The first key takes the lock-free slot, the others the shards.
+        for (key, limits) in [("slot", &one), ("shard", &one), ("two", &two)] {
+            assert!(store.check_at(key, limits, 2, later).is_allowed(), "{key}");
+            // The state runs an hour past `start`: nothing is left then.
+            let d = store.check_at(key, limits, 1, start);
+            assert!(!d.is_allowed(), "{key}");
+            assert_eq!((d.quota(), d.remaining()), (0, 0), "{key}");
+        }
     }
 }

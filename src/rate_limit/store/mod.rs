@@ -54,12 +54,16 @@ pub enum StoreError {
 /// The outcome of one decision, with the state of its binding quota (the
 /// one with the fewest cells left when allowed, the one that denied
 /// otherwise), which the `RateLimit` header reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Decision {
     allowed: bool,
     cached: bool,
     quota: usize,
-    remaining: u64,
+    // `remaining` is `slack / per_cell`, divided only when asked for: most
+    // decisions are never reported, and a 64-bit division costs more than
+    // the rest of an in-memory decision.
+    slack: u64,
+    per_cell: u64,
     reset: Duration,
     retry_after: Duration,
 }
@@ -69,23 +73,42 @@ impl Decision {
     /// [`Limits::quotas`]) has `remaining` cells left and is full again
     /// after `reset`.
     pub fn allowed(quota: usize, remaining: u64, reset: Duration) -> Self {
+        Self::allowed_slack(quota, remaining, 1, reset)
+    }
+
+    /// A denied request: quota `quota` allows it again after `retry_after`.
+    pub fn denied(quota: usize, remaining: u64, reset: Duration, retry_after: Duration) -> Self {
+        Self::denied_slack(quota, remaining, 1, reset, retry_after)
+    }
+
+    // `slack` nanoseconds of tolerance left, `per_cell` (non-zero) each cell.
+    #[inline]
+    pub(crate) fn allowed_slack(quota: usize, slack: u64, per_cell: u64, reset: Duration) -> Self {
         Self {
             allowed: true,
             cached: false,
             quota,
-            remaining,
+            slack,
+            per_cell,
             reset,
             retry_after: Duration::ZERO,
         }
     }
 
-    /// A denied request: quota `quota` allows it again after `retry_after`.
-    pub fn denied(quota: usize, remaining: u64, reset: Duration, retry_after: Duration) -> Self {
+    #[inline]
+    pub(crate) fn denied_slack(
+        quota: usize,
+        slack: u64,
+        per_cell: u64,
+        reset: Duration,
+        retry_after: Duration,
+    ) -> Self {
         Self {
             allowed: false,
             cached: false,
             quota,
-            remaining,
+            slack,
+            per_cell,
             reset,
             retry_after,
         }
@@ -119,7 +142,7 @@ impl Decision {
 
     /// Cells left in the binding quota after this decision.
     pub fn remaining(&self) -> u64 {
-        self.remaining
+        self.slack / self.per_cell
     }
 
     /// Time until the binding quota is full again.
@@ -130,6 +153,31 @@ impl Decision {
     /// Time until the same request would be allowed (zero when allowed).
     pub fn retry_after(&self) -> Duration {
         self.retry_after
+    }
+}
+
+// Equal when every accessor answers the same, however `remaining` is held.
+impl PartialEq for Decision {
+    fn eq(&self, other: &Self) -> bool {
+        self.allowed == other.allowed
+            && self.quota == other.quota
+            && self.remaining() == other.remaining()
+            && self.reset == other.reset
+            && self.retry_after == other.retry_after
+    }
+}
+
+impl Eq for Decision {}
+
+impl fmt::Debug for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decision")
+            .field("allowed", &self.allowed)
+            .field("quota", &self.quota)
+            .field("remaining", &self.remaining())
+            .field("reset", &self.reset)
+            .field("retry_after", &self.retry_after)
+            .finish()
     }
 }
 
@@ -148,6 +196,9 @@ struct LimitsInner {
     quotas: Box<[Quota]>,
     names: Box<[String]>,
     gcra: Box<[Gcra]>,
+    // The only quota, beside the fingerprint: what the memory store's
+    // lock-free slot compares on every decision.
+    single: Option<Gcra>,
     scope: String,
     fingerprint: u64,
     max_cost: u32,
@@ -221,6 +272,10 @@ impl Limits {
             inner: Arc::new(LimitsInner {
                 quotas: quotas.into_boxed_slice(),
                 names: names.into_boxed_slice(),
+                single: match *gcra {
+                    [g] => Some(g),
+                    _ => None,
+                },
                 gcra,
                 scope,
                 fingerprint: hasher.finish(),
@@ -266,6 +321,12 @@ impl Limits {
     pub(crate) fn fingerprint(&self) -> u64 {
         self.inner.fingerprint
     }
+
+    /// The quota when there is only one.
+    #[inline]
+    pub(crate) fn single(&self) -> Option<Gcra> {
+        self.inner.single
+    }
 }
 
 impl fmt::Debug for Limits {
@@ -281,29 +342,23 @@ impl fmt::Debug for Limits {
 /// The GCRA decision for one key, in nanoseconds: `tats` holds the
 /// theoretical arrival time of each quota (0 for a key never seen) and is
 /// updated only when every quota allows `cost` cells.
+#[inline]
 pub(crate) fn decide(tats: &mut [u64], now: u64, cost: u32, gcra: &[Gcra]) -> Decision {
-    let cost = u64::from(cost);
     if let ([g], [tat]) = (gcra, &mut *tats) {
         // One quota, the common case: no search for the binding one.
-        let from = (*tat).max(now);
-        let next = from.saturating_add(cost.saturating_mul(g.interval));
-        let limit = now.saturating_add(g.tau);
-        if next > limit {
-            let remaining = (limit - from) / g.interval;
-            return Decision::denied(
-                0,
-                remaining,
-                Duration::from_nanos(from - now),
-                Duration::from_nanos(next - limit),
-            );
+        let (decision, next) = decide_one(*tat, now, cost, *g);
+        if let Some(next) = next {
+            *tat = next;
         }
-        *tat = next;
-        return Decision::allowed(
-            0,
-            (limit - next) / g.interval,
-            Duration::from_nanos(next - now),
-        );
+        return decision;
     }
+    decide_many(tats, now, cost, gcra)
+}
+
+// Several quotas: all must allow, and the binding one is reported.
+#[inline(never)]
+fn decide_many(tats: &mut [u64], now: u64, cost: u32, gcra: &[Gcra]) -> Decision {
+    let cost = u64::from(cost);
     let mut denied: Option<(usize, u64)> = None;
     for (i, (g, &tat)) in gcra.iter().zip(tats.iter()).enumerate() {
         let next = tat.max(now).saturating_add(cost.saturating_mul(g.interval));
@@ -317,7 +372,9 @@ pub(crate) fn decide(tats: &mut [u64], now: u64, cost: u32, gcra: &[Gcra]) -> De
     }
     if let Some((i, wait)) = denied {
         let (g, tat) = (gcra[i], tats[i].max(now));
-        let remaining = (now.saturating_add(g.tau) - tat) / g.interval;
+        // A `now` older than the state (a clock read on another core, or
+        // `check_at` in the past) leaves nothing, not an underflow.
+        let remaining = now.saturating_add(g.tau).saturating_sub(tat) / g.interval;
         return Decision::denied(
             i,
             remaining,
@@ -337,6 +394,33 @@ pub(crate) fn decide(tats: &mut [u64], now: u64, cost: u32, gcra: &[Gcra]) -> De
     }
     let (i, remaining, reset) = best.expect("limits hold at least one quota");
     Decision::allowed(i, remaining, Duration::from_nanos(reset))
+}
+
+/// The GCRA decision under one quota for a key whose theoretical arrival
+/// time is `tat`: the decision and, when allowed, the new `tat`.
+#[inline]
+pub(crate) fn decide_one(tat: u64, now: u64, cost: u32, g: Gcra) -> (Decision, Option<u64>) {
+    let from = tat.max(now);
+    let next = from.saturating_add(u64::from(cost).saturating_mul(g.interval));
+    let limit = now.saturating_add(g.tau);
+    if next > limit {
+        // `from` may pass `limit` when `now` is older than the state.
+        let decision = Decision::denied_slack(
+            0,
+            limit.saturating_sub(from),
+            g.interval,
+            Duration::from_nanos(from - now),
+            Duration::from_nanos(next - limit),
+        );
+        return (decision, None);
+    }
+    let decision = Decision::allowed_slack(
+        0,
+        limit - next,
+        g.interval,
+        Duration::from_nanos(next - now),
+    );
+    (decision, Some(next))
 }
 
 #[cfg(test)]
@@ -384,6 +468,18 @@ mod tests {
         assert_eq!(
             (limits.name(0), limits.name(1), limits.name(2)),
             ("default", "default-2", "m")
+        );
+    }
+
+    #[test]
+    fn decisions_compare_by_what_they_report() {
+        let reset = Duration::from_secs(3);
+        let lazy = Decision::allowed_slack(0, 1_050, 100, reset);
+        assert_eq!(lazy, Decision::allowed(0, 10, reset));
+        assert_ne!(lazy, Decision::allowed(0, 11, reset));
+        assert_eq!(
+            format!("{lazy:?}"),
+            format!("{:?}", Decision::allowed(0, 10, reset))
         );
     }
 }
