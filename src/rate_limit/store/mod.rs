@@ -160,6 +160,7 @@ impl Decision {
 impl PartialEq for Decision {
     fn eq(&self, other: &Self) -> bool {
         self.allowed == other.allowed
+            && self.cached == other.cached
             && self.quota == other.quota
             && self.remaining() == other.remaining()
             && self.reset == other.reset
@@ -173,6 +174,7 @@ impl fmt::Debug for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Decision")
             .field("allowed", &self.allowed)
+            .field("cached", &self.cached)
             .field("quota", &self.quota)
             .field("remaining", &self.remaining())
             .field("reset", &self.reset)
