@@ -17,7 +17,8 @@
 //! | [`observability`] | `metrics` (for metrics) | decisions nobody can see |
 //!
 //! Shared state (rate limits, idempotency keys) lives in a store: in memory for
-//! one instance, or in Redis (feature `redis`) when several instances must agree.
+//! one instance, or in Redis (feature `redis`; one Redis or a Redis Cluster)
+//! when several instances must agree.
 //!
 //! [tower]: https://docs.rs/tower
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -196,6 +196,31 @@ pub(crate) mod record {
     pub(crate) fn set_gauge(key: &Key, value: f64) {
         metrics::with_recorder(|recorder| recorder.register_gauge(key, &METADATA).set(value));
     }
+
+    /// The key of `metric` with `labels` only (no `name`): the store metrics.
+    #[cfg(all(
+        feature = "redis",
+        any(feature = "rate-limit", feature = "idempotency")
+    ))]
+    pub(crate) fn static_key(metric: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+        let labels = labels
+            .iter()
+            .map(|&(key, value)| Label::from_static_parts(key, value))
+            .collect::<Vec<_>>();
+        Key::from_parts(metric, labels)
+    }
+
+    /// Records `value` in the histogram `key`.
+    #[cfg(all(
+        feature = "redis",
+        any(feature = "rate-limit", feature = "idempotency")
+    ))]
+    #[inline]
+    pub(crate) fn histogram(key: &Key, value: f64) {
+        metrics::with_recorder(|recorder| {
+            recorder.register_histogram(key, &METADATA).record(value)
+        });
+    }
 }
 
 #[cfg(test)]

@@ -47,7 +47,10 @@ impl RedisServer {
     }
 
     fn new_stopped() -> Self {
-        let port = free_port();
+        Self::new_stopped_on(free_port())
+    }
+
+    fn new_stopped_on(port: u16) -> Self {
         let dir =
             std::env::temp_dir().join(format!("palisade-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create redis dir");
@@ -135,6 +138,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free port for a cluster node: the cluster bus listens 10000 above it,
+/// so that one must be free too (and exist: Redis refuses ports over 55535).
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 fn ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -180,7 +194,7 @@ impl RedisCluster {
     pub fn start() -> Self {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                let mut node = RedisServer::new_stopped();
+                let mut node = RedisServer::new_stopped_on(free_cluster_port());
                 node.extra_args = vec![
                     "--cluster-enabled".into(),
                     "yes".into(),
@@ -233,6 +247,20 @@ impl RedisCluster {
     /// The nodes, to kill one or run `redis-cli` against it.
     pub fn nodes(&mut self) -> &mut [RedisServer] {
         &mut self.nodes
+    }
+
+    /// Lets every master keep serving its own slots while another master is
+    /// down (`cluster-require-full-coverage no`): with the default, every
+    /// node refuses every key once a master without replicas is marked
+    /// failed. Nodes that are down are skipped; a restarted node needs it
+    /// again.
+    pub fn serve_without_full_coverage(&mut self) {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            assert_eq!(
+                node.cli(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]),
+                "OK"
+            );
+        }
     }
 
     /// The node that serves `key`'s hash slot.
@@ -325,6 +353,37 @@ pub fn metric_values(
                 format!("{}{{{}}}", key.key().name(), labels.join(",")),
                 value,
             ))
+        })
+        .collect()
+}
+
+/// Like [`metric_values`], with histograms too: a histogram's value is its
+/// number of samples.
+pub fn metric_samples(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    use metrics_util::debugging::DebugValue;
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name().starts_with(prefix))
+        .map(|(key, _, _, value)| {
+            let labels: Vec<String> = key
+                .key()
+                .labels()
+                .map(|l| format!("{}=\"{}\"", l.key(), l.value()))
+                .collect();
+            let value = match value {
+                DebugValue::Counter(n) => n as f64,
+                DebugValue::Gauge(g) => g.0,
+                DebugValue::Histogram(samples) => samples.len() as f64,
+            };
+            (
+                format!("{}{{{}}}", key.key().name(), labels.join(",")),
+                value,
+            )
         })
         .collect()
 }

@@ -3,8 +3,9 @@
 //! [`RateLimitLayer`] decides every request against one or more [`Quota`]s
 //! (all must allow; a denial spends nothing) kept in a [`Store`]:
 //! [`MemoryStore`] for one instance, `RedisStore` (feature `redis`) when
-//! every instance must share one count. Clones of the service share the
-//! store. A denied request fails with [`Error::Limited`], a typed
+//! every instance must share one count, on one Redis or a Redis Cluster
+//! (`RedisStore::connect_cluster`; the hash tag `{<key>}` keeps every quota
+//! of one decision in one slot). Clones of the service share the store. A denied request fails with [`Error::Limited`], a typed
 //! [`RateLimited`]; over HTTP it becomes a `429` problem with `Retry-After`
 //! and the `RateLimit-Policy` / `RateLimit` fields of
 //! draft-ietf-httpapi-ratelimit-headers-10 (see [`RateLimitHeaders`] for

@@ -1,10 +1,13 @@
 #![cfg(all(feature = "rate-limit", feature = "http", feature = "axum"))]
 //! Rate limit layer: GCRA against a model, the memory bound, the HTTP
-//! surface, key extraction and (with feature `redis`) the Redis store.
+//! surface, key extraction and (with feature `redis`) the Redis store, on
+//! one Redis and on a Redis Cluster.
 
 #[path = "../support.rs"]
 mod support;
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod contract;
 mod events;
 mod http;

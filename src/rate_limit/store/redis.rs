@@ -10,6 +10,7 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use super::{Decision, Limits, Store, StoreError};
+use crate::redis_conn::{Conn, Script, hash_tag};
 
 const SCRIPT: &str = include_str!("gcra.lua");
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
@@ -21,22 +22,40 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 /// instance that talks to the same Redis sees one count.
 ///
 /// - **Atomic and exact**: the script reads every quota's state, decides,
-///   and writes only when all allow, by `EVALSHA` (reloaded by itself after
-///   `NOSCRIPT`, for example after `SCRIPT FLUSH` or a restart).
+///   and writes only when all allow.
 /// - **One clock**: time is Redis's `TIME` in integer microseconds, so
 ///   instances with skewed clocks agree. An emission interval that is not a
 ///   whole number of microseconds (such as 3 per second) is rounded up to
 ///   the next microsecond, which is never more permissive.
-/// - **Cluster-ready, self-cleaning**: keys are
-///   `<prefix><scope>:{<key>}:<quota name>:<interval µs>:<burst>`; the hash
-///   tag puts every quota of one key in one slot, and every key gets a TTL
-///   that ends when its bucket is full again.
+/// - **One Redis or a Redis Cluster**: [`connect`](Self::connect) and
+///   [`new`](Self::new) take one Redis, [`connect_cluster`](Self::connect_cluster)
+///   a cluster. On a cluster, each decision goes to the master that serves
+///   its key's slot, following `MOVED` and `ASK`.
+/// - **One slot per decision, self-cleaning**: keys are
+///   `<prefix><scope>:{<key>}:<quota name>:<interval µs>:<burst>`. Everything
+///   up to the closing brace is the same for every quota of one decision, so
+///   the hash tag `{<key>}` puts all of them in one slot (no `CROSSSLOT`),
+///   while different keys spread over the cluster. A key that is empty or
+///   starts with `}` or `\` (which would give an empty tag, or collide) is
+///   written with a leading `\`; the prefix and scope must not contain
+///   braces, or their tag would take over. Every key gets a TTL that ends
+///   when its bucket is full again.
 /// - **Bounded**: each decision gives up after [`timeout`](Self::timeout)
 ///   (default 50 ms) with [`StoreError::Timeout`]; the layer's
 ///   [`FailurePolicy`](crate::rate_limit::FailurePolicy) decides what then.
 ///   A decision that timed out may still have run on Redis and spent its
-///   cells. The connection is one multiplexed [`ConnectionManager`], shared by all
-///   concurrent decisions and clones, that reconnects by itself.
+///   cells. The connection is one multiplexed [`ConnectionManager`] (on a
+///   cluster, one per master), shared by all concurrent decisions and
+///   clones, that reconnects by itself. On a cluster, a dead master fails
+///   (within the bound) only the decisions whose keys it serves; the others
+///   go on, and its slots come back with it. Run the cluster with
+///   `cluster-require-full-coverage no` where a master has no replica to
+///   take over: otherwise every node refuses every key once the dead master
+///   is marked failed.
+/// - **Scripts reload themselves**: every decision is an `EVALSHA` sent to
+///   the node of its slot; after `NOSCRIPT` (a `SCRIPT FLUSH`, a restarted
+///   or new node) it is sent again as `EVAL`, which runs the script and
+///   caches it on that node.
 /// - **Local deny cache** (on by default): a key denied for `T` is denied
 ///   again in this process without asking Redis until `T` has passed,
 ///   which keeps a flood off Redis.
@@ -52,10 +71,35 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 /// let layer = RateLimitLayer::redis(store, Quota::per_minute(100));
 /// # Ok(()) }
 /// ```
+///
+/// On a Redis Cluster, list a few of its nodes:
+///
+/// ```no_run
+/// # async fn run() -> Result<(), palisade::rate_limit::StoreError> {
+/// use palisade::rate_limit::{Quota, RateLimitLayer, RedisStore};
+///
+/// let store = RedisStore::connect_cluster(&[
+///     "redis://10.0.0.1:6379/",
+///     "redis://10.0.0.2:6379/",
+///     "redis://10.0.0.3:6379/",
+/// ])
+/// .await?;
+/// let layer = RateLimitLayer::redis(store, Quota::per_minute(100).burst(20))
+///     .quota(Quota::per_hour(1000));
+/// # Ok(()) }
+/// ```
+///
+/// With feature `metrics`, every round trip records
+/// `palisade_store_duration_seconds` and every failed one (a timeout too)
+/// `palisade_store_errors_total`, labelled `layer="rate_limit"`,
+/// `store="redis"` or `"redis_cluster"`, `op="decide"`; denials from the
+/// local deny cache are not round trips.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    script: Arc<redis::Script>,
+    conn: Conn,
+    script: Arc<Script>,
+    #[cfg(feature = "metrics")]
+    metrics: Arc<crate::redis_conn::OpMetrics>,
     prefix: Arc<str>,
     timeout: Duration,
     deny_cache: Option<Arc<DenyCache>>,
@@ -69,9 +113,33 @@ impl RedisStore {
 
     /// Uses `conn` (clones of a `ConnectionManager` share one connection).
     pub fn new(conn: ConnectionManager) -> Self {
+        Self::with_conn(Conn::Single(conn))
+    }
+
+    /// Connects to the Redis Cluster that `urls` belong to (one reachable
+    /// node is enough; list several in case one is down) and reads its slot
+    /// map.
+    ///
+    /// Each master gets its own reconnecting connection, so a dead master
+    /// fails, within [`timeout`](Self::timeout), only the decisions whose
+    /// keys it serves. `MOVED` and `ASK` are followed; the slot map is read
+    /// again, in the background, after a redirection or a failure.
+    pub async fn connect_cluster<U: AsRef<str>>(urls: &[U]) -> Result<Self, StoreError> {
+        Ok(Self::with_conn(Conn::Cluster(
+            crate::redis_conn::Cluster::connect(urls).await?,
+        )))
+    }
+
+    fn with_conn(conn: Conn) -> Self {
         Self {
+            #[cfg(feature = "metrics")]
+            metrics: Arc::new(crate::redis_conn::OpMetrics::new(
+                "rate_limit",
+                conn.label(),
+                "decide",
+            )),
             conn,
-            script: Arc::new(redis::Script::new(SCRIPT)),
+            script: Arc::new(Script::new(SCRIPT)),
             prefix: DEFAULT_PREFIX.into(),
             timeout: DEFAULT_TIMEOUT,
             deny_cache: Some(Arc::new(DenyCache::new())),
@@ -99,10 +167,12 @@ impl RedisStore {
         self
     }
 
-    /// The Redis keys of `key` under `limits`, one per quota.
+    /// The Redis keys of `key` under `limits`, one per quota, all with the
+    /// same hash tag.
     pub fn keys(&self, key: &str, limits: &Limits) -> Vec<String> {
         let scope = limits.scope();
         let sep = if scope.is_empty() { "" } else { ":" };
+        let key = hash_tag(key);
         limits
             .quotas()
             .iter()
@@ -125,19 +195,17 @@ impl RedisStore {
         limits: &Limits,
         cost: u32,
     ) -> Result<Decision, StoreError> {
-        let mut invocation = self.script.prepare_invoke();
+        let mut call = self.script.call();
         for k in self.keys(key, limits) {
-            invocation.key(k);
+            call.key(k);
         }
-        invocation.arg(cost);
+        call.arg(cost);
         for q in limits.quotas() {
             let interval = micros(q.interval_nanos());
-            invocation
-                .arg(interval)
+            call.arg(interval)
                 .arg(interval.saturating_mul(u64::from(q.max_burst())));
         }
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        let reply: Vec<i64> = call.invoke(&self.conn).await?;
         let [allowed, quota, remaining, reset, retry] = reply[..] else {
             return Err(StoreError::Protocol(format!("{reply:?}")));
         };
@@ -173,9 +241,12 @@ impl Store for RedisStore {
         {
             return Ok(decision);
         }
-        let decision = tokio::time::timeout(self.timeout, self.run_script(key, limits, cost))
+        let result = tokio::time::timeout(self.timeout, self.run_script(key, limits, cost))
             .await
-            .map_err(|_| StoreError::Timeout(self.timeout))??;
+            .unwrap_or(Err(StoreError::Timeout(self.timeout)));
+        #[cfg(feature = "metrics")]
+        self.metrics.record(sent.elapsed(), result.is_err());
+        let decision = result?;
         if let Some(cache) = &self.deny_cache
             && !decision.is_allowed()
         {
@@ -188,6 +259,7 @@ impl Store for RedisStore {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
+            .field("store", &self.conn.label())
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("deny_cache", &self.deny_cache.is_some())
