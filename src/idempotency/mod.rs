@@ -71,7 +71,10 @@
 //! extension, for its own downstream writes. A crashed instance's claim
 //! frees itself when its lease expires. With [`MemoryStore`] each step is one
 //! critical section; with `RedisStore` (feature `redis`) each is one Lua script, so a replay
-//! costs one round trip and a first execution two.
+//! costs one round trip and a first execution two. `RedisStore` works on one
+//! Redis or on a Redis Cluster (`RedisStore::connect_cluster`): the record
+//! and its fencing counter share the hash tag `{<hash>}`, so every step's
+//! keys are in one slot.
 //!
 //! Keys are namespaced by the caller identity of [`IdempotencyLayer::scope`]
 //! and by method and path. The default, [`Unscoped`], is only safe when a

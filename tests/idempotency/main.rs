@@ -7,6 +7,8 @@
 mod support;
 
 mod client;
+#[cfg(feature = "redis")]
+mod cluster;
 mod common;
 mod events;
 mod fingerprint;

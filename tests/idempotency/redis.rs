@@ -181,7 +181,7 @@ async fn first_execution_is_two_round_trips_and_replay_one() {
         IdempotencyLayer::redis(store(&redis).await),
         answer(StatusCode::OK, "ok"),
     );
-    // Load the scripts once (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA).
+    // Load the scripts once (EVALSHA, NOSCRIPT, then EVAL).
     send(&app, post(Some("warm-up"), "{}")).await;
     redis.cli(&["CONFIG", "RESETSTAT"]);
     send(&app, post(Some(KEY), "{}")).await;

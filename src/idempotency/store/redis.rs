@@ -10,11 +10,16 @@ use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use redis::Value;
 use redis::aio::ConnectionManager;
+#[cfg(feature = "metrics")]
+use tokio::time::Instant;
 
 use super::Store;
 use crate::idempotency::error::StoreError;
 use crate::idempotency::fingerprint::Fingerprint;
 use crate::idempotency::record::{Claim, Completion, Lease, Record, StoredResponse};
+#[cfg(feature = "metrics")]
+use crate::redis_conn::OpMetrics;
+use crate::redis_conn::{Conn, Script, hash_tag};
 
 const CLAIM: &str = include_str!("claim.lua");
 const COMPLETE: &str = include_str!("complete.lua");
@@ -30,15 +35,33 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 /// - **One round trip per step**: a claim is one script that returns the
 ///   existing record (a replay needs nothing more) or claims the key; a
 ///   completion is one compare-token-and-set script; a release is one
-///   script. Scripts run by `EVALSHA` and reload themselves after
-///   `NOSCRIPT`.
-/// - **Keys**: `<prefix>{<hash>}` for the record (a hash with fields) and
-///   `<prefix>{<hash>}:fence` for its fencing counter; the hash tag keeps
-///   both in one cluster slot. `<hash>` is the layer's SHA-256 of caller
-///   scope, method, path and key, so no caller identity is stored.
+///   script. Each runs by `EVALSHA` on the node that holds its keys; after
+///   `NOSCRIPT` (a `SCRIPT FLUSH`, a restarted or new node) it is sent again
+///   as `EVAL`, which runs it and caches it on that node.
+/// - **One Redis or a Redis Cluster**: [`connect`](Self::connect) and
+///   [`new`](Self::new) take one Redis, [`connect_cluster`](Self::connect_cluster)
+///   a cluster, where each step goes to the master that serves its key's
+///   slot, following `MOVED` and `ASK`.
+/// - **Keys, one slot per record**: `<prefix>{<hash>}` for the record (a
+///   hash with fields) and `<prefix>{<hash>}:fence` for its fencing
+///   counter; the hash tag `{<hash>}` puts both in one cluster slot, so the
+///   claim script, which touches both, never meets `CROSSSLOT`. `<hash>` is
+///   the layer's SHA-256 of caller scope, method, path and key, so no
+///   caller identity is stored. (A key given to the store directly that is
+///   empty or starts with `}` or `\` gets a leading `\`, so its tag is
+///   never empty; the prefix must not contain braces.)
 /// - **Bounded**: each step gives up after [`timeout`](Self::timeout)
 ///   (default 1 s) with [`StoreError::Timeout`]; the layer then fails closed
-///   (503) or open, as configured.
+///   (503) or open, as configured. On a cluster, a dead master fails only
+///   the steps whose records it holds, and serves them again once it is
+///   back (run the cluster with `cluster-require-full-coverage no` if a
+///   master may have no replica to take over, or every node refuses every
+///   key once it is marked failed).
+/// - **Metrics** (feature `metrics`): every step records
+///   `palisade_store_duration_seconds` and every failed one (a timeout
+///   too) `palisade_store_errors_total`, labelled `layer="idempotency"`,
+///   `store="redis"` or `"redis_cluster"` and `op="claim"`, `"complete"`
+///   or `"release"`.
 ///
 /// ```no_run
 /// use palisade::idempotency::{IdempotencyLayer, RedisStore};
@@ -48,23 +71,50 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 /// let layer = IdempotencyLayer::redis(store);
 /// # Ok(()) }
 /// ```
+///
+/// On a Redis Cluster, list a few of its nodes:
+///
+/// ```no_run
+/// use palisade::idempotency::{IdempotencyLayer, RedisStore};
+///
+/// # async fn run() -> Result<(), palisade::idempotency::StoreError> {
+/// let store = RedisStore::connect_cluster(&[
+///     "redis://10.0.0.1:6379/",
+///     "redis://10.0.0.2:6379/",
+///     "redis://10.0.0.3:6379/",
+/// ])
+/// .await?;
+/// let layer = IdempotencyLayer::redis(store);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     scripts: Arc<Scripts>,
     prefix: Arc<str>,
     timeout: Duration,
 }
 
 struct Scripts {
-    claim: redis::Script,
-    complete: redis::Script,
-    release: redis::Script,
+    claim: Script,
+    complete: Script,
+    release: Script,
+    #[cfg(feature = "metrics")]
+    metrics: [OpMetrics; 3],
+}
+
+/// A store step, for its metrics.
+#[derive(Clone, Copy)]
+enum Op {
+    Claim,
+    Complete,
+    Release,
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
+            .field("store", &self.conn.label())
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
@@ -79,13 +129,34 @@ impl RedisStore {
 
     /// Uses `conn` (clones of a `ConnectionManager` share one connection).
     pub fn new(conn: ConnectionManager) -> Self {
+        Self::with_conn(Conn::Single(conn))
+    }
+
+    /// Connects to the Redis Cluster that `urls` belong to (one reachable
+    /// node is enough; list several in case one is down) and reads its slot
+    /// map.
+    ///
+    /// Each master gets its own reconnecting connection, so a dead master
+    /// fails, within [`timeout`](Self::timeout), only the steps whose keys
+    /// it serves. `MOVED` and `ASK` are followed; the slot map is read
+    /// again, in the background, after a redirection or a failure.
+    pub async fn connect_cluster<U: AsRef<str>>(urls: &[U]) -> Result<Self, StoreError> {
+        Ok(Self::with_conn(Conn::Cluster(
+            crate::redis_conn::Cluster::connect(urls).await?,
+        )))
+    }
+
+    fn with_conn(conn: Conn) -> Self {
         Self {
-            conn,
             scripts: Arc::new(Scripts {
-                claim: redis::Script::new(CLAIM),
-                complete: redis::Script::new(COMPLETE),
-                release: redis::Script::new(RELEASE),
+                claim: Script::new(CLAIM),
+                complete: Script::new(COMPLETE),
+                release: Script::new(RELEASE),
+                #[cfg(feature = "metrics")]
+                metrics: ["claim", "complete", "release"]
+                    .map(|op| OpMetrics::new("idempotency", conn.label(), op)),
             }),
+            conn,
             prefix: DEFAULT_PREFIX.into(),
             timeout: DEFAULT_TIMEOUT,
         }
@@ -105,19 +176,28 @@ impl RedisStore {
         self
     }
 
-    /// The Redis key of the record of `key`.
+    /// The Redis key of the record of `key` (its fencing counter is this
+    /// plus `:fence`, in the same slot).
     pub fn record_key(&self, key: &str) -> String {
-        format!("{}{{{key}}}", self.prefix)
+        format!("{}{{{}}}", self.prefix, hash_tag(key))
     }
 
     async fn bounded<T>(
         &self,
+        op: Op,
         step: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, step).await {
-            Ok(result) => Ok(result?),
+        #[cfg(feature = "metrics")]
+        let sent = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, step).await {
+            Ok(result) => result.map_err(StoreError::from),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
-        }
+        };
+        #[cfg(feature = "metrics")]
+        self.scripts.metrics[op as usize].record(sent.elapsed(), result.is_err());
+        #[cfg(not(feature = "metrics"))]
+        let _ = op; // only the metrics tell the steps apart
+        result
     }
 }
 
@@ -237,7 +317,7 @@ impl Store for RedisStore {
     ) -> Result<Claim, StoreError> {
         let token = crate::idempotency::record::random_u64();
         let record = self.record_key(key);
-        let mut invocation = self.scripts.claim.prepare_invoke();
+        let mut invocation = self.scripts.claim.call();
         invocation
             .key(&record)
             .key(format!("{record}:fence"))
@@ -245,8 +325,9 @@ impl Store for RedisStore {
             .arg(token)
             .arg(millis(lease))
             .arg(millis(lease + FENCE_MARGIN));
-        let mut conn = self.conn.clone();
-        let reply: Value = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let reply: Value = self
+            .bounded(Op::Claim, invocation.invoke(&self.conn))
+            .await?;
         parse_claim(&reply, token)
     }
 
@@ -257,7 +338,7 @@ impl Store for RedisStore {
         completion: Completion,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut invocation = self.scripts.complete.prepare_invoke();
+        let mut invocation = self.scripts.complete.call();
         invocation
             .key(self.record_key(key))
             .arg(lease.token)
@@ -270,16 +351,18 @@ impl Store for RedisStore {
                 .arg(&response.body[..]),
             Completion::NotRetained => invocation.arg("n").arg(0).arg("[]").arg(""),
         };
-        let mut conn = self.conn.clone();
-        let stored: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let stored: i64 = self
+            .bounded(Op::Complete, invocation.invoke(&self.conn))
+            .await?;
         Ok(stored == 1)
     }
 
     async fn release(&self, key: &str, lease: Lease) -> Result<bool, StoreError> {
-        let mut invocation = self.scripts.release.prepare_invoke();
+        let mut invocation = self.scripts.release.call();
         invocation.key(self.record_key(key)).arg(lease.token);
-        let mut conn = self.conn.clone();
-        let released: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let released: i64 = self
+            .bounded(Op::Release, invocation.invoke(&self.conn))
+            .await?;
         Ok(released == 1)
     }
 }
