@@ -107,24 +107,22 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let observer = &config.observer;
-            let start = observer.start();
+            let start = config.observer.start();
             let decision = match config.store.check(&key, &config.limits, cost).await {
-                Ok(decision) => {
-                    observer.decided(&key, &decision, &config.limits, config.shadow, start);
-                    Some(decision)
-                }
-                Err(error) => match config.on_error {
-                    FailurePolicy::Open => {
-                        observer.failed(&key, &error, false, start);
-                        None
-                    }
-                    FailurePolicy::Closed => {
-                        observer.failed(&key, &error, true, start);
+                Ok(decision) => Some(decision),
+                Err(error) => {
+                    let closed = config.on_error == FailurePolicy::Closed;
+                    config.observer.failed(&key, &error, closed, start);
+                    if closed {
                         return Err(Error::Store(error));
                     }
-                },
+                    None
+                }
             };
+            if let Some(d) = &decision {
+                let (limits, shadow) = (&config.limits, config.shadow);
+                config.observer.decided(&key, d, limits, shadow, start);
+            }
             if let Some(d) = decision.filter(|d| !d.is_allowed() && !config.shadow) {
                 return Err(Error::Limited(RateLimited::new(config.limits.clone(), d)));
             }
