@@ -40,7 +40,7 @@
 //! | `palisade_rate_limit_local_denials_total` | counter | `name`; denials answered by the local deny cache, without the store |
 //! | `palisade_idempotency_requests_total` | counter | `name`, `outcome` = `executed` \| `replayed` \| `conflict` \| `mismatch` \| `invalid_key` \| `missing_scope` \| `body_rejected` \| `gone` \| `not_stored` \| `failed_open` \| `failed_closed` |
 //! | `palisade_validation_rejections_total` | counter | `name`, `status` = `400` \| `406` \| `413` \| `415` \| `422` |
-//! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` |
+//! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` = `decide` (rate limit) \| `claim` \| `complete` \| `release` (idempotency); a timeout counts as an error |
 //! | `palisade_store_duration_seconds` | histogram | `layer`, `store`, `op`: one store round trip |
 
 use std::hash::Hasher;
