@@ -423,19 +423,10 @@ pub(crate) fn key_slot(key: &[u8]) -> u16 {
     crc16(tagged.unwrap_or(key)) % SLOTS as u16
 }
 
+// The XMODEM variant of CRC16 is the one the cluster spec names; the crate is
+// the one redis-rs itself uses for slots.
 fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in bytes {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
+    crc16::State::<crc16::XMODEM>::calculate(bytes)
 }
 
 #[cfg(test)]
