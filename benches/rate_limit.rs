@@ -5,8 +5,11 @@
 //! 1. In memory: criterion for governor direct / keyed (1,000 keys) and
 //!    palisade's `MemoryStore` on the same key shapes, then interleaved
 //!    rounds and the ratio palisade / governor (target <= 1.2), for the
-//!    default store (tokio's clock) and one built `with_fast_clock`, and
-//!    what each clock read costs. Then the whole layer: a bare
+//!    default store (`MemoryStore::new`: with feature `fast-clock`, which
+//!    this package turns on, and tokio built without `test-util`, as here,
+//!    it reads the TSC) and one `with_tokio_clock` (what the default reads
+//!    where tokio's time can be paused, or without `fast-clock`), and what
+//!    each clock read costs. Then the whole layer: a bare
 //!    always-ready service against the same service behind
 //!    `RateLimitLayer` (global key, a quota that never denies), per call;
 //!    with feature `metrics` the layer also records its counters (no
@@ -46,10 +49,12 @@ fn memory(c: &mut Criterion) {
     let big = NonZeroU32::new(u32::MAX).unwrap();
     let gov_direct = RateLimiter::direct(GQuota::per_second(big));
     let gov_keyed = RateLimiter::<String, _, _>::keyed(GQuota::per_second(big));
-    // The default store reads tokio's clock (so paused-time tests drive it);
-    // the fast one reads the TSC through quanta, as governor does.
+    // The default store reads the TSC through quanta, as governor does
+    // (tokio's time cannot be paused in this build); the other one reads
+    // tokio's clock, as the default does where time can be paused.
     let store = MemoryStore::new();
-    let fast = MemoryStore::with_fast_clock(100_000);
+    let tokio_clock = MemoryStore::with_tokio_clock(100_000);
+    println!("default store: {store:?}");
     let limits = Limits::new([Quota::per_second(u32::MAX)]);
     let keys: Vec<String> = (0..KEYS)
         .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
@@ -57,7 +62,7 @@ fn memory(c: &mut Criterion) {
     // Each store's first single-quota key takes its lock-free slot (what a
     // layer with the global key gets); the 1,000 keys go through the shards.
     store.check_now("k", &limits, 1);
-    fast.check_now("k", &limits, 1);
+    tokio_clock.check_now("k", &limits, 1);
 
     let mut g = c.benchmark_group("memory");
     g.bench_function("governor direct", |b| {
@@ -66,8 +71,8 @@ fn memory(c: &mut Criterion) {
     g.bench_function("palisade direct", |b| {
         b.iter(|| black_box(store.check_now("k", &limits, 1).is_allowed()))
     });
-    g.bench_function("palisade direct, fast clock", |b| {
-        b.iter(|| black_box(fast.check_now("k", &limits, 1).is_allowed()))
+    g.bench_function("palisade direct, tokio clock", |b| {
+        b.iter(|| black_box(tokio_clock.check_now("k", &limits, 1).is_allowed()))
     });
     let mut i = 0;
     g.bench_function("governor keyed 1000", |b| {
@@ -82,10 +87,10 @@ fn memory(c: &mut Criterion) {
             black_box(store.check_now(&keys[i], &limits, 1).is_allowed())
         })
     });
-    g.bench_function("palisade keyed 1000, fast clock", |b| {
+    g.bench_function("palisade keyed 1000, tokio clock", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
-            black_box(fast.check_now(&keys[i], &limits, 1).is_allowed())
+            black_box(tokio_clock.check_now(&keys[i], &limits, 1).is_allowed())
         })
     });
     g.finish();
@@ -109,7 +114,7 @@ fn memory(c: &mut Criterion) {
             black_box(store.check_now("k", &limits, 1).is_allowed());
         }));
         rounds[2].push(per_op(&mut || {
-            black_box(fast.check_now("k", &limits, 1).is_allowed());
+            black_box(tokio_clock.check_now("k", &limits, 1).is_allowed());
         }));
         rounds[3].push(per_op(&mut || {
             i = (i + 1) % KEYS;
@@ -121,7 +126,7 @@ fn memory(c: &mut Criterion) {
         }));
         rounds[5].push(per_op(&mut || {
             i = (i + 1) % KEYS;
-            black_box(fast.check_now(&keys[i], &limits, 1).is_allowed());
+            black_box(tokio_clock.check_now(&keys[i], &limits, 1).is_allowed());
         }));
         rounds[6].push(per_op(&mut || {
             black_box(tokio::time::Instant::now());
@@ -133,7 +138,7 @@ fn memory(c: &mut Criterion) {
     let m: Vec<f64> = rounds.iter_mut().map(|r| median(r)).collect();
     println!("\n== in memory, median of 15 interleaved rounds (ns per decision) ==");
     println!(
-        "direct:     governor {:6.1}  palisade {:6.1} ({:.2}x)  with fast clock {:6.1} ({:.2}x)  (target <= 1.2)",
+        "direct:     governor {:6.1}  palisade {:6.1} ({:.2}x)  with tokio's clock {:6.1} ({:.2}x)  (target <= 1.2)",
         m[0],
         m[1],
         m[1] / m[0],
@@ -141,7 +146,7 @@ fn memory(c: &mut Criterion) {
         m[2] / m[0]
     );
     println!(
-        "keyed 1000: governor {:6.1}  palisade {:6.1} ({:.2}x)  with fast clock {:6.1} ({:.2}x)  (target <= 1.2)",
+        "keyed 1000: governor {:6.1}  palisade {:6.1} ({:.2}x)  with tokio's clock {:6.1} ({:.2}x)  (target <= 1.2)",
         m[3],
         m[4],
         m[4] / m[3],
@@ -152,8 +157,8 @@ fn memory(c: &mut Criterion) {
         "clock read: tokio::time::Instant::now {:5.1}  governor's quanta clock {:5.1}",
         m[6], m[7]
     );
-    // The default store must read tokio's clock (paused-time tests drive
-    // it): that read alone bounds its ratios from below.
+    // Where time can be paused the store must read tokio's clock: that read
+    // alone bounds its ratios from below.
     println!(
         "tokio's clock read alone: {:.2}x governor direct, {:.2}x governor keyed",
         m[6] / m[0],

@@ -22,10 +22,18 @@ const MIN_SWEEP: usize = 64;
 /// nothing (a fresh key decides the same), so idle keys are swept whenever a
 /// shard grows; if live keys alone pass [`max_keys`](Self::max_keys), the
 /// oldest-looking are dropped with a warning (they get a fresh bucket). No
-/// background task runs: dropping the last clone frees everything. Time is
-/// read from `tokio::time::Instant`, so paused-time tests drive it (with
-/// feature `fast-clock`, `MemoryStore::with_fast_clock` trades that for a
-/// cheaper clock).
+/// background task runs: dropping the last clone frees everything.
+///
+/// Time is read from `tokio::time::Instant`, so paused-time tests drive it.
+/// With feature `fast-clock`, a store reads the CPU's time-stamp counter
+/// instead (through `quanta`, as governor does: a few nanoseconds instead of
+/// some 25) wherever tokio is built without its `test-util` feature, that
+/// is wherever tokio's time can never be paused: in a release build, not in
+/// the tests of a crate that pauses time. The first such store in a process
+/// calibrates the counter against the OS clock (here well under a
+/// millisecond; `quanta` gives up after 200 ms).
+/// [`with_fast_clock`](Self::with_fast_clock) and
+/// [`with_tokio_clock`](Self::with_tokio_clock) pick one clock regardless.
 ///
 /// The first key decided under a single quota (for a layer with the default
 /// global key, its only key) is kept apart from the shards, never evicted:
@@ -176,16 +184,27 @@ impl MemoryStore {
     }
 
     /// An empty store that holds at most about `max_keys` keys (rounded up
-    /// to a multiple of the shard count).
+    /// to a multiple of the shard count), on the clock the
+    /// [type docs](Self) describe.
     pub fn with_max_keys(max_keys: usize) -> Self {
+        #[cfg(feature = "fast-clock")]
+        if !tokio_time_can_pause() {
+            return Self::with_fast_clock(max_keys);
+        }
+        Self::with_tokio_clock(max_keys)
+    }
+
+    /// Like [`with_max_keys`](Self::with_max_keys), but always on
+    /// `tokio::time::Instant`, the clock [`check_at`](Self::check_at) takes.
+    pub fn with_tokio_clock(max_keys: usize) -> Self {
         Self::build(max_keys, Clock::Tokio)
     }
 
     /// Like [`with_max_keys`](Self::with_max_keys), but [`check_now`](Self::check_now)
-    /// (and so the layer) reads the CPU's time-stamp counter (through
-    /// `quanta`, calibrated against the OS clock) instead of
-    /// `tokio::time::Instant`: a few nanoseconds instead of a system call's
-    /// worth, for limiters that decide millions of requests a second.
+    /// (and so the layer) always reads the CPU's time-stamp counter (through
+    /// `quanta`, calibrated against the OS clock; where the CPU has no
+    /// invariant counter, `quanta` reads the OS clock) instead of
+    /// `tokio::time::Instant`.
     ///
     /// This clock does not follow tokio's paused time, so tests that advance
     /// time by hand need [`new`](Self::new). [`check_at`](Self::check_at)
@@ -401,6 +420,40 @@ impl Shard {
     }
 }
 
+/// Whether tokio's clock can be paused: only when tokio is built with
+/// `test-util`, the feature that also adds `Builder::start_paused`. Method
+/// resolution prefers an inherent method to a trait method of the same name,
+/// so the fallback below answers exactly when tokio has no such method.
+#[cfg(feature = "fast-clock")]
+fn tokio_time_can_pause() -> bool {
+    // Unused where tokio has `test-util`.
+    #[allow(dead_code)]
+    struct CannotPause;
+    #[allow(dead_code)]
+    trait Fallback {
+        fn start_paused(&mut self, _: bool) -> CannotPause {
+            CannotPause
+        }
+    }
+    impl Fallback for tokio::runtime::Builder {}
+    trait Answer {
+        fn can_pause(&self) -> bool;
+    }
+    impl Answer for &mut tokio::runtime::Builder {
+        fn can_pause(&self) -> bool {
+            true
+        }
+    }
+    impl Answer for CannotPause {
+        fn can_pause(&self) -> bool {
+            false
+        }
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .start_paused(false)
+        .can_pause()
+}
+
 fn nanos_since(start: Instant, now: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX)
 }
@@ -419,8 +472,14 @@ impl Default for MemoryStore {
 
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let clock = match self.inner.clock {
+            Clock::Tokio => "tokio",
+            #[cfg(feature = "fast-clock")]
+            Clock::Fast { .. } => "fast",
+        };
         f.debug_struct("MemoryStore")
             .field("max_keys", &self.max_keys())
+            .field("clock", &clock)
             .finish_non_exhaustive()
     }
 }
@@ -473,6 +532,23 @@ mod tests {
             let d = store.check_at(key, limits, 1, start);
             assert!(!d.is_allowed(), "{key}");
             assert_eq!((d.quota(), d.remaining()), (0, 0), "{key}");
+        }
+    }
+
+    // The tests build tokio with `test-util`: time can be paused, so the
+    // default store must follow it even when the fast clock is compiled in.
+    #[tokio::test(start_paused = true)]
+    async fn the_default_store_follows_paused_time() {
+        let store = MemoryStore::new();
+        assert!(format!("{store:?}").contains(r#"clock: "tokio""#));
+        let limits = Limits::new([Quota::per_hour(1)]);
+        for key in ["slot", "shard"] {
+            assert!(store.check_now(key, &limits, 1).is_allowed());
+            assert!(!store.check_now(key, &limits, 1).is_allowed());
+        }
+        tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+        for key in ["slot", "shard"] {
+            assert!(store.check_now(key, &limits, 1).is_allowed(), "{key}");
         }
     }
 }
