@@ -301,11 +301,13 @@ async fn the_deny_cache_keeps_a_flood_off_redis_until_the_retry_time() {
     }
     let first = s.check("hot", &limits, 1).await.unwrap();
     assert!(!first.is_allowed());
+    assert!(!first.is_cached(), "the first denial came from Redis");
     let before = calls();
     let mut last = first.retry_after();
     for _ in 0..100 {
         let d = s.check("hot", &limits, 1).await.unwrap();
         assert!(!d.is_allowed());
+        assert!(d.is_cached(), "marked as a local denial");
         assert!(d.retry_after() <= last, "the wait counts down");
         last = d.retry_after();
     }

@@ -312,12 +312,15 @@ impl DenyCache {
         }
         let elapsed = now.saturating_duration_since(d.received);
         let retry_after = d.decision.retry_after().saturating_sub(elapsed);
-        Some(Decision::denied(
-            d.decision.quota(),
-            d.decision.remaining(),
-            d.decision.reset().saturating_sub(elapsed),
-            retry_after,
-        ))
+        Some(
+            Decision::denied(
+                d.decision.quota(),
+                d.decision.remaining(),
+                d.decision.reset().saturating_sub(elapsed),
+                retry_after,
+            )
+            .cached(),
+        )
     }
 
     fn insert(
