@@ -82,7 +82,9 @@ impl<S, C> CircuitBreaker<S, C> {
 }
 
 impl<S, C> CircuitBreaker<S, C> {
+    // Out of line, like `pass`: the fast path of `call` stays small.
     #[cold]
+    #[inline(never)]
     fn reject<Req>(&self, retry_after: Duration) -> ResponseFuture<S::Future, C>
     where
         S: Service<Req>,
@@ -91,6 +93,8 @@ impl<S, C> CircuitBreaker<S, C> {
         ResponseFuture::rejected(retry_after)
     }
 
+    #[cold]
+    #[inline(never)]
     fn pass<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, C>
     where
         S: Service<Req>,
