@@ -26,6 +26,10 @@
 //!
 //! `ORDER_API_BENCH_SECS` (default 4) sets the length of each measured
 //! window; `ORDER_API_BENCH_ROUNDS` (default 3) the number of rounds.
+//! `ORDER_API_BENCH_RECORDER=off` keeps the demo's Prometheus recorder out
+//! (the layers then record into nothing), to see what recording costs.
+//! `ORDER_API_BENCH_PROFILE=<part of a variant's name>` (`bare`, `memory`,
+//! `Redis`) drives that variant alone for one window, for a profiler.
 
 // The example's unit-test modules come along through `#[path]`; a bench
 // without the test harness drops their `#[test]` functions, leaving their
@@ -85,7 +89,6 @@ use palisade::idempotency::IdempotencyKeyLayer;
 use palisade::validate::Validated;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
 
 use crate::clients::{BreakerProbe, BreakerState, PaymentClient, RecommendationsClient};
 use crate::config::Config;
@@ -154,7 +157,7 @@ async fn start_bare() -> String {
     let own = server::own_base_url(addr);
     let client = clients::http_client();
     let transport_only = || {
-        BoxCloneSyncService::new(
+        clients::Upstream::new(
             ServiceBuilder::new()
                 .map_err(BoxError::from)
                 // Only puts the payment key the handler chose in its header.
@@ -283,52 +286,84 @@ fn main() {
 async fn run() {
     let window = Duration::from_secs(env_number("ORDER_API_BENCH_SECS", 4));
     let rounds = env_number("ORDER_API_BENCH_ROUNDS", 3).max(1) as usize;
+    if std::env::var("ORDER_API_BENCH_RECORDER").as_deref() == Ok("off") {
+        // Taken before the demo installs its Prometheus recorder, which then
+        // stays empty: what the layers cost with no recorder to record into.
+        metrics::set_global_recorder(metrics::NoopRecorder).expect("the first recorder");
+        println!("metrics recorder: none");
+    }
     let redis = support::RedisServer::start_or_skip("order_api bench (Redis stores)");
     let mut variants = vec![
-        ("bare", start_bare().await),
-        ("full, memory stores", start_full(None).await),
+        ("bare", start_bare().await, None),
+        ("full, memory stores", start_full(None).await, None),
     ];
     if let Some(server) = &redis {
-        variants.push(("full, Redis stores", start_full(Some(server.url())).await));
+        variants.push((
+            "full, Redis stores",
+            start_full(Some(server.url())).await,
+            Some(server),
+        ));
     }
     let client: LoadClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(CONNECTIONS)
         .build_http();
+    if let Ok(only) = std::env::var("ORDER_API_BENCH_PROFILE") {
+        // One variant alone, one window, for a profiler attached to this
+        // process: no other variant's samples in the profile.
+        let (name, base, _) = variants
+            .iter()
+            .find(|(name, ..)| name.contains(only.as_str()))
+            .unwrap_or_else(|| panic!("no variant matches {only:?}"));
+        let (rps, failed) = load(&client, base, window, "profile").await;
+        println!("profile {name}: {rps:.0} req/s ({failed} non-2xx)");
+        return;
+    }
     println!(
         "order_api: {CONNECTIONS} connections, {} s windows, {rounds} rounds, loopback",
         window.as_secs()
     );
-    for (name, base) in &variants {
+    for (name, base, _) in &variants {
         let (rps, failed) = load(&client, base, Duration::from_secs(1), "warmup").await;
         println!("  warm-up {name:<22} {rps:>9.0} req/s ({failed} non-2xx)");
     }
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 0..rounds {
         let mut line = format!("round {}:", round + 1);
         let mut bare = 0.0;
-        for (i, (name, base)) in variants.iter().enumerate() {
+        for (i, (name, base, server)) in variants.iter().enumerate() {
+            let cpu_before = cpu_seconds(*server);
             let (rps, failed) = load(&client, base, window, &format!("r{round}")).await;
+            let cpu_us = 1e6 * (cpu_seconds(*server) - cpu_before) / (rps * window.as_secs_f64());
             assert_eq!(
                 failed, 0,
                 "{name}: {failed} requests failed; not a valid run"
             );
             if i == 0 {
                 bare = rps;
-                line += &format!("  {name} {rps:.0} req/s");
+                line += &format!("  {name} {rps:.0} req/s {cpu_us:.0} us CPU/req");
             } else {
                 line += &format!(
-                    "  | {name} {rps:.0} req/s ({:.0}% of bare)",
+                    "  | {name} {rps:.0} req/s ({:.0}% of bare) {cpu_us:.0} us CPU/req",
                     100.0 * rps / bare
                 );
             }
             results[i].push(rps);
+            cpu[i].push(cpu_us);
         }
         println!("{line}");
     }
     // The ratio is taken within each round (both sides saw the same
     // machine), then the median of the rounds' ratios.
     println!("median of {rounds} rounds:");
-    for (i, (name, _)) in variants.iter().enumerate() {
+    let per_round = |ratios: &[f64]| {
+        ratios
+            .iter()
+            .map(|r| format!("{r:.1}%"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (i, (name, ..)) in variants.iter().enumerate() {
         let rps = median(results[i].clone());
         let ratios: Vec<f64> = results[i]
             .iter()
@@ -338,11 +373,55 @@ async fn run() {
         println!(
             "  {name:<22} {rps:>9.0} req/s  median ratio {:>5.1}% of bare (per round: {})",
             median(ratios.clone()),
-            ratios
-                .iter()
-                .map(|r| format!("{r:.1}%"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            per_round(&ratios)
         );
     }
+    // Throughput on a shared machine moves with whatever else runs; the CPU
+    // a request costs moves much less. Bare CPU per request over a variant's
+    // is the share of bare's throughput the variant reaches on a machine it
+    // has to itself, where the bench is CPU-bound.
+    if cpu[0].iter().all(|c| *c > 0.0) {
+        println!("CPU per request (this process, plus redis-server for Redis stores):");
+        for (i, (name, ..)) in variants.iter().enumerate() {
+            let ratios: Vec<f64> = cpu[0]
+                .iter()
+                .zip(&cpu[i])
+                .map(|(b, c)| 100.0 * b / c)
+                .collect();
+            println!(
+                "  {name:<22} {:>6.1} us  bare/this median {:>5.1}% (per round: {})",
+                median(cpu[i].clone()),
+                median(ratios.clone()),
+                per_round(&ratios)
+            );
+        }
+    }
+}
+
+/// CPU seconds used so far by this process (the servers and the load
+/// generator) and by `redis`, when given; 0 where `/proc` is missing.
+fn cpu_seconds(redis: Option<&support::RedisServer>) -> f64 {
+    // utime and stime (fields 14 and 15, after the parenthesised name) of
+    // every thread, live or gone, in clock ticks: 100 a second on Linux.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    let own = match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => 0.0,
+    };
+    let redis = redis.map_or(0.0, |server| {
+        server
+            .cli(&["INFO", "cpu"])
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(name, _)| *name == "used_cpu_sys" || *name == "used_cpu_user")
+            .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+            .sum()
+    });
+    own + redis
 }

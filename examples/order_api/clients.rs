@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -22,7 +23,6 @@ use hyper_util::rt::TokioExecutor;
 use palisade::BoxError;
 use palisade::idempotency::IdempotencyKey;
 use serde::Serialize;
-use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::domain::{Currency, Money};
@@ -32,8 +32,43 @@ use crate::routes::ProductSummary;
 /// hyper-util's pooled HTTP/1 client: a `tower::Service<Request<_>>`.
 pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-/// A whole downstream stack: request in, response with its whole body out.
-pub(crate) type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, BoxError>;
+/// A whole downstream stack, shared by every request: request in, response
+/// with its whole body out.
+///
+/// Each call clones the stack (its layers share their state, so a clone is a
+/// few reference counts) in place, inside the call's one boxed future; a
+/// `BoxCloneSyncService` would box every clone as well.
+#[derive(Clone)]
+pub(crate) struct Upstream(Arc<dyn Fn(Request<Full<Bytes>>) -> UpstreamFuture + Send + Sync>);
+
+type UpstreamFuture = BoxFuture<'static, Result<Response<Bytes>, BoxError>>;
+
+impl Upstream {
+    pub(crate) fn new<S>(stack: S) -> Self
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send,
+    {
+        Self(Arc::new(move |request| {
+            Box::pin(stack.clone().oneshot(request))
+        }))
+    }
+
+    /// Sends `request` through the stack.
+    pub(crate) fn call(&self, request: Request<Full<Bytes>>) -> UpstreamFuture {
+        (self.0)(request)
+    }
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Upstream")
+    }
+}
 
 pub(crate) fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
@@ -143,7 +178,7 @@ async fn call_json<T: serde::de::DeserializeOwned>(
     stack: &Upstream,
     request: Request<Full<Bytes>>,
 ) -> Result<T, ClientError> {
-    let response = stack.clone().oneshot(request).await.map_err(classify)?;
+    let response = stack.call(request).await.map_err(classify)?;
     if !response.status().is_success() {
         return Err(ClientError::Upstream(format!(
             "answered {}",

@@ -4,8 +4,9 @@
 //! Server side, per request, outermost first:
 //!
 //! ```text
-//! request span (request id on every log line) + request metrics -> rejection counters
-//!   /orders, /orders/{id}, /products/{id}:  rate limit (one layer, one set of buckets)
+//! every route but the fakes: request span (request id on every log line),
+//!                             request metrics, rejection counters
+//!   /orders, /orders/{id}, /products/{id}:  rate limit (one set of buckets)
 //!   POST /orders:                             -> validate -> idempotency -> handler
 //! ```
 //!
@@ -37,13 +38,12 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::routing::{get, post};
 use http::{Method, Response as HttpResponse};
 use palisade::BoxError;
@@ -55,15 +55,15 @@ use palisade::rate_limit::{self, Quota, RateLimitLayer};
 use palisade::timeout::{self, TimeoutLayer};
 use palisade::validate::{UnknownFields, ValidateLayer};
 use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
 use tower::retry::{Policy, RetryLayer};
-use tower::util::BoxCloneSyncService;
-use tracing::Instrument;
+use tower::util::MapResponseLayer;
 
 use crate::clients::{BreakerProbe, BreakerState, HttpClient, TransportError, Upstream, transport};
 use crate::config::Config;
 use crate::routes;
 use crate::state::{AppState, Rejection, Stores};
-use crate::telemetry;
+use crate::telemetry::ObserveLayer;
 
 /// Largest `POST /orders` body: 64 KiB.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -77,12 +77,16 @@ pub(crate) const PAYMENT_RETRIES: u32 = 2;
 /// idempotency keys are scoped by it.
 pub(crate) type CallerKey = Or<Header, ClientIp>;
 
-/// The caller key extractor; see [`CallerKey`].
-pub(crate) fn caller_key() -> CallerKey {
-    Header::api_key().or(ClientIp::new().peer(|ext| {
-        ext.get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip())
-    }))
+/// The caller key extractor; see [`CallerKey`]. Built once: the handler
+/// of `POST /orders` uses it on every order.
+pub(crate) fn caller_key() -> &'static CallerKey {
+    static KEY: LazyLock<CallerKey> = LazyLock::new(|| {
+        Header::api_key().or(ClientIp::new().peer(|ext| {
+            ext.get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip())
+        }))
+    });
+    &KEY
 }
 
 /// `/orders`, `/orders/{id}` and `/products/{id}` with their layers, over
@@ -91,7 +95,7 @@ pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
     let config = &state.config;
     let quota =
         Quota::per_second(config.rate_limit_per_second.get()).burst(config.rate_limit_burst.get());
-    match &*state.stores {
+    match &state.stores {
         Stores::Memory => api_routes_with(
             config,
             RateLimitLayer::memory(quota),
@@ -119,7 +123,8 @@ where
     // still running is never taken over by a duplicate.
     let slowest_payment = config.payment_timeout * (PAYMENT_RETRIES + 2);
     let idempotency = idempotency
-        .scope(caller_key())
+        .name("orders")
+        .scope(caller_key().clone())
         .ttl(IDEMPOTENCY_TTL)
         .lease(slowest_payment.max(Duration::from_secs(60)))
         .max_request_body(MAX_BODY_BYTES);
@@ -132,37 +137,52 @@ where
         .body_limit(MAX_BODY_BYTES)
         .unknown_fields(UnknownFields::Allow)
         .json::<routes::CreateOrder>();
-    // `MethodRouter::layer` wraps what is already there: innermost first.
+    // (1, outermost) Rate limit: allowed responses carry `RateLimit`,
+    // refusals are 429 with `Retry-After` and `RateLimit-Policy`. Clones of
+    // the layer share its store, so a caller has one bucket for /orders and
+    // /products.
+    let rate_limit = rate_limit
+        .name("api")
+        .key(caller_key().clone())
+        .http_headers();
     // Each palisade layer has its `ProblemLayer` (errors -> RFC 9457
     // responses) and, outside it, the mark `/admin/stats` counts it by.
-    let create = post(routes::create_order)
-        .layer::<_, Infallible>(
-            ServiceBuilder::new()
-                .layer(middleware::map_response(mark_idempotency))
-                .layer(ProblemLayer::new())
-                .layer(idempotency),
-        )
-        .layer::<_, Infallible>(
-            ServiceBuilder::new()
-                .layer(middleware::map_response(mark_validation))
-                .layer(ProblemLayer::new())
-                .layer(validate),
-        );
-    // (1, outermost) One rate limit layer over both routers, so a caller
-    // has one bucket for /orders and /products; allowed responses carry
-    // `RateLimit`, refusals are 429 with `Retry-After` and `RateLimit-Policy`.
-    let rate_limit = rate_limit.key(caller_key()).http_headers();
+    // One `layer` call per route: axum boxes (and clones per request) the
+    // service at every `layer` call, so the whole stack goes in at once.
+    let create = post(routes::create_order).layer::<_, Infallible>(
+        limited(&rate_limit)
+            .map_response(mark_validation)
+            .layer(ProblemLayer::new())
+            .layer(validate)
+            .map_response(mark_idempotency)
+            .layer(ProblemLayer::new())
+            .layer(idempotency),
+    );
     Router::new()
         .route("/orders", create)
-        .route("/orders/{id}", get(routes::get_order))
-        .route("/products/{id}", get(routes::get_product))
-        .layer(
-            ServiceBuilder::new()
-                .layer(middleware::map_response(mark_rate_limited))
-                .layer(ProblemLayer::new())
-                .layer(rate_limit),
+        .route(
+            "/orders/{id}",
+            get(routes::get_order).layer::<_, Infallible>(limited(&rate_limit)),
+        )
+        .route(
+            "/products/{id}",
+            get(routes::get_product).layer::<_, Infallible>(limited(&rate_limit)),
         )
 }
+
+/// A marked rate limit: the mark, the problem mapping and `rate_limit`.
+/// A function, so each route gets the mark for its own response body type.
+#[allow(clippy::type_complexity)]
+fn limited<L: Clone, B>(
+    rate_limit: &L,
+) -> ServiceBuilder<Stack<L, Stack<ProblemLayer, Stack<MapResponseLayer<Marker<B>>, Identity>>>> {
+    ServiceBuilder::new()
+        .map_response(mark_rate_limited as Marker<B>)
+        .layer(ProblemLayer::new())
+        .layer(rate_limit.clone())
+}
+
+type Marker<B> = fn(HttpResponse<B>) -> HttpResponse<B>;
 
 /// Marks a refusal of a layer (not a handler's answer, which carries its
 /// own mark, nor a replayed answer) for the counters.
@@ -176,14 +196,14 @@ fn mark<B>(mut response: HttpResponse<B>, rejection: Rejection) -> HttpResponse<
     response
 }
 
-async fn mark_rate_limited<B>(response: HttpResponse<B>) -> HttpResponse<B> {
+fn mark_rate_limited<B>(response: HttpResponse<B>) -> HttpResponse<B> {
     match response.status() {
         StatusCode::TOO_MANY_REQUESTS => mark(response, Rejection::RateLimited),
         _ => response,
     }
 }
 
-async fn mark_validation<B>(response: HttpResponse<B>) -> HttpResponse<B> {
+fn mark_validation<B>(response: HttpResponse<B>) -> HttpResponse<B> {
     match response.status() {
         StatusCode::BAD_REQUEST
         | StatusCode::PAYLOAD_TOO_LARGE
@@ -193,7 +213,7 @@ async fn mark_validation<B>(response: HttpResponse<B>) -> HttpResponse<B> {
     }
 }
 
-async fn mark_idempotency<B>(response: HttpResponse<B>) -> HttpResponse<B> {
+fn mark_idempotency<B>(response: HttpResponse<B>) -> HttpResponse<B> {
     match response.status() {
         StatusCode::CONFLICT => mark(response, Rejection::IdempotencyConflict),
         StatusCode::UNPROCESSABLE_ENTITY => mark(response, Rejection::IdempotencyMismatch),
@@ -203,64 +223,12 @@ async fn mark_idempotency<B>(response: HttpResponse<B>) -> HttpResponse<B> {
     }
 }
 
-/// Around everything: a span per request (so its id is on every log line of
-/// the request), the request metrics of `/metrics` and the rejection
-/// counters of `/admin/stats`.
+/// Around every route but the fakes: the request span, the request
+/// metrics of `/metrics` and the rejection counters of `/admin/stats` (see
+/// [`ObserveLayer`]). The fake downstreams stand for remote services: their
+/// calls are not requests of this API.
 pub(crate) fn outermost(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    router.layer(
-        ServiceBuilder::new()
-            .layer(middleware::from_fn(request_span))
-            .layer(middleware::from_fn_with_state(
-                state.stats.clone(),
-                crate::state::count_rejections,
-            )),
-    )
-}
-
-/// The response header that carries the request id.
-pub(crate) const REQUEST_ID: &str = "x-request-id";
-
-/// Opens the request's span: a request id (the caller's `X-Request-Id` when
-/// it is a sane value, else a new one), method and path, then logs the
-/// outcome, records it in `http_server_request_duration_seconds` and echoes
-/// the id in the response.
-async fn request_span(req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .filter(|v| (1..=64).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        // Not a secret, only unique enough to find a request in the logs:
-        // a fast PRNG, not a system call per request.
-        .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)));
-    let span =
-        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
-    // The route's pattern, not its path: `/orders/{id}` is one series.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
-    async move {
-        let started = tokio::time::Instant::now();
-        let mut response = next.run(req).await;
-        let elapsed = started.elapsed();
-        tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = elapsed.as_millis() as u64,
-            "served"
-        );
-        telemetry::record_request(
-            &method,
-            route.as_ref().map(MatchedPath::as_str),
-            response.status(),
-            elapsed,
-        );
-        if let Ok(value) = http::HeaderValue::from_str(&id) {
-            response.headers_mut().insert(REQUEST_ID, value);
-        }
-        response
-    }
-    .instrument(span)
-    .await
+    router.layer(ObserveLayer::new(state.stats.clone()))
 }
 
 /// The error at the top of a client stack, before boxing.
@@ -325,7 +293,7 @@ pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, B
         .layer(breaker)
         .layer(TimeoutLayer::new(config.payment_timeout).name("payment"))
         .service(transport(client));
-    (BoxCloneSyncService::new(stack), probe(handle))
+    (Upstream::new(stack), probe(handle))
 }
 
 /// The recommendations service's client stack: no retry (a product page
@@ -343,5 +311,5 @@ pub(crate) fn recommendations_stack(
         .layer(breaker)
         .layer(TimeoutLayer::new(config.recommendations_timeout).name("recommendations"))
         .service(transport(client));
-    (BoxCloneSyncService::new(stack), probe(handle))
+    (Upstream::new(stack), probe(handle))
 }

@@ -47,14 +47,16 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .merge(layers::api_routes(&state))
         .merge(admin)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    // The fakes are added after the outermost layers, so they skip them.
+    layers::outermost(router, &state)
         .route("/fake/payments", axum::routing::post(faults::fake_payment))
         .route(
             "/fake/recommendations/{id}",
             get(faults::fake_recommendations),
         )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    layers::outermost(router, &state).with_state(state)
+        .with_state(state)
 }
 
 // ---- bodies -------------------------------------------------------------

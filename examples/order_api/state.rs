@@ -3,9 +3,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use serde::Serialize;
 
 use crate::clients::{PaymentClient, RecommendationsClient};
@@ -14,19 +11,33 @@ use crate::faults::{FakePayments, Faults};
 use crate::repository::Repository;
 use crate::service::OrderService;
 
-/// What every handler can reach. Cheap to clone: only `Arc`s, since axum
-/// clones the state with the handler service, and every layer in front of a
-/// handler clones its inner service per request.
+/// What every handler can reach, behind one `Arc`: axum clones the state
+/// with the handler service on every request, and layers in front of a
+/// handler clone their inner service, so a clone is one reference count, not
+/// one per part. Derefs to [`Parts`].
 #[derive(Debug, Clone)]
-pub(crate) struct AppState {
-    pub(crate) config: Arc<Config>,
-    pub(crate) orders: Arc<OrderService>,
-    pub(crate) recommendations: Arc<RecommendationsClient>,
-    pub(crate) faults: Arc<Faults>,
-    pub(crate) fake_payments: Arc<FakePayments>,
+pub(crate) struct AppState(Arc<Parts>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub(crate) config: Config,
+    pub(crate) orders: OrderService,
+    pub(crate) recommendations: RecommendationsClient,
+    pub(crate) faults: Faults,
+    pub(crate) fake_payments: FakePayments,
+    /// Shared with the counting layer (`telemetry::ObserveLayer`).
     pub(crate) stats: Arc<Stats>,
     /// Where the rate-limit and idempotency layers keep their state.
-    pub(crate) stores: Arc<Stores>,
+    pub(crate) stores: Stores,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
 }
 
 /// Where the layers of `layers.rs` keep their state.
@@ -69,15 +80,15 @@ impl AppState {
         recommendations: RecommendationsClient,
         stores: Stores,
     ) -> Self {
-        Self {
-            config: Arc::new(config),
-            orders: Arc::new(OrderService::new(repository, payment)),
-            recommendations: Arc::new(recommendations),
-            faults: Arc::new(Faults::default()),
-            fake_payments: Arc::new(FakePayments::default()),
+        Self(Arc::new(Parts {
+            config,
+            orders: OrderService::new(repository, payment),
+            recommendations,
+            faults: Faults::default(),
+            fake_payments: FakePayments::default(),
             stats: Arc::new(Stats::default()),
-            stores: Arc::new(stores),
-        }
+            stores,
+        }))
     }
 }
 
@@ -138,21 +149,4 @@ impl Stats {
             timeout: get(&self.timeout),
         }
     }
-}
-
-/// Counts every response that carries a [`Rejection`] extension.
-///
-/// Handlers mark their own rejections (see `errors.rs`); the refusals of
-/// palisade's layers are marked where each layer sits (`layers.rs`), so a
-/// 422 of validation and a 422 of idempotency count apart.
-pub(crate) async fn count_rejections(
-    State(stats): State<Arc<Stats>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let response = next.run(req).await;
-    if let Some(&rejection) = response.extensions().get::<Rejection>() {
-        stats.record(rejection);
-    }
-    response
 }

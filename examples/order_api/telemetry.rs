@@ -1,4 +1,6 @@
-//! Infrastructure: the process's metrics recorder, read by `GET /metrics`.
+//! Infrastructure: what the API reports about each request (a span, a log
+//! line, a metric, the rejection counters) and the process's metrics
+//! recorder, read by `GET /metrics`.
 //!
 //! palisade's layers record through the `metrics` facade (feature
 //! `metrics`); the demo installs a Prometheus recorder for them and adds one
@@ -6,11 +8,23 @@
 //! listener: `GET /metrics` renders the recorder's state in the API's own
 //! server, behind the admin token.
 
-use std::sync::OnceLock;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use axum::extract::MatchedPath;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use crate::state::{Rejection, Stats};
+
+/// The request and response header that carries the request id.
+pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// `http_server_request_duration_seconds`: every request the API answered,
 /// by `method`, `route` (the route's pattern, `unmatched` for none) and
@@ -98,4 +112,157 @@ fn method_label(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         _ => "other",
     }
+}
+
+/// Around every API request: a span with its request id (the caller's
+/// `X-Request-Id` when it is a sane value, else a new one), so the id is on
+/// every log line of the request; then a `served` log line, the request in
+/// [`HTTP_REQUEST_DURATION`], a refusal in the counters of `/admin/stats`,
+/// and the id echoed in the response.
+///
+/// A plain tower layer rather than `axum::middleware::from_fn`, which boxes
+/// and clones the whole inner stack on every request.
+#[derive(Debug, Clone)]
+pub(crate) struct ObserveLayer {
+    stats: Arc<Stats>,
+}
+
+impl ObserveLayer {
+    /// Counts refusals (responses marked with a [`Rejection`]) in `stats`.
+    pub(crate) fn new(stats: Arc<Stats>) -> Self {
+        Self { stats }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe {
+            inner,
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// See [`ObserveLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct Observe<S> {
+    inner: S,
+    stats: Arc<Stats>,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Observe<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let id = request_id(req.headers());
+        // The route's pattern, not its path: `/orders/{id}` is one series.
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let method = req.method().clone();
+        let span = tracing::info_span!(
+            "request",
+            id = %id.to_str().unwrap_or_default(),
+            method = %method,
+            path = %req.uri().path(),
+        );
+        let inner = span.in_scope(|| self.inner.call(req));
+        ObserveFuture {
+            inner,
+            span,
+            observed: Some(Observed {
+                id,
+                route,
+                method,
+                started: Instant::now(),
+                stats: self.stats.clone(),
+            }),
+        }
+    }
+}
+
+/// What [`ObserveFuture`] reports once the response is there.
+#[derive(Debug)]
+struct Observed {
+    id: HeaderValue,
+    route: Option<MatchedPath>,
+    method: Method,
+    started: Instant,
+    stats: Arc<Stats>,
+}
+
+pin_project! {
+    /// Response future of [`Observe`].
+    #[derive(Debug)]
+    pub(crate) struct ObserveFuture<F> {
+        #[pin]
+        inner: F,
+        span: tracing::Span,
+        observed: Option<Observed>,
+    }
+}
+
+impl<F, B, E> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let mut response = ready!(this.inner.poll(cx))?;
+        let observed = this
+            .observed
+            .take()
+            .expect("future polled after completion");
+        let elapsed = observed.started.elapsed();
+        let status = response.status();
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "served"
+        );
+        record_request(
+            &observed.method,
+            observed.route.as_ref().map(MatchedPath::as_str),
+            status,
+            elapsed,
+        );
+        if let Some(&rejection) = response.extensions().get::<Rejection>() {
+            observed.stats.record(rejection);
+        }
+        response.headers_mut().insert(&REQUEST_ID, observed.id);
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The caller's `X-Request-Id` when it is 1 to 64 visible ASCII characters,
+/// else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(id) = headers
+        .get(&REQUEST_ID)
+        .filter(|v| (1..=64).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic))
+    {
+        return id.clone();
+    }
+    // Not a secret, only unique enough to find a request in the logs: a
+    // fast PRNG, not a system call per request.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut digits = [0u8; 32];
+    for digit in digits.iter_mut().rev() {
+        *digit = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
 }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ pin_project! {
         state: State<F>,
         deadline: Instant,
         budget: Duration,
-        observer: &'static Observer,
+        observer: Arc<Observer>,
     }
 }
 
@@ -44,7 +45,7 @@ impl<F> ResponseFuture<F> {
         future: F,
         deadline: Instant,
         budget: Duration,
-        observer: &'static Observer,
+        observer: Arc<Observer>,
     ) -> Self {
         Self {
             state: State::Running {
@@ -57,7 +58,7 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn expired(deadline: Instant, observer: &'static Observer) -> Self {
+    pub(crate) fn expired(deadline: Instant, observer: Arc<Observer>) -> Self {
         Self {
             state: State::Expired,
             deadline,

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ pub struct Timeout<S, M = Fixed> {
     inner: S,
     timeout: Duration,
     mode: M,
-    observer: &'static Observer,
+    observer: Arc<Observer>,
 }
 
 impl<S> Timeout<S> {
@@ -32,12 +33,7 @@ impl<S> Timeout<S> {
 }
 
 impl<S, M> Timeout<S, M> {
-    pub(crate) fn with_mode(
-        inner: S,
-        timeout: Duration,
-        mode: M,
-        observer: &'static Observer,
-    ) -> Self {
+    pub(crate) fn with_mode(inner: S, timeout: Duration, mode: M, observer: Arc<Observer>) -> Self {
         Self {
             inner,
             timeout,
@@ -88,7 +84,12 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let deadline = add(Instant::now(), self.timeout);
-        ResponseFuture::new(self.inner.call(req), deadline, self.timeout, self.observer)
+        ResponseFuture::new(
+            self.inner.call(req),
+            deadline,
+            self.timeout,
+            self.observer.clone(),
+        )
     }
 }
 
@@ -144,8 +145,13 @@ where
         }
         if budget.is_zero() {
             // No time left: the answer could not be used, so spare the work.
-            return ResponseFuture::expired(deadline, self.observer);
+            return ResponseFuture::expired(deadline, self.observer.clone());
         }
-        ResponseFuture::new(self.inner.call(req), deadline, budget, self.observer)
+        ResponseFuture::new(
+            self.inner.call(req),
+            deadline,
+            budget,
+            self.observer.clone(),
+        )
     }
 }

@@ -929,13 +929,30 @@ async fn metrics_count_requests_by_route_and_status_and_the_layers_decisions(b: 
         "{}",
         after.0
     );
-    let paid = [("name", "payment"), ("outcome", "completed")];
-    assert!(
-        after.value("palisade_timeout_calls_total", &paid)
-            >= before.value("palisade_timeout_calls_total", &paid) + 1.0,
-        "{}",
-        after.0
-    );
+    for (family, labels) in [
+        (
+            "palisade_timeout_calls_total",
+            [("name", "payment"), ("outcome", "completed")],
+        ),
+        (
+            "palisade_circuit_breaker_calls_total",
+            [("name", "payment"), ("outcome", "success")],
+        ),
+        (
+            "palisade_idempotency_requests_total",
+            [("name", "orders"), ("outcome", "executed")],
+        ),
+        (
+            "palisade_rate_limit_decisions_total",
+            [("name", "api"), ("outcome", "allowed")],
+        ),
+    ] {
+        assert!(
+            after.value(family, &labels) >= before.value(family, &labels) + 1.0,
+            "{family} {labels:?}:\n{}",
+            after.0
+        );
+    }
 }
 
 async fn metrics_need_the_bearer_token_when_one_is_set(b: &Backend) {
@@ -963,6 +980,8 @@ async fn metrics_are_not_rate_limited(b: &Backend) {
         })
         .await;
     // The same caller (this client's address) spends its burst and more...
+    let denied = [("name", "api"), ("outcome", "denied")];
+    let before = app.metrics().await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(app.get("/products/1").await.status);
@@ -987,6 +1006,13 @@ async fn metrics_are_not_rate_limited(b: &Backend) {
         "{}",
         m.0
     );
+    // The layer counted its denials.
+    assert!(
+        m.value("palisade_rate_limit_decisions_total", &denied)
+            >= before.value("palisade_rate_limit_decisions_total", &denied) + 2.0,
+        "{}",
+        m.0
+    );
 }
 
 #[tokio::test]
@@ -1001,12 +1027,13 @@ async fn log_lines_of_a_request_carry_its_request_id_and_no_raw_key() {
     };
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(tracing::Level::TRACE)
         .with_writer(writer)
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
     let app = TestApp::start().await;
-    // Keys no other test uses: they must not reach any log line, ours or not.
+    // Keys no other test uses: they must not reach any log line, ours or
+    // not, at any level (TRACE: the layers log every decision).
     let (api_key, idempotency_key) = ("sk_live_logged_4f1c", "idem-logged-9b2e");
     let r = app
         .send(
