@@ -221,6 +221,8 @@ impl Breaker {
     }
 
     /// Counts and logs a call failed fast.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn on_rejected(&self, retry_after: Duration) {
         self.observer.count(CallOutcome::Rejected);
         tracing::debug!(
@@ -235,6 +237,8 @@ impl Breaker {
     }
 
     /// Counts and logs a call let through, unclassified, by a disabled breaker.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn on_passed(&self) {
         self.observer.count(CallOutcome::Disabled);
         tracing::trace!(

@@ -149,8 +149,9 @@ impl<C> Record<C> {
     #[inline]
     pub(crate) fn new(breaker: Arc<Breaker>, classifier: C, ticket: u64) -> Self {
         // The clock is read only when slow calls are detected, or for the
-        // `latency_us` of an enabled event (a cheap level check otherwise).
-        let start = if breaker.clock_at_start() || tracing::enabled!(tracing::Level::TRACE) {
+        // `latency_us` of a `TRACE` event (a load of the global level
+        // otherwise).
+        let start = if breaker.clock_at_start() || tracing::level_enabled!(tracing::Level::TRACE) {
             breaker.nanos_since_origin(Instant::now())
         } else {
             NO_START
@@ -186,6 +187,16 @@ impl<C> Record<C> {
         }
         let call = CallOutcome::of(outcome, slow);
         self.breaker.observer().count(call);
+        // Only the global level is checked inline: the event's own code kept
+        // out of line keeps the fast path small.
+        if tracing::level_enabled!(tracing::Level::TRACE) {
+            self.trace_finished(call, now);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn trace_finished(&self, call: CallOutcome, now: Option<Instant>) {
         tracing::trace!(
             layer = "circuit_breaker",
             name = self.breaker.observer().name(),

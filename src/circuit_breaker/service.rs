@@ -81,25 +81,6 @@ impl<S, C> CircuitBreaker<S, C> {
     }
 }
 
-impl<S, C> CircuitBreaker<S, C> {
-    #[cold]
-    fn reject<Req>(&self, retry_after: Duration) -> ResponseFuture<S::Future, C>
-    where
-        S: Service<Req>,
-    {
-        self.breaker.on_rejected(retry_after);
-        ResponseFuture::rejected(retry_after)
-    }
-
-    fn pass<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, C>
-    where
-        S: Service<Req>,
-    {
-        self.breaker.on_passed();
-        ResponseFuture::passthrough(self.inner.call(req))
-    }
-}
-
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         // The decision (and any probe permit) belongs to this service only.
@@ -161,14 +142,26 @@ where
             }
             _ => match std::mem::replace(&mut self.admission, Admission::Idle) {
                 Admission::Probe(permit) => permit.into_ticket(),
-                Admission::Pass => return self.pass(req),
-                Admission::Reject(retry_after) => return self.reject(retry_after),
+                Admission::Pass => {
+                    self.breaker.on_passed();
+                    return ResponseFuture::passthrough(self.inner.call(req));
+                }
+                Admission::Reject(retry_after) => {
+                    self.breaker.on_rejected(retry_after);
+                    return ResponseFuture::rejected(retry_after);
+                }
                 // Called without `poll_ready`: decide now.
                 Admission::Idle | Admission::Call(_) => match self.admit() {
                     Admission::Call(generation) => call_ticket(generation),
                     Admission::Probe(permit) => permit.into_ticket(),
-                    Admission::Pass => return self.pass(req),
-                    Admission::Reject(retry_after) => return self.reject(retry_after),
+                    Admission::Pass => {
+                        self.breaker.on_passed();
+                        return ResponseFuture::passthrough(self.inner.call(req));
+                    }
+                    Admission::Reject(retry_after) => {
+                        self.breaker.on_rejected(retry_after);
+                        return ResponseFuture::rejected(retry_after);
+                    }
                     Admission::Idle => unreachable!("admit never answers idle"),
                 },
             },

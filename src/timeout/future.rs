@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ pin_project! {
         state: State<F>,
         deadline: Instant,
         budget: Duration,
-        observer: Arc<Observer>,
+        observer: &'static Observer,
     }
 }
 
@@ -45,7 +44,7 @@ impl<F> ResponseFuture<F> {
         future: F,
         deadline: Instant,
         budget: Duration,
-        observer: Arc<Observer>,
+        observer: &'static Observer,
     ) -> Self {
         Self {
             state: State::Running {
@@ -58,7 +57,7 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn expired(deadline: Instant, observer: Arc<Observer>) -> Self {
+    pub(crate) fn expired(deadline: Instant, observer: &'static Observer) -> Self {
         Self {
             state: State::Expired,
             deadline,

@@ -18,7 +18,7 @@ use super::{EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest, Timeout};
 pub struct TimeoutLayer<M = Fixed> {
     timeout: Duration,
     mode: M,
-    observer: Arc<Observer>,
+    observer: &'static Observer,
 }
 
 impl TimeoutLayer {
@@ -79,7 +79,7 @@ impl<M> TimeoutLayer<M> {
     /// See [`crate::observability`].
     #[must_use]
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.observer = Observer::new(name.into());
+        self.observer = Observer::named(name.into());
         self
     }
 }
@@ -145,11 +145,6 @@ impl<S, M: Clone> Layer<S> for TimeoutLayer<M> {
     type Service = Timeout<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout::with_mode(
-            inner,
-            self.timeout,
-            self.mode.clone(),
-            self.observer.clone(),
-        )
+        Timeout::with_mode(inner, self.timeout, self.mode.clone(), self.observer)
     }
 }

@@ -1,4 +1,3 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ pub struct Timeout<S, M = Fixed> {
     inner: S,
     timeout: Duration,
     mode: M,
-    observer: Arc<Observer>,
+    observer: &'static Observer,
 }
 
 impl<S> Timeout<S> {
@@ -33,7 +32,12 @@ impl<S> Timeout<S> {
 }
 
 impl<S, M> Timeout<S, M> {
-    pub(crate) fn with_mode(inner: S, timeout: Duration, mode: M, observer: Arc<Observer>) -> Self {
+    pub(crate) fn with_mode(
+        inner: S,
+        timeout: Duration,
+        mode: M,
+        observer: &'static Observer,
+    ) -> Self {
         Self {
             inner,
             timeout,
@@ -84,12 +88,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let deadline = add(Instant::now(), self.timeout);
-        ResponseFuture::new(
-            self.inner.call(req),
-            deadline,
-            self.timeout,
-            self.observer.clone(),
-        )
+        ResponseFuture::new(self.inner.call(req), deadline, self.timeout, self.observer)
     }
 }
 
@@ -145,13 +144,8 @@ where
         }
         if budget.is_zero() {
             // No time left: the answer could not be used, so spare the work.
-            return ResponseFuture::expired(deadline, self.observer.clone());
+            return ResponseFuture::expired(deadline, self.observer);
         }
-        ResponseFuture::new(
-            self.inner.call(req),
-            deadline,
-            budget,
-            self.observer.clone(),
-        )
+        ResponseFuture::new(self.inner.call(req), deadline, budget, self.observer)
     }
 }

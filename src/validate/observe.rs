@@ -49,6 +49,14 @@ impl Observer {
     /// The request passed every check and goes to the inner service.
     #[inline]
     pub(crate) fn accepted(&self) {
+        if tracing::level_enabled!(tracing::Level::TRACE) {
+            self.trace_accepted();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn trace_accepted(&self) {
         tracing::trace!(
             layer = "validate",
             name = &*self.name,
@@ -58,6 +66,7 @@ impl Observer {
     }
 
     /// The request was refused with `error`.
+    #[cold]
     pub(crate) fn rejected<E>(&self, error: &Error<E>) {
         let Some(status) = status(error) else {
             return;

@@ -384,7 +384,10 @@ pub(crate) fn capture_logs() {
         let layer = tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_writer(|| Captured)
-            .with_filter(tracing_subscriber::filter::filter_fn(|_| {
+            // Dynamic: decided per event, never cached per callsite, or a
+            // callsite first hit on a thread that does not capture would stay
+            // off for the threads that do.
+            .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
                 CAPTURING.with(std::cell::Cell::get)
             }));
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
