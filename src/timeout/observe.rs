@@ -13,10 +13,10 @@ use crate::observability::{TIMEOUT_CALLS, record};
 /// futures.
 ///
 /// Interned by name for the life of the process, so a future holds a plain
-/// reference: an `Arc` clone and drop per call (two atomic read-modify-writes)
-/// cost the fixed timeout a tenth of its added cost. One name keeps one
-/// observer, a few hundred bytes, as a recorder keeps one series per name
-/// anyway; names come from configuration, not from requests.
+/// reference, not an `Arc` whose clone and drop would add two atomic
+/// read-modify-writes to every call. One name keeps one observer, a few
+/// hundred bytes, as a recorder keeps one series per name anyway; names come
+/// from configuration, not from requests.
 #[derive(Debug)]
 pub(crate) struct Observer {
     name: Arc<str>,
