@@ -6,6 +6,10 @@
 #[path = "../support.rs"]
 mod support;
 
+#[cfg(feature = "metrics")]
+#[path = "../recording.rs"]
+mod recording;
+
 mod client;
 #[cfg(feature = "redis")]
 mod cluster;

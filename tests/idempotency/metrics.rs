@@ -24,7 +24,7 @@ fn pending() -> Handler {
 
 #[test]
 fn a_known_sequence_counts_each_request_once_under_its_outcome() {
-    let ((), counts) = crate::support::record_metrics("palisade_idempotency_", || async {
+    let ((), counts) = crate::recording::record_metrics("palisade_idempotency_", || async {
         let ok = || answer(StatusCode::CREATED, r#"{"id":"ch_1"}"#);
         let (payments, ran) = harness(IdempotencyLayer::new().name("payments"), ok());
         assert_eq!(send(&payments, post(Some("k1"), "{}")).await.status, 201);
@@ -115,7 +115,7 @@ fn a_known_sequence_counts_each_request_once_under_its_outcome() {
 
 #[test]
 fn a_request_dropped_mid_run_with_release_counts_as_not_stored_once() {
-    let ((), counts) = crate::support::record_metrics("palisade_idempotency_", || async {
+    let ((), counts) = crate::recording::record_metrics("palisade_idempotency_", || async {
         let (app, ran) = harness(IdempotencyLayer::new(), pending());
         for _ in 0..2 {
             let dropped =

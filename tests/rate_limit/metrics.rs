@@ -52,7 +52,7 @@ where
 
 /// The metrics of `test`, run with a recorder of this thread only.
 fn recorded<F: Future>(test: impl FnOnce() -> F) -> BTreeMap<String, f64> {
-    crate::support::record_metrics("palisade_rate_limit_", test).1
+    crate::recording::record_metrics("palisade_rate_limit_", test).1
 }
 
 fn entry(metric: &str, name: &str, outcome: Option<&str>, n: u32) -> (String, f64) {

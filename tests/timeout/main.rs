@@ -8,6 +8,10 @@ mod metrics;
 #[path = "../support.rs"]
 mod support;
 
+#[cfg(feature = "metrics")]
+#[path = "../recording.rs"]
+mod recording;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
 
 use crate::never_answers;
-use crate::support::record_metrics;
+use crate::recording::record_metrics;
 
 const SEC: Duration = Duration::from_secs(1);
 

@@ -10,3 +10,7 @@ mod metrics;
 mod props;
 #[path = "../support.rs"]
 mod support;
+
+#[cfg(feature = "metrics")]
+#[path = "../recording.rs"]
+mod recording;

@@ -14,7 +14,7 @@ use palisade::validate::ValidateLayer;
 use tower::{ServiceExt, service_fn};
 
 use crate::common::*;
-use crate::support::record_metrics;
+use crate::recording::record_metrics;
 
 fn rejections(name: &str, status: u16) -> String {
     format!("palisade_validation_rejections_total{{name=\"{name}\",status=\"{status}\"}}")
