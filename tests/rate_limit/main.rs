@@ -7,7 +7,7 @@
 mod support;
 
 #[cfg(feature = "metrics")]
-#[path = "../recording.rs"]
+#[path = "../support/recording.rs"]
 mod recording;
 
 #[cfg(feature = "redis")]

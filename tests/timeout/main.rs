@@ -9,7 +9,7 @@ mod metrics;
 mod support;
 
 #[cfg(feature = "metrics")]
-#[path = "../recording.rs"]
+#[path = "../support/recording.rs"]
 mod recording;
 
 use std::convert::Infallible;

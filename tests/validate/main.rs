@@ -12,5 +12,5 @@ mod props;
 mod support;
 
 #[cfg(feature = "metrics")]
-#[path = "../recording.rs"]
+#[path = "../support/recording.rs"]
 mod recording;

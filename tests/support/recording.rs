@@ -6,7 +6,7 @@
 /// `DebuggingRecorder` as this thread's local recorder (no global state, so
 /// tests run in parallel), then returns its output and the recorded values
 /// of the metrics whose name starts with `prefix` (see `support::metric_values`).
-pub fn record_metrics<F: std::future::Future>(
+pub(crate) fn record_metrics<F: std::future::Future>(
     prefix: &str,
     test: impl FnOnce() -> F,
 ) -> (F::Output, std::collections::BTreeMap<String, f64>) {
