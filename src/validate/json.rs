@@ -141,8 +141,12 @@ fn reject<E>(
         Category::Data => {}
         Category::Syntax | Category::Eof | Category::Io => {
             let message = message(inner);
-            // 1e400 is valid JSON grammar: a value out of range, not malformed.
+            // 1e400 is valid JSON grammar: a value out of range, not
+            // malformed, unless the body is malformed further on.
             if message == "number out of range" {
+                if let Err(e) = grammar(bytes) {
+                    return syntax(&e);
+                }
                 violations.push(Violation::at_pointer(
                     at,
                     Invalid::new("range", "is out of range"),
@@ -154,15 +158,19 @@ fn reject<E>(
     }
     // Serde stops at the first type error, which may come before a syntax
     // error further on: malformed JSON is a 400 wherever it is.
-    if let Err(e) = serde_json::from_slice::<IgnoredAny>(bytes)
-        && matches!(e.classify(), Category::Syntax | Category::Eof)
-    {
+    if let Err(e) = grammar(bytes) {
         return syntax(&e);
     }
     let message = message(inner);
     let invalid = describe(&message, &mut at);
     violations.push(Violation::at_pointer(at, invalid));
     Error::Invalid(violations)
+}
+
+// Whether `bytes` is JSON by the grammar alone: a raw value is scanned, never
+// converted, so a number too large for any Rust type still passes.
+fn grammar(bytes: &[u8]) -> Result<(), serde_json::Error> {
+    serde_json::from_slice::<&serde_json::value::RawValue>(bytes).map(drop)
 }
 
 fn syntax<E>(error: &serde_json::Error) -> Error<E> {

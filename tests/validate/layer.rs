@@ -255,6 +255,18 @@ async fn a_type_error_before_a_syntax_error_is_still_400() {
 }
 
 #[tokio::test]
+async fn a_number_out_of_range_in_malformed_json_is_still_400() {
+    // A number too large for any type, then a syntax error further on.
+    let body = format!(r#"{{"customer": {}{{"#, "9".repeat(400));
+    let a = send_json(layer(), json_request(body)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    // A type error before a number out of range in well-formed JSON: 422.
+    let body = r#"{"customer": 5, "items": [], "discount": 1e400}"#;
+    let a = send_json(layer(), json_request(body)).await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
 async fn every_rule_violation_is_422_with_its_pointer() {
     let body = r#"{"customer": "", "items": [
         {"sku": "A-1", "quantity": 2, "price": {"minor": 1, "currency": "EUR"}},
