@@ -1,45 +1,30 @@
--- GCRA for every quota of one decision, atomically, on the server's clock.
--- KEYS[i]: the theoretical arrival time (TAT, microseconds) of quota i.
--- ARGV[1]: cost; ARGV[2i], ARGV[2i+1]: emission interval and tolerance
--- (interval * burst) of quota i, in microseconds.
--- Returns {allowed, binding quota (0-based), remaining, reset_us, retry_us}.
--- A denial writes nothing; an allowance sets every TAT with a TTL that ends
--- when the bucket is full again, so idle keys vanish.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local cost = tonumber(ARGV[1])
-local n = #KEYS
-local tats = {}
-local deny, wait = 0, 0
-for i = 1, n do
-  local interval = tonumber(ARGV[2 * i])
-  local tau = tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0
-  if tat < now then tat = now end
-  tats[i] = tat
-  local over = tat + cost * interval - (now + tau)
-  if over > wait then
-    deny, wait = i, over
+-- GCRA for one quota, atomically, on the server's clock: the common case,
+-- kept lean (every piece of Lua costs on Redis's one thread). Several
+-- quotas go through gcra_many.lua, which decides the same way.
+-- KEYS[1]: the theoretical arrival time (TAT, microseconds since the epoch).
+-- ARGV[1]: cost * emission interval (us); ARGV[2]: tolerance minus that,
+-- how far ahead of now the TAT may be for the request to pass (us, may be
+-- negative); ARGV[3]: the TTL (ms) of a key written from a full bucket.
+-- Returns d = max(TAT - now, 0) if allowed, -1 - d if denied: the client
+-- derives the rest. A denial writes nothing; an allowance sets the TAT with
+-- a TTL that ends when the bucket is full again, so idle keys vanish.
+-- Strings from ARGV and GET take part in arithmetic as they are (Lua
+-- converts them); numbers passed to redis.call are formatted by Redis, which
+-- costs, so the common path passes the precomputed TTL string.
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+local tat = redis.call('GET', KEYS[1])
+if tat then
+  local d = tat - now
+  if d > 0 then
+    if d > tonumber(ARGV[2]) then return -1 - d end
+    local nxt = d + ARGV[1]
+    local ms = (nxt + 999) / 1000
+    redis.call('SET', KEYS[1], now + nxt, 'PX', ms - ms % 1)
+    return d
   end
 end
-if deny > 0 then
-  local interval = tonumber(ARGV[2 * deny])
-  local tau = tonumber(ARGV[2 * deny + 1])
-  local tat = tats[deny]
-  return {0, deny - 1, math.floor((now + tau - tat) / interval), tat - now, wait}
-end
-local best, best_rem, best_reset = 0, 0, 0
-for i = 1, n do
-  local interval = tonumber(ARGV[2 * i])
-  local tau = tonumber(ARGV[2 * i + 1])
-  local nxt = tats[i] + cost * interval
-  local ttl = math.ceil((nxt - now) / 1000)
-  if ttl < 1 then ttl = 1 end
-  redis.call('SET', KEYS[i], nxt, 'PX', ttl)
-  local rem = math.floor((now + tau - nxt) / interval)
-  local reset = nxt - now
-  if best == 0 or rem < best_rem or (rem == best_rem and reset > best_reset) then
-    best, best_rem, best_reset = i, rem, reset
-  end
-end
-return {1, best - 1, best_rem, best_reset, 0}
+-- A full bucket (no TAT, or one in the past).
+if tonumber(ARGV[2]) < 0 then return -1 end
+redis.call('SET', KEYS[1], now + ARGV[1], 'PX', ARGV[3])
+return 0

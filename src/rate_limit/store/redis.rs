@@ -10,9 +10,11 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use super::{Decision, Limits, Store, StoreError};
+use crate::rate_limit::Quota;
 use crate::redis_conn::{Conn, Script, hash_tag};
 
-const SCRIPT: &str = include_str!("gcra.lua");
+const ONE: &str = include_str!("gcra.lua");
+const MANY: &str = include_str!("gcra_many.lua");
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 const DEFAULT_PREFIX: &str = "palisade:rl:";
 const DENY_SHARDS: usize = 16;
@@ -22,7 +24,8 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 /// instance that talks to the same Redis sees one count.
 ///
 /// - **Atomic and exact**: the script reads every quota's state, decides,
-///   and writes only when all allow.
+///   and writes only when all allow. One quota (the common case) gets a
+///   leaner script than several; both decide alike.
 /// - **One clock**: time is Redis's `TIME` in integer microseconds, so
 ///   instances with skewed clocks agree. An emission interval that is not a
 ///   whole number of microseconds (such as 3 per second) is rounded up to
@@ -97,7 +100,7 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
-    script: Arc<Script>,
+    scripts: Arc<Scripts>,
     #[cfg(feature = "metrics")]
     metrics: Arc<crate::redis_conn::OpMetrics>,
     prefix: Arc<str>,
@@ -139,7 +142,10 @@ impl RedisStore {
                 "decide",
             )),
             conn,
-            script: Arc::new(Script::new(SCRIPT)),
+            scripts: Arc::new(Scripts {
+                one: Script::new(ONE),
+                many: Script::new(MANY),
+            }),
             prefix: DEFAULT_PREFIX.into(),
             timeout: DEFAULT_TIMEOUT,
             deny_cache: Some(Arc::new(DenyCache::new())),
@@ -170,23 +176,33 @@ impl RedisStore {
     /// The Redis keys of `key` under `limits`, one per quota, all with the
     /// same hash tag.
     pub fn keys(&self, key: &str, limits: &Limits) -> Vec<String> {
-        let scope = limits.scope();
-        let sep = if scope.is_empty() { "" } else { ":" };
-        let key = hash_tag(key);
-        limits
-            .quotas()
-            .iter()
-            .enumerate()
-            .map(|(i, q)| {
-                format!(
-                    "{}{scope}{sep}{{{key}}}:{}:{}:{}",
-                    self.prefix,
-                    limits.name(i),
-                    micros(q.interval_nanos()),
-                    q.max_burst()
-                )
+        let tag = hash_tag(key);
+        (0..limits.quotas().len())
+            .map(|i| {
+                let mut out = String::new();
+                self.key_into(&mut out, &tag, limits, i);
+                out
             })
             .collect()
+    }
+
+    // `<prefix><scope>:{<tag>}:<quota name>:<interval µs>:<burst>`.
+    fn key_into(&self, out: &mut String, tag: &str, limits: &Limits, i: usize) {
+        use std::fmt::Write as _;
+        let (scope, q) = (limits.scope(), &limits.quotas()[i]);
+        out.clear();
+        out.push_str(&self.prefix);
+        out.push_str(scope);
+        if !scope.is_empty() {
+            out.push(':');
+        }
+        let _ = write!(
+            out,
+            "{{{tag}}}:{}:{}:{}",
+            limits.name(i),
+            micros(q.interval_nanos()),
+            q.max_burst()
+        );
     }
 
     async fn run_script(
@@ -195,38 +211,141 @@ impl RedisStore {
         limits: &Limits,
         cost: u32,
     ) -> Result<Decision, StoreError> {
-        let mut call = self.script.call();
-        for k in self.keys(key, limits) {
-            call.key(k);
+        let tag = hash_tag(key);
+        let mut buf = String::with_capacity(self.prefix.len() + key.len() + 48);
+        if let [quota] = limits.quotas() {
+            let p = Params::new(quota, cost);
+            let mut call = self.scripts.one.call();
+            self.key_into(&mut buf, &tag, limits, 0);
+            call.key(&buf).arg(p.inc).arg(p.room()).arg(p.fresh_ttl());
+            let reply: i64 = call.invoke(&self.conn).await?;
+            // `d` when allowed, `-1 - d` (`!d`) when denied.
+            let (allowed, d) = if reply >= 0 {
+                (true, reply)
+            } else {
+                (false, !reply)
+            };
+            return derive(&[p], &[d.cast_unsigned()], allowed)
+                .ok_or_else(|| StoreError::Protocol(reply.to_string()));
         }
-        call.arg(cost);
-        for q in limits.quotas() {
-            let interval = micros(q.interval_nanos());
-            call.arg(interval)
-                .arg(interval.saturating_mul(u64::from(q.max_burst())));
+        let params: Vec<Params> = limits
+            .quotas()
+            .iter()
+            .map(|q| Params::new(q, cost))
+            .collect();
+        let mut call = self.scripts.many.call();
+        for (i, p) in params.iter().enumerate() {
+            self.key_into(&mut buf, &tag, limits, i);
+            call.key(&buf).arg(p.inc).arg(p.room()).arg(p.fresh_ttl());
         }
         let reply: Vec<i64> = call.invoke(&self.conn).await?;
-        let [allowed, quota, remaining, reset, retry] = reply[..] else {
-            return Err(StoreError::Protocol(format!("{reply:?}")));
+        let decision = match &reply[..] {
+            [allowed @ (0 | 1), ds @ ..]
+                if ds.len() == params.len() && ds.iter().all(|d| *d >= 0) =>
+            {
+                let ds: Vec<u64> = ds.iter().map(|d| d.cast_unsigned()).collect();
+                derive(&params, &ds, *allowed == 1)
+            }
+            _ => None,
         };
-        let (Ok(quota), Ok(remaining), Ok(reset), Ok(retry)) = (
-            usize::try_from(quota),
-            u64::try_from(remaining),
-            u64::try_from(reset),
-            u64::try_from(retry),
-        ) else {
-            return Err(StoreError::Protocol(format!("{reply:?}")));
-        };
-        if quota >= limits.quotas().len() {
-            return Err(StoreError::Protocol(format!("{reply:?}")));
-        }
-        let reset = Duration::from_micros(reset);
-        Ok(if allowed == 1 {
-            Decision::allowed(quota, remaining, reset)
-        } else {
-            Decision::denied(quota, remaining, reset, Duration::from_micros(retry))
-        })
+        decision.ok_or_else(|| StoreError::Protocol(format!("{reply:?}")))
     }
+}
+
+/// The scripts: one quota (the common case) and several.
+struct Scripts {
+    one: Script,
+    many: Script,
+}
+
+/// One quota's GCRA parameters for a decision of some cost, in whole
+/// microseconds, as the scripts get them.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    /// The emission interval (at least 1).
+    interval: u64,
+    /// The tolerance: `interval * burst`.
+    tau: u64,
+    /// What the request adds to the TAT: `interval * cost`.
+    inc: u64,
+}
+
+impl Params {
+    fn new(quota: &Quota, cost: u32) -> Self {
+        let interval = micros(quota.interval_nanos());
+        Self {
+            interval,
+            tau: interval.saturating_mul(u64::from(quota.max_burst())),
+            inc: interval.saturating_mul(u64::from(cost)),
+        }
+    }
+
+    /// How far the TAT may be ahead of now for the request to pass: the
+    /// scripts compare with this, not `d + inc` with `tau`, to convert one
+    /// argument less. Negative when `cost` exceeds the burst.
+    fn room(&self) -> i64 {
+        let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        signed(self.tau) - signed(self.inc)
+    }
+
+    /// The TTL (ms, at least 1) of a key written from a full bucket: the
+    /// scripts' common case, which then formats no number for it.
+    fn fresh_ttl(&self) -> u64 {
+        self.inc.div_ceil(1000).max(1)
+    }
+}
+
+/// The decision the scripts took, from `ds[i]`, how far (µs) quota `i`'s
+/// TAT was ahead of Redis's clock (0 when behind or absent): what
+/// `super::decide` gives in memory, in microseconds. `None` when it is not
+/// `allowed`, as the script says, which only a reply garbled somewhere can
+/// cause.
+fn derive(params: &[Params], ds: &[u64], allowed: bool) -> Option<Decision> {
+    let mut denied: Option<(usize, u64)> = None;
+    for (i, (p, &d)) in params.iter().zip(ds).enumerate() {
+        let next = d.saturating_add(p.inc);
+        if next > p.tau {
+            let wait = next - p.tau;
+            if denied.is_none_or(|(_, w)| wait > w) {
+                denied = Some((i, wait));
+            }
+        }
+    }
+    if let Some((i, wait)) = denied {
+        let (p, d) = (params[i], ds[i]);
+        return (!allowed).then(|| {
+            Decision::denied_slack(
+                i,
+                p.tau.saturating_sub(d),
+                p.interval,
+                Duration::from_micros(d),
+                Duration::from_micros(wait),
+            )
+        });
+    }
+    if !allowed {
+        return None;
+    }
+    if let ([p], [d]) = (params, ds) {
+        let next = d.saturating_add(p.inc);
+        return Some(Decision::allowed_slack(
+            0,
+            p.tau - next,
+            p.interval,
+            Duration::from_micros(next),
+        ));
+    }
+    // The binding quota: the fewest cells left, then the latest reset.
+    let mut best: Option<(usize, u64, u64)> = None;
+    for (i, (p, &d)) in params.iter().zip(ds).enumerate() {
+        let next = d.saturating_add(p.inc);
+        let remaining = (p.tau - next) / p.interval;
+        if best.is_none_or(|(_, r, n)| remaining < r || (remaining == r && next > n)) {
+            best = Some((i, remaining, next));
+        }
+    }
+    let (i, remaining, next) = best?;
+    Some(Decision::allowed(i, remaining, Duration::from_micros(next)))
 }
 
 fn micros(nanos: u64) -> u64 {
@@ -351,6 +470,82 @@ impl DenyCache {
                 received,
                 decision,
             },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::{Gcra, decide};
+    use super::*;
+
+    // Few distinct intervals and bursts, so quotas often tie.
+    fn params() -> impl Strategy<Value = (u64, u32)> {
+        (
+            prop_oneof![Just(1_000u64), Just(2_000), Just(3_000), 1u64..=5_000],
+            1u32..=8,
+        )
+    }
+
+    proptest! {
+        /// What the client derives from the scripts' `d`s is what the
+        /// in-memory GCRA decides from the same state, binding quota and
+        /// ties included.
+        #[test]
+        fn the_derived_decision_is_the_in_memory_one(
+            quotas in prop::collection::vec(params(), 1..=3),
+            cost in 0u32..=10,
+            state in prop::collection::vec((any::<bool>(), 0u64..=40_000), 3),
+        ) {
+            let now = 1_000_000_000_000u64;
+            let mut ps = Vec::new();
+            let mut gcra = Vec::new();
+            let mut ds = Vec::new();
+            let mut tats = Vec::new();
+            for (&(interval, burst), &(behind, ahead)) in quotas.iter().zip(&state) {
+                let p = Params {
+                    interval,
+                    tau: interval * u64::from(burst),
+                    inc: interval * u64::from(cost),
+                };
+                ps.push(p);
+                gcra.push(Gcra { interval: interval * 1000, tau: p.tau * 1000 });
+                // A TAT behind now counts as now; ahead by `d` µs otherwise,
+                // often on a multiple of the interval, where ties happen.
+                let d = match (behind, ahead % 4) {
+                    (true, _) => 0,
+                    (false, 0) => ahead,
+                    (false, _) => interval * (ahead % 10),
+                };
+                ds.push(d);
+                tats.push(if behind { now - ahead * 1000 } else { now + d * 1000 });
+            }
+            let expected = decide(&mut tats, now, cost, &gcra);
+            let got = derive(&ps, &ds, expected.is_allowed());
+            prop_assert_eq!(got, Some(expected));
+            prop_assert_eq!(derive(&ps, &ds, !expected.is_allowed()), None);
+        }
+    }
+
+    #[test]
+    fn arguments_are_precomputed_in_microseconds() {
+        let quota = Quota::per_second(3).burst(4);
+        let p = Params::new(&quota, 2);
+        // 1 s / 3 is rounded up to the next microsecond, never down.
+        assert_eq!((p.interval, p.tau, p.inc), (333_334, 1_333_336, 666_668));
+        assert_eq!((p.room(), p.fresh_ttl()), (666_668, 667));
+        let free = Params::new(&quota, 0);
+        assert_eq!(
+            (free.room(), free.fresh_ttl()),
+            (1_333_336, 1),
+            "a TTL of at least 1 ms"
+        );
+        assert_eq!(
+            Params::new(&quota, 5).room(),
+            -333_334,
+            "too costly for any bucket"
         );
     }
 }
