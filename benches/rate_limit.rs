@@ -17,17 +17,20 @@
 //! 2. Redis (a private `redis-server` on a free port, never 6379): decisions
 //!    per second and p50/p99 at 1, 16 and 64 concurrent callers on one
 //!    multiplexed connection for (a) INCR then EXPIRE, (b) INCR+EXPIRE
-//!    pipelined, palisade's `RedisStore`, and (c) `redis-benchmark` running
-//!    the same Lua by EVALSHA with as many connections; then the ratios
-//!    (targets: p50 at 1 caller <= 0.6x (a); throughput at 64 >= 0.9x (b)
-//!    and >= 1.0x (c)).
+//!    pipelined, palisade's `RedisStore` (one quota: its lean script), and
+//!    (c) `redis-benchmark` running the same Lua by EVALSHA with as many
+//!    connections; then the ratios (targets: p50 at 1 caller <= 0.6x (a);
+//!    throughput at 64 >= 0.9x (b) and >= 1.0x (c)). Each row also shows
+//!    Redis's own time per decision (`INFO commandstats` usec_per_call:
+//!    INCR plus EXPIRE, or the EVALSHA with the script inside), which the
+//!    client's share of the two cores does not blur.
 //! 3. A flood: one key sent 10x its burst by 64 callers, with and without
 //!    the local deny cache: decisions/s and EVALSHA calls per denied request
 //!    (from `INFO commandstats`), target >= 5x.
 //!
 //! `cargo bench -p palisade-benches --no-default-features --features rate-limit --bench rate_limit`
 //! (`-- --quick` shortens the criterion part; `RATE_LIMIT_BENCH=memory` runs
-//! only the in-memory part.)
+//! only the in-memory part, `RATE_LIMIT_BENCH=redis` only the Redis part.)
 
 use std::hint::black_box;
 use std::net::TcpListener;
@@ -260,13 +263,47 @@ impl Server {
     }
 
     fn evalsha_calls(&self) -> u64 {
+        self.command_stats("evalsha").0
+    }
+
+    /// `(calls, usec)` of `command` in `INFO commandstats` since the last
+    /// `CONFIG RESETSTAT`.
+    fn command_stats(&self, command: &str) -> (u64, u64) {
         let stats = self.cli(&["INFO", "commandstats"]);
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-            .and_then(|l| l.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        let prefix = format!("cmdstat_{command}:");
+        let Some(line) = stats.lines().find_map(|l| l.strip_prefix(prefix.as_str())) else {
+            return (0, 0);
+        };
+        let field = |name: &str| {
+            line.split(',')
+                .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("calls"), field("usec"))
+    }
+
+    /// Redis's own time (µs) per decision since the last reset: the
+    /// commands' usec over `decisions` (a script's commands run inside its
+    /// EVALSHA and are counted there).
+    fn usec_per_decision(&self, commands: &[&str], decisions: u64) -> f64 {
+        let usec: u64 = commands.iter().map(|c| self.command_stats(c).1).sum();
+        usec as f64 / decisions.max(1) as f64
+    }
+
+    /// CPU time so far: this process, its waited-for children (the
+    /// `redis-benchmark` runs), and the server.
+    fn cpu(&self) -> Cpu {
+        let (own, children) = cpu_ticks("self");
+        Cpu {
+            own,
+            children,
+            redis: cpu_ticks(&self.child.id().to_string()).0,
+        }
+    }
+
+    fn reset_stats(&self) {
+        assert_eq!(self.cli(&["CONFIG", "RESETSTAT"]), "OK");
     }
 }
 
@@ -277,11 +314,40 @@ impl Drop for Server {
     }
 }
 
+/// CPU ticks (1/100 s, Linux's `USER_HZ`) from `/proc`.
+#[derive(Clone, Copy)]
+struct Cpu {
+    own: u64,
+    children: u64,
+    redis: u64,
+}
+
+/// `(utime + stime, cutime + cstime)` of `/proc/<pid>/stat`, in ticks.
+fn cpu_ticks(pid: &str) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime is the
+    // 14th field of the line, so the 12th after ')'.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    (at(11) + at(12), at(13) + at(14))
+}
+
 #[derive(Clone, Copy)]
 struct Stats {
     per_sec: f64,
     p50_us: f64,
     p99_us: f64,
+    ops: u64,
+    server_us: f64,
+    client_cpu_us: f64,
+    redis_cpu_us: f64,
 }
 
 /// Runs `op` from `callers` tasks for `secs`, each op timed.
@@ -318,6 +384,10 @@ where
         per_sec: all.len() as f64 / elapsed,
         p50_us: all[all.len() / 2],
         p99_us: all[all.len() * 99 / 100],
+        ops: all.len() as u64,
+        server_us: f64::NAN,
+        client_cpu_us: f64::NAN,
+        redis_cpu_us: f64::NAN,
     }
 }
 
@@ -341,7 +411,9 @@ fn redis_benchmark(server: &Server, callers: usize, sha: &str) -> Stats {
             "1",
             "palisade:rl:{rb:__rand_int__}:default:1:1000000000",
         ])
-        .args(["1", "1", "1000000000"])
+        // What the store sends for that quota (cost 1): cost * interval,
+        // tolerance minus that, the TTL (ms) of a fresh key.
+        .args(["1", "999999999", "1"])
         .output()
         .expect("redis-benchmark on PATH");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -358,6 +430,10 @@ fn redis_benchmark(server: &Server, callers: usize, sha: &str) -> Stats {
         per_sec: row.first().copied().unwrap_or(f64::NAN),
         p50_us: row.get(3).copied().unwrap_or(f64::NAN) * 1000.0,
         p99_us: row.get(5).copied().unwrap_or(f64::NAN) * 1000.0,
+        ops: n as u64,
+        server_us: f64::NAN,
+        client_cpu_us: f64::NAN,
+        redis_cpu_us: f64::NAN,
     }
 }
 
@@ -393,12 +469,39 @@ async fn redis_benches() {
         "\n== Redis, one multiplexed connection (redis-benchmark: one connection per caller) =="
     );
     println!(
-        "{:>7} {:<28} {:>11} {:>9} {:>9}",
-        "callers", "variant", "decisions/s", "p50 us", "p99 us"
+        "{:>7} {:<28} {:>11} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "callers",
+        "variant",
+        "decisions/s",
+        "p50 us",
+        "p99 us",
+        "cmd us",
+        "redis cpu",
+        "client cpu"
     );
+    // Adds what one decision cost: Redis's time in its commands
+    // (commandstats), and the CPU time of Redis and of the client (this
+    // process, or the child `redis-benchmark`), each in µs per decision.
+    let measured = |commands: &'static [&'static str], before: Cpu, stats: Stats| {
+        let after = server.cpu();
+        let per = |ticks: u64| ticks as f64 * 10_000.0 / stats.ops.max(1) as f64;
+        let client = if commands == ["evalsha"] {
+            after.children - before.children
+        } else {
+            after.own - before.own
+        };
+        Stats {
+            server_us: server.usec_per_decision(commands, stats.ops),
+            client_cpu_us: per(client),
+            redis_cpu_us: per(after.redis - before.redis),
+            ..stats
+        }
+    };
     let mut table = Vec::new();
     for callers in [1usize, 16, 64] {
         let c = conn.clone();
+        server.reset_stats();
+        let cpu = server.cpu();
         let a = drive(callers, run, move |n| {
             let mut c = c.clone();
             async move {
@@ -417,7 +520,10 @@ async fn redis_benches() {
             }
         })
         .await;
+        let a = measured(&["incr", "expire"], cpu, a);
         let c = conn.clone();
+        server.reset_stats();
+        let cpu = server.cpu();
         let b = drive(callers, run, move |n| {
             let mut c = c.clone();
             async move {
@@ -431,7 +537,10 @@ async fn redis_benches() {
             }
         })
         .await;
+        let b = measured(&["incr", "expire"], cpu, b);
         let (s, l) = (store.clone(), open.clone());
+        server.reset_stats();
+        let cpu = server.cpu();
         let ours = drive(callers, run, move |n| {
             let (s, l) = (s.clone(), l.clone());
             async move {
@@ -440,7 +549,10 @@ async fn redis_benches() {
             }
         })
         .await;
-        let bench = redis_benchmark(&server, callers, &sha);
+        let ours = measured(&["evalsha", "eval"], cpu, ours);
+        server.reset_stats();
+        let cpu = server.cpu();
+        let bench = measured(&["evalsha"], cpu, redis_benchmark(&server, callers, &sha));
         for (name, st) in [
             ("(a) INCR then EXPIRE", a),
             ("(b) INCR+EXPIRE pipelined", b),
@@ -448,8 +560,8 @@ async fn redis_benches() {
             ("(c) redis-benchmark EVALSHA", bench),
         ] {
             println!(
-                "{callers:>7} {name:<28} {:>11.0} {:>9.1} {:>9.1}",
-                st.per_sec, st.p50_us, st.p99_us
+                "{callers:>7} {name:<28} {:>11.0} {:>9.1} {:>9.1} {:>10.2} {:>10.1} {:>10.1}",
+                st.per_sec, st.p50_us, st.p99_us, st.server_us, st.redis_cpu_us, st.client_cpu_us
             );
         }
         table.push((callers, a, b, ours, bench));
@@ -467,6 +579,11 @@ async fn redis_benches() {
     println!(
         "        throughput at 64 palisade/(c) = {:.2} (target >= 1.0)",
         o64.per_sec / c64.per_sec
+    );
+    println!(
+        "        Redis's time per decision at 64 palisade/(b) = {:.2}, palisade/(c) = {:.2}",
+        o64.server_us / b64.server_us,
+        o64.server_us / c64.server_us
     );
 
     println!("\n== flood: one key, 64 callers, 10x its burst ==");
@@ -514,10 +631,13 @@ async fn redis_benches() {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    memory(&mut c);
-    layer(&mut c);
-    c.final_summary();
-    if std::env::var("RATE_LIMIT_BENCH").as_deref() == Ok("memory") {
+    let only = std::env::var("RATE_LIMIT_BENCH").ok();
+    if only.as_deref() != Some("redis") {
+        memory(&mut c);
+        layer(&mut c);
+        c.final_summary();
+    }
+    if only.as_deref() == Some("memory") {
         return;
     }
     tokio::runtime::Builder::new_multi_thread()
