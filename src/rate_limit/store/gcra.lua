@@ -10,7 +10,8 @@
 -- a TTL that ends when the bucket is full again, so idle keys vanish.
 -- Strings from ARGV and GET take part in arithmetic as they are (Lua
 -- converts them); numbers passed to redis.call are formatted by Redis, which
--- costs, so the common path passes the precomputed TTL string.
+-- costs, so the common path passes the precomputed TTL string. A TAT that
+-- is not a number (only this store writes these keys) fails the script.
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
 local tat = redis.call('GET', KEYS[1])
