@@ -161,6 +161,17 @@ impl std::fmt::Display for RedactedKey {
 /// to the no-op recorder: no allocation, no hashing (the key's hash is
 /// computed when it is built).
 #[cfg(feature = "metrics")]
+// With `metrics` but no layer, nothing records.
+#[cfg_attr(
+    not(any(
+        feature = "timeout",
+        feature = "circuit-breaker",
+        feature = "rate-limit",
+        feature = "idempotency",
+        feature = "validate"
+    )),
+    allow(dead_code)
+)]
 pub(crate) mod record {
     use std::sync::Arc;
 
