@@ -332,6 +332,23 @@ pub fn metric_values(
     snapshotter: &metrics_util::debugging::Snapshotter,
     prefix: &str,
 ) -> std::collections::BTreeMap<String, f64> {
+    samples(snapshotter, prefix, false)
+}
+
+/// Like [`metric_values`], with histograms too: a histogram's value is its
+/// number of samples.
+pub fn metric_samples(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    samples(snapshotter, prefix, true)
+}
+
+fn samples(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+    prefix: &str,
+    histograms: bool,
+) -> std::collections::BTreeMap<String, f64> {
     use metrics_util::debugging::DebugValue;
     snapshotter
         .snapshot()
@@ -347,43 +364,13 @@ pub fn metric_values(
             let value = match value {
                 DebugValue::Counter(n) => n as f64,
                 DebugValue::Gauge(g) => g.0,
+                DebugValue::Histogram(samples) if histograms => samples.len() as f64,
                 DebugValue::Histogram(_) => return None,
             };
             Some((
                 format!("{}{{{}}}", key.key().name(), labels.join(",")),
                 value,
             ))
-        })
-        .collect()
-}
-
-/// Like [`metric_values`], with histograms too: a histogram's value is its
-/// number of samples.
-pub fn metric_samples(
-    snapshotter: &metrics_util::debugging::Snapshotter,
-    prefix: &str,
-) -> std::collections::BTreeMap<String, f64> {
-    use metrics_util::debugging::DebugValue;
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(key, ..)| key.key().name().starts_with(prefix))
-        .map(|(key, _, _, value)| {
-            let labels: Vec<String> = key
-                .key()
-                .labels()
-                .map(|l| format!("{}=\"{}\"", l.key(), l.value()))
-                .collect();
-            let value = match value {
-                DebugValue::Counter(n) => n as f64,
-                DebugValue::Gauge(g) => g.0,
-                DebugValue::Histogram(samples) => samples.len() as f64,
-            };
-            (
-                format!("{}{{{}}}", key.key().name(), labels.join(",")),
-                value,
-            )
         })
         .collect()
 }
