@@ -131,11 +131,18 @@ pub fn describe_metrics() {
 /// assert_eq!(digest, redact_key("sk_live_51H8").to_string());
 /// ```
 pub fn redact_key(key: &str) -> RedactedKey {
+    redact_hashable(key)
+}
+
+/// The [`redact_key`] digest of any hashable key, such as a keyed circuit
+/// breaker's: for a key of a string type (`String`, `&str`, `Arc<str>`) it
+/// is exactly `redact_key(key)`, since they hash alike.
+pub(crate) fn redact_hashable<K: std::hash::Hash + ?Sized>(key: &K) -> RedactedKey {
     // SipHash with fixed keys: the same digest in every process, so the
     // instances behind one load balancer log the same digest for one client.
     #[allow(deprecated)]
     let mut hasher = std::hash::SipHasher::new();
-    hasher.write(key.as_bytes());
+    key.hash(&mut hasher);
     RedactedKey((hasher.finish() >> 32) as u32)
 }
 

@@ -18,13 +18,14 @@ use super::error::Error;
 use super::future::{Record, ResponseFuture, call_ticket, probe_ticket};
 use super::handle::Handle;
 use super::observe::Observer;
-use crate::observability::{RedactedKey, redact_key};
+use crate::observability::{RedactedKey, redact_hashable};
 
 const DEFAULT_MAX_KEYS: usize = 1024;
 
-/// A key for logs: the digest of its `Debug` form, never the key itself.
-fn redact<K: fmt::Debug>(key: &K) -> RedactedKey {
-    redact_key(&format!("{key:?}"))
+/// A key for logs: its digest, never the key itself (for a string key, the
+/// same digest as `redact_key` gives).
+fn redact<K: Hash>(key: &K) -> RedactedKey {
+    redact_hashable(key)
 }
 
 struct Entry {

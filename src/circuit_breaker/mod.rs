@@ -72,9 +72,9 @@
 //!
 //! Every decision is a `tracing` event with the fields `layer =
 //! "circuit_breaker"`, `name` ([`CircuitBreakerLayer::name`], `"default"`
-//! when unset), `outcome` and, for a keyed breaker, `key`: the digest of the
-//! key's `Debug` form by [`redact_key`](crate::observability::redact_key),
-//! never the key. A finished call is logged at `TRACE` with `latency_us`, a
+//! when unset), `outcome` and, for a keyed breaker, `key`: a digest of the
+//! key (for a string key, [`redact_key`](crate::observability::redact_key)
+//! of it), never the key. A finished call is logged at `TRACE` with `latency_us`, a
 //! rejection at `DEBUG`, a state change at `WARN` when opening and `INFO`
 //! otherwise (with `from`, `to`, the reason and the window's rates). The
 //! clock is read for `latency_us` only while that `TRACE` event is enabled.

@@ -153,7 +153,7 @@ async fn logs_carry_the_redacted_key_never_the_key() {
     let logs = crate::captured();
     assert!(!logs.contains("203.0.113"), "raw key logged:\n{logs}");
     assert!(!logs.contains("198.51.100"), "raw key logged:\n{logs}");
-    let digest = palisade::observability::redact_key(&format!("{:?}", "203.0.113.7"));
+    let digest = palisade::observability::redact_key("203.0.113.7");
     let with_key: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains(&format!("key={digest}")))
