@@ -126,9 +126,12 @@ impl IdempotencyKey {
     }
 }
 
+// Debug output ends up in logs (`?request.extensions()`): it shows the
+// key's digest only. Display and `as_str` give the key itself.
 impl fmt::Debug for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("IdempotencyKey").field(&self.0).finish()
+        let digest = crate::observability::redact_key(&self.0);
+        write!(f, "IdempotencyKey(redacted {digest})")
     }
 }
 
@@ -181,4 +184,19 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 0xf)] as char);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_a_digest_never_the_key() {
+        let key = IdempotencyKey::new("order-7f3a9c").unwrap();
+        let debug = format!("{key:?}");
+        assert!(!debug.contains("order-7f3a9c"), "{debug}");
+        let digest = crate::observability::redact_key("order-7f3a9c").to_string();
+        assert_eq!(debug, format!("IdempotencyKey(redacted {digest})"));
+        assert_eq!(key.to_string(), "order-7f3a9c");
+    }
 }
