@@ -146,6 +146,12 @@ pub(crate) fn redact_hashable<K: std::hash::Hash + ?Sized>(key: &K) -> RedactedK
     RedactedKey((hasher.finish() >> 32) as u32)
 }
 
+/// A duration as the `latency_us` field: whole microseconds, saturating.
+#[cfg(any(feature = "timeout", feature = "rate-limit", feature = "idempotency"))]
+pub(crate) fn latency_us(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// The digest [`redact_key`] returns; displays as 8 hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RedactedKey(u32);

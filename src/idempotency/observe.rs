@@ -9,7 +9,7 @@ use tracing::Level;
 
 use super::error::StoreError;
 use super::key::{IdempotencyKey, InvalidKey};
-use crate::observability::{DEFAULT_NAME, redact_key};
+use crate::observability::{self, DEFAULT_NAME, redact_key};
 #[cfg(feature = "metrics")]
 use crate::observability::{IDEMPOTENCY_REQUESTS, record};
 
@@ -361,5 +361,5 @@ impl Observer {
 }
 
 fn latency_us(start: Option<Instant>) -> Option<u64> {
-    start.map(|start| u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX))
+    start.map(|start| observability::latency_us(start.elapsed()))
 }

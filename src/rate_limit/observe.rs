@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tracing::Level;
 
 use super::store::{Decision, Limits, StoreError};
-use crate::observability::{DEFAULT_NAME, redact_key};
+use crate::observability::{self, DEFAULT_NAME, redact_key};
 #[cfg(feature = "metrics")]
 use crate::observability::{RATE_LIMIT_DECISIONS, RATE_LIMIT_LOCAL_DENIALS, record};
 
@@ -206,5 +206,5 @@ impl Observer {
 }
 
 fn latency_us(start: Option<Instant>) -> Option<u64> {
-    start.map(|start| u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX))
+    start.map(|start| observability::latency_us(start.elapsed()))
 }

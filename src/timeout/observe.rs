@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::observability::latency_us;
 #[cfg(feature = "metrics")]
 use crate::observability::{TIMEOUT_CALLS, record};
 
@@ -78,7 +79,7 @@ impl Observer {
             layer = "timeout",
             name = &*self.name,
             outcome = "completed",
-            latency_us = deadline.checked_sub(budget).map_or(0, |start| micros(
+            latency_us = deadline.checked_sub(budget).map_or(0, |start| latency_us(
                 Instant::now().saturating_duration_since(start)
             )),
             "request completed in time"
@@ -94,13 +95,9 @@ impl Observer {
             layer = "timeout",
             name = &*self.name,
             outcome = "timed_out",
-            latency_us = micros(budget),
+            latency_us = latency_us(budget),
             budget_ms = budget.as_millis() as u64,
             "request timed out"
         );
     }
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
