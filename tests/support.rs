@@ -263,6 +263,14 @@ impl RedisCluster {
         }
     }
 
+    /// How many keys each node holds (`DBSIZE`), in node order.
+    pub fn key_counts(&mut self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|n| n.cli(&["DBSIZE"]).parse().expect("DBSIZE answers a number"))
+            .collect()
+    }
+
     /// The node that serves `key`'s hash slot.
     pub fn node_for_key(&mut self, key: &str) -> &mut RedisServer {
         let slot: u16 = self.nodes[0]

@@ -110,11 +110,7 @@ async fn duplicates_on_two_instances_run_once_per_key_on_every_master() {
         assert_eq!(late.body, format!("ran {key}"));
     }
     // A record and a fencing counter per key, on every master.
-    let sizes: Vec<usize> = cluster
-        .nodes()
-        .iter()
-        .map(|n| n.cli(&["DBSIZE"]).parse().unwrap())
-        .collect();
+    let sizes = cluster.key_counts();
     assert_eq!(sizes.iter().sum::<usize>(), 2 * KEYS, "{sizes:?}");
     assert!(
         sizes.iter().all(|&n| n > 0),

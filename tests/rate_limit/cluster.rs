@@ -85,11 +85,7 @@ async fn two_instances_allow_exactly_the_burst_of_every_key_on_every_master() {
     assert_exact(&allowed, 5);
 
     // One key per client, and every master holds some of them.
-    let sizes: Vec<usize> = cluster
-        .nodes()
-        .iter()
-        .map(|n| n.cli(&["DBSIZE"]).parse().unwrap())
-        .collect();
+    let sizes = cluster.key_counts();
     assert_eq!(sizes.iter().sum::<usize>(), keys.len(), "{sizes:?}");
     assert!(
         sizes.iter().all(|&n| n > 0),
