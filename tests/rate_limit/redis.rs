@@ -431,3 +431,189 @@ async fn the_one_quota_script_sets_ttls_reads_stale_tats_and_denies_without_writ
     );
     assert_eq!(redis.cli(&["EXISTS", &s.keys("never", &limits)[0]]), "0");
 }
+
+/// `cmdstat_<command>` calls since the server started (or `CONFIG
+/// RESETSTAT`).
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|l| l.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// 300 concurrent decisions on 5 keys (one of them with cost 3), once
+/// batched and once each alone: the same exact counts either way, TTLs
+/// that end when each bucket is full again, and batching carried many
+/// decisions per script call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_decisions_are_as_exact_as_lone_ones() {
+    let Some(redis) = RedisServer::start_or_skip("batched_decisions_are_as_exact") else {
+        return;
+    };
+    let batch_sha = redis::Script::new(include_str!("../../src/rate_limit/store/gcra_batch.lua"))
+        .get_hash()
+        .to_owned();
+    for batching in [true, false] {
+        let s = store(&redis).await.deny_cache(false).batching(batching);
+        let limits = Limits::new([Quota::with_interval(Duration::from_secs(2)).burst(20)])
+            .scoped(format!("batching-{batching}"));
+        assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let (s, limits) = (s.clone(), limits.clone());
+                tokio::spawn(async move {
+                    let (key, cost) = (i % 5, if i % 5 == 4 { 3 } else { 1 });
+                    let d = s.check(&format!("k{key}"), &limits, cost).await.unwrap();
+                    (key, d.is_allowed())
+                })
+            })
+            .collect();
+        let mut allowed = [0; 5];
+        for t in tasks {
+            let (key, ok) = t.await.unwrap();
+            allowed[key] += usize::from(ok);
+        }
+        assert_eq!(
+            allowed,
+            [20, 20, 20, 20, 6],
+            "batching {batching}: 20 cells per key, 3 per costly request"
+        );
+        for (key, cells) in [("k0", 20), ("k4", 18)] {
+            let ttl: u64 = redis
+                .cli(&["PTTL", &s.keys(key, &limits)[0]])
+                .parse()
+                .unwrap();
+            let full = cells * 2_000;
+            assert!(
+                ttl <= full && ttl > full - 1_500,
+                "batching {batching}: {key} is full again in {ttl} ms, not {full}"
+            );
+        }
+        let sent = calls(&redis, "evalsha") + calls(&redis, "eval");
+        if batching {
+            assert!(sent < 200, "300 decisions in {sent} script calls");
+            assert_eq!(redis.cli(&["SCRIPT", "EXISTS", &batch_sha]), "1");
+        } else {
+            assert_eq!(sent, 300, "each decision alone");
+        }
+    }
+}
+
+/// Decisions dropped while queued (their callers gave up) are never sent,
+/// and leave no slot taken: the next decision goes at once.
+#[tokio::test]
+async fn decisions_dropped_while_queued_are_not_sent_and_hold_nothing() {
+    let Some(redis) = RedisServer::start_or_skip("decisions_dropped_while_queued") else {
+        return;
+    };
+    let s = store(&redis).await.deny_cache(false);
+    let limits = Limits::new([Quota::per_hour(100)]);
+    // Loads the script, so that each decision below is one EVALSHA.
+    s.check("warm-up", &limits, 1).await.unwrap();
+    assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
+    // Two decisions out (every slot taken), then fifty that queue and are
+    // dropped.
+    let mut out: Vec<_> = (0..2)
+        .map(|_| tokio_test::task::spawn(s.check("k", &limits, 1)))
+        .collect();
+    for d in &mut out {
+        assert!(d.poll().is_pending());
+    }
+    for _ in 0..50 {
+        let mut queued = tokio_test::task::spawn(s.check("k", &limits, 1));
+        assert!(queued.poll().is_pending());
+    }
+    for d in out {
+        assert!(d.await.unwrap().is_allowed());
+    }
+    let next = tokio::time::timeout(Duration::from_secs(1), s.check("k", &limits, 1))
+        .await
+        .expect("a slot leaked: the decision queued behind nothing")
+        .unwrap();
+    assert_eq!(next.remaining(), 97, "only the three decisions ran");
+    assert_eq!(calls(&redis, "evalsha"), 3);
+}
+
+/// Redis killed under concurrent load: queued decisions answer within the
+/// bound too, and once Redis is back batches are exact again (the new
+/// server has no scripts: the batch script reloads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_decisions_answer_within_the_bound_when_redis_dies() {
+    let Some(mut redis) = RedisServer::start_or_skip("queued_decisions_answer_within_the_bound")
+    else {
+        return;
+    };
+    let bound = Duration::from_millis(50);
+    let s = store(&redis).await.timeout(bound).deny_cache(false);
+    let limits = Limits::new([Quota::with_interval(Duration::from_secs(3600)).burst(10)]);
+    let burst = |s: &RedisStore| {
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let (s, limits) = (s.clone(), limits.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let d = s.check(&format!("k{}", i % 4), &limits, 1).await;
+                    (d.map(|d| d.is_allowed()), started.elapsed())
+                })
+            })
+            .collect();
+        futures::future::join_all(tasks)
+    };
+    redis.kill();
+    let mut slowest = Duration::ZERO;
+    for result in burst(&s).await {
+        let (d, took) = result.unwrap();
+        assert!(d.is_err(), "Redis is down: {d:?}");
+        slowest = slowest.max(took);
+    }
+    assert!(slowest < bound * 6, "slowest decision took {slowest:?}");
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.check("probe", &limits, 1).await.is_err() {
+        assert!(Instant::now() < deadline, "no recovery within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = s.timeout(Duration::from_secs(5));
+    let mut allowed = 0;
+    for result in burst(&s).await {
+        allowed += usize::from(result.unwrap().0.unwrap());
+    }
+    assert_eq!(allowed, 40, "10 cells on each of 4 keys");
+}
+
+/// A TAT past 2^63 µs (the slowest quota there is, one cell per 584 years,
+/// and a request of 1,000 cells) is stored and read back as a number, so the bucket stays
+/// spent: alone and batched. (Formatted as a C `long`, it would wrap to a
+/// TAT in the past, a full bucket.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tat_past_2_pow_63_still_denies() {
+    let Some(redis) = RedisServer::start_or_skip("a_tat_past_2_pow_63_still_denies") else {
+        return;
+    };
+    let s = store(&redis).await.deny_cache(false);
+    let limits = Limits::new([Quota::with_interval(Duration::MAX).burst(1_000)]);
+    assert!(s.check("alone", &limits, 1_000).await.unwrap().is_allowed());
+    let d = s.check("alone", &limits, 1_000).await.unwrap();
+    assert!(!d.is_allowed(), "{d:?}");
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (s, limits) = (s.clone(), limits.clone());
+            tokio::spawn(async move { s.check("batched", &limits, 1_000).await.unwrap() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap().is_allowed());
+    }
+    assert_eq!(allowed, 1);
+    assert!(
+        !s.check("batched", &limits, 1_000)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+}

@@ -1,0 +1,227 @@
+//! Concurrent one-quota decisions, coalesced: while [`MAX_IN_FLIGHT`]
+//! round trips are out, the decisions that arrive queue here, and go
+//! together in one call of `gcra_batch.lua` as soon as one comes back.
+//!
+//! A lone caller never waits for anyone: below the limit a decision goes at
+//! once, as it would without batching. Under load, one script call and one
+//! round trip carry many decisions, which saves Redis most of a script's
+//! fixed cost per decision and the client most of a round trip's.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use redis::{ErrorKind, RedisError};
+use tokio::sync::oneshot;
+
+use super::{Params, Scripts};
+use crate::rate_limit::store::StoreError;
+use crate::redis_conn::Conn;
+
+/// Round trips out at once before decisions queue. Two keep both sides
+/// busy: Redis runs one batch while this process reads the other's replies
+/// and queues the next.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// The most decisions in one script call, which bounds how long Redis
+/// spends in one script (about 2 µs per decision).
+const MAX_BATCH: usize = 128;
+
+/// The queue of one store (shared by its clones).
+pub(super) struct Batcher {
+    conn: Conn,
+    scripts: Arc<Scripts>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Round trips out: decisions sent alone and batches, each holding
+    /// one slot. While decisions queue, every slot is taken, and whoever
+    /// gives one back sends the queue instead.
+    in_flight: usize,
+    queue: Vec<Queued>,
+}
+
+struct Queued {
+    key: String,
+    params: Params,
+    reply: oneshot::Sender<Result<i64, StoreError>>,
+}
+
+/// What a decision does now.
+pub(super) enum Turn {
+    /// Go alone, at once; the slot is given back, or passed to the
+    /// queue, when it is dropped.
+    Now(Slot),
+    /// Wait for the batch that carries it.
+    Queued(oneshot::Receiver<Result<i64, StoreError>>),
+}
+
+impl Batcher {
+    pub(super) fn new(conn: Conn, scripts: Arc<Scripts>) -> Self {
+        Self {
+            conn,
+            scripts,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a slot for the decision on `key` (the TAT key, taken only when
+    /// the decision queues), or queues it. `timeout` bounds the round trip
+    /// of each batch this slot may later carry.
+    pub(super) fn enter(
+        self: &Arc<Self>,
+        key: &mut String,
+        params: Params,
+        timeout: Duration,
+    ) -> Turn {
+        let mut state = self.state();
+        if state.in_flight < MAX_IN_FLIGHT {
+            state.in_flight += 1;
+            return Turn::Now(Slot {
+                batcher: Arc::clone(self),
+                timeout,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        state.queue.push(Queued {
+            key: std::mem::take(key),
+            params,
+            reply,
+        });
+        Turn::Queued(answer)
+    }
+
+    /// Sends what queued, batch after batch, until the queue is empty;
+    /// then gives the slot back.
+    async fn flush(mut carrier: Carrier, timeout: Duration) {
+        loop {
+            let batch: Vec<Queued> = {
+                let mut state = carrier.batcher.state();
+                // Callers that gave up (dropped, timed out) are not sent.
+                state.queue.retain(|q| !q.reply.is_closed());
+                if state.queue.is_empty() {
+                    state.in_flight -= 1;
+                    carrier.done = true;
+                    return;
+                }
+                let n = state.queue.len().min(MAX_BATCH);
+                state.queue.drain(..n).collect()
+            };
+            let replies = tokio::time::timeout(timeout, carrier.batcher.send(&batch))
+                .await
+                .unwrap_or(Err(StoreError::Timeout(timeout)));
+            match replies {
+                Ok(replies) if replies.len() == batch.len() => {
+                    for (q, reply) in batch.into_iter().zip(replies) {
+                        let _ = q.reply.send(Ok(reply));
+                    }
+                }
+                Ok(replies) => {
+                    let err = StoreError::Protocol(format!("{replies:?}"));
+                    for q in batch {
+                        let _ = q.reply.send(Err(copy(&err)));
+                    }
+                }
+                Err(err) => {
+                    for q in batch {
+                        let _ = q.reply.send(Err(copy(&err)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round trip for `batch`: the lean script for one decision, the
+    /// batch script for more.
+    async fn send(&self, batch: &[Queued]) -> Result<Vec<i64>, StoreError> {
+        if let [q] = batch {
+            let mut call = self.scripts.one.call();
+            call.key(&q.key)
+                .arg(q.params.inc)
+                .arg(q.params.room())
+                .arg(q.params.fresh_ttl());
+            return Ok(vec![call.invoke(&self.conn).await?]);
+        }
+        let mut call = self.scripts.batch.call();
+        for q in batch {
+            call.key(&q.key).arg(q.params.inc).arg(q.params.room());
+        }
+        Ok(call.invoke(&self.conn).await?)
+    }
+}
+
+/// One round trip's place, held by a decision sent alone.
+pub(super) struct Slot {
+    batcher: Arc<Batcher>,
+    timeout: Duration,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.batcher.state();
+        if state.queue.is_empty() {
+            state.in_flight -= 1;
+            return;
+        }
+        drop(state);
+        // The slot now carries the queue, in a task of its own: the caller
+        // that held it has its answer and must not wait for others'.
+        let carrier = Carrier {
+            batcher: Arc::clone(&self.batcher),
+            done: false,
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(Batcher::flush(carrier, self.timeout));
+        }
+        // Without a runtime, dropping the carrier gives the slot back.
+    }
+}
+
+/// A slot carrying the queue. Dropped before it is done (its task was
+/// dropped with the runtime, or never spawned), it gives its slot back; if
+/// no other slot is out to send the queue, the queued decisions fail at
+/// once instead of waiting out their bound.
+struct Carrier {
+    batcher: Arc<Batcher>,
+    done: bool,
+}
+
+impl Drop for Carrier {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut state = self.batcher.state();
+        state.in_flight -= 1;
+        if state.in_flight == 0 {
+            // Dropping the senders answers every waiter.
+            state.queue.clear();
+        }
+    }
+}
+
+/// What a queued decision gets when its batch was dropped unsent.
+pub(super) fn dropped() -> StoreError {
+    StoreError::Redis(RedisError::from((
+        ErrorKind::Io,
+        "the batch carrying this decision was dropped",
+    )))
+}
+
+/// A batch's error, for each decision it carried.
+fn copy(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Timeout(bound) => StoreError::Timeout(*bound),
+        StoreError::Redis(e) => StoreError::Redis(RedisError::from((
+            e.kind(),
+            "batched decision failed",
+            e.to_string(),
+        ))),
+        StoreError::Protocol(reply) => StoreError::Protocol(reply.clone()),
+    }
+}
