@@ -305,11 +305,8 @@ impl RedisStore {
         decision.ok_or_else(|| StoreError::Protocol(format!("{reply:?}")))
     }
 
-    /// One decision under one quota, alone: the lean script's reply.
     async fn one(&self, key: &str, p: Params) -> Result<i64, StoreError> {
-        let mut call = self.scripts.one.call();
-        call.key(key).arg(p.inc).arg(p.room()).arg(p.fresh_ttl());
-        Ok(call.invoke(&self.conn).await?)
+        self.scripts.one(&self.conn, key, p).await
     }
 }
 
@@ -319,6 +316,15 @@ struct Scripts {
     one: Script,
     many: Script,
     batch: Script,
+}
+
+impl Scripts {
+    /// One decision under one quota, alone: the lean script's reply.
+    async fn one(&self, conn: &Conn, key: &str, p: Params) -> Result<i64, StoreError> {
+        let mut call = self.one.call();
+        call.key(key).arg(p.inc).arg(p.room()).arg(p.fresh_ttl());
+        Ok(call.invoke(conn).await?)
+    }
 }
 
 /// One quota's GCRA parameters for a decision of some cost, in whole

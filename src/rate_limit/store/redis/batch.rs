@@ -140,12 +140,7 @@ impl Batcher {
     /// batch script for more.
     async fn send(&self, batch: &[Queued]) -> Result<Vec<i64>, StoreError> {
         if let [q] = batch {
-            let mut call = self.scripts.one.call();
-            call.key(&q.key)
-                .arg(q.params.inc)
-                .arg(q.params.room())
-                .arg(q.params.fresh_ttl());
-            return Ok(vec![call.invoke(&self.conn).await?]);
+            return Ok(vec![self.scripts.one(&self.conn, &q.key, q.params).await?]);
         }
         let mut call = self.scripts.batch.call();
         for q in batch {
