@@ -112,19 +112,17 @@ impl Batcher {
                 let n = state.queue.len().min(MAX_BATCH);
                 state.queue.drain(..n).collect()
             };
-            let replies = tokio::time::timeout(timeout, carrier.batcher.send(&batch))
-                .await
-                .unwrap_or(Err(StoreError::Timeout(timeout)));
+            let replies = match tokio::time::timeout(timeout, carrier.batcher.send(&batch)).await {
+                Ok(Ok(replies)) if replies.len() != batch.len() => {
+                    Err(StoreError::Protocol(format!("{replies:?}")))
+                }
+                Ok(replies) => replies,
+                Err(_) => Err(StoreError::Timeout(timeout)),
+            };
             match replies {
-                Ok(replies) if replies.len() == batch.len() => {
+                Ok(replies) => {
                     for (q, reply) in batch.into_iter().zip(replies) {
                         let _ = q.reply.send(Ok(reply));
-                    }
-                }
-                Ok(replies) => {
-                    let err = StoreError::Protocol(format!("{replies:?}"));
-                    for q in batch {
-                        let _ = q.reply.send(Err(copy(&err)));
                     }
                 }
                 Err(err) => {
