@@ -92,22 +92,6 @@ fn bench_memory_steady(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     );
 }
 
-fn script_calls(redis: &support::RedisServer) -> u64 {
-    redis
-        .cli(&["INFO", "commandstats"])
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// Commands a client sent that are not scripts (scripts' inner commands
 /// are counted too by `INFO commandstats`, under their own names).
 fn other_client_calls(redis: &support::RedisServer) -> u64 {
@@ -145,7 +129,7 @@ fn round_trips(rt: &tokio::runtime::Runtime, redis: &support::RedisServer, store
             once(&svc, request(&format!("rt-{i}"))).await;
         }
     });
-    let first = script_calls(redis) as f64 / N as f64;
+    let first = redis.command_calls(&["evalsha", "eval"]) as f64 / N as f64;
     let first_other = other_client_calls(redis);
     redis.cli(&["CONFIG", "RESETSTAT"]);
     rt.block_on(async {
@@ -153,7 +137,7 @@ fn round_trips(rt: &tokio::runtime::Runtime, redis: &support::RedisServer, store
             once(&svc, request(&format!("rt-{i}"))).await;
         }
     });
-    let replay = script_calls(redis) as f64 / N as f64;
+    let replay = redis.command_calls(&["evalsha", "eval"]) as f64 / N as f64;
     let replay_other = other_client_calls(redis);
     println!(
         "redis round trips per request (INFO commandstats, {N} requests each): first execution {first:.2}, replay {replay:.2}; other client commands: {first_other} and {replay_other}"

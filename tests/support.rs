@@ -97,6 +97,20 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// How many times Redis ran `commands` (lowercase, as `INFO
+    /// commandstats` names them: `evalsha`, `eval`), together, since it
+    /// started or since `CONFIG RESETSTAT`.
+    pub fn command_calls(&self, commands: &[&str]) -> u64 {
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+                commands.contains(&name).then_some(rest)
+            })
+            .map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])

@@ -134,22 +134,6 @@ async fn two_instances_thousand_duplicates_run_once() {
     assert!(late.replayed());
 }
 
-fn script_calls(redis: &RedisServer) -> u64 {
-    let stats = redis.cli(&["INFO", "commandstats"]);
-    stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// `INFO commandstats` also counts the commands a script runs; a round trip
 /// is a command the client sent. Checks that every command outside the
 /// scripts is one only a script sends, so script calls are the round trips.
@@ -185,12 +169,16 @@ async fn first_execution_is_two_round_trips_and_replay_one() {
     send(&app, post(Some("warm-up"), "{}")).await;
     redis.cli(&["CONFIG", "RESETSTAT"]);
     send(&app, post(Some(KEY), "{}")).await;
-    assert_eq!(script_calls(&redis), 2, "first execution: claim + complete");
+    assert_eq!(
+        redis.command_calls(&["evalsha", "eval"]),
+        2,
+        "first execution: claim + complete"
+    );
     assert_only_script_commands(&redis);
     redis.cli(&["CONFIG", "RESETSTAT"]);
     assert!(send(&app, post(Some(KEY), "{}")).await.replayed());
     assert_eq!(
-        script_calls(&redis),
+        redis.command_calls(&["evalsha", "eval"]),
         1,
         "replay: one claim script that returns the record"
     );

@@ -286,7 +286,7 @@ async fn the_deny_cache_keeps_a_flood_off_redis_until_the_retry_time() {
     let Some(redis) = RedisServer::start_or_skip("the_deny_cache_keeps_a_flood_off_redis") else {
         return;
     };
-    let evalsha = || calls(&redis, "evalsha");
+    let evalsha = || redis.command_calls(&["evalsha"]);
     let s = store(&redis).await;
     let limits = Limits::new([Quota::with_interval(Duration::from_millis(300)).burst(2)]);
     for _ in 0..2 {
@@ -425,18 +425,6 @@ async fn the_one_quota_script_sets_ttls_reads_stale_tats_and_denies_without_writ
     assert_eq!(redis.cli(&["EXISTS", &s.keys("never", &limits)[0]]), "0");
 }
 
-/// `cmdstat_<command>` calls since the server started (or `CONFIG
-/// RESETSTAT`).
-fn calls(redis: &RedisServer, command: &str) -> u64 {
-    let prefix = format!("cmdstat_{command}:calls=");
-    redis
-        .cli(&["INFO", "commandstats"])
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|l| l.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 /// 300 concurrent decisions on 5 keys (one of them with cost 3), once
 /// batched and once each alone: the same exact counts either way, TTLs
 /// that end when each bucket is full again, and batching carried many
@@ -485,7 +473,7 @@ async fn batched_decisions_are_as_exact_as_lone_ones() {
                 "batching {batching}: {key} is full again in {ttl} ms, not {full}"
             );
         }
-        let sent = calls(&redis, "evalsha") + calls(&redis, "eval");
+        let sent = redis.command_calls(&["evalsha", "eval"]);
         if batching {
             assert!(sent < 200, "300 decisions in {sent} script calls");
             assert_eq!(redis.cli(&["SCRIPT", "EXISTS", &batch_sha]), "1");
@@ -527,7 +515,7 @@ async fn decisions_dropped_while_queued_are_not_sent_and_hold_nothing() {
         .expect("a slot leaked: the decision queued behind nothing")
         .unwrap();
     assert_eq!(next.remaining(), 97, "only the three decisions ran");
-    assert_eq!(calls(&redis, "evalsha"), 3);
+    assert_eq!(redis.command_calls(&["evalsha"]), 3);
 }
 
 /// Redis killed under concurrent load: queued decisions answer within the
