@@ -50,3 +50,54 @@ fn private_cluster_spreads_slots_over_three_masters() {
     let tagged = cluster.node_for_key("{order}:a").port();
     assert_eq!(cluster.node_for_key("{order}:b").port(), tagged);
 }
+
+#[path = "../support/proxy.rs"]
+mod proxy;
+
+use std::time::Duration;
+
+use proxy::FaultProxy;
+use redis::AsyncCommands;
+
+async fn ping(url: &str) -> redis::RedisResult<String> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("PING").query_async(&mut conn).await
+}
+
+#[tokio::test]
+async fn fault_proxy_passes_delays_cuts_stalls_and_restores() {
+    let Some(redis) = RedisServer::start_or_skip("fault_proxy") else {
+        return;
+    };
+    let proxy = FaultProxy::start(redis.port()).await;
+    assert_eq!(ping(&proxy.url()).await.unwrap(), "PONG");
+
+    // Latency: a round trip pays it twice.
+    proxy.set_latency(Duration::from_millis(20));
+    let client = redis::Client::open(proxy.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let sent = std::time::Instant::now();
+    let _: () = conn.set("k", "v").await.unwrap();
+    assert!(
+        sent.elapsed() >= Duration::from_millis(40),
+        "{:?}",
+        sent.elapsed()
+    );
+    proxy.set_latency(Duration::ZERO);
+
+    // Stall: the connection stays open and nothing answers.
+    proxy.stall();
+    let stalled =
+        tokio::time::timeout(Duration::from_millis(200), conn.get::<_, String>("k")).await;
+    assert!(stalled.is_err(), "a stalled proxy answered: {stalled:?}");
+    proxy.restore();
+
+    // Cut: the open connection dies and new ones are closed at once.
+    proxy.cut();
+    assert!(conn.get::<_, String>("k").await.is_err());
+    assert!(ping(&proxy.url()).await.is_err());
+    proxy.restore();
+    assert_eq!(ping(&proxy.url()).await.unwrap(), "PONG");
+    assert!(proxy.connections() >= 4, "{}", proxy.connections());
+}
