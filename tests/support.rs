@@ -315,36 +315,206 @@ fn owns_slot(nodes: &str, slot: u16) -> bool {
     })
 }
 
-/// A writer for a `tracing_subscriber::fmt` subscriber that keeps every line
-/// it is given, for a test to read back with [`CapturedLogs::text`]. Clones
-/// share one buffer.
-#[derive(Debug, Clone, Default)]
-pub struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+/// The tracing events of one test, as lines that read like those of a
+/// `tracing_subscriber::fmt` subscriber without the time, fields formatted as
+/// it formats them: `DEBUG request{id=7}: palisade::x: message key="value" n=1`.
+///
+/// Each test binary has one global subscriber, installed by the first
+/// capture. A test's own subscriber (`set_default`, `with_default`) would
+/// serve only its thread, while tracing caches for the whole process whether
+/// any subscriber wants a callsite: a callsite first reached on another
+/// test's thread, where none does, stays off everywhere, and the test misses
+/// its events. The global one answers "sometimes" for every callsite, so
+/// nothing is cached off, and decides per event.
+///
+/// [`start`](Self::start) enters the capture's span on the calling thread
+/// until the capture drops; the events recorded are those emitted inside that
+/// span: the test's own and those of every task a current-thread runtime
+/// (`#[tokio::test]`'s default) polls on that thread. Work on other threads
+/// (a multi-thread runtime's workers, `std::thread::spawn`) is recorded once
+/// instrumented with [`span`](Self::span). Tests running in parallel each
+/// have their own span and see only their own events.
+#[derive(Debug)]
+pub struct CapturedLogs {
+    lines: Lines,
+    span: tracing::Span,
+    _entered: tracing::span::EnteredSpan,
+}
+
+type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Live captures in this process: with none, the subscriber turns every event
+/// and span down, so tests that capture nothing pay (almost) nothing.
+static CAPTURES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl CapturedLogs {
-    /// Everything written so far.
+    /// Starts capturing the events emitted on this thread, and inside
+    /// [`span`](Self::span) anywhere, until the capture drops.
+    ///
+    /// # Panics
+    ///
+    /// If something else set a global subscriber, or this thread has a
+    /// subscriber of its own: both would keep events from the capture.
+    pub fn start() -> Self {
+        use tracing_subscriber::layer::SubscriberExt;
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Recorder))
+                .expect("no other global subscriber: tests capture with CapturedLogs");
+        });
+        // A callsite first reached on another thread while the subscriber was
+        // being installed may still be cached as off: ask them all again.
+        tracing::callsite::rebuild_interest_cache();
+        // Counted before the span is made, or the span would be turned down.
+        CAPTURES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let lines = Lines::default();
+        let span = tracing::info_span!("captured_logs");
+        span.with_subscriber(|(id, dispatch)| {
+            use tracing_subscriber::registry::LookupSpan;
+            let registry = dispatch
+                .downcast_ref::<tracing_subscriber::Registry>()
+                .expect("the global subscriber, not one of this thread's own");
+            registry
+                .span(id)
+                .expect("the span was just made")
+                .extensions_mut()
+                .insert(Sink(lines.clone()));
+        })
+        .expect("the capture's span is enabled");
+        let entered = span.clone().entered();
+        Self {
+            lines,
+            span,
+            _entered: entered,
+        }
+    }
+
+    /// The capture's span: `.instrument(logs.span().clone())` a future that
+    /// runs on another thread to record its events too.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Everything recorded so far, one event a line.
     pub fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).expect("log lines are UTF-8")
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().map(|l| format!("{l}\n")).collect()
     }
 }
 
-impl Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+impl Drop for CapturedLogs {
+    fn drop(&mut self) {
+        CAPTURES.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = Self;
+/// Where the events under a capture's span go: an extension of that span.
+struct Sink(Lines);
 
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+/// A span's fields, formatted as `fmt` formats them.
+struct SpanFields(String);
+
+/// The global subscriber's one layer, over a `Registry` that keeps the spans.
+struct Recorder;
+
+impl<S> tracing_subscriber::Layer<S> for Recorder
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        // Never `never` (cached for the process) nor `always` (which skips
+        // `enabled`): whether an event is wanted changes as tests come and go.
+        tracing::subscriber::Interest::sometimes()
     }
+
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        CAPTURES.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = String::new();
+        format_fields(&mut fields, attrs);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(fields));
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if let Some(SpanFields(fields)) = extensions.get_mut::<SpanFields>() {
+            if !fields.is_empty() {
+                fields.push(' ');
+            }
+            format_fields(fields, values);
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        // Innermost first, up to the capture's span; an event under no
+        // capture's span is not recorded.
+        let mut spans = Vec::new();
+        let mut sink = None;
+        for span in scope {
+            let extensions = span.extensions();
+            if let Some(Sink(lines)) = extensions.get::<Sink>() {
+                sink = Some(lines.clone());
+                break;
+            }
+            match extensions.get::<SpanFields>() {
+                Some(SpanFields(f)) if !f.is_empty() => {
+                    spans.push(format!("{}{{{f}}}:", span.name()));
+                }
+                _ => spans.push(format!("{}:", span.name())),
+            }
+        }
+        let Some(lines) = sink else { return };
+        let meta = event.metadata();
+        let mut line = format!("{:>5} ", meta.level());
+        for span in spans.iter().rev() {
+            line.push_str(span);
+        }
+        if !spans.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(meta.target());
+        line.push_str(": ");
+        format_fields(&mut line, event);
+        lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+}
+
+/// Appends `fields` as `tracing_subscriber::fmt` writes them: the message
+/// first, then `name=value` with strings quoted, separated by spaces.
+fn format_fields(out: &mut String, fields: impl tracing_subscriber::field::RecordFields) {
+    use tracing_subscriber::fmt::FormatFields;
+    use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+    // Writing into a String cannot fail.
+    let _ = DefaultFields::new().format_fields(Writer::new(out), fields);
 }
 
 /// The counters and gauges of a `DebuggingRecorder` snapshot whose name

@@ -136,7 +136,7 @@ async fn one_key_may_always_open_under_the_cap() {
 
 #[tokio::test(start_paused = true)]
 async fn logs_carry_the_redacted_key_never_the_key() {
-    crate::capture_logs();
+    let logs = crate::support::CapturedLogs::start();
     let layer = KeyedCircuitBreakerLayer::new(config().name("clients"), |c: &Call| c.0)
         .max_keys(NonZeroUsize::new(1).unwrap());
     let mut svc = layer.layer(hosts(Arc::default()));
@@ -150,7 +150,7 @@ async fn logs_carry_the_redacted_key_never_the_key() {
     // is the only one).
     send(&mut svc, "198.51.100.2", false).await.unwrap();
 
-    let logs = crate::captured();
+    let logs = logs.text();
     assert!(!logs.contains("203.0.113"), "raw key logged:\n{logs}");
     assert!(!logs.contains("198.51.100"), "raw key logged:\n{logs}");
     let digest = palisade::observability::redact_key("203.0.113.7");

@@ -354,57 +354,9 @@ fn invalid_rates_are_errors() {
     assert_eq!(Rate::percent(100).unwrap(), Rate::ALL);
 }
 
-thread_local! {
-    static CAPTURED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    static CAPTURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Writes log lines into this thread's buffer.
-struct Captured;
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        CAPTURED.with(|c| c.borrow_mut().extend_from_slice(buf));
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Captures every event (down to `TRACE`) emitted on this thread from now
-/// on; read them with [`captured`].
-pub(crate) fn capture_logs() {
-    // A global subscriber: a thread-local one races with the callsite
-    // interest cache of tests running on other threads. It is enabled only
-    // on threads that capture, so the other tests log nothing.
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        use tracing_subscriber::layer::{Layer as _, SubscriberExt};
-        let layer = tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .with_writer(|| Captured)
-            // Dynamic: decided per event, never cached per callsite, or a
-            // callsite first hit on a thread that does not capture would stay
-            // off for the threads that do.
-            .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
-                CAPTURING.with(std::cell::Cell::get)
-            }));
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-            .unwrap();
-    });
-    CAPTURING.with(|c| c.set(true));
-    CAPTURED.with(|c| c.borrow_mut().clear());
-}
-
-/// What this thread logged since [`capture_logs`].
-pub(crate) fn captured() -> String {
-    CAPTURED.with(|c| String::from_utf8(c.borrow().clone()).unwrap())
-}
-
 #[tokio::test(start_paused = true)]
 async fn transitions_and_rejections_are_traced() {
-    capture_logs();
+    let logs = support::CapturedLogs::start();
 
     let layer = CircuitBreakerLayer::new()
         .count_window(nz(2))
@@ -415,7 +367,7 @@ async fn transitions_and_rejections_are_traced() {
     let _ = send(&mut svc, Req::Fail).await;
     assert_open(send(&mut svc, Req::Ok).await);
 
-    let logs = captured();
+    let logs = logs.text();
     let transition = logs
         .lines()
         .find(|l| l.contains("circuit breaker state changed"))
@@ -483,7 +435,7 @@ async fn concurrent_failures_trip_the_breaker_exactly_once() {
 
 #[tokio::test(start_paused = true)]
 async fn decisions_are_events_with_the_uniform_fields() {
-    capture_logs();
+    let logs = support::CapturedLogs::start();
     let layer = CircuitBreakerLayer::new()
         .consecutive_failures(nz(1))
         .name("recommendations");
@@ -494,7 +446,7 @@ async fn decisions_are_events_with_the_uniform_fields() {
     let _ = send(&mut svc, Req::Fail).await;
     assert_open(send(&mut svc, Req::Ok).await);
 
-    let logs = captured();
+    let logs = logs.text();
     let line = |outcome: &str| {
         logs.lines()
             .find(|l| l.contains(&format!("outcome=\"{outcome}\"")))

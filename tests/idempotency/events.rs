@@ -28,17 +28,7 @@ fn by_api_key(req: &Req) -> Option<String> {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn every_outcome_is_an_event_with_the_uniform_fields_and_no_raw_key() {
-    let logs = crate::support::CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // A second live dispatcher: with only one, a callsite first reached by
-    // a test thread without a subscriber is cached as never enabled, and
-    // this thread would miss its events.
-    let _anchor = tracing::Dispatch::new(tracing_subscriber::registry());
+    let logs = crate::support::CapturedLogs::start();
 
     let layer = || IdempotencyLayer::new().scope(by_api_key).name("payments");
     let (app, _) = harness(layer(), answer(StatusCode::OK, "ok"));

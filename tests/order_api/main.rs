@@ -1017,23 +1017,12 @@ async fn metrics_are_not_rate_limited(b: &Backend) {
 
 #[tokio::test]
 async fn log_lines_of_a_request_carry_its_request_id_and_no_raw_key() {
-    // A global subscriber: a thread-local one misses events whose callsite
-    // interest another test thread cached first. Other tests log into it
-    // too; this one reads only the lines of its own request id.
-    let logs = support::CapturedLogs::default();
-    let writer = {
-        let logs = logs.clone();
-        move || logs.clone()
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(writer)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
+    // The app's server runs on this test's current-thread runtime, so the
+    // capture records its events as well as the client's.
+    let logs = support::CapturedLogs::start();
     let app = TestApp::start().await;
-    // Keys no other test uses: they must not reach any log line, ours or
-    // not, at any level (TRACE: the layers log every decision).
+    // Neither key may reach any log line, at any level (TRACE: the layers
+    // log every decision).
     let (api_key, idempotency_key) = ("sk_live_logged_4f1c", "idem-logged-9b2e");
     let r = app
         .send(
@@ -1057,8 +1046,6 @@ async fn log_lines_of_a_request_carry_its_request_id_and_no_raw_key() {
     let ours: Vec<&str> = text.lines().filter(|l| l.contains(&span)).collect();
     assert!(ours.iter().any(|l| l.contains("order placed")), "{ours:#?}");
     assert!(ours.iter().any(|l| l.contains("served")), "{ours:#?}");
-    // Other tests run in parallel: a request whose span opened before this
-    // subscriber was installed logs without one, so only ours are checked.
 }
 
 #[tokio::test]

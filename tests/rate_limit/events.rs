@@ -45,17 +45,7 @@ where
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn decisions_carry_the_uniform_fields_and_a_digest_of_the_key() {
-    let logs = CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // A second live dispatcher: with only one, a callsite first reached by
-    // a test thread without a subscriber is cached as never enabled, and
-    // this thread would miss its events.
-    let _anchor = tracing::Dispatch::new(tracing_subscriber::registry());
+    let logs = CapturedLogs::start();
 
     let handler = service_fn(|_: Request<()>| async { Ok::<_, Infallible>("ok") });
     let mut api = RateLimitLayer::memory(Quota::per_hour(1))

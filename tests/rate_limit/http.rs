@@ -314,16 +314,7 @@ async fn the_api_key_else_the_client_ip() {
 
 #[tokio::test(start_paused = true)]
 async fn shadow_mode_decides_and_logs_but_never_rejects() {
-    // A global subscriber: a thread-local one can miss events whose
-    // callsites other tests registered first. Lines are told apart by key.
-    let logs = crate::support::CapturedLogs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let logs = crate::support::CapturedLogs::start();
 
     let layer = ServiceBuilder::new().layer(ProblemLayer::new()).layer(
         RateLimitLayer::memory(Quota::per_hour(2))

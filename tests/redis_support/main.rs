@@ -1,5 +1,7 @@
-//! The private Redis that store tests rely on: starts, answers, dies and comes back.
+//! The test support other tests rely on: the private Redis starts, answers,
+//! dies and comes back; captured logs hold each test's events.
 
+mod captured_logs;
 #[path = "../support.rs"]
 mod support;
 

@@ -636,14 +636,7 @@ async fn axum_route_uses_the_validated_extractor() {
 
 #[tokio::test]
 async fn decisions_are_events_with_the_uniform_fields_and_no_request_data() {
-    let logs = crate::support::CapturedLogs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = crate::support::CapturedLogs::start();
 
     let api_key = HeaderName::from_static("x-api-key");
     let layer = layer()
