@@ -21,6 +21,22 @@ fn an_event_whose_callsite_another_thread_reached_first_is_captured() {
     assert!(!text.contains("probe=1"), "another thread's event:\n{text}");
 }
 
+/// Whether a capture wants an event is decided per event, never cached: here
+/// the callsite is first reached between two captures, when none wants it.
+#[test]
+fn an_event_whose_callsite_was_reached_while_nothing_captured_is_captured() {
+    fn probe(n: u32) {
+        tracing::trace!(probe = n, "reached between captures");
+    }
+    drop(CapturedLogs::start());
+    probe(1);
+    let logs = CapturedLogs::start();
+    probe(2);
+    let text = logs.text();
+    assert!(text.contains("probe=2"), "not captured:\n{text}");
+    assert!(!text.contains("probe=1"), "an event from before:\n{text}");
+}
+
 #[test]
 fn parallel_captures_see_only_their_own_events() {
     fn probe(n: u32) {
