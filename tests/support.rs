@@ -6,6 +6,10 @@
 //! `let Some(redis) = RedisServer::start_or_skip("test name") else { return };`. Where `redis-server` is not installed, tests
 //! that ask for one print a loud skip, unless `PALISADE_REQUIRE_REDIS=1`, which
 //! turns the skip into a failure (CI sets it).
+//!
+//! [`CapturedLogs`] records one test's tracing events:
+//! `let logs = CapturedLogs::start();`, then `logs.text()`. Tests never set a
+//! subscriber of their own (see its docs for why).
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
