@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::time::Instant;
@@ -14,6 +14,8 @@ const SHARDS: usize = 64;
 const DEFAULT_MAX_KEYS: usize = 100_000;
 // Below this many entries a shard is not worth sweeping.
 const MIN_SWEEP: usize = 64;
+// A flood of new keys into a full store logs one warning this often.
+const WARN_EVERY: u64 = 60_000_000_000;
 
 /// The embedded store: the state of each key in this process's memory.
 ///
@@ -28,7 +30,8 @@ const MIN_SWEEP: usize = 64;
 /// with the same quotas, one per set of [`Limits`], shared by every key that
 /// found no room, until idle keys make room again. While a flood lasts, new
 /// clients share that one bucket's quota; keys already held keep theirs. A
-/// warning is logged when keys start to overflow, and the layer counts each
+/// warning is logged when keys start to overflow (then at most once a minute,
+/// with the number of such decisions since), and the layer counts each
 /// such decision (`palisade_rate_limit_overflow_decisions_total`, see
 /// [`Decision::is_overflowed`]). Size `max_keys` for the keys live at once:
 /// those seen within one refill period of the slowest quota. A key that was
@@ -70,8 +73,6 @@ struct Inner {
     // The buckets of keys that found their shard full of live keys, one per
     // set of limits. Locked only on that path, never while a shard is.
     overflow: Mutex<Overflow>,
-    // Whether the last new key went to the overflow: warn once per episode.
-    overflowing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -79,6 +80,9 @@ struct Overflow {
     // Keyed by the limits' fingerprint; one entry per limiter whose keys
     // overflowed, so a short list searched in order.
     buckets: Vec<(u64, Tats)>,
+    // Decisions since the last warning, and when the next one may be logged.
+    unwarned: u64,
+    warn_at: u64,
 }
 
 // The lock-free slot: one key under one single-quota limit, claimed once.
@@ -268,7 +272,6 @@ impl MemoryStore {
                 clock,
                 max_per_shard,
                 overflow: Mutex::new(Overflow::default()),
-                overflowing: AtomicBool::new(false),
             }),
         }
     }
@@ -373,9 +376,6 @@ impl Inner {
         if decision.is_allowed() {
             // A denied fresh key has nothing to remember.
             shard.insert(hash, key, fingerprint, tats);
-            if self.overflowing.load(Ordering::Relaxed) {
-                self.overflowing.store(false, Ordering::Relaxed);
-            }
         }
         decision
     }
@@ -385,12 +385,6 @@ impl Inner {
     // overflow bucket its limits share with every other such key.
     #[cold]
     fn decide_in_overflow(&self, limits: &Limits, cost: u32, now: u64) -> Decision {
-        if !self.overflowing.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                max_keys = self.max_per_shard * SHARDS,
-                "rate limit memory store full of live keys: new keys share one overflow bucket"
-            );
-        }
         let (fingerprint, gcra) = (limits.fingerprint(), limits.gcra());
         let mut overflow = lock(&self.overflow);
         let buckets = &mut overflow.buckets;
@@ -404,7 +398,20 @@ impl Inner {
                 buckets.len() - 1
             }
         };
-        decide(buckets[i].1.as_mut(), now, cost, gcra).overflowed()
+        let decision = decide(buckets[i].1.as_mut(), now, cost, gcra).overflowed();
+        overflow.unwarned += 1;
+        if now < overflow.warn_at {
+            return decision;
+        }
+        let decisions = std::mem::take(&mut overflow.unwarned);
+        overflow.warn_at = now.saturating_add(WARN_EVERY);
+        drop(overflow);
+        tracing::warn!(
+            max_keys = self.max_per_shard * SHARDS,
+            decisions,
+            "rate limit memory store full of live keys: new keys share an overflow bucket"
+        );
+        decision
     }
 
     // The key alone goes through the keyed hash (one field: no terminator
