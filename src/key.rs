@@ -181,6 +181,9 @@ mod http_keys {
     /// req.extensions_mut().insert("10.1.2.3:443".parse::<std::net::SocketAddr>().unwrap());
     /// req.headers_mut().insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap());
     /// assert_eq!(key.extract(&req).as_deref(), Some("ip:203.0.113.9"));
+    /// // An untrusted peer is the client; IPv6 is keyed by its /64.
+    /// req.extensions_mut().insert("[2001:db8:0:7::1]:443".parse::<std::net::SocketAddr>().unwrap());
+    /// assert_eq!(key.extract(&req).as_deref(), Some("ip:2001:db8:0:7::/64"));
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[derive(Debug, Clone)]
