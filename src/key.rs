@@ -92,6 +92,7 @@ mod http_keys {
     // Longer header values are not keys: they would bloat every store entry.
     const MAX_HEADER_KEY_LEN: usize = 256;
     const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const DEFAULT_IPV6_PREFIX: u8 = 64;
 
     /// The value of a request header, such as `X-Api-Key`, as the key
     /// `<header-name>:<value>` (the prefix keeps a client from borrowing an
@@ -133,7 +134,7 @@ mod http_keys {
         }
     }
 
-    /// The client IP, as the key `ip:<address>`.
+    /// The client IP, as the key `ip:<address>` (`ip:<network>/64` for IPv6).
     ///
     /// The peer address comes from a `SocketAddr` request extension by
     /// default; with axum, read its `ConnectInfo` instead:
@@ -144,9 +145,33 @@ mod http_keys {
     /// [trusted proxies](Self::trust); then the client is the rightmost hop
     /// that is not a trusted proxy. Hops to its left are written by the
     /// client and never trusted. By default no proxy is trusted and these
-    /// headers are ignored. IPv6 clients can be grouped by prefix
-    /// ([`ipv6_prefix`](Self::ipv6_prefix)), since one host often holds a
-    /// whole /64.
+    /// headers are ignored. Several header lines are one list, in order, and
+    /// empty entries are skipped.
+    ///
+    /// The headers are read as bytes, entry by entry, so a byte that is not
+    /// visible ASCII (which HTTP/1 servers such as hyper accept) spoils only
+    /// its own entry: one a client wrote to the left of the proxies' entries
+    /// changes nothing. An entry that is not an address (garbage, an
+    /// obfuscated `Forwarded` node such as `for=_hidden`, or `for=unknown`)
+    /// in the client's position keys the request as `ip:unparsed:<digest>`,
+    /// 16 hex digits of a fixed hash of the entry's bytes (of the `for=`
+    /// node's, for `Forwarded`). That key is never a trusted proxy's: falling
+    /// back to the proxy's address would put every such request in the
+    /// proxy's one bucket, and a client could borrow it with one odd byte.
+    /// Rejecting such requests would refuse all traffic through a proxy
+    /// that obfuscates its clients. The position is one a trusted proxy
+    /// wrote, so a client cannot vary the entry; where a proxy passes the
+    /// client's entries through unchecked, the client could as well write
+    /// any address. Commas always separate entries, even inside a quoted
+    /// `Forwarded` value, so a quote a client leaves open cannot swallow
+    /// the entries the proxies append.
+    ///
+    /// IPv6 clients are grouped by their /64 by default, since one host or
+    /// one subscriber usually holds a whole /64 and could otherwise take a
+    /// fresh bucket for each of its addresses;
+    /// [`ipv6_prefix`](Self::ipv6_prefix) changes the prefix (128 keys each
+    /// address apart). IPv4 addresses, also when written IPv4-mapped
+    /// (`::ffff:192.0.2.7`), key as IPv4 (`ip:192.0.2.7`).
     ///
     /// ```
     /// use palisade::key::{ClientIp, KeyExtractor};
@@ -156,6 +181,9 @@ mod http_keys {
     /// req.extensions_mut().insert("10.1.2.3:443".parse::<std::net::SocketAddr>().unwrap());
     /// req.headers_mut().insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap());
     /// assert_eq!(key.extract(&req).as_deref(), Some("ip:203.0.113.9"));
+    /// // An untrusted peer is the client; IPv6 is keyed by its /64.
+    /// req.extensions_mut().insert("[2001:db8:0:7::1]:443".parse::<std::net::SocketAddr>().unwrap());
+    /// assert_eq!(key.extract(&req).as_deref(), Some("ip:2001:db8:0:7::/64"));
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[derive(Debug, Clone)]
@@ -178,12 +206,12 @@ mod http_keys {
 
     impl ClientIp {
         /// The peer IP from a `SocketAddr` extension, no trusted proxies,
-        /// IPv6 addresses whole.
+        /// IPv6 addresses grouped by their /64.
         pub fn new() -> Self {
             Self {
                 trusted: Arc::from([]),
                 forwarded: false,
-                ipv6_prefix: 128,
+                ipv6_prefix: DEFAULT_IPV6_PREFIX,
                 peer: socket_addr_peer,
             }
         }
@@ -213,7 +241,8 @@ mod http_keys {
             self
         }
 
-        /// Groups IPv6 clients by their first `bits` bits (64 is usual).
+        /// Groups IPv6 clients by their first `bits` bits: 64 by default, 128
+        /// keys every address apart. See the [type docs](Self) for why.
         ///
         /// # Panics
         ///
@@ -234,38 +263,53 @@ mod http_keys {
         }
 
         /// The client address of a request with these `headers` that came
-        /// from `peer`.
-        pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        /// from `peer` (IPv4-mapped addresses as IPv4), or `None` when the
+        /// entry in the client's position is not an address (see the
+        /// [type docs](Self); the key is then `ip:unparsed:<digest>`).
+        pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+            match self.hop(peer, headers) {
+                Hop::Ip(ip) => Some(ip),
+                Hop::Unparsed(_) => None,
+            }
+        }
+
+        // The rightmost entry that is not a trusted proxy, else the leftmost
+        // trusted one, else the peer.
+        fn hop<'h>(&self, peer: IpAddr, headers: &'h HeaderMap) -> Hop<'h> {
             let mut client = peer.to_canonical();
             if !self.is_trusted(client) {
-                return client;
+                return Hop::Ip(client);
             }
-            let mut hops = Vec::new();
-            if self.forwarded {
-                for value in headers.get_all(FORWARDED) {
-                    let Ok(value) = value.to_str() else {
-                        return client;
-                    };
-                    hops.extend(value.split(',').map(forwarded_for));
-                }
+            let name = if self.forwarded {
+                FORWARDED
             } else {
-                for value in headers.get_all(X_FORWARDED_FOR) {
-                    let Ok(value) = value.to_str() else {
-                        return client;
+                X_FORWARDED_FOR
+            };
+            // From the right: the last entry of the last line is the one the
+            // nearest proxy wrote.
+            for value in headers.get_all(name).iter().rev() {
+                for entry in value.as_bytes().rsplit(|&b| b == b',') {
+                    let entry = entry.trim_ascii();
+                    if entry.is_empty() {
+                        continue;
+                    }
+                    let hop = if self.forwarded {
+                        forwarded_for(entry)
+                    } else {
+                        parse_hop(entry)
                     };
-                    hops.extend(value.split(',').map(|hop| parse_hop(hop.trim())));
+                    match hop {
+                        Hop::Ip(ip) => {
+                            client = ip.to_canonical();
+                            if !self.is_trusted(client) {
+                                return Hop::Ip(client);
+                            }
+                        }
+                        unparsed => return unparsed,
+                    }
                 }
             }
-            for hop in hops.into_iter().rev() {
-                // A hop that is not an address was not written by a proxy we
-                // trust: stop at the last one that was.
-                let Some(ip) = hop else { break };
-                client = ip.to_canonical();
-                if !self.is_trusted(client) {
-                    break;
-                }
-            }
-            client
+            Hop::Ip(client)
         }
 
         fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -276,45 +320,86 @@ mod http_keys {
     impl<B> KeyExtractor<Request<B>> for ClientIp {
         fn extract(&self, req: &Request<B>) -> Option<String> {
             let peer = (self.peer)(req.extensions())?;
-            Some(match self.client(peer, req.headers()) {
-                IpAddr::V6(ip) if self.ipv6_prefix < 128 => {
+            Some(match self.hop(peer, req.headers()) {
+                Hop::Ip(IpAddr::V6(ip)) if self.ipv6_prefix < 128 => {
                     let mask = u128::MAX << (128 - u32::from(self.ipv6_prefix));
                     let net = std::net::Ipv6Addr::from(u128::from(ip) & mask);
                     format!("ip:{net}/{}", self.ipv6_prefix)
                 }
-                ip => format!("ip:{ip}"),
+                Hop::Ip(ip) => format!("ip:{ip}"),
+                Hop::Unparsed(entry) => format!("ip:unparsed:{:016x}", digest(entry)),
             })
         }
     }
 
-    // An X-Forwarded-For hop: an address, maybe with a port.
-    fn parse_hop(hop: &str) -> Option<IpAddr> {
-        hop.parse::<IpAddr>()
-            .ok()
-            .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+    // One entry of a forwarding header: an address, or bytes that are not one.
+    enum Hop<'h> {
+        Ip(IpAddr),
+        Unparsed(&'h [u8]),
     }
 
-    // The `for=` node of one RFC 7239 forwarded-element.
-    fn forwarded_for(element: &str) -> Option<IpAddr> {
-        let node = element.split(';').find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            name.trim()
-                .eq_ignore_ascii_case("for")
-                .then_some(value.trim())
-        })?;
+    // SipHash with fixed keys: the same key in every process and release,
+    // so instances sharing a Redis store count one such client together.
+    fn digest(entry: &[u8]) -> u64 {
+        use std::hash::Hasher;
+        #[allow(deprecated)]
+        let mut hasher = std::hash::SipHasher::new();
+        hasher.write(entry);
+        hasher.finish()
+    }
+
+    // An X-Forwarded-For entry: an address, maybe with a port.
+    fn parse_hop(entry: &[u8]) -> Hop<'_> {
+        let Ok(hop) = std::str::from_utf8(entry) else {
+            return Hop::Unparsed(entry);
+        };
+        match hop
+            .parse::<IpAddr>()
+            .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
+        {
+            Ok(ip) => Hop::Ip(ip),
+            Err(_) => Hop::Unparsed(entry),
+        }
+    }
+
+    // The `for=` node of one RFC 7239 forwarded-element; the element itself
+    // when it has none.
+    fn forwarded_for(element: &[u8]) -> Hop<'_> {
+        let node = element.split(|&b| b == b';').find_map(|pair| {
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            let (name, value) = (&pair[..eq], &pair[eq + 1..]);
+            name.trim_ascii()
+                .eq_ignore_ascii_case(b"for")
+                .then_some(value.trim_ascii())
+        });
+        let Some(node) = node else {
+            return Hop::Unparsed(element);
+        };
+        match node_address(node) {
+            Some(ip) => Hop::Ip(ip),
+            None => Hop::Unparsed(node),
+        }
+    }
+
+    // A node: `192.0.2.1`, `192.0.2.1:80`, `"[2001:db8::1]:80"`, quoted or
+    // not; an unbracketed IPv6 address is taken too.
+    fn node_address(node: &[u8]) -> Option<IpAddr> {
+        let node = std::str::from_utf8(node).ok()?;
         let node = node
             .strip_prefix('"')
             .and_then(|n| n.strip_suffix('"'))
             .unwrap_or(node);
         if let Some(rest) = node.strip_prefix('[') {
-            return rest
-                .split_once(']')?
-                .0
-                .parse::<std::net::Ipv6Addr>()
-                .ok()
-                .map(IpAddr::V6);
+            let (ip, port) = rest.split_once(']')?;
+            let port_ok = port.is_empty() || port.starts_with(':');
+            return port_ok
+                .then(|| ip.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
+                .flatten();
         }
-        let host = node.split_once(':').map_or(node, |(h, _)| h);
+        if let Ok(ip) = node.parse::<IpAddr>() {
+            return Some(ip);
+        }
+        let (host, _port) = node.split_once(':')?;
         host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
     }
 

@@ -38,6 +38,7 @@
 //! | `palisade_circuit_breaker_state` | gauge | `name`, `state`; 1 for the current state, 0 for the others (a keyed breaker: the number of keys in each state) |
 //! | `palisade_rate_limit_decisions_total` | counter | `name`, `outcome` = `allowed` \| `denied` \| `shadow_denied` \| `missing_key` \| `failed_open` \| `failed_closed` |
 //! | `palisade_rate_limit_local_denials_total` | counter | `name`; denials answered by the local deny cache, without the store |
+//! | `palisade_rate_limit_overflow_decisions_total` | counter | `name`; decisions (allowed or denied) made on the store's shared overflow bucket because it had no room for a new key |
 //! | `palisade_idempotency_requests_total` | counter | `name`, `outcome` = `executed` \| `replayed` \| `conflict` \| `mismatch` \| `invalid_key` \| `missing_scope` \| `body_rejected` \| `gone` \| `not_stored` \| `failed_open` \| `failed_closed` |
 //! | `palisade_validation_rejections_total` | counter | `name`, `status` = `400` \| `406` \| `413` \| `415` \| `422` |
 //! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` = `decide` (rate limit) \| `claim` \| `complete` \| `release` (idempotency); a timeout counts as an error |
@@ -57,6 +58,8 @@ pub const CIRCUIT_BREAKER_STATE: &str = "palisade_circuit_breaker_state";
 pub const RATE_LIMIT_DECISIONS: &str = "palisade_rate_limit_decisions_total";
 /// `palisade_rate_limit_local_denials_total`: denials answered by the local deny cache.
 pub const RATE_LIMIT_LOCAL_DENIALS: &str = "palisade_rate_limit_local_denials_total";
+/// `palisade_rate_limit_overflow_decisions_total`: decisions made on a full store's overflow bucket.
+pub const RATE_LIMIT_OVERFLOW: &str = "palisade_rate_limit_overflow_decisions_total";
 /// `palisade_idempotency_requests_total`: requests through the idempotency layer, by outcome.
 pub const IDEMPOTENCY_REQUESTS: &str = "palisade_idempotency_requests_total";
 /// `palisade_validation_rejections_total`: requests rejected by validation, by status.
@@ -99,6 +102,10 @@ pub fn describe_metrics() {
     describe_counter!(
         RATE_LIMIT_LOCAL_DENIALS,
         "Rate-limit denials answered by the local deny cache, without the store."
+    );
+    describe_counter!(
+        RATE_LIMIT_OVERFLOW,
+        "Rate-limit decisions made on a full store's shared overflow bucket."
     );
     describe_counter!(
         IDEMPOTENCY_REQUESTS,

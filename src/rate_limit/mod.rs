@@ -38,6 +38,11 @@
 //! (with trusted proxies), a header such as `X-Api-Key`, a closure, or one
 //! of them falling back to another (see [`crate::key`]). A request without a
 //! key is rejected (`400`) or counted under a fallback key ([`MissingKey`]).
+//! [`MemoryStore`] holds a bounded number of keys and never forgets a bucket
+//! that still limits its key: when it is full of live keys, new keys share
+//! one overflow bucket with the same quotas (counted by
+//! `palisade_rate_limit_overflow_decisions_total`), so flooding unique keys
+//! resets nobody's bucket.
 //! When the store fails or is slow, [`FailurePolicy`] lets requests through
 //! with a warning or rejects them (`503`). [Shadow mode](RateLimitLayer::shadow)
 //! decides and logs but never rejects.
@@ -54,7 +59,9 @@
 //! `shadow_denied`, `missing_key`, `failed_open`, `failed_closed`; a request
 //! that costs more than the smallest burst counts as `denied`) and
 //! `palisade_rate_limit_local_denials_total{name}` for denials a store
-//! answered from a cache in this process ([`Decision::is_cached`]).
+//! answered from a cache in this process ([`Decision::is_cached`]), and
+//! `palisade_rate_limit_overflow_decisions_total{name}` for decisions a full
+//! store made on its shared overflow bucket ([`Decision::is_overflowed`]).
 //!
 //! [`redact_key`]: crate::observability::redact_key
 

@@ -9,7 +9,9 @@ use tracing::Level;
 use super::store::{Decision, Limits, StoreError};
 use crate::observability::{self, DEFAULT_NAME, redact_key};
 #[cfg(feature = "metrics")]
-use crate::observability::{RATE_LIMIT_DECISIONS, RATE_LIMIT_LOCAL_DENIALS, record};
+use crate::observability::{
+    RATE_LIMIT_DECISIONS, RATE_LIMIT_LOCAL_DENIALS, RATE_LIMIT_OVERFLOW, record,
+};
 
 /// What the layer decided: the `outcome` label and field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,8 @@ pub(crate) struct Observer {
     decisions: [metrics::Key; 6],
     #[cfg(feature = "metrics")]
     local_denials: metrics::Key,
+    #[cfg(feature = "metrics")]
+    overflow: metrics::Key,
 }
 
 impl Observer {
@@ -70,6 +74,8 @@ impl Observer {
             }),
             #[cfg(feature = "metrics")]
             local_denials: record::key(RATE_LIMIT_LOCAL_DENIALS, &name, &[]),
+            #[cfg(feature = "metrics")]
+            overflow: record::key(RATE_LIMIT_OVERFLOW, &name, &[]),
             name,
         })
     }
@@ -136,6 +142,10 @@ impl Observer {
         shadow: bool,
         start: Option<Instant>,
     ) {
+        #[cfg(feature = "metrics")]
+        if decision.is_overflowed() {
+            record::increment(&self.overflow);
+        }
         if decision.is_allowed() {
             self.count(Outcome::Allowed);
             tracing::trace!(
@@ -167,6 +177,7 @@ impl Observer {
             policy = limits.name(decision.quota()),
             retry_after_ms = u64::try_from(decision.retry_after().as_millis()).unwrap_or(u64::MAX),
             cached = decision.is_cached(),
+            overflowed = decision.is_overflowed(),
             "rate limited"
         );
     }

@@ -1,14 +1,22 @@
 //! Key extractors: client IP behind trusted proxies, headers, fallbacks.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use http::Request;
+use http::{HeaderValue, Request};
 use palisade::key::{Cidr, ClientIp, Global, Header, KeyExtractor, Or};
+use proptest::prelude::*;
 
 fn from(peer: &str, headers: &[(&str, &str)]) -> Request<()> {
+    let headers: Vec<_> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    from_bytes(peer, &headers)
+}
+
+/// A request whose header values may hold any byte HTTP allows, such as
+/// obs-text (0x80-0xff), which hyper accepts.
+fn from_bytes(peer: &str, headers: &[(&str, &[u8])]) -> Request<()> {
     let mut r = Request::builder();
     for (k, v) in headers {
-        r = r.header(*k, *v);
+        r = r.header(*k, HeaderValue::from_bytes(v).unwrap());
     }
     let mut r = r.body(()).unwrap();
     r.extensions_mut()
@@ -55,9 +63,12 @@ fn forwarded_for_from_a_trusted_proxy_gives_the_rightmost_untrusted_hop() {
     // All hops trusted: the leftmost is the client.
     let r = from("10.0.0.1:443", &[("x-forwarded-for", "10.1.1.1, 10.2.2.2")]);
     assert_eq!(key.extract(&r).as_deref(), Some("ip:10.1.1.1"));
-    // Garbage where a proxy should have written: stop at the last trusted hop.
-    let r = from("10.0.0.1:443", &[("x-forwarded-for", "1.1.1.1, nonsense")]);
-    assert_eq!(key.extract(&r).as_deref(), Some("ip:10.0.0.1"));
+    // Empty entries carry nothing.
+    let r = from(
+        "10.0.0.1:443",
+        &[("x-forwarded-for", "198.51.100.6, , 10.2.2.2,")],
+    );
+    assert_eq!(key.extract(&r).as_deref(), Some("ip:198.51.100.6"));
     // No header at all: the proxy itself.
     assert_eq!(
         key.extract(&from("10.0.0.1:443", &[])).as_deref(),
@@ -81,28 +92,145 @@ fn rfc_7239_forwarded_is_read_with_quotes_ports_and_ipv6() {
             r#"for=6.6.6.6, For="[2001:db8:cafe::17]:4711";proto=https, for=10.3.3.3;by=10.0.0.1"#,
         )],
     );
-    assert_eq!(key.extract(&r).as_deref(), Some("ip:2001:db8:cafe::17"));
+    assert_eq!(key.extract(&r).as_deref(), Some("ip:2001:db8:cafe::/64"));
     let r = from("10.0.0.1:443", &[("forwarded", "for=198.51.100.9:80")]);
     assert_eq!(key.extract(&r).as_deref(), Some("ip:198.51.100.9"));
-    let r = from("10.0.0.1:443", &[("forwarded", "for=unknown")]);
+    let r = from("10.0.0.1:443", &[("forwarded", "for=2001:db8:cafe::18")]);
     assert_eq!(
         key.extract(&r).as_deref(),
-        Some("ip:10.0.0.1"),
-        "obfuscated: stop"
+        Some("ip:2001:db8:cafe::/64"),
+        "unbracketed IPv6 is read too"
     );
 }
 
 #[test]
-fn ipv6_clients_can_be_grouped_by_their_64_bit_prefix() {
+fn ipv6_clients_are_grouped_by_their_64_bit_prefix_by_default() {
     let r1 = from("[2001:db8:1:2:aaaa::1]:443", &[]);
     let r2 = from("[2001:db8:1:2:bbbb::2]:443", &[]);
-    let key = ClientIp::new().ipv6_prefix(64);
+    let other = from("[2001:db8:1:3::1]:443", &[]);
+    let key = ClientIp::new();
     assert_eq!(key.extract(&r1).as_deref(), Some("ip:2001:db8:1:2::/64"));
     assert_eq!(key.extract(&r1), key.extract(&r2));
-    assert_ne!(ClientIp::new().extract(&r1), ClientIp::new().extract(&r2));
-    // IPv4 (also mapped into IPv6) is unaffected.
-    let mapped = from("[::ffff:192.0.2.1]:443", &[]);
-    assert_eq!(key.extract(&mapped).as_deref(), Some("ip:192.0.2.1"));
+    assert_ne!(key.extract(&r1), key.extract(&other));
+    let whole = ClientIp::new().ipv6_prefix(128);
+    assert_eq!(
+        whole.extract(&r1).as_deref(),
+        Some("ip:2001:db8:1:2:aaaa::1")
+    );
+    assert_ne!(whole.extract(&r1), whole.extract(&r2));
+    let wide = ClientIp::new().ipv6_prefix(48);
+    assert_eq!(wide.extract(&other).as_deref(), Some("ip:2001:db8:1::/48"));
+    // Behind a trusted proxy too, and the proxy's own address is not grouped
+    // into the client's: trust is decided on whole addresses.
+    let r = from(
+        "[2001:db8:ffff::1]:443",
+        &[("x-forwarded-for", "2001:db8:1:2::99, 2001:db8:ffff::2")],
+    );
+    assert_eq!(
+        proxies().extract(&r).as_deref(),
+        Some("ip:2001:db8:1:2::/64")
+    );
+}
+
+#[test]
+fn ipv4_mapped_addresses_key_as_ipv4() {
+    for key in [ClientIp::new(), ClientIp::new().ipv6_prefix(128)] {
+        let mapped = from("[::ffff:192.0.2.1]:443", &[]);
+        assert_eq!(key.extract(&mapped).as_deref(), Some("ip:192.0.2.1"));
+    }
+    let r = from(
+        "[::ffff:10.0.0.1]:443",
+        &[("x-forwarded-for", "::ffff:198.51.100.7, ::ffff:10.0.0.2")],
+    );
+    assert_eq!(proxies().extract(&r).as_deref(), Some("ip:198.51.100.7"));
+    let r = from(
+        "10.0.0.1:443",
+        &[("forwarded", r#"for="[::ffff:198.51.100.8]:80""#)],
+    );
+    assert_eq!(
+        proxies().forwarded().extract(&r).as_deref(),
+        Some("ip:198.51.100.8")
+    );
+}
+
+/// A byte that is not visible ASCII spoils only its own entry: one the
+/// client wrote left of the proxies' entries changes nothing, on the same
+/// line or on another.
+#[test]
+fn an_odd_byte_in_a_client_written_entry_changes_nothing() {
+    let xff = proxies();
+    let r = from_bytes(
+        "10.0.0.1:443",
+        &[("x-forwarded-for", b"6.6.\xff6.6, 198.51.100.4, 10.9.9.9")],
+    );
+    assert_eq!(xff.extract(&r).as_deref(), Some("ip:198.51.100.4"));
+    let r = from_bytes(
+        "10.0.0.1:443",
+        &[
+            ("x-forwarded-for", b"\xe9t\xe9"),
+            ("x-forwarded-for", b"198.51.100.5"),
+        ],
+    );
+    assert_eq!(xff.extract(&r).as_deref(), Some("ip:198.51.100.5"));
+    let fwd = proxies().forwarded();
+    let r = from_bytes(
+        "10.0.0.1:443",
+        &[(
+            "forwarded",
+            b"for=\"\x80\", for=198.51.100.6;proto=https\xff, for=10.3.3.3",
+        )],
+    );
+    assert_eq!(fwd.extract(&r).as_deref(), Some("ip:198.51.100.6"));
+    // A quote the client leaves open does not swallow the proxies' entries.
+    let r = from(
+        "10.0.0.1:443",
+        &[("forwarded", r#"for="6.6.6.6, for=198.51.100.7"#)],
+    );
+    assert_eq!(fwd.extract(&r).as_deref(), Some("ip:198.51.100.7"));
+}
+
+/// What stands in the client's position but is no address keys the request
+/// by its bytes: never the trusted proxy's bucket, one key per entry.
+#[test]
+fn an_entry_that_is_no_address_in_the_client_position_keys_by_its_bytes() {
+    let xff = proxies();
+    let key = |value: &[u8]| {
+        xff.extract(&from_bytes("10.0.0.1:443", &[("x-forwarded-for", value)]))
+            .unwrap()
+    };
+    let nonsense = key(b"1.1.1.1, nonsense, 10.9.9.9");
+    assert!(nonsense.starts_with("ip:unparsed:"), "{nonsense}");
+    assert_eq!(nonsense.len(), "ip:unparsed:".len() + 16, "{nonsense}");
+    assert_eq!(nonsense, key(b"nonsense"), "stable: only the entry counts");
+    assert_ne!(nonsense, key(b"nonsens\xe9"));
+    assert_ne!(key(b"\xff"), key(b"\xfe"));
+    assert_ne!(key(b"\xff"), "ip:10.0.0.1");
+    // Forwarded: the `for=` node decides; an element without one is itself
+    // the entry. Obfuscated nodes and `unknown` are keys of their own.
+    let fwd = proxies().forwarded();
+    let key = |value: &[u8]| {
+        fwd.extract(&from_bytes("10.0.0.1:443", &[("forwarded", value)]))
+            .unwrap()
+    };
+    let hidden = key(br#"for="_hidden";proto=https"#);
+    assert!(hidden.starts_with("ip:unparsed:"), "{hidden}");
+    assert_eq!(
+        hidden,
+        key(br#"for=198.51.100.1, For="_hidden";proto=http"#)
+    );
+    assert_ne!(hidden, key(b"for=unknown"));
+    assert!(key(b"for=unknown").starts_with("ip:unparsed:"));
+    assert!(key(b"proto=https, for=10.3.3.3").starts_with("ip:unparsed:"));
+    assert!(key(b"for=\"[2001:db8::1]x\"").starts_with("ip:unparsed:"));
+    // The public walk says the same.
+    let headers = from("10.0.0.1:443", &[("x-forwarded-for", "1.1.1.1, nonsense")]);
+    let peer = "10.0.0.1".parse().unwrap();
+    assert_eq!(xff.client(peer, headers.headers()), None);
+    let headers = from("10.0.0.1:443", &[("x-forwarded-for", "198.51.100.4")]);
+    assert_eq!(
+        xff.client(peer, headers.headers()),
+        Some("198.51.100.4".parse().unwrap())
+    );
 }
 
 #[test]
@@ -164,5 +292,201 @@ fn networks_parse_or_say_why_not() {
     for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/", "::/129"] {
         let err = bad.parse::<Cidr>().unwrap_err();
         assert!(err.to_string().contains(bad), "{err}");
+    }
+}
+
+/// One entry of a generated forwarding header.
+#[derive(Debug, Clone)]
+enum Hop {
+    /// A trusted proxy's address, in 10.0.0.0/8 or 2001:db8:ffff::/48.
+    Trusted(IpAddr),
+    /// A client's address (not trusted), as written, with its key.
+    Client(String, String),
+    /// Bytes that are no address: at least one obs-text byte, no comma,
+    /// semicolon or `=` (so no `for=` parameter of their own); `bare` ones
+    /// are a whole `Forwarded` element, the others a `for=` node.
+    Odd { bytes: Vec<u8>, bare: bool },
+}
+
+fn trusted() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<[u8; 3]>().prop_map(|[a, b, c]| IpAddr::from([10, a, b, c])),
+        any::<u16>().prop_map(|n| IpAddr::from([0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, n])),
+    ]
+}
+
+fn client() -> impl Strategy<Value = Hop> {
+    prop_oneof![
+        any::<u8>()
+            .prop_map(|n| Hop::Client(format!("198.51.100.{n}"), format!("ip:198.51.100.{n}"))),
+        (any::<u8>(), 1..u16::MAX).prop_map(|(n, port)| Hop::Client(
+            format!("203.0.113.{n}:{port}"),
+            format!("ip:203.0.113.{n}")
+        )),
+        any::<u16>().prop_map(|n| Hop::Client(
+            format!("2001:db8:1:2::{n:x}"),
+            "ip:2001:db8:1:2::/64".to_owned()
+        )),
+        any::<u8>()
+            .prop_map(|n| Hop::Client(format!("::ffff:192.0.2.{n}"), format!("ip:192.0.2.{n}"))),
+    ]
+}
+
+/// A byte HTTP allows in a field value; a control byte becomes another.
+fn field_byte(b: u8) -> u8 {
+    match b {
+        b'\t' | 0x20..=0x7e | 0x80..=0xff => b,
+        0x7f => b'~',
+        _ => b | 0x40,
+    }
+}
+
+fn odd() -> impl Strategy<Value = Hop> {
+    (
+        prop::collection::vec(any::<u8>(), 0..12),
+        0x80..=0xffu8,
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+    )
+        .prop_map(|(bytes, obs, at, bare)| {
+            let mut bytes: Vec<u8> = bytes
+                .into_iter()
+                .map(field_byte)
+                .filter(|b| !b",;=".contains(b))
+                .collect();
+            bytes.insert(at.index(bytes.len() + 1), obs);
+            Hop::Odd { bytes, bare }
+        })
+}
+
+fn hop() -> impl Strategy<Value = Hop> {
+    prop_oneof![trusted().prop_map(Hop::Trusted), client(), odd()]
+}
+
+/// Lines of any bytes HTTP allows, commas included.
+fn raw_lines() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop::collection::vec(
+        prop::collection::vec(any::<u8>().prop_map(field_byte), 0..24),
+        0..3,
+    )
+}
+
+fn encode(hop: &Hop, forwarded: bool) -> Vec<u8> {
+    match (hop, forwarded) {
+        (Hop::Trusted(ip), false) => ip.to_string().into_bytes(),
+        (Hop::Trusted(IpAddr::V4(ip)), true) => format!("for={ip}").into_bytes(),
+        (Hop::Trusted(IpAddr::V6(ip)), true) => format!("for=\"[{ip}]\"").into_bytes(),
+        (Hop::Client(text, _), false) => text.clone().into_bytes(),
+        (Hop::Client(text, _), true) if text.contains("::") => {
+            format!("for=\"[{text}]:8080\";proto=https").into_bytes()
+        }
+        (Hop::Client(text, _), true) => format!("For={text}").into_bytes(),
+        (Hop::Odd { bytes, .. }, false) => bytes.clone(),
+        (Hop::Odd { bytes, bare: true }, true) => bytes.clone(),
+        (Hop::Odd { bytes, bare: false }, true) => [b"for=".as_slice(), bytes].concat(),
+    }
+}
+
+fn is_trusted_key(key: &str) -> bool {
+    let Some(addr) = key.strip_prefix("ip:") else {
+        return false;
+    };
+    let addr = addr.split_once('/').map_or(addr, |(a, _)| a);
+    addr.parse::<IpAddr>().is_ok_and(|ip| {
+        ["10.0.0.0/8", "2001:db8:ffff::/48"]
+            .iter()
+            .any(|n| n.parse::<Cidr>().unwrap().contains(ip))
+    })
+}
+
+/// The headers for `raw` lines first, then `hops` split into lines at
+/// `breaks`, and the key a trusted peer's request with them gets.
+fn key_of(forwarded: bool, raw: &[Vec<u8>], hops: &[Hop], breaks: &[bool]) -> String {
+    let name = if forwarded {
+        "forwarded"
+    } else {
+        "x-forwarded-for"
+    };
+    let mut lines: Vec<Vec<u8>> = raw.to_vec();
+    let mut line = Vec::new();
+    for (i, hop) in hops.iter().enumerate() {
+        if !line.is_empty() {
+            line.extend_from_slice(b", ");
+        }
+        line.extend(encode(hop, forwarded));
+        if breaks.get(i).copied().unwrap_or(false) {
+            lines.push(std::mem::take(&mut line));
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    let headers: Vec<(&str, &[u8])> = lines.iter().map(|l| (name, l.as_slice())).collect();
+    let key = if forwarded {
+        proxies().forwarded()
+    } else {
+        proxies()
+    };
+    key.extract(&from_bytes("10.0.0.1:443", &headers))
+        .expect("a peer gives a key")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Behind a trusted proxy, the rightmost entry that is not a trusted
+    /// proxy is the key, whatever bytes stand anywhere else: an address
+    /// keys as itself, anything else by its bytes, never as a proxy.
+    #[test]
+    fn the_rightmost_untrusted_entry_is_the_key_whatever_the_bytes(
+        forwarded in any::<bool>(),
+        raw in raw_lines(),
+        hops in prop::collection::vec(hop(), 0..8),
+        breaks in prop::collection::vec(any::<bool>(), 8),
+    ) {
+        let key = key_of(forwarded, &raw, &hops, &breaks);
+        match hops.iter().rev().find(|h| !matches!(h, Hop::Trusted(_))) {
+            Some(Hop::Client(_, expected)) => prop_assert_eq!(&key, expected),
+            Some(odd @ Hop::Odd { .. }) => {
+                prop_assert!(key.starts_with("ip:unparsed:"), "{}", key);
+                // Derived from that entry alone.
+                prop_assert_eq!(&key, &key_of(forwarded, &[], std::slice::from_ref(odd), &[]));
+            }
+            _ => {
+                // Every generated entry is trusted: the raw lines decide.
+                // Where one of them holds an entry that is no trusted
+                // address, the key is no proxy's either.
+                let raw_untrusted = raw.iter().flat_map(|l| l.split(|&b| b == b',')).any(|e| {
+                    let e = e.trim_ascii();
+                    !e.is_empty()
+                        && !std::str::from_utf8(e).ok().and_then(|e| {
+                            e.parse::<IpAddr>().ok().or_else(|| e.parse::<SocketAddr>().ok().map(|a| a.ip()))
+                        }).is_some_and(|ip| is_trusted_key(&format!("ip:{}", ip.to_canonical())))
+                });
+                if !forwarded && raw_untrusted {
+                    prop_assert!(!is_trusted_key(&key), "{}", key);
+                }
+                if raw.iter().all(|l| l.trim_ascii().is_empty()) {
+                    // Nothing untrusted at all: the leftmost proxy, else the peer.
+                    prop_assert!(is_trusted_key(&key), "{}", key);
+                }
+            }
+        }
+    }
+
+    /// An untrusted peer is the key, whatever it sends.
+    #[test]
+    fn an_untrusted_peer_is_the_key_whatever_it_sends(
+        raw in raw_lines(),
+        hops in prop::collection::vec(hop(), 0..8),
+        forwarded in any::<bool>(),
+    ) {
+        let name = if forwarded { "forwarded" } else { "x-forwarded-for" };
+        let mut lines = raw;
+        lines.push(hops.iter().map(|h| encode(h, forwarded)).collect::<Vec<_>>().join(b", ".as_slice()));
+        let headers: Vec<(&str, &[u8])> = lines.iter().map(|l| (name, l.as_slice())).collect();
+        let key = if forwarded { proxies().forwarded() } else { proxies() };
+        let got = key.extract(&from_bytes("203.0.113.7:5000", &headers));
+        prop_assert_eq!(got.as_deref(), Some("ip:203.0.113.7"));
     }
 }

@@ -14,7 +14,7 @@ async fn a_flood_of_a_million_live_ips_stays_under_max_keys() {
     let mut peak = 0;
     for i in 0..1_000_000u32 {
         let key = Ipv4Addr::from(i).to_string();
-        assert!(store.check_now(&key, &limits, 1).is_allowed());
+        store.check_now(&key, &limits, 1);
         if i % 10_000 == 0 {
             peak = peak.max(store.len());
         }
@@ -29,9 +29,67 @@ async fn a_flood_of_a_million_live_ips_stays_under_max_keys() {
         peak >= store.max_keys() / 2,
         "the cap is used, not a tiny table: {peak}"
     );
-    // The most recent key kept its state.
-    let last = Ipv4Addr::from(999_999u32).to_string();
-    assert_eq!(store.check_now(&last, &limits, 1).remaining(), 8);
+    // An early key kept its state (key 0 took the lock-free slot).
+    let early = Ipv4Addr::from(1u32).to_string();
+    assert_eq!(store.check_now(&early, &limits, 1).remaining(), 8);
+}
+
+/// Unique keys flooding a full store reset no bucket: each flooded key is
+/// allowed once at most within the hour, and a victim that spent its quota
+/// before the flood stays limited through it.
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_unique_keys_gives_no_key_a_second_burst() {
+    const FLOOD: u32 = 40_000;
+    let store = MemoryStore::with_max_keys(10_000);
+    let limits = Limits::new([Quota::per_hour(1)]);
+    // The first key takes the lock-free slot, so the victim is in the shards.
+    assert!(store.check_now("slot", &limits, 1).is_allowed());
+    assert!(store.check_now("victim", &limits, 1).is_allowed());
+    let keys: Vec<String> = (0..FLOOD).map(|i| format!("flood-{i}")).collect();
+    let mut once = 0;
+    for (i, key) in keys.iter().enumerate() {
+        once += usize::from(store.check_now(key, &limits, 1).is_allowed());
+        if i % 1_000 == 0 {
+            assert!(
+                !store.check_now("victim", &limits, 1).is_allowed(),
+                "victim allowed again after {i} flooded keys"
+            );
+        }
+        if i % 100 == 0 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+    }
+    let twice = keys
+        .iter()
+        .filter(|key| store.check_now(key, &limits, 1).is_allowed())
+        .count();
+    assert_eq!(
+        twice, 0,
+        "flooded keys allowed a second time within the hour"
+    );
+    assert!(!store.check_now("victim", &limits, 1).is_allowed());
+    assert!(store.len() <= store.max_keys(), "{}", store.len());
+    assert!(once >= store.max_keys() / 2, "the cap is used: {once}");
+}
+
+/// Once the buckets of a full store are full again, new keys get buckets of
+/// their own again: the overflow is for a store full of live keys only.
+#[tokio::test(start_paused = true)]
+async fn a_full_store_takes_new_keys_again_once_buckets_refill() {
+    let store = MemoryStore::with_max_keys(1_000);
+    let limits = Limits::new([Quota::per_minute(1)]);
+    for i in 0..5_000 {
+        store.check_now(&format!("a{i}"), &limits, 1);
+    }
+    let d = store.check_now("new", &limits, 1);
+    assert!(d.is_overflowed() && !d.is_allowed(), "{d:?}");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    // 200 keys over 64 shards of 16: none is full again.
+    for i in 0..200 {
+        let d = store.check_now(&format!("b{i}"), &limits, 1);
+        assert!(d.is_allowed() && !d.is_overflowed(), "key b{i}: {d:?}");
+        assert!(!store.check_now(&format!("b{i}"), &limits, 1).is_allowed());
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -161,4 +219,66 @@ fn the_fast_clock_store_decides_like_the_default_one() {
         assert!(d.retry_after() > Duration::from_secs(1199));
         assert!(d.retry_after() <= Duration::from_secs(1200));
     }
+}
+
+/// Each set of limits has its own overflow bucket: a limiter whose new keys
+/// spent theirs does not spend another's.
+#[tokio::test(start_paused = true)]
+async fn each_limiter_overflows_into_its_own_bucket() {
+    let store = MemoryStore::with_max_keys(64);
+    let a = Limits::new([Quota::per_hour(1)]);
+    let b = Limits::new([Quota::per_hour(2)]).scoped("b");
+    // Enough keys that every shard is full (an empty one is a 1e-30 chance).
+    for i in 0..5_000 {
+        store.check_now(&format!("a{i}"), &a, 1);
+    }
+    let d = store.check_now("new-a", &a, 1);
+    assert!(d.is_overflowed() && !d.is_allowed(), "{d:?}");
+    for remaining in [1, 0] {
+        let d = store.check_now(&format!("new-b{remaining}"), &b, 1);
+        assert!(d.is_overflowed() && d.is_allowed(), "{d:?}");
+        assert_eq!(d.remaining(), remaining);
+    }
+    assert!(!store.check_now("new-b", &b, 1).is_allowed());
+    assert!(!store.check_now("new-a2", &a, 1).is_allowed());
+}
+
+/// Decisions on the overflow bucket are counted by the layer's name.
+#[cfg(feature = "metrics")]
+#[test]
+fn overflow_decisions_are_counted() {
+    use palisade::rate_limit::RateLimitLayer;
+    use tower::{Layer, ServiceExt, service_fn};
+
+    const KEYS: u32 = 200;
+    // One key per shard: most of the 200 keys find their shard full.
+    let store = MemoryStore::with_max_keys(64);
+    let (allowed, counts) = crate::recording::record_metrics("palisade_rate_limit_", || async {
+        let svc = RateLimitLayer::with_store(store.clone(), Quota::per_hour(1))
+            .key(|user: &String| Some(user.clone()))
+            .name("full")
+            .layer(service_fn(|_: String| async {
+                Ok::<_, std::convert::Infallible>(())
+            }));
+        let mut allowed = 0;
+        for i in 0..KEYS {
+            allowed += u32::from(svc.clone().oneshot(format!("u{i}")).await.is_ok());
+        }
+        allowed
+    });
+    // The first key took the lock-free slot, the shards hold one each, and
+    // the rest shared one overflow bucket, which allowed one of them.
+    let held = u32::try_from(store.len()).unwrap();
+    assert!(held <= 64, "{held}");
+    assert_eq!(allowed, 1 + held + 1);
+    let count = |metric: &str| counts.get(metric).copied().unwrap_or_default();
+    assert_eq!(
+        count("palisade_rate_limit_overflow_decisions_total{name=\"full\"}"),
+        f64::from(KEYS - 1 - held),
+        "{counts:?}"
+    );
+    assert_eq!(
+        count("palisade_rate_limit_decisions_total{name=\"full\",outcome=\"denied\"}"),
+        f64::from(KEYS - allowed)
+    );
 }

@@ -14,15 +14,30 @@ const SHARDS: usize = 64;
 const DEFAULT_MAX_KEYS: usize = 100_000;
 // Below this many entries a shard is not worth sweeping.
 const MIN_SWEEP: usize = 64;
+// A flood of new keys into a full store logs one warning this often.
+const WARN_EVERY: u64 = 60_000_000_000;
 
 /// The embedded store: the state of each key in this process's memory.
 ///
 /// Keys are spread over 64 shards, each behind a short lock. Memory stays
-/// bounded: a key whose buckets are full again is idle, and dropping it loses
-/// nothing (a fresh key decides the same), so idle keys are swept whenever a
-/// shard grows; if live keys alone pass [`max_keys`](Self::max_keys), the
-/// oldest-looking are dropped with a warning (they get a fresh bucket). No
-/// background task runs: dropping the last clone frees everything.
+/// bounded by [`max_keys`](Self::max_keys), and no bucket that still limits
+/// its key is ever dropped: a key whose buckets are full again is idle, and
+/// dropping it changes no decision (a fresh key decides the same), so idle
+/// keys are swept whenever a shard grows, and those are the only keys ever
+/// dropped. When a new key finds its shard full of live keys, it is not given
+/// a fresh bucket (that would let a client who floods unique keys reset
+/// anyone's, an exhausted one included): it is decided on an overflow bucket
+/// with the same quotas, one per set of [`Limits`], shared by every key that
+/// found no room, until idle keys make room again. While a flood lasts, new
+/// clients share that one bucket's quota; keys already held keep theirs. A
+/// warning is logged when keys start to overflow (then at most once a minute,
+/// with the number of such decisions since), and the layer counts each
+/// such decision (`palisade_rate_limit_overflow_decisions_total`, see
+/// [`Decision::is_overflowed`]). Size `max_keys` for the keys live at once:
+/// those seen within one refill period of the slowest quota. A key that was
+/// decided on the overflow bucket and later finds room starts with a fresh
+/// bucket of its own. No background task runs: dropping the last clone frees
+/// everything.
 ///
 /// Time is read from `tokio::time::Instant`, so paused-time tests drive it.
 /// With feature `fast-clock`, a store reads the CPU's time-stamp counter
@@ -55,6 +70,19 @@ struct Inner {
     start: Instant,
     clock: Clock,
     max_per_shard: usize,
+    // The buckets of keys that found their shard full of live keys, one per
+    // set of limits. Locked only on that path, never while a shard is.
+    overflow: Mutex<Overflow>,
+}
+
+#[derive(Default)]
+struct Overflow {
+    // Keyed by the limits' fingerprint; one entry per limiter whose keys
+    // overflowed, so a short list searched in order.
+    buckets: Vec<(u64, Tats)>,
+    // Decisions since the last warning, and when the next one may be logged.
+    unwarned: u64,
+    warn_at: u64,
 }
 
 // The lock-free slot: one key under one single-quota limit, claimed once.
@@ -124,6 +152,11 @@ struct Shard {
     map: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
     len: usize,
     sweep_at: usize,
+    // No entry is idle before this time: a full shard is not swept again
+    // until then, so a flood of new keys costs no sweep each. Theoretical
+    // arrival times only grow, so a time taken at a sweep or an insert stays
+    // a lower bound.
+    next_idle: u64,
 }
 
 struct Entry {
@@ -155,9 +188,14 @@ impl Tats {
     }
 
     fn idle(&self, now: u64) -> bool {
+        self.idle_at() <= now
+    }
+
+    // When every bucket is full again.
+    fn idle_at(&self) -> u64 {
         match self {
-            Self::One([t]) => *t <= now,
-            Self::Many(t) => t.iter().all(|t| *t <= now),
+            Self::One([t]) => *t,
+            Self::Many(t) => t.iter().copied().max().unwrap_or(0),
         }
     }
 }
@@ -178,7 +216,8 @@ impl Hasher for IdHasher {
 }
 
 impl MemoryStore {
-    /// An empty store that holds at most 100,000 keys.
+    /// An empty store that holds at most 100,000 keys (then new keys share
+    /// an overflow bucket, see the [type docs](Self)).
     pub fn new() -> Self {
         Self::with_max_keys(DEFAULT_MAX_KEYS)
     }
@@ -232,6 +271,7 @@ impl MemoryStore {
                 start: Instant::now(),
                 clock,
                 max_per_shard,
+                overflow: Mutex::new(Overflow::default()),
             }),
         }
     }
@@ -327,12 +367,50 @@ impl Inner {
                 return self.direct.decide(now, cost, g);
             }
         }
+        if !shard.make_room(now, self.max_per_shard) {
+            drop(shard);
+            return self.decide_in_overflow(limits, cost, now);
+        }
         let mut tats = Tats::new(limits.gcra().len());
         let decision = decide(tats.as_mut(), now, cost, limits.gcra());
         if decision.is_allowed() {
             // A denied fresh key has nothing to remember.
-            shard.insert(hash, key, fingerprint, tats, now, self.max_per_shard);
+            shard.insert(hash, key, fingerprint, tats);
         }
+        decision
+    }
+
+    // A new key whose shard holds only live buckets: forgetting one of them
+    // would hand its key a fresh burst, so the new key is decided on the
+    // overflow bucket its limits share with every other such key.
+    #[cold]
+    fn decide_in_overflow(&self, limits: &Limits, cost: u32, now: u64) -> Decision {
+        let (fingerprint, gcra) = (limits.fingerprint(), limits.gcra());
+        let mut overflow = lock(&self.overflow);
+        let buckets = &mut overflow.buckets;
+        let i = match buckets.iter().position(|(f, _)| *f == fingerprint) {
+            Some(i) => i,
+            None => {
+                // Idle buckets are as good as new: only limiters overflowing
+                // now keep one, so the list stays as short as their number.
+                buckets.retain(|(_, tats)| !tats.idle(now));
+                buckets.push((fingerprint, Tats::new(gcra.len())));
+                buckets.len() - 1
+            }
+        };
+        let decision = decide(buckets[i].1.as_mut(), now, cost, gcra).overflowed();
+        overflow.unwarned += 1;
+        if now < overflow.warn_at {
+            return decision;
+        }
+        let decisions = std::mem::take(&mut overflow.unwarned);
+        overflow.warn_at = now.saturating_add(WARN_EVERY);
+        drop(overflow);
+        tracing::warn!(
+            max_keys = self.max_per_shard * SHARDS,
+            decisions,
+            "rate limit memory store full of live keys: new keys share an overflow bucket"
+        );
         decision
     }
 
@@ -348,28 +426,20 @@ impl Inner {
 }
 
 impl Shard {
-    fn insert(&mut self, hash: u64, key: &str, fingerprint: u64, tats: Tats, now: u64, max: usize) {
-        if self.len >= self.sweep_at.max(MIN_SWEEP).min(max) {
+    // Whether one more key fits, once idle keys are swept. Sweeps come as
+    // the shard doubles (so their cost is spread over the inserts) and, in a
+    // full shard, only once some entry may have become idle.
+    fn make_room(&mut self, now: u64, max: usize) -> bool {
+        let due = self.len >= self.sweep_at.max(MIN_SWEEP).min(max);
+        if due && (self.len < max || now >= self.next_idle) {
             self.sweep(now);
-            if self.len >= max {
-                let target = max - max / 4;
-                let drop = self.len - target;
-                let mut dropped = 0;
-                self.map.retain(|_, e| {
-                    if dropped >= drop || e.next.is_some() {
-                        return true;
-                    }
-                    dropped += 1;
-                    false
-                });
-                self.len -= dropped;
-                tracing::warn!(
-                    dropped,
-                    "rate limit memory store full of live keys: dropped some (they get a fresh bucket)"
-                );
-            }
             self.sweep_at = self.len.saturating_mul(2);
         }
+        self.len < max
+    }
+
+    fn insert(&mut self, hash: u64, key: &str, fingerprint: u64, tats: Tats) {
+        self.next_idle = self.next_idle.min(tats.idle_at());
         let entry = Entry {
             key: key.into(),
             fingerprint,
@@ -389,9 +459,11 @@ impl Shard {
         }
     }
 
-    // Drops idle entries: their buckets are full, as a fresh key's are.
+    // Drops idle entries: their buckets are full, as a fresh key's are, so
+    // forgetting them changes no decision. Live entries always stay.
     fn sweep(&mut self, now: u64) {
         let mut removed = 0;
+        let mut next_idle = u64::MAX;
         self.map.retain(|_, head| {
             let mut chain = head.next.take();
             while let Some(mut e) = chain {
@@ -399,6 +471,7 @@ impl Shard {
                 if e.tats.idle(now) {
                     removed += 1;
                 } else {
+                    next_idle = next_idle.min(e.tats.idle_at());
                     e.next = head.next.take();
                     head.next = Some(e);
                 }
@@ -413,10 +486,12 @@ impl Shard {
                     None => false,
                 }
             } else {
+                next_idle = next_idle.min(head.tats.idle_at());
                 true
             }
         });
         self.len -= removed;
+        self.next_idle = next_idle;
     }
 }
 
@@ -458,7 +533,7 @@ fn nanos_since(start: Instant, now: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn lock(m: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The critical sections do not panic; a poisoned lock still holds
     // consistent state.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -506,16 +581,35 @@ mod tests {
         let limits = Limits::new([Quota::per_second(1)]);
         let mut tats = Tats::new(1);
         decide(tats.as_mut(), 10, 1, limits.gcra());
-        shard.insert(7, "a", 1, tats, 10, 100);
+        shard.insert(7, "a", 1, tats);
         let mut tats = Tats::new(1);
         decide(tats.as_mut(), 10, 1, limits.gcra());
-        shard.insert(7, "b", 1, tats, 10, 100);
+        shard.insert(7, "b", 1, tats);
         assert_eq!((shard.len, shard.map.len()), (2, 1));
         assert_eq!(&*shard.map[&7].next.as_ref().unwrap().key, "b");
         shard.sweep(10);
         assert_eq!(shard.len, 2, "live entries stay");
         shard.sweep(10 + 1_000_000_000);
         assert_eq!((shard.len, shard.map.len()), (0, 0), "idle entries go");
+    }
+
+    #[test]
+    fn a_full_shard_makes_room_only_by_dropping_idle_entries() {
+        let full_at = |t| Tats::One([t]);
+        let mut shard = Shard::default();
+        assert!(shard.make_room(0, 2));
+        shard.insert(1, "a", 1, full_at(100));
+        assert!(shard.make_room(0, 2));
+        shard.insert(2, "b", 1, full_at(50));
+        assert!(!shard.make_room(10, 2), "both live: no room");
+        assert_eq!(shard.len, 2, "and no live entry dropped");
+        assert!(shard.make_room(50, 2), "b is full again at 50");
+        assert_eq!(shard.len, 1);
+        // Full again with a key idle sooner than any the sweep saw.
+        shard.insert(3, "c", 1, full_at(60));
+        assert!(!shard.make_room(59, 2));
+        assert!(shard.make_room(60, 2), "c is full again at 60");
+        assert_eq!(&*shard.map[&1].key, "a");
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub enum StoreError {
 pub struct Decision {
     allowed: bool,
     cached: bool,
+    overflowed: bool,
     quota: usize,
     // `remaining` is `slack / per_cell`, divided only when asked for: most
     // decisions are never reported, and a 64-bit division costs more than
@@ -87,6 +88,7 @@ impl Decision {
         Self {
             allowed: true,
             cached: false,
+            overflowed: false,
             quota,
             slack,
             per_cell,
@@ -106,6 +108,7 @@ impl Decision {
         Self {
             allowed: false,
             cached: false,
+            overflowed: false,
             quota,
             slack,
             per_cell,
@@ -125,6 +128,18 @@ impl Decision {
         self
     }
 
+    /// The same decision, marked as made on a shared overflow bucket: the
+    /// store had no room for the key's own bucket (every slot held one
+    /// still limiting its key), as [`MemoryStore`](super::MemoryStore) does
+    /// when full. The layer counts such decisions
+    /// (`palisade_rate_limit_overflow_decisions_total`, see
+    /// [`crate::observability`]).
+    #[must_use]
+    pub fn overflowed(mut self) -> Self {
+        self.overflowed = true;
+        self
+    }
+
     /// Whether the request may go on.
     pub fn is_allowed(&self) -> bool {
         self.allowed
@@ -133,6 +148,11 @@ impl Decision {
     /// Whether a cache in this process answered, see [`cached`](Self::cached).
     pub fn is_cached(&self) -> bool {
         self.cached
+    }
+
+    /// Whether a shared overflow bucket decided, see [`overflowed`](Self::overflowed).
+    pub fn is_overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// The index of the binding quota in [`Limits::quotas`].
@@ -161,6 +181,7 @@ impl PartialEq for Decision {
     fn eq(&self, other: &Self) -> bool {
         self.allowed == other.allowed
             && self.cached == other.cached
+            && self.overflowed == other.overflowed
             && self.quota == other.quota
             && self.remaining() == other.remaining()
             && self.reset == other.reset
@@ -175,6 +196,7 @@ impl fmt::Debug for Decision {
         f.debug_struct("Decision")
             .field("allowed", &self.allowed)
             .field("cached", &self.cached)
+            .field("overflowed", &self.overflowed)
             .field("quota", &self.quota)
             .field("remaining", &self.remaining())
             .field("reset", &self.reset)
