@@ -598,3 +598,54 @@ async fn a_tat_past_2_pow_63_still_denies() {
             .is_allowed()
     );
 }
+
+/// Buckets so slow that their TATs are numbers Lua formats with an
+/// exponent (the slowest quota there is, one cell per 584 years, and
+/// requests of 10 cells: 1.8e17 µs each): every script, the one for several
+/// quotas too, writes TATs and TTLs as plain integers, alone and batched,
+/// and the buckets count exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_script_writes_slow_buckets_as_integers() {
+    let Some(redis) = RedisServer::start_or_skip("every_script_writes_slow_buckets") else {
+        return;
+    };
+    let s = store(&redis).await.deny_cache(false);
+    let slowest = Quota::with_interval(Duration::MAX);
+    let sets = [
+        Limits::new([slowest.clone().burst(40)]).scoped("one"),
+        Limits::new([
+            slowest.clone().burst(40),
+            slowest.clone().burst(60).named("deeper"),
+            Quota::per_hour(1000).named("hour"),
+        ])
+        .scoped("many"),
+    ];
+    let integers = |keys: Vec<String>| {
+        for key in keys {
+            let tat = redis.cli(&["GET", &key]);
+            assert!(tat.parse::<u64>().is_ok(), "{key}: TAT {tat:?}");
+            let ttl = redis.cli(&["PTTL", &key]);
+            assert!(ttl.parse::<u64>().is_ok_and(|t| t > 0), "{key}: PTTL {ttl}");
+        }
+    };
+    for limits in &sets {
+        for i in 0..6 {
+            let d = s.check("k", limits, 10).await.unwrap();
+            assert_eq!(d.is_allowed(), i < 4, "{limits:?}, decision {i}: {d:?}");
+        }
+        integers(s.keys("k", limits));
+    }
+    // Batched: concurrent one-quota decisions go through the batch script.
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (s, limits) = (s.clone(), sets[0].clone());
+            tokio::spawn(async move { s.check("b", &limits, 10).await.unwrap() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap().is_allowed());
+    }
+    assert_eq!(allowed, 4);
+    integers(s.keys("b", &sets[0]));
+}
