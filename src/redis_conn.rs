@@ -15,6 +15,7 @@ use redis::{
 mod cluster;
 
 pub(crate) use self::cluster::Cluster;
+pub(crate) use self::cluster::key_slot;
 
 /// A reconnecting, multiplexed connection to `url`.
 ///

@@ -599,6 +599,60 @@ async fn a_tat_past_2_pow_63_still_denies() {
     );
 }
 
+/// Behind one address that enforces cluster slots (a Redis Cluster proxy, a
+/// serverless endpoint; here one cluster node that owns every slot), reached
+/// as a plain Redis: under load, batches never carry keys of two slots, so
+/// no decision fails with `CROSSSLOT` (which fail-closed would answer 503,
+/// and fail-open with a pass), every key allows exactly its burst, and
+/// batching still carries several decisions per script call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_keep_to_one_slot_behind_a_slot_enforcing_endpoint() {
+    let Some(redis) = RedisServer::start_slot_enforcing_or_skip("batches_keep_to_one_slot") else {
+        return;
+    };
+    let s = store(&redis).await.deny_cache(false);
+    let quota = Quota::with_interval(Duration::from_secs(3600)).burst(5);
+    let svc = ServiceBuilder::new()
+        .layer(ProblemLayer::new())
+        .layer(
+            RateLimitLayer::redis(s, quota)
+                .key(|req: &Request<()>| Some(req.uri().path().to_owned()))
+                .on_store_error(FailurePolicy::Closed),
+        )
+        .service(service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
+        }));
+    const KEYS: usize = 40;
+    let tasks: Vec<_> = (0..1200)
+        .map(|i| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let uri = format!("/k{}", i % KEYS);
+                let req = Request::builder().uri(uri).body(()).unwrap();
+                (i % KEYS, svc.oneshot(req).await.unwrap().status())
+            })
+        })
+        .collect();
+    let mut allowed = [0; KEYS];
+    let mut other = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (key, StatusCode::OK) => allowed[key] += 1,
+            (_, StatusCode::TOO_MANY_REQUESTS) => {}
+            (key, status) => other.push((key, status)),
+        }
+    }
+    assert!(
+        other.is_empty(),
+        "{} store errors (CROSSSLOT?) answered 503: {:?}",
+        other.len(),
+        &other[..other.len().min(5)]
+    );
+    assert_eq!(allowed, [5; KEYS], "5 cells per key");
+    let calls = redis.command_calls(&["evalsha", "eval"]);
+    assert!(calls < 1000, "1200 decisions in {calls} script calls");
+}
+
 /// Buckets so slow that their TATs are numbers Lua formats with an
 /// exponent (the slowest quota there is, one cell per 584 years, and
 /// requests of 10 cells: 1.8e17 µs each): every script, the one for several
