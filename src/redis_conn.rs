@@ -6,11 +6,16 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, ToRedisArgs, Value};
+use redis::io::tcp::TcpSettings;
+use redis::{
+    Cmd, ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisResult,
+    ServerErrorKind, ToRedisArgs, Value,
+};
 
 mod cluster;
 
 pub(crate) use self::cluster::Cluster;
+pub(crate) use self::cluster::key_slot;
 
 /// A reconnecting, multiplexed connection to `url`.
 ///
@@ -18,7 +23,22 @@ pub(crate) use self::cluster::Cluster;
 /// (20 ms growing to 500 ms), so a store recovers soon after Redis is back.
 /// There is no response timeout here: each store bounds its own calls.
 pub(crate) async fn connect(url: &str) -> RedisResult<ConnectionManager> {
-    ConnectionManager::new_with_config(redis::Client::open(url)?, manager_config()).await
+    ConnectionManager::new_with_config(
+        redis::Client::open(connection_info(url)?)?,
+        manager_config(),
+    )
+    .await
+}
+
+/// The connection settings of `url`, with `TCP_NODELAY`: redis-rs leaves
+/// Nagle's algorithm on, which holds every command written while another
+/// is unacknowledged until the ACK comes back, a whole round trip later
+/// (up to 40 ms of delayed ACK on a quiet link): concurrent decisions on a
+/// multiplexed connection to a distant Redis then take two round trips.
+pub(crate) fn connection_info(url: &str) -> RedisResult<ConnectionInfo> {
+    Ok(url
+        .into_connection_info()?
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
 }
 
 fn manager_config() -> ConnectionManagerConfig {

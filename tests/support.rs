@@ -115,6 +115,42 @@ impl RedisServer {
             .sum()
     }
 
+    /// Starts a cluster-enabled server that owns every slot alone, or
+    /// returns `None` after a loud skip message (as [`start_or_skip`](Self::start_or_skip);
+    /// it needs `redis-cli` too). It answers every key on one address, as a
+    /// plain Redis would, but refuses a command or script whose keys are in
+    /// two slots with `CROSSSLOT`, as Redis Cluster proxies and serverless
+    /// endpoints do.
+    pub fn start_slot_enforcing_or_skip(test: &str) -> Option<Self> {
+        if !(which("redis-server") && which("redis-cli")) {
+            if std::env::var("PALISADE_REQUIRE_REDIS").as_deref() == Ok("1") {
+                panic!("redis-server or redis-cli is not on PATH and PALISADE_REQUIRE_REDIS=1");
+            }
+            eprintln!(
+                "\n*** SKIPPED {test}: redis-server/redis-cli not on PATH (set PALISADE_REQUIRE_REDIS=1 to fail instead) ***\n"
+            );
+            return None;
+        }
+        let mut node = Self::new_stopped_on(free_cluster_port());
+        node.extra_args = vec![
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            "nodes.conf".into(),
+        ];
+        node.spawn();
+        assert_eq!(node.cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]), "OK");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            assert!(
+                Instant::now() < deadline,
+                "one-node cluster did not reach cluster_state:ok in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(node)
+    }
+
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{
-    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError, RedisResult,
-    ServerErrorKind, Value,
+    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value,
 };
 use tokio::time::Instant;
 
@@ -94,7 +93,7 @@ impl Cluster {
     pub(crate) async fn connect<U: AsRef<str>>(urls: &[U]) -> RedisResult<Self> {
         let seeds = urls
             .iter()
-            .map(|u| u.as_ref().into_connection_info())
+            .map(|u| super::connection_info(u.as_ref()))
             .collect::<RedisResult<Vec<_>>>()?;
         if seeds.is_empty() {
             return Err(RedisError::from((

@@ -11,6 +11,10 @@ mod support;
 mod recording;
 
 #[cfg(feature = "redis")]
+#[path = "../support/proxy.rs"]
+mod proxy;
+
+#[cfg(feature = "redis")]
 mod cluster;
 mod contract;
 mod events;
@@ -21,3 +25,5 @@ mod metrics;
 mod model;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_latency;

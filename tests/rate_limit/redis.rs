@@ -598,3 +598,108 @@ async fn a_tat_past_2_pow_63_still_denies() {
             .is_allowed()
     );
 }
+
+/// Behind one address that enforces cluster slots (a Redis Cluster proxy, a
+/// serverless endpoint; here one cluster node that owns every slot), reached
+/// as a plain Redis: under load, batches never carry keys of two slots, so
+/// no decision fails with `CROSSSLOT` (which fail-closed would answer 503,
+/// and fail-open with a pass), every key allows exactly its burst, and
+/// batching still carries several decisions per script call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_keep_to_one_slot_behind_a_slot_enforcing_endpoint() {
+    let Some(redis) = RedisServer::start_slot_enforcing_or_skip("batches_keep_to_one_slot") else {
+        return;
+    };
+    let s = store(&redis).await.deny_cache(false);
+    let quota = Quota::with_interval(Duration::from_secs(3600)).burst(5);
+    let svc = ServiceBuilder::new()
+        .layer(ProblemLayer::new())
+        .layer(
+            RateLimitLayer::redis(s, quota)
+                .key(|req: &Request<()>| Some(req.uri().path().to_owned()))
+                .on_store_error(FailurePolicy::Closed),
+        )
+        .service(service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
+        }));
+    const KEYS: usize = 40;
+    let tasks: Vec<_> = (0..1200)
+        .map(|i| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let uri = format!("/k{}", i % KEYS);
+                let req = Request::builder().uri(uri).body(()).unwrap();
+                (i % KEYS, svc.oneshot(req).await.unwrap().status())
+            })
+        })
+        .collect();
+    let mut allowed = [0; KEYS];
+    let mut other = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (key, StatusCode::OK) => allowed[key] += 1,
+            (_, StatusCode::TOO_MANY_REQUESTS) => {}
+            (key, status) => other.push((key, status)),
+        }
+    }
+    assert!(
+        other.is_empty(),
+        "{} store errors (CROSSSLOT?) answered 503: {:?}",
+        other.len(),
+        &other[..other.len().min(5)]
+    );
+    assert_eq!(allowed, [5; KEYS], "5 cells per key");
+    let calls = redis.command_calls(&["evalsha", "eval"]);
+    assert!(calls < 1000, "1200 decisions in {calls} script calls");
+}
+
+/// Buckets so slow that their TATs are numbers Lua formats with an
+/// exponent (the slowest quota there is, one cell per 584 years, and
+/// requests of 10 cells: 1.8e17 µs each): every script, the one for several
+/// quotas too, writes TATs and TTLs as plain integers, alone and batched,
+/// and the buckets count exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_script_writes_slow_buckets_as_integers() {
+    let Some(redis) = RedisServer::start_or_skip("every_script_writes_slow_buckets") else {
+        return;
+    };
+    let s = store(&redis).await.deny_cache(false);
+    let slowest = Quota::with_interval(Duration::MAX);
+    let sets = [
+        Limits::new([slowest.clone().burst(40)]).scoped("one"),
+        Limits::new([
+            slowest.clone().burst(40),
+            slowest.clone().burst(60).named("deeper"),
+            Quota::per_hour(1000).named("hour"),
+        ])
+        .scoped("many"),
+    ];
+    let integers = |keys: Vec<String>| {
+        for key in keys {
+            let tat = redis.cli(&["GET", &key]);
+            assert!(tat.parse::<u64>().is_ok(), "{key}: TAT {tat:?}");
+            let ttl = redis.cli(&["PTTL", &key]);
+            assert!(ttl.parse::<u64>().is_ok_and(|t| t > 0), "{key}: PTTL {ttl}");
+        }
+    };
+    for limits in &sets {
+        for i in 0..6 {
+            let d = s.check("k", limits, 10).await.unwrap();
+            assert_eq!(d.is_allowed(), i < 4, "{limits:?}, decision {i}: {d:?}");
+        }
+        integers(s.keys("k", limits));
+    }
+    // Batched: concurrent one-quota decisions go through the batch script.
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (s, limits) = (s.clone(), sets[0].clone());
+            tokio::spawn(async move { s.check("b", &limits, 10).await.unwrap() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap().is_allowed());
+    }
+    assert_eq!(allowed, 4);
+    integers(s.keys("b", &sets[0]));
+}

@@ -8,6 +8,11 @@
 -- the client derives the binding quota and the rest. A denial writes
 -- nothing; an allowance sets every TAT with a TTL that ends when the bucket
 -- is full again, so idle keys vanish.
+-- Whole numbers go to redis.call as strings from string.format('%d'), as in
+-- gcra.lua: a number is formatted by Redis, as %.17g (an exponent from 1e17
+-- on, which a TAT of a slow bucket reaches) or, on newer Redis, as the
+-- shortest text (an exponent for round numbers), and SET PX refuses an
+-- exponent.
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
 local out = {1}
@@ -26,10 +31,10 @@ for i = 1, #KEYS do
   local d = out[i + 1]
   if d > 0 then
     local nxt = d + ARGV[3 * i - 2]
-    local ms = (nxt + 999) / 1000
-    redis.call('SET', KEYS[i], now + nxt, 'PX', ms - ms % 1)
+    local ms = string.format('%d', (nxt + 999) / 1000)
+    redis.call('SET', KEYS[i], string.format('%d', now + nxt), 'PX', ms)
   else
-    redis.call('SET', KEYS[i], now + ARGV[3 * i - 2], 'PX', ARGV[3 * i])
+    redis.call('SET', KEYS[i], string.format('%d', now + ARGV[3 * i - 2]), 'PX', ARGV[3 * i])
   end
 end
 return out

@@ -48,11 +48,19 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 ///   written with a leading `\`; the prefix and scope must not contain
 ///   braces, or their tag would take over. Every key gets a TTL that ends
 ///   when its bucket is full again.
-/// - **Bounded**: each decision gives up after [`timeout`](Self::timeout)
-///   (default 50 ms) with [`StoreError::Timeout`]; the layer's
-///   [`FailurePolicy`](crate::rate_limit::FailurePolicy) decides what then.
-///   A decision that timed out may still have run on Redis and spent its
-///   cells. The connection is one multiplexed [`ConnectionManager`] (on a
+/// - **Bounded by Redis's answer**: a decision fails with
+///   [`StoreError::Timeout`] when Redis does not answer its script call
+///   within [`timeout`](Self::timeout) (default 50 ms) of the call being
+///   sent: the round trip and Redis's work, and the second round trip of a
+///   script reload. Under batching a decision may first wait for one round
+///   trip already out (bounded too), so it answers within twice the bound
+///   plus scheduling, and gives up after three times the bound in any case.
+///   The layer's [`FailurePolicy`](crate::rate_limit::FailurePolicy) decides
+///   what a failure means. A decision that timed out may still have run on
+///   Redis and spent its cells. Connections set `TCP_NODELAY` (redis-rs
+///   does not): with Nagle's algorithm, concurrent decisions on one
+///   connection wait a round trip for each other's ACKs. The connection is
+///   one multiplexed [`ConnectionManager`] (on a
 ///   cluster, one per master), shared by all concurrent decisions and
 ///   clones, that reconnects by itself. On a cluster, a dead master fails
 ///   (within the bound) only the decisions whose keys it serves; the others
@@ -69,11 +77,15 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 ///   which keeps a flood off Redis.
 /// - **Batching under load** (on by default, one Redis only): while two
 ///   round trips are out, further one-quota decisions queue, and go
-///   together in one script call, in arrival order, as soon as one comes
-///   back. Each is decided exactly as alone, on one reading of Redis's
-///   clock; a lone caller never waits. With 64 concurrent callers this
-///   halves both Redis's CPU time per decision and the client's; see
-///   [`batching`](Self::batching).
+///   together as soon as one comes back: one script call per hash slot, in
+///   arrival order, all in one round trip. Each is decided exactly as
+///   alone, on one reading of Redis's clock; a lone caller never waits.
+///   No script call touches two slots, so batching works behind Redis
+///   Cluster proxies and serverless endpoints that refuse `CROSSSLOT` on
+///   one address. With 64 concurrent callers on a nearby Redis this halves
+///   both Redis's CPU time per decision and the client's; a queued decision
+///   waits up to one round trip more, which matters with a distant Redis;
+///   see [`batching`](Self::batching).
 ///
 /// Redis 8.8's native `GCRA` command is not used: the script runs on every
 /// Redis version since 5 (where scripts replicate their effects).
@@ -130,6 +142,11 @@ impl RedisStore {
     }
 
     /// Uses `conn` (clones of a `ConnectionManager` share one connection).
+    ///
+    /// Give it a connection with `TCP_NODELAY`
+    /// (`ConnectionInfo::set_tcp_settings`), as [`connect`](Self::connect)
+    /// does: redis-rs leaves Nagle's algorithm on, and concurrent decisions
+    /// then wait a round trip for each other.
     pub fn new(conn: ConnectionManager) -> Self {
         Self::with_conn(Conn::Single(conn))
     }
@@ -178,7 +195,10 @@ impl RedisStore {
         self
     }
 
-    /// Sets the bound on one decision (default 50 ms).
+    /// Sets how long Redis may take to answer a decision (default 50 ms),
+    /// counted from when its script call is sent, not from when the
+    /// decision queued; see the type's docs for what a queued decision
+    /// waits in all.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -196,17 +216,23 @@ impl RedisStore {
     ///
     /// With batching, a one-quota decision that arrives while two round
     /// trips are out waits for one of them to come back, then goes with the
-    /// others that queued meanwhile (up to 128) in one script call. The
-    /// script decides them in arrival order, each as it would alone (a later
-    /// decision on a key sees what an earlier one spent), and writes each
-    /// key once. Without batching every decision is its own `EVALSHA`,
-    /// pipelined on the shared connection. Decisions with several quotas,
-    /// and every decision on a Redis Cluster, always go alone.
+    /// others that queued meanwhile: one script call for each hash slot
+    /// their keys fall in (up to 128 decisions a call), all the calls
+    /// pipelined in one round trip. A script decides its decisions in
+    /// arrival order, each as it would alone (a later decision on a key sees
+    /// what an earlier one spent), and writes each key once. No call mixes
+    /// slots, which endpoints that enforce slots on one address (Redis
+    /// Cluster proxies, serverless Redis) would refuse with `CROSSSLOT`.
+    /// Without batching every decision is its own `EVALSHA`, pipelined on
+    /// the shared connection. Decisions with several quotas, and every
+    /// decision on a Redis Cluster, always go alone.
     ///
-    /// A batch counts against each decision's [`timeout`](Self::timeout)
-    /// from when the decision arrived; a decision that gives up while
+    /// Each script call is bounded by [`timeout`](Self::timeout) from when
+    /// it is sent, so waiting in the queue (for at most one round trip
+    /// already out) never fails a decision; a decision that gives up while
     /// queued is not sent. Like any decision that timed out, a batch that
-    /// timed out may still have run on Redis.
+    /// timed out may still have run on Redis. With a distant Redis, a
+    /// queued decision takes up to two round trips instead of one.
     #[must_use]
     pub fn batching(mut self, on: bool) -> Self {
         let single = matches!(self.conn, Conn::Single(_));
@@ -263,14 +289,22 @@ impl RedisStore {
                 .as_ref()
                 .map(|b| b.enter(&mut buf, p, self.timeout))
             {
-                None => self.one(&buf, p).await?,
+                None => bounded(self.timeout, self.one(&buf, p)).await?,
                 Some(Turn::Now(slot)) => {
-                    let reply = self.one(&buf, p).await;
+                    let reply = bounded(self.timeout, self.one(&buf, p)).await;
                     drop(slot);
                     reply?
                 }
+                // The batch is bounded from when it is sent, after at most
+                // one round trip out (bounded too); this bound only keeps
+                // the wait finite should a round trip out never come back
+                // (its caller stopped polling it).
                 Some(Turn::Queued(answer)) => {
-                    answer.await.unwrap_or_else(|_| Err(batch::dropped()))?
+                    let bound = self.timeout.saturating_mul(3);
+                    bounded(bound, async {
+                        answer.await.unwrap_or_else(|_| Err(batch::dropped()))
+                    })
+                    .await?
                 }
             };
             // `d` when allowed, `-1 - d` (`!d`) when denied.
@@ -292,7 +326,8 @@ impl RedisStore {
             self.key_into(&mut buf, &tag, limits, i);
             call.key(&buf).arg(p.inc).arg(p.room()).arg(p.fresh_ttl());
         }
-        let reply: Vec<i64> = call.invoke(&self.conn).await?;
+        let reply: Vec<i64> =
+            bounded(self.timeout, async { Ok(call.invoke(&self.conn).await?) }).await?;
         let decision = match &reply[..] {
             [allowed @ (0 | 1), ds @ ..]
                 if ds.len() == params.len() && ds.iter().all(|d| *d >= 0) =>
@@ -425,6 +460,16 @@ fn derive(params: &[Params], ds: &[u64], allowed: bool) -> Option<Decision> {
     Some(Decision::allowed(i, remaining, Duration::from_micros(next)))
 }
 
+/// `call`, or [`StoreError::Timeout`] once `bound` has passed.
+async fn bounded<T>(
+    bound: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(bound, call)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(bound)))
+}
+
 fn micros(nanos: u64) -> u64 {
     nanos.div_ceil(1000)
 }
@@ -437,9 +482,8 @@ impl Store for RedisStore {
         {
             return Ok(decision);
         }
-        let result = tokio::time::timeout(self.timeout, self.run_script(key, limits, cost))
-            .await
-            .unwrap_or(Err(StoreError::Timeout(self.timeout)));
+        // Each round trip is bounded where it is sent, in `run_script`.
+        let result = self.run_script(key, limits, cost).await;
         #[cfg(feature = "metrics")]
         self.metrics.record(sent.elapsed(), result.is_err());
         let decision = result?;

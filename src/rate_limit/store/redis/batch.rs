@@ -1,21 +1,31 @@
 //! Concurrent one-quota decisions, coalesced: while [`MAX_IN_FLIGHT`]
 //! round trips are out, the decisions that arrive queue here, and go
-//! together in one call of `gcra_batch.lua` as soon as one comes back.
+//! together as soon as one comes back: one call of `gcra_batch.lua` per
+//! hash slot, all the calls in one round trip.
 //!
 //! A lone caller never waits for anyone: below the limit a decision goes at
 //! once, as it would without batching. Under load, one script call and one
 //! round trip carry many decisions, which saves Redis most of a script's
 //! fixed cost per decision and the client most of a round trip's.
+//!
+//! No script call touches two slots: behind a Redis Cluster proxy or a
+//! serverless endpoint that enforces slots on one address, a call with keys
+//! of two slots fails whole with `CROSSSLOT`.
+//!
+//! A batch's bound starts when it is sent, not when its decisions queued:
+//! a queued decision waits for a round trip already out (itself bounded),
+//! then for its own, so Redis answering within the bound never fails it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use redis::{ErrorKind, RedisError};
 use tokio::sync::oneshot;
 
-use super::{Params, Scripts};
+use super::{Params, Scripts, bounded};
 use crate::rate_limit::store::StoreError;
-use crate::redis_conn::Conn;
+use crate::redis_conn::{Conn, key_slot};
 
 /// Round trips out at once before decisions queue. Two keep both sides
 /// busy: Redis runs one batch while this process reads the other's replies
@@ -23,7 +33,8 @@ use crate::redis_conn::Conn;
 const MAX_IN_FLIGHT: usize = 2;
 
 /// The most decisions in one script call, which bounds how long Redis
-/// spends in one script (about 2 µs per decision).
+/// spends in one script (about 2 µs per decision); a slot with more queued
+/// gets several calls, sent in order in the same round trip.
 const MAX_BATCH: usize = 128;
 
 /// The queue of one store (shared by its clones).
@@ -44,6 +55,8 @@ struct State {
 
 struct Queued {
     key: String,
+    /// The hash slot of `key`: a script call takes keys of one slot only.
+    slot: u16,
     params: Params,
     reply: oneshot::Sender<Result<i64, StoreError>>,
 }
@@ -72,7 +85,7 @@ impl Batcher {
 
     /// Takes a slot for the decision on `key` (the TAT key, taken only when
     /// the decision queues), or queues it. `timeout` bounds the round trip
-    /// of each batch this slot may later carry.
+    /// of each batch this slot may later carry, from when it is sent.
     pub(super) fn enter(
         self: &Arc<Self>,
         key: &mut String,
@@ -89,6 +102,7 @@ impl Batcher {
         }
         let (reply, answer) = oneshot::channel();
         state.queue.push(Queued {
+            slot: key_slot(key.as_bytes()),
             key: std::mem::take(key),
             params,
             reply,
@@ -96,11 +110,12 @@ impl Batcher {
         Turn::Queued(answer)
     }
 
-    /// Sends what queued, batch after batch, until the queue is empty;
-    /// then gives the slot back.
+    /// Sends what queued, everything at once, each time the previous
+    /// round trip comes back, until the queue is empty; then gives the slot
+    /// back.
     async fn flush(mut carrier: Carrier, timeout: Duration) {
         loop {
-            let batch: Vec<Queued> = {
+            let queue: Vec<Queued> = {
                 let mut state = carrier.batcher.state();
                 // Callers that gave up (dropped, timed out) are not sent.
                 state.queue.retain(|q| !q.reply.is_closed());
@@ -109,26 +124,38 @@ impl Batcher {
                     carrier.done = true;
                     return;
                 }
-                let n = state.queue.len().min(MAX_BATCH);
-                state.queue.drain(..n).collect()
+                std::mem::take(&mut state.queue)
             };
-            let replies = match tokio::time::timeout(timeout, carrier.batcher.send(&batch)).await {
-                Ok(Ok(replies)) if replies.len() != batch.len() => {
-                    Err(StoreError::Protocol(format!("{replies:?}")))
+            // One round trip: the calls are pipelined on the connection, and
+            // each answers its decisions as soon as it is back.
+            let batcher = &carrier.batcher;
+            futures::future::join_all(
+                by_slot(queue)
+                    .into_iter()
+                    .map(|batch| batcher.send_and_answer(batch, timeout)),
+            )
+            .await;
+        }
+    }
+
+    /// Sends one script call for `batch` (one slot), bounded by `timeout`
+    /// from now, and hands each decision its reply.
+    async fn send_and_answer(&self, batch: Vec<Queued>, timeout: Duration) {
+        let replies = match bounded(timeout, self.send(&batch)).await {
+            Ok(replies) if replies.len() != batch.len() => {
+                Err(StoreError::Protocol(format!("{replies:?}")))
+            }
+            replies => replies,
+        };
+        match replies {
+            Ok(replies) => {
+                for (q, reply) in batch.into_iter().zip(replies) {
+                    let _ = q.reply.send(Ok(reply));
                 }
-                Ok(replies) => replies,
-                Err(_) => Err(StoreError::Timeout(timeout)),
-            };
-            match replies {
-                Ok(replies) => {
-                    for (q, reply) in batch.into_iter().zip(replies) {
-                        let _ = q.reply.send(Ok(reply));
-                    }
-                }
-                Err(err) => {
-                    for q in batch {
-                        let _ = q.reply.send(Err(copy(&err)));
-                    }
+            }
+            Err(err) => {
+                for q in batch {
+                    let _ = q.reply.send(Err(copy(&err)));
                 }
             }
         }
@@ -146,6 +173,26 @@ impl Batcher {
         }
         Ok(call.invoke(&self.conn).await?)
     }
+}
+
+/// `queue` split into script calls: decisions whose keys share a hash
+/// slot, in arrival order, at most [`MAX_BATCH`] in one call. Keys of one
+/// decision never span slots (they share a hash tag), so neither does a
+/// call.
+fn by_slot(queue: Vec<Queued>) -> Vec<Vec<Queued>> {
+    let mut calls: Vec<Vec<Queued>> = Vec::new();
+    // Each slot's call still filling, by index in `calls`.
+    let mut filling: HashMap<u16, usize> = HashMap::new();
+    for q in queue {
+        match filling.get(&q.slot) {
+            Some(&i) if calls[i].len() < MAX_BATCH => calls[i].push(q),
+            _ => {
+                filling.insert(q.slot, calls.len());
+                calls.push(vec![q]);
+            }
+        }
+    }
+    calls
 }
 
 /// One round trip's place, held by a decision sent alone.
