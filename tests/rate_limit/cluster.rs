@@ -208,6 +208,71 @@ async fn a_slot_moving_between_masters_is_followed_by_ask_then_moved() {
     assert!(!s.check(key, &limits, 1).await.unwrap().is_allowed());
 }
 
+/// A fourth master joins after the store read the slot map, and `key`'s
+/// slot starts moving to it; returns the slot and the new master's index.
+/// The old master then answers `ASK` (the key is not there) with an address
+/// the store's map lacks, and an `ASK` does not make the store read the map
+/// again: every call needs the new master.
+fn move_slot_to_a_new_master(cluster: &mut RedisCluster, key: &str) -> (u16, usize) {
+    let slot = cluster.key_slot(key);
+    let from = cluster.slot_owner(slot);
+    let new = cluster.add_master();
+    cluster.start_slot_migration(slot, from, new);
+    (slot, new)
+}
+
+/// `rounds` rounds of `callers` concurrent decisions for `key`, every one
+/// allowed.
+async fn concurrent_rounds(
+    s: &RedisStore,
+    key: &str,
+    limits: &Limits,
+    rounds: usize,
+    callers: usize,
+) {
+    let keys = [key.to_owned()];
+    for _ in 0..rounds {
+        let (allowed, _) = allowed_per_key(std::slice::from_ref(s), &keys, limits, callers).await;
+        assert_exact(&allowed, callers);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_redirected_to_a_master_the_map_lacks_share_one_connection_to_it() {
+    let Some(mut cluster) = RedisCluster::start_or_skip("cluster_redirect_connections") else {
+        return;
+    };
+    let s = store(&cluster).await.deny_cache(false);
+    let limits = hourly(1_000_000);
+    let key = "resharded";
+    let (slot, new) = move_slot_to_a_new_master(&mut cluster, &s.keys(key, &limits)[0]);
+    // Client connections the new master accepted while `load` ran (each
+    // reading opens one of its own).
+    let connections_during = async |cluster: &mut RedisCluster, load| {
+        let before = cluster.nodes()[new].connections_received();
+        let () = load.await;
+        cluster.nodes()[new].connections_received() - 1 - before
+    };
+
+    // Every call is asked to the new master (before the fix: one
+    // connection per call, and one more for the script's first EVAL).
+    let asked = connections_during(&mut cluster, concurrent_rounds(&s, key, &limits, 4, 64)).await;
+    // The slot lands there: the old master answers MOVED until the store
+    // has read the map again.
+    cluster.finish_slot_migration(slot, new);
+    let moved = connections_during(&mut cluster, concurrent_rounds(&s, key, &limits, 4, 64)).await;
+
+    let node = &cluster.nodes()[new];
+    let in_slot = node.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+    assert_eq!(in_slot, "1", "the key is on the new master");
+    // One connection, which the map takes over; a spare one for a refresh
+    // that lands while it is being opened.
+    assert!(
+        asked + moved <= 2,
+        "the new master saw {asked} connections during the migration and {moved} after"
+    );
+}
+
 fn key_header(req: &Request<()>) -> Option<String> {
     Some(req.headers().get("x-key")?.to_str().ok()?.to_owned())
 }
