@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use palisade::problem::ProblemLayer;
-use palisade::rate_limit::{FailurePolicy, Limits, Quota, RateLimitLayer, RedisStore, Store};
+use palisade::rate_limit::{
+    FailurePolicy, Limits, Quota, RateLimitLayer, RedisStore, Store, StoreError,
+};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -271,6 +273,45 @@ async fn callers_redirected_to_a_master_the_map_lacks_share_one_connection_to_it
         asked + moved <= 2,
         "the new master saw {asked} connections during the migration and {moved} after"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_connection_to_a_new_master_fails_every_caller_waiting_for_it_and_is_tried_again()
+{
+    let Some(mut cluster) = RedisCluster::start_or_skip("cluster_redirect_connect_fails") else {
+        return;
+    };
+    let s = store(&cluster).await.deny_cache(false);
+    let limits = hourly(1_000_000);
+    let key = "resharded";
+    let (_, new) = move_slot_to_a_new_master(&mut cluster, &s.keys(key, &limits)[0]);
+    cluster.nodes()[new].kill();
+
+    // Every caller is asked to the dead master and waits for the one
+    // attempt, which fails (connection refused, after its retries) well
+    // within their bound of 5 s: each hears of that failure, none times out.
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (s, limits) = (s.clone(), limits.clone());
+        callers.spawn(async move { s.check(key, &limits, 1).await });
+    }
+    while let Some(done) = callers.join_next().await {
+        match done.unwrap() {
+            Err(StoreError::Redis(_)) => {}
+            other => panic!("expected the attempt's error, got {other:?}"),
+        }
+    }
+
+    // The failure is not kept: once the master is back, a call connects.
+    cluster.nodes()[new].restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(err) = s.check(key, &limits, 1).await {
+        assert!(
+            Instant::now() < deadline,
+            "no call reached the restarted master within 20 s: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn key_header(req: &Request<()>) -> Option<String> {
