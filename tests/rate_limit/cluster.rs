@@ -314,6 +314,40 @@ async fn a_failed_connection_to_a_new_master_fails_every_caller_waiting_for_it_a
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_while_a_new_master_is_connected_leave_the_attempt_to_others() {
+    let Some(mut cluster) = RedisCluster::start_or_skip("cluster_redirect_connect_dropped") else {
+        return;
+    };
+    let patient = store(&cluster).await.deny_cache(false);
+    let impatient = patient.clone().timeout(Duration::from_millis(200));
+    let limits = hourly(1_000_000);
+    let key = "resharded";
+    let (_, new) = move_slot_to_a_new_master(&mut cluster, &patient.keys(key, &limits)[0]);
+    let before = cluster.nodes()[new].connections_received();
+
+    // The new master is stopped: the attempt hangs, and every caller gives
+    // up (its future dropped) while it waits.
+    cluster.nodes()[new].pause();
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (s, limits) = (impatient.clone(), limits.clone());
+        callers.spawn(async move { s.check(key, &limits, 1).await });
+    }
+    while let Some(done) = callers.join_next().await {
+        match done.unwrap() {
+            Err(StoreError::Timeout(_)) => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    // Back: the attempt goes on without them, and later callers share it.
+    cluster.nodes()[new].resume();
+    concurrent_rounds(&patient, key, &limits, 2, 16).await;
+    let seen = cluster.nodes()[new].connections_received() - 1 - before;
+    assert!(seen <= 2, "the new master saw {seen} connections");
+}
+
 fn key_header(req: &Request<()>) -> Option<String> {
     Some(req.headers().get("x-key")?.to_str().ok()?.to_owned())
 }
