@@ -84,6 +84,26 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server (SIGSTOP): it keeps its port, and the kernel
+    /// accepts connections that nothing answers, until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("server is running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Starts the server again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
@@ -99,6 +119,18 @@ impl RedisServer {
             .expect("run redis-cli");
         assert!(out.status.success(), "redis-cli {args:?} failed");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Client connections Redis accepted since it started (`INFO stats`
+    /// `total_connections_received`), this query's own included.
+    pub fn connections_received(&self) -> u64 {
+        self.cli(&["INFO", "stats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .expect("INFO stats has total_connections_received")
+            .trim()
+            .parse()
+            .expect("total_connections_received is a number")
     }
 
     /// How many times Redis ran `commands` (lowercase, as `INFO
@@ -246,21 +278,7 @@ impl RedisCluster {
     /// Starts three cluster-enabled nodes, joins them with `redis-cli
     /// --cluster create` and waits until every node reports `cluster_state:ok`.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                let mut node = RedisServer::new_stopped_on(free_cluster_port());
-                node.extra_args = vec![
-                    "--cluster-enabled".into(),
-                    "yes".into(),
-                    "--cluster-config-file".into(),
-                    "nodes.conf".into(),
-                    "--cluster-node-timeout".into(),
-                    "2000".into(),
-                ];
-                node.spawn();
-                node
-            })
-            .collect();
+        let nodes: Vec<RedisServer> = (0..3).map(|_| cluster_node()).collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
@@ -327,24 +345,128 @@ impl RedisCluster {
 
     /// The node that serves `key`'s hash slot.
     pub fn node_for_key(&mut self, key: &str) -> &mut RedisServer {
-        let slot: u16 = self.nodes[0]
-            .cli(&["CLUSTER", "KEYSLOT", key])
-            .parse()
-            .expect("CLUSTER KEYSLOT answers a number");
-        let index = self
-            .nodes
-            .iter()
-            .position(|n| owns_slot(&n.cli(&["CLUSTER", "NODES"]), slot))
-            .expect("some node serves every slot");
+        let index = self.slot_owner(self.key_slot(key));
         &mut self.nodes[index]
     }
+
+    /// `key`'s hash slot (`CLUSTER KEYSLOT`).
+    pub fn key_slot(&self, key: &str) -> u16 {
+        self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number")
+    }
+
+    /// The index of the node that serves `slot`, by its own account.
+    pub fn slot_owner(&self, slot: u16) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| owns_slot(&n.cli(&["CLUSTER", "NODES"]), slot))
+            .expect("some node serves every slot")
+    }
+
+    /// Starts one more node, with no slot, joins it with `CLUSTER MEET` and
+    /// waits until every node knows every other and reports
+    /// `cluster_state:ok`; returns its index. Clients
+    /// that read the slot map before see no sign of it until it serves a
+    /// slot.
+    pub fn add_master(&mut self) -> usize {
+        let node = cluster_node();
+        let port = node.port.to_string();
+        assert_eq!(
+            self.nodes[0].cli(&["CLUSTER", "MEET", "127.0.0.1", &port]),
+            "OK"
+        );
+        self.nodes.push(node);
+        let known = format!("cluster_known_nodes:{}", self.nodes.len());
+        // The new node refuses keys (CLUSTERDOWN) until it has learned
+        // every slot's owner.
+        self.wait_until("every node knows the new one and every slot", |c| {
+            c.nodes.iter().all(|n| {
+                let info = n.cli(&["CLUSTER", "INFO"]);
+                info.contains(&known) && info.contains("cluster_state:ok")
+            })
+        });
+        self.nodes.len() - 1
+    }
+
+    /// `CLUSTER MYID` of node `index`.
+    pub fn node_id(&self, index: usize) -> String {
+        self.nodes[index].cli(&["CLUSTER", "MYID"])
+    }
+
+    /// Starts moving an empty `slot` from node `from` to node `to`
+    /// (`IMPORTING` on `to`, then `MIGRATING` on `from`): `from` keeps
+    /// serving it, and answers `ASK` for keys it does not hold.
+    pub fn start_slot_migration(&mut self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let set = |node: &RedisServer, state: &str, id: &str| {
+            assert_eq!(node.cli(&["CLUSTER", "SETSLOT", &slot, state, id]), "OK");
+        };
+        set(&self.nodes[to], "IMPORTING", &from_id);
+        set(&self.nodes[from], "MIGRATING", &to_id);
+    }
+
+    /// Gives `slot` (whose keys, if any, have moved) to node `to`:
+    /// `SETSLOT NODE` on `to` first, then on every other node, and waits
+    /// until every node says `to` serves it. Clients that read the slot map
+    /// before get `MOVED` for it.
+    pub fn finish_slot_migration(&mut self, slot: u16, to: usize) {
+        let (text, to_id) = (slot.to_string(), self.node_id(to));
+        let order = std::iter::once(to).chain((0..self.nodes.len()).filter(|&i| i != to));
+        for i in order {
+            let out = self.nodes[i].cli(&["CLUSTER", "SETSLOT", &text, "NODE", &to_id]);
+            assert_eq!(out, "OK", "SETSLOT NODE on node {i}");
+        }
+        let port = format!(":{}@", self.nodes[to].port);
+        self.wait_until("every node sees the slot's new owner", |c| {
+            c.nodes.iter().all(|n| {
+                n.cli(&["CLUSTER", "NODES"])
+                    .lines()
+                    .filter(|l| l.contains(&port))
+                    .any(|l| owns_slot_line(l, slot))
+            })
+        });
+    }
+
+    /// Polls `done` every 50 ms for up to 20 s; panics with `what` after.
+    fn wait_until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "{what}: not within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A stopped-then-spawned cluster-enabled node on a free port (its bus port
+/// free too).
+fn cluster_node() -> RedisServer {
+    let mut node = RedisServer::new_stopped_on(free_cluster_port());
+    node.extra_args = vec![
+        "--cluster-enabled".into(),
+        "yes".into(),
+        "--cluster-config-file".into(),
+        "nodes.conf".into(),
+        "--cluster-node-timeout".into(),
+        "2000".into(),
+    ];
+    node.spawn();
+    node
 }
 
 // Whether the `myself` line of a `CLUSTER NODES` answer lists `slot`.
 fn owns_slot(nodes: &str, slot: u16) -> bool {
-    let Some(line) = nodes.lines().find(|l| l.contains("myself")) else {
-        return false;
-    };
+    nodes
+        .lines()
+        .find(|l| l.contains("myself"))
+        .is_some_and(|line| owns_slot_line(line, slot))
+}
+
+// Whether one `CLUSTER NODES` line lists `slot` (not as migrating or
+// importing, which are in brackets).
+fn owns_slot_line(line: &str, slot: u16) -> bool {
     line.split_whitespace().skip(8).any(|range| {
         let mut ends = range.split('-').map(|e| e.parse::<u16>());
         match (ends.next(), ends.next()) {

@@ -9,11 +9,25 @@
 //! longer polls was granted (seen with redis 1.8: every slot stalled until
 //! the process restarted). Here each master has its own connection, no call
 //! waits for a refresh, and refreshes run in the background.
+//!
+//! A redirection to a master the slot map does not know yet (one that joined
+//! during a resharding, or the target of an `ASK`, which no refresh adds
+//! while the slot migrates) opens one connection to it, once, for every call
+//! that needs it: the first call starts the attempt in a task of its own, the
+//! others wait for that attempt and share its connection, and the next
+//! refresh that lists the master keeps it. Without that, every redirected
+//! call would open a connection of its own: a connection storm at high load
+//! against the very master that is taking over slots. A failed attempt is
+//! forgotten as soon as it fails (the next call tries again) and fails every
+//! call that waited for it; a call that gives up while it waits (the store's
+//! bound) leaves the attempt to the others.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{
     Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value,
@@ -32,6 +46,9 @@ const TRYAGAIN_WAIT: Duration = Duration::from_millis(5);
 const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 /// The least time between two slot-map refreshes.
 const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+/// Masters outside the slot map that keep a connection: more than a cluster
+/// adds at once, few enough that odd redirections cannot pile them up.
+const MAX_NEWCOMERS: usize = 16;
 
 /// A connection to a Redis Cluster. Clones share it.
 #[derive(Clone)]
@@ -47,6 +64,41 @@ struct Inner {
     refresh: Mutex<Refresh>,
     /// Spreads `CLUSTER SLOTS` queries over the masters.
     next_query: AtomicUsize,
+    /// Connections to masters that redirections named and the slot map
+    /// lacks.
+    newcomers: Mutex<Newcomers>,
+}
+
+/// One connection (or attempt) per address a redirection named that the
+/// slot map lacks, until a refresh adds it to the map.
+#[derive(Default)]
+struct Newcomers {
+    by_addr: HashMap<(String, u16), Newcomer>,
+    /// Tells an attempt's own entry from a later one for the same address.
+    next_id: u64,
+}
+
+#[derive(Clone)]
+struct Newcomer {
+    id: u64,
+    /// The attempt, run by a task of its own: callers share its outcome,
+    /// and none of them cancels it by giving up.
+    conn: Shared<BoxFuture<'static, RedisResult<ConnectionManager>>>,
+}
+
+/// Where a redirected call finds its connection.
+enum Found {
+    Mapped(ConnectionManager),
+    Newcomer(Newcomer),
+}
+
+impl Newcomers {
+    /// Drops the entry of attempt `id` for `addr`, if it is still there.
+    fn forget(&mut self, addr: &(String, u16), id: u64) {
+        if self.by_addr.get(addr).is_some_and(|n| n.id == id) {
+            self.by_addr.remove(addr);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -107,6 +159,7 @@ impl Cluster {
                 map: RwLock::new(Arc::new(SlotMap::empty())),
                 refresh: Mutex::default(),
                 next_query: AtomicUsize::new(0),
+                newcomers: Mutex::default(),
             }),
         };
         cluster.refresh().await?;
@@ -156,11 +209,13 @@ impl Cluster {
             match err.kind() {
                 ErrorKind::Server(ServerErrorKind::Moved) => {
                     self.refresh_soon();
-                    conn = self.redirected(&map, &err)?;
+                    // Boxed: the rare redirect's state stays out of every
+                    // call's future.
+                    conn = Box::pin(self.redirected(&map, err)).await?;
                     asking = false;
                 }
                 ErrorKind::Server(ServerErrorKind::Ask) => {
-                    conn = self.redirected(&map, &err)?;
+                    conn = Box::pin(self.redirected(&map, err)).await?;
                     asking = true;
                 }
                 ErrorKind::Server(ServerErrorKind::TryAgain) => {
@@ -184,24 +239,93 @@ impl Cluster {
     }
 
     /// The connection to the node a `MOVED` or `ASK` error points at.
-    fn redirected(&self, map: &SlotMap, err: &RedisError) -> RedisResult<ConnectionManager> {
+    async fn redirected(&self, map: &SlotMap, err: RedisError) -> RedisResult<ConnectionManager> {
         let parsed = err.redirect_node().and_then(|(addr, _)| {
             let (host, port) = addr.rsplit_once(':')?;
             Some((host.to_owned(), port.parse::<u16>().ok()?))
         });
         let Some((host, port)) = parsed else {
-            return Err(err.clone());
+            return Err(err);
         };
-        match map.node(&host, port) {
-            Some(node) => Ok(node.conn.clone()),
-            // A master the map does not know yet: the refresh adds it.
-            None => self.node_conn(&host, port),
+        if let Some(node) = map.node(&host, port) {
+            return Ok(node.conn.clone());
         }
+        // A master the map does not know yet (the refresh adds it): one
+        // attempt for every caller, not a connection per call.
+        let addr = (host, port);
+        let newcomer = match self.newcomer(&addr)? {
+            Found::Mapped(conn) => return Ok(conn),
+            Found::Newcomer(newcomer) => newcomer,
+        };
+        let result = newcomer.conn.await;
+        if result.is_err() {
+            // The attempt's task forgets it too, unless it was cancelled
+            // (a runtime shutting down).
+            self.lock_newcomers().forget(&addr, newcomer.id);
+        }
+        result
+    }
+
+    /// The attempt to connect to `addr`, started here unless one is known,
+    /// or the connection of the map, if a refresh just added `addr`.
+    fn newcomer(&self, addr: &(String, u16)) -> RedisResult<Found> {
+        let mut newcomers = self.lock_newcomers();
+        if let Some(newcomer) = newcomers.by_addr.get(addr) {
+            return Ok(Found::Newcomer(newcomer.clone()));
+        }
+        // Under the lock that `install` holds while it takes entries over
+        // and replaces the map: an entry gone means the map has it.
+        if let Some(node) = self.map().node(&addr.0, addr.1) {
+            return Ok(Found::Mapped(node.conn.clone()));
+        }
+        let client = self.node_client(&addr.0, addr.1)?;
+        if newcomers.by_addr.len() >= MAX_NEWCOMERS {
+            newcomers.by_addr.clear();
+        }
+        let id = newcomers.next_id;
+        newcomers.next_id += 1;
+        let inner = Arc::downgrade(&self.inner);
+        let key = addr.clone();
+        let task = tokio::spawn(async move {
+            let result = ConnectionManager::new_with_config(client, super::manager_config()).await;
+            if result.is_err() {
+                // Before the waiters hear of it, so that a call that comes
+                // after them starts a new attempt.
+                if let Some(inner) = Weak::upgrade(&inner) {
+                    lock(&inner.newcomers).forget(&key, id);
+                }
+            }
+            result
+        });
+        let conn = task
+            .map(|joined| {
+                joined.unwrap_or_else(|_| {
+                    Err(RedisError::from((
+                        ErrorKind::Io,
+                        "connecting to a redirected master was cancelled",
+                    )))
+                })
+            })
+            .boxed()
+            .shared();
+        let newcomer = Newcomer { id, conn };
+        newcomers.by_addr.insert(addr.clone(), newcomer.clone());
+        Ok(Found::Newcomer(newcomer))
+    }
+
+    fn lock_newcomers(&self) -> MutexGuard<'_, Newcomers> {
+        lock(&self.inner.newcomers)
     }
 
     /// A lazy, reconnecting connection to `host:port`, with the seeds'
     /// settings.
     fn node_conn(&self, host: &str, port: u16) -> RedisResult<ConnectionManager> {
+        let client = self.node_client(host, port)?;
+        ConnectionManager::new_lazy_with_config(client, super::manager_config())
+    }
+
+    /// A client for `host:port`, with the seeds' settings.
+    fn node_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
         let seed = &self.inner.seeds[0];
         let mut addr = seed.addr().clone();
         match &mut addr {
@@ -219,8 +343,7 @@ impl Cluster {
                 )));
             }
         }
-        let client = redis::Client::open(seed.clone().set_addr(addr))?;
-        ConnectionManager::new_lazy_with_config(client, super::manager_config())
+        redis::Client::open(seed.clone().set_addr(addr))
     }
 
     /// Starts a refresh of the slot map in the background, unless one is
@@ -307,8 +430,10 @@ impl Cluster {
         }))
     }
 
-    /// Replaces the slot map, keeping the connections of masters that stay.
+    /// Replaces the slot map, keeping the connections of masters that stay
+    /// and taking over those that redirections opened to masters it adds.
     fn install(&self, current: &SlotMap, ranges: Vec<SlotRange>) -> RedisResult<()> {
+        let mut newcomers = self.lock_newcomers();
         let mut next = SlotMap::empty();
         for range in ranges {
             let index = match next
@@ -318,13 +443,23 @@ impl Cluster {
             {
                 Some(index) => index,
                 None => {
-                    let conn = match current.node(&range.host, range.port) {
-                        Some(node) => node.conn.clone(),
-                        None => self.node_conn(&range.host, range.port)?,
+                    let addr = (range.host, range.port);
+                    // A connection still being opened stays with its
+                    // waiters; the map opens its own (rare: a refresh
+                    // that lands during the attempt).
+                    let opened = newcomers
+                        .by_addr
+                        .remove(&addr)
+                        .and_then(|n| n.conn.peek()?.as_ref().ok().cloned());
+                    let (host, port) = addr;
+                    let conn = match (current.node(&host, port), opened) {
+                        (Some(node), _) => node.conn.clone(),
+                        (None, Some(conn)) => conn,
+                        (None, None) => self.node_conn(&host, port)?,
                     };
                     next.nodes.push(Node {
-                        host: range.host.as_str().into(),
-                        port: range.port,
+                        host: host.into(),
+                        port,
                         conn,
                     });
                     next.nodes.len() - 1
@@ -333,13 +468,19 @@ impl Cluster {
             let index = u16::try_from(index).expect("fewer than 65535 masters");
             next.owner[usize::from(range.start)..=usize::from(range.end)].fill(index);
         }
+        // Replaced before the entries it took over are visible as gone.
         *self
             .inner
             .map
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        drop(newcomers);
         Ok(())
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `ASKING` then `cmd`, back to back on one connection: the target of an

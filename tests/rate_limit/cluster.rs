@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use palisade::problem::ProblemLayer;
-use palisade::rate_limit::{FailurePolicy, Limits, Quota, RateLimitLayer, RedisStore, Store};
+use palisade::rate_limit::{
+    FailurePolicy, Limits, Quota, RateLimitLayer, RedisStore, Store, StoreError,
+};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -206,6 +208,144 @@ async fn a_slot_moving_between_masters_is_followed_by_ask_then_moved() {
     assert!(d.is_allowed());
     assert_eq!(d.remaining(), 0, "the count went on across the move");
     assert!(!s.check(key, &limits, 1).await.unwrap().is_allowed());
+}
+
+/// A fourth master joins after the store read the slot map, and `key`'s
+/// slot starts moving to it; returns the slot and the new master's index.
+/// The old master then answers `ASK` (the key is not there) with an address
+/// the store's map lacks, and an `ASK` does not make the store read the map
+/// again: every call needs the new master.
+fn move_slot_to_a_new_master(cluster: &mut RedisCluster, key: &str) -> (u16, usize) {
+    let slot = cluster.key_slot(key);
+    let from = cluster.slot_owner(slot);
+    let new = cluster.add_master();
+    cluster.start_slot_migration(slot, from, new);
+    (slot, new)
+}
+
+/// `rounds` rounds of `callers` concurrent decisions for `key`, every one
+/// allowed.
+async fn concurrent_rounds(
+    s: &RedisStore,
+    key: &str,
+    limits: &Limits,
+    rounds: usize,
+    callers: usize,
+) {
+    let keys = [key.to_owned()];
+    for _ in 0..rounds {
+        let (allowed, _) = allowed_per_key(std::slice::from_ref(s), &keys, limits, callers).await;
+        assert_exact(&allowed, callers);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_redirected_to_a_master_the_map_lacks_share_one_connection_to_it() {
+    let Some(mut cluster) = RedisCluster::start_or_skip("cluster_redirect_connections") else {
+        return;
+    };
+    let s = store(&cluster).await.deny_cache(false);
+    let limits = hourly(1_000_000);
+    let key = "resharded";
+    let (slot, new) = move_slot_to_a_new_master(&mut cluster, &s.keys(key, &limits)[0]);
+    // Client connections the new master accepted while `load` ran (each
+    // reading opens one of its own).
+    let connections_during = async |cluster: &mut RedisCluster, load| {
+        let before = cluster.nodes()[new].connections_received();
+        let () = load.await;
+        cluster.nodes()[new].connections_received() - 1 - before
+    };
+
+    // Every call is asked to the new master (before the fix: one
+    // connection per call, and one more for the script's first EVAL).
+    let asked = connections_during(&mut cluster, concurrent_rounds(&s, key, &limits, 4, 64)).await;
+    // The slot lands there: the old master answers MOVED until the store
+    // has read the map again.
+    cluster.finish_slot_migration(slot, new);
+    let moved = connections_during(&mut cluster, concurrent_rounds(&s, key, &limits, 4, 64)).await;
+
+    let node = &cluster.nodes()[new];
+    let in_slot = node.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+    assert_eq!(in_slot, "1", "the key is on the new master");
+    // One connection, which the map takes over; a spare one for a refresh
+    // that lands while it is being opened.
+    assert!(
+        asked + moved <= 2,
+        "the new master saw {asked} connections during the migration and {moved} after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_connection_to_a_new_master_fails_every_caller_waiting_for_it_and_is_tried_again()
+{
+    let Some(mut cluster) = RedisCluster::start_or_skip("cluster_redirect_connect_fails") else {
+        return;
+    };
+    let s = store(&cluster).await.deny_cache(false);
+    let limits = hourly(1_000_000);
+    let key = "resharded";
+    let (_, new) = move_slot_to_a_new_master(&mut cluster, &s.keys(key, &limits)[0]);
+    cluster.nodes()[new].kill();
+
+    // Every caller is asked to the dead master and waits for the one
+    // attempt, which fails (connection refused, after its retries) well
+    // within their bound of 5 s: each hears of that failure, none times out.
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (s, limits) = (s.clone(), limits.clone());
+        callers.spawn(async move { s.check(key, &limits, 1).await });
+    }
+    while let Some(done) = callers.join_next().await {
+        match done.unwrap() {
+            Err(StoreError::Redis(_)) => {}
+            other => panic!("expected the attempt's error, got {other:?}"),
+        }
+    }
+
+    // The failure is not kept: once the master is back, a call connects.
+    cluster.nodes()[new].restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(err) = s.check(key, &limits, 1).await {
+        assert!(
+            Instant::now() < deadline,
+            "no call reached the restarted master within 20 s: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_while_a_new_master_is_connected_leave_the_attempt_to_others() {
+    let Some(mut cluster) = RedisCluster::start_or_skip("cluster_redirect_connect_dropped") else {
+        return;
+    };
+    let patient = store(&cluster).await.deny_cache(false);
+    let impatient = patient.clone().timeout(Duration::from_millis(200));
+    let limits = hourly(1_000_000);
+    let key = "resharded";
+    let (_, new) = move_slot_to_a_new_master(&mut cluster, &patient.keys(key, &limits)[0]);
+    let before = cluster.nodes()[new].connections_received();
+
+    // The new master is stopped: the attempt hangs, and every caller gives
+    // up (its future dropped) while it waits.
+    cluster.nodes()[new].pause();
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (s, limits) = (impatient.clone(), limits.clone());
+        callers.spawn(async move { s.check(key, &limits, 1).await });
+    }
+    while let Some(done) = callers.join_next().await {
+        match done.unwrap() {
+            Err(StoreError::Timeout(_)) => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    // Back: the attempt goes on without them, and later callers share it.
+    cluster.nodes()[new].resume();
+    concurrent_rounds(&patient, key, &limits, 2, 16).await;
+    let seen = cluster.nodes()[new].connections_received() - 1 - before;
+    assert!(seen <= 2, "the new master saw {seen} connections");
 }
 
 fn key_header(req: &Request<()>) -> Option<String> {

@@ -158,7 +158,12 @@ impl RedisStore {
     /// Each master gets its own reconnecting connection, so a dead master
     /// fails, within [`timeout`](Self::timeout), only the decisions whose
     /// keys it serves. `MOVED` and `ASK` are followed; the slot map is read
-    /// again, in the background, after a redirection or a failure.
+    /// again, in the background, after a redirection or a failure. A
+    /// master that a redirection names before the slot map lists it (during
+    /// a resharding) gets one connection, opened once and shared by every
+    /// call that needs it, not one per call; if opening it fails, every
+    /// call waiting for it fails (within the bound) and the next one tries
+    /// again.
     pub async fn connect_cluster<U: AsRef<str>>(urls: &[U]) -> Result<Self, StoreError> {
         Ok(Self::with_conn(Conn::Cluster(
             crate::redis_conn::Cluster::connect(urls).await?,
