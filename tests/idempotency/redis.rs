@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use palisade::idempotency::{IdempotencyLayer, OnStoreError, RedisStore};
+use palisade::idempotency::{IdempotencyLayer, OnCancel, OnStoreError, RedisStore};
 use tokio::sync::Notify;
 
 use crate::common::{Handler, answer, harness, post, send};
@@ -233,7 +233,7 @@ async fn redis_down_fails_open_when_asked() {
 }
 
 #[tokio::test]
-async fn redis_dropped_future_releases_the_key() {
+async fn redis_release_frees_a_dropped_claim() {
     let Some(redis) = RedisServer::start_or_skip("redis_dropped_future_releases") else {
         return;
     };
@@ -248,7 +248,8 @@ async fn redis_dropped_future_releases_the_key() {
             Response::new(Full::new(Bytes::from(format!("call {n}"))))
         })
     });
-    let (app, count) = harness(IdempotencyLayer::redis(store(&redis).await), handler);
+    let layer = IdempotencyLayer::redis(store(&redis).await).on_cancel(OnCancel::Release);
+    let (app, count) = harness(layer, handler);
     let first = crate::common::call(&app, post(Some(KEY), "{}"));
     assert!(
         tokio::time::timeout(Duration::from_millis(200), first)

@@ -11,6 +11,14 @@ use palisade::idempotency::{
     Claim, Completion, Fingerprint, Lease, MemoryStore, Record, Store, StoredResponse,
 };
 
+/// A token no other claim of the test run uses, as a caller picks a random
+/// one.
+pub fn token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 pub fn fp(n: u8) -> Fingerprint {
     Fingerprint::from_slice(&[n; 32]).unwrap()
 }
@@ -28,7 +36,7 @@ pub fn stored(body: &'static str) -> StoredResponse {
 }
 
 pub async fn claimed<S: Store>(store: &S, key: &str, lease: Duration) -> Lease {
-    match store.claim(key, &fp(1), lease).await.unwrap() {
+    match store.claim(key, &fp(1), token(), lease).await.unwrap() {
         Claim::Claimed(lease) => lease,
         other => panic!("expected a claim, got {other:?}"),
     }
@@ -37,7 +45,7 @@ pub async fn claimed<S: Store>(store: &S, key: &str, lease: Duration) -> Lease {
 pub async fn claim_is_exclusive_and_returns_the_record<S: Store>(store: S, key: &str) {
     let lease = claimed(&store, key, Duration::from_secs(60)).await;
     match store
-        .claim(key, &fp(2), Duration::from_secs(60))
+        .claim(key, &fp(2), token(), Duration::from_secs(60))
         .await
         .unwrap()
     {
@@ -65,7 +73,7 @@ pub async fn claim_is_exclusive_and_returns_the_record<S: Store>(store: S, key: 
             .unwrap()
     );
     match store
-        .claim(key, &fp(1), Duration::from_secs(60))
+        .claim(key, &fp(1), token(), Duration::from_secs(60))
         .await
         .unwrap()
     {
@@ -94,7 +102,7 @@ pub async fn not_retained_is_recorded<S: Store>(store: S, key: &str) {
     );
     assert!(matches!(
         store
-            .claim(key, &fp(1), Duration::from_secs(60))
+            .claim(key, &fp(1), token(), Duration::from_secs(60))
             .await
             .unwrap(),
         Claim::Existing(Record::Completed { response: None, .. })
@@ -108,7 +116,7 @@ pub async fn release_frees_the_key_only_for_the_holder<S: Store>(store: S, key: 
         fence: lease.fence,
     };
     assert!(
-        !store.release(key, forged).await.unwrap(),
+        !store.release(key, forged.token).await.unwrap(),
         "a wrong token cannot release"
     );
     assert!(
@@ -122,7 +130,7 @@ pub async fn release_frees_the_key_only_for_the_holder<S: Store>(store: S, key: 
             .await
             .unwrap()
     );
-    assert!(store.release(key, lease).await.unwrap());
+    assert!(store.release(key, lease.token).await.unwrap());
     let next = claimed(&store, key, Duration::from_secs(60)).await;
     assert!(next.fence > lease.fence, "fencing numbers grow");
     assert_ne!(next.token, lease.token);
@@ -138,10 +146,10 @@ pub async fn release_frees_the_key_only_for_the_holder<S: Store>(store: S, key: 
             .await
             .unwrap()
     );
-    assert!(!store.release(key, next).await.unwrap());
+    assert!(!store.release(key, next.token).await.unwrap());
     assert!(matches!(
         store
-            .claim(key, &fp(1), Duration::from_secs(60))
+            .claim(key, &fp(1), token(), Duration::from_secs(60))
             .await
             .unwrap(),
         Claim::Existing(Record::Completed { .. })
@@ -175,7 +183,7 @@ pub async fn stale_holder_is_fenced_out<S, F>(
             .unwrap(),
         "the stale completion is refused"
     );
-    assert!(!store.release(key, stale).await.unwrap());
+    assert!(!store.release(key, stale.token).await.unwrap());
     assert!(
         store
             .complete(
@@ -188,7 +196,7 @@ pub async fn stale_holder_is_fenced_out<S, F>(
             .unwrap()
     );
     match store
-        .claim(key, &fp(1), Duration::from_secs(60))
+        .claim(key, &fp(1), token(), Duration::from_secs(60))
         .await
         .unwrap()
     {
@@ -224,7 +232,7 @@ pub async fn claims_and_records_expire<S, F>(
 {
     let crashed = claimed(&store, key, short).await;
     assert!(matches!(
-        store.claim(key, &fp(1), short).await.unwrap(),
+        store.claim(key, &fp(1), token(), short).await.unwrap(),
         Claim::Existing(Record::InFlight { .. })
     ));
     wait_past().await;
@@ -237,7 +245,7 @@ pub async fn claims_and_records_expire<S, F>(
             .unwrap()
     );
     assert!(matches!(
-        store.claim(key, &fp(1), short).await.unwrap(),
+        store.claim(key, &fp(1), token(), short).await.unwrap(),
         Claim::Existing(Record::Completed { .. })
     ));
     wait_past().await;
@@ -299,13 +307,15 @@ async fn bounded_memory_store_refuses_new_keys_when_full_until_records_expire() 
     claimed(&store, "a", Duration::from_secs(10)).await;
     claimed(&store, "b", Duration::from_secs(10)).await;
     assert!(matches!(
-        store.claim("c", &fp(1), Duration::from_secs(10)).await,
+        store
+            .claim("c", &fp(1), token(), Duration::from_secs(10))
+            .await,
         Err(StoreError::Full)
     ));
     // Existing keys still answer: a duplicate of "a" sees its record.
     assert!(matches!(
         store
-            .claim("a", &fp(1), Duration::from_secs(10))
+            .claim("a", &fp(1), token(), Duration::from_secs(10))
             .await
             .unwrap(),
         Claim::Existing(Record::InFlight { .. })
