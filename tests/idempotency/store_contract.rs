@@ -185,6 +185,11 @@ pub async fn stale_holder_is_fenced_out<S, F>(
     );
     assert!(!store.release(key, stale.token).await.unwrap());
     assert!(
+        !store.renew(key, stale.token, lease).await.unwrap(),
+        "the stale holder cannot renew"
+    );
+    assert!(store.renew(key, fresh.token, lease).await.unwrap());
+    assert!(
         store
             .complete(
                 key,
@@ -252,6 +257,115 @@ pub async fn claims_and_records_expire<S, F>(
     claimed(&store, key, short).await;
 }
 
+/// A renewal extends only the holder's lease; the same claim sent again
+/// (its reply was lost) gets the same lease back; a completed key cannot be
+/// renewed. `two_thirds` waits two thirds of `lease`.
+pub async fn renew_extends_only_the_holders_lease<S, F>(
+    store: S,
+    key: &str,
+    lease: Duration,
+    two_thirds: impl Fn() -> F,
+) where
+    S: Store,
+    F: Future<Output = ()>,
+{
+    let held = claimed(&store, key, lease).await;
+    two_thirds().await;
+    assert!(store.renew(key, held.token, lease).await.unwrap());
+    assert!(
+        !store
+            .renew(key, held.token.wrapping_add(1), lease)
+            .await
+            .unwrap(),
+        "another token cannot renew"
+    );
+    two_thirds().await;
+    // Four thirds of the lease after the claim: alive thanks to the renewal.
+    assert!(matches!(
+        store.claim(key, &fp(1), token(), lease).await.unwrap(),
+        Claim::Existing(Record::InFlight { .. })
+    ));
+    assert_eq!(
+        store.claim(key, &fp(1), held.token, lease).await.unwrap(),
+        Claim::Claimed(held),
+        "the same claim sent again gets its lease back"
+    );
+    assert!(
+        store
+            .complete(key, held, Completion::NotRetained, lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.renew(key, held.token, lease).await.unwrap(),
+        "a completed key is not renewed"
+    );
+}
+
+/// A claim is released by the token its caller chose, whether or not it
+/// landed: the caller need not have seen the reply.
+pub async fn an_unanswered_claim_is_released_by_its_token<S: Store>(store: S, key: &str) {
+    let chosen = token();
+    assert!(
+        !store.release(key, chosen).await.unwrap(),
+        "a claim that never landed: nothing to free"
+    );
+    let lease = Duration::from_secs(60);
+    let Claim::Claimed(_) = store.claim(key, &fp(1), chosen, lease).await.unwrap() else {
+        panic!("expected a claim");
+    };
+    assert!(store.release(key, chosen).await.unwrap());
+    assert!(
+        !store.release(key, chosen).await.unwrap(),
+        "a second release is harmless"
+    );
+    claimed(&store, key, lease).await;
+}
+
+/// `Duration::MAX` and `ZERO` on every duration a store takes: no panic, no
+/// error, and a completion with the longest TTL is a completed record.
+pub async fn durations_out_of_range_are_clamped<S: Store>(store: S, key: &str) {
+    let held = claimed(&store, key, Duration::MAX).await;
+    assert!(store.renew(key, held.token, Duration::MAX).await.unwrap());
+    assert!(
+        store
+            .complete(
+                key,
+                held,
+                Completion::Retained(stored("kept")),
+                Duration::MAX
+            )
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .claim(key, &fp(1), token(), Duration::MAX)
+            .await
+            .unwrap(),
+        Claim::Existing(Record::Completed {
+            response: Some(_),
+            ..
+        })
+    ));
+    let zero = format!("{key}-zero");
+    let Claim::Claimed(held) = store
+        .claim(&zero, &fp(1), token(), Duration::ZERO)
+        .await
+        .unwrap()
+    else {
+        panic!("expected a claim");
+    };
+    let _ = store
+        .renew(&zero, held.token, Duration::ZERO)
+        .await
+        .unwrap();
+    let _ = store
+        .complete(&zero, held, Completion::NotRetained, Duration::ZERO)
+        .await
+        .unwrap();
+}
+
 async fn advance_past(d: Duration) {
     tokio::time::advance(d + Duration::from_millis(1)).await;
 }
@@ -281,6 +395,25 @@ async fn memory_stale_holder_is_fenced_out() {
 async fn memory_claims_and_records_expire() {
     let short = Duration::from_secs(5);
     claims_and_records_expire(MemoryStore::new(), "k", short, || advance_past(short)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_renew_extends_only_the_holders_lease() {
+    let lease = Duration::from_secs(9);
+    renew_extends_only_the_holders_lease(MemoryStore::new(), "k", lease, || {
+        tokio::time::advance(Duration::from_secs(6))
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_an_unanswered_claim_is_released_by_its_token() {
+    an_unanswered_claim_is_released_by_its_token(MemoryStore::new(), "k").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_durations_out_of_range_are_clamped() {
+    durations_out_of_range_are_clamped(MemoryStore::new(), "k").await;
 }
 
 #[tokio::test(start_paused = true)]
