@@ -227,7 +227,13 @@ async fn a_hang_up_while_the_body_is_read_completes_the_key_and_never_releases_i
     assert!((&mut first).now_or_never().is_none());
     drop(first); // the client hung up while its response was being read
     tokio::task::yield_now().await;
-    let retry = svc.clone().oneshot(post(Some(KEY), "{}")).await;
+    // Bounded: a second run would wait for a body nobody feeds.
+    let retry = tokio::time::timeout(
+        Duration::from_secs(1),
+        svc.clone().oneshot(post(Some(KEY), "{}")),
+    )
+    .await
+    .expect("a retry is answered from the record, it does not run again");
     assert!(
         matches!(retry, Err(Error::NotRetained)),
         "410, not a second run: {retry:?}"
@@ -252,7 +258,13 @@ async fn a_body_that_fails_mid_stream_is_recorded_as_not_retained() {
         response.into_body().collect().await.is_err(),
         "the client sees the body fail"
     );
-    let retry = svc.clone().oneshot(post(Some(KEY), "{}")).await;
+    // Bounded: a second run would wait for a body nobody feeds.
+    let retry = tokio::time::timeout(
+        Duration::from_secs(1),
+        svc.clone().oneshot(post(Some(KEY), "{}")),
+    )
+    .await
+    .expect("a retry is answered from the record, it does not run again");
     assert!(
         matches!(retry, Err(Error::NotRetained)),
         "410, not a second run: {retry:?}"
