@@ -298,20 +298,24 @@ async fn redis_store_timeout_takes_max_and_zero() {
     let Some(redis) = RedisServer::start_or_skip("redis_store_timeout_takes_max_and_zero") else {
         return;
     };
-    let (app, count) = harness(
-        layer(store(&redis, Duration::MAX).await),
-        answer(StatusCode::OK, "ok"),
+    let longest = store(&redis, Duration::MAX).await;
+    assert!(
+        format!("{longest:?}").contains("timeout: 60s"),
+        "{longest:?}"
     );
+    let (app, count) = harness(layer(longest), answer(StatusCode::OK, "ok"));
     assert_eq!(
         send(&app, post(Some("a"), "{}")).await.status,
         StatusCode::OK
     );
     assert!(send(&app, post(Some("a"), "{}")).await.replayed());
     assert_eq!(count.get(), 1);
-    let (app, _) = harness(
-        layer(store(&redis, Duration::ZERO).await),
-        answer(StatusCode::OK, "ok"),
+    let shortest = store(&redis, Duration::ZERO).await;
+    assert!(
+        format!("{shortest:?}").contains("timeout: 1ms"),
+        "{shortest:?}"
     );
+    let (app, _) = harness(layer(shortest), answer(StatusCode::OK, "ok"));
     let status = send(&app, post(Some("b"), "{}")).await.status;
     assert!(
         matches!(status, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE),
