@@ -195,12 +195,12 @@ where
             req.extensions_mut().insert(Fence(lease.fence));
             guard.stage = Stage::Running(lease);
             if config.on_cancel == OnCancel::Detach {
-                let task = tokio::spawn(execute(inner, req, guard, config, true));
+                let task = tokio::spawn(execute(inner, req, guard, lease, config, true));
                 // A panic is caught inside the task; a join error means the
                 // runtime is shutting down and dropped it.
                 task.await.unwrap_or(Err(Error::Panicked))
             } else {
-                execute(inner, req, guard, config, false).await
+                execute(inner, req, guard, lease, config, false).await
             }
         })
     }
@@ -326,6 +326,7 @@ async fn execute<S, St, ReqB, ResB>(
     mut inner: S,
     req: Request<ReqB>,
     mut guard: ClaimGuard<St>,
+    lease: Lease,
     config: Arc<Config>,
     detached: bool,
 ) -> Output<ResB, S::Error>
@@ -335,9 +336,6 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BoxError>,
 {
-    let Stage::Running(lease) = guard.stage else {
-        unreachable!("execute runs a claimed key")
-    };
     let heartbeat = Heartbeat {
         store: guard.store.clone(),
         observer: guard.observer.clone(),
