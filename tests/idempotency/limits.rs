@@ -161,3 +161,27 @@ async fn the_memory_store_keeps_responses_within_its_byte_budget() {
     claimed(&store, "d", ttl).await;
     assert_eq!(store.bytes(), 0);
 }
+
+/// A full store sweeps only once a record can have expired, and a
+/// completion with a TTL shorter than its lease counts: the room it frees
+/// is found as soon as it expires.
+#[tokio::test(start_paused = true)]
+async fn a_full_store_finds_the_room_a_short_ttl_frees() {
+    let store = MemoryStore::bounded(1);
+    let lease = claimed(&store, "a", Duration::from_secs(60)).await;
+    let ttl = Duration::from_secs(1);
+    // Refused after a sweep: nothing expires for a minute now.
+    assert!(matches!(
+        store.claim("b", &fp(1), token(), ttl).await,
+        Err(StoreError::Full)
+    ));
+    assert!(
+        store
+            .complete("a", lease, Completion::NotRetained, ttl)
+            .await
+            .unwrap()
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    claimed(&store, "b", Duration::from_secs(60)).await;
+    assert_eq!(store.len(), 1);
+}

@@ -55,12 +55,15 @@ struct Shared {
     max_bytes: usize,
 }
 
-#[derive(Default)]
 struct Records {
     map: HashMap<String, Slot>,
     /// The sum of the slots' `size`.
     bytes: usize,
     next_sweep: usize,
+    /// No record expires before this (a lower bound): a full store refuses
+    /// new keys without sweeping until then, so a flood of them at capacity
+    /// costs O(1) each, not a pass over every record.
+    earliest: Instant,
 }
 
 struct Slot {
@@ -88,6 +91,11 @@ impl Records {
         });
         self.bytes -= freed;
         self.next_sweep = self.map.len() * 2;
+        self.earliest = self.map.values().map(|s| s.expires_at).min().unwrap_or(now);
+    }
+
+    fn expires(&mut self, at: Instant) {
+        self.earliest = self.earliest.min(at);
     }
 
     fn remove(&mut self, key: &str) {
@@ -152,7 +160,12 @@ impl MemoryStore {
     pub fn with_limits(max_records: usize, max_bytes: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
-                records: Mutex::new(Records::default()),
+                records: Mutex::new(Records {
+                    map: HashMap::new(),
+                    bytes: 0,
+                    next_sweep: 0,
+                    earliest: Instant::now(),
+                }),
                 fence: AtomicU64::new(0),
                 max_records,
                 max_bytes,
@@ -201,12 +214,12 @@ impl MemoryStore {
         let mut records = self.lock();
         let live = |records: &Records| records.map.get(key).is_some_and(|s| s.expires_at > now);
         if records.map.len() >= records.next_sweep.max(MIN_SWEEP_LEN)
-            || (self.full(&records) && !live(&records))
+            || (self.full(&records) && !live(&records) && now >= records.earliest)
         {
             records.sweep(now);
-            if self.full(&records) && !live(&records) {
-                return Err(StoreError::Full);
-            }
+        }
+        if self.full(&records) && !live(&records) {
+            return Err(StoreError::Full);
         }
         let fresh = |shared: &Shared| {
             let claim = Lease {
@@ -222,6 +235,7 @@ impl MemoryStore {
             (claim, slot)
         };
         let records = &mut *records;
+        let earliest = records.earliest.min(after(now, lease, MAX_LEASE));
         match records.map.entry(key.to_owned()) {
             Entry::Occupied(mut entry) => {
                 let slot = entry.get();
@@ -242,11 +256,13 @@ impl MemoryStore {
                 let (claim, slot) = fresh(&self.shared);
                 records.bytes -= entry.get().size;
                 entry.insert(slot);
+                records.earliest = earliest;
                 Ok(Claim::Claimed(claim))
             }
             Entry::Vacant(entry) => {
                 let (claim, slot) = fresh(&self.shared);
                 entry.insert(slot);
+                records.earliest = earliest;
                 Ok(Claim::Claimed(claim))
             }
         }
@@ -318,6 +334,8 @@ impl Store for MemoryStore {
                     slot.expires_at = after(now, ttl, MAX_TTL);
                     slot.size = size;
                     records.bytes += size;
+                    let at = slot.expires_at;
+                    records.expires(at);
                 }
             })
             .is_some())
