@@ -16,8 +16,12 @@ mod cluster;
 mod common;
 mod events;
 mod fingerprint;
+mod hangups;
+mod limits;
 mod memory;
 mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_hangups;
 mod store_contract;
