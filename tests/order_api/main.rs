@@ -36,8 +36,11 @@ mod telemetry;
 #[path = "../../examples/order_api/validation.rs"]
 mod validation;
 
+mod exactly_once;
 mod harness;
 mod postgres;
+#[path = "../support/proxy.rs"]
+mod proxy;
 #[path = "../support.rs"]
 mod support;
 
