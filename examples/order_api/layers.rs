@@ -22,6 +22,19 @@
 //!    that will really run, replays their final answer, answers 409 while
 //!    the first is in flight and 422 for the same key with another body.
 //!    It does not store 502/503/504 (nor any 5xx): the client may retry those.
+//!    A client that hangs up does not cut an order short: the layer's
+//!    default, `OnCancel::Detach`, which the demo keeps, runs the handler to
+//!    completion and stores its answer, so a retry on any instance sharing
+//!    the Redis replays it and the payment step runs once per key, with no
+//!    help from the provider's own dedupe (the payment key is the second
+//!    line of defence, the repository's unique key the third).
+//!
+//! With `REDIS_URL` set and Redis unreachable, the rate limit fails open
+//! (its default: reads and writes keep being served, unlimited) and
+//! idempotency fails closed (its default): `POST /orders` answers `503`
+//! within the idempotency store's timeout (1 s by default) and runs
+//! nothing, so no order is paid without its duplicate protection. Both
+//! recover on their own when Redis is back (see `state::Stores::connect`).
 //!
 //! Client side (payments), outermost first:
 //!
@@ -120,7 +133,9 @@ where
 {
     // (3, innermost) Idempotency, scoped per caller, kept 24 h. The lease
     // outlives the slowest payment (every attempt timing out), so a request
-    // still running is never taken over by a duplicate.
+    // still running is never taken over by a duplicate. No `on_cancel`: the
+    // default detaches a hung-up request, which is what a payment needs
+    // (see the module docs).
     let slowest_payment = config.payment_timeout * (PAYMENT_RETRIES + 2);
     let idempotency = idempotency
         .name("orders")
