@@ -174,7 +174,7 @@ async fn hang_ups_and_failover_run_each_payment_once() {
     let cut_at = Instant::now();
     let mut cut_keys = Vec::new();
     let (mut answered_503, mut reads) = (0, 0);
-    let mut slowest_503 = Duration::ZERO;
+    let (mut slowest_503, mut slowest_read) = (Duration::ZERO, Duration::ZERO);
     let mut round = 0;
     while cut_at.elapsed() < CUT {
         for (n, app) in apps.iter().enumerate() {
@@ -195,7 +195,9 @@ async fn hang_ups_and_failover_run_each_payment_once() {
             let mut paths = vec![format!("/products/{}", round % 100 + 1)];
             paths.extend(order_on[n].iter().map(|id| format!("/orders/{id}")));
             for path in paths {
+                let sent = Instant::now();
                 let reply = get(app, &path).await;
+                slowest_read = slowest_read.max(sent.elapsed());
                 if reply.status == StatusCode::OK {
                     reads += 1;
                 } else {
@@ -253,7 +255,7 @@ async fn hang_ups_and_failover_run_each_payment_once() {
     let counts = Counts::of(&apps, &provider).await;
     println!(
         "Redis cut {CUT:?}: {answered_503} POSTs answered 503 (slowest {slowest_503:?}), \
-         {reads} GETs answered 200; recovered after the restore in {recovered:?}; \
+         {reads} GETs answered 200 (slowest {slowest_read:?}); recovered after the restore in {recovered:?}; \
          keys {keys}, payment steps {}, provider attempts {}, charges {}",
         counts.steps[0] + counts.steps[1],
         counts.attempts,
