@@ -64,8 +64,9 @@ pub enum Error<E> {
     /// headers or body) (422).
     #[error("this idempotency key was used with a different request")]
     Mismatch,
-    /// The request with this key ran, but its response was too large to be
-    /// kept, so it cannot be replayed; it is never run again (410).
+    /// The request with this key ran, but its response was not kept (too
+    /// large, or its body failed or was cut off while the layer read it),
+    /// so it cannot be replayed; it is never run again (410).
     #[error("the request with this idempotency key ran but its response was not kept")]
     NotRetained,
     /// The store failed and the layer fails closed (503).
@@ -128,7 +129,7 @@ impl<E: IntoProblem> IntoProblem for Error<E> {
                 .with_type(problem_types::NOT_RETAINED)
                 .with_title("Response not retained")
                 .with_detail(
-                    "the request with this idempotency key ran, but its response was too large to keep; it will not run again",
+                    "the request with this idempotency key ran, but its response was not kept; it will not run again",
                 ),
             Self::Store(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
                 .with_detail("the idempotency store is unavailable; retry later"),
@@ -150,9 +151,8 @@ impl<E: IntoProblem> axum_core::response::IntoResponse for Error<E> {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The lease would expire before the request's own timeout, so a slow
-    /// request could lose its claim while still running and a retry would
-    /// run it a second time.
+    /// The lease would expire before the request's own timeout. No longer
+    /// returned: the heartbeat renews the lease while the request runs.
     #[error("idempotency lease {lease:?} is shorter than the request timeout {timeout:?}")]
     LeaseShorterThanTimeout {
         /// The lease.

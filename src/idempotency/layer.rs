@@ -9,28 +9,43 @@ use tower_layer::Layer;
 use super::error::ConfigError;
 use super::fingerprint::FingerprintMode;
 use super::observe::Observer;
+use super::record::{MAX_LEASE, MAX_TTL, MIN_LEASE};
 use super::service::Idempotency;
 use super::store::{MemoryStore, Store};
 use crate::key::KeyExtractor;
 
-/// What happens to a claim when the request future is dropped before the
-/// inner service answered (the client went away, an outer timeout fired).
-/// The outcome is unknown: the handler may or may not have done its work.
+/// The longest [`IdempotencyLayer::wait_for_in_flight`] (it clamps to it):
+/// 10 minutes.
+pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// The longest `Retry-After` of a `409`
+/// ([`IdempotencyLayer::in_flight_retry_after`] clamps to it): one hour.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// What happens to a claim when the request future is dropped while the
+/// inner service runs (the client went away, an outer timeout fired). The
+/// handler may be half way through its work. Once the inner service has
+/// answered, the key is never released for a second run whatever this says.
+/// See the table in the [module docs](super#when-the-client-hangs-up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnCancel {
-    /// Release the key now, so an immediate retry runs the request again
-    /// (default). Right when the handler's work is itself safe to repeat
-    /// or transactional, so a cancelled run left nothing behind.
-    #[default]
+    /// Release the key now, so an immediate retry runs the request again.
+    /// Only right when the handler's work is itself safe to repeat or
+    /// transactional, so a cancelled run left nothing behind: the retry may
+    /// run while the first run's side effects are still landing.
     Release,
-    /// Keep the key claimed until its lease expires: retries get `409` until
-    /// then, then run. Gives a half-done run time to finish its side effects
-    /// before a retry starts.
+    /// Drop the run and keep the key claimed until its lease expires:
+    /// retries get `409` until then, then run. Gives a half-done run's side
+    /// effects time to land before a retry starts, but may still run the
+    /// request twice.
     Hold,
-    /// Run the inner service on a spawned task, so it finishes and stores its
-    /// response even when the client left; a retry then replays it. Needs a
-    /// Tokio runtime and `'static + Send` futures.
+    /// Run the inner service on a spawned task (default), so it finishes
+    /// and stores its response even when the client left; a retry waits
+    /// (`409`) and then replays it. The request runs once. Needs a Tokio
+    /// runtime and `'static + Send` futures, and a hung handler keeps
+    /// running (bound it with a timeout layer inside).
+    #[default]
     Detach,
 }
 
@@ -126,10 +141,10 @@ impl Default for Config {
             max_response_body: 1024 * 1024,
             stored_headers: None,
             ttl: Duration::from_secs(24 * 60 * 60),
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(10),
             request_timeout: None,
             store_status: default_store_when,
-            on_cancel: OnCancel::Release,
+            on_cancel: OnCancel::Detach,
             on_store_error: OnStoreError::FailClosed,
             wait: None,
             retry_after: Duration::from_secs(1),
@@ -160,7 +175,10 @@ impl<St: fmt::Debug, K: fmt::Debug> fmt::Debug for IdempotencyLayer<St, K> {
 
 impl IdempotencyLayer {
     /// A layer with a fresh [`MemoryStore`] (shared by every service this
-    /// layer wraps) and no caller scope ([`Unscoped`]).
+    /// layer wraps; bounded by
+    /// [`DEFAULT_MAX_RECORDS`](super::DEFAULT_MAX_RECORDS) records and
+    /// [`DEFAULT_MAX_BYTES`](super::DEFAULT_MAX_BYTES) of responses, past
+    /// which new keys get `503`) and no caller scope ([`Unscoped`]).
     pub fn new() -> Self {
         Self::with_store(MemoryStore::new())
     }
@@ -269,52 +287,50 @@ impl<St, K> IdempotencyLayer<St, K> {
         self.config(|c| c.stored_headers = Some(names))
     }
 
-    /// How long a completed record is kept (default 24 h).
+    /// How long a completed record is kept (default 24 h), clamped to
+    /// between 1 ms and [`MAX_TTL`](super::MAX_TTL) (365 days).
     #[must_use]
     pub fn ttl(self, ttl: Duration) -> Self {
+        let ttl = ttl.clamp(Duration::from_millis(1), MAX_TTL);
         self.config(|c| c.ttl = ttl)
     }
 
-    /// How long a claim holds a key while its request runs (default 60 s).
-    /// A crashed instance's claim frees itself when it expires.
+    /// How long a claim holds a key without a sign of life from its holder
+    /// (default 10 s), clamped to between [`MIN_LEASE`](super::MIN_LEASE)
+    /// (100 ms) and [`MAX_LEASE`](super::MAX_LEASE) (one day).
     ///
-    /// Logs a warning if a [`request_timeout`](Self::request_timeout) set
-    /// earlier is longer: a request still running when its lease expires can
-    /// be run a second time by a retry.
+    /// While the request runs, a heartbeat renews the lease every third of
+    /// it, so a request may run longer than its lease; a crashed or stalled
+    /// instance stops renewing and its claim frees itself within one lease.
+    /// Choose it longer than the stalls you expect (a store step that times
+    /// out, a paused process): a holder stalled past its lease loses the key
+    /// and a retry may run the request again (its completion is then
+    /// refused, fenced by its token).
     #[must_use]
     pub fn lease(self, lease: Duration) -> Self {
-        if let Some(timeout) = self.config.request_timeout
-            && lease < timeout
-        {
-            tracing::warn!(
-                ?lease,
-                ?timeout,
-                "idempotency lease shorter than the request timeout"
-            );
-        }
+        let lease = lease.clamp(MIN_LEASE, MAX_LEASE);
         self.config(|c| c.lease = lease)
     }
 
     /// Tells the layer the request timeout of the stack (the timeout layer
-    /// inside it, or the server's), and refuses a lease shorter than it.
+    /// inside it, or the server's): the heartbeat renews a request's lease
+    /// for at most this long, so a handler that hangs past it frees its key
+    /// one lease later instead of holding it for as long as it hangs.
+    ///
+    /// With renewal a lease shorter than the timeout is fine, so this no
+    /// longer fails; it returns `Result` for compatibility.
     ///
     /// ```
     /// use std::time::Duration;
-    /// use palisade::idempotency::{ConfigError, IdempotencyLayer};
+    /// use palisade::idempotency::IdempotencyLayer;
     ///
-    /// let layer = IdempotencyLayer::new().lease(Duration::from_secs(10));
-    /// assert!(matches!(
-    ///     layer.request_timeout(Duration::from_secs(30)),
-    ///     Err(ConfigError::LeaseShorterThanTimeout { .. })
-    /// ));
+    /// let layer = IdempotencyLayer::new()
+    ///     .lease(Duration::from_secs(10))
+    ///     .request_timeout(Duration::from_secs(30))
+    ///     .unwrap();
+    /// # let _ = layer;
     /// ```
     pub fn request_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
-        if self.config.lease < timeout {
-            return Err(ConfigError::LeaseShorterThanTimeout {
-                lease: self.config.lease,
-                timeout,
-            });
-        }
         Ok(self.config(|c| c.request_timeout = Some(timeout)))
     }
 
@@ -326,8 +342,8 @@ impl<St, K> IdempotencyLayer<St, K> {
         self.config(|c| c.store_status = predicate)
     }
 
-    /// What a dropped request future does to its claim (default
-    /// [`OnCancel::Release`]).
+    /// What a request future dropped while the inner service runs does to
+    /// its claim (default [`OnCancel::Detach`]).
     #[must_use]
     pub fn on_cancel(self, on_cancel: OnCancel) -> Self {
         self.config(|c| c.on_cancel = on_cancel)
@@ -339,18 +355,21 @@ impl<St, K> IdempotencyLayer<St, K> {
         self.config(|c| c.on_store_error = on_store_error)
     }
 
-    /// A duplicate that finds the key in flight waits up to `max` for the
-    /// result (polling the store every 50 ms) instead of getting `409` at
-    /// once. Off by default.
+    /// A duplicate that finds the key in flight waits up to `max` (clamped
+    /// to [`MAX_WAIT`], 10 minutes) for the result (polling the store every
+    /// 50 ms) instead of getting `409` at once. Off by default.
     #[must_use]
     pub fn wait_for_in_flight(self, max: Duration) -> Self {
+        let max = max.min(MAX_WAIT);
         self.config(|c| c.wait = Some(max))
     }
 
-    /// The `Retry-After` a `409` carries (default 1 s, never more than the
-    /// lease left).
+    /// The `Retry-After` a `409` carries (default 1 s, clamped to
+    /// [`MAX_RETRY_AFTER`], one hour; never more than the lease left;
+    /// rounded up to whole seconds, at least 1).
     #[must_use]
     pub fn in_flight_retry_after(self, after: Duration) -> Self {
+        let after = after.min(MAX_RETRY_AFTER);
         self.config(|c| c.retry_after = after)
     }
 

@@ -15,8 +15,8 @@
 //! | same key, same request, finished | the stored response, `Idempotent-Replayed: true` |
 //! | same key, same request, still running | `409` with `Retry-After` (or wait, bounded: [`IdempotencyLayer::wait_for_in_flight`]) |
 //! | same key, other method/path/body/chosen headers | `422` |
-//! | same key, response was too large to keep | `410`, never a second run |
-//! | store down | `503` (or run without idempotency: [`OnStoreError::FailOpen`]) |
+//! | same key, response was not kept (too large; its body failed or was cut off) | `410`, never a second run |
+//! | store down, or a [`MemoryStore`] full | `503` (or run without idempotency: [`OnStoreError::FailOpen`]) |
 //!
 //! Every refusal is an [`Error`] that implements
 //! [`IntoProblem`](crate::problem::IntoProblem): put
@@ -62,16 +62,23 @@
 //!
 //! The first request claims its key atomically: in one store operation it
 //! either finds the existing record or writes an in-flight record with a
-//! lease (default 60 s) and a random token. Two duplicates, in one process or
-//! on two instances sharing Redis, can never both claim. When the handler
+//! lease (default 10 s) and a random token, chosen before the claim is sent,
+//! so a claim whose reply is lost (a store timeout, a dropped request) is
+//! released by that token whether or not it landed. Two duplicates, in one
+//! process or on two instances sharing Redis, can never both claim. While
+//! the handler runs, a heartbeat renews the lease every third of it
+//! (compare-token-and-extend), so a long request keeps its key and a
+//! crashed instance's key frees itself within one lease. When the handler
 //! answers, the layer writes the response in a compare-token-and-set: a
-//! holder whose lease expired (it was paused, partitioned, too slow) and was
-//! taken over can never overwrite the new holder's record. The claim also
-//! carries a fencing number, handed to the handler as the [`Fence`]
-//! extension, for its own downstream writes. A crashed instance's claim
-//! frees itself when its lease expires. With [`MemoryStore`] each step is one
-//! critical section; with `RedisStore` (feature `redis`) each is one Lua script, so a replay
-//! costs one round trip and a first execution two. `RedisStore` works on one
+//! holder whose lease expired (it was paused, partitioned, stalled) and was
+//! taken over can neither renew nor overwrite the new holder's record (a
+//! lost renewal is logged at `WARN` and the response is then not stored).
+//! The claim also carries a fencing number, handed to the handler as the
+//! [`Fence`] extension, for its own downstream writes. With [`MemoryStore`]
+//! each step is one critical section; with `RedisStore` (feature `redis`)
+//! each is one Lua script, so a replay costs one round trip and a first
+//! execution two (plus one per renewal, only for requests that run longer
+//! than a third of the lease). `RedisStore` works on one
 //! Redis or on a Redis Cluster (`RedisStore::connect_cluster`): the record
 //! and its fencing counter share the hash tag `{<hash>}`, so every step's
 //! keys are in one slot.
@@ -97,18 +104,51 @@
 //! and recorded as completed-but-not-retained: a retry gets `410`, never a
 //! second execution.
 //!
-//! A dropped request future (client gone, outer timeout) has an unknown
-//! outcome; [`OnCancel`] chooses release-now (default), hold-until-the-lease
-//! expires, or detached execution that finishes and stores even after the
-//! client left.
+//! Once the handler has answered, its key is never released for a second
+//! run: the completion is written on a task of its own (bounded by the
+//! store's timeout), so a client that hangs up cannot cut it short, and a
+//! response body that fails, or whose reading is cut off by a hang-up, is
+//! recorded as not retained (a retry gets `410`).
+//!
+//! # When the client hangs up
+//!
+//! A request future dropped (client gone, outer timeout) at any point never
+//! leaves its key blocked for long: before the claim is answered, the claim
+//! is released by its token; after the handler answered, the completion is
+//! written. While the handler runs, [`OnCancel`] decides:
+//!
+//! | [`OnCancel`] | the run | a retry | runs at most once? |
+//! |---|---|---|---|
+//! | [`Detach`](OnCancel::Detach) (default) | goes on, on a task of its own, and stores its response | `409` until the run finishes, then the replay (at most about a second after it, when the retry honours `Retry-After`) | yes |
+//! | [`Hold`](OnCancel::Hold) | is dropped; the key stays claimed until its lease runs out | `409` for up to one lease, then runs | no: a half-done run's side effects may be repeated |
+//! | [`Release`](OnCancel::Release) | is dropped; the key is freed at once | runs at once | no: only for handlers whose work is safe to repeat or transactional |
+//!
+//! [`Detach`](OnCancel::Detach) needs a Tokio runtime and `Send + 'static`
+//! inner futures, and a hung handler keeps running (bound it with a timeout
+//! inside this layer; [`IdempotencyLayer::request_timeout`] stops renewing
+//! its lease past that timeout).
+//!
+//! # Limits
+//!
+//! Every duration is clamped: [`IdempotencyLayer::ttl`] to 1 ms ..
+//! [`MAX_TTL`], [`IdempotencyLayer::lease`] to [`MIN_LEASE`] ..
+//! [`MAX_LEASE`], [`IdempotencyLayer::wait_for_in_flight`] to [`MAX_WAIT`],
+//! [`IdempotencyLayer::in_flight_retry_after`] to [`MAX_RETRY_AFTER`], and
+//! `RedisStore::timeout` to 1 ms .. [`MAX_STORE_TIMEOUT`]; the stores clamp
+//! what they are given directly too, and the Redis scripts check their
+//! numbers before they write. [`IdempotencyLayer::new`]'s [`MemoryStore`]
+//! holds at most [`DEFAULT_MAX_RECORDS`] records and [`DEFAULT_MAX_BYTES`]
+//! of responses; when full, new keys get `503` and no live record is
+//! evicted.
 //!
 //! # Layer order
 //!
 //! `ProblemLayer` → authentication → validation → **idempotency** → timeout →
 //! circuit breaker → handler. Validation goes before idempotency, so a
 //! request it rejects stores nothing and a corrected retry with the same key
-//! runs. The lease must outlive the request timeout inside:
-//! [`IdempotencyLayer::request_timeout`] refuses a shorter lease.
+//! runs. The lease may be shorter than the request timeout inside (the
+//! heartbeat renews it); tell the layer that timeout with
+//! [`IdempotencyLayer::request_timeout`] so renewal stops past it.
 //!
 //! # Body types
 //!
@@ -134,7 +174,7 @@
 //! and `latency_us` of the store operation behind the event when `DEBUG` is
 //! enabled. A claim and a stored response are logged at `TRACE`; replays,
 //! conflicts, mismatches, refusals and released keys at `DEBUG`; store
-//! failures and lost leases at `WARN`. With the feature `metrics`, every
+//! failures, failed renewals and lost leases at `WARN`. With the feature `metrics`, every
 //! request the layer applies to is counted once in
 //! `palisade_idempotency_requests_total{name, outcome}`:
 //!
@@ -148,7 +188,7 @@
 //! | `missing_scope` | had no caller identity to scope its key by (`400`) |
 //! | `body_rejected` | had a body over the limit (`413`) or an unreadable one (`400`) |
 //! | `gone` | retried a request that ran but whose response was not kept (`410`) |
-//! | `not_stored` | ran, or was dropped while running, and nothing is kept: a status not stored, an error, a panic, a response too large, a lost lease, a store failure on completion |
+//! | `not_stored` | ran, or was dropped while running, and its response is not kept: a status not stored, an error, a panic, a response too large or whose body failed or was cut off, a lost lease, a store failure on completion |
 //! | `failed_open` | met a store failure and ran without idempotency |
 //! | `failed_closed` | met a store failure and was refused (`503`) |
 //!
@@ -173,10 +213,17 @@ pub use self::fingerprint::{Fingerprint, FingerprintMode};
 pub use self::key::{
     Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, InvalidKey, MAX_KEY_LEN,
 };
-pub use self::layer::{IdempotencyLayer, OnCancel, OnStoreError, Unscoped, default_store_when};
-pub use self::record::{Claim, Completion, Lease, Record, StoredResponse};
+pub use self::layer::{
+    IdempotencyLayer, MAX_RETRY_AFTER, MAX_WAIT, OnCancel, OnStoreError, Unscoped,
+    default_store_when,
+};
+pub use self::record::{
+    Claim, Completion, Lease, MAX_LEASE, MAX_TTL, MIN_LEASE, Record, StoredResponse,
+};
 pub use self::service::Idempotency;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::store::RedisStore;
-pub use self::store::{MemoryStore, Store};
+pub use self::store::{
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, MAX_STORE_TIMEOUT, MemoryStore, Store,
+};

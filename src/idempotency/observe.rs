@@ -325,6 +325,54 @@ impl Observer {
         );
     }
 
+    /// A renewal found the lease gone (it expired while the holder stalled,
+    /// and the key was freed or claimed again): the run goes on, its
+    /// completion will write nothing, and it is counted then (`not_stored`).
+    pub(crate) fn renewal_lost(&self, key: &IdempotencyKey, fence: u64) {
+        tracing::warn!(
+            layer = "idempotency",
+            name = &*self.name,
+            key = %redact_key(key.as_str()),
+            fence,
+            "idempotency lease lost while the request runs: another run may start; this one's response will not be stored"
+        );
+    }
+
+    /// A renewal failed (the store is unreachable): the next one tries
+    /// again; the lease runs out if none gets through.
+    pub(crate) fn renewal_failed(&self, key: &IdempotencyKey, fence: u64, error: &StoreError) {
+        tracing::warn!(
+            layer = "idempotency",
+            name = &*self.name,
+            key = %redact_key(key.as_str()),
+            fence,
+            %error,
+            "idempotency lease renewal failed"
+        );
+    }
+
+    /// A claim whose answer never came (a store failure, or the request was
+    /// dropped first) was released by its token: `released` says whether it
+    /// had landed. Nothing ran under it; it counts nothing.
+    pub(crate) fn claim_undone(&self, key: impl fmt::Display, released: Result<bool, StoreError>) {
+        match released {
+            Ok(released) => tracing::debug!(
+                layer = "idempotency",
+                name = &*self.name,
+                key = %key,
+                released,
+                "unanswered idempotency claim released"
+            ),
+            Err(error) => tracing::warn!(
+                layer = "idempotency",
+                name = &*self.name,
+                key = %key,
+                %error,
+                "unanswered idempotency claim not released; it frees itself when its lease expires"
+            ),
+        }
+    }
+
     /// The store failed to complete or release a claim (`op`).
     pub(crate) fn finish_failed(
         &self,

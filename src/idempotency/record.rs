@@ -7,6 +7,26 @@ use http::{HeaderMap, StatusCode};
 
 use super::fingerprint::Fingerprint;
 
+/// The longest a completed record is kept ([`IdempotencyLayer::ttl`] and the
+/// stores clamp to it): 365 days.
+///
+/// [`IdempotencyLayer::ttl`]: super::IdempotencyLayer::ttl
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The shortest lease the layer uses ([`IdempotencyLayer::lease`] clamps to
+/// it): 100 ms, so the heartbeat that renews it (every third of it) stays
+/// far from a busy loop.
+///
+/// [`IdempotencyLayer::lease`]: super::IdempotencyLayer::lease
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
+
+/// The longest lease ([`IdempotencyLayer::lease`] and the stores clamp to
+/// it): one day. With renewal a lease only has to outlive a stalled holder,
+/// not the request.
+///
+/// [`IdempotencyLayer::lease`]: super::IdempotencyLayer::lease
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A response kept for replay: status, chosen headers and body bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredResponse {
@@ -33,7 +53,8 @@ pub enum Record {
     Completed {
         /// The fingerprint of the request that ran.
         fingerprint: Fingerprint,
-        /// Its response, or `None` when it was too large to keep.
+        /// Its response, or `None` when it was not kept (too large, or its
+        /// body failed or was cut off while being read).
         response: Option<StoredResponse>,
     },
 }
@@ -50,21 +71,12 @@ impl Record {
 /// A claim held on a key: the proof a completion or release must show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
-    /// A random token that identifies this claim; the store compares it
-    /// atomically before it lets the holder complete or release.
+    /// A random token that identifies this claim, chosen by the caller
+    /// before it sent the claim; the store compares it atomically before it
+    /// lets the holder renew, complete or release.
     pub token: u64,
     /// The fencing number of this claim (see [`Fence`](super::Fence)).
     pub fence: u64,
-}
-
-impl Lease {
-    /// A lease with a fresh random token.
-    pub(crate) fn random(fence: u64) -> Self {
-        Self {
-            token: random_u64(),
-            fence,
-        }
-    }
 }
 
 /// A random `u64` from the operating system's CSPRNG, fetched 32 at a time
@@ -110,7 +122,8 @@ pub enum Claim {
 pub enum Completion {
     /// The response, kept for replay.
     Retained(StoredResponse),
-    /// The request finished but its response was too large to keep: a retry
-    /// is told so and is never run again.
+    /// The request finished but its response is not kept (too large, or its
+    /// body failed or was cut off while the layer read it): a retry is told
+    /// so (`410`) and is never run again.
     NotRetained,
 }

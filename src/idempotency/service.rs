@@ -1,13 +1,15 @@
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Fuse, FusedFuture};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame};
@@ -22,7 +24,7 @@ use super::fingerprint::Fingerprint;
 use super::key::{Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, hex};
 use super::layer::{Config, OnCancel, OnStoreError};
 use super::observe::{Observer, Outcome};
-use super::record::{Claim, Completion, Lease, Record, StoredResponse};
+use super::record::{Claim, Completion, Lease, Record, StoredResponse, random_u64};
 use super::store::Store;
 use crate::BoxError;
 use crate::key::KeyExtractor;
@@ -32,7 +34,8 @@ use crate::observability::redact_key;
 const WAIT_POLL: Duration = Duration::from_millis(50);
 
 /// One execution per `Idempotency-Key`: replays the stored response of a
-/// completed key, refuses a duplicate in flight.
+/// completed key, refuses a duplicate in flight, renews the lease of the
+/// request it runs.
 ///
 /// See the [module docs](super) for an example.
 #[derive(Clone)]
@@ -164,33 +167,40 @@ where
                 config.fingerprint_mode,
             );
             let storage_key = storage_key(&scope, &parts.method, parts.uri.path(), &key);
-            let claimed = claim(&store, &config, &storage_key, &fingerprint, &key).await;
+            // The guard exists before the claim is sent: a claim whose reply
+            // never comes (a timeout, a dropped future) is released by its
+            // token, whether or not it landed.
+            let mut guard = ClaimGuard {
+                store,
+                observer: config.observer.clone(),
+                idempotency_key: key.clone(),
+                key: storage_key,
+                token: random_u64(),
+                ttl: config.ttl,
+                on_cancel: config.on_cancel,
+                stage: Stage::Idle,
+            };
+            let claimed = claim(&mut guard, &config, &fingerprint).await;
             let mut req = Request::from_parts(parts, ReqB::from(bytes));
-            req.extensions_mut().insert(key.clone());
+            req.extensions_mut().insert(key);
             let lease = match claimed {
                 Claimed::Lease(lease) => lease,
                 Claimed::Done(result) => return result,
                 Claimed::FailOpen => {
+                    // The failed claim may have landed: the guard releases it.
+                    drop(guard);
                     return passthrough(inner, req).await;
                 }
             };
             req.extensions_mut().insert(Fence(lease.fence));
-            let guard = ClaimGuard {
-                store,
-                observer: config.observer.clone(),
-                idempotency_key: key,
-                key: storage_key,
-                lease,
-                on_cancel: config.on_cancel,
-                armed: true,
-            };
+            guard.stage = Stage::Running(lease);
             if config.on_cancel == OnCancel::Detach {
-                let task = tokio::spawn(execute(inner, req, guard, config));
+                let task = tokio::spawn(execute(inner, req, guard, config, true));
                 // A panic is caught inside the task; a join error means the
                 // runtime is shutting down and dropped it.
                 task.await.unwrap_or(Err(Error::Panicked))
             } else {
-                execute(inner, req, guard, config).await
+                execute(inner, req, guard, config, false).await
             }
         })
     }
@@ -213,23 +223,33 @@ enum Claimed<T> {
 }
 
 async fn claim<St: Store, ResB, E>(
-    store: &St,
+    guard: &mut ClaimGuard<St>,
     config: &Config,
-    storage_key: &str,
     fingerprint: &Fingerprint,
-    key: &IdempotencyKey,
 ) -> Claimed<Output<ResB, E>> {
     let observer = &config.observer;
+    let key = &guard.idempotency_key;
     let deadline = config.wait.map(|wait| tokio::time::Instant::now() + wait);
     loop {
         let start = observer.start();
-        let record = match store.claim(storage_key, fingerprint, config.lease).await {
+        guard.stage = Stage::Claiming;
+        let claimed = guard
+            .store
+            .claim(&guard.key, fingerprint, guard.token, config.lease)
+            .await;
+        let record = match claimed {
             Ok(Claim::Claimed(lease)) => {
                 observer.claimed(key, lease.fence, start);
                 return Claimed::Lease(lease);
             }
-            Ok(Claim::Existing(record)) => record,
+            Ok(Claim::Existing(record)) => {
+                // The claim did not land: nothing to release.
+                guard.stage = Stage::Idle;
+                record
+            }
             Err(e) => {
+                // It may have landed: the guard, still claiming, releases
+                // it by its token when it is dropped.
                 let open = config.on_store_error == OnStoreError::FailOpen;
                 observer.claim_failed(key, &e, open, start);
                 return if open {
@@ -293,11 +313,21 @@ fn storage_key(scope: &str, method: &Method, path: &str, key: &IdempotencyKey) -
     hex(&h.finalize())
 }
 
+/// What the run produced, and what becomes of its key.
+enum Produced<T> {
+    /// Nothing to keep (an error, a panic, a status not stored): the key is
+    /// released so the client may retry.
+    Release(T, &'static str),
+    /// The handler answered: the key is completed, never released.
+    Complete(T, Completion),
+}
+
 async fn execute<S, St, ReqB, ResB>(
     mut inner: S,
     req: Request<ReqB>,
     mut guard: ClaimGuard<St>,
     config: Arc<Config>,
+    detached: bool,
 ) -> Output<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -305,68 +335,171 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BoxError>,
 {
-    let result = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
-        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-        Err(panic) => Err(panic),
+    let Stage::Running(lease) = guard.stage else {
+        unreachable!("execute runs a claimed key")
     };
-    let response = match result {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
-            guard.release("inner service failed").await;
-            return Err(Error::Inner(e));
-        }
-        Err(_panic) => {
-            guard
-                .observer
-                .panicked(&guard.idempotency_key, guard.lease.fence);
-            guard.release("handler panicked").await;
-            return Err(Error::Panicked);
-        }
+    let heartbeat = Heartbeat {
+        store: guard.store.clone(),
+        observer: guard.observer.clone(),
+        idempotency_key: guard.idempotency_key.clone(),
+        key: guard.key.clone(),
+        token: guard.token,
+        fence: lease.fence,
+        lease: config.lease,
+        until: config
+            .request_timeout
+            .and_then(|t| tokio::time::Instant::now().checked_add(t)),
     };
-    if !(config.store_status)(response.status()) {
-        guard.release("status not stored").await;
-        return Ok(response.map(ResponseBody::passthrough));
-    }
-    let (parts, body) = response.into_parts();
-    let mut body = Box::pin(body);
-    let mut frames = VecDeque::new();
-    let mut size = 0usize;
-    let too_large = |size: usize| size > config.max_response_body;
-    let mut over = usize::try_from(body.size_hint().lower()).map_or(true, too_large);
-    while !over {
-        let next: Option<Result<Frame<Bytes>, BoxError>> =
-            body.frame().await.map(|r| r.map_err(Into::into));
-        match next {
-            None => break,
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    size += data.len();
+    let run = async {
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        let response = match result {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Produced::Release(Err(Error::Inner(e)), "inner service failed"),
+            Err(_panic) => {
+                guard.observer.panicked(&guard.idempotency_key, lease.fence);
+                return Produced::Release(Err(Error::Panicked), "handler panicked");
+            }
+        };
+        if !(config.store_status)(response.status()) {
+            let response = response.map(ResponseBody::passthrough);
+            return Produced::Release(Ok(response), "status not stored");
+        }
+        // The handler answered: from here on its key is completed, never
+        // released, even if this future is dropped.
+        guard.stage = Stage::Answered(lease);
+        let (parts, body) = response.into_parts();
+        let mut body = Box::pin(body);
+        let mut frames = VecDeque::new();
+        let mut size = 0usize;
+        let too_large = |size: usize| size > config.max_response_body;
+        let mut over = usize::try_from(body.size_hint().lower()).map_or(true, too_large);
+        while !over {
+            let next: Option<Result<Frame<Bytes>, BoxError>> =
+                body.frame().await.map(|r| r.map_err(Into::into));
+            match next {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        size += data.len();
+                    }
+                    frames.push_back(frame);
+                    over = too_large(size);
                 }
-                frames.push_back(frame);
-                over = too_large(size);
-            }
-            Some(Err(e)) => {
-                guard.release("response body failed").await;
-                return Ok(Response::from_parts(parts, ResponseBody::failed(frames, e)));
+                Some(Err(e)) => {
+                    let response = Response::from_parts(parts, ResponseBody::failed(frames, e));
+                    return Produced::Complete(Ok(response), Completion::NotRetained);
+                }
             }
         }
-    }
-    if over {
-        guard.complete(Completion::NotRetained, config.ttl).await;
-        return Ok(Response::from_parts(
-            parts,
-            ResponseBody::chain(frames, body),
-        ));
-    }
-    let stored = StoredResponse {
-        status: parts.status,
-        headers: kept_headers(&parts.headers, config.stored_headers.as_deref()),
-        body: concat(&frames, size),
+        if over {
+            let response = Response::from_parts(parts, ResponseBody::chain(frames, body));
+            return Produced::Complete(Ok(response), Completion::NotRetained);
+        }
+        let stored = StoredResponse {
+            status: parts.status,
+            headers: kept_headers(&parts.headers, config.stored_headers.as_deref()),
+            body: concat(&frames, size),
+        };
+        let response = Response::from_parts(parts, ResponseBody::buffered(frames));
+        Produced::Complete(Ok(response), Completion::Retained(stored))
     };
-    guard
-        .complete(Completion::Retained(stored), config.ttl)
-        .await;
-    Ok(Response::from_parts(parts, ResponseBody::buffered(frames)))
+    match heartbeat.run(run).await {
+        Produced::Release(output, why) => {
+            guard.stage = Stage::Releasing(lease);
+            guard.release(why).await;
+            output
+        }
+        Produced::Complete(output, completion) => {
+            let completing = guard.complete(lease, completion);
+            if detached {
+                completing.await;
+            } else {
+                // On a task of its own, so a client that hangs up now cannot
+                // cut it short; a memory store finishes on the first poll.
+                run_to_end(completing).await;
+            }
+            output
+        }
+    }
+}
+
+/// Runs `future` on a task of its own unless it finishes on its first
+/// poll, and waits for it: dropping the wait does not stop it.
+async fn run_to_end(future: impl Future<Output = ()> + Send + 'static) {
+    let mut future = Box::pin(future);
+    if (&mut future).now_or_never().is_some() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => drop(handle.spawn(future).await),
+        Err(_) => future.await,
+    }
+}
+
+/// Renews a claim's lease while its request runs, every third of the
+/// lease, in the request's own task (no task per request).
+struct Heartbeat<St> {
+    store: St,
+    observer: Arc<Observer>,
+    idempotency_key: IdempotencyKey,
+    key: String,
+    token: u64,
+    fence: u64,
+    lease: Duration,
+    /// No renewal after this ([`IdempotencyLayer::request_timeout`]).
+    ///
+    /// [`IdempotencyLayer::request_timeout`]: super::IdempotencyLayer::request_timeout
+    until: Option<tokio::time::Instant>,
+}
+
+impl<St: Store> Heartbeat<St> {
+    /// Drives `work` to its end, renewing the lease alongside; a renewal in
+    /// flight when `work` ends is dropped (the completion follows anyway).
+    async fn run<F: Future>(&self, work: F) -> F::Output {
+        let (observer, fence) = (&self.observer, self.fence);
+        let period = (self.lease / 3).max(Duration::from_millis(1));
+        let mut work = pin!(work);
+        let mut tick = pin!(tokio::time::sleep(period));
+        let mut renewal = pin!(Fuse::terminated());
+        let mut lost = false;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(output) = work.as_mut().poll(cx) {
+                return Poll::Ready(output);
+            }
+            loop {
+                if !renewal.is_terminated() {
+                    let Poll::Ready(renewed) = renewal.as_mut().poll(cx) else {
+                        break;
+                    };
+                    match renewed {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Fenced by the token: the completion that
+                            // follows writes nothing either.
+                            lost = true;
+                            observer.renewal_lost(&self.idempotency_key, fence);
+                        }
+                        Err(e) => observer.renewal_failed(&self.idempotency_key, fence, &e),
+                    }
+                    let next = tokio::time::Instant::now() + period;
+                    tick.as_mut().reset(next);
+                }
+                let stopped = self
+                    .until
+                    .is_some_and(|until| tokio::time::Instant::now() >= until);
+                if lost || stopped || tick.as_mut().poll(cx).is_pending() {
+                    break;
+                }
+                let renew = self.store.renew(&self.key, self.token, self.lease);
+                renewal.set(renew.fuse());
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 fn concat(frames: &VecDeque<Frame<Bytes>>, size: usize) -> Bytes {
@@ -408,9 +541,28 @@ fn kept_headers(headers: &HeaderMap, only: Option<&[HeaderName]>) -> HeaderMap {
     kept
 }
 
-/// Holds a claim until it is completed or released; if the request future
-/// is dropped first, applies [`OnCancel`]. Each of these ends counts the
-/// request once (`executed` or `not_stored`).
+/// Where a request stands with its key, for what [`ClaimGuard`]'s drop does.
+#[derive(Clone, Copy)]
+enum Stage {
+    /// No claim of ours is out: nothing to undo.
+    Idle,
+    /// A claim was sent and not answered: it may have landed.
+    Claiming,
+    /// The key is ours and the inner service runs: [`OnCancel`] applies.
+    Running(Lease),
+    /// The inner service answered and its response is being read: the key
+    /// is completed, never released.
+    Answered(Lease),
+    /// Nothing is kept: the key is being released.
+    Releasing(Lease),
+    /// Completed or released: nothing left to do.
+    Done,
+}
+
+/// Holds a claim, from before it is sent until it is completed or released;
+/// if the request future is dropped first, finishes it as its [`Stage`]
+/// says, on a task of its own. Each end of a claimed key counts the request
+/// once (`executed` or `not_stored`).
 struct ClaimGuard<St: Store> {
     store: St,
     observer: Arc<Observer>,
@@ -418,82 +570,129 @@ struct ClaimGuard<St: Store> {
     idempotency_key: IdempotencyKey,
     /// The storage key.
     key: String,
-    lease: Lease,
+    /// Chosen before the claim is sent, so it can be released unanswered.
+    token: u64,
+    ttl: Duration,
     on_cancel: OnCancel,
-    armed: bool,
+    stage: Stage,
 }
 
 impl<St: Store> ClaimGuard<St> {
     async fn release(&mut self, why: &'static str) {
-        let (key, fence) = (redact_key(self.idempotency_key.as_str()), self.lease.fence);
+        let fence = match self.stage {
+            Stage::Running(lease) | Stage::Answered(lease) | Stage::Releasing(lease) => lease.fence,
+            _ => 0,
+        };
+        let key = redact_key(self.idempotency_key.as_str());
         let start = self.observer.start();
-        match self.store.release(&self.key, self.lease).await {
+        match self.store.release(&self.key, self.token).await {
             Ok(released) => self.observer.released(key, fence, released, why, start),
             Err(e) => self
                 .observer
                 .finish_failed(key, fence, "release", &e, start),
         }
-        self.armed = false;
+        self.stage = Stage::Done;
     }
 
-    async fn complete(&mut self, completion: Completion, ttl: Duration) {
-        let retained = matches!(completion, Completion::Retained(_));
-        let (key, fence) = (&self.idempotency_key, self.lease.fence);
-        let start = self.observer.start();
-        match self
-            .store
-            .complete(&self.key, self.lease, completion, ttl)
-            .await
-        {
-            Ok(true) => self.observer.completed(key, fence, retained, start),
-            Ok(false) => self.observer.lease_lost(key, fence, start),
-            Err(e) => {
-                let key = redact_key(key.as_str());
-                self.observer
-                    .finish_failed(key, fence, "complete", &e, start);
+    /// The completion of the claim, as a future that owns what it needs;
+    /// the guard is done with it.
+    fn complete(
+        &mut self,
+        lease: Lease,
+        completion: Completion,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        self.stage = Stage::Done;
+        let (store, observer) = (self.store.clone(), self.observer.clone());
+        let (idempotency_key, key) = (self.idempotency_key.clone(), self.key.clone());
+        let ttl = self.ttl;
+        async move {
+            let retained = matches!(completion, Completion::Retained(_));
+            let fence = lease.fence;
+            let start = observer.start();
+            match store.complete(&key, lease, completion, ttl).await {
+                Ok(true) => observer.completed(&idempotency_key, fence, retained, start),
+                Ok(false) => observer.lease_lost(&idempotency_key, fence, start),
+                Err(e) => {
+                    let key = redact_key(idempotency_key.as_str());
+                    observer.finish_failed(key, fence, "complete", &e, start);
+                }
             }
         }
-        self.armed = false;
+    }
+
+    /// Releases by token on a task of its own, retrying a failed release
+    /// for up to a lease (a release is safe to repeat): a claim left behind
+    /// would answer `409` until its lease ran out.
+    fn release_later(&self, lease: Option<Lease>, why: &'static str) -> BoxFuture<'static, ()> {
+        let (store, observer) = (self.store.clone(), self.observer.clone());
+        let digest = redact_key(self.idempotency_key.as_str());
+        let key = self.key.clone();
+        let token = self.token;
+        Box::pin(async move {
+            let start = observer.start();
+            let give_up = tokio::time::Instant::now() + RELEASE_RETRIES_FOR;
+            let released = loop {
+                match store.release(&key, token).await {
+                    Err(_) if tokio::time::Instant::now() < give_up => {
+                        tokio::time::sleep(RELEASE_RETRY).await;
+                    }
+                    done => break done,
+                }
+            };
+            match (lease, released) {
+                (Some(lease), Ok(released)) => {
+                    observer.released(digest, lease.fence, released, why, start)
+                }
+                (Some(lease), Err(e)) => {
+                    observer.finish_failed(digest, lease.fence, "release", &e, start)
+                }
+                // An unanswered claim: the request was not counted yet and
+                // is not counted now; it ran nothing.
+                (None, released) => observer.claim_undone(digest, released),
+            }
+        })
     }
 }
 
+/// Pause between attempts of a release the request is no longer waiting
+/// for.
+const RELEASE_RETRY: Duration = Duration::from_millis(100);
+/// How long such a release keeps trying.
+const RELEASE_RETRIES_FOR: Duration = Duration::from_secs(10);
+
 impl<St: Store> Drop for ClaimGuard<St> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let fence = self.lease.fence;
-        if self.on_cancel != OnCancel::Release {
-            self.observer.held(&self.idempotency_key, fence);
-            return;
-        }
-        let store = self.store.clone();
-        let observer = self.observer.clone();
-        let digest = redact_key(self.idempotency_key.as_str());
-        let key = std::mem::take(&mut self.key);
-        let lease = self.lease;
-        let mut release = Box::pin(async move {
-            let start = observer.start();
-            match store.release(&key, lease).await {
-                Ok(released) => {
-                    observer.released(digest, fence, released, "request dropped", start)
+        let finish: BoxFuture<'static, ()> = match self.stage {
+            Stage::Idle | Stage::Done => return,
+            Stage::Claiming => self.release_later(None, "claim unanswered"),
+            Stage::Releasing(lease) => self.release_later(Some(lease), "request dropped"),
+            Stage::Running(lease) => match self.on_cancel {
+                OnCancel::Release => self.release_later(Some(lease), "request dropped"),
+                // Detach lands here only when the runtime drops its task.
+                _ => {
+                    self.observer.held(&self.idempotency_key, lease.fence);
+                    return;
                 }
-                Err(e) => observer.finish_failed(digest, fence, "release", &e, start),
-            }
-        });
-        // An in-memory release finishes on its first poll; a remote one
+            },
+            // The handler answered: its effects are done, so a retry must
+            // not run it again. Its response was not read whole: a retry
+            // gets 410.
+            Stage::Answered(lease) => Box::pin(self.complete(lease, Completion::NotRetained)),
+        };
+        self.stage = Stage::Done;
+        let mut finish = finish;
+        // An in-memory step finishes on its first poll; a remote one
         // finishes on a task of its own.
-        if (&mut release).now_or_never().is_none() {
+        if (&mut finish).now_or_never().is_none() {
             match tokio::runtime::Handle::try_current() {
-                Ok(handle) => drop(handle.spawn(release)),
+                Ok(handle) => drop(handle.spawn(finish)),
                 Err(_) => {
                     self.observer.count(Outcome::NotStored);
                     warn!(
                         layer = "idempotency",
                         name = self.observer.name(),
-                        key = %digest,
+                        key = %redact_key(self.idempotency_key.as_str()),
                         outcome = Outcome::NotStored.as_str(),
-                        fence,
                         "request dropped outside a runtime; the idempotency key frees itself when its lease expires"
                     );
                 }

@@ -15,7 +15,7 @@ use palisade::idempotency::{Claim, Completion, IdempotencyLayer, Record, RedisSt
 use tokio::time::Instant;
 
 use crate::common::{Handler, harness, post, send};
-use crate::store_contract::{claimed, fp, stored};
+use crate::store_contract::{claimed, fp, stored, token};
 use crate::support::RedisCluster;
 
 /// A store with a generous bound: these tests check outcomes, not latency,
@@ -159,7 +159,7 @@ async fn script_flush_on_a_node_reloads_the_script_there() {
         "the completion script was reloaded on its node"
     );
     assert_eq!(node.cli(&["SCRIPT", "FLUSH"]), "OK");
-    match s.claim("flushed", &fp(1), LEASE).await.unwrap() {
+    match s.claim("flushed", &fp(1), token(), LEASE).await.unwrap() {
         Claim::Existing(Record::Completed { response, .. }) => {
             assert_eq!(response, Some(stored("kept")));
         }
@@ -197,7 +197,7 @@ async fn a_dead_master_fails_only_its_records_within_the_bound_then_recovers() {
     for key in &dead_keys {
         for _ in 0..3 {
             let started = Instant::now();
-            let claim = strict.claim(key, &fp(1), LEASE).await;
+            let claim = strict.claim(key, &fp(1), token(), LEASE).await;
             slowest = slowest.max(started.elapsed());
             assert!(claim.is_err(), "{key}: {claim:?}");
         }
@@ -212,7 +212,7 @@ async fn a_dead_master_fails_only_its_records_within_the_bound_then_recovers() {
     for key in &live_keys {
         let lease = claimed(&patient, key, LEASE).await;
         assert!(matches!(
-            patient.claim(key, &fp(1), LEASE).await.unwrap(),
+            patient.claim(key, &fp(1), token(), LEASE).await.unwrap(),
             Claim::Existing(Record::InFlight { .. })
         ));
         let done = patient.complete(key, lease, Completion::NotRetained, LEASE);
@@ -221,7 +221,11 @@ async fn a_dead_master_fails_only_its_records_within_the_bound_then_recovers() {
 
     victim.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while patient.claim(&dead_keys[0], &fp(1), LEASE).await.is_err() {
+    while patient
+        .claim(&dead_keys[0], &fp(1), token(), LEASE)
+        .await
+        .is_err()
+    {
         assert!(
             Instant::now() < deadline,
             "its records did not come back within 30 s of the restart"
@@ -250,15 +254,15 @@ fn every_step_is_timed_and_every_failure_counted() {
             let s = store(&cluster).await.timeout(Duration::from_millis(100));
             let lease = claimed(&s, "k", LEASE).await;
             assert!(matches!(
-                s.claim("k", &fp(1), LEASE).await.unwrap(),
+                s.claim("k", &fp(1), token(), LEASE).await.unwrap(),
                 Claim::Existing(_)
             ));
-            assert!(s.release("k", lease).await.unwrap());
+            assert!(s.release("k", lease.token).await.unwrap());
             let lease = claimed(&s, "k", LEASE).await;
             let done = s.complete("k", lease, Completion::NotRetained, LEASE);
             assert!(done.await.unwrap());
             cluster.node_for_key(&s.record_key("k")).kill();
-            assert!(s.claim("k", &fp(1), LEASE).await.is_err());
+            assert!(s.claim("k", &fp(1), token(), LEASE).await.is_err());
         })
     });
     let samples = crate::support::metric_samples(&snapshotter, "palisade_store_");

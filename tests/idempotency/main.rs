@@ -16,6 +16,8 @@ mod cluster;
 mod common;
 mod events;
 mod fingerprint;
+mod hangups;
+mod limits;
 mod memory;
 mod metrics;
 #[cfg(feature = "redis")]

@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use palisade::idempotency::default_store_when;
 use palisade::idempotency::{
-    ConfigError, Fence, FingerprintMode, IdempotencyKey, IdempotencyLayer, MemoryStore, OnCancel,
+    Fence, FingerprintMode, IdempotencyKey, IdempotencyLayer, MemoryStore, OnCancel,
     error::problem_types,
 };
 use tokio::sync::Notify;
@@ -312,8 +312,9 @@ fn gated(gate: Arc<Notify>) -> Handler {
 }
 
 #[tokio::test(start_paused = true)]
-async fn dropped_future_releases_the_key_for_an_immediate_retry() {
-    let (app, count) = harness(IdempotencyLayer::new(), gated(Arc::new(Notify::new())));
+async fn release_frees_a_dropped_claim_for_an_immediate_retry() {
+    let layer = IdempotencyLayer::new().on_cancel(OnCancel::Release);
+    let (app, count) = harness(layer, gated(Arc::new(Notify::new())));
     let first = call(&app, post(Some(KEY), "{}"));
     // Run it into the handler, then drop it (the client went away).
     assert!(
@@ -697,20 +698,10 @@ async fn duplicate_can_wait_for_the_in_flight_result() {
 }
 
 #[test]
-fn lease_shorter_than_request_timeout_is_refused() {
-    let refused = IdempotencyLayer::new()
-        .lease(Duration::from_secs(5))
-        .request_timeout(Duration::from_secs(10));
-    assert_eq!(
-        refused.unwrap_err(),
-        ConfigError::LeaseShorterThanTimeout {
-            lease: Duration::from_secs(5),
-            timeout: Duration::from_secs(10)
-        }
-    );
+fn lease_shorter_than_request_timeout_is_accepted_since_renewal_keeps_it() {
     assert!(
         IdempotencyLayer::new()
-            .lease(Duration::from_secs(30))
+            .lease(Duration::from_secs(5))
             .request_timeout(Duration::from_secs(10))
             .is_ok()
     );

@@ -116,7 +116,8 @@ fn a_known_sequence_counts_each_request_once_under_its_outcome() {
 #[test]
 fn a_request_dropped_mid_run_with_release_counts_as_not_stored_once() {
     let ((), counts) = crate::recording::record_metrics("palisade_idempotency_", || async {
-        let (app, ran) = harness(IdempotencyLayer::new(), pending());
+        let layer = IdempotencyLayer::new().on_cancel(OnCancel::Release);
+        let (app, ran) = harness(layer, pending());
         for _ in 0..2 {
             let dropped =
                 tokio::time::timeout(Duration::from_millis(5), send(&app, post(Some("k"), "{}")));

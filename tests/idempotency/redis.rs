@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use palisade::idempotency::{IdempotencyLayer, OnStoreError, RedisStore};
+use palisade::idempotency::{IdempotencyLayer, OnCancel, OnStoreError, RedisStore};
 use tokio::sync::Notify;
 
 use crate::common::{Handler, answer, harness, post, send};
@@ -41,6 +41,20 @@ async fn redis_store_contract() {
     let lease = Duration::from_millis(300);
     contract::stale_holder_is_fenced_out(s.clone(), "d", lease, || real_wait(lease)).await;
     contract::claims_and_records_expire(s.clone(), "e", lease, || real_wait(lease)).await;
+    contract::an_unanswered_claim_is_released_by_its_token(s.clone(), "f").await;
+    // Renewed after 1.2 s of a 2 s lease, checked at 2.4 s: 0.8 s of slack
+    // each way on a loaded machine.
+    let two_seconds = Duration::from_secs(2);
+    contract::renew_extends_only_the_holders_lease(s.clone(), "g", two_seconds, || {
+        tokio::time::sleep(Duration::from_millis(1200))
+    })
+    .await;
+    contract::durations_out_of_range_are_clamped(s.clone(), "h").await;
+    let ttl: i64 = redis.cli(&["PTTL", "palisade:idem:{h}"]).parse().unwrap();
+    assert!(
+        ttl > 300 * 24 * 60 * 60 * 1000,
+        "a completion with the longest TTL keeps its record: {ttl}"
+    );
     // Keys are prefixed and hash-tagged, record and counter in one slot.
     let keys = redis.cli(&["KEYS", "*"]);
     assert!(
@@ -233,7 +247,7 @@ async fn redis_down_fails_open_when_asked() {
 }
 
 #[tokio::test]
-async fn redis_dropped_future_releases_the_key() {
+async fn redis_release_frees_a_dropped_claim() {
     let Some(redis) = RedisServer::start_or_skip("redis_dropped_future_releases") else {
         return;
     };
@@ -248,7 +262,8 @@ async fn redis_dropped_future_releases_the_key() {
             Response::new(Full::new(Bytes::from(format!("call {n}"))))
         })
     });
-    let (app, count) = harness(IdempotencyLayer::redis(store(&redis).await), handler);
+    let layer = IdempotencyLayer::redis(store(&redis).await).on_cancel(OnCancel::Release);
+    let (app, count) = harness(layer, handler);
     let first = crate::common::call(&app, post(Some(KEY), "{}"));
     assert!(
         tokio::time::timeout(Duration::from_millis(200), first)

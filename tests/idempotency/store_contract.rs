@@ -11,6 +11,14 @@ use palisade::idempotency::{
     Claim, Completion, Fingerprint, Lease, MemoryStore, Record, Store, StoredResponse,
 };
 
+/// A token no other claim of the test run uses, as a caller picks a random
+/// one.
+pub fn token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 pub fn fp(n: u8) -> Fingerprint {
     Fingerprint::from_slice(&[n; 32]).unwrap()
 }
@@ -28,7 +36,7 @@ pub fn stored(body: &'static str) -> StoredResponse {
 }
 
 pub async fn claimed<S: Store>(store: &S, key: &str, lease: Duration) -> Lease {
-    match store.claim(key, &fp(1), lease).await.unwrap() {
+    match store.claim(key, &fp(1), token(), lease).await.unwrap() {
         Claim::Claimed(lease) => lease,
         other => panic!("expected a claim, got {other:?}"),
     }
@@ -37,7 +45,7 @@ pub async fn claimed<S: Store>(store: &S, key: &str, lease: Duration) -> Lease {
 pub async fn claim_is_exclusive_and_returns_the_record<S: Store>(store: S, key: &str) {
     let lease = claimed(&store, key, Duration::from_secs(60)).await;
     match store
-        .claim(key, &fp(2), Duration::from_secs(60))
+        .claim(key, &fp(2), token(), Duration::from_secs(60))
         .await
         .unwrap()
     {
@@ -65,7 +73,7 @@ pub async fn claim_is_exclusive_and_returns_the_record<S: Store>(store: S, key: 
             .unwrap()
     );
     match store
-        .claim(key, &fp(1), Duration::from_secs(60))
+        .claim(key, &fp(1), token(), Duration::from_secs(60))
         .await
         .unwrap()
     {
@@ -94,7 +102,7 @@ pub async fn not_retained_is_recorded<S: Store>(store: S, key: &str) {
     );
     assert!(matches!(
         store
-            .claim(key, &fp(1), Duration::from_secs(60))
+            .claim(key, &fp(1), token(), Duration::from_secs(60))
             .await
             .unwrap(),
         Claim::Existing(Record::Completed { response: None, .. })
@@ -108,7 +116,7 @@ pub async fn release_frees_the_key_only_for_the_holder<S: Store>(store: S, key: 
         fence: lease.fence,
     };
     assert!(
-        !store.release(key, forged).await.unwrap(),
+        !store.release(key, forged.token).await.unwrap(),
         "a wrong token cannot release"
     );
     assert!(
@@ -122,7 +130,7 @@ pub async fn release_frees_the_key_only_for_the_holder<S: Store>(store: S, key: 
             .await
             .unwrap()
     );
-    assert!(store.release(key, lease).await.unwrap());
+    assert!(store.release(key, lease.token).await.unwrap());
     let next = claimed(&store, key, Duration::from_secs(60)).await;
     assert!(next.fence > lease.fence, "fencing numbers grow");
     assert_ne!(next.token, lease.token);
@@ -138,10 +146,10 @@ pub async fn release_frees_the_key_only_for_the_holder<S: Store>(store: S, key: 
             .await
             .unwrap()
     );
-    assert!(!store.release(key, next).await.unwrap());
+    assert!(!store.release(key, next.token).await.unwrap());
     assert!(matches!(
         store
-            .claim(key, &fp(1), Duration::from_secs(60))
+            .claim(key, &fp(1), token(), Duration::from_secs(60))
             .await
             .unwrap(),
         Claim::Existing(Record::Completed { .. })
@@ -175,7 +183,12 @@ pub async fn stale_holder_is_fenced_out<S, F>(
             .unwrap(),
         "the stale completion is refused"
     );
-    assert!(!store.release(key, stale).await.unwrap());
+    assert!(!store.release(key, stale.token).await.unwrap());
+    assert!(
+        !store.renew(key, stale.token, lease).await.unwrap(),
+        "the stale holder cannot renew"
+    );
+    assert!(store.renew(key, fresh.token, lease).await.unwrap());
     assert!(
         store
             .complete(
@@ -188,7 +201,7 @@ pub async fn stale_holder_is_fenced_out<S, F>(
             .unwrap()
     );
     match store
-        .claim(key, &fp(1), Duration::from_secs(60))
+        .claim(key, &fp(1), token(), Duration::from_secs(60))
         .await
         .unwrap()
     {
@@ -224,7 +237,7 @@ pub async fn claims_and_records_expire<S, F>(
 {
     let crashed = claimed(&store, key, short).await;
     assert!(matches!(
-        store.claim(key, &fp(1), short).await.unwrap(),
+        store.claim(key, &fp(1), token(), short).await.unwrap(),
         Claim::Existing(Record::InFlight { .. })
     ));
     wait_past().await;
@@ -237,11 +250,120 @@ pub async fn claims_and_records_expire<S, F>(
             .unwrap()
     );
     assert!(matches!(
-        store.claim(key, &fp(1), short).await.unwrap(),
+        store.claim(key, &fp(1), token(), short).await.unwrap(),
         Claim::Existing(Record::Completed { .. })
     ));
     wait_past().await;
     claimed(&store, key, short).await;
+}
+
+/// A renewal extends only the holder's lease; the same claim sent again
+/// (its reply was lost) gets the same lease back; a completed key cannot be
+/// renewed. `two_thirds` waits two thirds of `lease`.
+pub async fn renew_extends_only_the_holders_lease<S, F>(
+    store: S,
+    key: &str,
+    lease: Duration,
+    two_thirds: impl Fn() -> F,
+) where
+    S: Store,
+    F: Future<Output = ()>,
+{
+    let held = claimed(&store, key, lease).await;
+    two_thirds().await;
+    assert!(store.renew(key, held.token, lease).await.unwrap());
+    assert!(
+        !store
+            .renew(key, held.token.wrapping_add(1), lease)
+            .await
+            .unwrap(),
+        "another token cannot renew"
+    );
+    two_thirds().await;
+    // Four thirds of the lease after the claim: alive thanks to the renewal.
+    assert!(matches!(
+        store.claim(key, &fp(1), token(), lease).await.unwrap(),
+        Claim::Existing(Record::InFlight { .. })
+    ));
+    assert_eq!(
+        store.claim(key, &fp(1), held.token, lease).await.unwrap(),
+        Claim::Claimed(held),
+        "the same claim sent again gets its lease back"
+    );
+    assert!(
+        store
+            .complete(key, held, Completion::NotRetained, lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.renew(key, held.token, lease).await.unwrap(),
+        "a completed key is not renewed"
+    );
+}
+
+/// A claim is released by the token its caller chose, whether or not it
+/// landed: the caller need not have seen the reply.
+pub async fn an_unanswered_claim_is_released_by_its_token<S: Store>(store: S, key: &str) {
+    let chosen = token();
+    assert!(
+        !store.release(key, chosen).await.unwrap(),
+        "a claim that never landed: nothing to free"
+    );
+    let lease = Duration::from_secs(60);
+    let Claim::Claimed(_) = store.claim(key, &fp(1), chosen, lease).await.unwrap() else {
+        panic!("expected a claim");
+    };
+    assert!(store.release(key, chosen).await.unwrap());
+    assert!(
+        !store.release(key, chosen).await.unwrap(),
+        "a second release is harmless"
+    );
+    claimed(&store, key, lease).await;
+}
+
+/// `Duration::MAX` and `ZERO` on every duration a store takes: no panic, no
+/// error, and a completion with the longest TTL is a completed record.
+pub async fn durations_out_of_range_are_clamped<S: Store>(store: S, key: &str) {
+    let held = claimed(&store, key, Duration::MAX).await;
+    assert!(store.renew(key, held.token, Duration::MAX).await.unwrap());
+    assert!(
+        store
+            .complete(
+                key,
+                held,
+                Completion::Retained(stored("kept")),
+                Duration::MAX
+            )
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .claim(key, &fp(1), token(), Duration::MAX)
+            .await
+            .unwrap(),
+        Claim::Existing(Record::Completed {
+            response: Some(_),
+            ..
+        })
+    ));
+    let zero = format!("{key}-zero");
+    let Claim::Claimed(held) = store
+        .claim(&zero, &fp(1), token(), Duration::ZERO)
+        .await
+        .unwrap()
+    else {
+        panic!("expected a claim");
+    };
+    let _ = store
+        .renew(&zero, held.token, Duration::ZERO)
+        .await
+        .unwrap();
+    let _ = store
+        .complete(&zero, held, Completion::NotRetained, Duration::ZERO)
+        .await
+        .unwrap();
 }
 
 async fn advance_past(d: Duration) {
@@ -276,6 +398,25 @@ async fn memory_claims_and_records_expire() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn memory_renew_extends_only_the_holders_lease() {
+    let lease = Duration::from_secs(9);
+    renew_extends_only_the_holders_lease(MemoryStore::new(), "k", lease, || {
+        tokio::time::advance(Duration::from_secs(6))
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_an_unanswered_claim_is_released_by_its_token() {
+    an_unanswered_claim_is_released_by_its_token(MemoryStore::new(), "k").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_durations_out_of_range_are_clamped() {
+    durations_out_of_range_are_clamped(MemoryStore::new(), "k").await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn memory_store_sweeps_expired_records() {
     let store = MemoryStore::new();
     for i in 0..100 {
@@ -299,13 +440,15 @@ async fn bounded_memory_store_refuses_new_keys_when_full_until_records_expire() 
     claimed(&store, "a", Duration::from_secs(10)).await;
     claimed(&store, "b", Duration::from_secs(10)).await;
     assert!(matches!(
-        store.claim("c", &fp(1), Duration::from_secs(10)).await,
+        store
+            .claim("c", &fp(1), token(), Duration::from_secs(10))
+            .await,
         Err(StoreError::Full)
     ));
     // Existing keys still answer: a duplicate of "a" sees its record.
     assert!(matches!(
         store
-            .claim("a", &fp(1), Duration::from_secs(10))
+            .claim("a", &fp(1), token(), Duration::from_secs(10))
             .await
             .unwrap(),
         Claim::Existing(Record::InFlight { .. })

@@ -2,8 +2,21 @@
 -- atomic step, so two duplicates can never both claim.
 -- KEYS[1] the record (hash), KEYS[2] the key's fencing counter (same slot).
 -- ARGV[1] fingerprint, ARGV[2] token, ARGV[3] lease ms, ARGV[4] counter ttl ms
-local r = redis.call('HMGET', KEYS[1], 's', 'fp', 'st', 'h', 'b')
+-- Every number is checked before anything is written, so a bad argument
+-- fails the script without leaving half a record.
+local function ms(v)
+  local n = tonumber(v)
+  return n and n >= 1 and n <= 9007199254740991 and n % 1 == 0
+end
+if not ms(ARGV[3]) or not ms(ARGV[4]) then
+  return redis.error_reply('ERR palisade: lease or counter ttl out of range')
+end
+local r = redis.call('HMGET', KEYS[1], 's', 'fp', 'st', 'h', 'b', 't', 'f')
 if r[1] then
+  -- The same claim sent again (its first reply was lost) gets it again.
+  if r[1] == 'i' and r[6] == ARGV[2] then
+    return {'claimed', tonumber(r[7])}
+  end
   return {r[1], r[2], redis.call('PTTL', KEYS[1]), r[3], r[4], r[5]}
 end
 local fence = redis.call('INCR', KEYS[2])

@@ -2,6 +2,12 @@
 -- (ARGV[1], its token) still holds KEYS[1]; a stale holder writes nothing.
 -- ARGV[2] ttl ms, ARGV[3] state ('c' kept, 'n' not kept), ARGV[4] status,
 -- ARGV[5] headers, ARGV[6] body
+-- The ttl is checked before anything is written: a PEXPIRE that failed
+-- after the HSET would leave a completed record with the lease's expiry.
+local ttl = tonumber(ARGV[2])
+if not (ttl and ttl >= 1 and ttl <= 9007199254740991 and ttl % 1 == 0) then
+  return redis.error_reply('ERR palisade: ttl out of range')
+end
 local r = redis.call('HMGET', KEYS[1], 's', 't')
 if r[1] ~= 'i' or r[2] ~= ARGV[1] then
   return 0

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,38 +10,65 @@ use tokio::time::Instant;
 use super::Store;
 use crate::idempotency::error::StoreError;
 use crate::idempotency::fingerprint::Fingerprint;
-use crate::idempotency::record::{Claim, Completion, Lease, Record, StoredResponse};
+use crate::idempotency::record::{
+    Claim, Completion, Lease, MAX_LEASE, MAX_TTL, Record, StoredResponse,
+};
 
 /// The map is swept of expired records whenever it has doubled since the
 /// last sweep (and holds at least this many), so memory stays bounded by the
 /// keys of the last TTL without a background task, at amortised O(1) cost.
 const MIN_SWEEP_LEN: usize = 1024;
 
+/// The records a [`MemoryStore::new`] holds at most: 100,000.
+pub const DEFAULT_MAX_RECORDS: usize = 100_000;
+
+/// The response bytes (bodies and header names and values) a
+/// [`MemoryStore::new`] keeps at most: 256 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
+
 /// An in-process store: one mutex-guarded map, each operation a single
 /// critical section (no await inside). Reads time from
 /// [`tokio::time::Instant`], so paused-time tests drive lease and TTL expiry.
 ///
+/// **Bounded**: it holds at most [`DEFAULT_MAX_RECORDS`] live records and
+/// [`DEFAULT_MAX_BYTES`] of stored responses (see
+/// [`with_limits`](Self::with_limits)). When either is reached, expired
+/// records are swept; if that frees nothing, a claim of a new key fails with
+/// [`StoreError::Full`] and the layer answers as its
+/// [`OnStoreError`](crate::idempotency::OnStoreError) says (`503` by
+/// default). A live record, in flight or completed, is never evicted. A
+/// completion whose response would pass the byte limit is recorded as not
+/// retained (a retry gets `410`, never a second run).
+///
 /// Clones share the same records.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     shared: Arc<Shared>,
 }
 
-#[derive(Default)]
 struct Shared {
-    records: Mutex<HashMap<String, Slot>>,
+    records: Mutex<Records>,
     // One counter for all keys: numbers grow per key too, and never repeat
     // even after a record expired.
     fence: AtomicU64,
-    // Guarded by `records`' lock; atomic only to avoid a second mutex.
-    next_sweep: AtomicUsize,
-    max_records: Option<usize>,
+    max_records: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Records {
+    map: HashMap<String, Slot>,
+    /// The sum of the slots' `size`.
+    bytes: usize,
+    next_sweep: usize,
 }
 
 struct Slot {
     fingerprint: Fingerprint,
     expires_at: Instant,
     state: State,
+    /// The bytes of its stored response (0 while in flight).
+    size: usize,
 }
 
 enum State {
@@ -49,37 +76,93 @@ enum State {
     Completed(Option<StoredResponse>),
 }
 
+impl Records {
+    fn sweep(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.map.retain(|_, slot| {
+            let live = slot.expires_at > now;
+            if !live {
+                freed += slot.size;
+            }
+            live
+        });
+        self.bytes -= freed;
+        self.next_sweep = self.map.len() * 2;
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(slot) = self.map.remove(key) {
+            self.bytes -= slot.size;
+        }
+    }
+}
+
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let records = self.lock();
         f.debug_struct("MemoryStore")
-            .field("records", &self.len())
+            .field("records", &records.map.len())
+            .field("bytes", &records.bytes)
+            .field("max_records", &self.shared.max_records)
+            .field("max_bytes", &self.shared.max_bytes)
             .finish()
     }
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `deadline` from `now`, clamped to `max` so no input overflows.
+fn after(now: Instant, d: Duration, max: Duration) -> Instant {
+    now + d.min(max)
+}
+
+fn response_size(response: &StoredResponse) -> usize {
+    let headers: usize = response
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    response.body.len().saturating_add(headers)
+}
+
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store, bounded by [`DEFAULT_MAX_RECORDS`] and
+    /// [`DEFAULT_MAX_BYTES`].
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limits(DEFAULT_MAX_RECORDS, DEFAULT_MAX_BYTES)
     }
 
-    /// An empty store that holds at most `max_records` live records: when
-    /// it is full (after sweeping expired ones), a claim of a new key fails
-    /// with [`StoreError::Full`] and the layer answers as its
+    /// An empty store that holds at most `max_records` live records (and
+    /// [`DEFAULT_MAX_BYTES`] of responses): when it is full (after sweeping
+    /// expired ones), a claim of a new key fails with [`StoreError::Full`]
+    /// and the layer answers as its
     /// [`OnStoreError`](crate::idempotency::OnStoreError) says (`503` by
     /// default), so a flood of unique keys cannot exhaust memory.
     pub fn bounded(max_records: usize) -> Self {
+        Self::with_limits(max_records, DEFAULT_MAX_BYTES)
+    }
+
+    /// An empty store that holds at most `max_records` live records and
+    /// `max_bytes` of stored responses (bodies and header names and
+    /// values). See the [type docs](Self) for what happens when full.
+    pub fn with_limits(max_records: usize, max_bytes: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
-                max_records: Some(max_records),
-                ..Shared::default()
+                records: Mutex::new(Records::default()),
+                fence: AtomicU64::new(0),
+                max_records,
+                max_bytes,
             }),
         }
     }
 
     /// How many records it holds, expired ones not yet swept included.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     /// Whether it holds no record.
@@ -87,63 +170,77 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    /// The bytes of the responses it holds, expired ones not yet swept
+    /// included.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
         // A panic cannot leave a slot half-written (each write is one
-        // assignment), so a poisoned lock is safe to keep using.
+        // assignment, nothing inside the lock panics), so a poisoned lock is
+        // safe to keep using.
         self.shared
             .records
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    fn full(&self, records: &Records) -> bool {
+        records.map.len() >= self.shared.max_records || records.bytes >= self.shared.max_bytes
+    }
+
     fn claim_now(
         &self,
         key: &str,
         fingerprint: &Fingerprint,
+        token: u64,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
         let mut records = self.lock();
-        let full = |len: usize| self.shared.max_records.is_some_and(|max| len >= max);
-        let next_sweep = self
-            .shared
-            .next_sweep
-            .load(Ordering::Relaxed)
-            .max(MIN_SWEEP_LEN);
-        if records.len() >= next_sweep || (full(records.len()) && !records.contains_key(key)) {
-            records.retain(|_, slot| slot.expires_at > now);
-            self.shared
-                .next_sweep
-                .store(records.len() * 2, Ordering::Relaxed);
-            if full(records.len()) && !records.contains_key(key) {
+        let live = |records: &Records| records.map.get(key).is_some_and(|s| s.expires_at > now);
+        if records.map.len() >= records.next_sweep.max(MIN_SWEEP_LEN)
+            || (self.full(&records) && !live(&records))
+        {
+            records.sweep(now);
+            if self.full(&records) && !live(&records) {
                 return Err(StoreError::Full);
             }
         }
         let fresh = |shared: &Shared| {
-            let claim = Lease::random(shared.fence.fetch_add(1, Ordering::Relaxed) + 1);
+            let claim = Lease {
+                token,
+                fence: shared.fence.fetch_add(1, Ordering::Relaxed) + 1,
+            };
             let slot = Slot {
                 fingerprint: *fingerprint,
-                expires_at: now + lease,
+                expires_at: after(now, lease, MAX_LEASE),
                 state: State::InFlight(claim),
+                size: 0,
             };
             (claim, slot)
         };
-        match records.entry(key.to_owned()) {
+        let records = &mut *records;
+        match records.map.entry(key.to_owned()) {
             Entry::Occupied(mut entry) => {
                 let slot = entry.get();
                 if slot.expires_at > now {
-                    return Ok(Claim::Existing(match &slot.state {
-                        State::InFlight(_) => Record::InFlight {
+                    return Ok(match &slot.state {
+                        // The same claim sent again (its first reply lost).
+                        State::InFlight(held) if held.token == token => Claim::Claimed(*held),
+                        State::InFlight(_) => Claim::Existing(Record::InFlight {
                             fingerprint: slot.fingerprint,
                             lease_remaining: slot.expires_at - now,
-                        },
-                        State::Completed(response) => Record::Completed {
+                        }),
+                        State::Completed(response) => Claim::Existing(Record::Completed {
                             fingerprint: slot.fingerprint,
                             response: response.clone(),
-                        },
-                    }));
+                        }),
+                    });
                 }
                 let (claim, slot) = fresh(&self.shared);
+                records.bytes -= entry.get().size;
                 entry.insert(slot);
                 Ok(Claim::Claimed(claim))
             }
@@ -155,20 +252,19 @@ impl MemoryStore {
         }
     }
 
-    /// Runs `f` on the slot of `key` if `lease` still holds it.
+    /// Runs `f` on the slot of `key` if the claim of `token` still holds it.
     fn with_held<T>(
         &self,
         key: &str,
-        lease: Lease,
-        f: impl FnOnce(&mut HashMap<String, Slot>) -> T,
+        token: u64,
+        f: impl FnOnce(&mut Records, Instant) -> T,
     ) -> Option<T> {
         let now = Instant::now();
         let mut records = self.lock();
-        let held = records.get(key).is_some_and(|slot| {
-            slot.expires_at > now
-                && matches!(slot.state, State::InFlight(l) if l.token == lease.token)
+        let held = records.map.get(key).is_some_and(|slot| {
+            slot.expires_at > now && matches!(slot.state, State::InFlight(l) if l.token == token)
         });
-        held.then(|| f(&mut records))
+        held.then(|| f(&mut records, now))
     }
 }
 
@@ -177,9 +273,20 @@ impl Store for MemoryStore {
         &self,
         key: &str,
         fingerprint: &Fingerprint,
+        token: u64,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        self.claim_now(key, fingerprint, lease)
+        self.claim_now(key, fingerprint, token, lease)
+    }
+
+    async fn renew(&self, key: &str, token: u64, lease: Duration) -> Result<bool, StoreError> {
+        Ok(self
+            .with_held(key, token, |records, now| {
+                if let Some(slot) = records.map.get_mut(key) {
+                    slot.expires_at = after(now, lease, MAX_LEASE);
+                }
+            })
+            .is_some())
     }
 
     async fn complete(
@@ -189,24 +296,36 @@ impl Store for MemoryStore {
         completion: Completion,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let response = match completion {
-            Completion::Retained(response) => Some(response),
-            Completion::NotRetained => None,
-        };
+        let max_bytes = self.shared.max_bytes;
         Ok(self
-            .with_held(key, lease, |records| {
-                let slot = records.get_mut(key).expect("checked under the same lock");
-                slot.state = State::Completed(response);
-                slot.expires_at = Instant::now() + ttl;
+            .with_held(key, lease.token, |records, now| {
+                let (response, size) = match completion {
+                    Completion::Retained(response) => {
+                        let size = response_size(&response);
+                        // Over the byte budget the completion is still
+                        // kept, its response is not: a retry gets 410,
+                        // never a second run.
+                        if records.bytes.saturating_add(size) > max_bytes {
+                            (None, 0)
+                        } else {
+                            (Some(response), size)
+                        }
+                    }
+                    Completion::NotRetained => (None, 0),
+                };
+                if let Some(slot) = records.map.get_mut(key) {
+                    slot.state = State::Completed(response);
+                    slot.expires_at = after(now, ttl, MAX_TTL);
+                    slot.size = size;
+                    records.bytes += size;
+                }
             })
             .is_some())
     }
 
-    async fn release(&self, key: &str, lease: Lease) -> Result<bool, StoreError> {
+    async fn release(&self, key: &str, token: u64) -> Result<bool, StoreError> {
         Ok(self
-            .with_held(key, lease, |records| {
-                records.remove(key);
-            })
+            .with_held(key, token, |records, _| records.remove(key))
             .is_some())
     }
 }

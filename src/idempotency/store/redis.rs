@@ -1,4 +1,5 @@
-//! The Redis store: claim, completion and release are one Lua script each.
+//! The Redis store: claim, renewal, completion and release are one Lua
+//! script each.
 
 use std::fmt;
 use std::future::Future;
@@ -16,7 +17,10 @@ use tokio::time::Instant;
 use super::Store;
 use crate::idempotency::error::StoreError;
 use crate::idempotency::fingerprint::Fingerprint;
-use crate::idempotency::record::{Claim, Completion, Lease, Record, StoredResponse};
+use crate::idempotency::record::{
+    Claim, Completion, Lease, MAX_LEASE, MAX_TTL, Record, StoredResponse,
+};
+use crate::idempotency::store::MAX_STORE_TIMEOUT;
 #[cfg(feature = "metrics")]
 use crate::redis_conn::OpMetrics;
 use crate::redis_conn::{Conn, Script, hash_tag};
@@ -24,6 +28,7 @@ use crate::redis_conn::{Conn, Script, hash_tag};
 const CLAIM: &str = include_str!("claim.lua");
 const COMPLETE: &str = include_str!("complete.lua");
 const RELEASE: &str = include_str!("release.lua");
+const RENEW: &str = include_str!("renew.lua");
 const DEFAULT_PREFIX: &str = "palisade:idem:";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a key's fencing counter outlives the lease it numbered.
@@ -34,8 +39,9 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// - **One round trip per step**: a claim is one script that returns the
 ///   existing record (a replay needs nothing more) or claims the key; a
-///   completion is one compare-token-and-set script; a release is one
-///   script. Each runs by `EVALSHA` on the node that holds its keys; after
+///   completion is one compare-token-and-set script; a renewal one
+///   compare-token-and-`PEXPIRE` script; a release is one script. Each
+///   script checks its numbers (lease, TTL) before it writes anything. Each runs by `EVALSHA` on the node that holds its keys; after
 ///   `NOSCRIPT` (a `SCRIPT FLUSH`, a restarted or new node) it is sent again
 ///   as `EVAL`, which runs it and caches it on that node.
 /// - **One Redis or a Redis Cluster**: [`connect`](Self::connect) and
@@ -51,7 +57,8 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///   empty or starts with `}` or `\` gets a leading `\`, so its tag is
 ///   never empty; the prefix must not contain braces.)
 /// - **Bounded**: each step gives up after [`timeout`](Self::timeout)
-///   (default 1 s) with [`StoreError::Timeout`]; the layer then fails closed
+///   (default 1 s, at most [`MAX_STORE_TIMEOUT`](super::MAX_STORE_TIMEOUT))
+///   with [`StoreError::Timeout`]; the layer then fails closed
 ///   (503) or open, as configured. On a cluster, a dead master fails only
 ///   the steps whose records it holds, and serves them again once it is
 ///   back (run the cluster with `cluster-require-full-coverage no` if a
@@ -60,8 +67,8 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 /// - **Metrics** (feature `metrics`): every step records
 ///   `palisade_store_duration_seconds` and every failed one (a timeout
 ///   too) `palisade_store_errors_total`, labelled `layer="idempotency"`,
-///   `store="redis"` or `"redis_cluster"` and `op="claim"`, `"complete"`
-///   or `"release"`.
+///   `store="redis"` or `"redis_cluster"` and `op="claim"`, `"renew"`,
+///   `"complete"` or `"release"`.
 ///
 /// ```no_run
 /// use palisade::idempotency::{IdempotencyLayer, RedisStore};
@@ -99,8 +106,9 @@ struct Scripts {
     claim: Script,
     complete: Script,
     release: Script,
+    renew: Script,
     #[cfg(feature = "metrics")]
-    metrics: [OpMetrics; 3],
+    metrics: [OpMetrics; 4],
 }
 
 /// A store step, for its metrics.
@@ -109,6 +117,7 @@ enum Op {
     Claim,
     Complete,
     Release,
+    Renew,
 }
 
 impl fmt::Debug for RedisStore {
@@ -152,8 +161,9 @@ impl RedisStore {
                 claim: Script::new(CLAIM),
                 complete: Script::new(COMPLETE),
                 release: Script::new(RELEASE),
+                renew: Script::new(RENEW),
                 #[cfg(feature = "metrics")]
-                metrics: ["claim", "complete", "release"]
+                metrics: ["claim", "complete", "release", "renew"]
                     .map(|op| OpMetrics::new("idempotency", conn.label(), op)),
             }),
             conn,
@@ -169,10 +179,14 @@ impl RedisStore {
         self
     }
 
-    /// Sets the bound on one store step (default 1 s).
+    /// Sets the bound on one store step (default 1 s), clamped to between
+    /// 1 ms and [`MAX_STORE_TIMEOUT`](super::MAX_STORE_TIMEOUT) (one minute).
+    ///
+    /// The layer's completion runs on a task of its own within this bound,
+    /// so a client that hangs up cannot cut it short.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.clamp(Duration::from_millis(1), MAX_STORE_TIMEOUT);
         self
     }
 
@@ -201,6 +215,8 @@ impl RedisStore {
     }
 }
 
+/// `d` in whole milliseconds, at least 1; callers clamp `d` to a maximum
+/// first, so it stays far below what `PEXPIRE` accepts.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -313,9 +329,10 @@ impl Store for RedisStore {
         &self,
         key: &str,
         fingerprint: &Fingerprint,
+        token: u64,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let token = crate::idempotency::record::random_u64();
+        let lease = lease.min(MAX_LEASE);
         let record = self.record_key(key);
         let mut invocation = self.scripts.claim.call();
         invocation
@@ -342,7 +359,7 @@ impl Store for RedisStore {
         invocation
             .key(self.record_key(key))
             .arg(lease.token)
-            .arg(millis(ttl));
+            .arg(millis(ttl.min(MAX_TTL)));
         match &completion {
             Completion::Retained(response) => invocation
                 .arg("c")
@@ -357,9 +374,25 @@ impl Store for RedisStore {
         Ok(stored == 1)
     }
 
-    async fn release(&self, key: &str, lease: Lease) -> Result<bool, StoreError> {
+    async fn renew(&self, key: &str, token: u64, lease: Duration) -> Result<bool, StoreError> {
+        let lease = lease.min(MAX_LEASE);
+        let record = self.record_key(key);
+        let mut invocation = self.scripts.renew.call();
+        invocation
+            .key(&record)
+            .key(format!("{record}:fence"))
+            .arg(token)
+            .arg(millis(lease))
+            .arg(millis(lease + FENCE_MARGIN));
+        let renewed: i64 = self
+            .bounded(Op::Renew, invocation.invoke(&self.conn))
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release(&self, key: &str, token: u64) -> Result<bool, StoreError> {
         let mut invocation = self.scripts.release.call();
-        invocation.key(self.record_key(key)).arg(lease.token);
+        invocation.key(self.record_key(key)).arg(token);
         let released: i64 = self
             .bounded(Op::Release, invocation.invoke(&self.conn))
             .await?;
