@@ -82,6 +82,14 @@ use crate::telemetry::ObserveLayer;
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long an order's idempotency record is kept.
 pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long an order's key stays claimed without a sign of life from the
+/// instance running it. A heartbeat renews the claim while the order runs,
+/// however slow the payment; the lease only says how long an instance cut
+/// off from Redis (an outage, a pause) keeps its orders before a retry may
+/// take one over and pay again. Longer than the layer's default (10 s),
+/// since a second payment run is worse here than a key that answers `409`
+/// for up to a minute after its instance crashed.
+pub(crate) const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
 /// Retries of one payment after its first attempt.
 pub(crate) const PAYMENT_RETRIES: u32 = 2;
 
@@ -109,13 +117,10 @@ pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
     let quota =
         Quota::per_second(config.rate_limit_per_second.get()).burst(config.rate_limit_burst.get());
     match &state.stores {
-        Stores::Memory => api_routes_with(
-            config,
-            RateLimitLayer::memory(quota),
-            IdempotencyLayer::memory(),
-        ),
+        Stores::Memory => {
+            api_routes_with(RateLimitLayer::memory(quota), IdempotencyLayer::memory())
+        }
         Stores::Redis(conn) => api_routes_with(
-            config,
             RateLimitLayer::redis(rate_limit::RedisStore::new(conn.clone()), quota),
             IdempotencyLayer::redis(idempotency::RedisStore::new(conn.clone())),
         ),
@@ -123,7 +128,6 @@ pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
 }
 
 fn api_routes_with<RS, IS>(
-    config: &Config,
     rate_limit: RateLimitLayer<RS>,
     idempotency: IdempotencyLayer<IS>,
 ) -> Router<AppState>
@@ -131,17 +135,14 @@ where
     RS: rate_limit::Store,
     IS: idempotency::Store,
 {
-    // (3, innermost) Idempotency, scoped per caller, kept 24 h. The lease
-    // outlives the slowest payment (every attempt timing out), so a request
-    // still running is never taken over by a duplicate. No `on_cancel`: the
-    // default detaches a hung-up request, which is what a payment needs
-    // (see the module docs).
-    let slowest_payment = config.payment_timeout * (PAYMENT_RETRIES + 2);
+    // (3, innermost) Idempotency, scoped per caller, kept 24 h. No
+    // `on_cancel`: the default detaches a hung-up request, which is what a
+    // payment needs (see the module docs).
     let idempotency = idempotency
         .name("orders")
         .scope(caller_key().clone())
         .ttl(IDEMPOTENCY_TTL)
-        .lease(slowest_payment.max(Duration::from_secs(60)))
+        .lease(IDEMPOTENCY_LEASE)
         .max_request_body(MAX_BODY_BYTES);
     // (2) Validation: 415 unless JSON, 413 past 64 KiB, 400 malformed, 422
     // with pointers. Unknown fields are refused by `CreateOrder` itself
