@@ -90,6 +90,12 @@ pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// since a second payment run is worse here than a key that answers `409`
 /// for up to a minute after its instance crashed.
 pub(crate) const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
+/// How long a rate-limit decision may wait for Redis before the request
+/// goes through unlimited (fail open). The store's default, 50 ms, is two
+/// round trips to a Redis 15 ms away: under load most decisions then failed
+/// open, so the limit was off without a sign but a metric. An outage still
+/// costs a read at most this much.
+pub(crate) const RATE_LIMIT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
 /// Retries of one payment after its first attempt.
 pub(crate) const PAYMENT_RETRIES: u32 = 2;
 
@@ -121,7 +127,10 @@ pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
             api_routes_with(RateLimitLayer::memory(quota), IdempotencyLayer::memory())
         }
         Stores::Redis(conn) => api_routes_with(
-            RateLimitLayer::redis(rate_limit::RedisStore::new(conn.clone()), quota),
+            RateLimitLayer::redis(
+                rate_limit::RedisStore::new(conn.clone()).timeout(RATE_LIMIT_STORE_TIMEOUT),
+                quota,
+            ),
             IdempotencyLayer::redis(idempotency::RedisStore::new(conn.clone())),
         ),
     }
