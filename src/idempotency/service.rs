@@ -16,7 +16,7 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
 use tower_service::Service;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use super::body::ResponseBody;
 use super::error::Error;
@@ -195,12 +195,14 @@ where
             req.extensions_mut().insert(Fence(lease.fence));
             guard.stage = Stage::Running(lease);
             if config.on_cancel == OnCancel::Detach {
-                let task = tokio::spawn(execute(inner, req, guard, config, true));
+                // In the request's span, so the handler's events keep it.
+                let run = execute(inner, req, guard, lease, config, true);
+                let task = tokio::spawn(run.in_current_span());
                 // A panic is caught inside the task; a join error means the
                 // runtime is shutting down and dropped it.
                 task.await.unwrap_or(Err(Error::Panicked))
             } else {
-                execute(inner, req, guard, config, false).await
+                execute(inner, req, guard, lease, config, false).await
             }
         })
     }
@@ -326,6 +328,7 @@ async fn execute<S, St, ReqB, ResB>(
     mut inner: S,
     req: Request<ReqB>,
     mut guard: ClaimGuard<St>,
+    lease: Lease,
     config: Arc<Config>,
     detached: bool,
 ) -> Output<ResB, S::Error>
@@ -335,9 +338,6 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BoxError>,
 {
-    let Stage::Running(lease) = guard.stage else {
-        unreachable!("execute runs a claimed key")
-    };
     let heartbeat = Heartbeat {
         store: guard.store.clone(),
         observer: guard.observer.clone(),
@@ -434,7 +434,7 @@ async fn run_to_end(future: impl Future<Output = ()> + Send + 'static) {
         return;
     }
     match tokio::runtime::Handle::try_current() {
-        Ok(handle) => drop(handle.spawn(future).await),
+        Ok(handle) => drop(handle.spawn(future.in_current_span()).await),
         Err(_) => future.await,
     }
 }
@@ -685,7 +685,7 @@ impl<St: Store> Drop for ClaimGuard<St> {
         // finishes on a task of its own.
         if (&mut finish).now_or_never().is_none() {
             match tokio::runtime::Handle::try_current() {
-                Ok(handle) => drop(handle.spawn(finish)),
+                Ok(handle) => drop(handle.spawn(finish.in_current_span())),
                 Err(_) => {
                     self.observer.count(Outcome::NotStored);
                     warn!(

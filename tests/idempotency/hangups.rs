@@ -227,7 +227,13 @@ async fn a_hang_up_while_the_body_is_read_completes_the_key_and_never_releases_i
     assert!((&mut first).now_or_never().is_none());
     drop(first); // the client hung up while its response was being read
     tokio::task::yield_now().await;
-    let retry = svc.clone().oneshot(post(Some(KEY), "{}")).await;
+    // Bounded: a second run would wait for a body nobody feeds.
+    let retry = tokio::time::timeout(
+        Duration::from_secs(1),
+        svc.clone().oneshot(post(Some(KEY), "{}")),
+    )
+    .await
+    .expect("a retry is answered from the record, it does not run again");
     assert!(
         matches!(retry, Err(Error::NotRetained)),
         "410, not a second run: {retry:?}"
@@ -252,7 +258,13 @@ async fn a_body_that_fails_mid_stream_is_recorded_as_not_retained() {
         response.into_body().collect().await.is_err(),
         "the client sees the body fail"
     );
-    let retry = svc.clone().oneshot(post(Some(KEY), "{}")).await;
+    // Bounded: a second run would wait for a body nobody feeds.
+    let retry = tokio::time::timeout(
+        Duration::from_secs(1),
+        svc.clone().oneshot(post(Some(KEY), "{}")),
+    )
+    .await
+    .expect("a retry is answered from the record, it does not run again");
     assert!(
         matches!(retry, Err(Error::NotRetained)),
         "410, not a second run: {retry:?}"
@@ -346,4 +358,51 @@ async fn a_holder_stalled_past_its_lease_can_neither_renew_nor_complete() {
     assert!(replay.replayed());
     assert_eq!(replay.body, "call 1", "the stale completion wrote nothing");
     assert_eq!(count.get(), 2);
+}
+
+/// A lease lost while the request runs is logged at `WARN` when the
+/// renewal finds it gone, and the request is counted once, as
+/// `not_stored`, when its completion is refused.
+#[cfg(feature = "metrics")]
+#[test]
+fn a_lost_lease_is_logged_at_warn_and_counted_once() {
+    let logs = crate::support::CapturedLogs::default();
+    let (_, counts) = crate::recording::record_metrics("palisade_idempotency_", || async {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        // See events.rs: a second dispatcher keeps callsites live.
+        let _anchor = tracing::Dispatch::new(tracing_subscriber::registry());
+        let gate = Arc::new(Notify::new());
+        let (app, count) = harness(
+            layer(MemoryStore::new()).lease(Duration::from_secs(1)),
+            gated(gate.clone()),
+        );
+        let first = tokio::spawn(send_owned(app.clone()));
+        while count.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(send(&app, post(Some(KEY), "{}")).await.body, "call 1");
+        gate.notify_one();
+        first.await.unwrap();
+    });
+    let log = logs.text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("idempotency lease lost")),
+        "{log}"
+    );
+    let entry = |outcome: &str| {
+        format!("palisade_idempotency_requests_total{{name=\"default\",outcome=\"{outcome}\"}}")
+    };
+    assert_eq!(counts.get(&entry("executed")), Some(&1.0), "{counts:?}");
+    assert_eq!(counts.get(&entry("not_stored")), Some(&1.0), "{counts:?}");
+    assert_eq!(counts.len(), 2, "{counts:?}");
 }

@@ -22,4 +22,6 @@ mod memory;
 mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_hangups;
 mod store_contract;

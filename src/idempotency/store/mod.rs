@@ -17,8 +17,8 @@ pub use self::memory::{DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, MemoryStore};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::RedisStore;
 
-/// The longest bound a store step may be given
-/// ([`RedisStore::timeout`](RedisStore::timeout) clamps to it): a minute.
+/// The longest bound a store step may be given (`RedisStore::timeout`
+/// clamps to it): a minute.
 pub const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A store of idempotency records. Every method is atomic: two callers, in
