@@ -30,11 +30,12 @@
 //!    line of defence, the repository's unique key the third).
 //!
 //! With `REDIS_URL` set and Redis unreachable, the rate limit fails open
-//! (its default: reads and writes keep being served, unlimited) and
-//! idempotency fails closed (its default): `POST /orders` answers `503`
-//! within the idempotency store's timeout (1 s by default) and runs
-//! nothing, so no order is paid without its duplicate protection. Both
-//! recover on their own when Redis is back (see `state::Stores::connect`).
+//! (its default: reads and writes keep being served, unlimited, each
+//! delayed by [`RATE_LIMIT_STORE_TIMEOUT`] at most) and idempotency fails
+//! closed (its default): `POST /orders` answers `503` within both stores'
+//! timeouts (1 s for idempotency) and runs nothing, so no order is paid
+//! without its duplicate protection. Both recover on their own when Redis
+//! is back (see `state::Stores::connect`).
 //!
 //! Client side (payments), outermost first:
 //!
