@@ -22,6 +22,20 @@
 //!    that will really run, replays their final answer, answers 409 while
 //!    the first is in flight and 422 for the same key with another body.
 //!    It does not store 502/503/504 (nor any 5xx): the client may retry those.
+//!    A client that hangs up does not cut an order short: the layer's
+//!    default, `OnCancel::Detach`, which the demo keeps, runs the handler to
+//!    completion and stores its answer, so a retry on any instance sharing
+//!    the Redis replays it and the payment step runs once per key, with no
+//!    help from the provider's own dedupe (the payment key is the second
+//!    line of defence, the repository's unique key the third).
+//!
+//! With `REDIS_URL` set and Redis unreachable, the rate limit fails open
+//! (its default: reads and writes keep being served, unlimited, each
+//! delayed by [`RATE_LIMIT_STORE_TIMEOUT`] at most) and idempotency fails
+//! closed (its default): `POST /orders` answers `503` within both stores'
+//! timeouts (1 s for idempotency) and runs nothing, so no order is paid
+//! without its duplicate protection. Both recover on their own when Redis
+//! is back (see `state::Stores::connect`).
 //!
 //! Client side (payments), outermost first:
 //!
@@ -69,6 +83,20 @@ use crate::telemetry::ObserveLayer;
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long an order's idempotency record is kept.
 pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long an order's key stays claimed without a sign of life from the
+/// instance running it. A heartbeat renews the claim while the order runs,
+/// however slow the payment; the lease only says how long an instance cut
+/// off from Redis (an outage, a pause) keeps its orders before a retry may
+/// take one over and pay again. Longer than the layer's default (10 s),
+/// since a second payment run is worse here than a key that answers `409`
+/// for up to a minute after its instance crashed.
+pub(crate) const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
+/// How long a rate-limit decision may wait for Redis before the request
+/// goes through unlimited (fail open). The store's default, 50 ms, is two
+/// round trips to a Redis 15 ms away: under load most decisions then failed
+/// open, so the limit was off without a sign but a metric. An outage still
+/// costs a read at most this much.
+pub(crate) const RATE_LIMIT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
 /// Retries of one payment after its first attempt.
 pub(crate) const PAYMENT_RETRIES: u32 = 2;
 
@@ -96,21 +124,20 @@ pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
     let quota =
         Quota::per_second(config.rate_limit_per_second.get()).burst(config.rate_limit_burst.get());
     match &state.stores {
-        Stores::Memory => api_routes_with(
-            config,
-            RateLimitLayer::memory(quota),
-            IdempotencyLayer::memory(),
-        ),
+        Stores::Memory => {
+            api_routes_with(RateLimitLayer::memory(quota), IdempotencyLayer::memory())
+        }
         Stores::Redis(conn) => api_routes_with(
-            config,
-            RateLimitLayer::redis(rate_limit::RedisStore::new(conn.clone()), quota),
+            RateLimitLayer::redis(
+                rate_limit::RedisStore::new(conn.clone()).timeout(RATE_LIMIT_STORE_TIMEOUT),
+                quota,
+            ),
             IdempotencyLayer::redis(idempotency::RedisStore::new(conn.clone())),
         ),
     }
 }
 
 fn api_routes_with<RS, IS>(
-    config: &Config,
     rate_limit: RateLimitLayer<RS>,
     idempotency: IdempotencyLayer<IS>,
 ) -> Router<AppState>
@@ -118,15 +145,14 @@ where
     RS: rate_limit::Store,
     IS: idempotency::Store,
 {
-    // (3, innermost) Idempotency, scoped per caller, kept 24 h. The lease
-    // outlives the slowest payment (every attempt timing out), so a request
-    // still running is never taken over by a duplicate.
-    let slowest_payment = config.payment_timeout * (PAYMENT_RETRIES + 2);
+    // (3, innermost) Idempotency, scoped per caller, kept 24 h. No
+    // `on_cancel`: the default detaches a hung-up request, which is what a
+    // payment needs (see the module docs).
     let idempotency = idempotency
         .name("orders")
         .scope(caller_key().clone())
         .ttl(IDEMPOTENCY_TTL)
-        .lease(slowest_payment.max(Duration::from_secs(60)))
+        .lease(IDEMPOTENCY_LEASE)
         .max_request_body(MAX_BODY_BYTES);
     // (2) Validation: 415 unless JSON, 413 past 64 KiB, 400 malformed, 422
     // with pointers. Unknown fields are refused by `CreateOrder` itself

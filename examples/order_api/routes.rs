@@ -230,6 +230,10 @@ pub(crate) struct Stats {
     pub(crate) payments_charged: u64,
     /// Calls that reached this instance's fake provider, failures included.
     pub(crate) payment_attempts: u64,
+    /// Payment steps this instance's `POST /orders` handler ran, whichever
+    /// provider it calls: one per order key when idempotency holds, with no
+    /// help from the provider's own dedupe.
+    pub(crate) payment_steps: u64,
     pub(crate) breakers: Breakers,
     pub(crate) rejections: RejectionCounts,
 }
@@ -459,6 +463,7 @@ pub(crate) async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
     Json(Stats {
         payments_charged: state.fake_payments.charged(),
         payment_attempts: state.fake_payments.attempts(),
+        payment_steps: state.orders.payment_steps(),
         breakers: Breakers {
             payment: state.orders.payment().breaker(),
             recommendations: state.recommendations.breaker(),

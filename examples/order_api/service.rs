@@ -4,6 +4,9 @@
 //! payment provider and the repository enforce: one charge and one order per
 //! caller-scoped idempotency key.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::clients::{ClientError, PaymentClient};
 use crate::domain::{DomainError, NewOrder, Order, OrderStatus};
 use crate::repository::{Inserted, RepoError, Repository};
@@ -33,6 +36,9 @@ pub(crate) enum Placed {
 pub(crate) struct OrderService {
     repository: Repository,
     payment: PaymentClient,
+    /// Payment steps started, shared by clones: the count the idempotency
+    /// layer must keep at one per key, whatever the provider dedupes.
+    payment_steps: Arc<AtomicU64>,
 }
 
 impl OrderService {
@@ -40,7 +46,15 @@ impl OrderService {
         Self {
             repository,
             payment,
+            payment_steps: Arc::default(),
         }
+    }
+
+    /// Payment steps this service started, one per order it charged
+    /// (whatever the provider then made of the call, and however often its
+    /// client retried it).
+    pub(crate) fn payment_steps(&self) -> u64 {
+        self.payment_steps.load(Ordering::Relaxed)
     }
 
     pub(crate) fn payment(&self) -> &PaymentClient {
@@ -62,6 +76,7 @@ impl OrderService {
         if let Some(existing) = self.repository.find_by_key(key).await? {
             return same_order(existing, &order).map(Placed::Existing);
         }
+        self.payment_steps.fetch_add(1, Ordering::Relaxed);
         let payment_id = self
             .payment
             .charge(&payment_key(key), total, order.currency)

@@ -36,8 +36,11 @@ mod telemetry;
 #[path = "../../examples/order_api/validation.rs"]
 mod validation;
 
+mod exactly_once;
 mod harness;
 mod postgres;
+#[path = "../support/proxy.rs"]
+mod proxy;
 #[path = "../support.rs"]
 mod support;
 
@@ -695,6 +698,7 @@ async fn stats_have_the_contract_shape(b: &Backend) {
         json!({
             "payments_charged": 0,
             "payment_attempts": 0,
+            "payment_steps": 0,
             "breakers": {"payment": "closed", "recommendations": "closed"},
             "rejections": {
                 "rate_limited": 0, "validation": 0, "idempotency_conflict": 0,
@@ -1065,10 +1069,16 @@ async fn two_instances_sharing_a_provider_charge_one_key_once() {
     let stats = a.stats().await;
     assert_eq!(stats["payments_charged"], 1);
     assert_eq!(stats["payment_attempts"], 2);
+    let b_stats = b.stats().await;
     assert_eq!(
-        b.stats().await["payments_charged"],
-        0,
+        b_stats["payments_charged"], 0,
         "b has no charges of its own"
+    );
+    // On memory stores each instance ran the order: two payment steps, one
+    // charge only because the provider dedupes the payment key.
+    assert_eq!(
+        (&stats["payment_steps"], &b_stats["payment_steps"]),
+        (&json!(1), &json!(1))
     );
 }
 
