@@ -169,7 +169,7 @@ mod store;
 pub use self::body::ResponseBody;
 pub use self::client::{IdempotencyKeyLayer, IdempotencyKeyService, RetryPolicy};
 pub use self::error::{ConfigError, Error, StoreError};
-pub use self::fingerprint::{Fingerprint, FingerprintMode};
+pub use self::fingerprint::{DuplicateMember, Fingerprint, FingerprintMode};
 pub use self::key::{
     Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, InvalidKey, MAX_KEY_LEN,
 };

@@ -157,12 +157,21 @@ where
                     return Err(Error::Body(e));
                 }
             };
-            let fingerprint = Fingerprint::compute(
+            let fingerprint = match Fingerprint::compute(
                 &parts,
                 &config.fingerprint_headers,
                 &bytes,
                 config.fingerprint_mode,
-            );
+            ) {
+                Ok(fingerprint) => fingerprint,
+                Err(duplicate) => {
+                    let outcome = Outcome::BodyRejected;
+                    config
+                        .observer
+                        .refused(&key, outcome, "duplicate json member");
+                    return Err(Error::DuplicateMember(duplicate));
+                }
+            };
             let storage_key = storage_key(&scope, &parts.method, parts.uri.path(), &key);
             let claimed = claim(&store, &config, &storage_key, &fingerprint, &key).await;
             let mut req = Request::from_parts(parts, ReqB::from(bytes));
