@@ -35,10 +35,9 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(ProblemLayer::new())
-//!     // Scope keys by caller: here the API key header.
-//!     .layer(IdempotencyLayer::new().scope(|req: &Request<Full<Bytes>>| {
-//!         req.headers().get("x-api-key")?.to_str().ok().map(str::to_owned)
-//!     }))
+//!     // Keys are private per caller: by default its X-Api-Key, else its
+//!     // Authorization, else its address (`key::Caller`).
+//!     .layer(IdempotencyLayer::new())
 //!     .service(service_fn(|_req: Request<Full<Bytes>>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("charged once"))))
 //!     }));
@@ -77,8 +76,12 @@
 //! keys are in one slot.
 //!
 //! Keys are namespaced by the caller identity of [`IdempotencyLayer::scope`]
-//! and by method and path. The default, [`Unscoped`], is only safe when a
-//! single trusted caller talks to the API.
+//! and by method and path. The default, [`Caller`](crate::key::Caller), is
+//! the `X-Api-Key` header, else `Authorization`, else the client address;
+//! give the layer the extractor the rate limiter keys callers by, or one
+//! that reads the authenticated subject. A request with no caller identity
+//! is refused (`400`). [`IdempotencyLayer::unscoped`] puts every caller in
+//! one namespace: only safe when a single trusted caller talks to the API.
 //!
 //! The fingerprint hashes (SHA-256) method, path and query, the headers of
 //! [`IdempotencyLayer::fingerprint_headers`] and the body, buffered up to
@@ -159,6 +162,7 @@ mod body;
 mod client;
 pub mod error;
 mod fingerprint;
+mod headers;
 mod key;
 mod layer;
 mod observe;

@@ -8,8 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
@@ -19,6 +18,7 @@ use tracing::warn;
 use super::body::ResponseBody;
 use super::error::Error;
 use super::fingerprint::Fingerprint;
+use super::headers::kept_headers;
 use super::key::{Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, hex};
 use super::layer::{Config, OnCancel, OnStoreError};
 use super::observe::{Observer, Outcome};
@@ -369,7 +369,11 @@ where
     }
     let stored = StoredResponse {
         status: parts.status,
-        headers: kept_headers(&parts.headers, config.stored_headers.as_deref()),
+        headers: kept_headers(
+            &parts.headers,
+            config.stored_headers.as_deref(),
+            config.replay_session_headers,
+        ),
         body: concat(&frames, size),
     };
     guard
@@ -391,30 +395,6 @@ fn concat(frames: &VecDeque<Frame<Bytes>>, size: usize) -> Bytes {
             buf.freeze()
         }
     }
-}
-
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-fn kept_headers(headers: &HeaderMap, only: Option<&[HeaderName]>) -> HeaderMap {
-    let mut kept = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let keep = match only {
-            Some(only) => only.contains(name),
-            None => !HOP_BY_HOP.contains(name) && name.as_str() != "keep-alive",
-        };
-        if keep {
-            kept.append(name.clone(), value.clone());
-        }
-    }
-    kept
 }
 
 /// Holds a claim until it is completed or released; if the request future

@@ -20,4 +20,5 @@ mod memory;
 mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
+mod scope;
 mod store_contract;
