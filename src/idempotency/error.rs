@@ -22,6 +22,18 @@ pub enum StoreError {
     /// The store did not answer in time.
     #[error("store timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// Fewer replicas than asked acknowledged a write in time
+    /// (`RedisStore::wait_for_replicas`, feature `redis`):
+    /// a failover now could lose it.
+    #[error("write acknowledged by {acked} of {wanted} replicas within {timeout:?}")]
+    NotReplicated {
+        /// The replicas that acknowledged the write.
+        acked: u32,
+        /// The replicas asked for.
+        wanted: u32,
+        /// How long the store waited.
+        timeout: Duration,
+    },
     /// A bounded memory store is full of live records.
     #[error("idempotency store full")]
     Full,

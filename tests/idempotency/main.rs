@@ -20,5 +20,7 @@ mod memory;
 mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod replication;
 mod scope;
 mod store_contract;
