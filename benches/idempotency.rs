@@ -26,6 +26,7 @@ const ANSWER: &str = r#"{"id":"ch_1","status":"succeeded","amount":4200}"#;
 fn request(key: &str) -> Request<Full<Bytes>> {
     Request::post("/payments")
         .header("content-type", "application/json")
+        .header("x-api-key", "k-bench")
         .header("idempotency-key", key)
         .body(Full::new(Bytes::from_static(BODY.as_bytes())))
         .unwrap()

@@ -462,3 +462,113 @@ mod http_keys {
         }
     }
 }
+
+#[cfg(feature = "http")]
+pub use self::caller::Caller;
+
+#[cfg(feature = "http")]
+mod caller {
+    use http::Request;
+    use http::header::{AUTHORIZATION, HeaderName};
+
+    use super::{ClientIp, KeyExtractor};
+
+    // Long enough for any JWT a server accepts in a header; the idempotency
+    // layer stores only a hash of the key, whatever its length.
+    const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
+    const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+    /// Who sent a request, by the credential it presents: the default caller
+    /// scope of [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer),
+    /// and a sensible key for the rate limiter.
+    ///
+    /// In this order, the first that is present gives the key:
+    ///
+    /// 1. `X-Api-Key`, as `x-api-key:<value>`: a long-lived account key,
+    ///    the most stable identity a request carries (Stripe scopes its
+    ///    idempotency keys by it);
+    /// 2. `Authorization`, as `authorization:<value>` (a bearer token, Basic
+    ///    credentials): after the API key because a token may rotate;
+    /// 3. the client IP, as [`ClientIp`] gives it, for anonymous callers.
+    ///
+    /// A credential header that is present but unusable (repeated, empty,
+    /// not visible ASCII, over 8 KiB) gives no key at all rather than a
+    /// fall back to the IP: a caller that presents a credential is never
+    /// quietly put in one scope with everyone behind its address.
+    ///
+    /// The key is the credential itself, so put authentication before the
+    /// layer that uses it: an unchecked header is any string a client
+    /// chooses. [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer)
+    /// stores only a SHA-256 of it; a store that writes keys in clear (the
+    /// rate limiter's Redis key names) holds the credential. Where a token
+    /// rotates within a retry window (OAuth access tokens), a retry after the
+    /// refresh is another caller: scope by the authenticated subject
+    /// instead, with a closure over what the authentication layer put in the
+    /// request's extensions.
+    ///
+    /// Behind a reverse proxy every anonymous caller has the proxy's address:
+    /// give [`client_ip`](Self::client_ip) a [`ClientIp`] that
+    /// [trusts](ClientIp::trust) it.
+    ///
+    /// ```
+    /// use palisade::key::{Caller, KeyExtractor};
+    ///
+    /// let caller = Caller::new();
+    /// let mut req = http::Request::new(());
+    /// req.extensions_mut().insert("192.0.2.7:4000".parse::<std::net::SocketAddr>().unwrap());
+    /// assert_eq!(caller.extract(&req).as_deref(), Some("ip:192.0.2.7"));
+    /// req.headers_mut().insert("authorization", "Bearer t-1".parse().unwrap());
+    /// assert_eq!(caller.extract(&req).as_deref(), Some("authorization:Bearer t-1"));
+    /// req.headers_mut().insert("x-api-key", "k-123".parse().unwrap());
+    /// assert_eq!(caller.extract(&req).as_deref(), Some("x-api-key:k-123"));
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[derive(Debug, Clone, Default)]
+    pub struct Caller {
+        client_ip: ClientIp,
+    }
+
+    impl Caller {
+        /// `X-Api-Key`, else `Authorization`, else the peer address
+        /// ([`ClientIp::new`]: no trusted proxies).
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        /// Reads the address of anonymous callers with `client_ip` (trusted
+        /// proxies, the peer from axum's `ConnectInfo`, IPv6 prefixes).
+        #[must_use]
+        pub fn client_ip(mut self, client_ip: ClientIp) -> Self {
+            self.client_ip = client_ip;
+            self
+        }
+    }
+
+    /// The credential in header `name`: `None` when absent, `Some(None)`
+    /// when present but unusable.
+    fn credential<B>(req: &Request<B>, name: &HeaderName) -> Option<Option<String>> {
+        let mut values = req.headers().get_all(name).iter();
+        let value = values.next()?;
+        if values.next().is_some() {
+            return Some(None);
+        }
+        let value = value.to_str().ok().map(str::trim);
+        Some(
+            value
+                .filter(|v| !v.is_empty() && v.len() <= MAX_CREDENTIAL_LEN)
+                .map(|v| format!("{name}:{v}")),
+        )
+    }
+
+    impl<B> KeyExtractor<Request<B>> for Caller {
+        fn extract(&self, req: &Request<B>) -> Option<String> {
+            if let Some(key) = credential(req, &X_API_KEY) {
+                return key;
+            }
+            if let Some(key) = credential(req, &AUTHORIZATION) {
+                return key;
+            }
+            self.client_ip.extract(req)
+        }
+    }
+}

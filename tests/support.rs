@@ -66,6 +66,46 @@ impl RedisServer {
         }
     }
 
+    /// Starts a replica of `primary` (`--replicaof`) and waits, up to 10 s,
+    /// until it acknowledges a write: a replica the primary already calls
+    /// `online` may not answer a `WAIT` for a few hundred milliseconds more.
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        // Redis waits 5 s for more replicas before a diskless first sync.
+        primary.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+        let mut replica = Self::new_stopped();
+        let port = primary.port.to_string();
+        replica.extra_args = vec!["--replicaof".into(), "127.0.0.1".into(), port];
+        replica.spawn();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if primary.write_acked_by_a_replica() {
+                return replica;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("replica on port {} did not sync in 10 s", replica.port);
+    }
+
+    /// Writes (and deletes) a key and asks `WAIT 1 100` on the same
+    /// connection whether a replica acknowledged it.
+    fn write_acked_by_a_replica(&self) -> bool {
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run redis-cli");
+        let commands = b"SET palisade:replica-check 1\nDEL palisade:replica-check\nWAIT 1 100\n";
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(commands)
+            .expect("write to redis-cli");
+        let out = child.wait_with_output().expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).lines().last() == Some("1")
+    }
+
     /// The port it listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port

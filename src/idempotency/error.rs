@@ -5,6 +5,7 @@ use std::time::Duration;
 use http::header::RETRY_AFTER;
 use http::{HeaderValue, StatusCode};
 
+use super::fingerprint::DuplicateMember;
 use super::key::InvalidKey;
 use crate::BoxError;
 use crate::problem::{IntoProblem, Problem};
@@ -21,6 +22,18 @@ pub enum StoreError {
     /// The store did not answer in time.
     #[error("store timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// Fewer replicas than asked acknowledged a write in time
+    /// (`RedisStore::wait_for_replicas`, feature `redis`):
+    /// a failover now could lose it.
+    #[error("write acknowledged by {acked} of {wanted} replicas within {timeout:?}")]
+    NotReplicated {
+        /// The replicas that acknowledged the write.
+        acked: u32,
+        /// The replicas asked for.
+        wanted: u32,
+        /// How long the store waited.
+        timeout: Duration,
+    },
     /// A bounded memory store is full of live records.
     #[error("idempotency store full")]
     Full,
@@ -54,6 +67,11 @@ pub enum Error<E> {
     /// The request body could not be read (400).
     #[error("failed to read the request body: {0}")]
     Body(BoxError),
+    /// The JSON body repeats a member name in one object, so the request it
+    /// stands for is ambiguous (400); only in
+    /// [`FingerprintMode::CanonicalJson`](super::FingerprintMode::CanonicalJson).
+    #[error(transparent)]
+    DuplicateMember(DuplicateMember),
     /// A request with the same key is still running (409 with `Retry-After`).
     #[error("a request with this idempotency key is in flight, retry after {retry_after:?}")]
     InFlight {
@@ -92,6 +110,8 @@ pub mod problem_types {
     pub const IN_FLIGHT: &str = "https://docs.rs/palisade/latest/palisade/idempotency/error/problem_types/constant.IN_FLIGHT.html";
     /// 422: the key was used with a different request.
     pub const MISMATCH: &str = "https://docs.rs/palisade/latest/palisade/idempotency/error/problem_types/constant.MISMATCH.html";
+    /// 400: the JSON body repeats a member name.
+    pub const DUPLICATE_MEMBER: &str = "https://docs.rs/palisade/latest/palisade/idempotency/error/problem_types/constant.DUPLICATE_MEMBER.html";
     /// 410: the response was not kept.
     pub const NOT_RETAINED: &str = "https://docs.rs/palisade/latest/palisade/idempotency/error/problem_types/constant.NOT_RETAINED.html";
 }
@@ -111,6 +131,12 @@ impl<E: IntoProblem> IntoProblem for Error<E> {
                 .with_detail("no caller identity to scope the idempotency key by"),
             Self::Body(e) => Problem::new(StatusCode::BAD_REQUEST)
                 .with_detail(format!("failed to read the request body: {e}")),
+            Self::DuplicateMember(duplicate) => Problem::new(StatusCode::BAD_REQUEST)
+                .with_type(problem_types::DUPLICATE_MEMBER)
+                .with_title("Duplicate JSON member")
+                .with_detail(format!(
+                    "{duplicate}: each object member name may appear once"
+                )),
             Self::BodyTooLarge { limit } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
                 .with_detail(format!("request body larger than {limit} bytes")),
             Self::InFlight { retry_after } => {

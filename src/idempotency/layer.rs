@@ -12,7 +12,7 @@ use super::observe::Observer;
 use super::record::{MAX_LEASE, MAX_TTL, MIN_LEASE};
 use super::service::Idempotency;
 use super::store::{MemoryStore, Store};
-use crate::key::KeyExtractor;
+use crate::key::{Caller, KeyExtractor};
 
 /// The longest [`IdempotencyLayer::wait_for_in_flight`] (it clamps to it):
 /// 10 minutes.
@@ -62,13 +62,14 @@ pub enum OnStoreError {
     FailOpen,
 }
 
-/// A scope that puts every caller in one namespace: the default of
-/// [`IdempotencyLayer`].
+/// A scope that puts every caller in one namespace: opt in with
+/// [`IdempotencyLayer::unscoped`].
 ///
-/// Keys are then namespaced by method and path only, so one caller could
-/// replay another's response by sending the same key. Only safe when a single
-/// trusted caller (one backend service) talks to the API; otherwise set a real
-/// caller identity with [`IdempotencyLayer::scope`].
+/// **Warning**: keys are then namespaced by method and path only, so any
+/// caller who sends the same key and request gets another caller's stored
+/// response, headers included. Only safe when a single trusted caller (one
+/// backend service) talks to the API; otherwise keep the default
+/// [`Caller`] scope or set one with [`IdempotencyLayer::scope`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unscoped;
 
@@ -87,6 +88,7 @@ pub(crate) struct Config {
     pub(crate) max_request_body: usize,
     pub(crate) max_response_body: usize,
     pub(crate) stored_headers: Option<Vec<HeaderName>>,
+    pub(crate) replay_session_headers: bool,
     pub(crate) ttl: Duration,
     pub(crate) lease: Duration,
     pub(crate) request_timeout: Option<Duration>,
@@ -109,6 +111,7 @@ impl fmt::Debug for Config {
             .field("max_request_body", &self.max_request_body)
             .field("max_response_body", &self.max_response_body)
             .field("stored_headers", &self.stored_headers)
+            .field("replay_session_headers", &self.replay_session_headers)
             .field("ttl", &self.ttl)
             .field("lease", &self.lease)
             .field("request_timeout", &self.request_timeout)
@@ -140,6 +143,7 @@ impl Default for Config {
             max_request_body: 1024 * 1024,
             max_response_body: 1024 * 1024,
             stored_headers: None,
+            replay_session_headers: false,
             ttl: Duration::from_secs(24 * 60 * 60),
             lease: Duration::from_secs(10),
             request_timeout: None,
@@ -157,7 +161,7 @@ impl Default for Config {
 ///
 /// See the [module docs](super) for an example and the semantics.
 #[derive(Clone)]
-pub struct IdempotencyLayer<St = MemoryStore, K = Unscoped> {
+pub struct IdempotencyLayer<St = MemoryStore, K = Caller> {
     config: Arc<Config>,
     store: St,
     scope: K,
@@ -178,7 +182,7 @@ impl IdempotencyLayer {
     /// layer wraps; bounded by
     /// [`DEFAULT_MAX_RECORDS`](super::DEFAULT_MAX_RECORDS) records and
     /// [`DEFAULT_MAX_BYTES`](super::DEFAULT_MAX_BYTES) of responses, past
-    /// which new keys get `503`) and no caller scope ([`Unscoped`]).
+    /// which new keys get `503`), keys scoped by [`Caller`].
     pub fn new() -> Self {
         Self::with_store(MemoryStore::new())
     }
@@ -206,12 +210,12 @@ impl IdempotencyLayer<super::RedisStore> {
 }
 
 impl<St: Store> IdempotencyLayer<St> {
-    /// A layer over any [`Store`].
+    /// A layer over any [`Store`], keys scoped by [`Caller`].
     pub fn with_store(store: St) -> Self {
         Self {
             config: Arc::new(Config::default()),
             store,
-            scope: Unscoped,
+            scope: Caller::new(),
         }
     }
 }
@@ -224,14 +228,26 @@ impl<St, K> IdempotencyLayer<St, K> {
 
     /// Namespaces keys by the caller identity `extractor` reads (API key,
     /// user, tenant), on top of method and path, so one caller can never
-    /// replay another's response. A request for which it returns `None` is
-    /// refused with `400`: put authentication before this layer.
+    /// replay another's response; the default is [`Caller`] (`X-Api-Key`,
+    /// else `Authorization`, else the client IP). Give it the extractor the
+    /// rate limiter keys callers by. A request for which it returns `None`
+    /// is refused with `400`: put authentication before this layer.
     pub fn scope<K2>(self, extractor: K2) -> IdempotencyLayer<St, K2> {
         IdempotencyLayer {
             config: self.config,
             store: self.store,
             scope: extractor,
         }
+    }
+
+    /// Puts every caller in one namespace ([`Unscoped`]): keys are
+    /// namespaced by method and path only.
+    ///
+    /// **Warning**: any caller who sends the same key and request then gets
+    /// another caller's stored response. Only for an API that a single
+    /// trusted caller talks to (one backend service).
+    pub fn unscoped(self) -> IdempotencyLayer<St, Unscoped> {
+        self.scope(Unscoped)
     }
 
     /// The methods the layer applies to (default `POST` and `PATCH`); others
@@ -279,12 +295,25 @@ impl<St, K> IdempotencyLayer<St, K> {
         self.config(|c| c.max_response_body = bytes)
     }
 
-    /// The only response headers kept for replay. By default every header
-    /// is kept except hop-by-hop ones (`connection`, `transfer-encoding`, ...).
+    /// The only response headers kept for replay, exactly these (a
+    /// `set-cookie` listed here is kept). By default every header is kept
+    /// except hop-by-hop ones (`connection`, `transfer-encoding`, ...) and
+    /// per-session ones (see
+    /// [`replay_session_headers`](Self::replay_session_headers)).
     #[must_use]
     pub fn stored_headers(self, names: impl IntoIterator<Item = HeaderName>) -> Self {
         let names = names.into_iter().collect();
         self.config(|c| c.stored_headers = Some(names))
+    }
+
+    /// Keeps the per-session response headers for replay: `Set-Cookie`,
+    /// `Set-Cookie2` and `Authentication-Info`, dropped by default so that a
+    /// replay never hands out the session of the request that ran. Only for
+    /// a handler whose cookies are not a session (a preference, a consent
+    /// flag) and a caller scope that is one client.
+    #[must_use]
+    pub fn replay_session_headers(self) -> Self {
+        self.config(|c| c.replay_session_headers = true)
     }
 
     /// How long a completed record is kept (default 24 h), clamped to

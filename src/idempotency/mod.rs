@@ -1,5 +1,6 @@
-//! Idempotency keys: one execution per `Idempotency-Key`, across retries,
-//! crashes and instances.
+//! Idempotency keys: one execution per `Idempotency-Key` and caller, across
+//! retries, crashes and instances (with Redis, up to a failover: see
+//! [Durability under Redis failover](#durability-under-redis-failover)).
 //!
 //! A client that retries a `POST` (a payment, an order) sends the same
 //! `Idempotency-Key` header each time. [`IdempotencyLayer`] runs the first
@@ -11,6 +12,8 @@
 //! | request | answer |
 //! |---|---|
 //! | key missing (when required) or invalid (empty, over 255 bytes, not visible ASCII) | `400` |
+//! | no caller identity to scope the key by | `400` |
+//! | JSON body with a repeated member name ([`FingerprintMode::CanonicalJson`]) | `400` |
 //! | first with this key | runs; the response is stored (2xx, 4xx except 408/409/429) |
 //! | same key, same request, finished | the stored response, `Idempotent-Replayed: true` |
 //! | same key, same request, still running | `409` with `Retry-After` (or wait, bounded: [`IdempotencyLayer::wait_for_in_flight`]) |
@@ -35,10 +38,9 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(ProblemLayer::new())
-//!     // Scope keys by caller: here the API key header.
-//!     .layer(IdempotencyLayer::new().scope(|req: &Request<Full<Bytes>>| {
-//!         req.headers().get("x-api-key")?.to_str().ok().map(str::to_owned)
-//!     }))
+//!     // Keys are private per caller: by default its X-Api-Key, else its
+//!     // Authorization, else its address (`key::Caller`).
+//!     .layer(IdempotencyLayer::new())
 //!     .service(service_fn(|_req: Request<Full<Bytes>>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("charged once"))))
 //!     }));
@@ -84,14 +86,55 @@
 //! keys are in one slot.
 //!
 //! Keys are namespaced by the caller identity of [`IdempotencyLayer::scope`]
-//! and by method and path. The default, [`Unscoped`], is only safe when a
-//! single trusted caller talks to the API.
+//! and by method and path. The default, [`Caller`](crate::key::Caller), is
+//! the `X-Api-Key` header, else `Authorization`, else the client address;
+//! give the layer the extractor the rate limiter keys callers by, or one
+//! that reads the authenticated subject. A request with no caller identity
+//! is refused (`400`). [`IdempotencyLayer::unscoped`] puts every caller in
+//! one namespace: only safe when a single trusted caller talks to the API.
 //!
 //! The fingerprint hashes (SHA-256) method, path and query, the headers of
 //! [`IdempotencyLayer::fingerprint_headers`] and the body, buffered up to
 //! [`IdempotencyLayer::max_request_body`] and handed on unchanged; with
-//! [`FingerprintMode::CanonicalJson`], key order and whitespace of a JSON
-//! body do not count.
+//! [`FingerprintMode::CanonicalJson`], member order, whitespace and string
+//! escapes of a JSON body do not count, numbers count by their exact text.
+//!
+//! # What is private, what is compared
+//!
+//! | | default | to change it |
+//! |---|---|---|
+//! | scope | per caller: [`Caller`](crate::key::Caller) (`X-Api-Key`, else `Authorization`, else the client IP); the same key from two callers runs once for each, and neither ever gets the other's response; no identity is `400` | [`IdempotencyLayer::scope`]; [`IdempotencyLayer::unscoped`] shares one namespace (a single trusted caller only) |
+//! | stored caller identity | none: the record's name is a SHA-256 of scope, method, path and key | — |
+//! | replayed headers | all but hop-by-hop ones and per-session ones: `Set-Cookie`, `Set-Cookie2`, `Authentication-Info` are never replayed (`WWW-Authenticate` is: it is the resource's, not a session's) | [`IdempotencyLayer::replay_session_headers`]; [`IdempotencyLayer::stored_headers`] keeps exactly a list |
+//! | fingerprint | exact body bytes | [`FingerprintMode::CanonicalJson`]: member order, whitespace and escapes ignored; numbers by their text (`1` and `1.0` differ, so do integers past 2^53); a repeated member is `400`; a body that is not JSON or nests deeper than 128 counts by its bytes |
+//!
+//! # Durability under Redis failover
+//!
+//! [`MemoryStore`] lives and dies with its process. `RedisStore` is as
+//! durable as the Redis it writes to, and Redis replicates asynchronously:
+//! a master acknowledges a write before any replica has it. If the master
+//! fails and a replica that missed the write is promoted:
+//!
+//! - **a lost claim**: a duplicate that arrives at the new master finds no
+//!   record and runs while the first run is still going: a second run;
+//! - **a lost completion**: the record is in flight (until its lease
+//!   expires) or absent: a retry runs again after the lease, where it should
+//!   have been replayed: a second run;
+//! - **the fencing counter can go back**: a claim on the new master can get
+//!   a [`Fence`] number already handed out, so a downstream that fences on it
+//!   cannot tell the two runs apart.
+//!
+//! Without `RedisStore::wait_for_replicas` (the default), this window is
+//! the replication lag, usually under a millisecond, longer under load or a
+//! partition. With it, each claim and each completion waits (`WAIT`) until
+//! the given number of replicas acknowledge the write, and is refused with
+//! [`StoreError::NotReplicated`] when they do not in time, so a write the
+//! layer relies on is on more than one node. It narrows the window without
+//! closing it: `WAIT` is not consensus. A write that times out is still on
+//! the master and may or may not survive; a failover may promote a replica
+//! that did not acknowledge; a restart without persistence loses
+//! everything. Exactly-once across any failure needs a store with consensus
+//! (or a handler whose own transaction records the key).
 //!
 //! # What is stored, what is released
 //!
@@ -186,7 +229,7 @@
 //! | `mismatch` | reused a key with another request (`422`) |
 //! | `invalid_key` | had no key where one is required, or an invalid one (`400`) |
 //! | `missing_scope` | had no caller identity to scope its key by (`400`) |
-//! | `body_rejected` | had a body over the limit (`413`) or an unreadable one (`400`) |
+//! | `body_rejected` | had a body over the limit (`413`), an unreadable one (`400`) or, in [`FingerprintMode::CanonicalJson`], a JSON body with a repeated member (`400`) |
 //! | `gone` | retried a request that ran but whose response was not kept (`410`) |
 //! | `not_stored` | ran, or was dropped while running, and its response is not kept: a status not stored, an error, a panic, a response too large or whose body failed or was cut off, a lost lease, a store failure on completion |
 //! | `failed_open` | met a store failure and ran without idempotency |
@@ -199,6 +242,7 @@ mod body;
 mod client;
 pub mod error;
 mod fingerprint;
+mod headers;
 mod key;
 mod layer;
 mod observe;
@@ -209,7 +253,7 @@ mod store;
 pub use self::body::ResponseBody;
 pub use self::client::{IdempotencyKeyLayer, IdempotencyKeyService, RetryPolicy};
 pub use self::error::{ConfigError, Error, StoreError};
-pub use self::fingerprint::{Fingerprint, FingerprintMode};
+pub use self::fingerprint::{DuplicateMember, Fingerprint, FingerprintMode};
 pub use self::key::{
     Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, InvalidKey, MAX_KEY_LEN,
 };

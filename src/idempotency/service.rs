@@ -10,8 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Fuse, FusedFuture};
-use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
@@ -21,6 +20,7 @@ use tracing::{Instrument, warn};
 use super::body::ResponseBody;
 use super::error::Error;
 use super::fingerprint::Fingerprint;
+use super::headers::kept_headers;
 use super::key::{Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, hex};
 use super::layer::{Config, OnCancel, OnStoreError};
 use super::observe::{Observer, Outcome};
@@ -160,12 +160,21 @@ where
                     return Err(Error::Body(e));
                 }
             };
-            let fingerprint = Fingerprint::compute(
+            let fingerprint = match Fingerprint::compute(
                 &parts,
                 &config.fingerprint_headers,
                 &bytes,
                 config.fingerprint_mode,
-            );
+            ) {
+                Ok(fingerprint) => fingerprint,
+                Err(duplicate) => {
+                    let outcome = Outcome::BodyRejected;
+                    config
+                        .observer
+                        .refused(&key, outcome, "duplicate json member");
+                    return Err(Error::DuplicateMember(duplicate));
+                }
+            };
             let storage_key = storage_key(&scope, &parts.method, parts.uri.path(), &key);
             // The guard exists before the claim is sent: a claim whose reply
             // never comes (a timeout, a dropped future) is released by its
@@ -400,7 +409,11 @@ where
         }
         let stored = StoredResponse {
             status: parts.status,
-            headers: kept_headers(&parts.headers, config.stored_headers.as_deref()),
+            headers: kept_headers(
+                &parts.headers,
+                config.stored_headers.as_deref(),
+                config.replay_session_headers,
+            ),
             body: concat(&frames, size),
         };
         let response = Response::from_parts(parts, ResponseBody::buffered(frames));
@@ -515,30 +528,6 @@ fn concat(frames: &VecDeque<Frame<Bytes>>, size: usize) -> Bytes {
             buf.freeze()
         }
     }
-}
-
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-fn kept_headers(headers: &HeaderMap, only: Option<&[HeaderName]>) -> HeaderMap {
-    let mut kept = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let keep = match only {
-            Some(only) => only.contains(name),
-            None => !HOP_BY_HOP.contains(name) && name.as_str() != "keep-alive",
-        };
-        if keep {
-            kept.append(name.clone(), value.clone());
-        }
-    }
-    kept
 }
 
 /// Where a request stands with its key, for what [`ClaimGuard`]'s drop does.

@@ -135,6 +135,7 @@ async fn server_layer_leaves_the_key_for_the_handler_to_derive_from() {
         .service(handler);
     let incoming = || {
         Request::post("/orders")
+            .header("x-api-key", "k-shop")
             .header("idempotency-key", "order-42")
             .body(Full::new(Bytes::new()))
             .unwrap()

@@ -78,8 +78,20 @@ pub fn answer(status: StatusCode, body: &'static str) -> Handler {
     })
 }
 
+/// The caller every request of [`post`] comes from.
+pub const CALLER: &str = "k-caller-1";
+
+/// A `POST /payments` from [`CALLER`] (its `X-Api-Key`, which the layer's
+/// default scope reads) with `key` as its `Idempotency-Key`.
 pub fn post(key: Option<&str>, body: &str) -> Req {
-    let mut builder = Request::post("/payments").header("content-type", "application/json");
+    post_as(CALLER, key, body)
+}
+
+/// A `POST /payments` from the caller with API key `caller`.
+pub fn post_as(caller: &str, key: Option<&str>, body: &str) -> Req {
+    let mut builder = Request::post("/payments")
+        .header("content-type", "application/json")
+        .header("x-api-key", caller);
     if let Some(key) = key {
         builder = builder.header("idempotency-key", key);
     }

@@ -366,16 +366,8 @@ async fn a_holder_stalled_past_its_lease_can_neither_renew_nor_complete() {
 #[cfg(feature = "metrics")]
 #[test]
 fn a_lost_lease_is_logged_at_warn_and_counted_once() {
-    let logs = crate::support::CapturedLogs::default();
+    let logs = crate::support::CapturedLogs::start();
     let (_, counts) = crate::recording::record_metrics("palisade_idempotency_", || async {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        // See events.rs: a second dispatcher keeps callsites live.
-        let _anchor = tracing::Dispatch::new(tracing_subscriber::registry());
         let gate = Arc::new(Notify::new());
         let (app, count) = harness(
             layer(MemoryStore::new()).lease(Duration::from_secs(1)),

@@ -24,4 +24,7 @@ mod metrics;
 mod redis;
 #[cfg(feature = "redis")]
 mod redis_hangups;
+#[cfg(feature = "redis")]
+mod replication;
+mod scope;
 mod store_contract;

@@ -293,7 +293,9 @@ async fn keys_are_scoped_by_caller_method_and_path() {
     assert_eq!(count.get(), 3);
 
     // No caller identity: refused, nothing runs.
-    let anonymous = send(&app, post(Some(KEY), "{}")).await;
+    let mut anonymous = post(Some(KEY), "{}");
+    anonymous.headers_mut().remove("x-api-key");
+    let anonymous = send(&app, anonymous).await;
     assert_eq!(anonymous.status, StatusCode::BAD_REQUEST);
     assert_eq!(count.get(), 3);
 }
@@ -726,6 +728,7 @@ async fn works_as_an_axum_router_layer() {
         );
     let req = || {
         Request::post("/payments")
+            .header("x-api-key", "k-caller-1")
             .header("idempotency-key", KEY)
             .body(axum::body::Body::from("100"))
             .unwrap()

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,11 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///   too) `palisade_store_errors_total`, labelled `layer="idempotency"`,
 ///   `store="redis"` or `"redis_cluster"` and `op="claim"`, `"renew"`,
 ///   `"complete"` or `"release"`.
+/// - **Replication, opt-in**: Redis replicates asynchronously, so a failover
+///   can lose a claim or a completion it acknowledged.
+///   [`wait_for_replicas`](Self::wait_for_replicas) makes each claim and
+///   completion wait until replicas have it (`WAIT`); see the module docs
+///   for what that does and does not promise.
 ///
 /// ```no_run
 /// use palisade::idempotency::{IdempotencyLayer, RedisStore};
@@ -100,6 +106,14 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     prefix: Arc<str>,
     timeout: Duration,
+    replication: Option<Replication>,
+}
+
+/// How many replicas must acknowledge a write, and how long to wait for them.
+#[derive(Debug, Clone, Copy)]
+struct Replication {
+    replicas: NonZeroU32,
+    timeout: Duration,
 }
 
 struct Scripts {
@@ -126,6 +140,7 @@ impl fmt::Debug for RedisStore {
             .field("store", &self.conn.label())
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("replication", &self.replication)
             .finish_non_exhaustive()
     }
 }
@@ -174,6 +189,7 @@ impl RedisStore {
             conn,
             prefix: DEFAULT_PREFIX.into(),
             timeout: DEFAULT_TIMEOUT,
+            replication: None,
         }
     }
 
@@ -192,6 +208,42 @@ impl RedisStore {
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout.clamp(Duration::from_millis(1), MAX_STORE_TIMEOUT);
+        self
+    }
+
+    /// After each claim and each completion that wrote, waits until
+    /// `replicas` replicas of the node that holds the record acknowledge the
+    /// write (`WAIT replicas timeout` on the connection that wrote it), up
+    /// to `timeout`. Off by default.
+    ///
+    /// Fewer acknowledgements in time is [`StoreError::NotReplicated`]: for
+    /// a claim, the layer then answers as its
+    /// [`OnStoreError`](crate::idempotency::OnStoreError) says, and the claim
+    /// is released first, so a retry is not held off until the lease
+    /// expires; for a completion, the response still goes to the client and
+    /// the failure is logged. Each such step costs one more round trip plus
+    /// the replicas' acknowledgement, and is bounded by this `timeout` plus
+    /// the store's [`timeout`](Self::timeout).
+    ///
+    /// This narrows the window in which a failover loses an acknowledged
+    /// write; it does not close it (`WAIT` is not consensus): see
+    /// "Durability under Redis failover" in the
+    /// [module docs](crate::idempotency).
+    ///
+    /// ```no_run
+    /// use std::num::NonZeroU32;
+    /// use std::time::Duration;
+    /// use palisade::idempotency::RedisStore;
+    ///
+    /// # async fn run() -> Result<(), palisade::idempotency::StoreError> {
+    /// let store = RedisStore::connect("redis://10.0.0.1:6379/")
+    ///     .await?
+    ///     .wait_for_replicas(NonZeroU32::MIN, Duration::from_millis(50));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn wait_for_replicas(mut self, replicas: NonZeroU32, timeout: Duration) -> Self {
+        self.replication = Some(Replication { replicas, timeout });
         self
     }
 
@@ -217,6 +269,46 @@ impl RedisStore {
         #[cfg(not(feature = "metrics"))]
         let _ = op; // only the metrics tell the steps apart
         result
+    }
+}
+
+impl RedisStore {
+    /// The opt-in replication step after a write to `record`: `WAIT` on the
+    /// connection (on a cluster, the master) that ran the script, so it
+    /// counts that write. (A reconnect in between would make `WAIT` count
+    /// nothing on a fresh connection: one more way this narrows the window
+    /// without closing it.)
+    async fn replicated(&self, record: &str) -> Result<(), StoreError> {
+        let Some(replication) = self.replication else {
+            return Ok(());
+        };
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replication.replicas.get())
+            .arg(millis(replication.timeout));
+        let acked = async {
+            match &self.conn {
+                Conn::Single(conn) => wait.query_async::<i64>(&mut conn.clone()).await,
+                Conn::Cluster(cluster) => cluster
+                    .query(record.as_bytes(), &wait)
+                    .await
+                    .and_then(|v| Ok(redis::from_redis_value::<i64>(v)?)),
+            }
+        };
+        // The server gives up after its timeout; this bounds a dead link.
+        let bound = self.timeout + replication.timeout;
+        let acked = match tokio::time::timeout(bound, acked).await {
+            Ok(acked) => acked?,
+            Err(_) => return Err(StoreError::Timeout(bound)),
+        };
+        let wanted = replication.replicas.get();
+        if acked < i64::from(wanted) {
+            return Err(StoreError::NotReplicated {
+                acked: u32::try_from(acked.max(0)).unwrap_or(0),
+                wanted,
+                timeout: replication.timeout,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -350,7 +442,16 @@ impl Store for RedisStore {
         let reply: Value = self
             .bounded(Op::Claim, invocation.invoke(&self.conn))
             .await?;
-        parse_claim(&reply, token)
+        let claim = parse_claim(&reply, token)?;
+        if let Claim::Claimed(lease) = claim
+            && let Err(e) = self.replicated(&record).await
+        {
+            // Refused, nothing ran: free the key for the retry at once. If
+            // this fails too, the claim frees itself when its lease expires.
+            let _ = self.release(key, lease.token).await;
+            return Err(e);
+        }
+        Ok(claim)
     }
 
     async fn complete(
@@ -376,6 +477,9 @@ impl Store for RedisStore {
         let stored: i64 = self
             .bounded(Op::Complete, invocation.invoke(&self.conn))
             .await?;
+        if stored == 1 && self.replication.is_some() {
+            self.replicated(&self.record_key(key)).await?;
+        }
         Ok(stored == 1)
     }
 

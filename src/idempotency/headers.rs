@@ -1,0 +1,97 @@
+//! Which response headers a stored response keeps for replay.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+/// Hop-by-hop headers: about one connection, never part of a replay.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Headers that belong to the session of the caller who ran the request,
+/// dropped by default: replaying a `Set-Cookie` would hand that session to
+/// whoever replays. `Authentication-Info` carries the next nonce of one
+/// authentication exchange. `WWW-Authenticate` stays: it describes the
+/// resource's challenge, the same for every caller.
+pub(crate) const SESSION: [HeaderName; 3] = [
+    header::SET_COOKIE,
+    HeaderName::from_static("set-cookie2"),
+    HeaderName::from_static("authentication-info"),
+];
+
+/// The headers of `headers` kept for replay: exactly `only` when given;
+/// otherwise all but hop-by-hop ones and, unless `keep_session`, the
+/// [`SESSION`] ones.
+pub(crate) fn kept_headers(
+    headers: &HeaderMap,
+    only: Option<&[HeaderName]>,
+    keep_session: bool,
+) -> HeaderMap {
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let keep = match only {
+            Some(only) => only.contains(name),
+            None => {
+                !HOP_BY_HOP.contains(name)
+                    && name.as_str() != "keep-alive"
+                    && (keep_session || !SESSION.contains(name))
+            }
+        };
+        if keep {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "application/json"),
+            ("set-cookie", "session=abc"),
+            ("set-cookie", "csrf=def"),
+            ("set-cookie2", "old=1"),
+            ("authentication-info", "nextnonce=\"n\""),
+            ("www-authenticate", "Bearer"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+        ] {
+            h.append(name, value.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn session_and_hop_by_hop_headers_are_dropped_by_default() {
+        let kept = kept_headers(&response_headers(), None, false);
+        let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "www-authenticate"]);
+    }
+
+    #[test]
+    fn session_headers_are_kept_when_asked() {
+        let kept = kept_headers(&response_headers(), None, true);
+        assert_eq!(kept.get_all("set-cookie").iter().count(), 2);
+        assert!(kept.contains_key("set-cookie2"));
+        assert!(kept.contains_key("authentication-info"));
+        assert!(!kept.contains_key("connection"));
+    }
+
+    #[test]
+    fn an_explicit_list_keeps_exactly_its_headers() {
+        let only = [header::SET_COOKIE, header::CONNECTION];
+        let kept = kept_headers(&response_headers(), Some(&only), false);
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept.get_all("set-cookie").iter().count(), 2);
+    }
+}
