@@ -57,7 +57,8 @@ pub mod observability;
     feature = "redis",
     any(feature = "rate-limit", feature = "idempotency")
 ))]
-mod redis_conn;
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis_conn;
 
 /// The boxed error type used where a layer must hold errors of several types.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

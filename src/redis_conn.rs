@@ -1,6 +1,9 @@
 //! The one way the Redis stores connect, so they reconnect alike; the
 //! connection they hold (one Redis or a Redis Cluster); the scripts they run
 //! on it; the hash tags that keep one decision's keys in one cluster slot.
+//!
+//! Public only for [`connect`]: one tuned connection that several stores can
+//! share (`RedisStore::new(conn.clone())` in `rate_limit` and `idempotency`).
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -17,12 +20,23 @@ mod cluster;
 pub(crate) use self::cluster::Cluster;
 pub(crate) use self::cluster::key_slot;
 
-/// A reconnecting, multiplexed connection to `url`.
+/// A reconnecting, multiplexed connection to `url`, tuned as the stores'
+/// own `RedisStore::connect` tunes theirs: hand clones of it to several
+/// stores so they share one connection.
 ///
 /// Connecting gives up after a second and reconnects with a short backoff
 /// (20 ms growing to 500 ms), so a store recovers soon after Redis is back.
-/// There is no response timeout here: each store bounds its own calls.
-pub(crate) async fn connect(url: &str) -> RedisResult<ConnectionManager> {
+/// `TCP_NODELAY` is set (see below). There is no response timeout here:
+/// each store bounds its own calls.
+///
+/// ```no_run
+/// # async fn run() -> redis::RedisResult<()> {
+/// let conn = palisade::redis_conn::connect("redis://127.0.0.1:6379/").await?;
+/// let limits = palisade::rate_limit::RedisStore::new(conn.clone());
+/// let keys = palisade::idempotency::RedisStore::new(conn);
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> RedisResult<ConnectionManager> {
     ConnectionManager::new_with_config(
         redis::Client::open(connection_info(url)?)?,
         manager_config(),

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -50,11 +49,6 @@ pub(crate) enum Stores {
     Redis(redis::aio::ConnectionManager),
 }
 
-/// The longest wait between two attempts to reconnect to Redis.
-pub(crate) const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
-/// How long one attempt to connect to Redis may take.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -68,22 +62,18 @@ impl Stores {
     /// Redis when `url` is set (connecting now, so a wrong URL stops the
     /// start), else memory.
     ///
-    /// The connection comes back on its own after Redis does: reconnect
-    /// attempts back off to at most [`RECONNECT_MAX_DELAY`] apart (redis-rs
-    /// doubles the wait up to seconds by default, so an instance could stay
-    /// on `503` for seconds after Redis returned), and one that hangs gives
-    /// up after [`CONNECT_TIMEOUT`]. Requests meanwhile fail at the stores'
-    /// own timeouts: the rate limit lets them through, idempotency answers
-    /// `503`.
+    /// One connection from [`palisade::redis_conn::connect`], shared by both
+    /// stores. It comes back on its own after Redis does: reconnect attempts
+    /// back off to at most 500 ms apart (redis-rs doubles the wait up to
+    /// seconds by default, so an instance could stay on `503` for seconds
+    /// after Redis returned), and one that hangs gives up after a second.
+    /// Requests meanwhile fail at the stores' own timeouts: the rate limit
+    /// lets them through, idempotency answers `503`.
     pub(crate) async fn connect(url: Option<&str>) -> Result<Self, redis::RedisError> {
         let Some(url) = url else {
             return Ok(Stores::Memory);
         };
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_max_delay(RECONNECT_MAX_DELAY)
-            .set_connection_timeout(Some(CONNECT_TIMEOUT));
-        let conn = redis::aio::ConnectionManager::new_with_config(client, config).await?;
+        let conn = palisade::redis_conn::connect(url).await?;
         Ok(Stores::Redis(conn))
     }
 }
