@@ -169,7 +169,7 @@ async fn a_hang_up_mid_handler_runs_it_once_by_default() {
 }
 
 /// A response body fed by the test: frames (or an error) as it sends them.
-struct Fed(mpsc::UnboundedReceiver<Result<Bytes, BoxError>>);
+pub(crate) struct Fed(mpsc::UnboundedReceiver<Result<Bytes, BoxError>>);
 
 impl http_body::Body for Fed {
     type Data = Bytes;
@@ -185,12 +185,12 @@ impl http_body::Body for Fed {
     }
 }
 
-type Feeds = Arc<Mutex<Vec<mpsc::UnboundedSender<Result<Bytes, BoxError>>>>>;
+pub(crate) type Feeds = Arc<Mutex<Vec<mpsc::UnboundedSender<Result<Bytes, BoxError>>>>>;
 
 /// The layer around a handler that answers `200` with a body the test feeds
 /// (call `n` is fed through `feeds[n]`).
-fn fed_service(
-    layer: IdempotencyLayer<MemoryStore, Unscoped>,
+pub(crate) fn fed_service<St: Store>(
+    layer: IdempotencyLayer<St, Unscoped>,
 ) -> (
     impl Service<
         Req,

@@ -322,3 +322,76 @@ async fn redis_store_timeout_takes_max_and_zero() {
         "{status}"
     );
 }
+
+/// The client hangs up while its response body is read (after a claim and
+/// a handler on a real Redis): the key is completed as not retained, never
+/// released, so a retry gets `410` and the handler does not run again. The
+/// same body failing mid-stream gives the same.
+#[tokio::test]
+async fn redis_a_hang_up_or_a_failure_while_the_body_is_read_never_runs_it_again() {
+    use palisade::idempotency::Error;
+    use tower::ServiceExt;
+
+    let Some(redis) = RedisServer::start_or_skip("redis_a_hang_up_while_the_body_is_read") else {
+        return;
+    };
+    // Release on cancel, so the reading happens in the request's own future
+    // and a release there would free the key.
+    let layer = layer(store(&redis, Duration::from_secs(1)).await).on_cancel(OnCancel::Release);
+    let (svc, count, feeds) = crate::hangups::fed_service(layer);
+    let feed = |n: usize| feeds.lock().unwrap()[n].clone();
+    let retry_until_final = |key: &'static str| {
+        let svc = svc.clone();
+        async move {
+            let since = Instant::now();
+            loop {
+                let retry = svc.clone().oneshot(post(Some(key), "{}"));
+                // Bounded: a second run would wait for a body nobody feeds.
+                let retry = tokio::time::timeout(BOUND, retry)
+                    .await
+                    .expect("a retry is answered from the record, it does not run again");
+                if !matches!(retry, Err(Error::InFlight { .. }) | Err(Error::Store(_))) {
+                    return retry;
+                }
+                assert!(since.elapsed() < BOUND, "{key}: still {retry:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // A hang-up: drive the request until the handler answered, feed half a
+    // body, then drop the request.
+    let mut first = Box::pin(svc.clone().oneshot(post(Some("hung-up"), "{}")));
+    while feeds.lock().unwrap().is_empty() {
+        let pending = tokio::time::timeout(Duration::from_millis(10), &mut first).await;
+        assert!(pending.is_err(), "answered before its body: {pending:?}");
+    }
+    feed(0).send(Ok(Bytes::from("half"))).unwrap();
+    let pending = tokio::time::timeout(Duration::from_millis(50), &mut first).await;
+    assert!(pending.is_err(), "answered before its body ended");
+    drop(first);
+    let retry = retry_until_final("hung-up").await;
+    assert!(matches!(retry, Err(Error::NotRetained)), "410: {retry:?}");
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // A failure: the body breaks off mid-stream.
+    let first = tokio::spawn(svc.clone().oneshot(post(Some("failed"), "{}")));
+    while feeds.lock().unwrap().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    feed(1).send(Ok(Bytes::from("half"))).unwrap();
+    feed(1)
+        .send(Err("connection to the backend reset".into()))
+        .unwrap();
+    let response = first.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    use http_body_util::BodyExt;
+    assert!(response.into_body().collect().await.is_err());
+    let retry = retry_until_final("failed").await;
+    assert!(matches!(retry, Err(Error::NotRetained)), "410: {retry:?}");
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one run per key"
+    );
+}
