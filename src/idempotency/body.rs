@@ -123,9 +123,10 @@ where
             Some(rest) => {
                 let hint = rest.size_hint();
                 let mut out = SizeHint::new();
-                out.set_lower(hint.lower() + buffered);
-                if let Some(upper) = hint.upper() {
-                    out.set_upper(upper + buffered);
+                // A body may claim any bound: past u64::MAX, say nothing.
+                out.set_lower(hint.lower().saturating_add(buffered));
+                if let Some(upper) = hint.upper().and_then(|u| u.checked_add(buffered)) {
+                    out.set_upper(upper);
                 }
                 out
             }

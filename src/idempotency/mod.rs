@@ -171,6 +171,18 @@
 //! inside this layer; [`IdempotencyLayer::request_timeout`] stops renewing
 //! its lease past that timeout).
 //!
+//! Two cases are not hang-ups and are not covered by "runs at most once":
+//!
+//! - **A timeout inside this layer** that cuts a handler short answers with
+//!   an error, and an error releases the key like any other (so a client
+//!   can retry a failure): a handler cut off after its side effects may run
+//!   again. Keep such handlers transactional, or give them their own
+//!   deadline well inside the timeout.
+//! - **A runtime that shuts down** drops detached runs and pending
+//!   completions with it: their keys stay claimed until their lease runs
+//!   out (10 s by default), then a retry runs. Let in-flight requests finish
+//!   before the runtime is dropped (a graceful shutdown that waits a lease).
+//!
 //! # Limits
 //!
 //! Every duration is clamped: [`IdempotencyLayer::ttl`] to 1 ms ..

@@ -92,11 +92,18 @@ pub(crate) fn random_u64() -> u64 {
         if *next == BATCH {
             let mut bytes = [0u8; BATCH * 8];
             if getrandom::fill(&mut bytes).is_err() {
-                // The OS source fails only on a broken system; a token still
-                // unique within this process keeps leases apart here.
+                // The OS source fails only on a broken system. Tokens must
+                // still differ across processes (a claim re-sent with its
+                // own token takes its lease back), so a counter is mixed
+                // with the process id and the time by std's seeded hasher.
+                use std::hash::{BuildHasher, Hash, Hasher};
                 use std::sync::atomic::{AtomicU64, Ordering};
-                static FALLBACK: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
-                return FALLBACK.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                static FALLBACK: AtomicU64 = AtomicU64::new(0);
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                FALLBACK.fetch_add(1, Ordering::Relaxed).hash(&mut h);
+                std::process::id().hash(&mut h);
+                std::time::SystemTime::now().hash(&mut h);
+                return h.finish();
             }
             for (value, chunk) in values.iter_mut().zip(bytes.chunks_exact(8)) {
                 *value = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));

@@ -18,7 +18,7 @@ use tower_service::Service;
 use tracing::{Instrument, warn};
 
 use super::body::ResponseBody;
-use super::error::Error;
+use super::error::{Error, StoreError};
 use super::fingerprint::Fingerprint;
 use super::headers::kept_headers;
 use super::key::{Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, hex};
@@ -568,17 +568,20 @@ struct ClaimGuard<St: Store> {
 
 impl<St: Store> ClaimGuard<St> {
     async fn release(&mut self, why: &'static str) {
-        let fence = match self.stage {
-            Stage::Running(lease) | Stage::Answered(lease) | Stage::Releasing(lease) => lease.fence,
-            _ => 0,
+        let lease = match self.stage {
+            Stage::Running(lease) | Stage::Answered(lease) | Stage::Releasing(lease) => Some(lease),
+            _ => None,
         };
         let key = redact_key(self.idempotency_key.as_str());
         let start = self.observer.start();
         match self.store.release(&self.key, self.token).await {
-            Ok(released) => self.observer.released(key, fence, released, why, start),
-            Err(e) => self
-                .observer
-                .finish_failed(key, fence, "release", &e, start),
+            Ok(released) => {
+                let fence = lease.map_or(0, |l| l.fence);
+                self.observer.released(key, fence, released, why, start);
+            }
+            // Tried again on a task of its own, as a dropped request's
+            // release is: a claim left behind answers `409` for a lease.
+            Err(_) => run_to_end(self.release_later(lease, why)).await,
         }
         self.stage = Stage::Done;
     }
@@ -598,7 +601,23 @@ impl<St: Store> ClaimGuard<St> {
             let retained = matches!(completion, Completion::Retained(_));
             let fence = lease.fence;
             let start = observer.start();
-            match store.complete(&key, lease, completion, ttl).await {
+            // A failed completion is tried again (it is safe to repeat: the
+            // store answers `true` to a repeat of one that landed) while the
+            // lease may still hold: given up, the claim would expire and a
+            // retry run the handler a second time.
+            let give_up = tokio::time::Instant::now() + RELEASE_RETRIES_FOR;
+            let completed = loop {
+                match store.complete(&key, lease, completion.clone(), ttl).await {
+                    // Written but not replicated in time: asking again
+                    // would only block the connection again.
+                    Err(e @ StoreError::NotReplicated { .. }) => break Err(e),
+                    Err(_) if tokio::time::Instant::now() < give_up => {
+                        tokio::time::sleep(RELEASE_RETRY).await;
+                    }
+                    done => break done,
+                }
+            };
+            match completed {
                 Ok(true) => observer.completed(&idempotency_key, fence, retained, start),
                 Ok(false) => observer.lease_lost(&idempotency_key, fence, start),
                 Err(e) => {

@@ -27,4 +27,5 @@ mod redis_hangups;
 #[cfg(feature = "redis")]
 mod replication;
 mod scope;
+mod store_blips;
 mod store_contract;

@@ -42,6 +42,7 @@ async fn redis_store_contract() {
     contract::stale_holder_is_fenced_out(s.clone(), "d", lease, || real_wait(lease)).await;
     contract::claims_and_records_expire(s.clone(), "e", lease, || real_wait(lease)).await;
     contract::an_unanswered_claim_is_released_by_its_token(s.clone(), "f").await;
+    contract::a_repeated_completion_answers_as_the_first(s.clone(), "i").await;
     // Renewed after 1.2 s of a 2 s lease, checked at 2.4 s: 0.8 s of slack
     // each way on a loaded machine.
     let two_seconds = Duration::from_secs(2);

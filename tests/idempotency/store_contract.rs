@@ -324,6 +324,33 @@ pub async fn an_unanswered_claim_is_released_by_its_token<S: Store>(store: S, ke
 
 /// `Duration::MAX` and `ZERO` on every duration a store takes: no panic, no
 /// error, and a completion with the longest TTL is a completed record.
+/// A completion whose answer was lost is sent again: the repeat answers
+/// `true` and writes nothing; another claim's completion still answers
+/// `false`.
+pub async fn a_repeated_completion_answers_as_the_first<S: Store>(store: S, key: &str) {
+    let lease = claimed(&store, key, Duration::from_secs(60)).await;
+    let ttl = Duration::from_secs(60);
+    let complete = |body| store.complete(key, lease, Completion::Retained(stored(body)), ttl);
+    assert!(complete("first").await.unwrap());
+    assert!(complete("second").await.unwrap(), "a repeat lands too");
+    let stranger = Lease {
+        token: token(),
+        fence: lease.fence,
+    };
+    let other = store.complete(key, stranger, Completion::NotRetained, ttl);
+    assert!(
+        !other.await.unwrap(),
+        "another claim's completion is refused"
+    );
+    match store.claim(key, &fp(1), token(), ttl).await.unwrap() {
+        Claim::Existing(Record::Completed {
+            response: Some(response),
+            ..
+        }) => assert_eq!(response.body, "first", "the repeat wrote nothing"),
+        other => panic!("expected the first completion, got {other:?}"),
+    }
+}
+
 pub async fn durations_out_of_range_are_clamped<S: Store>(store: S, key: &str) {
     let held = claimed(&store, key, Duration::MAX).await;
     assert!(store.renew(key, held.token, Duration::MAX).await.unwrap());
@@ -409,6 +436,11 @@ async fn memory_renew_extends_only_the_holders_lease() {
 #[tokio::test(start_paused = true)]
 async fn memory_an_unanswered_claim_is_released_by_its_token() {
     an_unanswered_claim_is_released_by_its_token(MemoryStore::new(), "k").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_a_repeated_completion_answers_as_the_first() {
+    a_repeated_completion_answers_as_the_first(MemoryStore::new(), "k").await;
 }
 
 #[tokio::test(start_paused = true)]

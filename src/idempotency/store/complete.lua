@@ -9,8 +9,13 @@ if not (ttl and ttl >= 1 and ttl <= 9007199254740991 and ttl % 1 == 0) then
   return redis.error_reply('ERR palisade: ttl out of range')
 end
 local r = redis.call('HMGET', KEYS[1], 's', 't')
-if r[1] ~= 'i' or r[2] ~= ARGV[1] then
+if r[2] ~= ARGV[1] then
   return 0
+end
+-- Already completed by this claim: a retry of a completion whose reply was
+-- lost. It landed; say so, and write nothing again.
+if r[1] ~= 'i' then
+  return 1
 end
 redis.call('HSET', KEYS[1], 's', ARGV[3], 'st', ARGV[4], 'h', ARGV[5], 'b', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])

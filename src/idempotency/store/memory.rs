@@ -76,7 +76,9 @@ struct Slot {
 
 enum State {
     InFlight(Lease),
-    Completed(Option<StoredResponse>),
+    /// The token of the claim that completed it, so a repeat of that
+    /// completion answers as the first did.
+    Completed(u64, Option<StoredResponse>),
 }
 
 impl Records {
@@ -247,7 +249,7 @@ impl MemoryStore {
                             fingerprint: slot.fingerprint,
                             lease_remaining: slot.expires_at - now,
                         }),
-                        State::Completed(response) => Claim::Existing(Record::Completed {
+                        State::Completed(_, response) => Claim::Existing(Record::Completed {
                             fingerprint: slot.fingerprint,
                             response: response.clone(),
                         }),
@@ -313,7 +315,7 @@ impl Store for MemoryStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let max_bytes = self.shared.max_bytes;
-        Ok(self
+        let completed = self
             .with_held(key, lease.token, |records, now| {
                 let (response, size) = match completion {
                     Completion::Retained(response) => {
@@ -330,7 +332,7 @@ impl Store for MemoryStore {
                     Completion::NotRetained => (None, 0),
                 };
                 if let Some(slot) = records.map.get_mut(key) {
-                    slot.state = State::Completed(response);
+                    slot.state = State::Completed(lease.token, response);
                     slot.expires_at = after(now, ttl, MAX_TTL);
                     slot.size = size;
                     records.bytes += size;
@@ -338,7 +340,13 @@ impl Store for MemoryStore {
                     records.expires(at);
                 }
             })
-            .is_some())
+            .is_some();
+        // A repeat of a completion that landed (its caller did not hear the
+        // answer) answers `true` again, as the Redis script does.
+        Ok(completed
+            || self.lock().map.get(key).is_some_and(
+                |slot| matches!(slot.state, State::Completed(token, _) if token == lease.token),
+            ))
     }
 
     async fn release(&self, key: &str, token: u64) -> Result<bool, StoreError> {

@@ -62,7 +62,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Replaces the in-flight record with `completion`, kept for `ttl`, if
     /// and only if `lease` still holds the key. Returns `false` (and writes
     /// nothing) when it does not: the lease expired and the key is free or
-    /// held by someone else.
+    /// held by someone else. A repeat of a completion that landed returns
+    /// `true` and writes nothing, so a caller that did not hear the answer
+    /// may send it again.
     fn complete(
         &self,
         key: &str,

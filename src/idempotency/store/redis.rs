@@ -225,6 +225,14 @@ impl RedisStore {
     /// the replicas' acknowledgement, and is bounded by this `timeout` plus
     /// the store's [`timeout`](Self::timeout).
     ///
+    /// `WAIT` blocks the connection it is sent on until the replicas answer
+    /// or `timeout` passes, and every other step of this store (claims,
+    /// renewals, releases) queues behind it: keep `timeout` short (tens of
+    /// milliseconds), and give this store a connection of its own
+    /// ([`connect`](Self::connect) opens one) rather than one shared with
+    /// other stores. A replica that lags for longer than a lease can then
+    /// delay renewals until leases are lost.
+    ///
     /// This narrows the window in which a failover loses an acknowledged
     /// write; it does not close it (`WAIT` is not consensus): see
     /// "Durability under Redis failover" in the
@@ -243,6 +251,7 @@ impl RedisStore {
     /// ```
     #[must_use]
     pub fn wait_for_replicas(mut self, replicas: NonZeroU32, timeout: Duration) -> Self {
+        let timeout = timeout.clamp(Duration::from_millis(1), super::MAX_STORE_TIMEOUT);
         self.replication = Some(Replication { replicas, timeout });
         self
     }
@@ -295,7 +304,7 @@ impl RedisStore {
             }
         };
         // The server gives up after its timeout; this bounds a dead link.
-        let bound = self.timeout + replication.timeout;
+        let bound = self.timeout.saturating_add(replication.timeout);
         let acked = match tokio::time::timeout(bound, acked).await {
             Ok(acked) => acked?,
             Err(_) => return Err(StoreError::Timeout(bound)),
