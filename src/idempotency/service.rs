@@ -605,14 +605,14 @@ impl<St: Store> ClaimGuard<St> {
             // store answers `true` to a repeat of one that landed) while the
             // lease may still hold: given up, the claim would expire and a
             // retry run the handler a second time.
-            let give_up = tokio::time::Instant::now() + RELEASE_RETRIES_FOR;
+            let give_up = tokio::time::Instant::now() + FINISH_RETRIES_FOR;
             let completed = loop {
                 match store.complete(&key, lease, completion.clone(), ttl).await {
                     // Written but not replicated in time: asking again
                     // would only block the connection again.
                     Err(e @ StoreError::NotReplicated { .. }) => break Err(e),
                     Err(_) if tokio::time::Instant::now() < give_up => {
-                        tokio::time::sleep(RELEASE_RETRY).await;
+                        tokio::time::sleep(FINISH_RETRY).await;
                     }
                     done => break done,
                 }
@@ -638,11 +638,11 @@ impl<St: Store> ClaimGuard<St> {
         let token = self.token;
         Box::pin(async move {
             let start = observer.start();
-            let give_up = tokio::time::Instant::now() + RELEASE_RETRIES_FOR;
+            let give_up = tokio::time::Instant::now() + FINISH_RETRIES_FOR;
             let released = loop {
                 match store.release(&key, token).await {
                     Err(_) if tokio::time::Instant::now() < give_up => {
-                        tokio::time::sleep(RELEASE_RETRY).await;
+                        tokio::time::sleep(FINISH_RETRY).await;
                     }
                     done => break done,
                 }
@@ -662,11 +662,12 @@ impl<St: Store> ClaimGuard<St> {
     }
 }
 
-/// Pause between attempts of a release the request is no longer waiting
-/// for.
-const RELEASE_RETRY: Duration = Duration::from_millis(100);
-/// How long such a release keeps trying.
-const RELEASE_RETRIES_FOR: Duration = Duration::from_secs(10);
+/// Pause between attempts of a completion or a release that failed (both
+/// are safe to repeat).
+const FINISH_RETRY: Duration = Duration::from_millis(100);
+/// How long they keep trying: a default lease, which a completion cannot
+/// outlive anyway.
+const FINISH_RETRIES_FOR: Duration = Duration::from_secs(10);
 
 impl<St: Store> Drop for ClaimGuard<St> {
     fn drop(&mut self) {
