@@ -330,3 +330,58 @@ fn copy(err: &StoreError) -> StoreError {
         StoreError::Protocol(reply) => StoreError::Protocol(reply.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(keys: impl IntoIterator<Item = String>) -> Vec<Queued> {
+        keys.into_iter()
+            .map(|key| Queued {
+                key,
+                params: Params {
+                    interval: 1,
+                    tau: 1,
+                    inc: 1,
+                },
+                reply: oneshot::channel().0,
+            })
+            .collect()
+    }
+
+    fn keys(calls: &[Vec<Queued>]) -> Vec<Vec<&str>> {
+        calls
+            .iter()
+            .map(|call| call.iter().map(|q| q.key.as_str()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_queue_goes_in_arrival_order_whatever_the_slots() {
+        let all: Vec<String> = (0..300).map(|i| format!("{{k{i}}}")).collect();
+        let calls = in_order(queued(all.clone()));
+        let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_BATCH, MAX_BATCH, 300 - 2 * MAX_BATCH]);
+        assert_eq!(keys(&calls).concat(), all);
+        assert_eq!(keys(&in_order(queued(all[..3].to_vec()))), [&all[..3]]);
+    }
+
+    #[test]
+    fn by_slot_keeps_each_call_to_one_slot_in_arrival_order() {
+        // `{a}` and `{b}` hash to different slots; 200 decisions on `{a}`
+        // fill one call and start another.
+        assert_ne!(key_slot(b"{a}"), key_slot(b"{b}"));
+        let all: Vec<String> = (0..300)
+            .map(|i| format!("{{{}}}:{i}", if i % 3 == 2 { "b" } else { "a" }))
+            .collect();
+        let calls = by_slot(queued(all.clone()));
+        for call in keys(&calls) {
+            let tag = &call[0][..3];
+            assert!(call.iter().all(|k| k.starts_with(tag)), "{call:?}");
+            let order: Vec<usize> = call.iter().map(|k| k[4..].parse().unwrap()).collect();
+            assert!(order.is_sorted(), "{order:?}");
+        }
+        let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_BATCH, 100, 200 - MAX_BATCH]);
+    }
+}
