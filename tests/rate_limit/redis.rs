@@ -599,11 +599,24 @@ async fn a_tat_past_2_pow_63_still_denies() {
     );
 }
 
+/// How many commands Redis refused with the error `code` (`INFO
+/// errorstats`), since it started or since `CONFIG RESETSTAT`.
+fn errors(redis: &RedisServer, code: &str) -> u64 {
+    let prefix = format!("errorstat_{code}:count=");
+    redis
+        .cli(&["INFO", "errorstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Behind one address that enforces cluster slots (a Redis Cluster proxy, a
 /// serverless endpoint; here one cluster node that owns every slot), reached
-/// as a plain Redis: under load, batches never carry keys of two slots, so
-/// no decision fails with `CROSSSLOT` (which fail-closed would answer 503,
-/// and fail-open with a pass), every key allows exactly its burst, and
+/// as a plain Redis: the first batch with keys of several slots is refused
+/// with `CROSSSLOT` and sent again by slot, so none of its decisions fails;
+/// from then on batches keep to one slot, so under load no call is refused
+/// again and no decision fails (which fail-closed would answer 503, and
+/// fail-open with a pass), every key allows exactly its burst, and
 /// batching still carries several decisions per script call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_keep_to_one_slot_behind_a_slot_enforcing_endpoint() {
@@ -612,6 +625,34 @@ async fn batches_keep_to_one_slot_behind_a_slot_enforcing_endpoint() {
     };
     let s = store(&redis).await.deny_cache(false);
     let quota = Quota::with_interval(Duration::from_secs(3600)).burst(5);
+
+    // Two decisions out (every round trip taken; Redis paused, so neither
+    // can come back yet), fifty on keys of many slots queued behind them:
+    // they go as one batch, which is refused once.
+    let limits = Limits::new([quota.clone()]).scoped("learn");
+    let keys: Vec<String> = (0..52).map(|i| format!("k{i}")).collect();
+    redis.pause();
+    let mut out: Vec<_> = keys[..2]
+        .iter()
+        .map(|key| tokio_test::task::spawn(s.check(key, &limits, 1)))
+        .collect();
+    for d in &mut out {
+        assert!(d.poll().is_pending());
+    }
+    let mut queued: Vec<_> = keys[2..]
+        .iter()
+        .map(|key| tokio_test::task::spawn(s.check(key, &limits, 1)))
+        .collect();
+    for d in &mut queued {
+        assert!(d.poll().is_pending());
+    }
+    redis.resume();
+    for d in out.into_iter().chain(queued) {
+        let d = d.await.unwrap();
+        assert_eq!((d.is_allowed(), d.remaining()), (true, 4), "{d:?}");
+    }
+    assert_eq!(errors(&redis, "CROSSSLOT"), 1, "one batch was refused");
+
     let svc = ServiceBuilder::new()
         .layer(ProblemLayer::new())
         .layer(
@@ -622,6 +663,7 @@ async fn batches_keep_to_one_slot_behind_a_slot_enforcing_endpoint() {
         .service(service_fn(|_: Request<()>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
         }));
+    assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
     const KEYS: usize = 40;
     let tasks: Vec<_> = (0..1200)
         .map(|i| {
@@ -642,9 +684,10 @@ async fn batches_keep_to_one_slot_behind_a_slot_enforcing_endpoint() {
             (key, status) => other.push((key, status)),
         }
     }
+    assert_eq!(errors(&redis, "CROSSSLOT"), 0, "no batch refused again");
     assert!(
         other.is_empty(),
-        "{} store errors (CROSSSLOT?) answered 503: {:?}",
+        "{} store errors answered 503: {:?}",
         other.len(),
         &other[..other.len().min(5)]
     );
@@ -702,4 +745,51 @@ async fn every_script_writes_slow_buckets_as_integers() {
     }
     assert_eq!(allowed, 4);
     integers(s.keys("b", &sets[0]));
+}
+
+/// Per-client keys on a plain Redis (64 callers over 5,000 keys, hardly two
+/// of them in one hash slot): queued decisions still go many to a script
+/// call, so batching saves Redis work instead of one call per decision
+/// plus a wait; each key allows exactly its burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_distinct_keys_go_in_few_script_calls() {
+    let Some(redis) = RedisServer::start_or_skip("batches_of_distinct_keys") else {
+        return;
+    };
+    let s = store(&redis).await.deny_cache(false);
+    let limits = Limits::new([Quota::with_interval(Duration::from_secs(3600)).burst(1)]);
+    // Loads both scripts, so that each call below is one EVALSHA.
+    s.check("warm-up", &limits, 1).await.unwrap();
+    assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
+    const KEYS: usize = 5_000;
+    const DECISIONS: usize = 7_500;
+    const CALLERS: usize = 64;
+    // Caller `c` decides `c`, `c + 64`, ...: keys below 2,500 twice.
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let (s, limits) = (s.clone(), limits.clone());
+            tokio::spawn(async move {
+                let mut allowed = Vec::new();
+                for n in (c..DECISIONS).step_by(CALLERS) {
+                    let d = s.check(&format!("client-{}", n % KEYS), &limits, 1).await;
+                    if d.unwrap().is_allowed() {
+                        allowed.push(n % KEYS);
+                    }
+                }
+                allowed
+            })
+        })
+        .collect();
+    let mut allowed = vec![0; KEYS];
+    for t in tasks {
+        for key in t.await.unwrap() {
+            allowed[key] += 1;
+        }
+    }
+    assert!(allowed.iter().all(|&n| n == 1), "one cell per key");
+    let calls = redis.command_calls(&["evalsha", "eval"]);
+    assert!(
+        calls * 10 < DECISIONS as u64 * 6,
+        "{DECISIONS} decisions in {calls} script calls"
+    );
 }

@@ -54,7 +54,9 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 ///   sent: the round trip and Redis's work, and the second round trip of a
 ///   script reload. Under batching a decision may first wait for one round
 ///   trip already out (bounded too), so it answers within twice the bound
-///   plus scheduling, and gives up after three times the bound in any case.
+///   plus scheduling (the batch that first meets an endpoint enforcing hash
+///   slots, see below, goes twice: three times), and gives up after three
+///   times the bound in any case.
 ///   The layer's [`FailurePolicy`](crate::rate_limit::FailurePolicy) decides
 ///   what a failure means. A decision that timed out may still have run on
 ///   Redis and spent its cells. Connections set `TCP_NODELAY` (redis-rs
@@ -77,15 +79,21 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 ///   which keeps a flood off Redis.
 /// - **Batching under load** (on by default, one Redis only): while two
 ///   round trips are out, further one-quota decisions queue, and go
-///   together as soon as one comes back: one script call per hash slot, in
-///   arrival order, all in one round trip. Each is decided exactly as
-///   alone, on one reading of Redis's clock; a lone caller never waits.
-///   No script call touches two slots, so batching works behind Redis
-///   Cluster proxies and serverless endpoints that refuse `CROSSSLOT` on
-///   one address. With 64 concurrent callers on a nearby Redis this halves
-///   both Redis's CPU time per decision and the client's; a queued decision
-///   waits up to one round trip more, which matters with a distant Redis;
-///   see [`batching`](Self::batching).
+///   together as soon as one comes back: one script call for up to 128 of
+///   them, in arrival order, all the calls in one round trip. Each is
+///   decided exactly as alone, on one reading of Redis's clock; a lone
+///   caller never waits. With 64 concurrent callers on a nearby Redis this
+///   halves both Redis's CPU time per decision and the client's; a queued
+///   decision waits up to one round trip more, which matters with a
+///   distant Redis. Behind an endpoint that enforces hash slots on one
+///   address (a Redis Cluster proxy, serverless Redis, a cluster-enabled
+///   node), the first batch whose keys span slots is refused with
+///   `CROSSSLOT` before anything runs; the store then sends it again, one
+///   call per slot, and groups every later batch by slot, so no decision
+///   fails. There a batch saves work only for decisions that share a slot
+///   (the same key, or few keys): with per-client keys it makes about one
+///   call per decision, and turning batching off saves the wait; see
+///   [`batching`](Self::batching).
 ///
 /// Redis 8.8's native `GCRA` command is not used: the script runs on every
 /// Redis version since 5 (where scripts replicate their effects).
@@ -221,16 +229,25 @@ impl RedisStore {
     ///
     /// With batching, a one-quota decision that arrives while two round
     /// trips are out waits for one of them to come back, then goes with the
-    /// others that queued meanwhile: one script call for each hash slot
-    /// their keys fall in (up to 128 decisions a call), all the calls
-    /// pipelined in one round trip. A script decides its decisions in
-    /// arrival order, each as it would alone (a later decision on a key sees
-    /// what an earlier one spent), and writes each key once. No call mixes
-    /// slots, which endpoints that enforce slots on one address (Redis
-    /// Cluster proxies, serverless Redis) would refuse with `CROSSSLOT`.
-    /// Without batching every decision is its own `EVALSHA`, pipelined on
-    /// the shared connection. Decisions with several quotas, and every
-    /// decision on a Redis Cluster, always go alone.
+    /// others that queued meanwhile: one script call for up to 128 of them,
+    /// whatever their keys, all the calls pipelined in one round trip. A
+    /// script decides its decisions in arrival order, each as it would
+    /// alone (a later decision on a key sees what an earlier one spent),
+    /// and writes each key once. Without batching every decision is its own
+    /// `EVALSHA`, pipelined on the shared connection. Decisions with several
+    /// quotas, and every decision on a Redis Cluster, always go alone.
+    ///
+    /// An endpoint that enforces hash slots on one address (a Redis Cluster
+    /// proxy, serverless Redis, a cluster-enabled node reached as one
+    /// Redis) refuses a call whose keys span slots with `CROSSSLOT`, before
+    /// the script runs. The first such refusal tells this store (and its
+    /// clones) that the endpoint enforces slots: the refused batch is sent
+    /// again, one call per slot, so none of its decisions fails or is
+    /// counted twice, and every later batch goes one call per slot. Those
+    /// decisions wait one round trip more, once. Behind such an endpoint a
+    /// batch saves Redis work only for decisions that share a slot; with
+    /// per-client keys (hardly two in one of the 16,384 slots) it makes
+    /// about one call per decision, and `batching(false)` saves the wait.
     ///
     /// Each script call is bounded by [`timeout`](Self::timeout) from when
     /// it is sent, so waiting in the queue (for at most one round trip

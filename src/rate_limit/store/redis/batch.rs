@@ -1,26 +1,33 @@
 //! Concurrent one-quota decisions, coalesced: while [`MAX_IN_FLIGHT`]
 //! round trips are out, the decisions that arrive queue here, and go
-//! together as soon as one comes back: one call of `gcra_batch.lua` per
-//! hash slot, all the calls in one round trip.
+//! together as soon as one comes back: one call of `gcra_batch.lua` (up
+//! to [`MAX_BATCH`] decisions each), all the calls in one round trip.
 //!
 //! A lone caller never waits for anyone: below the limit a decision goes at
 //! once, as it would without batching. Under load, one script call and one
 //! round trip carry many decisions, which saves Redis most of a script's
 //! fixed cost per decision and the client most of a round trip's.
 //!
-//! No script call touches two slots: behind a Redis Cluster proxy or a
-//! serverless endpoint that enforces slots on one address, a call with keys
-//! of two slots fails whole with `CROSSSLOT`.
+//! Keys of a batch may span hash slots, which a plain Redis accepts. An
+//! endpoint that enforces slots on one address (a Redis Cluster proxy,
+//! serverless Redis, a cluster-enabled node) refuses such a call whole with
+//! `CROSSSLOT`, before the script runs, so nothing was written. The first
+//! such refusal marks the store's endpoint as enforcing slots: that batch
+//! is sent again, one call per slot, and so is every batch after it.
+//! Grouping by slot from the start would cost the common case everything:
+//! per-client keys hardly ever share one of the 16,384 slots, so it makes
+//! about one call per decision, the work of no batching plus a wait.
 //!
 //! A batch's bound starts when it is sent, not when its decisions queued:
 //! a queued decision waits for a round trip already out (itself bounded),
 //! then for its own, so Redis answering within the bound never fails it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use redis::{ErrorKind, RedisError};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tokio::sync::oneshot;
 
 use super::{Params, Scripts, bounded};
@@ -33,8 +40,9 @@ use crate::redis_conn::{Conn, key_slot};
 const MAX_IN_FLIGHT: usize = 2;
 
 /// The most decisions in one script call, which bounds how long Redis
-/// spends in one script (about 2 µs per decision); a slot with more queued
-/// gets several calls, sent in order in the same round trip.
+/// spends in one script (about 2 µs per decision); a queue (or, behind an
+/// endpoint that enforces slots, a slot) with more gets several calls, sent
+/// in order in the same round trip.
 const MAX_BATCH: usize = 128;
 
 /// The queue of one store (shared by its clones).
@@ -42,6 +50,10 @@ pub(super) struct Batcher {
     conn: Conn,
     scripts: Arc<Scripts>,
     state: Mutex<State>,
+    /// The endpoint refused a batch with `CROSSSLOT`: batches go one call
+    /// per hash slot from then on. Never reset: an endpoint does not stop
+    /// enforcing slots, and a wrong `true` only costs batching's gain.
+    by_slot: AtomicBool,
 }
 
 #[derive(Default)]
@@ -55,8 +67,6 @@ struct State {
 
 struct Queued {
     key: String,
-    /// The hash slot of `key`: a script call takes keys of one slot only.
-    slot: u16,
     params: Params,
     reply: oneshot::Sender<Result<i64, StoreError>>,
 }
@@ -76,6 +86,7 @@ impl Batcher {
             conn,
             scripts,
             state: Mutex::default(),
+            by_slot: AtomicBool::new(false),
         }
     }
 
@@ -102,7 +113,6 @@ impl Batcher {
         }
         let (reply, answer) = oneshot::channel();
         state.queue.push(Queued {
-            slot: key_slot(key.as_bytes()),
             key: std::mem::take(key),
             params,
             reply,
@@ -129,8 +139,13 @@ impl Batcher {
             // One round trip: the calls are pipelined on the connection, and
             // each answers its decisions as soon as it is back.
             let batcher = &carrier.batcher;
-            futures::future::join_all(
+            let calls = if batcher.by_slot.load(Ordering::Relaxed) {
                 by_slot(queue)
+            } else {
+                in_order(queue)
+            };
+            futures::future::join_all(
+                calls
                     .into_iter()
                     .map(|batch| batcher.send_and_answer(batch, timeout)),
             )
@@ -138,26 +153,47 @@ impl Batcher {
         }
     }
 
-    /// Sends one script call for `batch` (one slot), bounded by `timeout`
-    /// from now, and hands each decision its reply.
-    async fn send_and_answer(&self, batch: Vec<Queued>, timeout: Duration) {
-        let replies = match bounded(timeout, self.send(&batch)).await {
+    /// Sends one script call for `batch`, bounded by `timeout` from now, and
+    /// hands each decision its reply. Refused with `CROSSSLOT`, the batch
+    /// goes again, one call per slot (each bounded from when it is sent),
+    /// and so do all later batches.
+    async fn send_and_answer(&self, mut batch: Vec<Queued>, timeout: Duration) {
+        let replies = self.send_bounded(&batch, timeout).await;
+        if matches!(&replies, Err(StoreError::Redis(e))
+            if e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot))
+        {
+            // Redis refuses `CROSSSLOT` before the script runs: nothing was
+            // written, so sending again cannot spend a cell twice.
+            if !self.by_slot.swap(true, Ordering::Relaxed) {
+                tracing::debug!(
+                    decisions = batch.len(),
+                    "the endpoint enforces hash slots: batching by slot"
+                );
+            }
+            // Callers that gave up meanwhile are not sent.
+            batch.retain(|q| !q.reply.is_closed());
+            futures::future::join_all(by_slot(batch).into_iter().map(|batch| async move {
+                let replies = self.send_bounded(&batch, timeout).await;
+                answer(batch, replies);
+            }))
+            .await;
+            return;
+        }
+        answer(batch, replies);
+    }
+
+    /// One script call for `batch`, bounded by `timeout` from now, with
+    /// one reply per decision.
+    async fn send_bounded(
+        &self,
+        batch: &[Queued],
+        timeout: Duration,
+    ) -> Result<Vec<i64>, StoreError> {
+        match bounded(timeout, self.send(batch)).await {
             Ok(replies) if replies.len() != batch.len() => {
                 Err(StoreError::Protocol(format!("{replies:?}")))
             }
             replies => replies,
-        };
-        match replies {
-            Ok(replies) => {
-                for (q, reply) in batch.into_iter().zip(replies) {
-                    let _ = q.reply.send(Ok(reply));
-                }
-            }
-            Err(err) => {
-                for q in batch {
-                    let _ = q.reply.send(Err(copy(&err)));
-                }
-            }
         }
     }
 
@@ -175,6 +211,34 @@ impl Batcher {
     }
 }
 
+/// Hands each decision of `batch` its reply, or the call's error.
+fn answer(batch: Vec<Queued>, replies: Result<Vec<i64>, StoreError>) {
+    match replies {
+        Ok(replies) => {
+            for (q, reply) in batch.into_iter().zip(replies) {
+                let _ = q.reply.send(Ok(reply));
+            }
+        }
+        Err(err) => {
+            for q in batch {
+                let _ = q.reply.send(Err(copy(&err)));
+            }
+        }
+    }
+}
+
+/// `queue` split into script calls in arrival order, at most [`MAX_BATCH`]
+/// in one call, whatever slots their keys fall in.
+fn in_order(queue: Vec<Queued>) -> Vec<Vec<Queued>> {
+    if queue.len() <= MAX_BATCH {
+        return vec![queue];
+    }
+    let mut queue = queue.into_iter();
+    std::iter::from_fn(|| Some(queue.by_ref().take(MAX_BATCH).collect::<Vec<_>>()))
+        .take_while(|call| !call.is_empty())
+        .collect()
+}
+
 /// `queue` split into script calls: decisions whose keys share a hash
 /// slot, in arrival order, at most [`MAX_BATCH`] in one call. Keys of one
 /// decision never span slots (they share a hash tag), so neither does a
@@ -184,10 +248,11 @@ fn by_slot(queue: Vec<Queued>) -> Vec<Vec<Queued>> {
     // Each slot's call still filling, by index in `calls`.
     let mut filling: HashMap<u16, usize> = HashMap::new();
     for q in queue {
-        match filling.get(&q.slot) {
+        let slot = key_slot(q.key.as_bytes());
+        match filling.get(&slot) {
             Some(&i) if calls[i].len() < MAX_BATCH => calls[i].push(q),
             _ => {
-                filling.insert(q.slot, calls.len());
+                filling.insert(slot, calls.len());
                 calls.push(vec![q]);
             }
         }
@@ -263,5 +328,60 @@ fn copy(err: &StoreError) -> StoreError {
             e.to_string(),
         ))),
         StoreError::Protocol(reply) => StoreError::Protocol(reply.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(keys: impl IntoIterator<Item = String>) -> Vec<Queued> {
+        keys.into_iter()
+            .map(|key| Queued {
+                key,
+                params: Params {
+                    interval: 1,
+                    tau: 1,
+                    inc: 1,
+                },
+                reply: oneshot::channel().0,
+            })
+            .collect()
+    }
+
+    fn keys(calls: &[Vec<Queued>]) -> Vec<Vec<&str>> {
+        calls
+            .iter()
+            .map(|call| call.iter().map(|q| q.key.as_str()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_queue_goes_in_arrival_order_whatever_the_slots() {
+        let all: Vec<String> = (0..300).map(|i| format!("{{k{i}}}")).collect();
+        let calls = in_order(queued(all.clone()));
+        let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_BATCH, MAX_BATCH, 300 - 2 * MAX_BATCH]);
+        assert_eq!(keys(&calls).concat(), all);
+        assert_eq!(keys(&in_order(queued(all[..3].to_vec()))), [&all[..3]]);
+    }
+
+    #[test]
+    fn by_slot_keeps_each_call_to_one_slot_in_arrival_order() {
+        // `{a}` and `{b}` hash to different slots; 200 decisions on `{a}`
+        // fill one call and start another.
+        assert_ne!(key_slot(b"{a}"), key_slot(b"{b}"));
+        let all: Vec<String> = (0..300)
+            .map(|i| format!("{{{}}}:{i}", if i % 3 == 2 { "b" } else { "a" }))
+            .collect();
+        let calls = by_slot(queued(all.clone()));
+        for call in keys(&calls) {
+            let tag = &call[0][..3];
+            assert!(call.iter().all(|k| k.starts_with(tag)), "{call:?}");
+            let order: Vec<usize> = call.iter().map(|k| k[4..].parse().unwrap()).collect();
+            assert!(order.is_sorted(), "{order:?}");
+        }
+        let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_BATCH, 100, 200 - MAX_BATCH]);
     }
 }
