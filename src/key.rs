@@ -170,15 +170,16 @@ mod http_keys {
     /// entries through unchecked, the client could as well write any
     /// address. Commas always separate entries, even inside a quoted
     /// `Forwarded` value, so a quote a client leaves open cannot swallow
-    /// the entries the proxies append.
+    /// the entries the proxies append (a comma in a quoted value spoils its
+    /// element instead, as below).
     ///
     /// A proxy may write a client's bytes into its own `Forwarded` element,
     /// as in `host="<Host>";for=<address>`, so within an element `;`
     /// separates pairs only outside quoted strings (with backslash escapes),
     /// and an element whose `for=` the client might have chosen is not read
-    /// as an address. In the client's position, an element keys the request
-    /// by a constant, whatever its bytes (which may be the client's to vary,
-    /// for a bucket per request):
+    /// as an address. In the client's position, an element that names no
+    /// single node keys the request by a constant, not by its bytes (which
+    /// may be the client's to vary, for a bucket per request):
     ///
     /// - `ip:unparsed:malformed`: a quote anywhere but around a whole value,
     ///   or left open, or text after a closing one;
@@ -426,6 +427,7 @@ mod http_keys {
         }
     }
 
+    // One `name=value` pair of a forwarded-element.
     struct Pair<'h> {
         name: &'h [u8],
         value: Option<&'h [u8]>,
