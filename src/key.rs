@@ -151,20 +151,46 @@ mod http_keys {
     /// The headers are read as bytes, entry by entry, so a byte that is not
     /// visible ASCII (which HTTP/1 servers such as hyper accept) spoils only
     /// its own entry: one a client wrote to the left of the proxies' entries
-    /// changes nothing. An entry that is not an address (garbage, an
-    /// obfuscated `Forwarded` node such as `for=_hidden`, or `for=unknown`)
-    /// in the client's position keys the request as `ip:unparsed:<digest>`,
-    /// 16 hex digits of a fixed hash of the entry's bytes (of the `for=`
-    /// node's, for `Forwarded`). That key is never a trusted proxy's: falling
-    /// back to the proxy's address would put every such request in the
-    /// proxy's one bucket, and a client could borrow it with one odd byte.
-    /// Rejecting such requests would refuse all traffic through a proxy
-    /// that obfuscates its clients. The position is one a trusted proxy
-    /// wrote, so a client cannot vary the entry; where a proxy passes the
-    /// client's entries through unchecked, the client could as well write
-    /// any address. Commas always separate entries, even inside a quoted
+    /// changes nothing. An entry is a node address: `192.0.2.7`,
+    /// `192.0.2.7:4000`, `[2001:db8::7]`, `[2001:db8::7]:4000` (in
+    /// `Forwarded`, quoted or not), an unbracketed IPv6 address, with a port
+    /// of digits or an obfuscated one (`_abc`). An entry that is not an
+    /// address (garbage, an obfuscated `Forwarded` node such as `for=_hidden`,
+    /// or `for=unknown`) in the client's position keys the request as
+    /// `ip:unparsed:<digest>`, 16 hex digits of a fixed hash of the entry's
+    /// bytes (of the `for=` value's, as written, for `Forwarded`). So a proxy
+    /// that obfuscates its clients must give each client one stable
+    /// identifier for it to be limited: one per request is a bucket per
+    /// request. That key is never a trusted proxy's: falling back to the
+    /// proxy's address would put every such request in the proxy's one
+    /// bucket, and a client could borrow it with one odd byte. Rejecting
+    /// such requests would refuse all traffic through a proxy that
+    /// obfuscates its clients. The position is one a trusted proxy wrote, so
+    /// a client cannot vary the entry; where a proxy passes the client's
+    /// entries through unchecked, the client could as well write any
+    /// address. Commas always separate entries, even inside a quoted
     /// `Forwarded` value, so a quote a client leaves open cannot swallow
-    /// the entries the proxies append.
+    /// the entries the proxies append (a comma in a quoted value spoils its
+    /// element instead, as below).
+    ///
+    /// A proxy may write a client's bytes into its own `Forwarded` element,
+    /// as in `host="<Host>";for=<address>`, so within an element `;`
+    /// separates pairs only outside quoted strings (with backslash escapes),
+    /// and an element whose `for=` the client might have chosen is not read
+    /// as an address. In the client's position, an element that names no
+    /// single node keys the request by a constant, not by its bytes (which
+    /// may be the client's to vary, for a bucket per request):
+    ///
+    /// - `ip:unparsed:malformed`: a quote anywhere but around a whole value,
+    ///   or left open, or text after a closing one;
+    /// - `ip:unparsed:ambiguous`: more than one `for=`;
+    /// - `ip:unparsed:nofor`: no `for=` at all.
+    ///
+    /// A client can thus put itself in one of these shared buckets, never in
+    /// an address or a bucket of its own. This holds for a proxy that
+    /// escapes `"` and `\` in what it quotes, and for one that writes the
+    /// client's bytes before its `for=`; one that writes them unescaped after
+    /// its `for=` lets a client end the element and append its own.
     ///
     /// IPv6 clients are grouped by their /64 by default, since one host or
     /// one subscriber usually holds a whole /64 and could otherwise take a
@@ -265,11 +291,13 @@ mod http_keys {
         /// The client address of a request with these `headers` that came
         /// from `peer` (IPv4-mapped addresses as IPv4), or `None` when the
         /// entry in the client's position is not an address (see the
-        /// [type docs](Self); the key is then `ip:unparsed:<digest>`).
+        /// [type docs](Self); the key is then `ip:unparsed:<digest>`, or
+        /// `ip:unparsed:malformed`, `ambiguous` or `nofor` for a `Forwarded`
+        /// element that names no single node).
         pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
             match self.hop(peer, headers) {
                 Hop::Ip(ip) => Some(ip),
-                Hop::Unparsed(_) => None,
+                Hop::Unparsed(_) | Hop::Invalid(_) => None,
             }
         }
 
@@ -328,14 +356,18 @@ mod http_keys {
                 }
                 Hop::Ip(ip) => format!("ip:{ip}"),
                 Hop::Unparsed(entry) => format!("ip:unparsed:{:016x}", digest(entry)),
+                Hop::Invalid(why) => format!("ip:unparsed:{why}"),
             })
         }
     }
 
-    // One entry of a forwarding header: an address, or bytes that are not one.
+    // One entry of a forwarding header: an address, bytes that are not one
+    // (keyed by their digest), or a `Forwarded` element that names no single
+    // node (keyed by a constant that says why, never by its bytes).
     enum Hop<'h> {
         Ip(IpAddr),
         Unparsed(&'h [u8]),
+        Invalid(&'static str),
     }
 
     // SipHash with fixed keys: the same key in every process and release,
@@ -348,59 +380,144 @@ mod http_keys {
         hasher.finish()
     }
 
-    // An X-Forwarded-For entry: an address, maybe with a port.
+    // An X-Forwarded-For entry: a node address, unquoted.
     fn parse_hop(entry: &[u8]) -> Hop<'_> {
-        let Ok(hop) = std::str::from_utf8(entry) else {
-            return Hop::Unparsed(entry);
-        };
-        match hop
-            .parse::<IpAddr>()
-            .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
-        {
-            Ok(ip) => Hop::Ip(ip),
-            Err(_) => Hop::Unparsed(entry),
+        match node_address(entry) {
+            Some(ip) => Hop::Ip(ip),
+            None => Hop::Unparsed(entry),
         }
     }
 
-    // The `for=` node of one RFC 7239 forwarded-element; the element itself
-    // when it has none.
+    // The one `for=` node of an RFC 7239 forwarded-element. A client's bytes
+    // inside a quoted value a proxy writes (`host="..."`) must not add a
+    // pair, so `;` splits pairs only outside quoted strings; an element that
+    // is malformed, or has several `for=` (one may be the client's), or none,
+    // is keyed by a constant: its bytes may be the client's to vary.
     fn forwarded_for(element: &[u8]) -> Hop<'_> {
-        let node = element.split(|&b| b == b';').find_map(|pair| {
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            let (name, value) = (&pair[..eq], &pair[eq + 1..]);
-            name.trim_ascii()
-                .eq_ignore_ascii_case(b"for")
-                .then_some(value.trim_ascii())
-        });
-        let Some(node) = node else {
-            return Hop::Unparsed(element);
+        let mut node = None;
+        let mut fors = 0_usize;
+        let mut rest = element;
+        while !rest.is_empty() {
+            let Some(Pair {
+                name,
+                value,
+                rest: next,
+            }) = next_pair(rest)
+            else {
+                return Hop::Invalid("malformed");
+            };
+            rest = next;
+            if value.is_some() && name.trim_ascii().eq_ignore_ascii_case(b"for") {
+                fors += 1;
+                node = value;
+            }
+        }
+        let node = match (fors, node) {
+            (1, Some(node)) => node.trim_ascii(),
+            (0, _) => return Hop::Invalid("nofor"),
+            _ => return Hop::Invalid("ambiguous"),
         };
-        match node_address(node) {
+        let unquoted = node
+            .strip_prefix(b"\"")
+            .and_then(|n| n.strip_suffix(b"\""))
+            .unwrap_or(node);
+        match node_address(unquoted) {
             Some(ip) => Hop::Ip(ip),
             None => Hop::Unparsed(node),
         }
     }
 
-    // A node: `192.0.2.1`, `192.0.2.1:80`, `"[2001:db8::1]:80"`, quoted or
-    // not; an unbracketed IPv6 address is taken too.
+    // One `name=value` pair of a forwarded-element.
+    struct Pair<'h> {
+        name: &'h [u8],
+        value: Option<&'h [u8]>,
+        rest: &'h [u8],
+    }
+
+    // Splits the first `name=value` pair off `s`: its name, its value (a
+    // token, or an RFC 7230 quoted-string with backslash escapes; `None` for
+    // a pair without `=`) and what follows its `;`. `None` when a quote
+    // stands anywhere but at the start of a value, or is left open: the
+    // pairs would depend on how a proxy quoted a client's bytes.
+    fn next_pair(s: &[u8]) -> Option<Pair<'_>> {
+        let end = s.iter().position(|&b| b == b';').unwrap_or(s.len());
+        let after_end = s.get(end + 1..).unwrap_or(&[]);
+        let Some(eq) = s[..end].iter().position(|&b| b == b'=') else {
+            // No value, so no quoted string: the `;` does end it.
+            let name = &s[..end];
+            return (!name.contains(&b'"')).then_some(Pair {
+                name,
+                value: None,
+                rest: after_end,
+            });
+        };
+        let name = &s[..eq];
+        if name.contains(&b'"') {
+            return None;
+        }
+        let after = &s[eq + 1..];
+        let lead = after.len() - after.trim_ascii_start().len();
+        if after.get(lead) != Some(&b'"') {
+            let value = &s[eq + 1..end];
+            return (!value.contains(&b'"')).then_some(Pair {
+                name,
+                value: Some(value),
+                rest: after_end,
+            });
+        }
+        // A quoted string: up to the first quote not escaped.
+        let mut i = lead + 1;
+        loop {
+            match after.get(i)? {
+                b'\\' => i += 2,
+                b'"' => break,
+                _ => i += 1,
+            }
+        }
+        let value = Some(&after[lead..=i]);
+        match after[i + 1..].trim_ascii_start().split_first() {
+            None => Some(Pair {
+                name,
+                value,
+                rest: &[],
+            }),
+            Some((b';', rest)) => Some(Pair { name, value, rest }),
+            Some(_) => None,
+        }
+    }
+
+    // A node address: `192.0.2.1`, `192.0.2.1:80`, `[2001:db8::1]`,
+    // `[2001:db8::1]:80`, and an unbracketed IPv6 address too; a port is
+    // digits or an RFC 7239 obfuscated port (`_abc`).
     fn node_address(node: &[u8]) -> Option<IpAddr> {
         let node = std::str::from_utf8(node).ok()?;
-        let node = node
-            .strip_prefix('"')
-            .and_then(|n| n.strip_suffix('"'))
-            .unwrap_or(node);
         if let Some(rest) = node.strip_prefix('[') {
             let (ip, port) = rest.split_once(']')?;
-            let port_ok = port.is_empty() || port.starts_with(':');
-            return port_ok
-                .then(|| ip.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
-                .flatten();
+            if !port.is_empty() && !port.strip_prefix(':').is_some_and(is_port) {
+                return None;
+            }
+            return ip.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
         }
         if let Ok(ip) = node.parse::<IpAddr>() {
             return Some(ip);
         }
-        let (host, _port) = node.split_once(':')?;
+        let (host, port) = node.split_once(':')?;
+        if !is_port(port) {
+            return None;
+        }
         host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+    }
+
+    fn is_port(port: &str) -> bool {
+        match port.strip_prefix('_') {
+            Some(obfuscated) => {
+                !obfuscated.is_empty()
+                    && obfuscated
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            }
+            None => (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit()),
+        }
     }
 
     /// A network, such as `10.0.0.0/8` or `2001:db8::/32`; a bare address is

@@ -233,6 +233,149 @@ fn an_entry_that_is_no_address_in_the_client_position_keys_by_its_bytes() {
     );
 }
 
+/// A client's bytes inside a quoted value a trusted proxy writes, such as
+/// its Host in `host="..."`, add no `for=` of their own.
+#[test]
+fn a_host_quoted_into_forwarded_cannot_choose_the_address() {
+    let fwd = proxies().forwarded();
+    let key = |value: &str| {
+        fwd.extract(&from("10.0.0.1:443", &[("forwarded", value)]))
+            .unwrap()
+    };
+    // Host `x;for=6.6.6.6;y=`, quoted by the proxy.
+    assert_eq!(
+        key(r#"host="x;for=6.6.6.6;y=";for=198.51.100.4"#),
+        "ip:198.51.100.4"
+    );
+    // Escaped quotes and backslashes stay inside the string.
+    assert_eq!(
+        key(r#"host="x\";for=6.6.6.6;y=\\";for=198.51.100.4"#),
+        "ip:198.51.100.4"
+    );
+    // Unescaped, a Host can close the quote: then two `for=`, a quote out of
+    // place or one left open, never the client's address.
+    assert_eq!(
+        key(r#"host="x";for=6.6.6.6;y="";for=198.51.100.4"#),
+        "ip:unparsed:ambiguous"
+    );
+    assert_eq!(
+        key(r#"host="x";for=6.6.6.6";for=198.51.100.4"#),
+        "ip:unparsed:malformed"
+    );
+    assert_eq!(
+        key(r#"host="";for=6.6.6.6;y=";for=198.51.100.4"#),
+        "ip:unparsed:malformed"
+    );
+    assert_eq!(
+        key("host=x;for=6.6.6.6;for=198.51.100.4"),
+        "ip:unparsed:ambiguous"
+    );
+    // A comma in the Host splits the element, but the rightmost part still
+    // holds the proxy's `for=`, or is malformed.
+    assert_eq!(
+        key(r#"host="x",for=6.6.6.6,a="";for=198.51.100.4"#),
+        "ip:198.51.100.4"
+    );
+    assert_eq!(
+        key(r#"host="x",for=6.6.6.6,y";for=198.51.100.4"#),
+        "ip:unparsed:malformed"
+    );
+    // An escaping proxy that writes the Host after its `for=`.
+    assert_eq!(
+        key(r#"for=198.51.100.4;host="x,for=6.6.6.6;y=\"""#),
+        "ip:unparsed:malformed"
+    );
+}
+
+/// An element whose bytes a client may vary keys by a constant, not by a
+/// digest of them: a new Host per request is not a new bucket per request.
+#[test]
+fn a_forwarded_element_without_one_for_node_keys_by_a_constant() {
+    let fwd = proxies().forwarded();
+    let key = |value: &str| {
+        fwd.extract(&from("10.0.0.1:443", &[("forwarded", value)]))
+            .unwrap()
+    };
+    for host in ["a.example", "b.example", "x;for=6.6.6.6;y="] {
+        assert_eq!(
+            key(&format!(r#"host="{host}";proto=https, for=10.3.3.3"#)),
+            "ip:unparsed:nofor",
+            "{host}"
+        );
+    }
+    for ambiguous in [
+        "for=198.51.100.1;for=198.51.100.2",
+        "for=198.51.100.1;For=198.51.100.1",
+        "for=_a;for=_b",
+    ] {
+        assert_eq!(key(ambiguous), "ip:unparsed:ambiguous", "{ambiguous}");
+    }
+    for malformed in [
+        r#"for="198.51.100.1"#,
+        r#"for="198.51.100.1"x"#,
+        r#"for="198.51.100.1\""#,
+        r#"for=198.51.100.1""#,
+        r#"fo"r=198.51.100.1"#,
+        r#""x";for=198.51.100.1"#,
+    ] {
+        assert_eq!(key(malformed), "ip:unparsed:malformed", "{malformed}");
+    }
+    // One `for=` that is no address: the digest of its value, whatever the
+    // rest of the element says. An obfuscated node is limited only as long
+    // as the proxy keeps it.
+    let hidden = key("for=_hidden");
+    assert_eq!(hidden.len(), "ip:unparsed:".len() + 16, "{hidden}");
+    assert_eq!(hidden, key(r#"for=_hidden;host="a;b""#));
+    assert_ne!(hidden, key("for=_hidden2"));
+    // Empty pairs and pairs without a value are skipped; space around `=`
+    // and `;` is allowed.
+    assert_eq!(key("for=198.51.100.3;;proto"), "ip:198.51.100.3");
+    assert_eq!(
+        key(r#"proto=https ; for = "198.51.100.3:80" ;"#),
+        "ip:198.51.100.3"
+    );
+    let headers = from("10.0.0.1:443", &[("forwarded", "for=1.1.1.1;for=1.1.1.1")]);
+    assert_eq!(
+        fwd.client("10.0.0.1".parse().unwrap(), headers.headers()),
+        None
+    );
+}
+
+/// X-Forwarded-For entries are node addresses as in `Forwarded`: IPv6 in
+/// brackets, with or without a port, keeps its /64 and its trust.
+#[test]
+fn x_forwarded_for_reads_bracketed_ipv6_and_ports() {
+    let key = |value: &str| {
+        proxies()
+            .extract(&from("10.0.0.1:443", &[("x-forwarded-for", value)]))
+            .unwrap()
+    };
+    for client in [
+        "[2001:db8:1:2::99]",
+        "[2001:db8:1:2::99]:4711",
+        "2001:db8:1:2::99",
+    ] {
+        for proxy in ["[2001:db8:ffff::2]", "[2001:db8:ffff::2]:80", "10.9.9.9:80"] {
+            assert_eq!(
+                key(&format!("6.6.6.6, {client}, {proxy}")),
+                "ip:2001:db8:1:2::/64",
+                "{client}, {proxy}"
+            );
+        }
+    }
+    assert_eq!(key("198.51.100.4:_a1"), "ip:198.51.100.4");
+    for bad in [
+        "198.51.100.4:x",
+        "198.51.100.4:123456",
+        "[2001:db8::1]x",
+        "[2001:db8::1]:",
+        "[198.51.100.4]",
+        r#""198.51.100.4""#,
+    ] {
+        assert!(key(bad).starts_with("ip:unparsed:"), "{bad}");
+    }
+}
+
 #[test]
 fn the_peer_can_come_from_another_extension() {
     #[derive(Clone)]
@@ -329,6 +472,13 @@ fn client() -> impl Strategy<Value = Hop> {
         )),
         any::<u8>()
             .prop_map(|n| Hop::Client(format!("::ffff:192.0.2.{n}"), format!("ip:192.0.2.{n}"))),
+        (any::<u16>(), prop::option::of(1..u16::MAX)).prop_map(|(n, port)| Hop::Client(
+            match port {
+                Some(port) => format!("[2001:db8:1:3::{n:x}]:{port}"),
+                None => format!("[2001:db8:1:3::{n:x}]"),
+            },
+            "ip:2001:db8:1:3::/64".to_owned()
+        )),
     ]
 }
 
@@ -377,6 +527,9 @@ fn encode(hop: &Hop, forwarded: bool) -> Vec<u8> {
         (Hop::Trusted(IpAddr::V4(ip)), true) => format!("for={ip}").into_bytes(),
         (Hop::Trusted(IpAddr::V6(ip)), true) => format!("for=\"[{ip}]\"").into_bytes(),
         (Hop::Client(text, _), false) => text.clone().into_bytes(),
+        (Hop::Client(text, _), true) if text.starts_with('[') => {
+            format!("for=\"{text}\"").into_bytes()
+        }
         (Hop::Client(text, _), true) if text.contains("::") => {
             format!("for=\"[{text}]:8080\";proto=https").into_bytes()
         }
@@ -397,6 +550,38 @@ fn is_trusted_key(key: &str) -> bool {
             .iter()
             .any(|n| n.parse::<Cidr>().unwrap().contains(ip))
     })
+}
+
+/// An address as X-Forwarded-For gives it: bare, with a port, or IPv6 in
+/// brackets (random bytes do not hit the obfuscated or 5-digit ports).
+fn xff_address(e: &str) -> Option<IpAddr> {
+    e.parse::<IpAddr>()
+        .ok()
+        .or_else(|| e.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            let v6 = e.strip_prefix('[')?.strip_suffix(']')?;
+            v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+        })
+}
+
+/// Pieces of a Host a client writes to smuggle a `for=` into the element a
+/// proxy quotes it in.
+fn host_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        Just(b";".to_vec()),
+        Just(b",".to_vec()),
+        Just(b"\"".to_vec()),
+        Just(b"\\".to_vec()),
+        Just(b"=".to_vec()),
+        Just(b" ".to_vec()),
+        Just(b"for=".to_vec()),
+        Just(b"6.6.6.6".to_vec()),
+        Just(b"10.0.0.5".to_vec()),
+        Just(b"\"[2001:db8::6]:1\"".to_vec()),
+        Just(b"_obf".to_vec()),
+        prop::collection::vec(any::<u8>().prop_map(field_byte), 1..4),
+    ];
+    prop::collection::vec(piece, 0..12).prop_map(|p| p.concat())
 }
 
 /// The headers for `raw` lines first, then `hops` split into lines at
@@ -447,6 +632,13 @@ proptest! {
         let key = key_of(forwarded, &raw, &hops, &breaks);
         match hops.iter().rev().find(|h| !matches!(h, Hop::Trusted(_))) {
             Some(Hop::Client(_, expected)) => prop_assert_eq!(&key, expected),
+            Some(Hop::Odd { bare: true, .. }) if forwarded => {
+                // No `=`, so no `for=`: a constant, never the bytes' digest.
+                prop_assert!(
+                    key == "ip:unparsed:nofor" || key == "ip:unparsed:malformed",
+                    "{}", key
+                );
+            }
             Some(odd @ Hop::Odd { .. }) => {
                 prop_assert!(key.starts_with("ip:unparsed:"), "{}", key);
                 // Derived from that entry alone.
@@ -459,9 +651,7 @@ proptest! {
                 let raw_untrusted = raw.iter().flat_map(|l| l.split(|&b| b == b',')).any(|e| {
                     let e = e.trim_ascii();
                     !e.is_empty()
-                        && !std::str::from_utf8(e).ok().and_then(|e| {
-                            e.parse::<IpAddr>().ok().or_else(|| e.parse::<SocketAddr>().ok().map(|a| a.ip()))
-                        }).is_some_and(|ip| is_trusted_key(&format!("ip:{}", ip.to_canonical())))
+                        && !std::str::from_utf8(e).ok().and_then(xff_address).is_some_and(|ip| is_trusted_key(&format!("ip:{}", ip.to_canonical())))
                 });
                 if !forwarded && raw_untrusted {
                     prop_assert!(!is_trusted_key(&key), "{}", key);
@@ -471,6 +661,49 @@ proptest! {
                     prop_assert!(is_trusted_key(&key), "{}", key);
                 }
             }
+        }
+    }
+
+    /// A trusted proxy that writes the client's Host into its `Forwarded`
+    /// element, quoted (escaped, or unescaped but before its `for=`), leaves
+    /// the client no choice of key: its address, or a constant bucket
+    /// shared by everything malformed, never an address or a digest of its
+    /// choosing. Without a comma, a properly quoted Host changes nothing.
+    #[test]
+    fn a_host_a_proxy_quotes_never_chooses_the_key(
+        host in host_bytes(),
+        sent in host_bytes(),
+        client in client(),
+        escape in any::<bool>(),
+        host_first in any::<bool>(),
+    ) {
+        let Hop::Client(_, expected) = &client else { unreachable!() };
+        let quoted = if escape {
+            host.iter().flat_map(|&b| match b {
+                b'"' | b'\\' => vec![b'\\', b],
+                b => vec![b],
+            }).collect()
+        } else {
+            host.clone()
+        };
+        let host_pair = [b"host=\"".as_slice(), &quoted, b"\""].concat();
+        let for_pair = encode(&client, true);
+        // Unescaped after its `for=`, a Host can end the element: unsafe.
+        let element = if host_first || !escape {
+            [host_pair, b";".to_vec(), for_pair].concat()
+        } else {
+            [for_pair, b";".to_vec(), host_pair].concat()
+        };
+        // What the client sent itself, on the line the proxy appends to.
+        let line = [sent.as_slice(), b", ", &element].concat();
+        let key = proxies()
+            .forwarded()
+            .extract(&from_bytes("10.0.0.1:443", &[("forwarded", &line)]))
+            .unwrap();
+        let constant = ["ip:unparsed:malformed", "ip:unparsed:ambiguous", "ip:unparsed:nofor"];
+        prop_assert!(&key == expected || constant.contains(&key.as_str()), "{}", key);
+        if !host.contains(&b',') && (escape || !host.iter().any(|b| b"\"\\".contains(b))) {
+            prop_assert_eq!(&key, expected);
         }
     }
 
