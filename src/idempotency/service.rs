@@ -2,7 +2,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -204,16 +204,74 @@ where
             req.extensions_mut().insert(Fence(lease.fence));
             guard.stage = Stage::Running(lease);
             if config.on_cancel == OnCancel::Detach {
-                // In the request's span, so the handler's events keep it.
+                // In the request's span, so the handler's events keep it
+                // wherever it ends.
                 let run = execute(inner, req, guard, lease, config, true);
-                let task = tokio::spawn(run.in_current_span());
-                // A panic is caught inside the task; a join error means the
-                // runtime is shutting down and dropped it.
-                task.await.unwrap_or(Err(Error::Panicked))
+                DetachOnDrop::new(run.in_current_span()).await
             } else {
                 execute(inner, req, guard, lease, config, false).await
             }
         })
+    }
+}
+
+/// Runs `future` in place and, if it is dropped before it finished (the
+/// client hung up), moves it to a task of its own to finish there: what
+/// [`OnCancel::Detach`] promises, at the price of one allocation instead of
+/// a task per request.
+struct DetachOnDrop<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    future: Option<Pin<Box<F>>>,
+}
+
+impl<F> DetachOnDrop<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn new(future: F) -> Self {
+        Self {
+            future: Some(Box::pin(future)),
+        }
+    }
+}
+
+impl<F> Future for DetachOnDrop<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let future = self
+            .future
+            .as_mut()
+            .expect("future polled after completion");
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        self.future = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F> Drop for DetachOnDrop<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn drop(&mut self) {
+        // Not while unwinding: a future that panicked must not be polled
+        // again. Outside a runtime the run is dropped, and its guard holds
+        // the key until the lease runs out.
+        if let Some(future) = self.future.take()
+            && !std::thread::panicking()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            drop(runtime.spawn(future));
+        }
     }
 }
 
