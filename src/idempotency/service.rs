@@ -663,18 +663,8 @@ impl<St: Store> ClaimGuard<St> {
             // store answers `true` to a repeat of one that landed) while the
             // lease may still hold: given up, the claim would expire and a
             // retry run the handler a second time.
-            let give_up = tokio::time::Instant::now() + FINISH_RETRIES_FOR;
-            let completed = loop {
-                match store.complete(&key, lease, completion.clone(), ttl).await {
-                    // Written but not replicated in time: asking again
-                    // would only block the connection again.
-                    Err(e @ StoreError::NotReplicated { .. }) => break Err(e),
-                    Err(_) if tokio::time::Instant::now() < give_up => {
-                        tokio::time::sleep(FINISH_RETRY).await;
-                    }
-                    done => break done,
-                }
-            };
+            let completed =
+                finish_retried(|| store.complete(&key, lease, completion.clone(), ttl)).await;
             match completed {
                 Ok(true) => observer.completed(&idempotency_key, fence, retained, start),
                 Ok(false) => observer.lease_lost(&idempotency_key, fence, start),
@@ -696,15 +686,7 @@ impl<St: Store> ClaimGuard<St> {
         let token = self.token;
         Box::pin(async move {
             let start = observer.start();
-            let give_up = tokio::time::Instant::now() + FINISH_RETRIES_FOR;
-            let released = loop {
-                match store.release(&key, token).await {
-                    Err(_) if tokio::time::Instant::now() < give_up => {
-                        tokio::time::sleep(FINISH_RETRY).await;
-                    }
-                    done => break done,
-                }
-            };
+            let released = finish_retried(|| store.release(&key, token)).await;
             match (lease, released) {
                 (Some(lease), Ok(released)) => {
                     observer.released(digest, lease.fence, released, why, start)
@@ -717,6 +699,27 @@ impl<St: Store> ClaimGuard<St> {
                 (None, released) => observer.claim_undone(digest, released),
             }
         })
+    }
+}
+
+/// Sends a completion or a release (both safe to repeat) until it is
+/// answered, for up to [`FINISH_RETRIES_FOR`]. A completion written but not
+/// replicated in time is not sent again: that would only block the
+/// connection again.
+async fn finish_retried<T, F, Fut>(mut step: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let give_up = tokio::time::Instant::now() + FINISH_RETRIES_FOR;
+    loop {
+        match step().await {
+            Err(e @ StoreError::NotReplicated { .. }) => return Err(e),
+            Err(_) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(FINISH_RETRY).await;
+            }
+            done => return done,
+        }
     }
 }
 
