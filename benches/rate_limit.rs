@@ -459,7 +459,7 @@ async fn redis_benches() {
     let unbatched = store.clone().batching(false);
     // Never denies: every decision runs the full write path.
     let open = Limits::new([Quota::with_interval(Duration::from_micros(1)).burst(1_000_000_000)]);
-    let script = redis::Script::new(include_str!("../src/rate_limit/store/gcra.lua"));
+    let script = redis::Script::new(include_str!("../src/rate_limit/store/redis/gcra.lua"));
     let sha = script.get_hash().to_owned();
     script
         .prepare_invoke()

@@ -39,6 +39,10 @@ pub mod circuit_breaker;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "rate-limit", feature = "idempotency"))))]
 pub mod key;
 
+#[cfg(any(feature = "rate-limit", feature = "idempotency"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "rate-limit", feature = "idempotency"))))]
+pub mod store;
+
 #[cfg(feature = "rate-limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub mod rate_limit;

@@ -26,6 +26,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName};
@@ -42,6 +43,89 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// The `type` of a problem that has no more specific type than its status
 /// (RFC 9457, section 4.2.1).
 pub const ABOUT_BLANK: &str = "about:blank";
+
+/// Whole seconds for a `Retry-After` header: rounded up, so a client that
+/// waits the value never comes back early, and at least 1, since `0` invites
+/// an immediate retry.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::problem::retry_after_seconds;
+///
+/// assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+/// assert_eq!(retry_after_seconds(Duration::from_millis(2001)), 3);
+/// ```
+pub fn retry_after_seconds(retry_after: Duration) -> u64 {
+    let whole = retry_after.as_secs();
+    whole
+        .saturating_add(u64::from(retry_after.subsec_nanos() > 0))
+        .max(1)
+}
+
+/// The `type` URIs of every problem palisade answers with, one per kind of
+/// failure, shared by all layers: a client can branch on `type` without
+/// knowing which layer refused it. Each URI is the documentation page of its
+/// constant.
+pub mod types {
+    macro_rules! problem_types {
+        ($($(#[$doc:meta])* $name:ident,)*) => {$(
+            $(#[$doc])*
+            pub const $name: &str = concat!(
+                "https://docs.rs/palisade/latest/palisade/problem/types/constant.",
+                stringify!($name),
+                ".html"
+            );
+        )*};
+    }
+
+    problem_types! {
+        /// `429`: the caller spent its quota (rate limit); `Retry-After` says when to come back.
+        RATE_LIMITED,
+        /// `429`: one request costs more than the quota ever allows (rate limit).
+        COST_TOO_HIGH,
+        /// `400`: no caller key could be taken from the request (rate limit,
+        /// idempotency scope).
+        MISSING_CALLER_KEY,
+        /// `503`: the layer's store failed or did not answer in time and the
+        /// layer fails closed; `Retry-After` is set.
+        STORE_UNAVAILABLE,
+        /// `503`: the circuit breaker is open; `Retry-After` says when it probes again.
+        CIRCUIT_OPEN,
+        /// `504`: the request's time budget ran out (timeout).
+        TIMED_OUT,
+        /// `413`: the request body is larger than the layer's body limit.
+        BODY_TOO_LARGE,
+        /// `400`: the request body could not be read (the client hung up or sent a broken body).
+        BODY_READ_FAILED,
+        /// `400`: a required header is missing or invalid (validation).
+        INVALID_HEADERS,
+        /// `415`: the request's `Content-Type` is not one the route accepts (validation).
+        UNSUPPORTED_MEDIA_TYPE,
+        /// `406`: the route cannot answer in any media type the `Accept` header allows (validation).
+        NOT_ACCEPTABLE,
+        /// `400`: the body is not well-formed JSON (validation).
+        MALFORMED_JSON,
+        /// `400`: a JSON object repeats a member name, so its meaning is ambiguous.
+        DUPLICATE_MEMBER,
+        /// `422`: the body is well-formed but some values break the route's rules (validation);
+        /// `errors` lists them with JSON pointers.
+        VALIDATION_FAILED,
+        /// `400`: the method requires an `Idempotency-Key` and the request has none.
+        MISSING_IDEMPOTENCY_KEY,
+        /// `400`: the `Idempotency-Key` is not 1 to 255 visible ASCII characters.
+        INVALID_IDEMPOTENCY_KEY,
+        /// `409`: a request with this `Idempotency-Key` is still running; retry after `Retry-After`.
+        IN_FLIGHT,
+        /// `422`: the `Idempotency-Key` was used before with a different request.
+        KEY_REUSED,
+        /// `410`: the request with this `Idempotency-Key` ran, but its response was not kept;
+        /// it will not run again.
+        NOT_RETAINED,
+        /// `500`: the server failed in a way the client cannot fix (a handler
+        /// panicked, a route misses its layer).
+        INTERNAL,
+    }
+}
 
 /// An RFC 9457 problem details object, with the response headers that go with
 /// it (such as `Retry-After`).
@@ -146,6 +230,16 @@ impl Problem {
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.append(name, value);
         self
+    }
+
+    /// Sets `Retry-After` in whole seconds ([`retry_after_seconds`]: rounded
+    /// up, at least 1) and the same number as the `retry_after` extension
+    /// member, so clients that read only the body see it too.
+    #[must_use]
+    pub fn with_retry_after(self, retry_after: Duration) -> Self {
+        let seconds = retry_after_seconds(retry_after);
+        self.with_extension("retry_after", seconds)
+            .with_header(http::header::RETRY_AFTER, HeaderValue::from(seconds))
     }
 
     /// The HTTP status.
@@ -384,6 +478,31 @@ mod tests {
     use super::*;
     use http::header::RETRY_AFTER;
     use serde_json::json;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds_and_is_at_least_one() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_millis(2001)), 3);
+        assert_eq!(retry_after_seconds(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn with_retry_after_sets_the_header_and_the_member_alike() {
+        let problem = Problem::new(StatusCode::TOO_MANY_REQUESTS)
+            .with_retry_after(Duration::from_millis(1500));
+        assert_eq!(problem.headers()[RETRY_AFTER], "2");
+        assert_eq!(problem.extension("retry_after"), Some(&json!(2)));
+    }
+
+    #[test]
+    fn problem_type_uris_are_their_constants_doc_pages() {
+        assert_eq!(
+            types::RATE_LIMITED,
+            "https://docs.rs/palisade/latest/palisade/problem/types/constant.RATE_LIMITED.html"
+        );
+    }
 
     #[test]
     fn serialises_standard_members_and_extensions_flat() {

@@ -10,40 +10,7 @@ use super::key::InvalidKey;
 use crate::BoxError;
 use crate::problem::{IntoProblem, Problem};
 
-/// A store failure: the store could not be reached or answered nonsense.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Redis failed (connection, timeout, script).
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// The store did not answer in time.
-    #[error("store timed out after {0:?}")]
-    Timeout(std::time::Duration),
-    /// Fewer replicas than asked acknowledged a write in time
-    /// (`RedisStore::wait_for_replicas`, feature `redis`):
-    /// a failover now could lose it.
-    #[error("write acknowledged by {acked} of {wanted} replicas within {timeout:?}")]
-    NotReplicated {
-        /// The replicas that acknowledged the write.
-        acked: u32,
-        /// The replicas asked for.
-        wanted: u32,
-        /// How long the store waited.
-        timeout: Duration,
-    },
-    /// A bounded memory store is full of live records.
-    #[error("idempotency store full")]
-    Full,
-    /// A stored record could not be read back.
-    #[error("corrupt idempotency record: {0}")]
-    Corrupt(String),
-    /// Any other backend failure.
-    #[error(transparent)]
-    Other(BoxError),
-}
+pub use crate::store::StoreError;
 
 /// The error of [`Idempotency`](super::Idempotency).
 #[derive(Debug, thiserror::Error)]

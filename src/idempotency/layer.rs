@@ -13,6 +13,7 @@ use super::record::{MAX_LEASE, MAX_TTL, MIN_LEASE};
 use super::service::Idempotency;
 use super::store::{MemoryStore, Store};
 use crate::key::{Caller, KeyExtractor};
+use crate::store::OnStoreError;
 
 /// The longest [`IdempotencyLayer::wait_for_in_flight`] (it clamps to it):
 /// 10 minutes.
@@ -49,18 +50,6 @@ pub enum OnCancel {
     Detach,
 }
 
-/// What the layer does when its store fails (Redis down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OnStoreError {
-    /// Refuse the request with `503` (default): no request runs without
-    /// its duplicate protection.
-    #[default]
-    FailClosed,
-    /// Run the request without idempotency and log a warning: availability
-    /// over exactly-once.
-    FailOpen,
-}
 
 /// A scope that puts every caller in one namespace: opt in with
 /// [`IdempotencyLayer::unscoped`].

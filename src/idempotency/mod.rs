@@ -265,12 +265,13 @@ mod store;
 pub use self::body::ResponseBody;
 pub use self::client::{IdempotencyKeyLayer, IdempotencyKeyService, RetryPolicy};
 pub use self::error::{ConfigError, Error, StoreError};
+pub use crate::store::OnStoreError;
 pub use self::fingerprint::{DuplicateMember, Fingerprint, FingerprintMode};
 pub use self::key::{
     Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, InvalidKey, MAX_KEY_LEN,
 };
 pub use self::layer::{
-    IdempotencyLayer, MAX_RETRY_AFTER, MAX_WAIT, OnCancel, OnStoreError, Unscoped,
+    IdempotencyLayer, MAX_RETRY_AFTER, MAX_WAIT, OnCancel, Unscoped,
     default_store_when,
 };
 pub use self::record::{

@@ -12,6 +12,7 @@ use super::service::RateLimit;
 use super::store::memory::MemoryStore;
 use super::store::{Limits, Store};
 use crate::key::Global;
+use crate::store::OnStoreError;
 
 /// What the layer does with a request whose key extractor finds no key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -25,18 +26,6 @@ pub enum MissingKey {
     Fallback(Arc<str>),
 }
 
-/// What the layer does when the store fails or does not answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum FailurePolicy {
-    /// Let the request through and log a warning: the limiter must not take
-    /// the service down with it.
-    #[default]
-    Open,
-    /// Reject the request with [`Error::Store`](super::Error::Store)
-    /// (`503 Service Unavailable` over HTTP).
-    Closed,
-}
 
 /// How many cells a request spends. [`UnitCost`] (the default) spends one;
 /// any `Fn(&Req) -> u32` closure is a cost.
@@ -76,7 +65,7 @@ pub struct RateLimitLayer<St = MemoryStore, K = Global, C = UnitCost, H = NoHead
     pub(crate) cost: C,
     pub(crate) headers: H,
     pub(crate) missing: MissingKey,
-    pub(crate) on_error: FailurePolicy,
+    pub(crate) on_error: OnStoreError,
     pub(crate) shadow: bool,
     pub(crate) observer: Arc<Observer>,
 }
@@ -109,7 +98,7 @@ impl<St: Store> RateLimitLayer<St> {
             cost: UnitCost,
             headers: NoHeaders,
             missing: MissingKey::Reject,
-            on_error: FailurePolicy::Open,
+            on_error: OnStoreError::FailOpen,
             shadow: false,
             observer: Observer::unnamed(),
         }
@@ -200,7 +189,7 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
 
     /// Sets what happens when the store fails (default: fail open).
     #[must_use]
-    pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
+    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
         self.on_error = policy;
         self
     }

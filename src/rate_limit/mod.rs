@@ -43,7 +43,7 @@
 //! one overflow bucket with the same quotas (counted by
 //! `palisade_rate_limit_overflow_decisions_total`), so flooding unique keys
 //! resets nobody's bucket.
-//! When the store fails or is slow, [`FailurePolicy`] lets requests through
+//! When the store fails or is slow, [`OnStoreError`] lets requests through
 //! with a warning or rejects them (`503`). [Shadow mode](RateLimitLayer::shadow)
 //! decides and logs but never rejects.
 //!
@@ -80,7 +80,8 @@ pub use self::headers::{NoHeaders, ResponseHeaders};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use self::headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders};
-pub use self::layer::{Cost, FailurePolicy, MissingKey, RateLimitLayer, UnitCost};
+pub use self::layer::{Cost, MissingKey, RateLimitLayer, UnitCost};
+pub use crate::store::OnStoreError;
 pub use self::quota::Quota;
 pub use self::service::RateLimit;
 pub use self::store::memory::MemoryStore;

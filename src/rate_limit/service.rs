@@ -9,7 +9,8 @@ use tower_service::Service;
 use super::error::{Error, RateLimited};
 use super::future::ResponseFuture;
 use super::headers::{NoHeaders, ResponseHeaders};
-use super::layer::{Cost, FailurePolicy, MissingKey, RateLimitLayer, UnitCost};
+use super::layer::{Cost, MissingKey, RateLimitLayer, UnitCost};
+use crate::store::OnStoreError;
 use super::store::Store;
 use super::store::memory::MemoryStore;
 use crate::key::{Global, KeyExtractor};
@@ -111,7 +112,7 @@ where
             let decision = match config.store.check(&key, &config.limits, cost).await {
                 Ok(decision) => Some(decision),
                 Err(error) => {
-                    let closed = config.on_error == FailurePolicy::Closed;
+                    let closed = config.on_error == OnStoreError::FailClosed;
                     config.observer.failed(&key, &error, closed, start);
                     if closed {
                         return Err(Error::Store(error));

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use palisade::problem::ProblemLayer;
 use palisade::rate_limit::{
-    FailurePolicy, Limits, Quota, RateLimitLayer, RedisStore, Store, StoreError,
+    OnStoreError, Limits, Quota, RateLimitLayer, RedisStore, Store, StoreError,
 };
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -138,7 +138,7 @@ async fn script_flush_on_a_node_reloads_the_script_there_even_with_another_maste
     for _ in 0..3 {
         assert!(s.check(key, &limits, 1).await.unwrap().is_allowed());
     }
-    let sha = redis::Script::new(include_str!("../../src/rate_limit/store/gcra.lua"))
+    let sha = redis::Script::new(include_str!("../../src/rate_limit/store/redis/gcra.lua"))
         .get_hash()
         .to_owned();
     let port = cluster.node_for_key(&s.keys(key, &limits)[0]).port();
@@ -413,7 +413,7 @@ async fn a_dead_master_fails_only_its_slots_within_the_bound_then_recovers() {
                 Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
             }))
     };
-    let (open, closed) = (svc(FailurePolicy::Open), svc(FailurePolicy::Closed));
+    let (open, closed) = (svc(OnStoreError::FailOpen), svc(OnStoreError::FailClosed));
     for key in &dead_keys {
         call(&closed, key, StatusCode::OK).await;
     }

@@ -8,7 +8,7 @@ use http::Request;
 use palisade::key::{Header, KeyExtractor};
 use palisade::observability::redact_key;
 use palisade::rate_limit::{
-    Decision, FailurePolicy, Limits, Quota, RateLimitLayer, Store, StoreError,
+    Decision, OnStoreError, Limits, Quota, RateLimitLayer, Store, StoreError,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -55,7 +55,7 @@ async fn decisions_carry_the_uniform_fields_and_a_digest_of_the_key() {
     send(&mut api, Some(SECRET)).await;
     send(&mut api, Some(SECRET)).await;
     send(&mut api, None).await;
-    for policy in [FailurePolicy::Open, FailurePolicy::Closed] {
+    for policy in [OnStoreError::FailOpen, OnStoreError::FailClosed] {
         let mut broken = RateLimitLayer::with_store(Broken, Quota::per_hour(1))
             .key(Header::api_key())
             .on_store_error(policy)

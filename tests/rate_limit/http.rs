@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use palisade::key::{ClientIp, Header};
 use palisade::problem::ProblemLayer;
 use palisade::rate_limit::{
-    Decision, Error, FailurePolicy, Limits, MemoryStore, MissingKey, Quota, RateLimitLayer, Store,
+    Decision, Error, OnStoreError, Limits, MemoryStore, MissingKey, Quota, RateLimitLayer, Store,
     StoreError,
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
@@ -375,7 +375,7 @@ async fn a_failing_store_fails_open_or_closed_as_configured() {
 
         let closed = ServiceBuilder::new().layer(ProblemLayer::new()).layer(
             RateLimitLayer::with_store(Broken { hang }, Quota::per_second(1))
-                .on_store_error(FailurePolicy::Closed),
+                .on_store_error(OnStoreError::FailClosed),
         );
         let resp = app(closed).oneshot(req(None)).await.unwrap();
         assert_eq!(

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use palisade::rate_limit::{
-    Decision, Error, FailurePolicy, Limits, Quota, RateLimitLayer, Store, StoreError,
+    Decision, Error, OnStoreError, Limits, Quota, RateLimitLayer, Store, StoreError,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -103,7 +103,7 @@ fn a_known_sequence_gives_exact_counts_per_name_and_outcome() {
         let mut open = RateLimitLayer::with_store(Broken, Quota::per_hour(1)).layer(echo());
         assert!(send(&mut open, None).await.is_ok());
         let mut closed = RateLimitLayer::with_store(Broken, Quota::per_hour(1))
-            .on_store_error(FailurePolicy::Closed)
+            .on_store_error(OnStoreError::FailClosed)
             .name("closed")
             .layer(echo());
         assert!(matches!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use palisade::problem::ProblemLayer;
-use palisade::rate_limit::{FailurePolicy, Limits, Quota, RateLimitLayer, RedisStore, Store};
+use palisade::rate_limit::{OnStoreError, Limits, Quota, RateLimitLayer, RedisStore, Store};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -213,7 +213,7 @@ async fn script_flush_mid_run_reloads_the_script() {
     let d = s.check("f", &limits, 1).await.unwrap();
     assert!(d.is_allowed());
     assert_eq!(d.remaining(), 1, "the count went on across the reload");
-    let sha = redis::Script::new(include_str!("../../src/rate_limit/store/gcra.lua"))
+    let sha = redis::Script::new(include_str!("../../src/rate_limit/store/redis/gcra.lua"))
         .get_hash()
         .to_owned();
     assert_eq!(redis.cli(&["SCRIPT", "EXISTS", &sha]), "1");
@@ -244,7 +244,7 @@ async fn redis_killed_mid_traffic_answers_within_the_bound_then_recovers() {
                 Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
             }))
     };
-    let (open, closed) = (svc(FailurePolicy::Open), svc(FailurePolicy::Closed));
+    let (open, closed) = (svc(OnStoreError::FailOpen), svc(OnStoreError::FailClosed));
     call(&open, StatusCode::OK).await;
     call(&closed, StatusCode::OK).await;
 
@@ -434,7 +434,7 @@ async fn batched_decisions_are_as_exact_as_lone_ones() {
     let Some(redis) = RedisServer::start_or_skip("batched_decisions_are_as_exact") else {
         return;
     };
-    let batch_sha = redis::Script::new(include_str!("../../src/rate_limit/store/gcra_batch.lua"))
+    let batch_sha = redis::Script::new(include_str!("../../src/rate_limit/store/redis/gcra_batch.lua"))
         .get_hash()
         .to_owned();
     for batching in [true, false] {
@@ -658,7 +658,7 @@ async fn batches_keep_to_one_slot_behind_a_slot_enforcing_endpoint() {
         .layer(
             RateLimitLayer::redis(s, quota)
                 .key(|req: &Request<()>| Some(req.uri().path().to_owned()))
-                .on_store_error(FailurePolicy::Closed),
+                .on_store_error(OnStoreError::FailClosed),
         )
         .service(service_fn(|_: Request<()>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))

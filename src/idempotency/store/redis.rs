@@ -328,7 +328,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn corrupt(what: &str, value: &Value) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {value:?}"))
+    StoreError::Protocol(format!("{what}: {value:?}"))
 }
 
 fn bytes(value: &Value) -> Option<&[u8]> {

@@ -33,23 +33,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
 }
 
-/// A store failure. The layer answers it with its
-/// [`FailurePolicy`](super::FailurePolicy).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The store did not decide within its bound.
-    #[error("rate limit store did not answer within {0:?}")]
-    Timeout(Duration),
-    /// Redis failed.
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    #[error("rate limit store failed: {0}")]
-    Redis(#[from] ::redis::RedisError),
-    /// The store answered something this crate does not understand.
-    #[error("rate limit store sent an unexpected reply: {0}")]
-    Protocol(String),
-}
+pub use crate::store::StoreError;
 
 /// The outcome of one decision, with the state of its binding quota (the
 /// one with the fewest cells left when allowed, the one that denied

@@ -328,6 +328,7 @@ fn copy(err: &StoreError) -> StoreError {
             e.to_string(),
         ))),
         StoreError::Protocol(reply) => StoreError::Protocol(reply.clone()),
+        other => StoreError::Protocol(other.to_string()),
     }
 }
 

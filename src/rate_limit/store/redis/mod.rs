@@ -57,7 +57,7 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 ///   plus scheduling (the batch that first meets an endpoint enforcing hash
 ///   slots, see below, goes twice: three times), and gives up after three
 ///   times the bound in any case.
-///   The layer's [`FailurePolicy`](crate::rate_limit::FailurePolicy) decides
+///   The layer's [`OnStoreError`](crate::store::OnStoreError) decides
 ///   what a failure means. A decision that timed out may still have run on
 ///   Redis and spent its cells. Connections set `TCP_NODELAY` (redis-rs
 ///   does not): with Nagle's algorithm, concurrent decisions on one
