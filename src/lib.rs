@@ -20,6 +20,29 @@
 //! one instance, or in Redis (feature `redis`; one Redis or a Redis Cluster)
 //! when several instances must agree.
 //!
+//! # One vocabulary
+//!
+//! Every layer says the same thing the same way, so a stack of five reads as
+//! one API. A new layer takes these names.
+//!
+//! | idea | the name in every layer |
+//! |---|---|
+//! | build a layer | `XLayer::new(..)`; a store-backed layer starts on a bounded `MemoryStore`, `XLayer::with_store(store, ..)` takes another |
+//! | what state is kept per (API key, client IP, route, tenant) | `.per(extractor)`, any [`key::KeyExtractor`]; [`key::Global`] is one state for all |
+//! | keep two layers apart in one store | `.namespace(..)` |
+//! | tell instances apart in metrics and traces | `.name(..)` |
+//! | the store fails or is slow | `.on_store_error(`[`store::OnStoreError`]`::FailOpen` or `FailClosed)`, each layer documents its default |
+//! | a store's failure | [`store::StoreError`], re-exported by each store-backed layer |
+//! | a bounded in-memory store | `MemoryStore::new()` (bounded by default), `MemoryStore::with_max_keys(n)`, `DEFAULT_MAX_KEYS` |
+//! | the largest request body read | `.body_limit(bytes)`, `DEFAULT_BODY_LIMIT` |
+//! | a default | `DEFAULT_` + the setter's name: `max_errors` and `DEFAULT_MAX_ERRORS` |
+//! | a behaviour switched on or off | a setter taking `bool`: `.shadow(true)`, `.optional(true)` |
+//! | a count | `NonZeroU32` / `NonZeroUsize`: a zero limit cannot be written; quotas are `const fn` |
+//! | steer a running layer | `.handle()` on the layer: the state is created once, by `new`, so every handle steers what the services use |
+//! | an error | `Display` says what failed, `source()` says why (never both); one `#[non_exhaustive]` enum per layer |
+//! | an error over HTTP | an RFC 9457 [`problem::Problem`] whose `type` is one of [`problem::types`]; `Retry-After` by [`problem::Problem::with_retry_after`] |
+//! | a metric or a decision event | `palisade_<layer>_..` with the fields `layer`, `name`, `key`, `outcome`, `latency_us` ([`observability`]) |
+//!
 //! [tower]: https://docs.rs/tower
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
