@@ -22,6 +22,33 @@ where
     }
 }
 
+/// The caller key a layer took from a request, left in the request's
+/// extensions for the layers and the handler inside it, so nothing parses
+/// the same headers twice.
+///
+/// The idempotency layer inserts the key it scopes `Idempotency-Key`s by.
+/// In an axum handler, take it with `Extension<CallerKey>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallerKey(String);
+
+impl CallerKey {
+    /// Wraps a key taken by a [`KeyExtractor`].
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CallerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Every request under one key, `global`: one bucket for the whole service.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Global;

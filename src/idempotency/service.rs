@@ -23,6 +23,7 @@ use super::fingerprint::Fingerprint;
 use super::headers::kept_headers;
 use super::key::{Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, hex};
 use super::layer::{Config, OnCancel};
+use crate::key::CallerKey;
 use crate::store::OnStoreError;
 use super::observe::{Observer, Outcome};
 use super::record::{Claim, Completion, Lease, Record, StoredResponse, random_u64};
@@ -192,7 +193,9 @@ where
             };
             let claimed = claim(&mut guard, &config, &fingerprint).await;
             let mut req = Request::from_parts(parts, ReqB::from(bytes));
+            // The handler reads what the layer parsed instead of parsing it again.
             req.extensions_mut().insert(key);
+            req.extensions_mut().insert(CallerKey::new(scope));
             let lease = match claimed {
                 Claimed::Lease(lease) => lease,
                 Claimed::Done(result) => return result,

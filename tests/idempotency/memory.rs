@@ -9,13 +9,14 @@ use futures::future::join_all;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use palisade::idempotency::default_store_when;
+use palisade::key::CallerKey;
 use palisade::idempotency::{
     Fence, FingerprintMode, IdempotencyKey, IdempotencyLayer, MemoryStore, OnCancel,
     error::problem_types,
 };
 use tokio::sync::Notify;
 
-use crate::common::{App, Counter, Handler, Req, answer, call, harness, post, send};
+use crate::common::{App, CALLER, Counter, Handler, Req, answer, call, harness, post, send};
 
 const KEY: &str = "8e03978e-40d5-43e8-bc93-6894a57f9324";
 
@@ -436,6 +437,8 @@ async fn handler_sees_increasing_fence_numbers() {
             .expect("key extension")
             .clone();
         assert_eq!(key.as_str(), KEY);
+        let caller = req.extensions().get::<CallerKey>().expect("caller extension");
+        assert_eq!(caller.as_str(), format!("x-api-key:{CALLER}"));
         s.store(fence, Ordering::SeqCst);
         Box::pin(async {
             Response::builder()
