@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::BoxError;
 
-use super::rules::Violations;
+use super::violations::Violations;
 
 /// Why a request was refused, or the inner service's error.
 ///
@@ -95,7 +95,7 @@ mod http_impl {
 
     use super::Error;
     use crate::problem::{IntoProblem, Problem};
-    use crate::validate::rules::Violations;
+    use crate::validate::violations::Violations;
 
     fn errors(v: &Violations) -> Value {
         serde_json::to_value(v.as_slice()).expect("violations serialise to JSON")

@@ -1,3 +1,5 @@
+//! The layer and its setters.
+
 use std::fmt;
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;
@@ -7,72 +9,12 @@ use http::{HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 
+use super::config::{Config, HeaderRule, Json, Passthrough, UnknownFields, media_types};
 use super::error::Error;
-use super::json::{self, UnknownFields};
+use super::json;
 use super::observe::Observer;
-use super::rules::{DEFAULT_MAX_VIOLATIONS, Validate};
 use super::service::ValidateRequest;
-
-/// The default body limit: 1 MiB.
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
-
-/// Mode of a layer that checks headers and the body's size but hands the
-/// body on unread (wrapped in [`http_body_util::Limited`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Passthrough;
-
-/// Mode of a layer that parses the body as JSON into a `T` and validates it.
-pub struct Json<T>(PhantomData<fn() -> T>);
-
-impl<T> fmt::Debug for Json<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Json")
-    }
-}
-
-impl<T> Clone for Json<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for Json<T> {}
-
-pub(crate) type HeaderCheck = Arc<dyn Fn(&HeaderValue) -> bool + Send + Sync>;
-
-#[derive(Clone)]
-pub(crate) struct HeaderRule {
-    pub(crate) name: HeaderName,
-    pub(crate) check: Option<HeaderCheck>,
-}
-
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) headers: Vec<HeaderRule>,
-    /// Lowercase essences (`type/subtype`); `None`: any (passthrough) or
-    /// `application/json` (JSON).
-    pub(crate) content_types: Option<Arc<[String]>>,
-    pub(crate) produces: Option<Arc<[String]>>,
-    pub(crate) limit: usize,
-    pub(crate) unknown_fields: UnknownFields,
-    pub(crate) max_errors: usize,
-    pub(crate) observer: Arc<Observer>,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<_> = self.headers.iter().map(|h| h.name.as_str()).collect();
-        f.debug_struct("Config")
-            .field("headers", &headers)
-            .field("content_types", &self.content_types)
-            .field("produces", &self.produces)
-            .field("limit", &self.limit)
-            .field("unknown_fields", &self.unknown_fields)
-            .field("max_errors", &self.max_errors)
-            .field("name", &self.observer.name())
-            .finish()
-    }
-}
+use super::violations::Validate;
 
 /// Validates requests before the inner service sees them.
 ///
@@ -107,37 +49,12 @@ impl Default for ValidateLayer<Passthrough> {
     }
 }
 
-fn media_types<I, S>(types: I) -> Arc<[String]>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    types
-        .into_iter()
-        .map(|t| {
-            let mime: mime::Mime = t
-                .as_ref()
-                .parse()
-                .unwrap_or_else(|_| panic!("`{}` is not a media type", t.as_ref()));
-            mime.essence_str().to_ascii_lowercase()
-        })
-        .collect()
-}
-
 impl ValidateLayer<Passthrough> {
     /// A layer with no required header, any content type, no `Accept` check
-    /// and a body limit of [`DEFAULT_BODY_LIMIT`].
+    /// and a body limit of [`DEFAULT_BODY_LIMIT`](super::DEFAULT_BODY_LIMIT).
     pub fn new() -> Self {
         Self {
-            config: Arc::new(Config {
-                headers: Vec::new(),
-                content_types: None,
-                produces: None,
-                limit: DEFAULT_BODY_LIMIT,
-                unknown_fields: UnknownFields::default(),
-                max_errors: DEFAULT_MAX_VIOLATIONS,
-                observer: Observer::unnamed(),
-            }),
+            config: Arc::new(Config::new()),
             _mode: PhantomData,
         }
     }
@@ -250,10 +167,10 @@ impl<M> ValidateLayer<M> {
     }
 
     /// How many violations a 422 lists at most (default
-    /// [`DEFAULT_MAX_VIOLATIONS`]); the rest are counted in its `detail`.
+    /// [`DEFAULT_MAX_ERRORS`](super::DEFAULT_MAX_ERRORS)); the rest are counted in its `detail`.
     #[must_use]
     pub fn max_errors(mut self, max: NonZeroUsize) -> Self {
-        self.config().max_errors = max.get();
+        self.config().max_errors = max;
         self
     }
 }

@@ -166,7 +166,9 @@
 //! assert_eq!(ok.cap.currency, Currency(*b"EUR"));
 //! ```
 
+mod config;
 pub mod error;
+mod extract;
 pub mod future;
 mod json;
 mod layer;
@@ -174,9 +176,14 @@ mod observe;
 mod pointer;
 pub mod rules;
 mod service;
+mod violations;
+mod wording;
 
+pub use self::config::{DEFAULT_BODY_LIMIT, Json, Passthrough, UnknownFields};
 pub use self::error::Error;
-pub use self::json::{RawBody, UnknownFields, Validated};
-pub use self::layer::{DEFAULT_BODY_LIMIT, Json, Passthrough, ValidateLayer};
-pub use self::rules::{Invalid, Validate, Violation, Violations};
+pub use self::extract::{RawBody, Validated};
+pub use self::layer::ValidateLayer;
 pub use self::service::ValidateRequest;
+pub use self::violations::{
+    DEFAULT_MAX_ERRORS, Invalid, Location, Validate, Violation, Violations,
+};

@@ -1,3 +1,5 @@
+//! The service: the checks before the body, then the body.
+
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -11,11 +13,12 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
+use super::config::{Config, Json, Passthrough};
 use super::error::Error;
+use super::extract::{RawBody, Validated};
 use super::future::{JsonFuture, ResponseFuture};
-use super::json::{self, RawBody, Validated};
-use super::layer::{Config, Json, Passthrough};
-use super::rules::{Invalid, Validate, Violation, Violations};
+use super::json;
+use super::violations::{Invalid, Validate, Violation, Violations};
 use crate::BoxError;
 
 /// The service of [`ValidateLayer`](super::ValidateLayer).
