@@ -22,12 +22,12 @@ pub enum UnknownFields {
     /// misspelt optional field is caught instead of silently ignored.
     #[default]
     Reject,
-    /// Unknown members are ignored, as serde does by default.
+    /// Unknown members are ignored, as serde does by default. With
+    /// `#[serde(deny_unknown_fields)]` on a body type, serde refuses the
+    /// first unknown member of that type (a 422 at its pointer).
     ///
-    /// Also the fastest choice with `#[serde(deny_unknown_fields)]` on the
-    /// body types: serde then refuses the first unknown member (a 422 at its
-    /// pointer) without the per-key bookkeeping that listing all of them
-    /// costs (about 0.5x a plain serde_json parse of a typical order).
+    /// Rejecting costs next to nothing on a body without unknown members:
+    /// only a body that has some is parsed a second time, to list them.
     Allow,
 }
 

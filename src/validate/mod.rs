@@ -170,6 +170,7 @@ mod config;
 pub mod error;
 mod extract;
 pub mod future;
+mod ignored;
 mod json;
 mod layer;
 mod observe;

@@ -1,12 +1,10 @@
 //! RFC 6901 JSON pointers.
 
-use std::fmt::Write as _;
-
 /// Appends `/segment` to `pointer`, escaping `~` as `~0` and `/` as `~1`
 /// (RFC 6901, section 3).
 pub(crate) fn push_key(pointer: &mut String, segment: &str) {
     pointer.push('/');
-    if !segment.contains(['~', '/']) {
+    if !segment.bytes().any(|b| b == b'~' || b == b'/') {
         pointer.push_str(segment);
         return;
     }
@@ -21,8 +19,23 @@ pub(crate) fn push_key(pointer: &mut String, segment: &str) {
 
 /// Appends `/index`.
 pub(crate) fn push_index(pointer: &mut String, index: usize) {
-    // Writing to a String cannot fail.
-    let _ = write!(pointer, "/{index}");
+    // Digits by hand: `write!` goes through the formatting machinery, which
+    // cost more than the rules of a typical array element.
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = index;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    pointer.push('/');
+    for &d in &digits[start..] {
+        pointer.push(char::from(d));
+    }
 }
 
 /// The pointer of a serde_path_to_error path. An `Unknown` segment (content
@@ -76,6 +89,8 @@ mod tests {
         push_key(&mut p, "a/b~c");
         push_index(&mut p, 3);
         push_key(&mut p, "~1");
-        assert_eq!(p, "/a~1b~0c/3/~01");
+        push_index(&mut p, 0);
+        push_index(&mut p, usize::MAX);
+        assert_eq!(p, format!("/a~1b~0c/3/~01/0/{}", usize::MAX));
     }
 }

@@ -73,15 +73,19 @@ pub fn range<T: PartialOrd + Display>(value: T, range: impl RangeBounds<T>) -> R
 /// The number of characters (Unicode scalar values) of `s` lies in `range`
 /// (code `length`): "must have between 1 and 64 characters".
 pub fn length(s: &str, range: impl RangeBounds<usize>) -> Result<(), Invalid> {
-    // Bytes bound the characters from above and from below (x4): most
-    // strings are decided without counting.
+    // Bytes bound the characters from above, and from below (a character
+    // is at most 4 bytes): when both bounds lie in the range, so does the
+    // count, and most strings are decided without counting.
     let bytes = s.len();
-    let decided = match (range.start_bound(), range.end_bound()) {
-        (Bound::Unbounded, Bound::Included(&b)) if bytes <= b => true,
-        (Bound::Included(&a), Bound::Unbounded) if bytes / 4 >= a => true,
-        _ => false,
+    if range.contains(&bytes) && range.contains(&bytes.div_ceil(4)) {
+        return Ok(());
+    }
+    let chars = if s.is_ascii() {
+        bytes
+    } else {
+        s.chars().count()
     };
-    if decided || range.contains(&s.chars().count()) {
+    if range.contains(&chars) {
         return Ok(());
     }
     let unit = if last_bound_is_one(&range) {

@@ -134,9 +134,22 @@ fn check_headers<E>(config: &Config, headers: &HeaderMap) -> Result<(), Error<E>
 }
 
 fn content_type_ok(headers: &HeaderMap, accepted: &[String]) -> bool {
-    let Some(mime) = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return false;
+    };
+    // A bare `application/json` is its own essence: no need to parse it
+    // (which allocates). Anything else, parameters included, goes through
+    // `mime`, so both ways accept the same values.
+    let bytes = value.as_bytes();
+    if accepted
+        .iter()
+        .any(|a| a.as_bytes().eq_ignore_ascii_case(bytes))
+    {
+        return true;
+    }
+    let Some(mime) = value
+        .to_str()
+        .ok()
         .and_then(|v| v.parse::<mime::Mime>().ok())
     else {
         return false;

@@ -303,6 +303,7 @@ impl Violations {
 
     /// Runs `f` with the pointer descended into member `name`.
     pub fn field(&mut self, name: &str, f: impl FnOnce(&mut Self)) {
+        self.reserve_prefix();
         let len = self.prefix.len();
         pointer::push_key(&mut self.prefix, name);
         f(self);
@@ -311,10 +312,20 @@ impl Violations {
 
     /// Runs `f` with the pointer descended into element `index`.
     pub fn index(&mut self, index: usize, f: impl FnOnce(&mut Self)) {
+        self.reserve_prefix();
         let len = self.prefix.len();
         pointer::push_index(&mut self.prefix, index);
         f(self);
         self.prefix.truncate(len);
+    }
+
+    /// Room for a typical pointer at the first descent, instead of growing
+    /// it a few bytes at a time.
+    #[inline]
+    fn reserve_prefix(&mut self) {
+        if self.prefix.capacity() == 0 {
+            self.prefix.reserve(64);
+        }
     }
 
     /// Validates `value` as member `name`.
