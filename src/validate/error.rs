@@ -8,10 +8,11 @@ use super::violations::Violations;
 
 /// Why a request was refused, or the inner service's error.
 ///
-/// With feature `http` it answers as an RFC 9457 problem: 400 for missing
-/// headers, unreadable bodies and malformed JSON (with `line` and `column`),
-/// 406, 413, 415 (with an `Accept` header listing the accepted types), and 422
-/// with every violation under `errors`.
+/// With feature `http` it answers as an RFC 9457 problem whose `type` is one
+/// of [`problem::types`](crate::problem::types): 400 for missing headers,
+/// unreadable bodies, malformed JSON (with `line` and `column`) and repeated
+/// members (with `pointer`), 406, 413, 415 (with an `Accept` header listing
+/// the accepted types), and 422 with every violation under `errors`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error<E> {
@@ -50,8 +51,15 @@ pub enum Error<E> {
         /// 1-based column of the error.
         column: usize,
     },
+    /// An object in the body repeats a member the target type declares, so
+    /// which value counts is ambiguous (400).
+    #[error("the JSON body repeats the member at {pointer}")]
+    DuplicateMember {
+        /// The RFC 6901 pointer of the repeated member.
+        pointer: String,
+    },
     /// The body parsed into JSON but breaks the target type or its rules (422).
-    #[error("{0}")]
+    #[error("invalid request body: {0}")]
     Invalid(Violations),
     /// The inner service failed.
     #[error(transparent)]
@@ -76,6 +84,7 @@ impl<E> Error<E> {
             Error::TooLarge { .. } => "body too large",
             Error::Body(_) => "unreadable body",
             Error::Syntax { .. } => "malformed JSON",
+            Error::DuplicateMember { .. } => "duplicate member",
             Error::Invalid(_) => "invalid body",
             Error::Inner(_) => "inner error",
         }
@@ -94,7 +103,7 @@ mod http_impl {
     use serde_json::Value;
 
     use super::Error;
-    use crate::problem::{IntoProblem, Problem};
+    use crate::problem::{IntoProblem, Problem, types};
     use crate::validate::violations::Violations;
 
     fn errors(v: &Violations) -> Value {
@@ -116,9 +125,11 @@ mod http_impl {
         fn into_problem(self) -> Problem {
             match self {
                 Error::Headers(v) => Problem::new(StatusCode::BAD_REQUEST)
+                    .with_type(types::INVALID_HEADERS)
                     .with_detail(counted(&v, "header"))
                     .with_extension("errors", errors(&v)),
                 Error::NotAcceptable { produces } => Problem::new(StatusCode::NOT_ACCEPTABLE)
+                    .with_type(types::NOT_ACCEPTABLE)
                     .with_detail(format!(
                         "the response can only be {}",
                         produces.join(" or ")
@@ -126,6 +137,7 @@ mod http_impl {
                     .with_extension("produces", produces.to_vec()),
                 Error::UnsupportedMediaType { accepted } => {
                     let mut problem = Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                        .with_type(types::UNSUPPORTED_MEDIA_TYPE)
                         .with_detail(format!(
                             "the content type must be {}",
                             accepted.join(" or ")
@@ -139,21 +151,29 @@ mod http_impl {
                     problem
                 }
                 Error::TooLarge { limit } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
-                    .with_detail(format!("the request body is larger than {limit} bytes"))
+                    .with_type(types::BODY_TOO_LARGE)
+                    .with_detail(format!("request body is larger than {limit} bytes"))
                     .with_extension("limit", limit),
                 Error::Body(_) => Problem::new(StatusCode::BAD_REQUEST)
-                    .with_detail("the request body could not be read"),
+                    .with_type(types::BODY_READ_FAILED)
+                    .with_detail("failed to read the request body"),
                 Error::Syntax {
                     message,
                     line,
                     column,
                 } => Problem::new(StatusCode::BAD_REQUEST)
+                    .with_type(types::MALFORMED_JSON)
                     .with_detail(format!(
                         "malformed JSON: {message} at line {line} column {column}"
                     ))
                     .with_extension("line", line)
                     .with_extension("column", column),
+                Error::DuplicateMember { pointer } => Problem::new(StatusCode::BAD_REQUEST)
+                    .with_type(types::DUPLICATE_MEMBER)
+                    .with_detail("a member of the JSON body appears more than once")
+                    .with_extension("pointer", pointer),
                 Error::Invalid(v) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+                    .with_type(types::VALIDATION_FAILED)
                     .with_detail(counted(&v, "value"))
                     .with_extension("errors", errors(&v)),
                 Error::Inner(e) => e.into_problem(),

@@ -129,6 +129,11 @@ fn reject<E>(
     }
     let message = message(inner);
     let invalid = describe(&message, &mut at);
+    if invalid.code() == "duplicate" {
+        // Parsers disagree on which of the two counts: not a value to fix
+        // but an ambiguous body.
+        return Error::DuplicateMember { pointer: at };
+    }
     violations.push(Violation::at_pointer(at, invalid));
     Error::Invalid(violations)
 }

@@ -12,6 +12,8 @@
 //! (serde) and checked by its [`Validate`] rules:
 //!
 //! - malformed JSON: 400 with the `line` and `column`;
+//! - a member the target type declares, repeated in one object: 400 with its
+//!   `pointer` (parsers disagree on which one counts);
 //! - wrong types, missing or unknown fields (see [`UnknownFields`]), numbers
 //!   out of range, broken rules: 422 with
 //!   `errors: [{"pointer": "/items/0/quantity", "detail": "...", "code": "range"}]`,
@@ -26,7 +28,12 @@
 //! The handler gets the value as [`Validated<T>`] and the bytes as [`RawBody`]
 //! in the request extensions (with feature `axum`, both are extractors), and the
 //! same bytes as the body. Errors are [`Error`]s: put
-//! [`ProblemLayer`](crate::problem::ProblemLayer) outside to answer them.
+//! [`ProblemLayer`](crate::problem::ProblemLayer) outside to answer them; each
+//! problem's `type` is one of [`problem::types`](crate::problem::types)
+//! (`INVALID_HEADERS`, `NOT_ACCEPTABLE`, `UNSUPPORTED_MEDIA_TYPE`,
+//! `BODY_TOO_LARGE`, `BODY_READ_FAILED`, `MALFORMED_JSON`, `DUPLICATE_MEMBER`,
+//! `VALIDATION_FAILED`; `INTERNAL` from the extractors on a route without the
+//! layer).
 //!
 //! ```
 //! use std::convert::Infallible;

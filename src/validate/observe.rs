@@ -88,7 +88,10 @@ impl Observer {
 /// service's errors, which are not rejections.
 fn status<E>(error: &Error<E>) -> Option<usize> {
     match error {
-        Error::Headers(_) | Error::Body(_) | Error::Syntax { .. } => Some(0),
+        Error::Headers(_)
+        | Error::Body(_)
+        | Error::Syntax { .. }
+        | Error::DuplicateMember { .. } => Some(0),
         Error::NotAcceptable { .. } => Some(1),
         Error::TooLarge { .. } => Some(2),
         Error::UnsupportedMediaType { .. } => Some(3),

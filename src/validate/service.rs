@@ -23,6 +23,11 @@ use crate::BoxError;
 
 /// The service of [`ValidateLayer`](super::ValidateLayer).
 ///
+/// Other layers name their service after the layer (`RateLimitLayer`,
+/// `RateLimit<S>`); here [`Validate`](super::Validate) is the trait every
+/// body type implements, so the service is `ValidateRequest`, as in
+/// tower-http's `ValidateRequestHeader`.
+///
 /// See the [module docs](super) for an example.
 pub struct ValidateRequest<S, M = Passthrough> {
     inner: S,

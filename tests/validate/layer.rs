@@ -10,6 +10,7 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use palisade::problem::ProblemLayer;
+use palisade::problem::types;
 use palisade::validate::{Error, UnknownFields, ValidateLayer};
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -49,7 +50,7 @@ async fn missing_and_malformed_headers_are_400_listing_each() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Bad Request", "status": 400,
+            "type": types::INVALID_HEADERS, "title": "Bad Request", "status": 400,
             "detail": "2 invalid headers",
             "errors": [
                 {"header": "x-request-id", "detail": "is required", "code": "required"},
@@ -82,7 +83,7 @@ async fn unacceptable_accept_is_406_when_the_layer_knows_what_it_produces() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Not Acceptable", "status": 406,
+            "type": types::NOT_ACCEPTABLE, "title": "Not Acceptable", "status": 406,
             "detail": "the response can only be application/json",
             "produces": ["application/json"],
         })
@@ -110,7 +111,7 @@ async fn unacceptable_accept_is_406_when_the_layer_knows_what_it_produces() {
 #[tokio::test]
 async fn wrong_or_missing_content_type_is_415_listing_accepted_types() {
     let expected = json!({
-        "type": "about:blank", "title": "Unsupported Media Type", "status": 415,
+        "type": types::UNSUPPORTED_MEDIA_TYPE, "title": "Unsupported Media Type", "status": 415,
         "detail": "the content type must be application/json",
         "accepted": ["application/json"],
     });
@@ -181,8 +182,8 @@ async fn content_length_over_the_limit_is_413_before_reading() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Content Too Large", "status": 413,
-            "detail": "the request body is larger than 1024 bytes", "limit": 1024,
+            "type": types::BODY_TOO_LARGE, "title": "Content Too Large", "status": 413,
+            "detail": "request body is larger than 1024 bytes", "limit": 1024,
         })
     );
     assert_eq!(polls.load(Ordering::SeqCst), 0, "the body was never polled");
@@ -206,6 +207,7 @@ async fn a_100_mb_stream_without_length_is_cut_off_at_the_limit() {
         .unwrap();
     let a = send_json(layer().body_limit(limit), req).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(a.body["type"], types::BODY_TOO_LARGE);
     assert_eq!(a.body["limit"], limit);
     let pulled = pulled.load(Ordering::SeqCst);
     assert!(pulled > limit, "the limit was crossed: {pulled}");
@@ -226,7 +228,7 @@ async fn malformed_json_is_400_with_line_and_column() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Bad Request", "status": 400,
+            "type": types::MALFORMED_JSON, "title": "Bad Request", "status": 400,
             "detail": "malformed JSON: expected value at line 3 column 13",
             "line": 3, "column": 13,
         })
@@ -277,7 +279,7 @@ async fn every_rule_violation_is_422_with_its_pointer() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Unprocessable Content", "status": 422,
+            "type": types::VALIDATION_FAILED, "title": "Unprocessable Content", "status": 422,
             "detail": "4 invalid values",
             "errors": [
                 {"pointer": "/customer", "detail": "must have between 1 and 64 characters", "code": "length"},
@@ -297,7 +299,7 @@ async fn a_wrong_type_is_422_without_the_value_or_rust_type_names() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Unprocessable Content", "status": 422,
+            "type": types::VALIDATION_FAILED, "title": "Unprocessable Content", "status": 422,
             "detail": "1 invalid value",
             "errors": [{"pointer": "/items/1/quantity", "detail": "must be an integer from 0 to 4294967295", "code": "type"}],
         })
@@ -384,7 +386,7 @@ async fn unknown_fields_are_all_rejected_or_all_allowed() {
     assert_eq!(
         a.body,
         json!({
-            "type": "about:blank", "title": "Unprocessable Content", "status": 422,
+            "type": types::VALIDATION_FAILED, "title": "Unprocessable Content", "status": 422,
             "detail": "3 invalid values",
             "errors": [
                 {"pointer": "/colour", "detail": "is not allowed", "code": "unknown_field"},
@@ -543,7 +545,8 @@ async fn passthrough_checks_headers_and_limits_the_body_it_hands_on() {
         .body(body(17))
         .unwrap();
     let a = answer(svc.oneshot(post).await.unwrap()).await;
-    assert_eq!(a.body["detail"], "the request body is larger than 16 bytes");
+    assert_eq!(a.body["detail"], "request body is larger than 16 bytes");
+    assert_eq!(a.body["type"], types::BODY_TOO_LARGE);
 }
 
 #[tokio::test]
@@ -630,8 +633,14 @@ async fn axum_route_uses_the_validated_extractor() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["type"], types::VALIDATION_FAILED);
     let response = app.oneshot(req("/unguarded", GOOD)).await.unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["type"], types::INTERNAL);
 }
 
 #[tokio::test]
@@ -674,4 +683,114 @@ async fn decisions_are_events_with_the_uniform_fields_and_no_request_data() {
         assert!(rejected.contains(field), "{field} missing in {rejected}");
     }
     assert!(!text.contains("sk_secret"), "request data logged:\n{text}");
+}
+
+/// A body that fails after its first frame, as a client that hangs up.
+struct Broken(bool);
+
+#[derive(Debug)]
+struct HungUp;
+
+impl std::fmt::Display for HungUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client hung up")
+    }
+}
+
+impl std::error::Error for HungUp {}
+
+impl http_body::Body for Broken {
+    type Data = Bytes;
+    type Error = HungUp;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, HungUp>>> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Ready(Some(Err(HungUp)));
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"{\"customer\"",
+        )))))
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_body_is_400_saying_so_with_the_cause_as_source() {
+    use std::error::Error as _;
+    use tower::Layer;
+
+    let req = || {
+        Request::post("/")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Broken(false))
+            .unwrap()
+    };
+    let a = send_json(layer(), req()).await;
+    assert_eq!(
+        a.body,
+        json!({
+            "type": types::BODY_READ_FAILED, "title": "Bad Request", "status": 400,
+            "detail": "failed to read the request body",
+        })
+    );
+    let svc = layer().layer(service_fn(|_: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+    }));
+    let error = svc.oneshot(req()).await.unwrap_err();
+    assert!(matches!(error, Error::Body(_)), "{error:?}");
+    assert_eq!(error.to_string(), "failed to read the request body");
+    assert_eq!(error.source().unwrap().to_string(), "the client hung up");
+}
+
+#[tokio::test]
+async fn a_repeated_member_is_400_duplicate_member_at_its_pointer() {
+    let a = send_json(
+        layer(),
+        json_request(
+            r#"{"customer": "ada", "items": [{"sku": "A-1", "sku": "B-2", "quantity": 2, "price": {"minor": 1, "currency": "EUR"}}]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        a.body,
+        json!({
+            "type": types::DUPLICATE_MEMBER, "title": "Bad Request", "status": 400,
+            "detail": "a member of the JSON body appears more than once",
+            "pointer": "/items/0/sku",
+        })
+    );
+    let error = layer()
+        .parse(br#"{"customer": "ada", "customer": "bob", "items": []}"#)
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the JSON body repeats the member at /customer"
+    );
+}
+
+#[test]
+fn errors_say_what_failed_and_keep_causes_out_of_display() {
+    use std::error::Error as _;
+
+    let too_large = Error::<Infallible>::TooLarge { limit: 16 };
+    assert_eq!(
+        too_large.to_string(),
+        "request body is larger than 16 bytes"
+    );
+    assert!(too_large.source().is_none());
+    let invalid = layer()
+        .parse(br#"{"customer": "", "items": []}"#)
+        .unwrap_err();
+    assert_eq!(
+        invalid.to_string(),
+        "invalid request body: 2 invalid values: /customer: must have between 1 and 64 \
+         characters; /items: must have between 1 and 50 items"
+    );
+    assert!(invalid.source().is_none());
+    let syntax = layer().parse(b"{").unwrap_err();
+    assert_eq!(
+        syntax.to_string(),
+        "malformed JSON at line 1 column 1: EOF while parsing an object"
+    );
 }
