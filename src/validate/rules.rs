@@ -1,6 +1,6 @@
 //! Small built-in rules for lengths, ranges, patterns and formats.
 //!
-//! Rules return `Result<(), Invalid>`; [`Violations::check`] records a
+//! Rules return `Result<(), Invalid>`; [`Violations::check`](super::Violations::check) records a
 //! failure under a field's JSON pointer:
 //!
 //! ```

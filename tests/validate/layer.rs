@@ -26,12 +26,24 @@ async fn valid_body_reaches_the_handler_with_value_and_bytes() {
     let a = send_json(layer(), json_request(GOOD)).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, json!({"items": 1}));
-    // Parameters such as charset do not matter.
-    let req = Request::post("/")
-        .header(CONTENT_TYPE, "Application/JSON; charset=utf-8")
-        .body(Full::<Bytes>::from(GOOD))
-        .unwrap();
-    assert_eq!(send_json(layer(), req).await.status, StatusCode::OK);
+    // Neither case nor parameters such as charset matter; a value that is
+    // not a media type is refused.
+    for (content_type, status) in [
+        ("Application/JSON; charset=utf-8", StatusCode::OK),
+        ("APPLICATION/JSON", StatusCode::OK),
+        ("application/jsonx", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ("application/json/x", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+    ] {
+        let req = Request::post("/")
+            .header(CONTENT_TYPE, content_type)
+            .body(Full::<Bytes>::from(GOOD))
+            .unwrap();
+        assert_eq!(
+            send_json(layer(), req).await.status,
+            status,
+            "{content_type}"
+        );
+    }
 }
 
 #[tokio::test]
