@@ -11,42 +11,40 @@ pub struct Decision {
     allowed: bool,
     cached: bool,
     overflowed: bool,
-    quota: usize,
+    quota: u32,
     // `remaining` is `slack / per_cell`, divided only when asked for: most
     // decisions are never reported, and a 64-bit division costs more than
-    // the rest of an in-memory decision.
+    // the rest of an in-memory decision. Times are whole nanoseconds, made
+    // `Duration`s when asked for: a decision is built on every request and
+    // read on few, so it stays 40 bytes.
     slack: u64,
     per_cell: u64,
-    reset: Duration,
-    retry_after: Duration,
+    reset: u64,
+    retry_after: u64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Decision {
     /// An allowed request: quota `quota` (an index into
-    /// [`Limits::quotas`]) has `remaining` cells left and is full again
-    /// after `reset`.
+    /// [`Limits::quotas`](super::Limits::quotas)) has `remaining` cells left
+    /// and is full again after `reset` (kept in whole nanoseconds, up to
+    /// some 584 years).
     pub fn allowed(quota: usize, remaining: u64, reset: Duration) -> Self {
-        Self::allowed_slack(quota, remaining, 1, reset)
+        Self::allowed_nanos(quota, remaining, 1, nanos(reset))
     }
 
     /// A denied request: quota `quota` allows it again after `retry_after`.
     pub fn denied(quota: usize, remaining: u64, reset: Duration, retry_after: Duration) -> Self {
-        Self::denied_slack(quota, remaining, 1, reset, retry_after)
+        Self::denied_nanos(quota, remaining, 1, nanos(reset), nanos(retry_after))
     }
 
     // `slack` nanoseconds of tolerance left, `per_cell` (non-zero) each cell.
     #[inline]
     pub(crate) fn allowed_slack(quota: usize, slack: u64, per_cell: u64, reset: Duration) -> Self {
-        Self {
-            allowed: true,
-            cached: false,
-            overflowed: false,
-            quota,
-            slack,
-            per_cell,
-            reset,
-            retry_after: Duration::ZERO,
-        }
+        Self::allowed_nanos(quota, slack, per_cell, nanos(reset))
     }
 
     #[inline]
@@ -57,11 +55,38 @@ impl Decision {
         reset: Duration,
         retry_after: Duration,
     ) -> Self {
+        Self::denied_nanos(quota, slack, per_cell, nanos(reset), nanos(retry_after))
+    }
+
+    // As `allowed_slack`, with `reset` in nanoseconds.
+    #[inline]
+    pub(crate) fn allowed_nanos(quota: usize, slack: u64, per_cell: u64, reset: u64) -> Self {
+        Self {
+            allowed: true,
+            cached: false,
+            overflowed: false,
+            quota: u32::try_from(quota).unwrap_or(u32::MAX),
+            slack,
+            per_cell,
+            reset,
+            retry_after: 0,
+        }
+    }
+
+    // As `denied_slack`, with the times in nanoseconds.
+    #[inline]
+    pub(crate) fn denied_nanos(
+        quota: usize,
+        slack: u64,
+        per_cell: u64,
+        reset: u64,
+        retry_after: u64,
+    ) -> Self {
         Self {
             allowed: false,
             cached: false,
             overflowed: false,
-            quota,
+            quota: u32::try_from(quota).unwrap_or(u32::MAX),
             slack,
             per_cell,
             reset,
@@ -109,7 +134,7 @@ impl Decision {
 
     /// The index of the binding quota in [`Limits::quotas`].
     pub fn quota(&self) -> usize {
-        self.quota
+        self.quota as usize
     }
 
     /// Cells left in the binding quota after this decision.
@@ -119,12 +144,12 @@ impl Decision {
 
     /// Time until the binding quota is full again.
     pub fn reset(&self) -> Duration {
-        self.reset
+        Duration::from_nanos(self.reset)
     }
 
     /// Time until the same request would be allowed (zero when allowed).
     pub fn retry_after(&self) -> Duration {
-        self.retry_after
+        Duration::from_nanos(self.retry_after)
     }
 }
 
@@ -151,8 +176,8 @@ impl fmt::Debug for Decision {
             .field("overflowed", &self.overflowed)
             .field("quota", &self.quota)
             .field("remaining", &self.remaining())
-            .field("reset", &self.reset)
-            .field("retry_after", &self.retry_after)
+            .field("reset", &self.reset())
+            .field("retry_after", &self.retry_after())
             .finish()
     }
 }

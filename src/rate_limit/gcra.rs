@@ -96,21 +96,16 @@ pub(crate) fn decide_one(tat: u64, now: u64, cost: u32, g: Gcra) -> (Decision, O
     let limit = now.saturating_add(g.tau);
     if next > limit {
         // `from` may pass `limit` when `now` is older than the state.
-        let decision = Decision::denied_slack(
+        let decision = Decision::denied_nanos(
             0,
             limit.saturating_sub(from),
             g.interval,
-            Duration::from_nanos(from - now),
-            Duration::from_nanos(next - limit),
+            from - now,
+            next - limit,
         );
         return (decision, None);
     }
-    let decision = Decision::allowed_slack(
-        0,
-        limit - next,
-        g.interval,
-        Duration::from_nanos(next - now),
-    );
+    let decision = Decision::allowed_nanos(0, limit - next, g.interval, next - now);
     (decision, Some(next))
 }
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The rate limit service.
 
+use std::any::TypeId;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ impl<St, K, C, H> Config<St, K, C, H> {
     /// What the store's answer means for the request: the decision to
     /// report on the response (none when the store failed open or in shadow
     /// mode), or the rejection.
-    #[inline]
+    #[inline(always)]
     fn settle<E>(
         &self,
         key: &str,
@@ -129,8 +130,8 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let config = &*self.config;
-        let key: Cow<'_, str> = match config.per.extract(&req) {
-            Some(key) => Cow::Owned(key),
+        let key: Cow<'_, str> = match extract(&config.per, &req) {
+            Some(key) => key,
             None => match &config.missing {
                 MissingKey::Fallback(key) => Cow::Borrowed(key),
                 MissingKey::Reject => {
@@ -176,5 +177,32 @@ where
             }
             Ok(response)
         }))
+    }
+}
+
+/// The key [`Global`] gives every request.
+const GLOBAL_KEY: &str = "global";
+
+/// The key of `req`: [`Global`]'s without allocating it for every request
+/// (the type test is decided at compile time), any other extractor's as it
+/// gives it.
+#[inline]
+fn extract<'k, K: KeyExtractor<Req>, Req>(per: &K, req: &Req) -> Option<Cow<'k, str>> {
+    if TypeId::of::<K>() == TypeId::of::<Global>() {
+        return Some(Cow::Borrowed(GLOBAL_KEY));
+    }
+    per.extract(req).map(Cow::Owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_global_key_is_the_one_global_gives() {
+        assert_eq!(Global.extract(&()).as_deref(), Some(GLOBAL_KEY));
+        assert_eq!(extract(&Global, &()).as_deref(), Some(GLOBAL_KEY));
+        let per_user = |user: &&str| Some(user.to_string());
+        assert_eq!(extract(&per_user, &"ann").as_deref(), Some("ann"));
     }
 }

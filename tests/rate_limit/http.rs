@@ -453,3 +453,27 @@ async fn readiness_comes_from_the_inner_service_and_survives_clones() {
     assert_eq!(call.await.unwrap().unwrap(), "done");
     tokio_test::assert_pending!(tokio_test::task::spawn(svc.ready()).poll());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_request_never_reaches_the_inner_service_which_stays_ready() {
+    let (svc, mut handle) = tower_test::mock::pair::<u32, &'static str>();
+    let mut svc = tower::Layer::layer(&RateLimitLayer::new(Quota::per_hour(nz(1))), svc);
+    handle.allow(2);
+    let first = svc.ready().await.unwrap().call(1);
+    let (seen, send) = handle.next_request().await.unwrap();
+    assert_eq!(seen, 1);
+    send.send_response("first");
+    assert_eq!(first.await.unwrap(), "first");
+
+    let denied = svc.ready().await.unwrap().call(2);
+    assert!(matches!(denied.await, Err(Error::Limited(_))));
+    // The readiness the denied request was given is still held: the next
+    // request may be called without another poll_ready, and it is the
+    // first the inner service sees since request 1.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let third = svc.call(3);
+    let (seen, send) = handle.next_request().await.unwrap();
+    assert_eq!(seen, 3, "request 2 never reached the inner service");
+    send.send_response("third");
+    assert_eq!(third.await.unwrap(), "third");
+}
