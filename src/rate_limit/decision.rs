@@ -132,7 +132,7 @@ impl Decision {
         self.overflowed
     }
 
-    /// The index of the binding quota in [`Limits::quotas`].
+    /// The index of the binding quota in [`Limits::quotas`](super::Limits::quotas).
     pub fn quota(&self) -> usize {
         self.quota as usize
     }

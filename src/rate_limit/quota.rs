@@ -7,8 +7,8 @@ use std::time::Duration;
 /// One limit: a GCRA (generic cell rate algorithm) quota, that is a token
 /// bucket that holds `burst` cells and regains one cell every `interval`.
 ///
-/// `Quota::per_second(10)` allows 10 requests at once and then one every
-/// 100 ms; `Quota::per_second(10).burst(20)` keeps the rate and lets 20
+/// Ten per second (`Quota::per_second(ten)`) allows 10 requests at once and
+/// then one every 100 ms; `.burst(twenty)` keeps the rate and lets 20
 /// through at once. The emission interval is the period divided by the count,
 /// truncated to whole nanoseconds and at least 1 ns (as in `governor`).
 ///
