@@ -58,9 +58,9 @@ fn memory(c: &mut Criterion) {
     // (tokio's time cannot be paused in this build); the other one reads
     // tokio's clock, as the default does where time can be paused.
     let store = MemoryStore::new();
-    let tokio_clock = MemoryStore::with_tokio_clock(100_000);
+    let tokio_clock = MemoryStore::new().fast_clock(false);
     println!("default store: {store:?}");
-    let limits = Limits::new([Quota::per_second(u32::MAX)]);
+    let limits = Limits::new([Quota::per_second(big)]);
     let keys: Vec<String> = (0..KEYS)
         .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
         .collect();
@@ -190,7 +190,7 @@ fn layer(c: &mut Criterion) {
         })
     }
     let bare = service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) });
-    let limited = RateLimitLayer::memory(Quota::per_second(u32::MAX)).layer(bare);
+    let limited = RateLimitLayer::new(Quota::per_second(NonZeroU32::MAX)).layer(bare);
     let variants = [
         ("bare service", calls(bare)),
         ("rate limit layer", calls(limited)),
@@ -458,7 +458,9 @@ async fn redis_benches() {
         .timeout(Duration::from_secs(5));
     let unbatched = store.clone().batching(false);
     // Never denies: every decision runs the full write path.
-    let open = Limits::new([Quota::with_interval(Duration::from_micros(1)).burst(1_000_000_000)]);
+    let open = Limits::new([Quota::with_interval(Duration::from_micros(1))
+        .expect("a non-zero interval")
+        .burst(NonZeroU32::new(1_000_000_000).unwrap())]);
     let script = redis::Script::new(include_str!("../src/rate_limit/store/redis/gcra.lua"));
     let sha = script.get_hash().to_owned();
     script
@@ -602,14 +604,14 @@ async fn redis_benches() {
     );
 
     println!("\n== flood: one key, 64 callers, 10x its burst ==");
-    let burst = 1_000u32;
-    let total = 10 * burst as usize;
+    let burst = NonZeroU32::new(1_000).unwrap();
+    let total = 10 * burst.get() as usize;
     let mut rates = Vec::new();
     for (label, cache) in [("without deny cache", false), ("with deny cache", true)] {
         let s = RedisStore::new(conn.clone())
             .deny_cache(cache)
             .timeout(Duration::from_secs(5));
-        let limits = Limits::new([Quota::per_minute(burst)]).scoped(label);
+        let limits = Limits::new([Quota::per_minute(burst)]).namespaced(label);
         let before = server.evalsha_calls();
         let start = Instant::now();
         let tasks: Vec<_> = (0..64)

@@ -40,14 +40,14 @@ fn rate() -> impl Strategy<Value = Rate> {
 fn quotas(rate: &Rate, burst: u32) -> (Quota, GQuota) {
     let n = |v: u32| NonZeroU32::new(v).unwrap();
     let (ours, theirs) = match *rate {
-        Rate::PerSecond(c) => (Quota::per_second(c), GQuota::per_second(n(c))),
-        Rate::PerMinute(c) => (Quota::per_minute(c), GQuota::per_minute(n(c))),
+        Rate::PerSecond(c) => (Quota::per_second(n(c)), GQuota::per_second(n(c))),
+        Rate::PerMinute(c) => (Quota::per_minute(n(c)), GQuota::per_minute(n(c))),
         Rate::Interval(ns) => (
-            Quota::with_interval(Duration::from_nanos(ns)),
+            Quota::with_interval(Duration::from_nanos(ns)).unwrap(),
             GQuota::with_period(Duration::from_nanos(ns)).unwrap(),
         ),
     };
-    (ours.burst(burst), theirs.allow_burst(n(burst)))
+    (ours.burst(n(burst)), theirs.allow_burst(n(burst)))
 }
 
 proptest! {

@@ -115,14 +115,11 @@ pub(crate) fn caller_key() -> &'static CallerKey {
 /// the stores the configuration asks for (memory, or Redis with `REDIS_URL`).
 pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
     let config = &state.config;
-    let quota =
-        Quota::per_second(config.rate_limit_per_second.get()).burst(config.rate_limit_burst.get());
+    let quota = Quota::per_second(config.rate_limit_per_second).burst(config.rate_limit_burst);
     match &state.stores {
-        Stores::Memory => {
-            api_routes_with(RateLimitLayer::memory(quota), IdempotencyLayer::memory())
-        }
+        Stores::Memory => api_routes_with(RateLimitLayer::new(quota), IdempotencyLayer::memory()),
         Stores::Redis(conn) => api_routes_with(
-            RateLimitLayer::redis(rate_limit::RedisStore::new(conn.clone()), quota),
+            RateLimitLayer::with_store(rate_limit::RedisStore::new(conn.clone()), quota),
             IdempotencyLayer::redis(idempotency::RedisStore::new(conn.clone())),
         ),
     }
@@ -160,7 +157,7 @@ where
     // /products.
     let rate_limit = rate_limit
         .name("api")
-        .key(caller_key().clone())
+        .per(caller_key().clone())
         .http_headers();
     // Each palisade layer has its `ProblemLayer` (errors -> RFC 9457
     // responses) and, outside it, the mark `/admin/stats` counts it by.

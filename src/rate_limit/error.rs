@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::store::{Decision, Limits, StoreError};
+use super::decision::Decision;
+use super::limits::Limits;
+use crate::store::StoreError;
 
 /// A rejection by the rate limit layer, or the inner service's error.
 #[derive(Debug, thiserror::Error)]
@@ -20,12 +22,14 @@ pub enum Error<E> {
         /// The smallest burst among the quotas.
         max: u32,
     },
-    /// The request carries no key and the layer rejects such requests.
-    #[error("request has no rate limit key")]
+    /// The request carries no caller key and the layer rejects such
+    /// requests ([`MissingKey::Reject`](super::MissingKey::Reject)).
+    #[error("request has no caller key")]
     MissingKey,
-    /// The store failed and the layer fails closed.
-    #[error(transparent)]
-    Store(StoreError),
+    /// The store failed and the layer fails closed; the cause is the
+    /// [`source`](std::error::Error::source).
+    #[error("store unavailable")]
+    Store(#[source] StoreError),
     /// The inner service failed.
     #[error(transparent)]
     Inner(E),
@@ -54,7 +58,7 @@ impl RateLimited {
     pub(crate) fn new(limits: Limits, decision: Decision) -> Self {
         Self {
             retry_after: decision.retry_after(),
-            limit: limits.quotas()[decision.quota()].max_burst(),
+            limit: limits.quotas()[decision.quota()].max_burst().get(),
             remaining: decision.remaining(),
             reset: decision.reset(),
             limits,
@@ -95,24 +99,24 @@ impl std::error::Error for RateLimited {}
 
 #[cfg(feature = "http")]
 mod http_impl {
-    use http::header::RETRY_AFTER;
+    use std::time::Duration;
+
     use http::{HeaderValue, StatusCode};
 
     use super::{Error, RateLimited};
-    use crate::problem::{IntoProblem, Problem};
-    use crate::rate_limit::headers::{
-        RATELIMIT, RATELIMIT_POLICY, ratelimit_field, retry_after_seconds,
-    };
+    use crate::problem::{IntoProblem, Problem, retry_after_seconds, types};
+    use crate::rate_limit::headers::{RATELIMIT, RATELIMIT_POLICY, ratelimit_field};
 
     impl IntoProblem for RateLimited {
         fn into_problem(self) -> Problem {
             let seconds = retry_after_seconds(self.retry_after);
             let mut problem = Problem::new(StatusCode::TOO_MANY_REQUESTS)
+                .with_type(types::RATE_LIMITED)
                 .with_detail(format!(
                     "rate limit \"{}\" exceeded, retry after {seconds} s",
                     self.policy()
                 ))
-                .with_header(RETRY_AFTER, HeaderValue::from(seconds));
+                .with_retry_after(self.retry_after);
             if let Ok(v) = HeaderValue::from_str(self.limits.policy_field()) {
                 problem = problem.with_header(RATELIMIT_POLICY, v);
             }
@@ -128,14 +132,18 @@ mod http_impl {
             match self {
                 Error::Limited(limited) => limited.into_problem(),
                 Error::CostTooHigh { cost, max } => Problem::new(StatusCode::TOO_MANY_REQUESTS)
+                    .with_type(types::COST_TOO_HIGH)
                     .with_detail(format!(
                         "request cost {cost} exceeds the largest allowed cost {max}"
                     )),
                 Error::MissingKey => Problem::new(StatusCode::BAD_REQUEST)
-                    .with_detail("request has no rate limit key"),
+                    .with_type(types::MISSING_CALLER_KEY)
+                    .with_detail("request has no caller key"),
+                // The cause stays in the logs: it names internals.
                 Error::Store(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                    .with_detail("rate limit store unavailable")
-                    .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
+                    .with_type(types::STORE_UNAVAILABLE)
+                    .with_detail("store unavailable")
+                    .with_retry_after(Duration::from_secs(1)),
                 Error::Inner(e) => e.into_problem(),
             }
         }

@@ -1,6 +1,7 @@
 //! The `RateLimit-Policy` and `RateLimit` fields of
 //! draft-ietf-httpapi-ratelimit-headers-10 (the structured-field syntax that
-//! draft -09 introduced and -10 keeps), and `Retry-After`.
+//! draft -09 introduced and -10 keeps): all the header text the rate limiter
+//! writes. `Retry-After` comes from [`crate::problem`].
 //!
 //! ```text
 //! RateLimit-Policy: "default";q=100;w=60
@@ -15,13 +16,17 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::quota::Quota;
-use super::store::{Decision, Limits};
+use super::decision::Decision;
+use super::limits::Limits;
 
 /// What the layer adds to an allowed response. [`NoHeaders`] (the default)
 /// adds nothing, so any service can be limited; `RateLimitHeaders` (feature
 /// `http`) adds the `RateLimit-Policy` and `RateLimit` fields.
 pub trait ResponseHeaders<R>: Clone + Send + Sync + 'static {
+    /// Whether [`apply`](Self::apply) adds anything: when `false`, the layer
+    /// keeps no decision for the response.
+    const APPLIES: bool = true;
+
     /// Adds what this decision tells the client to `response`.
     fn apply(&self, response: &mut R, limits: &Limits, decision: &Decision);
 }
@@ -31,6 +36,8 @@ pub trait ResponseHeaders<R>: Clone + Send + Sync + 'static {
 pub struct NoHeaders;
 
 impl<R> ResponseHeaders<R> for NoHeaders {
+    const APPLIES: bool = false;
+
     fn apply(&self, _: &mut R, _: &Limits, _: &Decision) {}
 }
 
@@ -64,14 +71,14 @@ pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ra
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
-/// The `RateLimit-Policy` value of `quotas` named `names`: one item per quota.
-pub(crate) fn policy_field(quotas: &[Quota], names: &[String]) -> String {
+/// The `RateLimit-Policy` value of `limits`: one item per quota.
+pub(crate) fn policy_field(limits: &Limits) -> String {
     let mut out = String::new();
-    for (quota, name) in quotas.iter().zip(names) {
+    for (i, quota) in limits.quotas().iter().enumerate() {
         if !out.is_empty() {
             out.push_str(", ");
         }
-        push_sf_string(&mut out, name);
+        push_sf_string(&mut out, limits.name(i));
         let _ = write!(
             out,
             ";q={};w={}",
@@ -96,12 +103,6 @@ pub(crate) fn ratelimit_field(limits: &Limits, decision: &Decision) -> String {
     out
 }
 
-/// `Retry-After` in whole seconds: rounded up, at least 1.
-#[cfg_attr(not(feature = "http"), allow(dead_code))]
-pub(crate) fn retry_after_seconds(retry_after: Duration) -> u64 {
-    whole_seconds(retry_after).max(1)
-}
-
 fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -119,13 +120,20 @@ fn push_sf_string(out: &mut String, s: &str) {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
     use super::*;
+    use crate::rate_limit::Quota;
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
 
     #[test]
     fn policy_items_follow_the_structured_field_syntax() {
         let limits = Limits::new([
-            Quota::per_minute(100),
-            Quota::per_second(10).burst(5).named("a\"b"),
+            Quota::per_minute(nz(100)),
+            Quota::per_second(nz(10)).burst(nz(5)).named("a\"b"),
         ]);
         assert_eq!(
             limits.policy_field(),
@@ -134,10 +142,11 @@ mod tests {
     }
 
     #[test]
-    fn seconds_round_up() {
-        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
-        assert_eq!(retry_after_seconds(Duration::from_millis(2001)), 3);
-        assert_eq!(retry_after_seconds(Duration::from_secs(2)), 2);
+    fn the_ratelimit_field_names_the_binding_quota_and_rounds_seconds_up() {
+        let limits = Limits::new([Quota::per_minute(nz(2)), Quota::per_hour(nz(10)).named("h")]);
+        let d = Decision::allowed(1, 7, Duration::from_millis(2001));
+        assert_eq!(ratelimit_field(&limits, &d), r#""h";r=7;t=3"#);
+        let d = Decision::allowed(0, 1, Duration::ZERO);
+        assert_eq!(ratelimit_field(&limits, &d), r#""default";r=1;t=0"#);
     }
 }

@@ -5,53 +5,16 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use super::config::{Config, MissingKey, UnitCost};
 use super::headers::NoHeaders;
+use super::limits::Limits;
 use super::observe::Observer;
 use super::quota::Quota;
 use super::service::RateLimit;
+use super::store::Store;
 use super::store::memory::MemoryStore;
-use super::store::{Limits, Store};
 use crate::key::Global;
 use crate::store::OnStoreError;
-
-/// What the layer does with a request whose key extractor finds no key.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum MissingKey {
-    /// Reject it with [`Error::MissingKey`](super::Error::MissingKey)
-    /// (`400 Bad Request` over HTTP).
-    #[default]
-    Reject,
-    /// Count it under this key, shared by every keyless request.
-    Fallback(Arc<str>),
-}
-
-
-/// How many cells a request spends. [`UnitCost`] (the default) spends one;
-/// any `Fn(&Req) -> u32` closure is a cost.
-pub trait Cost<Req>: Clone + Send + Sync + 'static {
-    /// The cells `req` spends.
-    fn cost(&self, req: &Req) -> u32;
-}
-
-/// Every request costs one cell.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UnitCost;
-
-impl<Req> Cost<Req> for UnitCost {
-    fn cost(&self, _: &Req) -> u32 {
-        1
-    }
-}
-
-impl<Req, F> Cost<Req> for F
-where
-    F: Fn(&Req) -> u32 + Clone + Send + Sync + 'static,
-{
-    fn cost(&self, req: &Req) -> u32 {
-        self(req)
-    }
-}
 
 /// Applies [`RateLimit`] to services: every service it builds, and every
 /// clone of them, counts against one shared store.
@@ -59,48 +22,34 @@ where
 /// See the [module docs](super) for an example.
 #[derive(Clone)]
 pub struct RateLimitLayer<St = MemoryStore, K = Global, C = UnitCost, H = NoHeaders> {
-    pub(crate) store: St,
-    pub(crate) limits: Limits,
-    pub(crate) key: K,
-    pub(crate) cost: C,
-    pub(crate) headers: H,
-    pub(crate) missing: MissingKey,
-    pub(crate) on_error: OnStoreError,
-    pub(crate) shadow: bool,
-    pub(crate) observer: Arc<Observer>,
+    config: Config<St, K, C, H>,
 }
 
 impl RateLimitLayer {
-    /// A layer that enforces `quota` in a new [`MemoryStore`], with every
-    /// request under one global key.
-    pub fn memory(quota: Quota) -> Self {
+    /// A layer that enforces `quota` in a new, bounded [`MemoryStore`]
+    /// ([`MemoryStore::new`]), with every request under one global key.
+    pub fn new(quota: Quota) -> Self {
         Self::with_store(MemoryStore::new(), quota)
     }
 }
 
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-impl RateLimitLayer<super::RedisStore> {
-    /// A layer that enforces `quota` in Redis, shared by every instance that
-    /// uses the same Redis, key prefix and scope.
-    pub fn redis(store: super::RedisStore, quota: Quota) -> Self {
-        Self::with_store(store, quota)
-    }
-}
-
 impl<St: Store> RateLimitLayer<St> {
-    /// A layer that enforces `quota` in `store`.
+    /// A layer that enforces `quota` in `store` (such as a
+    /// [`MemoryStore`] of another size, or a `RedisStore` shared by every
+    /// instance), with every request under one global key.
     pub fn with_store(store: St, quota: Quota) -> Self {
         Self {
-            store,
-            limits: Limits::new([quota]),
-            key: Global,
-            cost: UnitCost,
-            headers: NoHeaders,
-            missing: MissingKey::Reject,
-            on_error: OnStoreError::FailOpen,
-            shadow: false,
-            observer: Observer::unnamed(),
+            config: Config {
+                store,
+                limits: Limits::new([quota]),
+                per: Global,
+                cost: UnitCost,
+                headers: NoHeaders,
+                missing: MissingKey::Reject,
+                on_error: OnStoreError::FailOpen,
+                shadow: false,
+                observer: Observer::unnamed(),
+            },
         }
     }
 }
@@ -110,32 +59,26 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
     /// it, and a denied request spends nothing from any of them.
     #[must_use]
     pub fn quota(mut self, quota: Quota) -> Self {
-        self.limits = self.limits.with(quota);
+        self.config.limits = self.config.limits.with(quota);
         self
     }
 
     /// Counts this layer apart from other limiters with the same quotas in
-    /// the same store (for example, one scope per route).
+    /// the same store (for example, one namespace per route). The default
+    /// is the empty namespace.
     #[must_use]
-    pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.limits = self.limits.scoped(scope);
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.limits = self.config.limits.namespaced(namespace);
         self
     }
 
-    /// Sets what requests are counted under (default: one global key). See
-    /// [`crate::key`] for the built-in extractors.
+    /// Sets what requests are counted per: the caller key (default: one
+    /// global key, [`Global`]). See [`crate::key`] for the built-in
+    /// extractors.
     #[must_use]
-    pub fn key<K2>(self, key: K2) -> RateLimitLayer<St, K2, C, H> {
+    pub fn per<K2>(self, extractor: K2) -> RateLimitLayer<St, K2, C, H> {
         RateLimitLayer {
-            store: self.store,
-            limits: self.limits,
-            key,
-            cost: self.cost,
-            headers: self.headers,
-            missing: self.missing,
-            on_error: self.on_error,
-            shadow: self.shadow,
-            observer: self.observer,
+            config: self.config.map(|_| extractor, |c| c, |h| h),
         }
     }
 
@@ -143,15 +86,7 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
     #[must_use]
     pub fn cost<C2>(self, cost: C2) -> RateLimitLayer<St, K, C2, H> {
         RateLimitLayer {
-            store: self.store,
-            limits: self.limits,
-            key: self.key,
-            cost,
-            headers: self.headers,
-            missing: self.missing,
-            on_error: self.on_error,
-            shadow: self.shadow,
-            observer: self.observer,
+            config: self.config.map(|k| k, |_| cost, |h| h),
         }
     }
 
@@ -160,15 +95,7 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
     #[must_use]
     pub fn response_headers<H2>(self, headers: H2) -> RateLimitLayer<St, K, C, H2> {
         RateLimitLayer {
-            store: self.store,
-            limits: self.limits,
-            key: self.key,
-            cost: self.cost,
-            headers,
-            missing: self.missing,
-            on_error: self.on_error,
-            shadow: self.shadow,
-            observer: self.observer,
+            config: self.config.map(|k| k, |c| c, |_| headers),
         }
     }
 
@@ -183,22 +110,24 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
     /// Sets what happens to a request without a key (default: reject).
     #[must_use]
     pub fn missing_key(mut self, missing: MissingKey) -> Self {
-        self.missing = missing;
+        self.config.missing = missing;
         self
     }
 
-    /// Sets what happens when the store fails (default: fail open).
+    /// Sets what happens when the store fails (default:
+    /// [`OnStoreError::FailOpen`]: a limiter must not take the service down
+    /// with it).
     #[must_use]
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
-        self.on_error = policy;
+        self.config.on_error = policy;
         self
     }
 
     /// Shadow mode: decide and log as usual, but never reject, so a new
-    /// limit can be watched before it is enforced.
+    /// limit can be watched before it is enforced (default: off).
     #[must_use]
     pub fn shadow(mut self, shadow: bool) -> Self {
-        self.shadow = shadow;
+        self.config.shadow = shadow;
         self
     }
 
@@ -209,25 +138,26 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
     /// [`crate::observability`].
     #[must_use]
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.observer = Observer::new(name.into());
+        self.config.observer = Observer::new(name.into());
         self
     }
 
     /// The limits this layer enforces.
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        &self.config.limits
     }
 }
 
 impl<St, K, C, H> fmt::Debug for RateLimitLayer<St, K, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
         f.debug_struct("RateLimitLayer")
-            .field("name", &self.observer.name())
-            .field("limits", &self.limits)
+            .field("name", &c.observer.name())
+            .field("limits", &c.limits)
             .field("store", &std::any::type_name::<St>())
-            .field("missing", &self.missing)
-            .field("on_error", &self.on_error)
-            .field("shadow", &self.shadow)
+            .field("missing", &c.missing)
+            .field("on_error", &c.on_error)
+            .field("shadow", &c.shadow)
             .finish_non_exhaustive()
     }
 }
@@ -242,6 +172,6 @@ where
     type Service = RateLimit<S, St, K, C, H>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, Arc::new(self.clone()))
+        RateLimit::new(inner, Arc::new(self.config.clone()))
     }
 }

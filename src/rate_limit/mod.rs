@@ -13,13 +13,17 @@
 //! responses too.
 //!
 //! ```
+//! use std::num::NonZeroU32;
 //! use palisade::rate_limit::{Error, Quota, RateLimitLayer};
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
+//! const TEN_PER_SECOND: Quota = Quota::per_second(NonZeroU32::new(10).unwrap())
+//!     .burst(NonZeroU32::new(2).unwrap());
+//!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let layer = RateLimitLayer::memory(Quota::per_second(10).burst(2))
-//!     .quota(Quota::per_hour(1000))
-//!     .key(|user: &&'static str| Some(user.to_string()));
+//! let layer = RateLimitLayer::new(TEN_PER_SECOND)
+//!     .quota(Quota::per_hour(NonZeroU32::new(1000).unwrap()))
+//!     .per(|user: &&'static str| Some(user.to_string()));
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(layer)
 //!     .service(service_fn(|user: &'static str| async move {
@@ -34,17 +38,21 @@
 //! # }
 //! ```
 //!
-//! Keys come from a [`KeyExtractor`](crate::key::KeyExtractor): the client IP
+//! What a request is counted per comes from [`RateLimitLayer::per`], a
+//! [`KeyExtractor`](crate::key::KeyExtractor): the client IP
 //! (with trusted proxies), a header such as `X-Api-Key`, a closure, or one
 //! of them falling back to another (see [`crate::key`]). A request without a
 //! key is rejected (`400`) or counted under a fallback key ([`MissingKey`]).
-//! [`MemoryStore`] holds a bounded number of keys and never forgets a bucket
+//! [`MemoryStore`] holds a bounded number of keys ([`DEFAULT_MAX_KEYS`]
+//! unless built with [`MemoryStore::with_max_keys`]) and never forgets a bucket
 //! that still limits its key: when it is full of live keys, new keys share
 //! one overflow bucket with the same quotas (counted by
 //! `palisade_rate_limit_overflow_decisions_total`), so flooding unique keys
 //! resets nobody's bucket.
+//! Layers that share one store count apart under different
+//! [`namespace`](RateLimitLayer::namespace)s.
 //! When the store fails or is slow, [`OnStoreError`] lets requests through
-//! with a warning or rejects them (`503`). [Shadow mode](RateLimitLayer::shadow)
+//! with a warning (the default) or rejects them (`503`). [Shadow mode](RateLimitLayer::shadow)
 //! decides and logs but never rejects.
 //!
 //! # Metrics and tracing
@@ -65,8 +73,12 @@
 //!
 //! [`redact_key`]: crate::observability::redact_key
 
+mod config;
+mod decision;
+mod gcra;
 mod headers;
 mod layer;
+mod limits;
 mod observe;
 mod quota;
 mod service;
@@ -75,17 +87,20 @@ mod store;
 pub mod error;
 pub mod future;
 
+pub use self::config::{Cost, MissingKey, UnitCost};
+pub use self::decision::Decision;
 pub use self::error::{Error, RateLimited};
 pub use self::headers::{NoHeaders, ResponseHeaders};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use self::headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders};
-pub use self::layer::{Cost, MissingKey, RateLimitLayer, UnitCost};
-pub use crate::store::OnStoreError;
+pub use self::layer::RateLimitLayer;
+pub use self::limits::Limits;
 pub use self::quota::Quota;
 pub use self::service::RateLimit;
-pub use self::store::memory::MemoryStore;
+pub use self::store::Store;
+pub use self::store::memory::{DEFAULT_MAX_KEYS, MemoryStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::store::redis::RedisStore;
-pub use self::store::{Decision, Limits, Store, StoreError};
+pub use crate::store::{OnStoreError, StoreError};

@@ -1,19 +1,23 @@
 //! The rate limit service.
 
+use std::any::TypeId;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio::time::Instant;
 use tower_service::Service;
 
+use super::config::{Config, Cost, MissingKey, UnitCost};
+use super::decision::Decision;
 use super::error::{Error, RateLimited};
-use super::future::ResponseFuture;
+use super::future::{Headers, ResponseFuture};
 use super::headers::{NoHeaders, ResponseHeaders};
-use super::layer::{Cost, MissingKey, RateLimitLayer, UnitCost};
-use crate::store::OnStoreError;
 use super::store::Store;
 use super::store::memory::MemoryStore;
 use crate::key::{Global, KeyExtractor};
+use crate::store::{OnStoreError, StoreError};
 
 /// Decides each request against the store before the inner service sees it.
 ///
@@ -23,11 +27,11 @@ use crate::key::{Global, KeyExtractor};
 /// See the [module docs](super) for an example.
 pub struct RateLimit<S, St = MemoryStore, K = Global, C = UnitCost, H = NoHeaders> {
     inner: S,
-    config: Arc<RateLimitLayer<St, K, C, H>>,
+    config: Arc<Config<St, K, C, H>>,
 }
 
 impl<S, St, K, C, H> RateLimit<S, St, K, C, H> {
-    pub(crate) fn new(inner: S, config: Arc<RateLimitLayer<St, K, C, H>>) -> Self {
+    pub(crate) fn new(inner: S, config: Arc<Config<St, K, C, H>>) -> Self {
         Self { inner, config }
     }
 
@@ -58,10 +62,49 @@ impl<S: Clone, St, K, C, H> Clone for RateLimit<S, St, K, C, H> {
 
 impl<S: fmt::Debug, St, K, C, H> fmt::Debug for RateLimit<S, St, K, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
-            .field("config", &self.config)
-            .finish()
+            .field("name", &c.observer.name())
+            .field("limits", &c.limits)
+            .field("store", &std::any::type_name::<St>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St, K, C, H> Config<St, K, C, H> {
+    /// What the store's answer means for the request: the decision to
+    /// report on the response (none when the store failed open or in shadow
+    /// mode), or the rejection.
+    #[inline(always)]
+    fn settle<E>(
+        &self,
+        key: &str,
+        result: Result<Decision, StoreError>,
+        start: Option<Instant>,
+    ) -> Result<Option<Decision>, Error<E>> {
+        let decision = match result {
+            Ok(decision) => decision,
+            Err(error) => {
+                let closed = self.on_error == OnStoreError::FailClosed;
+                self.observer.failed(key, &error, closed, start);
+                return if closed {
+                    Err(Error::Store(error))
+                } else {
+                    Ok(None)
+                };
+            }
+        };
+        self.observer
+            .decided(key, &decision, &self.limits, self.shadow, start);
+        if self.shadow {
+            return Ok(None);
+        }
+        if !decision.is_allowed() {
+            let limited = RateLimited::new(self.limits.clone(), decision);
+            return Err(Error::Limited(limited));
+        }
+        Ok(Some(decision))
     }
 }
 
@@ -79,59 +122,87 @@ where
 {
     type Response = S::Response;
     type Error = Error<S::Error>;
-    type Future = ResponseFuture<S::Response, S::Error>;
+    type Future = ResponseFuture<S::Future, S::Response, S::Error, H>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let config = self.config.clone();
-        let key = match config.key.extract(&req) {
+        let config = &*self.config;
+        let key: Cow<'_, str> = match extract(&config.per, &req) {
             Some(key) => key,
             None => match &config.missing {
-                MissingKey::Fallback(key) => key.to_string(),
+                MissingKey::Fallback(key) => Cow::Borrowed(key),
                 MissingKey::Reject => {
                     config.observer.missing_key();
-                    return Box::pin(std::future::ready(Err(Error::MissingKey)));
+                    return ResponseFuture::rejected(Error::MissingKey);
                 }
             },
         };
         let cost = config.cost.cost(&req);
-        if cost > config.limits.max_cost() {
-            let max = config.limits.max_cost();
+        let max = config.limits.max_cost();
+        if cost > max {
             config.observer.too_costly(&key, cost, max);
-            return Box::pin(std::future::ready(Err(Error::CostTooHigh { cost, max })));
+            return ResponseFuture::rejected(Error::CostTooHigh { cost, max });
         }
-        // The readied service answers this request; a clone (maybe not
-        // ready) stays behind for the next poll_ready.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let start = config.observer.start();
-            let decision = match config.store.check(&key, &config.limits, cost).await {
-                Ok(decision) => Some(decision),
-                Err(error) => {
-                    let closed = config.on_error == OnStoreError::FailClosed;
-                    config.observer.failed(&key, &error, closed, start);
-                    if closed {
-                        return Err(Error::Store(error));
-                    }
-                    None
+        let start = config.observer.start();
+        if let Some(result) = config.store.try_check(&key, &config.limits, cost) {
+            // Decided at once: the readied inner service answers now, or is
+            // left ready for the next request.
+            return match config.settle(&key, result, start) {
+                Err(error) => ResponseFuture::rejected(error),
+                Ok(decision) => {
+                    let headers = decision.filter(|_| H::APPLIES).map(|decision| Headers {
+                        headers: config.headers.clone(),
+                        limits: config.limits.clone(),
+                        decision,
+                    });
+                    ResponseFuture::inner(self.inner.call(req), headers)
                 }
             };
-            if let Some(d) = &decision {
-                let (limits, shadow) = (&config.limits, config.shadow);
-                config.observer.decided(&key, d, limits, shadow, start);
-            }
-            if let Some(d) = decision.filter(|d| !d.is_allowed() && !config.shadow) {
-                return Err(Error::Limited(RateLimited::new(config.limits.clone(), d)));
-            }
+        }
+        // The readied service answers this request once the store has; a
+        // clone (maybe not ready) stays behind for the next poll_ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        let key = key.into_owned();
+        ResponseFuture::store(Box::pin(async move {
+            let result = config.store.check(&key, &config.limits, cost).await;
+            let decision = config.settle(&key, result, start)?;
             let mut response = inner.call(req).await.map_err(Error::Inner)?;
-            if let Some(d) = decision.filter(|_| !config.shadow) {
+            if let Some(d) = decision {
                 config.headers.apply(&mut response, &config.limits, &d);
             }
             Ok(response)
-        })
+        }))
+    }
+}
+
+/// The key [`Global`] gives every request.
+const GLOBAL_KEY: &str = "global";
+
+/// The key of `req`: [`Global`]'s without allocating it for every request
+/// (the type test is decided at compile time), any other extractor's as it
+/// gives it.
+#[inline]
+fn extract<'k, K: KeyExtractor<Req>, Req>(per: &K, req: &Req) -> Option<Cow<'k, str>> {
+    if TypeId::of::<K>() == TypeId::of::<Global>() {
+        return Some(Cow::Borrowed(GLOBAL_KEY));
+    }
+    per.extract(req).map(Cow::Owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_global_key_is_the_one_global_gives() {
+        assert_eq!(Global.extract(&()).as_deref(), Some(GLOBAL_KEY));
+        assert_eq!(extract(&Global, &()).as_deref(), Some(GLOBAL_KEY));
+        let per_user = |user: &&str| Some(user.to_string());
+        assert_eq!(extract(&per_user, &"ann").as_deref(), Some("ann"));
     }
 }

@@ -10,11 +10,12 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use palisade::problem::ProblemLayer;
 use palisade::rate_limit::{
-    OnStoreError, Limits, Quota, RateLimitLayer, RedisStore, Store, StoreError,
+    Limits, OnStoreError, Quota, RateLimitLayer, RedisStore, Store, StoreError,
 };
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
+use crate::nz;
 use crate::support::RedisCluster;
 
 /// A store with a generous bound: these tests check counts, not latency,
@@ -27,7 +28,9 @@ async fn store(cluster: &RedisCluster) -> RedisStore {
 }
 
 fn hourly(burst: u32) -> Limits {
-    Limits::new([Quota::with_interval(Duration::from_secs(3600)).burst(burst)])
+    Limits::new([Quota::with_interval(Duration::from_secs(3600))
+        .unwrap()
+        .burst(nz(burst))])
 }
 
 /// Sends `per_key` concurrent decisions for every key (alternating between
@@ -101,8 +104,11 @@ async fn a_multi_quota_decision_keeps_its_keys_in_one_slot_even_for_odd_keys() {
         return;
     };
     let s = store(&cluster).await.deny_cache(false);
-    let limits =
-        Limits::new([Quota::per_minute(3), Quota::per_hour(5).named("hour")]).scoped("orders");
+    let limits = Limits::new([
+        Quota::per_minute(nz(3)),
+        Quota::per_hour(nz(5)).named("hour"),
+    ])
+    .namespaced("orders");
     // An empty key, or one that starts with `}`, would give Redis an empty
     // hash tag and each quota key a slot of its own (CROSSSLOT).
     for key in ["user:7", "", "}", "}x", "{", "a}b", "\\"] {
@@ -133,7 +139,7 @@ async fn script_flush_on_a_node_reloads_the_script_there_even_with_another_maste
     };
     cluster.serve_without_full_coverage();
     let s = store(&cluster).await.deny_cache(false);
-    let limits = Limits::new([Quota::per_hour(10)]);
+    let limits = Limits::new([Quota::per_hour(nz(10))]);
     let key = "flushed";
     for _ in 0..3 {
         assert!(s.check(key, &limits, 1).await.unwrap().is_allowed());
@@ -399,15 +405,17 @@ async fn a_dead_master_fails_only_its_slots_within_the_bound_then_recovers() {
         }
     }
 
-    let quota = Quota::with_interval(Duration::from_secs(3600)).burst(3);
+    let quota = Quota::with_interval(Duration::from_secs(3600))
+        .unwrap()
+        .burst(nz(3));
     let svc = |policy| {
         ServiceBuilder::new()
             .layer(ProblemLayer::new())
             .layer(
-                RateLimitLayer::redis(strict.clone(), quota.clone())
+                RateLimitLayer::with_store(strict.clone(), quota.clone())
                     .on_store_error(policy)
-                    .scope(format!("{policy:?}"))
-                    .key(key_header),
+                    .namespace(format!("{policy:?}"))
+                    .per(key_header),
             )
             .service(service_fn(|_: Request<()>| async {
                 Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
@@ -440,7 +448,7 @@ async fn a_dead_master_fails_only_its_slots_within_the_bound_then_recovers() {
         let (allowed, mut slowest) = allowed_per_key(
             std::slice::from_ref(&patient),
             &live_keys,
-            &hourly(3).scoped("a"),
+            &hourly(3).namespaced("a"),
             6,
         )
         .await;
@@ -458,7 +466,7 @@ async fn a_dead_master_fails_only_its_slots_within_the_bound_then_recovers() {
         let (allowed, took) = allowed_per_key(
             std::slice::from_ref(&patient),
             &live_keys,
-            &hourly(3).scoped("b"),
+            &hourly(3).namespaced("b"),
             6,
         )
         .await;
@@ -503,7 +511,7 @@ async fn a_dead_master_fails_only_its_slots_within_the_bound_then_recovers() {
     let (allowed, _) = allowed_per_key(
         &[strict.clone().timeout(Duration::from_secs(5))],
         &dead_keys,
-        &hourly(3).scoped("c"),
+        &hourly(3).namespaced("c"),
         6,
     )
     .await;

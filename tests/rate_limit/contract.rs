@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
+use crate::nz;
 use palisade::rate_limit::{Limits, MemoryStore, Quota, Store};
 
 /// Burst, denial, cost > 1, several quotas, and "a denial spends nothing".
 /// Quotas are slow enough (minutes) that real time does not refill them
 /// while the contract runs.
 pub(crate) async fn contract<S: Store>(store: S, scope: &str) {
-    let limits = Limits::new([Quota::per_minute(6).burst(3)]).scoped(scope);
+    let limits = Limits::new([Quota::per_minute(nz(6)).burst(nz(3))]).namespaced(scope);
     for remaining in (0..3).rev() {
         let d = store.check("a", &limits, 1).await.unwrap();
         assert!(d.is_allowed());
@@ -29,10 +30,10 @@ pub(crate) async fn contract<S: Store>(store: S, scope: &str) {
 
     // Several quotas: all must allow, and a denial by one spends nothing.
     let multi = Limits::new([
-        Quota::per_minute(60).burst(5),
-        Quota::per_hour(3).named("hour"),
+        Quota::per_minute(nz(60)).burst(nz(5)),
+        Quota::per_hour(nz(3)).named("hour"),
     ])
-    .scoped(scope);
+    .namespaced(scope);
     for _ in 0..3 {
         assert!(store.check("m", &multi, 1).await.unwrap().is_allowed());
     }

@@ -8,10 +8,11 @@ use http::Request;
 use palisade::key::{Header, KeyExtractor};
 use palisade::observability::redact_key;
 use palisade::rate_limit::{
-    Decision, OnStoreError, Limits, Quota, RateLimitLayer, Store, StoreError,
+    Decision, Limits, OnStoreError, Quota, RateLimitLayer, Store, StoreError,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
+use crate::nz;
 use crate::support::CapturedLogs;
 
 const SECRET: &str = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
@@ -48,16 +49,16 @@ async fn decisions_carry_the_uniform_fields_and_a_digest_of_the_key() {
     let logs = CapturedLogs::start();
 
     let handler = service_fn(|_: Request<()>| async { Ok::<_, Infallible>("ok") });
-    let mut api = RateLimitLayer::memory(Quota::per_hour(1))
-        .key(Header::api_key())
+    let mut api = RateLimitLayer::new(Quota::per_hour(nz(1)))
+        .per(Header::api_key())
         .name("api")
         .layer(handler);
     send(&mut api, Some(SECRET)).await;
     send(&mut api, Some(SECRET)).await;
     send(&mut api, None).await;
     for policy in [OnStoreError::FailOpen, OnStoreError::FailClosed] {
-        let mut broken = RateLimitLayer::with_store(Broken, Quota::per_hour(1))
-            .key(Header::api_key())
+        let mut broken = RateLimitLayer::with_store(Broken, Quota::per_hour(nz(1)))
+            .per(Header::api_key())
             .on_store_error(policy)
             .name("api")
             .layer(handler);

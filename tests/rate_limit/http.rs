@@ -5,15 +5,16 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::nz;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use palisade::key::{ClientIp, Header};
-use palisade::problem::ProblemLayer;
+use palisade::problem::{ProblemLayer, types};
 use palisade::rate_limit::{
-    Decision, Error, OnStoreError, Limits, MemoryStore, MissingKey, Quota, RateLimitLayer, Store,
+    Decision, Error, Limits, MemoryStore, MissingKey, OnStoreError, Quota, RateLimitLayer, Store,
     StoreError,
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
@@ -56,7 +57,7 @@ async fn every_clone_axum_makes_counts_against_one_limiter() {
     // 5/s limit let 1,500 concurrent requests through. Here 5 pass.
     let layer = ServiceBuilder::new()
         .layer(ProblemLayer::new())
-        .layer(RateLimitLayer::memory(Quota::per_second(5)));
+        .layer(RateLimitLayer::new(Quota::per_second(nz(5))));
     let app = app(layer);
     let tasks: Vec<_> = (0..1_500)
         .map(|_| tokio::spawn(app.clone().oneshot(req(None))))
@@ -77,7 +78,7 @@ async fn every_clone_axum_makes_counts_against_one_limiter() {
 async fn concurrent_clones_on_two_threads_allow_exactly_the_burst() {
     let layer = ServiceBuilder::new()
         .layer(ProblemLayer::new())
-        .layer(RateLimitLayer::memory(Quota::per_hour(7)));
+        .layer(RateLimitLayer::new(Quota::per_hour(nz(7))));
     let app = app(layer);
     let tasks: Vec<_> = (0..1_500)
         .map(|_| tokio::spawn(app.clone().oneshot(req(None))))
@@ -92,8 +93,8 @@ async fn concurrent_clones_on_two_threads_allow_exactly_the_burst() {
 #[tokio::test(start_paused = true)]
 async fn the_429_body_retry_after_and_ratelimit_fields_are_exact() {
     let layer = ServiceBuilder::new().layer(ProblemLayer::new()).layer(
-        RateLimitLayer::memory(Quota::per_minute(2))
-            .key(Header::api_key())
+        RateLimitLayer::new(Quota::per_minute(nz(2)))
+            .per(Header::api_key())
             .http_headers(),
     );
     let app = app(layer);
@@ -115,7 +116,10 @@ async fn the_429_body_retry_after_and_ratelimit_fields_are_exact() {
     assert_eq!(h["ratelimit"], r#""default";r=0;t=50"#, "49.5 s rounds up");
     assert_eq!(
         body(denied).await,
-        r#"{"type":"about:blank","title":"Too Many Requests","status":429,"detail":"rate limit \"default\" exceeded, retry after 20 s"}"#
+        format!(
+            r#"{{"type":"{}","title":"Too Many Requests","status":429,"detail":"rate limit \"default\" exceeded, retry after 20 s","retry_after":20}}"#,
+            types::RATE_LIMITED
+        )
     );
 
     // Another key is untouched; the first is allowed once its cell is back.
@@ -143,8 +147,8 @@ async fn the_429_body_retry_after_and_ratelimit_fields_are_exact() {
 #[tokio::test(start_paused = true)]
 async fn several_limits_must_all_allow_and_the_binding_one_is_reported() {
     let layer = ServiceBuilder::new().layer(ProblemLayer::new()).layer(
-        RateLimitLayer::memory(Quota::per_second(10))
-            .quota(Quota::per_minute(15).named("minute"))
+        RateLimitLayer::new(Quota::per_second(nz(10)))
+            .quota(Quota::per_minute(nz(15)).named("minute"))
             .http_headers(),
     );
     let app = app(layer);
@@ -187,7 +191,7 @@ async fn requests_cost_what_the_cost_function_says() {
     };
     let layer = ServiceBuilder::new()
         .layer(ProblemLayer::new())
-        .layer(RateLimitLayer::memory(Quota::per_hour(10)).cost(cost));
+        .layer(RateLimitLayer::new(Quota::per_hour(nz(10))).cost(cost));
     let app = app(layer);
     let costly = || {
         Request::get("/")
@@ -220,25 +224,25 @@ async fn requests_cost_what_the_cost_function_says() {
         resp.headers().get("retry-after").is_none(),
         "it will never fit"
     );
-    assert!(
-        body(resp)
-            .await
-            .contains("exceeds the largest allowed cost 10")
-    );
+    let text = body(resp).await;
+    assert!(text.contains(types::COST_TOO_HIGH), "{text}");
+    assert!(text.contains("exceeds the largest allowed cost 10"));
 }
 
 #[tokio::test]
 async fn a_request_without_a_key_is_rejected_or_counted_under_the_fallback() {
     let reject = ServiceBuilder::new()
         .layer(ProblemLayer::new())
-        .layer(RateLimitLayer::memory(Quota::per_hour(1)).key(Header::api_key()));
+        .layer(RateLimitLayer::new(Quota::per_hour(nz(1))).per(Header::api_key()));
     let resp = app(reject).oneshot(req(None)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert!(body(resp).await.contains("request has no rate limit key"));
+    let text = body(resp).await;
+    assert!(text.contains("request has no caller key"), "{text}");
+    assert!(text.contains(types::MISSING_CALLER_KEY), "{text}");
 
     let fallback = ServiceBuilder::new().layer(ProblemLayer::new()).layer(
-        RateLimitLayer::memory(Quota::per_hour(1))
-            .key(Header::api_key())
+        RateLimitLayer::new(Quota::per_hour(nz(1)))
+            .per(Header::api_key())
             .missing_key(MissingKey::Fallback("anonymous".into())),
     );
     let app = app(fallback);
@@ -260,7 +264,7 @@ async fn a_request_without_a_key_is_rejected_or_counted_under_the_fallback() {
 #[tokio::test]
 async fn the_api_key_else_the_client_ip() {
     let layer = ServiceBuilder::new().layer(ProblemLayer::new()).layer(
-        RateLimitLayer::memory(Quota::per_hour(1)).key(Header::api_key().or(ClientIp::new())),
+        RateLimitLayer::new(Quota::per_hour(nz(1))).per(Header::api_key().or(ClientIp::new())),
     );
     let app = app(layer);
     let from = |ip: &str, key: Option<&str>| {
@@ -317,8 +321,8 @@ async fn shadow_mode_decides_and_logs_but_never_rejects() {
     let logs = crate::support::CapturedLogs::start();
 
     let layer = ServiceBuilder::new().layer(ProblemLayer::new()).layer(
-        RateLimitLayer::memory(Quota::per_hour(2))
-            .key(|_: &Request<Body>| Some("shadow-key".to_owned()))
+        RateLimitLayer::new(Quota::per_hour(nz(2)))
+            .per(|_: &Request<Body>| Some("shadow-key".to_owned()))
             .shadow(true)
             .http_headers(),
     );
@@ -368,13 +372,13 @@ async fn a_failing_store_fails_open_or_closed_as_configured() {
                 .layer(ProblemLayer::new())
                 .layer(RateLimitLayer::with_store(
                     Broken { hang },
-                    Quota::per_second(1),
+                    Quota::per_second(nz(1)),
                 ));
         let resp = app(open).oneshot(req(None)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "fail open");
 
         let closed = ServiceBuilder::new().layer(ProblemLayer::new()).layer(
-            RateLimitLayer::with_store(Broken { hang }, Quota::per_second(1))
+            RateLimitLayer::with_store(Broken { hang }, Quota::per_second(nz(1)))
                 .on_store_error(OnStoreError::FailClosed),
         );
         let resp = app(closed).oneshot(req(None)).await.unwrap();
@@ -384,7 +388,33 @@ async fn a_failing_store_fails_open_or_closed_as_configured() {
             "fail closed"
         );
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let text = body(resp).await;
+        assert!(text.contains(types::STORE_UNAVAILABLE), "{text}");
+        assert!(text.contains(r#""detail":"store unavailable""#), "{text}");
+        assert!(
+            !text.contains("boom"),
+            "the cause stays out of the body: {text}"
+        );
     }
+}
+
+#[tokio::test]
+async fn a_store_error_says_what_failed_and_keeps_its_cause_as_the_source() {
+    let mut svc = ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::with_store(Broken { hang: false }, Quota::per_second(nz(1)))
+                .on_store_error(OnStoreError::FailClosed),
+        )
+        .service(service_fn(|_: ()| async { Ok::<_, Infallible>("sent") }));
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Store(StoreError::Protocol(_))),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "store unavailable");
+    let source = std::error::Error::source(&err).expect("the store's error");
+    assert!(source.to_string().contains("boom"), "{source}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -392,7 +422,7 @@ async fn client_side_stacks_get_a_typed_rate_limited() {
     let mut svc = ServiceBuilder::new()
         .layer(RateLimitLayer::with_store(
             MemoryStore::new(),
-            Quota::per_second(2).burst(3),
+            Quota::per_second(nz(2)).burst(nz(3)),
         ))
         .service(service_fn(|_: ()| async { Ok::<_, Infallible>("sent") }));
     for _ in 0..3 {
@@ -413,7 +443,7 @@ async fn client_side_stacks_get_a_typed_rate_limited() {
 #[tokio::test]
 async fn readiness_comes_from_the_inner_service_and_survives_clones() {
     let (svc, mut handle) = tower_test::mock::pair::<(), &'static str>();
-    let mut svc = tower::Layer::layer(&RateLimitLayer::memory(Quota::per_hour(10)), svc);
+    let mut svc = tower::Layer::layer(&RateLimitLayer::new(Quota::per_hour(nz(10))), svc);
     handle.allow(1);
     let ready = svc.ready().await.unwrap();
     let call = tokio::spawn(ready.call(()));
@@ -422,4 +452,28 @@ async fn readiness_comes_from_the_inner_service_and_survives_clones() {
     send.send_response("done");
     assert_eq!(call.await.unwrap().unwrap(), "done");
     tokio_test::assert_pending!(tokio_test::task::spawn(svc.ready()).poll());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_request_never_reaches_the_inner_service_which_stays_ready() {
+    let (svc, mut handle) = tower_test::mock::pair::<u32, &'static str>();
+    let mut svc = tower::Layer::layer(&RateLimitLayer::new(Quota::per_hour(nz(1))), svc);
+    handle.allow(2);
+    let first = svc.ready().await.unwrap().call(1);
+    let (seen, send) = handle.next_request().await.unwrap();
+    assert_eq!(seen, 1);
+    send.send_response("first");
+    assert_eq!(first.await.unwrap(), "first");
+
+    let denied = svc.ready().await.unwrap().call(2);
+    assert!(matches!(denied.await, Err(Error::Limited(_))));
+    // The readiness the denied request was given is still held: the next
+    // request may be called without another poll_ready, and it is the
+    // first the inner service sees since request 1.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let third = svc.call(3);
+    let (seen, send) = handle.next_request().await.unwrap();
+    assert_eq!(seen, 3, "request 2 never reached the inner service");
+    send.send_response("third");
+    assert_eq!(third.await.unwrap(), "third");
 }

@@ -6,6 +6,18 @@
 #[path = "../support.rs"]
 mod support;
 
+use std::num::{NonZeroU32, NonZeroUsize};
+
+/// A count of cells, for `Quota`.
+pub(crate) fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).expect("a non-zero count")
+}
+
+/// A number of keys, for `MemoryStore::with_max_keys`.
+pub(crate) fn nzu(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("a non-zero number of keys")
+}
+
 #[cfg(feature = "metrics")]
 #[path = "../support/recording.rs"]
 mod recording;

@@ -4,13 +4,14 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use crate::{nz, nzu};
 use palisade::rate_limit::{Limits, MemoryStore, Quota};
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_a_million_live_ips_stays_under_max_keys() {
-    let store = MemoryStore::with_max_keys(10_000);
+    let store = MemoryStore::with_max_keys(nzu(10_000));
     // An hour-long bucket: every key stays live, so only the cap can bound it.
-    let limits = Limits::new([Quota::per_hour(10)]);
+    let limits = Limits::new([Quota::per_hour(nz(10))]);
     let mut peak = 0;
     for i in 0..1_000_000u32 {
         let key = Ipv4Addr::from(i).to_string();
@@ -40,8 +41,8 @@ async fn a_flood_of_a_million_live_ips_stays_under_max_keys() {
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_unique_keys_gives_no_key_a_second_burst() {
     const FLOOD: u32 = 40_000;
-    let store = MemoryStore::with_max_keys(10_000);
-    let limits = Limits::new([Quota::per_hour(1)]);
+    let store = MemoryStore::with_max_keys(nzu(10_000));
+    let limits = Limits::new([Quota::per_hour(nz(1))]);
     // The first key takes the lock-free slot, so the victim is in the shards.
     assert!(store.check_now("slot", &limits, 1).is_allowed());
     assert!(store.check_now("victim", &limits, 1).is_allowed());
@@ -76,8 +77,8 @@ async fn a_flood_of_unique_keys_gives_no_key_a_second_burst() {
 /// their own again: the overflow is for a store full of live keys only.
 #[tokio::test(start_paused = true)]
 async fn a_full_store_takes_new_keys_again_once_buckets_refill() {
-    let store = MemoryStore::with_max_keys(1_000);
-    let limits = Limits::new([Quota::per_minute(1)]);
+    let store = MemoryStore::with_max_keys(nzu(1_000));
+    let limits = Limits::new([Quota::per_minute(nz(1))]);
     for i in 0..5_000 {
         store.check_now(&format!("a{i}"), &limits, 1);
     }
@@ -96,7 +97,7 @@ async fn a_full_store_takes_new_keys_again_once_buckets_refill() {
 async fn idle_keys_are_swept_without_changing_any_decision() {
     let store = MemoryStore::new();
     // Buckets refill in 100 ms: a key idle that long is as good as new.
-    let limits = Limits::new([Quota::per_second(10)]);
+    let limits = Limits::new([Quota::per_second(nz(10))]);
     let mut peak = 0;
     for i in 0..200_000u32 {
         if i % 100 == 0 {
@@ -122,7 +123,7 @@ async fn a_dropped_store_leaves_no_task_running() {
         .metrics()
         .num_alive_tasks();
     let store = MemoryStore::new();
-    let limits = Limits::new([Quota::per_second(1)]);
+    let limits = Limits::new([Quota::per_second(nz(1))]);
     for i in 0..10_000 {
         store.check_now(&i.to_string(), &limits, 1);
     }
@@ -152,7 +153,7 @@ fn the_lock_free_slot_and_the_shards_are_exact_under_contention() {
     for _ in 0..20 {
         let store = MemoryStore::new();
         // An hour-long refill: real time cannot add a cell during the test.
-        let limits = Limits::new([Quota::per_hour(BURST)]);
+        let limits = Limits::new([Quota::per_hour(nz(BURST))]);
         let barrier = Arc::new(Barrier::new(THREADS));
         let allowed: Vec<(u32, u32)> = (0..THREADS)
             .map(|t| {
@@ -188,8 +189,8 @@ fn the_lock_free_slot_and_the_shards_are_exact_under_contention() {
 #[test]
 fn several_quotas_on_the_slot_key_are_counted_apart_and_all_or_nothing() {
     let store = MemoryStore::new();
-    let one = Limits::new([Quota::per_hour(2)]);
-    let two = Limits::new([Quota::per_hour(5), Quota::per_hour(3)]);
+    let one = Limits::new([Quota::per_hour(nz(2))]);
+    let two = Limits::new([Quota::per_hour(nz(5)), Quota::per_hour(nz(3))]);
     // "k" under one quota takes the slot; under two quotas it is another
     // counter, in the shards.
     assert!(store.check_now("k", &one, 2).is_allowed());
@@ -208,8 +209,8 @@ fn several_quotas_on_the_slot_key_are_counted_apart_and_all_or_nothing() {
 #[cfg(feature = "fast-clock")]
 #[test]
 fn the_fast_clock_store_decides_like_the_default_one() {
-    let store = MemoryStore::with_fast_clock(1_000);
-    let limits = Limits::new([Quota::per_hour(3)]);
+    let store = MemoryStore::with_max_keys(nzu(1_000)).fast_clock(true);
+    let limits = Limits::new([Quota::per_hour(nz(3))]);
     for key in ["slot", "shard"] {
         for remaining in (0..3).rev() {
             assert_eq!(store.check_now(key, &limits, 1).remaining(), remaining);
@@ -225,9 +226,9 @@ fn the_fast_clock_store_decides_like_the_default_one() {
 /// spent theirs does not spend another's.
 #[tokio::test(start_paused = true)]
 async fn each_limiter_overflows_into_its_own_bucket() {
-    let store = MemoryStore::with_max_keys(64);
-    let a = Limits::new([Quota::per_hour(1)]);
-    let b = Limits::new([Quota::per_hour(2)]).scoped("b");
+    let store = MemoryStore::with_max_keys(nzu(64));
+    let a = Limits::new([Quota::per_hour(nz(1))]);
+    let b = Limits::new([Quota::per_hour(nz(2))]).namespaced("b");
     // Enough keys that every shard is full (an empty one is a 1e-30 chance).
     for i in 0..5_000 {
         store.check_now(&format!("a{i}"), &a, 1);
@@ -252,10 +253,10 @@ fn overflow_decisions_are_counted() {
 
     const KEYS: u32 = 200;
     // One key per shard: most of the 200 keys find their shard full.
-    let store = MemoryStore::with_max_keys(64);
+    let store = MemoryStore::with_max_keys(nzu(64));
     let (allowed, counts) = crate::recording::record_metrics("palisade_rate_limit_", || async {
-        let svc = RateLimitLayer::with_store(store.clone(), Quota::per_hour(1))
-            .key(|user: &String| Some(user.clone()))
+        let svc = RateLimitLayer::with_store(store.clone(), Quota::per_hour(nz(1)))
+            .per(|user: &String| Some(user.clone()))
             .name("full")
             .layer(service_fn(|_: String| async {
                 Ok::<_, std::convert::Infallible>(())

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::nz;
 use palisade::rate_limit::{
-    Decision, Error, OnStoreError, Limits, Quota, RateLimitLayer, Store, StoreError,
+    Decision, Error, Limits, OnStoreError, Quota, RateLimitLayer, Store, StoreError,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -71,8 +72,8 @@ fn a_known_sequence_gives_exact_counts_per_name_and_outcome() {
     let counts = recorded(|| async {
         // Burst 3: five requests of one key, three allowed then two denied;
         // one without a key, rejected.
-        let mut api = RateLimitLayer::memory(Quota::per_hour(3))
-            .key(by_user)
+        let mut api = RateLimitLayer::new(Quota::per_hour(nz(3)))
+            .per(by_user)
             .name("api")
             .layer(echo());
         for i in 0..5 {
@@ -81,7 +82,7 @@ fn a_known_sequence_gives_exact_counts_per_name_and_outcome() {
         }
         assert!(matches!(send(&mut api, None).await, Err(Error::MissingKey)));
         // A request that costs more than the burst never reaches the store.
-        let mut costly = RateLimitLayer::memory(Quota::per_hour(3))
+        let mut costly = RateLimitLayer::new(Quota::per_hour(nz(3)))
             .cost(|_: &Req| 4)
             .name("costly")
             .layer(echo());
@@ -91,7 +92,7 @@ fn a_known_sequence_gives_exact_counts_per_name_and_outcome() {
         ));
 
         // Shadow mode: burst 1, three requests, all pass.
-        let mut shadow = RateLimitLayer::memory(Quota::per_hour(1))
+        let mut shadow = RateLimitLayer::new(Quota::per_hour(nz(1)))
             .shadow(true)
             .name("shadow")
             .layer(echo());
@@ -100,9 +101,9 @@ fn a_known_sequence_gives_exact_counts_per_name_and_outcome() {
         }
 
         // A failing store, open then closed; the unnamed layer is "default".
-        let mut open = RateLimitLayer::with_store(Broken, Quota::per_hour(1)).layer(echo());
+        let mut open = RateLimitLayer::with_store(Broken, Quota::per_hour(nz(1))).layer(echo());
         assert!(send(&mut open, None).await.is_ok());
-        let mut closed = RateLimitLayer::with_store(Broken, Quota::per_hour(1))
+        let mut closed = RateLimitLayer::with_store(Broken, Quota::per_hour(nz(1)))
             .on_store_error(OnStoreError::FailClosed)
             .name("closed")
             .layer(echo());
@@ -112,7 +113,7 @@ fn a_known_sequence_gives_exact_counts_per_name_and_outcome() {
         ));
 
         // Denials a store answered from its local cache, counted apart too.
-        let mut cached = RateLimitLayer::with_store(DeniesFromCache, Quota::per_hour(1))
+        let mut cached = RateLimitLayer::with_store(DeniesFromCache, Quota::per_hour(nz(1)))
             .name("cached")
             .layer(echo());
         for _ in 0..2 {
@@ -140,7 +141,7 @@ fn a_known_sequence_gives_exact_counts_per_name_and_outcome() {
 #[test]
 fn clones_of_a_service_count_under_one_name() {
     let counts = recorded(|| async {
-        let svc = RateLimitLayer::memory(Quota::per_hour(2))
+        let svc = RateLimitLayer::new(Quota::per_hour(nz(2)))
             .name("shared")
             .layer(echo());
         for _ in 0..3 {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::nz;
 use palisade::rate_limit::{Limits, MemoryStore, Quota, Store};
 use proptest::prelude::*;
 
@@ -74,8 +75,11 @@ impl Model {
 }
 
 fn quota() -> impl Strategy<Value = Quota> {
-    (1u64..=50, 1u32..=6)
-        .prop_map(|(ms, burst)| Quota::with_interval(Duration::from_millis(ms)).burst(burst))
+    (1u64..=50, 1u32..=6).prop_map(|(ms, burst)| {
+        Quota::with_interval(Duration::from_millis(ms))
+            .unwrap()
+            .burst(nz(burst))
+    })
 }
 
 fn step() -> impl Strategy<Value = (u64, u8, u32)> {
@@ -97,7 +101,7 @@ fn run(quotas: Vec<Quota>, steps: Vec<(u64, u8, u32)>) -> Result<(), TestCaseErr
                 .iter()
                 .map(|q| {
                     let i = q.interval().as_nanos() as u64;
-                    (i, i * u64::from(q.max_burst()))
+                    (i, i * u64::from(q.max_burst().get()))
                 })
                 .collect(),
             buckets: HashMap::new(),

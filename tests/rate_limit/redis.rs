@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use palisade::problem::ProblemLayer;
-use palisade::rate_limit::{OnStoreError, Limits, Quota, RateLimitLayer, RedisStore, Store};
+use palisade::rate_limit::{Limits, OnStoreError, Quota, RateLimitLayer, RedisStore, Store};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
+use crate::nz;
 use crate::support::RedisServer;
 
 /// Sends one request and returns how long the answer took.
@@ -51,7 +52,9 @@ async fn two_instances_under_concurrency_allow_exactly_the_burst_then_refill() {
     };
     let (a, b) = (store(&redis).await, store(&redis).await);
     // One cell every 2 s: the burst below finishes long before a refill.
-    let limits = Limits::new([Quota::with_interval(Duration::from_secs(2)).burst(20)]);
+    let limits = Limits::new([Quota::with_interval(Duration::from_secs(2))
+        .unwrap()
+        .burst(nz(20))]);
     let mut tasks = Vec::new();
     for i in 0..400 {
         let (s, limits) = (
@@ -96,7 +99,9 @@ fn instances_with_skewed_local_clocks_agree() {
         return;
     };
     let url = redis.url();
-    let limits = Limits::new([Quota::with_interval(Duration::from_secs(10)).burst(5)]);
+    let limits = Limits::new([Quota::with_interval(Duration::from_secs(10))
+        .unwrap()
+        .burst(nz(5))]);
     // Each instance gets its own runtime; one runs an hour ahead.
     let run = |skew: Duration, url: String, limits: Limits| {
         std::thread::spawn(move || {
@@ -150,8 +155,11 @@ async fn keys_are_hash_tagged_and_expire() {
         return;
     };
     let s = store(&redis).await;
-    let limits =
-        Limits::new([Quota::per_minute(10), Quota::per_hour(100).named("hour")]).scoped("orders");
+    let limits = Limits::new([
+        Quota::per_minute(nz(10)),
+        Quota::per_hour(nz(100)).named("hour"),
+    ])
+    .namespaced("orders");
     assert!(
         s.check("ip:192.0.2.1", &limits, 1)
             .await
@@ -184,7 +192,7 @@ async fn keys_are_hash_tagged_and_expire() {
         assert_ne!(redis.cli(&["PTTL", key]), "-1", "{key} has no TTL");
     }
     // A denial writes nothing.
-    let one = Limits::new([Quota::per_hour(1)]);
+    let one = Limits::new([Quota::per_hour(nz(1))]);
     assert!(s.check("d", &one, 1).await.unwrap().is_allowed());
     let key = &s.keys("d", &one)[0];
     let before = redis.cli(&["GET", key]);
@@ -205,7 +213,7 @@ async fn script_flush_mid_run_reloads_the_script() {
         return;
     };
     let s = store(&redis).await.deny_cache(false);
-    let limits = Limits::new([Quota::per_hour(5)]);
+    let limits = Limits::new([Quota::per_hour(nz(5))]);
     for _ in 0..3 {
         assert!(s.check("f", &limits, 1).await.unwrap().is_allowed());
     }
@@ -231,14 +239,16 @@ async fn redis_killed_mid_traffic_answers_within_the_bound_then_recovers() {
     };
     let bound = Duration::from_millis(50);
     let s = store(&redis).await.timeout(bound);
-    let quota = Quota::with_interval(Duration::from_secs(3600)).burst(3);
+    let quota = Quota::with_interval(Duration::from_secs(3600))
+        .unwrap()
+        .burst(nz(3));
     let svc = |policy| {
         ServiceBuilder::new()
             .layer(ProblemLayer::new())
             .layer(
-                RateLimitLayer::redis(s.clone(), quota.clone())
+                RateLimitLayer::with_store(s.clone(), quota.clone())
                     .on_store_error(policy)
-                    .scope(format!("{policy:?}")),
+                    .namespace(format!("{policy:?}")),
             )
             .service(service_fn(|_: Request<()>| async {
                 Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
@@ -288,7 +298,9 @@ async fn the_deny_cache_keeps_a_flood_off_redis_until_the_retry_time() {
     };
     let evalsha = || redis.command_calls(&["evalsha"]);
     let s = store(&redis).await;
-    let limits = Limits::new([Quota::with_interval(Duration::from_millis(300)).burst(2)]);
+    let limits = Limits::new([Quota::with_interval(Duration::from_millis(300))
+        .unwrap()
+        .burst(nz(2))]);
     for _ in 0..2 {
         assert!(s.check("hot", &limits, 1).await.unwrap().is_allowed());
     }
@@ -337,12 +349,14 @@ async fn both_scripts_decide_as_the_memory_store_on_a_random_trace() {
     };
     let quota = |rand: &mut dyn FnMut(u64) -> u64| {
         let ms = 3_600_000 + rand(4) * 900_000 + rand(1_000);
-        Quota::with_interval(Duration::from_millis(ms)).burst(1 + rand(6) as u32)
+        Quota::with_interval(Duration::from_millis(ms))
+            .unwrap()
+            .burst(nz(1 + rand(6) as u32))
     };
     let mut sets = Vec::new();
     for n in [1, 1, 2, 3] {
         let quotas: Vec<Quota> = (0..n).map(|_| quota(&mut rand)).collect();
-        sets.push(Limits::new(quotas).scoped(format!("set{}", sets.len())));
+        sets.push(Limits::new(quotas).namespaced(format!("set{}", sets.len())));
     }
     let (mut allowed, mut denied) = (0, 0);
     for step in 0..400 {
@@ -384,7 +398,7 @@ async fn the_one_quota_script_sets_ttls_reads_stale_tats_and_denies_without_writ
         return;
     };
     let s = store(&redis).await.deny_cache(false);
-    let limits = Limits::new([Quota::per_minute(10).burst(5)]);
+    let limits = Limits::new([Quota::per_minute(nz(10)).burst(nz(5))]);
     let key = &s.keys("t", &limits)[0];
     let pttl = || -> u64 { redis.cli(&["PTTL", key]).parse().unwrap() };
     let d = s.check("t", &limits, 2).await.unwrap();
@@ -434,13 +448,17 @@ async fn batched_decisions_are_as_exact_as_lone_ones() {
     let Some(redis) = RedisServer::start_or_skip("batched_decisions_are_as_exact") else {
         return;
     };
-    let batch_sha = redis::Script::new(include_str!("../../src/rate_limit/store/redis/gcra_batch.lua"))
-        .get_hash()
-        .to_owned();
+    let batch_sha = redis::Script::new(include_str!(
+        "../../src/rate_limit/store/redis/gcra_batch.lua"
+    ))
+    .get_hash()
+    .to_owned();
     for batching in [true, false] {
         let s = store(&redis).await.deny_cache(false).batching(batching);
-        let limits = Limits::new([Quota::with_interval(Duration::from_secs(2)).burst(20)])
-            .scoped(format!("batching-{batching}"));
+        let limits = Limits::new([Quota::with_interval(Duration::from_secs(2))
+            .unwrap()
+            .burst(nz(20))])
+        .namespaced(format!("batching-{batching}"));
         assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
         let tasks: Vec<_> = (0..300)
             .map(|i| {
@@ -491,7 +509,7 @@ async fn decisions_dropped_while_queued_are_not_sent_and_hold_nothing() {
         return;
     };
     let s = store(&redis).await.deny_cache(false);
-    let limits = Limits::new([Quota::per_hour(100)]);
+    let limits = Limits::new([Quota::per_hour(nz(100))]);
     // Loads the script, so that each decision below is one EVALSHA.
     s.check("warm-up", &limits, 1).await.unwrap();
     assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
@@ -529,7 +547,9 @@ async fn queued_decisions_answer_within_the_bound_when_redis_dies() {
     };
     let bound = Duration::from_millis(50);
     let s = store(&redis).await.timeout(bound).deny_cache(false);
-    let limits = Limits::new([Quota::with_interval(Duration::from_secs(3600)).burst(10)]);
+    let limits = Limits::new([Quota::with_interval(Duration::from_secs(3600))
+        .unwrap()
+        .burst(nz(10))]);
     let burst = |s: &RedisStore| {
         let tasks: Vec<_> = (0..64)
             .map(|i| {
@@ -576,7 +596,9 @@ async fn a_tat_past_2_pow_63_still_denies() {
         return;
     };
     let s = store(&redis).await.deny_cache(false);
-    let limits = Limits::new([Quota::with_interval(Duration::MAX).burst(1_000)]);
+    let limits = Limits::new([Quota::with_interval(Duration::MAX)
+        .unwrap()
+        .burst(nz(1_000))]);
     assert!(s.check("alone", &limits, 1_000).await.unwrap().is_allowed());
     let d = s.check("alone", &limits, 1_000).await.unwrap();
     assert!(!d.is_allowed(), "{d:?}");
@@ -624,12 +646,14 @@ async fn batches_keep_to_one_slot_behind_a_slot_enforcing_endpoint() {
         return;
     };
     let s = store(&redis).await.deny_cache(false);
-    let quota = Quota::with_interval(Duration::from_secs(3600)).burst(5);
+    let quota = Quota::with_interval(Duration::from_secs(3600))
+        .unwrap()
+        .burst(nz(5));
 
     // Two decisions out (every round trip taken; Redis paused, so neither
     // can come back yet), fifty on keys of many slots queued behind them:
     // they go as one batch, which is refused once.
-    let limits = Limits::new([quota.clone()]).scoped("learn");
+    let limits = Limits::new([quota.clone()]).namespaced("learn");
     let keys: Vec<String> = (0..52).map(|i| format!("k{i}")).collect();
     redis.pause();
     let mut out: Vec<_> = keys[..2]
@@ -656,8 +680,8 @@ async fn batches_keep_to_one_slot_behind_a_slot_enforcing_endpoint() {
     let svc = ServiceBuilder::new()
         .layer(ProblemLayer::new())
         .layer(
-            RateLimitLayer::redis(s, quota)
-                .key(|req: &Request<()>| Some(req.uri().path().to_owned()))
+            RateLimitLayer::with_store(s, quota)
+                .per(|req: &Request<()>| Some(req.uri().path().to_owned()))
                 .on_store_error(OnStoreError::FailClosed),
         )
         .service(service_fn(|_: Request<()>| async {
@@ -707,15 +731,15 @@ async fn every_script_writes_slow_buckets_as_integers() {
         return;
     };
     let s = store(&redis).await.deny_cache(false);
-    let slowest = Quota::with_interval(Duration::MAX);
+    let slowest = Quota::with_interval(Duration::MAX).unwrap();
     let sets = [
-        Limits::new([slowest.clone().burst(40)]).scoped("one"),
+        Limits::new([slowest.clone().burst(nz(40))]).namespaced("one"),
         Limits::new([
-            slowest.clone().burst(40),
-            slowest.clone().burst(60).named("deeper"),
-            Quota::per_hour(1000).named("hour"),
+            slowest.clone().burst(nz(40)),
+            slowest.clone().burst(nz(60)).named("deeper"),
+            Quota::per_hour(nz(1000)).named("hour"),
         ])
-        .scoped("many"),
+        .namespaced("many"),
     ];
     let integers = |keys: Vec<String>| {
         for key in keys {
@@ -757,7 +781,9 @@ async fn batches_of_distinct_keys_go_in_few_script_calls() {
         return;
     };
     let s = store(&redis).await.deny_cache(false);
-    let limits = Limits::new([Quota::with_interval(Duration::from_secs(3600)).burst(1)]);
+    let limits = Limits::new([Quota::with_interval(Duration::from_secs(3600))
+        .unwrap()
+        .burst(nz(1))]);
     // Loads both scripts, so that each call below is one EVALSHA.
     s.check("warm-up", &limits, 1).await.unwrap();
     assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");

@@ -7,6 +7,7 @@ use std::time::Duration;
 use palisade::rate_limit::{Limits, Quota, RedisStore, Store};
 use tokio::time::Instant;
 
+use crate::nz;
 use crate::proxy::FaultProxy;
 use crate::support::RedisServer;
 
@@ -52,7 +53,7 @@ fn a_redis_within_the_bound_fails_no_decision_under_load() {
         .enable_all()
         .build()
         .unwrap();
-    let limits = Limits::new([Quota::per_second(1_000_000)]);
+    let limits = Limits::new([Quota::per_second(nz(1_000_000))]);
     for batching in [true, false] {
         let (decided, failures) = rt.block_on(async {
             // Loads both scripts (one decision alone, then batches)

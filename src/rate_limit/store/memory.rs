@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -11,7 +12,10 @@ use tokio::time::Instant;
 use super::{Decision, Gcra, Limits, Store, StoreError, decide, decide_one};
 
 const SHARDS: usize = 64;
-const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// The keys a [`MemoryStore::new`] holds at most: 100,000 (rounded up to a
+/// multiple of the shard count).
+pub const DEFAULT_MAX_KEYS: NonZeroUsize = NonZeroUsize::new(100_000).unwrap();
 // Below this many entries a shard is not worth sweeping.
 const MIN_SWEEP: usize = 64;
 // A flood of new keys into a full store logs one warning this often.
@@ -20,7 +24,8 @@ const WARN_EVERY: u64 = 60_000_000_000;
 /// The embedded store: the state of each key in this process's memory.
 ///
 /// Keys are spread over 64 shards, each behind a short lock. Memory stays
-/// bounded by [`max_keys`](Self::max_keys), and no bucket that still limits
+/// bounded by [`max_keys`](Self::max_keys) ([`DEFAULT_MAX_KEYS`] unless
+/// built [`with_max_keys`](Self::with_max_keys)), and no bucket that still limits
 /// its key is ever dropped: a key whose buckets are full again is idle, and
 /// dropping it changes no decision (a fresh key decides the same), so idle
 /// keys are swept whenever a shard grows, and those are the only keys ever
@@ -47,8 +52,7 @@ const WARN_EVERY: u64 = 60_000_000_000;
 /// the tests of a crate that pauses time. The first such store in a process
 /// calibrates the counter against the OS clock (here well under a
 /// millisecond; `quanta` gives up after 200 ms).
-/// [`with_fast_clock`](Self::with_fast_clock) and
-/// [`with_tokio_clock`](Self::with_tokio_clock) pick one clock regardless.
+/// [`fast_clock`](Self::fast_clock) picks one clock regardless.
 ///
 /// The first key decided under a single quota (for a layer with the default
 /// global key, its only key) is kept apart from the shards, never evicted:
@@ -61,6 +65,9 @@ const WARN_EVERY: u64 = 60_000_000_000;
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
+    // In the handle, not the shared state: read on every decision, and set
+    // by `fast_clock` before the store is shared.
+    clock: Clock,
 }
 
 struct Inner {
@@ -68,7 +75,6 @@ struct Inner {
     shards: Box<[Padded]>,
     hasher: RandomState,
     start: Instant,
-    clock: Clock,
     max_per_shard: usize,
     // The buckets of keys that found their shard full of live keys, one per
     // set of limits. Locked only on that path, never while a shard is.
@@ -132,6 +138,7 @@ impl Direct {
 
 // Where "now" comes from. tokio's clock follows paused time; the fast one
 // reads the CPU's time-stamp counter through `quanta` (as governor does).
+#[derive(Clone)]
 enum Clock {
     Tokio,
     #[cfg(feature = "fast-clock")]
@@ -139,6 +146,15 @@ enum Clock {
         clock: quanta::Clock,
         start: u64,
     },
+}
+
+impl Clock {
+    #[cfg(feature = "fast-clock")]
+    fn fast() -> Self {
+        let clock = quanta::Clock::new();
+        let start = clock.raw();
+        Self::Fast { clock, start }
+    }
 }
 
 // One cache line per shard, so two cores on two shards do not contend.
@@ -216,8 +232,9 @@ impl Hasher for IdHasher {
 }
 
 impl MemoryStore {
-    /// An empty store that holds at most 100,000 keys (then new keys share
-    /// an overflow bucket, see the [type docs](Self)).
+    /// An empty store that holds at most [`DEFAULT_MAX_KEYS`] keys (then
+    /// new keys share an overflow bucket, see the [type docs](Self)), on
+    /// the clock the type docs describe.
     pub fn new() -> Self {
         Self::with_max_keys(DEFAULT_MAX_KEYS)
     }
@@ -225,40 +242,39 @@ impl MemoryStore {
     /// An empty store that holds at most about `max_keys` keys (rounded up
     /// to a multiple of the shard count), on the clock the
     /// [type docs](Self) describe.
-    pub fn with_max_keys(max_keys: usize) -> Self {
+    pub fn with_max_keys(max_keys: NonZeroUsize) -> Self {
         #[cfg(feature = "fast-clock")]
         if !tokio_time_can_pause() {
-            return Self::with_fast_clock(max_keys);
+            return Self::build(max_keys, Clock::fast());
         }
-        Self::with_tokio_clock(max_keys)
-    }
-
-    /// Like [`with_max_keys`](Self::with_max_keys), but always on
-    /// `tokio::time::Instant`, the clock [`check_at`](Self::check_at) takes.
-    pub fn with_tokio_clock(max_keys: usize) -> Self {
         Self::build(max_keys, Clock::Tokio)
     }
 
-    /// Like [`with_max_keys`](Self::with_max_keys), but [`check_now`](Self::check_now)
-    /// (and so the layer) always reads the CPU's time-stamp counter (through
-    /// `quanta`, calibrated against the OS clock; where the CPU has no
-    /// invariant counter, `quanta` reads the OS clock) instead of
-    /// `tokio::time::Instant`.
+    /// Sets the clock [`check_now`](Self::check_now) (and so the layer)
+    /// reads: `true` for the CPU's time-stamp counter (through `quanta`,
+    /// calibrated against the OS clock; where the CPU has no invariant
+    /// counter, `quanta` reads the OS clock), `false` for
+    /// `tokio::time::Instant`, whatever the default would be (see the
+    /// [type docs](Self)).
     ///
-    /// This clock does not follow tokio's paused time, so tests that advance
-    /// time by hand need [`new`](Self::new). [`check_at`](Self::check_at)
-    /// still takes a `tokio::time::Instant`, counted from the store's creation.
+    /// The fast clock does not follow tokio's paused time, so tests that
+    /// advance time by hand need `false` (or the default).
+    /// [`check_at`](Self::check_at) takes a `tokio::time::Instant` either
+    /// way, counted from the store's creation. Both clocks count from the
+    /// store's creation, so set the clock before the store is cloned or
+    /// decides: clones taken before keep the clock they had.
     #[cfg(feature = "fast-clock")]
     #[cfg_attr(docsrs, doc(cfg(feature = "fast-clock")))]
-    pub fn with_fast_clock(max_keys: usize) -> Self {
-        let clock = quanta::Clock::new();
-        let start = clock.raw();
-        Self::build(max_keys, Clock::Fast { clock, start })
+    #[must_use]
+    pub fn fast_clock(mut self, fast: bool) -> Self {
+        self.clock = if fast { Clock::fast() } else { Clock::Tokio };
+        self
     }
 
-    fn build(max_keys: usize, clock: Clock) -> Self {
-        let max_per_shard = max_keys.div_ceil(SHARDS).max(1);
+    fn build(max_keys: NonZeroUsize, clock: Clock) -> Self {
+        let max_per_shard = max_keys.get().div_ceil(SHARDS);
         Self {
+            clock,
             inner: Arc::new(Inner {
                 direct: Direct {
                     claim: OnceLock::new(),
@@ -269,7 +285,6 @@ impl MemoryStore {
                     .collect(),
                 hasher: RandomState::new(),
                 start: Instant::now(),
-                clock,
                 max_per_shard,
                 overflow: Mutex::new(Overflow::default()),
             }),
@@ -296,7 +311,7 @@ impl MemoryStore {
     #[inline]
     pub fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Decision {
         let inner = &*self.inner;
-        let now = match &inner.clock {
+        let now = match &self.clock {
             Clock::Tokio => nanos_since(inner.start, Instant::now()),
             #[cfg(feature = "fast-clock")]
             Clock::Fast { clock, start } => clock.delta_as_nanos(*start, clock.raw()),
@@ -547,7 +562,7 @@ impl Default for MemoryStore {
 
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let clock = match self.inner.clock {
+        let clock = match self.clock {
             Clock::Tokio => "tokio",
             #[cfg(feature = "fast-clock")]
             Clock::Fast { .. } => "fast",
@@ -568,6 +583,16 @@ impl Store for MemoryStore {
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
         std::future::ready(Ok(self.check_now(key, limits, cost)))
     }
+
+    #[inline]
+    fn try_check(
+        &self,
+        key: &str,
+        limits: &Limits,
+        cost: u32,
+    ) -> Option<Result<Decision, StoreError>> {
+        Some(Ok(self.check_now(key, limits, cost)))
+    }
 }
 
 #[cfg(test)]
@@ -575,10 +600,14 @@ mod tests {
     use super::*;
     use crate::rate_limit::Quota;
 
+    fn nz(n: u32) -> std::num::NonZeroU32 {
+        std::num::NonZeroU32::new(n).unwrap()
+    }
+
     #[test]
     fn colliding_entries_are_chained_and_swept() {
         let mut shard = Shard::default();
-        let limits = Limits::new([Quota::per_second(1)]);
+        let limits = Limits::new([Quota::per_second(nz(1))]);
         let mut tats = Tats::new(1);
         decide(tats.as_mut(), 10, 1, limits.gcra());
         shard.insert(7, "a", 1, tats);
@@ -615,8 +644,8 @@ mod tests {
     #[test]
     fn a_time_older_than_the_state_denies_without_underflow() {
         let store = MemoryStore::new();
-        let one = Limits::new([Quota::per_hour(2)]);
-        let two = one.with(Quota::per_minute(5));
+        let one = Limits::new([Quota::per_hour(nz(2))]);
+        let two = one.with(Quota::per_minute(nz(5)));
         let start = Instant::now();
         let later = start + std::time::Duration::from_secs(600);
         // The first key takes the lock-free slot, the others the shards.
@@ -635,7 +664,7 @@ mod tests {
     async fn the_default_store_follows_paused_time() {
         let store = MemoryStore::new();
         assert!(format!("{store:?}").contains(r#"clock: "tokio""#));
-        let limits = Limits::new([Quota::per_hour(1)]);
+        let limits = Limits::new([Quota::per_hour(nz(1))]);
         for key in ["slot", "shard"] {
             assert!(store.check_now(key, &limits, 1).is_allowed());
             assert!(!store.check_now(key, &limits, 1).is_allowed());

@@ -40,12 +40,12 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 ///   a cluster. On a cluster, each decision goes to the master that serves
 ///   its key's slot, following `MOVED` and `ASK`.
 /// - **One slot per decision, self-cleaning**: keys are
-///   `<prefix><scope>:{<key>}:<quota name>:<interval µs>:<burst>`. Everything
+///   `<prefix><namespace>:{<key>}:<quota name>:<interval µs>:<burst>`. Everything
 ///   up to the closing brace is the same for every quota of one decision, so
 ///   the hash tag `{<key>}` puts all of them in one slot (no `CROSSSLOT`),
 ///   while different keys spread over the cluster. A key that is empty or
 ///   starts with `}` or `\` (which would give an empty tag, or collide) is
-///   written with a leading `\`; the prefix and scope must not contain
+///   written with a leading `\`; the prefix and namespace must not contain
 ///   braces, or their tag would take over. Every key gets a TTL that ends
 ///   when its bucket is full again.
 /// - **Bounded by Redis's answer**: a decision fails with
@@ -99,11 +99,12 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 /// Redis version since 5 (where scripts replicate their effects).
 ///
 /// ```no_run
+/// use std::num::NonZeroU32;
 /// use palisade::rate_limit::{Quota, RateLimitLayer, RedisStore};
 ///
 /// # async fn run() -> Result<(), palisade::rate_limit::StoreError> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?;
-/// let layer = RateLimitLayer::redis(store, Quota::per_minute(100));
+/// let layer = RateLimitLayer::with_store(store, Quota::per_minute(NonZeroU32::new(100).unwrap()));
 /// # Ok(()) }
 /// ```
 ///
@@ -111,16 +112,18 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), palisade::rate_limit::StoreError> {
+/// use std::num::NonZeroU32;
 /// use palisade::rate_limit::{Quota, RateLimitLayer, RedisStore};
 ///
+/// let n = |n| NonZeroU32::new(n).unwrap();
 /// let store = RedisStore::connect_cluster(&[
 ///     "redis://10.0.0.1:6379/",
 ///     "redis://10.0.0.2:6379/",
 ///     "redis://10.0.0.3:6379/",
 /// ])
 /// .await?;
-/// let layer = RateLimitLayer::redis(store, Quota::per_minute(100).burst(20))
-///     .quota(Quota::per_hour(1000));
+/// let layer = RateLimitLayer::with_store(store, Quota::per_minute(n(100)).burst(n(20)))
+///     .quota(Quota::per_hour(n(1000)));
 /// # Ok(()) }
 /// ```
 ///
@@ -276,10 +279,10 @@ impl RedisStore {
             .collect()
     }
 
-    // `<prefix><scope>:{<tag>}:<quota name>:<interval µs>:<burst>`.
+    // `<prefix><namespace>:{<tag>}:<quota name>:<interval µs>:<burst>`.
     fn key_into(&self, out: &mut String, tag: &str, limits: &Limits, i: usize) {
         use std::fmt::Write as _;
-        let (scope, q) = (limits.scope(), &limits.quotas()[i]);
+        let (scope, q) = (limits.namespace(), &limits.quotas()[i]);
         out.clear();
         out.push_str(&self.prefix);
         out.push_str(scope);
@@ -408,7 +411,7 @@ impl Params {
         Self {
             interval,
             tau: interval
-                .saturating_mul(u64::from(quota.max_burst()))
+                .saturating_mul(u64::from(quota.max_burst().get()))
                 .min(MAX_MICROS),
             inc: interval.saturating_mul(u64::from(cost)).min(MAX_MICROS),
         }
@@ -675,7 +678,8 @@ mod tests {
 
     #[test]
     fn arguments_are_precomputed_in_microseconds() {
-        let quota = Quota::per_second(3).burst(4);
+        let n = |n| std::num::NonZeroU32::new(n).unwrap();
+        let quota = Quota::per_second(n(3)).burst(n(4));
         let p = Params::new(&quota, 2);
         // 1 s / 3 is rounded up to the next microsecond, never down.
         assert_eq!((p.interval, p.tau, p.inc), (333_334, 1_333_336, 666_668));

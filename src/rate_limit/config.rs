@@ -1,0 +1,83 @@
+//! What the layer is set up with and its services read: shared by both, so
+//! neither imports the other for it.
+
+use std::sync::Arc;
+
+use super::limits::Limits;
+use super::observe::Observer;
+use crate::store::OnStoreError;
+
+/// What the layer does with a request whose key extractor finds no key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MissingKey {
+    /// Reject it with [`Error::MissingKey`](super::Error::MissingKey)
+    /// (`400 Bad Request` over HTTP).
+    #[default]
+    Reject,
+    /// Count it under this key, shared by every keyless request.
+    Fallback(Arc<str>),
+}
+
+/// How many cells a request spends. [`UnitCost`] (the default) spends one;
+/// any `Fn(&Req) -> u32` closure is a cost.
+pub trait Cost<Req>: Clone + Send + Sync + 'static {
+    /// The cells `req` spends.
+    fn cost(&self, req: &Req) -> u32;
+}
+
+/// Every request costs one cell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnitCost;
+
+impl<Req> Cost<Req> for UnitCost {
+    #[inline]
+    fn cost(&self, _: &Req) -> u32 {
+        1
+    }
+}
+
+impl<Req, F> Cost<Req> for F
+where
+    F: Fn(&Req) -> u32 + Clone + Send + Sync + 'static,
+{
+    fn cost(&self, req: &Req) -> u32 {
+        self(req)
+    }
+}
+
+/// A layer's settings; its services share them behind one `Arc`.
+#[derive(Clone)]
+pub(crate) struct Config<St, K, C, H> {
+    pub(crate) store: St,
+    pub(crate) limits: Limits,
+    pub(crate) per: K,
+    pub(crate) cost: C,
+    pub(crate) headers: H,
+    pub(crate) missing: MissingKey,
+    pub(crate) on_error: OnStoreError,
+    pub(crate) shadow: bool,
+    pub(crate) observer: Arc<Observer>,
+}
+
+impl<St, K, C, H> Config<St, K, C, H> {
+    /// The same settings with another key extractor, cost or headers.
+    pub(crate) fn map<K2, C2, H2>(
+        self,
+        per: impl FnOnce(K) -> K2,
+        cost: impl FnOnce(C) -> C2,
+        headers: impl FnOnce(H) -> H2,
+    ) -> Config<St, K2, C2, H2> {
+        Config {
+            store: self.store,
+            limits: self.limits,
+            per: per(self.per),
+            cost: cost(self.cost),
+            headers: headers(self.headers),
+            missing: self.missing,
+            on_error: self.on_error,
+            shadow: self.shadow,
+            observer: self.observer,
+        }
+    }
+}
