@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use palisade::problem::ProblemLayer;
 use palisade::rate_limit::{
-    OnStoreError, Limits, Quota, RateLimitLayer, RedisStore, Store, StoreError,
+    Limits, OnStoreError, Quota, RateLimitLayer, RedisStore, Store, StoreError,
 };
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
