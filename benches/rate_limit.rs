@@ -26,6 +26,14 @@
 //!    Redis's own time per decision (`INFO commandstats` usec_per_call:
 //!    INCR plus EXPIRE, or the EVALSHA with the script inside), which the
 //!    client's share of the two cores does not blur.
+//!    Then (b) and the default store in 7 interleaved rounds of 1 s at 64,
+//!    16 and 1 callers, once on a `ConnectionManager` with redis-rs's
+//!    defaults (Nagle's algorithm on) and once on
+//!    `palisade::redis_conn::connect` (`TCP_NODELAY`, what
+//!    `RedisStore::connect` uses), both variants on the same connection:
+//!    per round the throughput and p50 ratios, the CPU time per decision
+//!    of this process and of Redis, and decisions per script call; then
+//!    the medians. (`RATE_LIMIT_BENCH=redis-rounds` runs only these.)
 //! 3. A flood: one key sent 10x its burst by 64 callers, with and without
 //!    the local deny cache: decisions/s and EVALSHA calls (from `INFO
 //!    commandstats`) per decision and per denied request, target >= 5x.
@@ -439,7 +447,134 @@ fn redis_benchmark(server: &Server, callers: usize, sha: &str) -> Stats {
     }
 }
 
-async fn redis_benches() {
+/// The INCR+EXPIRE pipeline of (b), one decision.
+async fn incr_expire(mut c: ConnectionManager, n: u64) {
+    let key = format!("seed:{}", n % 10_000);
+    let _: (i64, i64) = redis::pipe()
+        .incr(&key, 1)
+        .expire(&key, 60)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
+/// One palisade decision that Redis allows, on one of 10,000 keys.
+async fn palisade_decision(s: RedisStore, l: Limits, n: u64) {
+    let d = s.check(&format!("k{}", n % 10_000), &l, 1).await.unwrap();
+    assert!(d.is_allowed());
+}
+
+/// `stats` with the CPU time (µs per decision) this process and Redis spent
+/// since `before`.
+fn with_cpu(server: &Server, before: Cpu, stats: Stats) -> Stats {
+    let after = server.cpu();
+    let per = |ticks: u64| ticks as f64 * 10_000.0 / stats.ops.max(1) as f64;
+    Stats {
+        client_cpu_us: per(after.own - before.own),
+        redis_cpu_us: per(after.redis - before.redis),
+        ..stats
+    }
+}
+
+/// (b) and palisade's default store in interleaved rounds, each variant
+/// once per round, at 64 callers and at 1, on each connection setup: drift
+/// in the machine's load hits both alike, and the ratios are taken per
+/// round, then their median.
+async fn redis_rounds(server: &Server, url: &str, open: &Limits) {
+    const ROUNDS: usize = 7;
+    let run = Duration::from_millis(1000);
+    let setups = [
+        (
+            "one ConnectionManager, redis-rs defaults",
+            ConnectionManager::new(redis::Client::open(url).unwrap())
+                .await
+                .unwrap(),
+        ),
+        (
+            "palisade::redis_conn::connect (TCP_NODELAY)",
+            palisade::redis_conn::connect(url).await.unwrap(),
+        ),
+    ];
+    for (setup, conn) in setups {
+        let store = RedisStore::new(conn.clone())
+            .deny_cache(false)
+            .timeout(Duration::from_secs(5));
+        println!("\n== {ROUNDS} interleaved rounds of {run:?}, both on {setup} ==");
+        println!(
+            "{:>7} {:>12} {:>12} {:>7} {:>11} {:>11} {:>7} {:>11} {:>11} {:>6}",
+            "callers",
+            "(b) per s",
+            "palisade/s",
+            "ratio",
+            "(b) p50 us",
+            "pal p50 us",
+            "ratio",
+            "(b) cpu us",
+            "pal cpu us",
+            "per call"
+        );
+        for callers in [64usize, 16, 1] {
+            let mut rows = Vec::new();
+            for _ in 0..ROUNDS {
+                let c = conn.clone();
+                let cpu = server.cpu();
+                let b = drive(callers, run, move |n| incr_expire(c.clone(), n)).await;
+                let b = with_cpu(server, cpu, b);
+                let (s, l) = (store.clone(), open.clone());
+                let cpu = server.cpu();
+                let calls = server.command_stats("evalsha").0;
+                let p = drive(callers, run, move |n| {
+                    palisade_decision(s.clone(), l.clone(), n)
+                })
+                .await;
+                let p = with_cpu(server, cpu, p);
+                let per_call =
+                    p.ops as f64 / (server.command_stats("evalsha").0 - calls).max(1) as f64;
+                println!(
+                    "{callers:>7} {:>12.0} {:>12.0} {:>7.2} {:>11.1} {:>11.1} {:>7.2} {:>5.1}+{:<5.1} {:>5.1}+{:<5.1} {per_call:>6.1}",
+                    b.per_sec,
+                    p.per_sec,
+                    p.per_sec / b.per_sec,
+                    b.p50_us,
+                    p.p50_us,
+                    p.p50_us / b.p50_us,
+                    b.client_cpu_us,
+                    b.redis_cpu_us,
+                    p.client_cpu_us,
+                    p.redis_cpu_us,
+                );
+                rows.push((b, p));
+            }
+            let med = |f: &dyn Fn(&(Stats, Stats)) -> f64| {
+                let mut v: Vec<f64> = rows.iter().map(f).collect();
+                median(&mut v)
+            };
+            let (min_r, max_r) = rows
+                .iter()
+                .map(|(b, p)| p.per_sec / b.per_sec)
+                .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
+            println!(
+                "{callers:>7} median CPU us per decision, client + Redis: (b) {:.2} + {:.2}, palisade {:.2} + {:.2}",
+                med(&|(b, _)| b.client_cpu_us),
+                med(&|(b, _)| b.redis_cpu_us),
+                med(&|(_, p)| p.client_cpu_us),
+                med(&|(_, p)| p.redis_cpu_us),
+            );
+            println!(
+                "{callers:>7} median: (b) {:.0}/s, palisade {:.0}/s, ratio {:.2} (per round {min_r:.2}..{max_r:.2}); p50 (b) {:.1} us, palisade {:.1} us, ratio {:.2}",
+                med(&|(b, _)| b.per_sec),
+                med(&|(_, p)| p.per_sec),
+                med(&|(b, p)| p.per_sec / b.per_sec),
+                med(&|(b, _)| b.p50_us),
+                med(&|(_, p)| p.p50_us),
+                med(&|(b, p)| p.p50_us / b.p50_us),
+            );
+        }
+    }
+    server.reset_stats();
+}
+
+async fn redis_benches(only_rounds: bool) {
     if Command::new("redis-server")
         .arg("--version")
         .output()
@@ -450,6 +585,14 @@ async fn redis_benches() {
     }
     let server = Server::start();
     let url = format!("redis://127.0.0.1:{}/", server.port);
+    if only_rounds {
+        let open =
+            Limits::new([Quota::with_interval(Duration::from_micros(1))
+                .unwrap()
+                .burst(NonZeroU32::new(1_000_000_000).unwrap())]);
+        redis_rounds(&server, &url, &open).await;
+        return;
+    }
     let conn = ConnectionManager::new(redis::Client::open(url.as_str()).unwrap())
         .await
         .unwrap();
@@ -602,6 +745,7 @@ async fn redis_benches() {
         u64_.per_sec / b64.per_sec,
         u64_.per_sec / c64.per_sec
     );
+    redis_rounds(&server, &url, &open).await;
 
     println!("\n== flood: one key, 64 callers, 10x its burst ==");
     let burst = NonZeroU32::new(1_000).unwrap();
@@ -650,7 +794,7 @@ async fn redis_benches() {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let only = std::env::var("RATE_LIMIT_BENCH").ok();
-    if only.as_deref() != Some("redis") {
+    if !only.as_deref().is_some_and(|o| o.starts_with("redis")) {
         memory(&mut c);
         layer(&mut c);
         c.final_summary();
@@ -663,5 +807,5 @@ fn main() {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(redis_benches());
+        .block_on(redis_benches(only.as_deref() == Some("redis-rounds")));
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
 use redis::{
-    Cmd, ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisResult,
+    Arg, Cmd, ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisResult,
     ServerErrorKind, ToRedisArgs, Value,
 };
 
@@ -109,27 +109,31 @@ impl Script {
     pub(crate) fn call(&self) -> Call<'_> {
         Call {
             script: self,
-            keys: Vec::new(),
-            args: Vec::new(),
+            keys: Cmd::new(),
+            args: Cmd::new(),
         }
     }
 }
 
 /// One call of a [`Script`]: its keys (all in one slot) and arguments.
+///
+/// Each list is one buffer (a [`Cmd`] used as a list of arguments), not a
+/// `Vec` per argument: a batch of decisions makes a handful of allocations,
+/// not one for each key and number.
 pub(crate) struct Call<'a> {
     script: &'a Script,
-    keys: Vec<Vec<u8>>,
-    args: Vec<Vec<u8>>,
+    keys: Cmd,
+    args: Cmd,
 }
 
 impl Call<'_> {
     pub(crate) fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
-        key.write_redis_args(&mut self.keys);
+        self.keys.arg(key);
         self
     }
 
     pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
-        arg.write_redis_args(&mut self.args);
+        self.args.arg(arg);
         self
     }
 
@@ -139,7 +143,10 @@ impl Call<'_> {
     /// (`SCRIPT LOAD` has no key: it would have to go to every master, and
     /// one dead master would then fail the reload on the healthy ones.)
     pub(crate) async fn invoke<T: FromRedisValue>(&self, conn: &Conn) -> RedisResult<T> {
-        let key = self.keys.first().map_or(&[][..], Vec::as_slice);
+        let key = match self.keys.args_iter().next() {
+            Some(Arg::Simple(key)) => key,
+            _ => &[][..],
+        };
         let reply = match conn
             .query(key, &self.cmd("EVALSHA", &self.script.hash))
             .await
@@ -153,11 +160,24 @@ impl Call<'_> {
     }
 
     fn cmd(&self, name: &str, script: &str) -> Cmd {
-        let mut cmd = redis::cmd(name);
-        cmd.arg(script)
-            .arg(self.keys.len())
-            .arg(&self.keys[..])
-            .arg(&self.args[..]);
+        let bytes = |arg| match arg {
+            Arg::Simple(bytes) => bytes,
+            // `Cmd::arg` never writes a cursor.
+            _ => &[][..],
+        };
+        let all = || {
+            self.keys
+                .args_iter()
+                .chain(self.args.args_iter())
+                .map(bytes)
+        };
+        let size: usize = all().map(<[u8]>::len).sum();
+        let (keys, count) = (self.keys.args_iter().len(), all().count());
+        let mut cmd = Cmd::with_capacity(3 + count, name.len() + script.len() + 8 + size);
+        cmd.arg(name).arg(script).arg(keys);
+        for arg in all() {
+            cmd.arg(arg);
+        }
         cmd
     }
 }

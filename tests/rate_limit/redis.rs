@@ -501,6 +501,44 @@ async fn batched_decisions_are_as_exact_as_lone_ones() {
     }
 }
 
+/// The batch script takes the parameters once when every decision shares
+/// them, and once per decision otherwise: the same decisions (on one
+/// reading of the clock, so exact), the same TATs and the same TTLs either
+/// way, a later decision on a key seeing what an earlier one spent.
+#[tokio::test]
+async fn the_batch_script_decides_alike_with_shared_or_per_decision_parameters() {
+    let Some(redis) = RedisServer::start_or_skip("the_batch_script_decides_alike") else {
+        return;
+    };
+    let script = include_str!("../../src/rate_limit/store/redis/gcra_batch.lua");
+    // Cost * interval 1 s, tolerance minus that 1.5 s: a fresh bucket takes
+    // two decisions, the third is denied 0.5 s short (-1 - d, d = 2 s).
+    let (inc, room) = ("1000000", "1500000");
+    let mut tats = Vec::new();
+    for (form, per_decision) in [("shared", false), ("each", true)] {
+        let (a, b) = (format!("{form}:{{a}}"), format!("{form}:{{b}}"));
+        let keys = [a.as_str(), b.as_str(), a.as_str(), a.as_str()];
+        let mut args = vec!["EVAL", script, "4"];
+        args.extend(keys);
+        for _ in 0..if per_decision { keys.len() } else { 1 } {
+            args.extend([inc, room]);
+        }
+        let reply: Vec<i64> = redis
+            .cli(&args)
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(reply, [0, 0, 1_000_000, -2_000_001], "{form}");
+        let tat = |key: &str| redis.cli(&["GET", key]).parse::<i64>().unwrap();
+        let pttl = |key: &str| redis.cli(&["PTTL", key]).parse::<i64>().unwrap();
+        assert_eq!(tat(&a) - tat(&b), 1_000_000, "{form}: a spent two cells");
+        assert!((1_900..=2_000).contains(&pttl(&a)), "{form}: {}", pttl(&a));
+        assert!((900..=1_000).contains(&pttl(&b)), "{form}: {}", pttl(&b));
+        tats.push(tat(&a) - tat(&b));
+    }
+    assert_eq!(tats[0], tats[1]);
+}
+
 /// Decisions dropped while queued (their callers gave up) are never sent,
 /// and leave no slot taken: the next decision goes at once.
 #[tokio::test]

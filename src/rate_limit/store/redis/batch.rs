@@ -123,8 +123,18 @@ impl Batcher {
     /// Sends what queued, everything at once, each time the previous
     /// round trip comes back, until the queue is empty; then gives the slot
     /// back.
+    ///
+    /// Before each later batch the carrier lets the callers it just
+    /// answered run first (one yield): most of them decide again at once,
+    /// and join this batch instead of waiting for the next. At 64 callers
+    /// that makes about 30 decisions per script call instead of 21, and
+    /// Redis's fixed cost of a script call (tens of µs) is spread thinner.
     async fn flush(mut carrier: Carrier, timeout: Duration) {
+        let mut first = true;
         loop {
+            if !std::mem::take(&mut first) {
+                tokio::task::yield_now().await;
+            }
             let queue: Vec<Queued> = {
                 let mut state = carrier.batcher.state();
                 // Callers that gave up (dropped, timed out) are not sent.
@@ -205,7 +215,17 @@ impl Batcher {
         }
         let mut call = self.scripts.batch.call();
         for q in batch {
-            call.key(&q.key).arg(q.params.inc).arg(q.params.room());
+            call.key(&q.key);
+        }
+        // One quota and one cost for all (the common case): their
+        // parameters once, not once per decision.
+        let first = batch[0].params;
+        if batch.iter().all(|q| q.params.same_as(&first)) {
+            call.arg(first.inc).arg(first.room());
+        } else {
+            for q in batch {
+                call.arg(q.params.inc).arg(q.params.room());
+            }
         }
         Ok(call.invoke(&self.conn).await?)
     }
