@@ -53,6 +53,8 @@ impl fmt::Display for InvalidKey {
     }
 }
 
+impl std::error::Error for InvalidKey {}
+
 impl IdempotencyKey {
     /// Validates `key`.
     pub fn new(key: impl Into<String>) -> Result<Self, InvalidKey> {

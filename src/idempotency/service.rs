@@ -18,19 +18,18 @@ use tower_service::Service;
 use tracing::{Instrument, warn};
 
 use super::body::ResponseBody;
+use super::config::{Config, OnCancel};
 use super::error::{Error, StoreError};
 use super::fingerprint::Fingerprint;
 use super::headers::kept_headers;
 use super::key::{Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, hex};
-use super::layer::{Config, OnCancel};
-use crate::key::CallerKey;
-use crate::store::OnStoreError;
 use super::observe::{Observer, Outcome};
 use super::record::{Claim, Completion, Lease, Record, StoredResponse, random_u64};
 use super::store::Store;
 use crate::BoxError;
-use crate::key::KeyExtractor;
+use crate::key::{CallerKey, KeyExtractor};
 use crate::observability::redact_key;
+use crate::store::OnStoreError;
 
 /// How often a duplicate that waits for an in-flight request asks the store.
 const WAIT_POLL: Duration = Duration::from_millis(50);
@@ -45,7 +44,7 @@ pub struct Idempotency<S, St, K> {
     inner: S,
     config: Arc<Config>,
     store: St,
-    scope: K,
+    per: K,
 }
 
 impl<S: fmt::Debug, St: fmt::Debug, K: fmt::Debug> fmt::Debug for Idempotency<S, St, K> {
@@ -54,18 +53,18 @@ impl<S: fmt::Debug, St: fmt::Debug, K: fmt::Debug> fmt::Debug for Idempotency<S,
             .field("inner", &self.inner)
             .field("config", &self.config)
             .field("store", &self.store)
-            .field("scope", &self.scope)
+            .field("per", &self.per)
             .finish()
     }
 }
 
 impl<S, St, K> Idempotency<S, St, K> {
-    pub(crate) fn new(inner: S, config: Arc<Config>, store: St, scope: K) -> Self {
+    pub(crate) fn new(inner: S, config: Arc<Config>, store: St, per: K) -> Self {
         Self {
             inner,
             config,
             store,
-            scope,
+            per,
         }
     }
 
@@ -135,15 +134,15 @@ where
                 }
             },
         };
-        let Some(scope) = self.scope.extract(&req) else {
-            observer.refused(&key, Outcome::MissingScope, "no caller identity");
-            return Box::pin(async { Err(Error::MissingScope) });
+        let Some(caller) = self.per.extract(&req) else {
+            observer.refused(&key, Outcome::MissingCallerKey, "no caller key");
+            return Box::pin(async { Err(Error::MissingCallerKey) });
         };
         let store = self.store.clone();
         let config = self.config.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let bytes = match Limited::new(body, config.max_request_body).collect().await {
+            let bytes = match Limited::new(body, config.body_limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.is::<LengthLimitError>() => {
                     let outcome = Outcome::BodyRejected;
@@ -151,7 +150,7 @@ where
                         .observer
                         .refused(&key, outcome, "request body too large");
                     return Err(Error::BodyTooLarge {
-                        limit: config.max_request_body,
+                        limit: config.body_limit,
                     });
                 }
                 Err(e) => {
@@ -177,7 +176,7 @@ where
                     return Err(Error::DuplicateMember(duplicate));
                 }
             };
-            let storage_key = storage_key(&scope, &parts.method, parts.uri.path(), &key);
+            let storage_key = storage_key(&caller, &parts.method, parts.uri.path(), &key);
             // The guard exists before the claim is sent: a claim whose reply
             // never comes (a timeout, a dropped future) is released by its
             // token, whether or not it landed.
@@ -195,7 +194,7 @@ where
             let mut req = Request::from_parts(parts, ReqB::from(bytes));
             // The handler reads what the layer parsed instead of parsing it again.
             req.extensions_mut().insert(key);
-            req.extensions_mut().insert(CallerKey::new(scope));
+            req.extensions_mut().insert(CallerKey::new(caller));
             let lease = match claimed {
                 Claimed::Lease(lease) => lease,
                 Claimed::Done(result) => return result,
@@ -375,11 +374,11 @@ fn replay<B>(stored: StoredResponse) -> Response<ResponseBody<B>> {
     response
 }
 
-/// The name of a record: a hash of scope, method, path and key, so caller
-/// identities never reach the store and keys have a fixed length.
-fn storage_key(scope: &str, method: &Method, path: &str, key: &IdempotencyKey) -> String {
+/// The name of a record: a hash of caller key, method, path and key, so
+/// caller keys never reach the store and names have a fixed length.
+fn storage_key(caller: &str, method: &Method, path: &str, key: &IdempotencyKey) -> String {
     let mut h = Sha256::new();
-    for part in [scope, method.as_str(), path, key.as_str()] {
+    for part in [caller, method.as_str(), path, key.as_str()] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -445,7 +444,7 @@ where
         let mut body = Box::pin(body);
         let mut frames = VecDeque::new();
         let mut size = 0usize;
-        let too_large = |size: usize| size > config.max_response_body;
+        let too_large = |size: usize| size > config.response_body_limit;
         let mut over = usize::try_from(body.size_hint().lower()).map_or(true, too_large);
         while !over {
             let next: Option<Result<Frame<Bytes>, BoxError>> =

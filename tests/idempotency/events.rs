@@ -1,6 +1,8 @@
 //! The tracing events: each carries `layer`, `name`, `outcome` and a digest
 //! of the `Idempotency-Key`, never the key or the caller's API key.
 
+use std::num::NonZeroUsize;
+
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -30,7 +32,7 @@ fn by_api_key(req: &Req) -> Option<String> {
 async fn every_outcome_is_an_event_with_the_uniform_fields_and_no_raw_key() {
     let logs = crate::support::CapturedLogs::start();
 
-    let layer = || IdempotencyLayer::new().scope(by_api_key).name("payments");
+    let layer = || IdempotencyLayer::new().per(by_api_key).name("payments");
     let (app, _) = harness(layer(), answer(StatusCode::OK, "ok"));
     send(&app, post(Some(IDEMPOTENCY_KEY), "{}")).await;
     send(&app, post(Some(IDEMPOTENCY_KEY), "{}")).await;
@@ -38,10 +40,10 @@ async fn every_outcome_is_an_event_with_the_uniform_fields_and_no_raw_key() {
     send(&app, post(None, "{}")).await;
     let (failing, _) = harness(layer(), answer(StatusCode::BAD_GATEWAY, "down"));
     send(&failing, post(Some(IDEMPOTENCY_KEY), "{}")).await;
-    let store = MemoryStore::bounded(1);
+    let store = MemoryStore::with_max_keys(NonZeroUsize::new(1).unwrap());
     let (held, _) = harness(
         IdempotencyLayer::with_store(store)
-            .scope(by_api_key)
+            .per(by_api_key)
             .on_cancel(OnCancel::Hold)
             .name("payments"),
         std::sync::Arc::new(|_req, _n| Box::pin(futures::future::pending())),

@@ -14,6 +14,7 @@ mod client;
 #[cfg(feature = "redis")]
 mod cluster;
 mod common;
+mod errors;
 mod events;
 mod fingerprint;
 mod hangups;

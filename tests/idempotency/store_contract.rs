@@ -3,6 +3,7 @@
 //! Redis store (short real leases) in `redis.rs`.
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -468,7 +469,7 @@ async fn memory_store_sweeps_expired_records() {
 #[tokio::test(start_paused = true)]
 async fn bounded_memory_store_refuses_new_keys_when_full_until_records_expire() {
     use palisade::idempotency::StoreError;
-    let store = MemoryStore::bounded(2);
+    let store = MemoryStore::with_max_keys(NonZeroUsize::new(2).unwrap());
     claimed(&store, "a", Duration::from_secs(10)).await;
     claimed(&store, "b", Duration::from_secs(10)).await;
     assert!(matches!(

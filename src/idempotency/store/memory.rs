@@ -1,7 +1,8 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,23 +20,25 @@ use crate::idempotency::record::{
 /// keys of the last TTL without a background task, at amortised O(1) cost.
 const MIN_SWEEP_LEN: usize = 1024;
 
-/// The records a [`MemoryStore::new`] holds at most: 100,000.
-pub const DEFAULT_MAX_RECORDS: usize = 100_000;
+/// The keys (records) a [`MemoryStore::new`] holds at most: 100,000.
+pub const DEFAULT_MAX_KEYS: NonZeroUsize = NonZeroUsize::new(100_000).expect("not zero");
 
 /// The response bytes (bodies and header names and values) a
-/// [`MemoryStore::new`] keeps at most: 256 MiB.
-pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// [`MemoryStore`] keeps at most, unless [`MemoryStore::max_bytes`] says
+/// otherwise: 256 MiB.
+pub const DEFAULT_MAX_BYTES: NonZeroUsize = NonZeroUsize::new(256 * 1024 * 1024).expect("not zero");
 
 /// An in-process store: one mutex-guarded map, each operation a single
 /// critical section (no await inside). Reads time from
 /// [`tokio::time::Instant`], so paused-time tests drive lease and TTL expiry.
 ///
-/// **Bounded**: it holds at most [`DEFAULT_MAX_RECORDS`] live records and
+/// **Bounded**: it holds at most [`DEFAULT_MAX_KEYS`] live records and
 /// [`DEFAULT_MAX_BYTES`] of stored responses (see
-/// [`with_limits`](Self::with_limits)). When either is reached, expired
+/// [`with_max_keys`](Self::with_max_keys) and
+/// [`max_bytes`](Self::max_bytes)). When either is reached, expired
 /// records are swept; if that frees nothing, a claim of a new key fails with
 /// [`StoreError::Full`] and the layer answers as its
-/// [`OnStoreError`](crate::idempotency::OnStoreError) says (`503` by
+/// [`OnStoreError`](crate::store::OnStoreError) says (`503` by
 /// default). A live record, in flight or completed, is never evicted. A
 /// completion whose response would pass the byte limit is recorded as not
 /// retained (a retry gets `410`, never a second run).
@@ -51,8 +54,9 @@ struct Shared {
     // One counter for all keys: numbers grow per key too, and never repeat
     // even after a record expired.
     fence: AtomicU64,
-    max_records: usize,
-    max_bytes: usize,
+    max_keys: usize,
+    // Atomic so that `max_bytes` can set it on a store already cloned.
+    max_bytes: AtomicUsize,
 }
 
 struct Records {
@@ -113,8 +117,8 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("records", &records.map.len())
             .field("bytes", &records.bytes)
-            .field("max_records", &self.shared.max_records)
-            .field("max_bytes", &self.shared.max_bytes)
+            .field("max_keys", &self.shared.max_keys)
+            .field("max_bytes", &self.shared.max_bytes.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -140,26 +144,20 @@ fn response_size(response: &StoredResponse) -> usize {
 }
 
 impl MemoryStore {
-    /// An empty store, bounded by [`DEFAULT_MAX_RECORDS`] and
+    /// An empty store, bounded by [`DEFAULT_MAX_KEYS`] and
     /// [`DEFAULT_MAX_BYTES`].
     pub fn new() -> Self {
-        Self::with_limits(DEFAULT_MAX_RECORDS, DEFAULT_MAX_BYTES)
+        Self::with_max_keys(DEFAULT_MAX_KEYS)
     }
 
-    /// An empty store that holds at most `max_records` live records (and
-    /// [`DEFAULT_MAX_BYTES`] of responses): when it is full (after sweeping
+    /// An empty store that holds at most `max_keys` live records (and
+    /// [`DEFAULT_MAX_BYTES`] of responses, see
+    /// [`max_bytes`](Self::max_bytes)): when it is full (after sweeping
     /// expired ones), a claim of a new key fails with [`StoreError::Full`]
     /// and the layer answers as its
-    /// [`OnStoreError`](crate::idempotency::OnStoreError) says (`503` by
-    /// default), so a flood of unique keys cannot exhaust memory.
-    pub fn bounded(max_records: usize) -> Self {
-        Self::with_limits(max_records, DEFAULT_MAX_BYTES)
-    }
-
-    /// An empty store that holds at most `max_records` live records and
-    /// `max_bytes` of stored responses (bodies and header names and
-    /// values). See the [type docs](Self) for what happens when full.
-    pub fn with_limits(max_records: usize, max_bytes: usize) -> Self {
+    /// [`OnStoreError`](crate::store::OnStoreError) says (`503` by default),
+    /// so a flood of unique keys cannot exhaust memory.
+    pub fn with_max_keys(max_keys: NonZeroUsize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 records: Mutex::new(Records {
@@ -169,10 +167,22 @@ impl MemoryStore {
                     earliest: Instant::now(),
                 }),
                 fence: AtomicU64::new(0),
-                max_records,
-                max_bytes,
+                max_keys: max_keys.get(),
+                max_bytes: AtomicUsize::new(DEFAULT_MAX_BYTES.get()),
             }),
         }
+    }
+
+    /// The most bytes of stored responses (bodies and header names and
+    /// values) it keeps (default [`DEFAULT_MAX_BYTES`]); the clones of this
+    /// store share the limit. See the [type docs](Self) for what happens
+    /// when it is reached.
+    #[must_use]
+    pub fn max_bytes(self, max_bytes: NonZeroUsize) -> Self {
+        self.shared
+            .max_bytes
+            .store(max_bytes.get(), Ordering::Relaxed);
+        self
     }
 
     /// How many records it holds, expired ones not yet swept included.
@@ -202,7 +212,8 @@ impl MemoryStore {
     }
 
     fn full(&self, records: &Records) -> bool {
-        records.map.len() >= self.shared.max_records || records.bytes >= self.shared.max_bytes
+        records.map.len() >= self.shared.max_keys
+            || records.bytes >= self.shared.max_bytes.load(Ordering::Relaxed)
     }
 
     fn claim_now(
@@ -314,7 +325,7 @@ impl Store for MemoryStore {
         completion: Completion,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let max_bytes = self.shared.max_bytes;
+        let max_bytes = self.shared.max_bytes.load(Ordering::Relaxed);
         let completed = self
             .with_held(key, lease.token, |records, now| {
                 let (response, size) = match completion {

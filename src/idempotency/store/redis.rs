@@ -81,7 +81,7 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// # async fn run() -> Result<(), palisade::idempotency::StoreError> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?;
-/// let layer = IdempotencyLayer::redis(store);
+/// let layer = IdempotencyLayer::with_store(store);
 /// # Ok(()) }
 /// ```
 ///
@@ -97,7 +97,7 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///     "redis://10.0.0.3:6379/",
 /// ])
 /// .await?;
-/// let layer = IdempotencyLayer::redis(store);
+/// let layer = IdempotencyLayer::with_store(store);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
