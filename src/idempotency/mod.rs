@@ -259,9 +259,12 @@
 mod body;
 mod client;
 mod config;
+mod detach;
 pub mod error;
 mod fingerprint;
+mod guard;
 mod headers;
+mod heartbeat;
 mod key;
 mod layer;
 mod observe;

@@ -120,12 +120,12 @@ async fn the_default_memory_store_is_bounded() {
     assert_eq!(store.len(), 1, "expired records were swept");
 }
 
-fn response(bytes: usize) -> StoredResponse {
-    StoredResponse {
+fn response(bytes: usize) -> Arc<StoredResponse> {
+    Arc::new(StoredResponse {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
         body: Bytes::from(vec![b'x'; bytes]),
-    }
+    })
 }
 
 /// The byte budget: a response that would pass it is recorded as not

@@ -27,6 +27,7 @@ mod redis;
 mod redis_hangups;
 #[cfg(feature = "redis")]
 mod replication;
+mod request_body;
 mod scope;
 mod store_blips;
 mod store_contract;

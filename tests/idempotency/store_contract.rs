@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,16 +25,16 @@ pub fn fp(n: u8) -> Fingerprint {
     Fingerprint::from_slice(&[n; 32]).unwrap()
 }
 
-pub fn stored(body: &'static str) -> StoredResponse {
+pub fn stored(body: &'static str) -> Arc<StoredResponse> {
     let mut headers = HeaderMap::new();
     headers.insert("x-order-id", "ord_1".parse().unwrap());
     headers.append("set-cookie", "a=1".parse().unwrap());
     headers.append("set-cookie", "b=2".parse().unwrap());
-    StoredResponse {
+    Arc::new(StoredResponse {
         status: StatusCode::CREATED,
         headers,
         body: Bytes::from(body),
-    }
+    })
 }
 
 pub async fn claimed<S: Store>(store: &S, key: &str, lease: Duration) -> Lease {

@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -82,7 +81,14 @@ enum State {
     InFlight(Lease),
     /// The token of the claim that completed it, so a repeat of that
     /// completion answers as the first did.
-    Completed(u64, Option<StoredResponse>),
+    Completed(u64, Option<Arc<StoredResponse>>),
+}
+
+impl Slot {
+    /// Whether the in-flight claim of `token` holds this slot at `now`.
+    fn held_by(&self, token: u64, now: Instant) -> bool {
+        self.expires_at > now && matches!(self.state, State::InFlight(l) if l.token == token)
+    }
 }
 
 impl Records {
@@ -225,60 +231,47 @@ impl MemoryStore {
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
         let mut records = self.lock();
-        let live = |records: &Records| records.map.get(key).is_some_and(|s| s.expires_at > now);
+        // A live record answers at once: a replay or a conflict neither
+        // copies the key nor sweeps.
+        if let Some(slot) = records.map.get(key).filter(|s| s.expires_at > now) {
+            return Ok(match &slot.state {
+                // The same claim sent again (its first reply lost).
+                State::InFlight(held) if held.token == token => Claim::Claimed(*held),
+                State::InFlight(_) => Claim::Existing(Record::InFlight {
+                    fingerprint: slot.fingerprint,
+                    lease_remaining: slot.expires_at - now,
+                }),
+                State::Completed(_, response) => Claim::Existing(Record::Completed {
+                    fingerprint: slot.fingerprint,
+                    response: response.clone(),
+                }),
+            });
+        }
         if records.map.len() >= records.next_sweep.max(MIN_SWEEP_LEN)
-            || (self.full(&records) && !live(&records) && now >= records.earliest)
+            || (self.full(&records) && now >= records.earliest)
         {
             records.sweep(now);
         }
-        if self.full(&records) && !live(&records) {
+        if self.full(&records) {
             return Err(StoreError::Full);
         }
-        let fresh = |shared: &Shared| {
-            let claim = Lease {
-                token,
-                fence: shared.fence.fetch_add(1, Ordering::Relaxed) + 1,
-            };
-            let slot = Slot {
-                fingerprint: *fingerprint,
-                expires_at: after(now, lease, MAX_LEASE),
-                state: State::InFlight(claim),
-                size: 0,
-            };
-            (claim, slot)
+        let claim = Lease {
+            token,
+            fence: self.shared.fence.fetch_add(1, Ordering::Relaxed) + 1,
         };
-        let records = &mut *records;
-        let earliest = records.earliest.min(after(now, lease, MAX_LEASE));
-        match records.map.entry(key.to_owned()) {
-            Entry::Occupied(mut entry) => {
-                let slot = entry.get();
-                if slot.expires_at > now {
-                    return Ok(match &slot.state {
-                        // The same claim sent again (its first reply lost).
-                        State::InFlight(held) if held.token == token => Claim::Claimed(*held),
-                        State::InFlight(_) => Claim::Existing(Record::InFlight {
-                            fingerprint: slot.fingerprint,
-                            lease_remaining: slot.expires_at - now,
-                        }),
-                        State::Completed(_, response) => Claim::Existing(Record::Completed {
-                            fingerprint: slot.fingerprint,
-                            response: response.clone(),
-                        }),
-                    });
-                }
-                let (claim, slot) = fresh(&self.shared);
-                records.bytes -= entry.get().size;
-                entry.insert(slot);
-                records.earliest = earliest;
-                Ok(Claim::Claimed(claim))
-            }
-            Entry::Vacant(entry) => {
-                let (claim, slot) = fresh(&self.shared);
-                entry.insert(slot);
-                records.earliest = earliest;
-                Ok(Claim::Claimed(claim))
-            }
+        let expires_at = after(now, lease, MAX_LEASE);
+        let slot = Slot {
+            fingerprint: *fingerprint,
+            expires_at,
+            state: State::InFlight(claim),
+            size: 0,
+        };
+        // The key has no live record: an expired one is replaced.
+        if let Some(old) = records.map.insert(key.to_owned(), slot) {
+            records.bytes -= old.size;
         }
+        records.expires(expires_at);
+        Ok(Claim::Claimed(claim))
     }
 
     /// Runs `f` on the slot of `key` if the claim of `token` still holds it.
@@ -290,9 +283,10 @@ impl MemoryStore {
     ) -> Option<T> {
         let now = Instant::now();
         let mut records = self.lock();
-        let held = records.map.get(key).is_some_and(|slot| {
-            slot.expires_at > now && matches!(slot.state, State::InFlight(l) if l.token == token)
-        });
+        let held = records
+            .map
+            .get(key)
+            .is_some_and(|slot| slot.held_by(token, now));
         held.then(|| f(&mut records, now))
     }
 }
@@ -309,13 +303,15 @@ impl Store for MemoryStore {
     }
 
     async fn renew(&self, key: &str, token: u64, lease: Duration) -> Result<bool, StoreError> {
-        Ok(self
-            .with_held(key, token, |records, now| {
-                if let Some(slot) = records.map.get_mut(key) {
-                    slot.expires_at = after(now, lease, MAX_LEASE);
-                }
-            })
-            .is_some())
+        let now = Instant::now();
+        let mut records = self.lock();
+        match records.map.get_mut(key) {
+            Some(slot) if slot.held_by(token, now) => {
+                slot.expires_at = after(now, lease, MAX_LEASE);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn complete(
@@ -326,38 +322,41 @@ impl Store for MemoryStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let max_bytes = self.shared.max_bytes.load(Ordering::Relaxed);
-        let completed = self
-            .with_held(key, lease.token, |records, now| {
-                let (response, size) = match completion {
-                    Completion::Retained(response) => {
-                        let size = response_size(&response);
-                        // Over the byte budget the completion is still
-                        // kept, its response is not: a retry gets 410,
-                        // never a second run.
-                        if records.bytes.saturating_add(size) > max_bytes {
-                            (None, 0)
-                        } else {
-                            (Some(response), size)
-                        }
-                    }
-                    Completion::NotRetained => (None, 0),
-                };
-                if let Some(slot) = records.map.get_mut(key) {
-                    slot.state = State::Completed(lease.token, response);
-                    slot.expires_at = after(now, ttl, MAX_TTL);
-                    slot.size = size;
-                    records.bytes += size;
-                    let at = slot.expires_at;
-                    records.expires(at);
+        let now = Instant::now();
+        let mut records = self.lock();
+        let Records {
+            map,
+            bytes,
+            earliest,
+            ..
+        } = &mut *records;
+        let Some(slot) = map.get_mut(key) else {
+            return Ok(false);
+        };
+        if !slot.held_by(lease.token, now) {
+            // A repeat of a completion that landed (its caller did not hear
+            // the answer) answers `true` again, as the Redis script does.
+            return Ok(matches!(slot.state, State::Completed(token, _) if token == lease.token));
+        }
+        let (response, size) = match completion {
+            Completion::Retained(response) => {
+                let size = response_size(&response);
+                // Over the byte budget the completion is still kept, its
+                // response is not: a retry gets 410, never a second run.
+                if bytes.saturating_add(size) > max_bytes {
+                    (None, 0)
+                } else {
+                    (Some(response), size)
                 }
-            })
-            .is_some();
-        // A repeat of a completion that landed (its caller did not hear the
-        // answer) answers `true` again, as the Redis script does.
-        Ok(completed
-            || self.lock().map.get(key).is_some_and(
-                |slot| matches!(slot.state, State::Completed(token, _) if token == lease.token),
-            ))
+            }
+            Completion::NotRetained => (None, 0),
+        };
+        slot.state = State::Completed(lease.token, response);
+        slot.expires_at = after(now, ttl, MAX_TTL);
+        slot.size = size;
+        *bytes += size;
+        *earliest = (*earliest).min(slot.expires_at);
+        Ok(true)
     }
 
     async fn release(&self, key: &str, token: u64) -> Result<bool, StoreError> {

@@ -419,11 +419,11 @@ fn parse_claim(reply: &Value, token: u64) -> Result<Claim, StoreError> {
                 .ok_or_else(|| corrupt("body", reply))?;
             Ok(Claim::Existing(Record::Completed {
                 fingerprint,
-                response: Some(StoredResponse {
+                response: Some(Arc::new(StoredResponse {
                     status,
                     headers,
                     body: Bytes::copy_from_slice(body),
-                }),
+                })),
             }))
         }
         _ => Err(corrupt("state", reply)),
