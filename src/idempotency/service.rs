@@ -221,7 +221,9 @@ where
                 let run = execute(inner, req, guard, lease, config, true);
                 DetachOnDrop::new(run.in_current_span()).await
             } else {
-                execute(inner, req, guard, lease, config, false).await
+                // Boxed as the detached run is, so that the future of every
+                // request (a replay too) does not carry a run's state inline.
+                Box::pin(execute(inner, req, guard, lease, config, false)).await
             }
         })
     }
