@@ -21,7 +21,7 @@ use crate::store::OnStoreError;
 ///
 /// Before the inner service runs, the request it claimed carries in its
 /// extensions the parsed [`IdempotencyKey`](super::IdempotencyKey), the
-/// [`CallerKey`](crate::key::CallerKey) the key was scoped by (what the
+/// [`CallerKey`](crate::key::CallerKey) the key is kept per (what the
 /// [`per`](Self::per) extractor read) and the claim's [`Fence`](super::Fence),
 /// so a handler reads them instead of parsing the request again. (A request
 /// run without idempotency after a store failure, with

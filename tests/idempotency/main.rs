@@ -28,6 +28,6 @@ mod redis_hangups;
 #[cfg(feature = "redis")]
 mod replication;
 mod request_body;
-mod scope;
+mod per_caller;
 mod store_blips;
 mod store_contract;

@@ -53,7 +53,7 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///   hash with fields) and `<prefix>{<hash>}:fence` for its fencing
 ///   counter; the hash tag `{<hash>}` puts both in one cluster slot, so the
 ///   claim script, which touches both, never meets `CROSSSLOT`. `<hash>` is
-///   the layer's SHA-256 of caller scope, method, path and key, so no
+///   the layer's SHA-256 of caller key, method, path and key, so no
 ///   caller identity is stored. (A key given to the store directly that is
 ///   empty or starts with `}` or `\` gets a leading `\`, so its tag is
 ///   never empty; the prefix must not contain braces.)

@@ -1,4 +1,4 @@
-//! Private per caller: keys are scoped by [`Caller`] unless the layer is
+//! Private per caller: keys are kept per [`Caller`] unless the layer is
 //! told otherwise, and a replay never hands out the session of the caller
 //! who ran the request.
 
@@ -112,7 +112,7 @@ async fn a_request_without_any_caller_identity_is_refused() {
 }
 
 #[tokio::test]
-async fn unscoped_is_an_explicit_opt_in_that_shares_responses() {
+async fn per_global_is_an_explicit_opt_in_that_shares_responses() {
     let (app, count) = harness(
         IdempotencyLayer::new().per(palisade::key::Global),
         with_session(),
