@@ -17,6 +17,12 @@ where
     F::Output: Send + 'static,
 {
     future: Option<Pin<Box<F>>>,
+    /// The span the run was started in. Polled in place, the run is in it
+    /// already (whoever polls the request entered it); moved to a task, it
+    /// is instrumented with it then, so the handler's events keep the
+    /// request's span wherever it ends, and a run that finishes in place
+    /// pays no span enter and exit per poll.
+    span: tracing::Span,
 }
 
 impl<F> DetachOnDrop<F>
@@ -27,6 +33,7 @@ where
     pub(crate) fn new(future: F) -> Self {
         Self {
             future: Some(Box::pin(future)),
+            span: tracing::Span::current(),
         }
     }
 }
@@ -62,7 +69,8 @@ where
             && !std::thread::panicking()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            drop(runtime.spawn(future));
+            let span = std::mem::replace(&mut self.span, tracing::Span::none());
+            drop(runtime.spawn(future.instrument(span)));
         }
     }
 }

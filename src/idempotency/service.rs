@@ -16,7 +16,6 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tower_service::Service;
-use tracing::Instrument;
 
 use super::body::{ReadError, ResponseBody, read_body};
 use super::config::{Config, OnCancel};
@@ -216,10 +215,9 @@ where
             req.extensions_mut().insert(Fence(lease.fence));
             guard.stage = Stage::Running(lease);
             if config.on_cancel == OnCancel::Detach {
-                // In the request's span, so the handler's events keep it
-                // wherever it ends.
-                let run = execute(inner, req, guard, lease, config, true);
-                DetachOnDrop::new(run.in_current_span()).await
+                // In the request's span (see `DetachOnDrop`), so the
+                // handler's events keep it wherever it ends.
+                DetachOnDrop::new(execute(inner, req, guard, lease, config, true)).await
             } else {
                 // Boxed as the detached run is, so that the future of every
                 // request (a replay too) does not carry a run's state inline.

@@ -103,3 +103,55 @@ async fn every_outcome_is_an_event_with_the_uniform_fields_and_no_raw_key() {
         "the caller's API key is in the logs:\n{log}"
     );
 }
+
+/// A run moved to a task of its own when its request is dropped
+/// (`OnCancel::Detach`) stays in the request's span.
+#[tokio::test]
+async fn a_detached_run_keeps_the_request_span() {
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::Notify;
+    use tower::{Layer, ServiceExt};
+    use tracing::Instrument;
+
+    let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
+    let release = Arc::new(Notify::new());
+    let seen = Arc::new(Mutex::new(Vec::<Option<&'static str>>::new()));
+    let (gate, record) = (release.clone(), seen.clone());
+    let handler = tower::service_fn(move |_req: Req| {
+        let (gate, record) = (gate.clone(), record.clone());
+        async move {
+            let span = || tracing::Span::current().metadata().map(|m| m.name());
+            record.lock().unwrap().push(span());
+            gate.notified().await;
+            record.lock().unwrap().push(span());
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                b"done",
+            ))))
+        }
+    });
+    let svc = IdempotencyLayer::new()
+        .per(palisade::key::Global)
+        .on_cancel(OnCancel::Detach)
+        .layer(handler);
+    let request = Request::post("/payments")
+        .header("idempotency-key", IDEMPOTENCY_KEY)
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let call = svc
+        .oneshot(request)
+        .instrument(tracing::info_span!("request"));
+    // Dropped while the handler waits: the run moves to a task of its own.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(10), call)
+            .await
+            .is_err()
+    );
+    release.notify_one();
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(*seen.lock().unwrap(), [Some("request"), Some("request")]);
+}

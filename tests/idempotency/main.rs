@@ -21,6 +21,7 @@ mod hangups;
 mod limits;
 mod memory;
 mod metrics;
+mod per_caller;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
@@ -28,6 +29,5 @@ mod redis_hangups;
 #[cfg(feature = "redis")]
 mod replication;
 mod request_body;
-mod per_caller;
 mod store_blips;
 mod store_contract;
