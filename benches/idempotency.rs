@@ -6,6 +6,7 @@
 //! `cargo bench -p palisade-benches --no-default-features --features idempotency --bench idempotency`
 
 use std::convert::Infallible;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -121,7 +122,7 @@ fn other_client_calls(redis: &support::RedisServer) -> u64 {
 fn round_trips(rt: &tokio::runtime::Runtime, redis: &support::RedisServer, store: RedisStore) {
     const N: u64 = 1000;
     let svc = ServiceBuilder::new()
-        .layer(IdempotencyLayer::redis(store))
+        .layer(IdempotencyLayer::with_store(store))
         .service(handler());
     rt.block_on(once(&svc, request("warm-up")));
     redis.cli(&["CONFIG", "RESETSTAT"]);
@@ -157,7 +158,7 @@ fn benches(c: &mut Criterion) {
     });
     // Unbounded: the default store refuses new keys past 100,000 records,
     // and the first-execution bench makes millions of keys that live a day.
-    let unbounded = MemoryStore::with_limits(usize::MAX, usize::MAX);
+    let unbounded = MemoryStore::with_max_keys(NonZeroUsize::MAX).max_bytes(NonZeroUsize::MAX);
     bench_store(c, &rt, "memory", unbounded);
     bench_memory_steady(c, &rt);
 

@@ -39,7 +39,7 @@
 //! | `palisade_rate_limit_decisions_total` | counter | `name`, `outcome` = `allowed` \| `denied` \| `shadow_denied` \| `missing_key` \| `failed_open` \| `failed_closed` |
 //! | `palisade_rate_limit_local_denials_total` | counter | `name`; denials answered by the local deny cache, without the store |
 //! | `palisade_rate_limit_overflow_decisions_total` | counter | `name`; decisions (allowed or denied) made on the store's shared overflow bucket because it had no room for a new key |
-//! | `palisade_idempotency_requests_total` | counter | `name`, `outcome` = `executed` \| `replayed` \| `conflict` \| `mismatch` \| `invalid_key` \| `missing_scope` \| `body_rejected` \| `gone` \| `not_stored` \| `failed_open` \| `failed_closed` |
+//! | `palisade_idempotency_requests_total` | counter | `name`, `outcome` = `executed` \| `replayed` \| `conflict` \| `mismatch` \| `invalid_key` \| `missing_caller_key` \| `body_rejected` \| `gone` \| `not_stored` \| `failed_open` \| `failed_closed` |
 //! | `palisade_validation_rejections_total` | counter | `name`, `status` = `400` \| `406` \| `413` \| `415` \| `422` |
 //! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` = `decide` (rate limit) \| `claim` \| `complete` \| `release` (idempotency); a timeout counts as an error |
 //! | `palisade_store_duration_seconds` | histogram | `layer`, `store`, `op`: one store round trip |

@@ -117,10 +117,10 @@ pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
     let config = &state.config;
     let quota = Quota::per_second(config.rate_limit_per_second).burst(config.rate_limit_burst);
     match &state.stores {
-        Stores::Memory => api_routes_with(RateLimitLayer::new(quota), IdempotencyLayer::memory()),
+        Stores::Memory => api_routes_with(RateLimitLayer::new(quota), IdempotencyLayer::new()),
         Stores::Redis(conn) => api_routes_with(
             RateLimitLayer::with_store(rate_limit::RedisStore::new(conn.clone()), quota),
-            IdempotencyLayer::redis(idempotency::RedisStore::new(conn.clone())),
+            IdempotencyLayer::with_store(idempotency::RedisStore::new(conn.clone())),
         ),
     }
 }
@@ -138,10 +138,10 @@ where
     // payment needs (see the module docs).
     let idempotency = idempotency
         .name("orders")
-        .scope(caller_key().clone())
+        .per(caller_key().clone())
         .ttl(IDEMPOTENCY_TTL)
         .lease(IDEMPOTENCY_LEASE)
-        .max_request_body(MAX_BODY_BYTES);
+        .body_limit(MAX_BODY_BYTES);
     // (2) Validation: 415 unless JSON, 413 past 64 KiB, 400 malformed, 422
     // with pointers. Unknown fields are refused by `CreateOrder` itself
     // (`deny_unknown_fields`, also stated in the OpenAPI document), which

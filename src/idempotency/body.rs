@@ -1,14 +1,64 @@
-//! The response body of the idempotency layer.
+//! The bodies of the idempotency layer: the request body it reads whole,
+//! the response body it hands back.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 
 use crate::BoxError;
+
+/// Why [`read_body`] gave up.
+pub(crate) enum ReadError {
+    TooLarge,
+    Failed(BoxError),
+}
+
+/// The whole body, refused past `limit` bytes: one chunk (the common case:
+/// `Full`, a small axum body) is handed on as it is, without a copy.
+pub(crate) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ReadError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let mut body = pin!(body);
+    if usize::try_from(body.size_hint().lower()).map_or(true, |n| n > limit) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut first = Bytes::new();
+    let mut rest: Option<BytesMut> = None;
+    let mut size = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Failed(e.into()))?;
+        // Trailers do not enter the fingerprint and are not handed on.
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        let len = data.remaining();
+        if len == 0 {
+            continue;
+        }
+        size = size.saturating_add(len);
+        if size > limit {
+            return Err(ReadError::TooLarge);
+        }
+        match &mut rest {
+            None if first.is_empty() => first = data.copy_to_bytes(len),
+            None => {
+                let mut buf = BytesMut::with_capacity(size);
+                buf.extend_from_slice(&first);
+                buf.put(data);
+                rest = Some(buf);
+            }
+            Some(buf) => buf.put(data),
+        }
+    }
+    Ok(rest.map_or(first, BytesMut::freeze))
+}
 
 /// The response body of [`Idempotency`](super::Idempotency): the inner
 /// service's body untouched, a buffered copy of it, or a replayed one.

@@ -2,6 +2,7 @@
 //! a claimed request.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::HeaderValue;
 use http::header::HeaderName;
@@ -23,8 +24,10 @@ pub const MAX_KEY_LEN: usize = 255;
 /// ([`IdempotencyKey::derive`]); the client layer
 /// ([`IdempotencyKeyLayer`](super::IdempotencyKeyLayer)) sends a key found in
 /// a request's extensions.
+// An `Arc`: the layer hands the key to the request's extensions, its guard,
+// its heartbeat and its completion, and a clone costs no allocation.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
+pub struct IdempotencyKey(Arc<str>);
 
 /// Why a key was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +56,14 @@ impl fmt::Display for InvalidKey {
     }
 }
 
+impl std::error::Error for InvalidKey {}
+
 impl IdempotencyKey {
     /// Validates `key`.
     pub fn new(key: impl Into<String>) -> Result<Self, InvalidKey> {
         let key = key.into();
         Self::check(key.as_bytes())?;
-        Ok(Self(key))
+        Ok(Self(key.into()))
     }
 
     /// Validates a header value: a bare key as Stripe sends it
@@ -70,16 +75,16 @@ impl IdempotencyKey {
         if let [b'"', inner @ .., b'"'] = bytes {
             let key = unquote(inner).ok_or(InvalidKey::NotVisibleAscii)?;
             Self::check(key.as_bytes())?;
-            return Ok(Self(key));
+            return Ok(Self(key.into()));
         }
         Self::check(bytes)?;
-        // Visible ASCII is valid UTF-8.
-        Ok(Self(String::from_utf8_lossy(bytes).into_owned()))
+        let key = std::str::from_utf8(bytes).expect("visible ASCII is valid UTF-8");
+        Ok(Self(key.into()))
     }
 
     /// A fresh random key (a UUID v4, as the draft and Stripe suggest).
     pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
+        Self(uuid::Uuid::new_v4().to_string().into())
     }
 
     fn check(bytes: &[u8]) -> Result<(), InvalidKey> {
@@ -112,7 +117,7 @@ impl IdempotencyKey {
         hasher.update((self.0.len() as u64).to_be_bytes());
         hasher.update(self.0.as_bytes());
         hasher.update(purpose.as_bytes());
-        Self(hex(&hasher.finalize()))
+        Self(hex(&hasher.finalize()).into())
     }
 
     /// The key.
@@ -177,13 +182,18 @@ fn unquote(inner: &[u8]) -> Option<String> {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Writes the lowercase hex digits of `bytes` into `out`, two per byte.
+pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    out
 }
 
 #[cfg(test)]

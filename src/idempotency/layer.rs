@@ -1,3 +1,5 @@
+//! [`IdempotencyLayer`]: builds the [`Config`] its services share.
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,154 +8,31 @@ use http::header::HeaderName;
 use http::{Method, StatusCode};
 use tower_layer::Layer;
 
-use super::error::ConfigError;
+use super::config::{Config, MAX_RETRY_AFTER, MAX_WAIT, OnCancel};
 use super::fingerprint::FingerprintMode;
 use super::observe::Observer;
 use super::record::{MAX_LEASE, MAX_TTL, MIN_LEASE};
 use super::service::Idempotency;
 use super::store::{MemoryStore, Store};
-use crate::key::{Caller, KeyExtractor};
+use crate::key::Caller;
 use crate::store::OnStoreError;
 
-/// The longest [`IdempotencyLayer::wait_for_in_flight`] (it clamps to it):
-/// 10 minutes.
-pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
-
-/// The longest `Retry-After` of a `409`
-/// ([`IdempotencyLayer::in_flight_retry_after`] clamps to it): one hour.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
-
-/// What happens to a claim when the request future is dropped while the
-/// inner service runs (the client went away, an outer timeout fired). The
-/// handler may be half way through its work. Once the inner service has
-/// answered, the key is never released for a second run whatever this says.
-/// See the table in the [module docs](super#when-the-client-hangs-up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OnCancel {
-    /// Release the key now, so an immediate retry runs the request again.
-    /// Only right when the handler's work is itself safe to repeat or
-    /// transactional, so a cancelled run left nothing behind: the retry may
-    /// run while the first run's side effects are still landing.
-    Release,
-    /// Drop the run and keep the key claimed until its lease expires:
-    /// retries get `409` until then, then run. Gives a half-done run's side
-    /// effects time to land before a retry starts, but may still run the
-    /// request twice.
-    Hold,
-    /// Run the inner service on a spawned task (default), so it finishes
-    /// and stores its response even when the client left; a retry waits
-    /// (`409`) and then replays it. The request runs once. Needs a Tokio
-    /// runtime and `'static + Send` futures, and a hung handler keeps
-    /// running (bound it with a timeout layer inside).
-    #[default]
-    Detach,
-}
-
-
-/// A scope that puts every caller in one namespace: opt in with
-/// [`IdempotencyLayer::unscoped`].
-///
-/// **Warning**: keys are then namespaced by method and path only, so any
-/// caller who sends the same key and request gets another caller's stored
-/// response, headers included. Only safe when a single trusted caller (one
-/// backend service) talks to the API; otherwise keep the default
-/// [`Caller`] scope or set one with [`IdempotencyLayer::scope`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Unscoped;
-
-impl<Req> KeyExtractor<Req> for Unscoped {
-    fn extract(&self, _req: &Req) -> Option<String> {
-        Some(String::new())
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) methods: Vec<Method>,
-    pub(crate) required: bool,
-    pub(crate) fingerprint_headers: Vec<HeaderName>,
-    pub(crate) fingerprint_mode: FingerprintMode,
-    pub(crate) max_request_body: usize,
-    pub(crate) max_response_body: usize,
-    pub(crate) stored_headers: Option<Vec<HeaderName>>,
-    pub(crate) replay_session_headers: bool,
-    pub(crate) ttl: Duration,
-    pub(crate) lease: Duration,
-    pub(crate) request_timeout: Option<Duration>,
-    pub(crate) store_status: fn(StatusCode) -> bool,
-    pub(crate) on_cancel: OnCancel,
-    pub(crate) on_store_error: OnStoreError,
-    pub(crate) wait: Option<Duration>,
-    pub(crate) retry_after: Duration,
-    pub(crate) observer: Arc<Observer>,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("name", &self.observer.name())
-            .field("methods", &self.methods)
-            .field("required", &self.required)
-            .field("fingerprint_headers", &self.fingerprint_headers)
-            .field("fingerprint_mode", &self.fingerprint_mode)
-            .field("max_request_body", &self.max_request_body)
-            .field("max_response_body", &self.max_response_body)
-            .field("stored_headers", &self.stored_headers)
-            .field("replay_session_headers", &self.replay_session_headers)
-            .field("ttl", &self.ttl)
-            .field("lease", &self.lease)
-            .field("request_timeout", &self.request_timeout)
-            .field("on_cancel", &self.on_cancel)
-            .field("on_store_error", &self.on_store_error)
-            .field("wait", &self.wait)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The default of [`IdempotencyLayer::store_when`]: `2xx` and `4xx` except
-/// `408`, `409` and `429`, which say "try again" and must not be replayed.
-pub fn default_store_when(status: StatusCode) -> bool {
-    status.is_success()
-        || (status.is_client_error()
-            && !matches!(
-                status,
-                StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS
-            ))
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            methods: vec![Method::POST, Method::PATCH],
-            required: true,
-            fingerprint_headers: Vec::new(),
-            fingerprint_mode: FingerprintMode::Exact,
-            max_request_body: 1024 * 1024,
-            max_response_body: 1024 * 1024,
-            stored_headers: None,
-            replay_session_headers: false,
-            ttl: Duration::from_secs(24 * 60 * 60),
-            lease: Duration::from_secs(10),
-            request_timeout: None,
-            store_status: default_store_when,
-            on_cancel: OnCancel::Detach,
-            on_store_error: OnStoreError::FailClosed,
-            wait: None,
-            retry_after: Duration::from_secs(1),
-            observer: Observer::unnamed(),
-        }
-    }
-}
-
 /// Applies [`Idempotency`] to a service: one execution per `Idempotency-Key`.
+///
+/// Before the inner service runs, the request it claimed carries in its
+/// extensions the parsed [`IdempotencyKey`](super::IdempotencyKey), the
+/// [`CallerKey`](crate::key::CallerKey) the key is kept per (what the
+/// [`per`](Self::per) extractor read) and the claim's [`Fence`](super::Fence),
+/// so a handler reads them instead of parsing the request again. (A request
+/// run without idempotency after a store failure, with
+/// [`OnStoreError::FailOpen`], carries the first two but no `Fence`.)
 ///
 /// See the [module docs](super) for an example and the semantics.
 #[derive(Clone)]
 pub struct IdempotencyLayer<St = MemoryStore, K = Caller> {
     config: Arc<Config>,
     store: St,
-    scope: K,
+    per: K,
 }
 
 impl<St: fmt::Debug, K: fmt::Debug> fmt::Debug for IdempotencyLayer<St, K> {
@@ -161,24 +40,18 @@ impl<St: fmt::Debug, K: fmt::Debug> fmt::Debug for IdempotencyLayer<St, K> {
         f.debug_struct("IdempotencyLayer")
             .field("config", &self.config)
             .field("store", &self.store)
-            .field("scope", &self.scope)
+            .field("per", &self.per)
             .finish()
     }
 }
 
 impl IdempotencyLayer {
     /// A layer with a fresh [`MemoryStore`] (shared by every service this
-    /// layer wraps; bounded by
-    /// [`DEFAULT_MAX_RECORDS`](super::DEFAULT_MAX_RECORDS) records and
-    /// [`DEFAULT_MAX_BYTES`](super::DEFAULT_MAX_BYTES) of responses, past
-    /// which new keys get `503`), keys scoped by [`Caller`].
+    /// layer wraps; bounded by [`DEFAULT_MAX_KEYS`](super::DEFAULT_MAX_KEYS)
+    /// records and [`DEFAULT_MAX_BYTES`](super::DEFAULT_MAX_BYTES) of
+    /// responses, past which new keys get `503`), keys kept per [`Caller`].
     pub fn new() -> Self {
         Self::with_store(MemoryStore::new())
-    }
-
-    /// A layer with a fresh [`MemoryStore`]; the same as [`new`](Self::new).
-    pub fn memory() -> Self {
-        Self::new()
     }
 }
 
@@ -188,23 +61,15 @@ impl Default for IdempotencyLayer {
     }
 }
 
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-impl IdempotencyLayer<super::RedisStore> {
-    /// A layer that keeps its records in Redis, shared by every instance
-    /// that uses the same Redis and prefix.
-    pub fn redis(store: super::RedisStore) -> Self {
-        Self::with_store(store)
-    }
-}
-
 impl<St: Store> IdempotencyLayer<St> {
-    /// A layer over any [`Store`], keys scoped by [`Caller`].
+    /// A layer over any [`Store`] (a `RedisStore`, with feature `redis`,
+    /// shares keys between every instance that uses the same Redis and
+    /// prefix), keys kept per [`Caller`].
     pub fn with_store(store: St) -> Self {
         Self {
             config: Arc::new(Config::default()),
             store,
-            scope: Caller::new(),
+            per: Caller::new(),
         }
     }
 }
@@ -215,28 +80,24 @@ impl<St, K> IdempotencyLayer<St, K> {
         self
     }
 
-    /// Namespaces keys by the caller identity `extractor` reads (API key,
-    /// user, tenant), on top of method and path, so one caller can never
-    /// replay another's response; the default is [`Caller`] (`X-Api-Key`,
-    /// else `Authorization`, else the client IP). Give it the extractor the
-    /// rate limiter keys callers by. A request for which it returns `None`
-    /// is refused with `400`: put authentication before this layer.
-    pub fn scope<K2>(self, extractor: K2) -> IdempotencyLayer<St, K2> {
+    /// Keeps keys per the caller key `extractor` reads (API key, user,
+    /// tenant), on top of method and path, so one caller can never replay
+    /// another's response; the default is [`Caller`] (`X-Api-Key`, else
+    /// `Authorization`, else the client IP). Give it the extractor the rate
+    /// limiter keys callers by. A request for which it returns `None` is
+    /// refused with `400`: put authentication before this layer.
+    ///
+    /// [`Global`](crate::key::Global) puts every caller in one key space.
+    /// **Warning**: keys are then told apart by method and path only, so any
+    /// caller who sends the same key and request gets another caller's
+    /// stored response, headers included. Only for an API that a single
+    /// trusted caller talks to (one backend service).
+    pub fn per<K2>(self, extractor: K2) -> IdempotencyLayer<St, K2> {
         IdempotencyLayer {
             config: self.config,
             store: self.store,
-            scope: extractor,
+            per: extractor,
         }
-    }
-
-    /// Puts every caller in one namespace ([`Unscoped`]): keys are
-    /// namespaced by method and path only.
-    ///
-    /// **Warning**: any caller who sends the same key and request then gets
-    /// another caller's stored response. Only for an API that a single
-    /// trusted caller talks to (one backend service).
-    pub fn unscoped(self) -> IdempotencyLayer<St, Unscoped> {
-        self.scope(Unscoped)
     }
 
     /// The methods the layer applies to (default `POST` and `PATCH`); others
@@ -247,11 +108,12 @@ impl<St, K> IdempotencyLayer<St, K> {
         self.config(|c| c.methods = methods)
     }
 
-    /// Makes the key optional: a request without one runs without
-    /// idempotency. By default it is required and its absence is a `400`.
+    /// Whether the key is optional: with `true`, a request without one runs
+    /// without idempotency. By default (`false`) it is required and its
+    /// absence is a `400`.
     #[must_use]
-    pub fn optional(self) -> Self {
-        self.config(|c| c.required = false)
+    pub fn optional(self, optional: bool) -> Self {
+        self.config(|c| c.required = !optional)
     }
 
     /// Request headers that enter the fingerprint, besides method, path,
@@ -268,20 +130,22 @@ impl<St, K> IdempotencyLayer<St, K> {
         self.config(|c| c.fingerprint_mode = mode)
     }
 
-    /// The largest request body buffered for the fingerprint (default 1 MiB);
-    /// a larger one is refused with `413` before anything runs.
+    /// The largest request body buffered for the fingerprint (default
+    /// [`DEFAULT_BODY_LIMIT`](super::DEFAULT_BODY_LIMIT), 1 MiB); a larger
+    /// one is refused with `413` before anything runs.
     #[must_use]
-    pub fn max_request_body(self, bytes: usize) -> Self {
-        self.config(|c| c.max_request_body = bytes)
+    pub fn body_limit(self, bytes: usize) -> Self {
+        self.config(|c| c.body_limit = bytes)
     }
 
-    /// The largest response kept for replay (default 1 MiB). A larger
-    /// response is passed through to the client and recorded as
-    /// completed-but-not-retained: a retry gets `410` saying so, and the
-    /// request never runs a second time.
+    /// The largest response body kept for replay (default
+    /// [`DEFAULT_RESPONSE_BODY_LIMIT`](super::DEFAULT_RESPONSE_BODY_LIMIT),
+    /// 1 MiB). A larger response is passed through to the client and
+    /// recorded as completed-but-not-retained: a retry gets `410` saying so,
+    /// and the request never runs a second time.
     #[must_use]
-    pub fn max_response_body(self, bytes: usize) -> Self {
-        self.config(|c| c.max_response_body = bytes)
+    pub fn response_body_limit(self, bytes: usize) -> Self {
+        self.config(|c| c.response_body_limit = bytes)
     }
 
     /// The only response headers kept for replay, exactly these (a
@@ -295,14 +159,15 @@ impl<St, K> IdempotencyLayer<St, K> {
         self.config(|c| c.stored_headers = Some(names))
     }
 
-    /// Keeps the per-session response headers for replay: `Set-Cookie`,
-    /// `Set-Cookie2` and `Authentication-Info`, dropped by default so that a
-    /// replay never hands out the session of the request that ran. Only for
-    /// a handler whose cookies are not a session (a preference, a consent
-    /// flag) and a caller scope that is one client.
+    /// Whether the per-session response headers are kept for replay:
+    /// `Set-Cookie`, `Set-Cookie2` and `Authentication-Info`, dropped by
+    /// default (`false`) so that a replay never hands out the session of the
+    /// request that ran. `true` only for a handler whose cookies are not a
+    /// session (a preference, a consent flag) and a caller key that is one
+    /// client.
     #[must_use]
-    pub fn replay_session_headers(self) -> Self {
-        self.config(|c| c.replay_session_headers = true)
+    pub fn replay_session_headers(self, replay: bool) -> Self {
+        self.config(|c| c.replay_session_headers = replay)
     }
 
     /// How long a completed record is kept (default 24 h), clamped to
@@ -335,8 +200,7 @@ impl<St, K> IdempotencyLayer<St, K> {
     /// for at most this long, so a handler that hangs past it frees its key
     /// one lease later instead of holding it for as long as it hangs.
     ///
-    /// With renewal a lease shorter than the timeout is fine, so this no
-    /// longer fails; it returns `Result` for compatibility.
+    /// A lease shorter than the timeout is fine: the heartbeat renews it.
     ///
     /// ```
     /// use std::time::Duration;
@@ -344,16 +208,16 @@ impl<St, K> IdempotencyLayer<St, K> {
     ///
     /// let layer = IdempotencyLayer::new()
     ///     .lease(Duration::from_secs(10))
-    ///     .request_timeout(Duration::from_secs(30))
-    ///     .unwrap();
+    ///     .request_timeout(Duration::from_secs(30));
     /// # let _ = layer;
     /// ```
-    pub fn request_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
-        Ok(self.config(|c| c.request_timeout = Some(timeout)))
+    #[must_use]
+    pub fn request_timeout(self, timeout: Duration) -> Self {
+        self.config(|c| c.request_timeout = Some(timeout))
     }
 
     /// Which statuses are stored and replayed (default
-    /// [`default_store_when`]). A response not stored releases the key so
+    /// [`default_store_when`](super::default_store_when)). A response not stored releases the key so
     /// the client may retry; so do errors and panics.
     #[must_use]
     pub fn store_when(self, predicate: fn(StatusCode) -> bool) -> Self {
@@ -416,7 +280,7 @@ impl<S, St: Clone, K: Clone> Layer<S> for IdempotencyLayer<St, K> {
             inner,
             self.config.clone(),
             self.store.clone(),
-            self.scope.clone(),
+            self.per.clone(),
         )
     }
 }

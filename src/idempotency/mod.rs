@@ -12,7 +12,7 @@
 //! | request | answer |
 //! |---|---|
 //! | key missing (when required) or invalid (empty, over 255 bytes, not visible ASCII) | `400` |
-//! | no caller identity to scope the key by | `400` |
+//! | no caller key to keep the key per | `400` |
 //! | JSON body with a repeated member name ([`FingerprintMode::CanonicalJson`]) | `400` |
 //! | first with this key | runs; the response is stored (2xx, 4xx except 408/409/429) |
 //! | same key, same request, finished | the stored response, `Idempotent-Replayed: true` |
@@ -85,17 +85,23 @@
 //! and its fencing counter share the hash tag `{<hash>}`, so every step's
 //! keys are in one slot.
 //!
-//! Keys are namespaced by the caller identity of [`IdempotencyLayer::scope`]
-//! and by method and path. The default, [`Caller`](crate::key::Caller), is
-//! the `X-Api-Key` header, else `Authorization`, else the client address;
-//! give the layer the extractor the rate limiter keys callers by, or one
-//! that reads the authenticated subject. A request with no caller identity
-//! is refused (`400`). [`IdempotencyLayer::unscoped`] puts every caller in
-//! one namespace: only safe when a single trusted caller talks to the API.
+//! Keys are kept per the caller key of [`IdempotencyLayer::per`] and per
+//! method and path. The default, [`Caller`](crate::key::Caller), is the
+//! `X-Api-Key` header, else `Authorization`, else the client address; give
+//! the layer the extractor the rate limiter keys callers by, or one that
+//! reads the authenticated subject. A request with no caller key is refused
+//! (`400`). [`Global`](crate::key::Global) puts every caller in one key
+//! space: only safe when a single trusted caller talks to the API.
+//!
+//! The layer has no `namespace` setter: the record's name already hashes
+//! the caller key, method and path, so two layers that share a store meet
+//! only on the same route for the same caller, where one execution is what
+//! is wanted; deployments that share one Redis but must not share keys set
+//! `RedisStore::prefix`.
 //!
 //! The fingerprint hashes (SHA-256) method, path and query, the headers of
 //! [`IdempotencyLayer::fingerprint_headers`] and the body, buffered up to
-//! [`IdempotencyLayer::max_request_body`] and handed on unchanged; with
+//! [`IdempotencyLayer::body_limit`] and handed on unchanged; with
 //! [`FingerprintMode::CanonicalJson`], member order, whitespace and string
 //! escapes of a JSON body do not count, numbers count by their exact text.
 //!
@@ -103,8 +109,8 @@
 //!
 //! | | default | to change it |
 //! |---|---|---|
-//! | scope | per caller: [`Caller`](crate::key::Caller) (`X-Api-Key`, else `Authorization`, else the client IP); the same key from two callers runs once for each, and neither ever gets the other's response; no identity is `400` | [`IdempotencyLayer::scope`]; [`IdempotencyLayer::unscoped`] shares one namespace (a single trusted caller only) |
-//! | stored caller identity | none: the record's name is a SHA-256 of scope, method, path and key | — |
+//! | caller key | per caller: [`Caller`](crate::key::Caller) (`X-Api-Key`, else `Authorization`, else the client IP); the same key from two callers runs once for each, and neither ever gets the other's response; no caller key is `400` | [`IdempotencyLayer::per`]; `.per(`[`Global`](crate::key::Global)`)` shares one key space (a single trusted caller only) |
+//! | stored caller key | none: the record's name is a SHA-256 of caller key, method, path and key | — |
 //! | replayed headers | all but hop-by-hop ones and per-session ones: `Set-Cookie`, `Set-Cookie2`, `Authentication-Info` are never replayed (`WWW-Authenticate` is: it is the resource's, not a session's) | [`IdempotencyLayer::replay_session_headers`]; [`IdempotencyLayer::stored_headers`] keeps exactly a list |
 //! | fingerprint | exact body bytes | [`FingerprintMode::CanonicalJson`]: member order, whitespace and escapes ignored; numbers by their text (`1` and `1.0` differ, so do integers past 2^53); a repeated member is `400`; a body that is not JSON or nests deeper than 128 counts by its bytes |
 //!
@@ -143,7 +149,7 @@
 //! ([`IdempotencyLayer::store_when`] changes it). A `5xx`, an inner error (a
 //! timeout, an open circuit) or a panic releases the key so the client can
 //! retry; a panic is caught and answered `500`. A response larger than
-//! [`IdempotencyLayer::max_response_body`] (default 1 MiB) is passed through
+//! [`IdempotencyLayer::response_body_limit`] (default 1 MiB) is passed through
 //! and recorded as completed-but-not-retained: a retry gets `410`, never a
 //! second execution.
 //!
@@ -192,7 +198,7 @@
 //! `RedisStore::timeout` to 1 ms .. [`MAX_STORE_TIMEOUT`]; the stores clamp
 //! what they are given directly too, and the Redis scripts check their
 //! numbers before they write. [`IdempotencyLayer::new`]'s [`MemoryStore`]
-//! holds at most [`DEFAULT_MAX_RECORDS`] records and [`DEFAULT_MAX_BYTES`]
+//! holds at most [`DEFAULT_MAX_KEYS`] records and [`DEFAULT_MAX_BYTES`]
 //! of responses; when full, new keys get `503` and no live record is
 //! evicted.
 //!
@@ -225,7 +231,7 @@
 //! Events carry the fields of [`crate::observability`]: `layer =
 //! "idempotency"`, the layer's [`name`](IdempotencyLayer::name), the key as a
 //! [`redact_key`](crate::observability::redact_key) digest of the
-//! `Idempotency-Key` (never the key itself, nor the caller scope), `outcome`,
+//! `Idempotency-Key` (never the key itself, nor the caller key), `outcome`,
 //! and `latency_us` of the store operation behind the event when `DEBUG` is
 //! enabled. A claim and a stored response are logged at `TRACE`; replays,
 //! conflicts, mismatches, refusals and released keys at `DEBUG`; store
@@ -240,7 +246,7 @@
 //! | `conflict` | found its key in flight (`409`) |
 //! | `mismatch` | reused a key with another request (`422`) |
 //! | `invalid_key` | had no key where one is required, or an invalid one (`400`) |
-//! | `missing_scope` | had no caller identity to scope its key by (`400`) |
+//! | `missing_caller_key` | had no caller key to keep its key per (`400`) |
 //! | `body_rejected` | had a body over the limit (`413`), an unreadable one (`400`) or, in [`FingerprintMode::CanonicalJson`], a JSON body with a repeated member (`400`) |
 //! | `gone` | retried a request that ran but whose response was not kept (`410`) |
 //! | `not_stored` | ran, or was dropped while running, and its response is not kept: a status not stored, an error, a panic, a response too large or whose body failed or was cut off, a lost lease, a store failure on completion |
@@ -252,9 +258,13 @@
 
 mod body;
 mod client;
+mod config;
+mod detach;
 pub mod error;
 mod fingerprint;
+mod guard;
 mod headers;
+mod heartbeat;
 mod key;
 mod layer;
 mod observe;
@@ -264,16 +274,16 @@ mod store;
 
 pub use self::body::ResponseBody;
 pub use self::client::{IdempotencyKeyLayer, IdempotencyKeyService, RetryPolicy};
-pub use self::error::{ConfigError, Error, StoreError};
-pub use crate::store::OnStoreError;
+pub use self::config::{
+    DEFAULT_BODY_LIMIT, DEFAULT_RESPONSE_BODY_LIMIT, MAX_RETRY_AFTER, MAX_WAIT, OnCancel,
+    default_store_when,
+};
+pub use self::error::{Error, StoreError};
 pub use self::fingerprint::{DuplicateMember, Fingerprint, FingerprintMode};
 pub use self::key::{
     Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, InvalidKey, MAX_KEY_LEN,
 };
-pub use self::layer::{
-    IdempotencyLayer, MAX_RETRY_AFTER, MAX_WAIT, OnCancel, Unscoped,
-    default_store_when,
-};
+pub use self::layer::IdempotencyLayer;
 pub use self::record::{
     Claim, Completion, Lease, MAX_LEASE, MAX_TTL, MIN_LEASE, Record, StoredResponse,
 };
@@ -281,6 +291,5 @@ pub use self::service::Idempotency;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::store::RedisStore;
-pub use self::store::{
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, MAX_STORE_TIMEOUT, MemoryStore, Store,
-};
+pub use self::store::{DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, MAX_STORE_TIMEOUT, MemoryStore, Store};
+pub use crate::store::OnStoreError;

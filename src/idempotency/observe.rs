@@ -27,8 +27,8 @@ pub(crate) enum Outcome {
     Mismatch,
     /// Carried no key where one is required, or an invalid one (400).
     InvalidKey,
-    /// Had no caller identity to scope its key by (400).
-    MissingScope,
+    /// Had no caller key to keep its key per (400).
+    MissingCallerKey,
     /// Had a body over the limit (413) or one that could not be read (400).
     BodyRejected,
     /// Retried a request that ran but whose response was not kept (410).
@@ -51,7 +51,7 @@ impl Outcome {
         Self::Conflict,
         Self::Mismatch,
         Self::InvalidKey,
-        Self::MissingScope,
+        Self::MissingCallerKey,
         Self::BodyRejected,
         Self::Gone,
         Self::NotStored,
@@ -66,7 +66,7 @@ impl Outcome {
             Self::Conflict => "conflict",
             Self::Mismatch => "mismatch",
             Self::InvalidKey => "invalid_key",
-            Self::MissingScope => "missing_scope",
+            Self::MissingCallerKey => "missing_caller_key",
             Self::BodyRejected => "body_rejected",
             Self::Gone => "gone",
             Self::NotStored => "not_stored",
@@ -141,7 +141,7 @@ impl Observer {
         );
     }
 
-    /// The request was refused before its key was claimed (`MissingScope`
+    /// The request was refused before its key was claimed (`MissingCallerKey`
     /// or `BodyRejected`).
     pub(crate) fn refused(&self, key: &IdempotencyKey, outcome: Outcome, reason: &'static str) {
         self.count(outcome);

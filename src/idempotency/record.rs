@@ -1,5 +1,6 @@
 //! What a store keeps per key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,8 +55,9 @@ pub enum Record {
         /// The fingerprint of the request that ran.
         fingerprint: Fingerprint,
         /// Its response, or `None` when it was not kept (too large, or its
-        /// body failed or was cut off while being read).
-        response: Option<StoredResponse>,
+        /// body failed or was cut off while being read). Shared with the
+        /// store, so a replay costs no copy while the store is locked.
+        response: Option<Arc<StoredResponse>>,
     },
 }
 
@@ -128,7 +130,9 @@ pub enum Claim {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Completion {
     /// The response, kept for replay.
-    Retained(StoredResponse),
+    /// Shared, so that a completion sent again after a store failure, and
+    /// the record a memory store keeps, cost no copy.
+    Retained(Arc<StoredResponse>),
     /// The request finished but its response is not kept (too large, or its
     /// body failed or was cut off while the layer read it): a retry is told
     /// so (`410`) and is never run again.

@@ -1,36 +1,37 @@
+//! [`Idempotency`]: claims the key, replays or refuses a duplicate, runs
+//! the request and stores its response.
+
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use futures::future::{BoxFuture, Fuse, FusedFuture};
+use futures::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tower_service::Service;
-use tracing::{Instrument, warn};
 
-use super::body::ResponseBody;
-use super::error::{Error, StoreError};
+use super::body::{ReadError, ResponseBody, read_body};
+use super::config::{Config, OnCancel};
+use super::detach::{DetachOnDrop, run_to_end};
+use super::error::Error;
 use super::fingerprint::Fingerprint;
+use super::guard::{ClaimGuard, Stage};
 use super::headers::kept_headers;
-use super::key::{Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, hex};
-use super::layer::{Config, OnCancel};
-use crate::key::CallerKey;
-use crate::store::OnStoreError;
-use super::observe::{Observer, Outcome};
+use super::heartbeat::Heartbeat;
+use super::key::{Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, hex_into};
+use super::observe::Outcome;
 use super::record::{Claim, Completion, Lease, Record, StoredResponse, random_u64};
 use super::store::Store;
 use crate::BoxError;
-use crate::key::KeyExtractor;
-use crate::observability::redact_key;
+use crate::key::{CallerKey, KeyExtractor};
+use crate::store::OnStoreError;
 
 /// How often a duplicate that waits for an in-flight request asks the store.
 const WAIT_POLL: Duration = Duration::from_millis(50);
@@ -45,7 +46,7 @@ pub struct Idempotency<S, St, K> {
     inner: S,
     config: Arc<Config>,
     store: St,
-    scope: K,
+    per: K,
 }
 
 impl<S: fmt::Debug, St: fmt::Debug, K: fmt::Debug> fmt::Debug for Idempotency<S, St, K> {
@@ -54,18 +55,18 @@ impl<S: fmt::Debug, St: fmt::Debug, K: fmt::Debug> fmt::Debug for Idempotency<S,
             .field("inner", &self.inner)
             .field("config", &self.config)
             .field("store", &self.store)
-            .field("scope", &self.scope)
+            .field("per", &self.per)
             .finish()
     }
 }
 
 impl<S, St, K> Idempotency<S, St, K> {
-    pub(crate) fn new(inner: S, config: Arc<Config>, store: St, scope: K) -> Self {
+    pub(crate) fn new(inner: S, config: Arc<Config>, store: St, per: K) -> Self {
         Self {
             inner,
             config,
             store,
-            scope,
+            per,
         }
     }
 
@@ -135,26 +136,26 @@ where
                 }
             },
         };
-        let Some(scope) = self.scope.extract(&req) else {
-            observer.refused(&key, Outcome::MissingScope, "no caller identity");
-            return Box::pin(async { Err(Error::MissingScope) });
+        let Some(caller) = self.per.extract(&req) else {
+            observer.refused(&key, Outcome::MissingCallerKey, "no caller key");
+            return Box::pin(async { Err(Error::MissingCallerKey) });
         };
         let store = self.store.clone();
         let config = self.config.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let bytes = match Limited::new(body, config.max_request_body).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<LengthLimitError>() => {
+            let bytes = match read_body(body, config.body_limit).await {
+                Ok(bytes) => bytes,
+                Err(ReadError::TooLarge) => {
                     let outcome = Outcome::BodyRejected;
                     config
                         .observer
                         .refused(&key, outcome, "request body too large");
                     return Err(Error::BodyTooLarge {
-                        limit: config.max_request_body,
+                        limit: config.body_limit,
                     });
                 }
-                Err(e) => {
+                Err(ReadError::Failed(e)) => {
                     let outcome = Outcome::BodyRejected;
                     config
                         .observer
@@ -177,7 +178,7 @@ where
                     return Err(Error::DuplicateMember(duplicate));
                 }
             };
-            let storage_key = storage_key(&scope, &parts.method, parts.uri.path(), &key);
+            let storage_key = storage_key(&caller, &parts.method, parts.uri.path(), &key);
             // The guard exists before the claim is sent: a claim whose reply
             // never comes (a timeout, a dropped future) is released by its
             // token, whether or not it landed.
@@ -192,90 +193,37 @@ where
                 stage: Stage::Idle,
             };
             let claimed = claim(&mut guard, &config, &fingerprint).await;
-            let mut req = Request::from_parts(parts, ReqB::from(bytes));
-            // The handler reads what the layer parsed instead of parsing it again.
-            req.extensions_mut().insert(key);
-            req.extensions_mut().insert(CallerKey::new(scope));
+            // A replay or a refusal returns before the request is rebuilt.
+            let run = |parts, bytes| {
+                let mut req = Request::from_parts(parts, ReqB::from(bytes));
+                // The handler reads what the layer parsed instead of parsing
+                // it again.
+                req.extensions_mut().insert(key);
+                req.extensions_mut().insert(CallerKey::new(caller));
+                req
+            };
             let lease = match claimed {
                 Claimed::Lease(lease) => lease,
                 Claimed::Done(result) => return result,
                 Claimed::FailOpen => {
                     // The failed claim may have landed: the guard releases it.
                     drop(guard);
-                    return passthrough(inner, req).await;
+                    return passthrough(inner, run(parts, bytes)).await;
                 }
             };
+            let mut req = run(parts, bytes);
             req.extensions_mut().insert(Fence(lease.fence));
             guard.stage = Stage::Running(lease);
             if config.on_cancel == OnCancel::Detach {
-                // In the request's span, so the handler's events keep it
-                // wherever it ends.
-                let run = execute(inner, req, guard, lease, config, true);
-                DetachOnDrop::new(run.in_current_span()).await
+                // In the request's span (see `DetachOnDrop`), so the
+                // handler's events keep it wherever it ends.
+                DetachOnDrop::new(execute(inner, req, guard, lease, config, true)).await
             } else {
-                execute(inner, req, guard, lease, config, false).await
+                // Boxed as the detached run is, so that the future of every
+                // request (a replay too) does not carry a run's state inline.
+                Box::pin(execute(inner, req, guard, lease, config, false)).await
             }
         })
-    }
-}
-
-/// Runs `future` in place and, if it is dropped before it finished (the
-/// client hung up), moves it to a task of its own to finish there: what
-/// [`OnCancel::Detach`] promises, at the price of one allocation instead of
-/// a task per request.
-struct DetachOnDrop<F>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    future: Option<Pin<Box<F>>>,
-}
-
-impl<F> DetachOnDrop<F>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn new(future: F) -> Self {
-        Self {
-            future: Some(Box::pin(future)),
-        }
-    }
-}
-
-impl<F> Future for DetachOnDrop<F>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let future = self
-            .future
-            .as_mut()
-            .expect("future polled after completion");
-        let output = std::task::ready!(future.as_mut().poll(cx));
-        self.future = None;
-        Poll::Ready(output)
-    }
-}
-
-impl<F> Drop for DetachOnDrop<F>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn drop(&mut self) {
-        // Not while unwinding: a future that panicked must not be polled
-        // again. Outside a runtime the run is dropped, and its guard holds
-        // the key until the lease runs out.
-        if let Some(future) = self.future.take()
-            && !std::thread::panicking()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            drop(runtime.spawn(future));
-        }
     }
 }
 
@@ -365,25 +313,34 @@ async fn claim<St: Store, ResB, E>(
     }
 }
 
-fn replay<B>(stored: StoredResponse) -> Response<ResponseBody<B>> {
-    let mut response = Response::new(ResponseBody::full(stored.body));
-    *response.status_mut() = stored.status;
-    *response.headers_mut() = stored.headers;
+fn replay<B>(stored: Arc<StoredResponse>) -> Response<ResponseBody<B>> {
+    // The store usually keeps its own reference: the headers are copied
+    // here, outside its lock, not while it holds it.
+    let StoredResponse {
+        status,
+        headers,
+        body,
+    } = Arc::unwrap_or_clone(stored);
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
     response
         .headers_mut()
         .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     response
 }
 
-/// The name of a record: a hash of scope, method, path and key, so caller
-/// identities never reach the store and keys have a fixed length.
-fn storage_key(scope: &str, method: &Method, path: &str, key: &IdempotencyKey) -> String {
+/// The name of a record: a hash of caller key, method, path and key, so
+/// caller keys never reach the store and names have a fixed length.
+fn storage_key(caller: &str, method: &Method, path: &str, key: &IdempotencyKey) -> Arc<str> {
     let mut h = Sha256::new();
-    for part in [scope, method.as_str(), path, key.as_str()] {
+    for part in [caller, method.as_str(), path, key.as_str()] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
-    hex(&h.finalize())
+    let mut name = [0u8; 64];
+    hex_into(&h.finalize(), &mut name);
+    Arc::from(std::str::from_utf8(&name).expect("hex digits are ASCII"))
 }
 
 /// What the run produced, and what becomes of its key.
@@ -445,7 +402,7 @@ where
         let mut body = Box::pin(body);
         let mut frames = VecDeque::new();
         let mut size = 0usize;
-        let too_large = |size: usize| size > config.max_response_body;
+        let too_large = |size: usize| size > config.response_body_limit;
         let mut over = usize::try_from(body.size_hint().lower()).map_or(true, too_large);
         while !over {
             let next: Option<Result<Frame<Bytes>, BoxError>> =
@@ -479,7 +436,7 @@ where
             body: concat(&frames, size),
         };
         let response = Response::from_parts(parts, ResponseBody::buffered(frames));
-        Produced::Complete(Ok(response), Completion::Retained(stored))
+        Produced::Complete(Ok(response), Completion::Retained(Arc::new(stored)))
     };
     match heartbeat.run(run).await {
         Produced::Release(output, why) => {
@@ -501,82 +458,6 @@ where
     }
 }
 
-/// Runs `future` on a task of its own unless it finishes on its first
-/// poll, and waits for it: dropping the wait does not stop it.
-async fn run_to_end(future: impl Future<Output = ()> + Send + 'static) {
-    let mut future = Box::pin(future);
-    if (&mut future).now_or_never().is_some() {
-        return;
-    }
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => drop(handle.spawn(future.in_current_span()).await),
-        Err(_) => future.await,
-    }
-}
-
-/// Renews a claim's lease while its request runs, every third of the
-/// lease, in the request's own task (no task per request).
-struct Heartbeat<St> {
-    store: St,
-    observer: Arc<Observer>,
-    idempotency_key: IdempotencyKey,
-    key: String,
-    token: u64,
-    fence: u64,
-    lease: Duration,
-    /// No renewal after this ([`IdempotencyLayer::request_timeout`]).
-    ///
-    /// [`IdempotencyLayer::request_timeout`]: super::IdempotencyLayer::request_timeout
-    until: Option<tokio::time::Instant>,
-}
-
-impl<St: Store> Heartbeat<St> {
-    /// Drives `work` to its end, renewing the lease alongside; a renewal in
-    /// flight when `work` ends is dropped (the completion follows anyway).
-    async fn run<F: Future>(&self, work: F) -> F::Output {
-        let (observer, fence) = (&self.observer, self.fence);
-        let period = (self.lease / 3).max(Duration::from_millis(1));
-        let mut work = pin!(work);
-        let mut tick = pin!(tokio::time::sleep(period));
-        let mut renewal = pin!(Fuse::terminated());
-        let mut lost = false;
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(output) = work.as_mut().poll(cx) {
-                return Poll::Ready(output);
-            }
-            loop {
-                if !renewal.is_terminated() {
-                    let Poll::Ready(renewed) = renewal.as_mut().poll(cx) else {
-                        break;
-                    };
-                    match renewed {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            // Fenced by the token: the completion that
-                            // follows writes nothing either.
-                            lost = true;
-                            observer.renewal_lost(&self.idempotency_key, fence);
-                        }
-                        Err(e) => observer.renewal_failed(&self.idempotency_key, fence, &e),
-                    }
-                    let next = tokio::time::Instant::now() + period;
-                    tick.as_mut().reset(next);
-                }
-                let stopped = self
-                    .until
-                    .is_some_and(|until| tokio::time::Instant::now() >= until);
-                if lost || stopped || tick.as_mut().poll(cx).is_pending() {
-                    break;
-                }
-                let renew = self.store.renew(&self.key, self.token, self.lease);
-                renewal.set(renew.fuse());
-            }
-            Poll::Pending
-        })
-        .await
-    }
-}
-
 fn concat(frames: &VecDeque<Frame<Bytes>>, size: usize) -> Bytes {
     let mut data = frames.iter().filter_map(Frame::data_ref);
     match (data.next(), data.next()) {
@@ -588,189 +469,6 @@ fn concat(frames: &VecDeque<Frame<Bytes>>, size: usize) -> Bytes {
                 buf.extend_from_slice(chunk);
             }
             buf.freeze()
-        }
-    }
-}
-
-/// Where a request stands with its key, for what [`ClaimGuard`]'s drop does.
-#[derive(Clone, Copy)]
-enum Stage {
-    /// No claim of ours is out: nothing to undo.
-    Idle,
-    /// A claim was sent and not answered: it may have landed.
-    Claiming,
-    /// The key is ours and the inner service runs: [`OnCancel`] applies.
-    Running(Lease),
-    /// The inner service answered and its response is being read: the key
-    /// is completed, never released.
-    Answered(Lease),
-    /// Nothing is kept: the key is being released.
-    Releasing(Lease),
-    /// Completed or released: nothing left to do.
-    Done,
-}
-
-/// Holds a claim, from before it is sent until it is completed or released;
-/// if the request future is dropped first, finishes it as its [`Stage`]
-/// says, on a task of its own. Each end of a claimed key counts the request
-/// once (`executed` or `not_stored`).
-struct ClaimGuard<St: Store> {
-    store: St,
-    observer: Arc<Observer>,
-    /// The client's key, for the events (only its digest is logged).
-    idempotency_key: IdempotencyKey,
-    /// The storage key.
-    key: String,
-    /// Chosen before the claim is sent, so it can be released unanswered.
-    token: u64,
-    ttl: Duration,
-    on_cancel: OnCancel,
-    stage: Stage,
-}
-
-impl<St: Store> ClaimGuard<St> {
-    async fn release(&mut self, why: &'static str) {
-        let lease = match self.stage {
-            Stage::Running(lease) | Stage::Answered(lease) | Stage::Releasing(lease) => Some(lease),
-            _ => None,
-        };
-        let key = redact_key(self.idempotency_key.as_str());
-        let start = self.observer.start();
-        match self.store.release(&self.key, self.token).await {
-            Ok(released) => {
-                let fence = lease.map_or(0, |l| l.fence);
-                self.observer.released(key, fence, released, why, start);
-            }
-            // Tried again on a task of its own, as a dropped request's
-            // release is: a claim left behind answers `409` for a lease.
-            Err(_) => run_to_end(self.release_later(lease, why)).await,
-        }
-        self.stage = Stage::Done;
-    }
-
-    /// The completion of the claim, as a future that owns what it needs;
-    /// the guard is done with it.
-    fn complete(
-        &mut self,
-        lease: Lease,
-        completion: Completion,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        self.stage = Stage::Done;
-        let (store, observer) = (self.store.clone(), self.observer.clone());
-        let (idempotency_key, key) = (self.idempotency_key.clone(), self.key.clone());
-        let ttl = self.ttl;
-        async move {
-            let retained = matches!(completion, Completion::Retained(_));
-            let fence = lease.fence;
-            let start = observer.start();
-            // A failed completion is tried again (it is safe to repeat: the
-            // store answers `true` to a repeat of one that landed) while the
-            // lease may still hold: given up, the claim would expire and a
-            // retry run the handler a second time.
-            let completed =
-                finish_retried(|| store.complete(&key, lease, completion.clone(), ttl)).await;
-            match completed {
-                Ok(true) => observer.completed(&idempotency_key, fence, retained, start),
-                Ok(false) => observer.lease_lost(&idempotency_key, fence, start),
-                Err(e) => {
-                    let key = redact_key(idempotency_key.as_str());
-                    observer.finish_failed(key, fence, "complete", &e, start);
-                }
-            }
-        }
-    }
-
-    /// Releases by token on a task of its own, retrying a failed release
-    /// for up to a lease (a release is safe to repeat): a claim left behind
-    /// would answer `409` until its lease ran out.
-    fn release_later(&self, lease: Option<Lease>, why: &'static str) -> BoxFuture<'static, ()> {
-        let (store, observer) = (self.store.clone(), self.observer.clone());
-        let digest = redact_key(self.idempotency_key.as_str());
-        let key = self.key.clone();
-        let token = self.token;
-        Box::pin(async move {
-            let start = observer.start();
-            let released = finish_retried(|| store.release(&key, token)).await;
-            match (lease, released) {
-                (Some(lease), Ok(released)) => {
-                    observer.released(digest, lease.fence, released, why, start)
-                }
-                (Some(lease), Err(e)) => {
-                    observer.finish_failed(digest, lease.fence, "release", &e, start)
-                }
-                // An unanswered claim: the request was not counted yet and
-                // is not counted now; it ran nothing.
-                (None, released) => observer.claim_undone(digest, released),
-            }
-        })
-    }
-}
-
-/// Sends a completion or a release (both safe to repeat) until it is
-/// answered, for up to [`FINISH_RETRIES_FOR`]. A completion written but not
-/// replicated in time is not sent again: that would only block the
-/// connection again.
-async fn finish_retried<T, F, Fut>(mut step: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    let give_up = tokio::time::Instant::now() + FINISH_RETRIES_FOR;
-    loop {
-        match step().await {
-            Err(e @ StoreError::NotReplicated { .. }) => return Err(e),
-            Err(_) if tokio::time::Instant::now() < give_up => {
-                tokio::time::sleep(FINISH_RETRY).await;
-            }
-            done => return done,
-        }
-    }
-}
-
-/// Pause between attempts of a completion or a release that failed (both
-/// are safe to repeat).
-const FINISH_RETRY: Duration = Duration::from_millis(100);
-/// How long they keep trying: a default lease, which a completion cannot
-/// outlive anyway.
-const FINISH_RETRIES_FOR: Duration = Duration::from_secs(10);
-
-impl<St: Store> Drop for ClaimGuard<St> {
-    fn drop(&mut self) {
-        let finish: BoxFuture<'static, ()> = match self.stage {
-            Stage::Idle | Stage::Done => return,
-            Stage::Claiming => self.release_later(None, "claim unanswered"),
-            Stage::Releasing(lease) => self.release_later(Some(lease), "request dropped"),
-            Stage::Running(lease) => match self.on_cancel {
-                OnCancel::Release => self.release_later(Some(lease), "request dropped"),
-                // Detach lands here only when the runtime drops its task.
-                _ => {
-                    self.observer.held(&self.idempotency_key, lease.fence);
-                    return;
-                }
-            },
-            // The handler answered: its effects are done, so a retry must
-            // not run it again. Its response was not read whole: a retry
-            // gets 410.
-            Stage::Answered(lease) => Box::pin(self.complete(lease, Completion::NotRetained)),
-        };
-        self.stage = Stage::Done;
-        let mut finish = finish;
-        // An in-memory step finishes on its first poll; a remote one
-        // finishes on a task of its own.
-        if (&mut finish).now_or_never().is_none() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => drop(handle.spawn(finish.in_current_span())),
-                Err(_) => {
-                    self.observer.count(Outcome::NotStored);
-                    warn!(
-                        layer = "idempotency",
-                        name = self.observer.name(),
-                        key = %redact_key(self.idempotency_key.as_str()),
-                        outcome = Outcome::NotStored.as_str(),
-                        "request dropped outside a runtime; the idempotency key frees itself when its lease expires"
-                    );
-                }
-            }
         }
     }
 }

@@ -55,10 +55,10 @@ async fn duplicates_on_two_instances_run_once_per_key_on_every_master() {
         })
     });
     let (a, _) = harness(
-        IdempotencyLayer::redis(store(&cluster).await),
+        IdempotencyLayer::with_store(store(&cluster).await),
         handler.clone(),
     );
-    let (b, _) = harness(IdempotencyLayer::redis(store(&cluster).await), handler);
+    let (b, _) = harness(IdempotencyLayer::with_store(store(&cluster).await), handler);
     let keys: Vec<String> = (0..KEYS).map(|i| format!("order-{i}")).collect();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();

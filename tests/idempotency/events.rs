@@ -1,6 +1,8 @@
 //! The tracing events: each carries `layer`, `name`, `outcome` and a digest
 //! of the `Idempotency-Key`, never the key or the caller's API key.
 
+use std::num::NonZeroUsize;
+
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -30,7 +32,7 @@ fn by_api_key(req: &Req) -> Option<String> {
 async fn every_outcome_is_an_event_with_the_uniform_fields_and_no_raw_key() {
     let logs = crate::support::CapturedLogs::start();
 
-    let layer = || IdempotencyLayer::new().scope(by_api_key).name("payments");
+    let layer = || IdempotencyLayer::new().per(by_api_key).name("payments");
     let (app, _) = harness(layer(), answer(StatusCode::OK, "ok"));
     send(&app, post(Some(IDEMPOTENCY_KEY), "{}")).await;
     send(&app, post(Some(IDEMPOTENCY_KEY), "{}")).await;
@@ -38,10 +40,10 @@ async fn every_outcome_is_an_event_with_the_uniform_fields_and_no_raw_key() {
     send(&app, post(None, "{}")).await;
     let (failing, _) = harness(layer(), answer(StatusCode::BAD_GATEWAY, "down"));
     send(&failing, post(Some(IDEMPOTENCY_KEY), "{}")).await;
-    let store = MemoryStore::bounded(1);
+    let store = MemoryStore::with_max_keys(NonZeroUsize::new(1).unwrap());
     let (held, _) = harness(
         IdempotencyLayer::with_store(store)
-            .scope(by_api_key)
+            .per(by_api_key)
             .on_cancel(OnCancel::Hold)
             .name("payments"),
         std::sync::Arc::new(|_req, _n| Box::pin(futures::future::pending())),
@@ -100,4 +102,56 @@ async fn every_outcome_is_an_event_with_the_uniform_fields_and_no_raw_key() {
         !log.contains(API_KEY),
         "the caller's API key is in the logs:\n{log}"
     );
+}
+
+/// A run moved to a task of its own when its request is dropped
+/// (`OnCancel::Detach`) stays in the request's span.
+#[tokio::test]
+async fn a_detached_run_keeps_the_request_span() {
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::Notify;
+    use tower::{Layer, ServiceExt};
+    use tracing::Instrument;
+
+    let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
+    let release = Arc::new(Notify::new());
+    let seen = Arc::new(Mutex::new(Vec::<Option<&'static str>>::new()));
+    let (gate, record) = (release.clone(), seen.clone());
+    let handler = tower::service_fn(move |_req: Req| {
+        let (gate, record) = (gate.clone(), record.clone());
+        async move {
+            let span = || tracing::Span::current().metadata().map(|m| m.name());
+            record.lock().unwrap().push(span());
+            gate.notified().await;
+            record.lock().unwrap().push(span());
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                b"done",
+            ))))
+        }
+    });
+    let svc = IdempotencyLayer::new()
+        .per(palisade::key::Global)
+        .on_cancel(OnCancel::Detach)
+        .layer(handler);
+    let request = Request::post("/payments")
+        .header("idempotency-key", IDEMPOTENCY_KEY)
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let call = svc
+        .oneshot(request)
+        .instrument(tracing::info_span!("request"));
+    // Dropped while the handler waits: the run moves to a task of its own.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(10), call)
+            .await
+            .is_err()
+    );
+    release.notify_one();
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(*seen.lock().unwrap(), [Some("request"), Some("request")]);
 }

@@ -275,14 +275,15 @@ proptest! {
 async fn duplicate_members_are_a_400_before_anything_runs() {
     use crate::common::{answer, harness, post, send};
     use http::StatusCode;
-    use palisade::idempotency::{IdempotencyLayer, error::problem_types};
+    use palisade::idempotency::IdempotencyLayer;
+    use palisade::problem::types;
 
     let layer = IdempotencyLayer::new().fingerprint_mode(FingerprintMode::CanonicalJson);
     let (app, count) = harness(layer, answer(StatusCode::CREATED, "{}"));
     let key = "8e03978e-40d5-43e8-bc93-6894a57f9324";
     let refused = send(&app, post(Some(key), r#"{"amount":1,"amount":1000}"#)).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
-    assert_eq!(refused.problem_type(), problem_types::DUPLICATE_MEMBER);
+    assert_eq!(refused.problem_type(), types::DUPLICATE_MEMBER);
     assert_eq!(count.get(), 0);
     // Nothing was claimed: the corrected request runs under the same key.
     let fixed = send(&app, post(Some(key), r#"{"amount":1000}"#)).await;

@@ -19,8 +19,9 @@ use http_body_util::{BodyExt, Full};
 use palisade::BoxError;
 use palisade::idempotency::{
     Claim, Completion, Error, Fingerprint, IdempotencyLayer, Lease, MemoryStore, OnCancel, Store,
-    StoreError, Unscoped,
+    StoreError,
 };
+use palisade::key::Global;
 use tokio::sync::{Notify, mpsc};
 use tower::{Layer, Service, ServiceExt};
 
@@ -79,8 +80,8 @@ impl Store for Flaky {
 }
 
 /// Every layer here is explicitly unscoped: these tests are about one key.
-fn layer<St: Store>(store: St) -> IdempotencyLayer<St, Unscoped> {
-    IdempotencyLayer::with_store(store).scope(Unscoped)
+fn layer<St: Store>(store: St) -> IdempotencyLayer<St, Global> {
+    IdempotencyLayer::with_store(store).per(Global)
 }
 
 /// A handler whose first call waits until `gate` is notified.
@@ -190,7 +191,7 @@ pub(crate) type Feeds = Arc<Mutex<Vec<mpsc::UnboundedSender<Result<Bytes, BoxErr
 /// The layer around a handler that answers `200` with a body the test feeds
 /// (call `n` is fed through `feeds[n]`).
 pub(crate) fn fed_service<St: Store>(
-    layer: IdempotencyLayer<St, Unscoped>,
+    layer: IdempotencyLayer<St, Global>,
 ) -> (
     impl Service<
         Req,

@@ -1,6 +1,7 @@
 //! Out-of-range durations and the memory store's default bounds: no input
 //! panics, and the default store cannot grow without limit.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,18 +9,17 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use palisade::idempotency::{
-    Claim, Completion, DEFAULT_MAX_RECORDS, IdempotencyLayer, MAX_RETRY_AFTER, MemoryStore, Record,
-    Store, StoreError, StoredResponse, Unscoped,
+    Claim, Completion, DEFAULT_MAX_KEYS, IdempotencyLayer, MAX_RETRY_AFTER, MemoryStore, Record,
+    Store, StoreError, StoredResponse,
 };
+use palisade::key::Global;
 use tokio::sync::Notify;
 
 use crate::common::{Handler, answer, harness, post, send};
 use crate::store_contract::{claimed, fp, token};
 
-type Setter = fn(
-    IdempotencyLayer<MemoryStore, Unscoped>,
-    Duration,
-) -> IdempotencyLayer<MemoryStore, Unscoped>;
+type Setter =
+    fn(IdempotencyLayer<MemoryStore, Global>, Duration) -> IdempotencyLayer<MemoryStore, Global>;
 
 /// Every duration setter with `Duration::MAX` and `ZERO`: a request runs
 /// once and its retry replays (or, for a zero TTL, runs again), no panic.
@@ -33,7 +33,7 @@ async fn every_duration_setter_takes_max_and_zero() {
     ];
     for (name, set) in setters {
         for d in [Duration::MAX, Duration::ZERO] {
-            let layer = set(IdempotencyLayer::new().scope(Unscoped), d);
+            let layer = set(IdempotencyLayer::new().per(Global), d);
             let (app, count) = harness(layer, answer(StatusCode::CREATED, "made"));
             let first = send(&app, post(Some("k"), "{}")).await;
             assert_eq!(first.status, StatusCode::CREATED, "{name}({d:?})");
@@ -51,7 +51,7 @@ async fn every_duration_setter_takes_max_and_zero() {
 /// replays instead of running again.
 #[tokio::test(start_paused = true)]
 async fn the_longest_ttl_keeps_the_record() {
-    let layer = IdempotencyLayer::new().scope(Unscoped).ttl(Duration::MAX);
+    let layer = IdempotencyLayer::new().per(Global).ttl(Duration::MAX);
     let (app, count) = harness(layer, answer(StatusCode::CREATED, "made"));
     send(&app, post(Some("k"), "{}")).await;
     tokio::time::advance(Duration::from_secs(2 * 24 * 60 * 60)).await;
@@ -73,7 +73,7 @@ async fn the_longest_retry_after_is_bounded() {
         })
     });
     let layer = IdempotencyLayer::new()
-        .scope(Unscoped)
+        .per(Global)
         .in_flight_retry_after(Duration::MAX);
     let (app, _) = harness(layer, held);
     let first = tokio::spawn({
@@ -95,13 +95,13 @@ async fn the_longest_retry_after_is_bounded() {
 }
 
 /// `MemoryStore::new` (what `IdempotencyLayer::new` uses) refuses new keys
-/// once it holds `DEFAULT_MAX_RECORDS` live ones, never evicts a live
+/// once it holds `DEFAULT_MAX_KEYS` live ones, never evicts a live
 /// record, and makes room when records expire.
 #[tokio::test(start_paused = true)]
 async fn the_default_memory_store_is_bounded() {
     let store = MemoryStore::new();
     let lease = Duration::from_secs(10);
-    for i in 0..DEFAULT_MAX_RECORDS {
+    for i in 0..DEFAULT_MAX_KEYS.get() {
         claimed(&store, &format!("k{i}"), lease).await;
     }
     assert!(matches!(
@@ -120,12 +120,12 @@ async fn the_default_memory_store_is_bounded() {
     assert_eq!(store.len(), 1, "expired records were swept");
 }
 
-fn response(bytes: usize) -> StoredResponse {
-    StoredResponse {
+fn response(bytes: usize) -> Arc<StoredResponse> {
+    Arc::new(StoredResponse {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
         body: Bytes::from(vec![b'x'; bytes]),
-    }
+    })
 }
 
 /// The byte budget: a response that would pass it is recorded as not
@@ -133,7 +133,8 @@ fn response(bytes: usize) -> StoredResponse {
 /// new keys until records expire.
 #[tokio::test(start_paused = true)]
 async fn the_memory_store_keeps_responses_within_its_byte_budget() {
-    let store = MemoryStore::with_limits(100, 1000);
+    let store = MemoryStore::with_max_keys(NonZeroUsize::new(100).unwrap())
+        .max_bytes(NonZeroUsize::new(1000).unwrap());
     let ttl = Duration::from_secs(60);
     for (key, size) in [("a", 600), ("b", 600), ("c", 400)] {
         let lease = claimed(&store, key, ttl).await;
@@ -167,7 +168,7 @@ async fn the_memory_store_keeps_responses_within_its_byte_budget() {
 /// is found as soon as it expires.
 #[tokio::test(start_paused = true)]
 async fn a_full_store_finds_the_room_a_short_ttl_frees() {
-    let store = MemoryStore::bounded(1);
+    let store = MemoryStore::with_max_keys(NonZeroUsize::new(1).unwrap());
     let lease = claimed(&store, "a", Duration::from_secs(60)).await;
     let ttl = Duration::from_secs(1);
     // Refused after a sweep: nothing expires for a minute now.

@@ -14,18 +14,20 @@ mod client;
 #[cfg(feature = "redis")]
 mod cluster;
 mod common;
+mod errors;
 mod events;
 mod fingerprint;
 mod hangups;
 mod limits;
 mod memory;
 mod metrics;
+mod per_caller;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
 mod redis_hangups;
 #[cfg(feature = "redis")]
 mod replication;
-mod scope;
+mod request_body;
 mod store_blips;
 mod store_contract;

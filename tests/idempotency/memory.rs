@@ -1,5 +1,6 @@
 //! The server layer over the memory store.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -9,11 +10,11 @@ use futures::future::join_all;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use palisade::idempotency::default_store_when;
-use palisade::key::CallerKey;
 use palisade::idempotency::{
     Fence, FingerprintMode, IdempotencyKey, IdempotencyLayer, MemoryStore, OnCancel,
-    error::problem_types,
 };
+use palisade::key::CallerKey;
+use palisade::problem::types;
 use tokio::sync::Notify;
 
 use crate::common::{App, CALLER, Counter, Handler, Req, answer, call, harness, post, send};
@@ -95,7 +96,7 @@ async fn two_hundred_concurrent_duplicates_run_once() {
             StatusCode::OK if !answer.replayed() => ran += 1,
             StatusCode::OK => assert_eq!(answer.body, "call 0"),
             StatusCode::CONFLICT => {
-                assert_eq!(answer.problem_type(), problem_types::IN_FLIGHT);
+                assert_eq!(answer.problem_type(), types::IN_FLIGHT);
                 assert_eq!(answer.headers["retry-after"], "1");
             }
             other => panic!("unexpected {other}"),
@@ -115,7 +116,7 @@ async fn same_key_with_other_body_is_422() {
     let other = send(&app, post(Some(KEY), r#"{"amount":999}"#)).await;
     assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(other.headers["content-type"], "application/problem+json");
-    assert_eq!(other.problem_type(), problem_types::MISMATCH);
+    assert_eq!(other.problem_type(), types::KEY_REUSED);
     assert_eq!(count.get(), 1);
 }
 
@@ -200,7 +201,7 @@ async fn missing_and_invalid_keys_are_400_and_nothing_runs() {
     let (app, count) = ok_app();
     let missing = send(&app, post(None, "{}")).await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
-    assert_eq!(missing.problem_type(), problem_types::MISSING_KEY);
+    assert_eq!(missing.problem_type(), types::MISSING_IDEMPOTENCY_KEY);
 
     let too_long = "k".repeat(256);
     for bad in ["", too_long.as_str(), "has space", "tab\there"] {
@@ -208,7 +209,7 @@ async fn missing_and_invalid_keys_are_400_and_nothing_runs() {
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "key {bad:?}");
         assert_eq!(
             answer.problem_type(),
-            problem_types::INVALID_KEY,
+            types::INVALID_IDEMPOTENCY_KEY,
             "key {bad:?}"
         );
     }
@@ -237,7 +238,7 @@ async fn missing_and_invalid_keys_are_400_and_nothing_runs() {
 #[tokio::test]
 async fn optional_mode_runs_keyless_requests_every_time() {
     let (app, count) = harness(
-        IdempotencyLayer::new().optional(),
+        IdempotencyLayer::new().optional(true),
         answer(StatusCode::CREATED, "ok"),
     );
     send(&app, post(None, "{}")).await;
@@ -271,7 +272,7 @@ async fn keys_are_scoped_by_caller_method_and_path() {
             .map(str::to_owned)
     };
     let (app, count) = harness(
-        IdempotencyLayer::new().scope(by_api_key),
+        IdempotencyLayer::new().per(by_api_key),
         answer(StatusCode::CREATED, "ok"),
     );
     let from = |caller: &str| {
@@ -437,7 +438,10 @@ async fn handler_sees_increasing_fence_numbers() {
             .expect("key extension")
             .clone();
         assert_eq!(key.as_str(), KEY);
-        let caller = req.extensions().get::<CallerKey>().expect("caller extension");
+        let caller = req
+            .extensions()
+            .get::<CallerKey>()
+            .expect("caller extension");
         assert_eq!(caller.as_str(), format!("x-api-key:{CALLER}"));
         s.store(fence, Ordering::SeqCst);
         Box::pin(async {
@@ -533,7 +537,7 @@ async fn oversized_response_passes_through_and_is_never_run_again() {
     assert_eq!(first.body.len(), TWO_MIB, "the client got the whole body");
     let retry = send(&app, post(Some(KEY), "{}")).await;
     assert_eq!(retry.status, StatusCode::GONE);
-    assert_eq!(retry.problem_type(), problem_types::NOT_RETAINED);
+    assert_eq!(retry.problem_type(), types::NOT_RETAINED);
     assert_eq!(count.get(), 1, "not executed a second time");
 }
 
@@ -635,7 +639,7 @@ async fn inner_errors_release_the_key() {
 #[tokio::test]
 async fn request_body_over_the_limit_is_413_and_nothing_runs() {
     let (app, count) = harness(
-        IdempotencyLayer::new().max_request_body(16),
+        IdempotencyLayer::new().body_limit(16),
         answer(StatusCode::OK, "ok"),
     );
     let answer = send(&app, post(Some(KEY), &"x".repeat(17))).await;
@@ -702,16 +706,6 @@ async fn duplicate_can_wait_for_the_in_flight_result() {
     assert_eq!(waiter_count.get(), 0);
 }
 
-#[test]
-fn lease_shorter_than_request_timeout_is_accepted_since_renewal_keeps_it() {
-    assert!(
-        IdempotencyLayer::new()
-            .lease(Duration::from_secs(5))
-            .request_timeout(Duration::from_secs(10))
-            .is_ok()
-    );
-}
-
 #[tokio::test]
 async fn works_as_an_axum_router_layer() {
     use axum::Router;
@@ -758,7 +752,7 @@ async fn works_as_an_axum_router_layer() {
 #[tokio::test]
 async fn full_memory_store_fails_closed_with_503() {
     let (app, count) = harness(
-        IdempotencyLayer::with_store(MemoryStore::bounded(1)),
+        IdempotencyLayer::with_store(MemoryStore::with_max_keys(NonZeroUsize::new(1).unwrap())),
         answer(StatusCode::OK, "ok"),
     );
     assert_eq!(

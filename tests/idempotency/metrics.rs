@@ -3,6 +3,7 @@
 #![cfg(feature = "metrics")]
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,21 +50,18 @@ fn a_known_sequence_counts_each_request_once_under_its_outcome() {
 
         // Too large to keep: it ran once, and its retry gets 410.
         let (large, _) = harness(
-            IdempotencyLayer::new().max_response_body(2).name("large"),
+            IdempotencyLayer::new().response_body_limit(2).name("large"),
             ok(),
         );
         assert_eq!(send(&large, post(Some("k3"), "{}")).await.status, 201);
         assert_eq!(send(&large, post(Some("k3"), "{}")).await.status, 410);
 
-        let (limited, _) = harness(
-            IdempotencyLayer::new().max_request_body(1).name("limited"),
-            ok(),
-        );
+        let (limited, _) = harness(IdempotencyLayer::new().body_limit(1).name("limited"), ok());
         assert_eq!(send(&limited, post(Some("k4"), "{}")).await.status, 413);
 
         let (scoped, _) = harness(
             IdempotencyLayer::new()
-                .scope(|_: &Request<_>| None::<String>)
+                .per(|_: &Request<_>| None::<String>)
                 .name("scoped"),
             ok(),
         );
@@ -72,7 +70,7 @@ fn a_known_sequence_counts_each_request_once_under_its_outcome() {
         // A store with room for one record: a dropped request holds its key
         // (not stored), a duplicate conflicts, another key finds the store
         // full (closed here, open in the next layer over the same store).
-        let store = MemoryStore::bounded(1);
+        let store = MemoryStore::with_max_keys(NonZeroUsize::new(1).unwrap());
         let (held, _) = harness(
             IdempotencyLayer::with_store(store.clone())
                 .on_cancel(OnCancel::Hold)
@@ -104,7 +102,7 @@ fn a_known_sequence_counts_each_request_once_under_its_outcome() {
         entry("large", "not_stored", 1),
         entry("large", "gone", 1),
         entry("limited", "body_rejected", 1),
-        entry("scoped", "missing_scope", 1),
+        entry("scoped", "missing_caller_key", 1),
         entry("held", "not_stored", 1),
         entry("held", "conflict", 1),
         entry("held", "failed_closed", 1),

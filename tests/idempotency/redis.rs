@@ -75,7 +75,7 @@ async fn redis_replay_is_byte_identical_through_the_layer() {
         return;
     };
     let (app, count) = harness(
-        IdempotencyLayer::redis(store(&redis).await),
+        IdempotencyLayer::with_store(store(&redis).await),
         answer(StatusCode::CREATED, r#"{"id":"ord_1"}"#),
     );
     let first = send(&app, post(Some(KEY), "{}")).await;
@@ -110,10 +110,10 @@ async fn two_instances_thousand_duplicates_run_once() {
         })
     });
     let (a, count_a) = harness(
-        IdempotencyLayer::redis(store(&redis).await),
+        IdempotencyLayer::with_store(store(&redis).await),
         handler.clone(),
     );
-    let (b, count_b) = harness(IdempotencyLayer::redis(store(&redis).await), handler);
+    let (b, count_b) = harness(IdempotencyLayer::with_store(store(&redis).await), handler);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let tasks: Vec<_> = (0..1000)
         .map(|i| {
@@ -177,7 +177,7 @@ async fn first_execution_is_two_round_trips_and_replay_one() {
         return;
     };
     let (app, _) = harness(
-        IdempotencyLayer::redis(store(&redis).await),
+        IdempotencyLayer::with_store(store(&redis).await),
         answer(StatusCode::OK, "ok"),
     );
     // Load the scripts once (EVALSHA, NOSCRIPT, then EVAL).
@@ -206,7 +206,7 @@ async fn redis_down_fails_closed_by_default() {
         return;
     };
     let (app, count) = harness(
-        IdempotencyLayer::redis(store(&redis).await),
+        IdempotencyLayer::with_store(store(&redis).await),
         answer(StatusCode::OK, "ok"),
     );
     redis.kill();
@@ -233,7 +233,8 @@ async fn redis_down_fails_open_when_asked() {
     let Some(mut redis) = RedisServer::start_or_skip("redis_down_fails_open") else {
         return;
     };
-    let layer = IdempotencyLayer::redis(store(&redis).await).on_store_error(OnStoreError::FailOpen);
+    let layer =
+        IdempotencyLayer::with_store(store(&redis).await).on_store_error(OnStoreError::FailOpen);
     let (app, count) = harness(layer, answer(StatusCode::OK, "ok"));
     redis.kill();
     assert_eq!(
@@ -263,7 +264,7 @@ async fn redis_release_frees_a_dropped_claim() {
             Response::new(Full::new(Bytes::from(format!("call {n}"))))
         })
     });
-    let layer = IdempotencyLayer::redis(store(&redis).await).on_cancel(OnCancel::Release);
+    let layer = IdempotencyLayer::with_store(store(&redis).await).on_cancel(OnCancel::Release);
     let (app, count) = harness(layer, handler);
     let first = crate::common::call(&app, post(Some(KEY), "{}"));
     assert!(

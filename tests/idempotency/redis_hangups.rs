@@ -11,9 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use palisade::idempotency::{
-    Claim, Fingerprint, IdempotencyLayer, OnCancel, RedisStore, Store, Unscoped,
-};
+use palisade::idempotency::{Claim, Fingerprint, IdempotencyLayer, OnCancel, RedisStore, Store};
+use palisade::key::Global;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -31,8 +30,8 @@ async fn store(redis: &RedisServer, timeout: Duration) -> RedisStore {
         .timeout(timeout)
 }
 
-fn layer(store: RedisStore) -> IdempotencyLayer<RedisStore, Unscoped> {
-    IdempotencyLayer::redis(store).scope(Unscoped)
+fn layer(store: RedisStore) -> IdempotencyLayer<RedisStore, Global> {
+    IdempotencyLayer::with_store(store).per(Global)
 }
 
 /// A stopped `redis-server` (SIGSTOP): it accepts bytes but answers

@@ -25,7 +25,7 @@ async fn claims_and_completions_wait_for_replicas_and_fail_without_them() {
         .timeout(Duration::from_millis(500))
         .wait_for_replicas(NonZeroU32::MIN, wait);
     let (app, count) = harness(
-        IdempotencyLayer::redis(store.clone()),
+        IdempotencyLayer::with_store(store.clone()),
         answer(StatusCode::CREATED, "ok"),
     );
     primary.cli(&["CONFIG", "RESETSTAT"]);

@@ -44,8 +44,8 @@ async fn size_hint_of_a_chained_body_does_not_overflow() {
         Ok::<_, std::convert::Infallible>(Response::new(HugeHint(2)))
     });
     let svc = IdempotencyLayer::new()
-        .unscoped()
-        .max_response_body(2)
+        .per(palisade::key::Global)
+        .response_body_limit(2)
         .layer(inner);
     let req = Request::post("/p")
         .header("idempotency-key", "k-1")

@@ -3,6 +3,8 @@
 //! Redis store (short real leases) in `redis.rs`.
 
 use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,16 +25,16 @@ pub fn fp(n: u8) -> Fingerprint {
     Fingerprint::from_slice(&[n; 32]).unwrap()
 }
 
-pub fn stored(body: &'static str) -> StoredResponse {
+pub fn stored(body: &'static str) -> Arc<StoredResponse> {
     let mut headers = HeaderMap::new();
     headers.insert("x-order-id", "ord_1".parse().unwrap());
     headers.append("set-cookie", "a=1".parse().unwrap());
     headers.append("set-cookie", "b=2".parse().unwrap());
-    StoredResponse {
+    Arc::new(StoredResponse {
         status: StatusCode::CREATED,
         headers,
         body: Bytes::from(body),
-    }
+    })
 }
 
 pub async fn claimed<S: Store>(store: &S, key: &str, lease: Duration) -> Lease {
@@ -468,7 +470,7 @@ async fn memory_store_sweeps_expired_records() {
 #[tokio::test(start_paused = true)]
 async fn bounded_memory_store_refuses_new_keys_when_full_until_records_expire() {
     use palisade::idempotency::StoreError;
-    let store = MemoryStore::bounded(2);
+    let store = MemoryStore::with_max_keys(NonZeroUsize::new(2).unwrap());
     claimed(&store, "a", Duration::from_secs(10)).await;
     claimed(&store, "b", Duration::from_secs(10)).await;
     assert!(matches!(

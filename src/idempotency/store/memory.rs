@@ -1,7 +1,7 @@
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,23 +19,25 @@ use crate::idempotency::record::{
 /// keys of the last TTL without a background task, at amortised O(1) cost.
 const MIN_SWEEP_LEN: usize = 1024;
 
-/// The records a [`MemoryStore::new`] holds at most: 100,000.
-pub const DEFAULT_MAX_RECORDS: usize = 100_000;
+/// The keys (records) a [`MemoryStore::new`] holds at most: 100,000.
+pub const DEFAULT_MAX_KEYS: NonZeroUsize = NonZeroUsize::new(100_000).expect("not zero");
 
 /// The response bytes (bodies and header names and values) a
-/// [`MemoryStore::new`] keeps at most: 256 MiB.
-pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// [`MemoryStore`] keeps at most, unless [`MemoryStore::max_bytes`] says
+/// otherwise: 256 MiB.
+pub const DEFAULT_MAX_BYTES: NonZeroUsize = NonZeroUsize::new(256 * 1024 * 1024).expect("not zero");
 
 /// An in-process store: one mutex-guarded map, each operation a single
 /// critical section (no await inside). Reads time from
 /// [`tokio::time::Instant`], so paused-time tests drive lease and TTL expiry.
 ///
-/// **Bounded**: it holds at most [`DEFAULT_MAX_RECORDS`] live records and
+/// **Bounded**: it holds at most [`DEFAULT_MAX_KEYS`] live records and
 /// [`DEFAULT_MAX_BYTES`] of stored responses (see
-/// [`with_limits`](Self::with_limits)). When either is reached, expired
+/// [`with_max_keys`](Self::with_max_keys) and
+/// [`max_bytes`](Self::max_bytes)). When either is reached, expired
 /// records are swept; if that frees nothing, a claim of a new key fails with
 /// [`StoreError::Full`] and the layer answers as its
-/// [`OnStoreError`](crate::idempotency::OnStoreError) says (`503` by
+/// [`OnStoreError`](crate::store::OnStoreError) says (`503` by
 /// default). A live record, in flight or completed, is never evicted. A
 /// completion whose response would pass the byte limit is recorded as not
 /// retained (a retry gets `410`, never a second run).
@@ -51,8 +53,9 @@ struct Shared {
     // One counter for all keys: numbers grow per key too, and never repeat
     // even after a record expired.
     fence: AtomicU64,
-    max_records: usize,
-    max_bytes: usize,
+    max_keys: usize,
+    // Atomic so that `max_bytes` can set it on a store already cloned.
+    max_bytes: AtomicUsize,
 }
 
 struct Records {
@@ -78,7 +81,14 @@ enum State {
     InFlight(Lease),
     /// The token of the claim that completed it, so a repeat of that
     /// completion answers as the first did.
-    Completed(u64, Option<StoredResponse>),
+    Completed(u64, Option<Arc<StoredResponse>>),
+}
+
+impl Slot {
+    /// Whether the in-flight claim of `token` holds this slot at `now`.
+    fn held_by(&self, token: u64, now: Instant) -> bool {
+        self.expires_at > now && matches!(self.state, State::InFlight(l) if l.token == token)
+    }
 }
 
 impl Records {
@@ -113,8 +123,8 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("records", &records.map.len())
             .field("bytes", &records.bytes)
-            .field("max_records", &self.shared.max_records)
-            .field("max_bytes", &self.shared.max_bytes)
+            .field("max_keys", &self.shared.max_keys)
+            .field("max_bytes", &self.shared.max_bytes.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -140,26 +150,20 @@ fn response_size(response: &StoredResponse) -> usize {
 }
 
 impl MemoryStore {
-    /// An empty store, bounded by [`DEFAULT_MAX_RECORDS`] and
+    /// An empty store, bounded by [`DEFAULT_MAX_KEYS`] and
     /// [`DEFAULT_MAX_BYTES`].
     pub fn new() -> Self {
-        Self::with_limits(DEFAULT_MAX_RECORDS, DEFAULT_MAX_BYTES)
+        Self::with_max_keys(DEFAULT_MAX_KEYS)
     }
 
-    /// An empty store that holds at most `max_records` live records (and
-    /// [`DEFAULT_MAX_BYTES`] of responses): when it is full (after sweeping
+    /// An empty store that holds at most `max_keys` live records (and
+    /// [`DEFAULT_MAX_BYTES`] of responses, see
+    /// [`max_bytes`](Self::max_bytes)): when it is full (after sweeping
     /// expired ones), a claim of a new key fails with [`StoreError::Full`]
     /// and the layer answers as its
-    /// [`OnStoreError`](crate::idempotency::OnStoreError) says (`503` by
-    /// default), so a flood of unique keys cannot exhaust memory.
-    pub fn bounded(max_records: usize) -> Self {
-        Self::with_limits(max_records, DEFAULT_MAX_BYTES)
-    }
-
-    /// An empty store that holds at most `max_records` live records and
-    /// `max_bytes` of stored responses (bodies and header names and
-    /// values). See the [type docs](Self) for what happens when full.
-    pub fn with_limits(max_records: usize, max_bytes: usize) -> Self {
+    /// [`OnStoreError`](crate::store::OnStoreError) says (`503` by default),
+    /// so a flood of unique keys cannot exhaust memory.
+    pub fn with_max_keys(max_keys: NonZeroUsize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 records: Mutex::new(Records {
@@ -169,10 +173,22 @@ impl MemoryStore {
                     earliest: Instant::now(),
                 }),
                 fence: AtomicU64::new(0),
-                max_records,
-                max_bytes,
+                max_keys: max_keys.get(),
+                max_bytes: AtomicUsize::new(DEFAULT_MAX_BYTES.get()),
             }),
         }
+    }
+
+    /// The most bytes of stored responses (bodies and header names and
+    /// values) it keeps (default [`DEFAULT_MAX_BYTES`]); the clones of this
+    /// store share the limit. See the [type docs](Self) for what happens
+    /// when it is reached.
+    #[must_use]
+    pub fn max_bytes(self, max_bytes: NonZeroUsize) -> Self {
+        self.shared
+            .max_bytes
+            .store(max_bytes.get(), Ordering::Relaxed);
+        self
     }
 
     /// How many records it holds, expired ones not yet swept included.
@@ -202,7 +218,8 @@ impl MemoryStore {
     }
 
     fn full(&self, records: &Records) -> bool {
-        records.map.len() >= self.shared.max_records || records.bytes >= self.shared.max_bytes
+        records.map.len() >= self.shared.max_keys
+            || records.bytes >= self.shared.max_bytes.load(Ordering::Relaxed)
     }
 
     fn claim_now(
@@ -214,60 +231,47 @@ impl MemoryStore {
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
         let mut records = self.lock();
-        let live = |records: &Records| records.map.get(key).is_some_and(|s| s.expires_at > now);
+        // A live record answers at once: a replay or a conflict neither
+        // copies the key nor sweeps.
+        if let Some(slot) = records.map.get(key).filter(|s| s.expires_at > now) {
+            return Ok(match &slot.state {
+                // The same claim sent again (its first reply lost).
+                State::InFlight(held) if held.token == token => Claim::Claimed(*held),
+                State::InFlight(_) => Claim::Existing(Record::InFlight {
+                    fingerprint: slot.fingerprint,
+                    lease_remaining: slot.expires_at - now,
+                }),
+                State::Completed(_, response) => Claim::Existing(Record::Completed {
+                    fingerprint: slot.fingerprint,
+                    response: response.clone(),
+                }),
+            });
+        }
         if records.map.len() >= records.next_sweep.max(MIN_SWEEP_LEN)
-            || (self.full(&records) && !live(&records) && now >= records.earliest)
+            || (self.full(&records) && now >= records.earliest)
         {
             records.sweep(now);
         }
-        if self.full(&records) && !live(&records) {
+        if self.full(&records) {
             return Err(StoreError::Full);
         }
-        let fresh = |shared: &Shared| {
-            let claim = Lease {
-                token,
-                fence: shared.fence.fetch_add(1, Ordering::Relaxed) + 1,
-            };
-            let slot = Slot {
-                fingerprint: *fingerprint,
-                expires_at: after(now, lease, MAX_LEASE),
-                state: State::InFlight(claim),
-                size: 0,
-            };
-            (claim, slot)
+        let claim = Lease {
+            token,
+            fence: self.shared.fence.fetch_add(1, Ordering::Relaxed) + 1,
         };
-        let records = &mut *records;
-        let earliest = records.earliest.min(after(now, lease, MAX_LEASE));
-        match records.map.entry(key.to_owned()) {
-            Entry::Occupied(mut entry) => {
-                let slot = entry.get();
-                if slot.expires_at > now {
-                    return Ok(match &slot.state {
-                        // The same claim sent again (its first reply lost).
-                        State::InFlight(held) if held.token == token => Claim::Claimed(*held),
-                        State::InFlight(_) => Claim::Existing(Record::InFlight {
-                            fingerprint: slot.fingerprint,
-                            lease_remaining: slot.expires_at - now,
-                        }),
-                        State::Completed(_, response) => Claim::Existing(Record::Completed {
-                            fingerprint: slot.fingerprint,
-                            response: response.clone(),
-                        }),
-                    });
-                }
-                let (claim, slot) = fresh(&self.shared);
-                records.bytes -= entry.get().size;
-                entry.insert(slot);
-                records.earliest = earliest;
-                Ok(Claim::Claimed(claim))
-            }
-            Entry::Vacant(entry) => {
-                let (claim, slot) = fresh(&self.shared);
-                entry.insert(slot);
-                records.earliest = earliest;
-                Ok(Claim::Claimed(claim))
-            }
+        let expires_at = after(now, lease, MAX_LEASE);
+        let slot = Slot {
+            fingerprint: *fingerprint,
+            expires_at,
+            state: State::InFlight(claim),
+            size: 0,
+        };
+        // The key has no live record: an expired one is replaced.
+        if let Some(old) = records.map.insert(key.to_owned(), slot) {
+            records.bytes -= old.size;
         }
+        records.expires(expires_at);
+        Ok(Claim::Claimed(claim))
     }
 
     /// Runs `f` on the slot of `key` if the claim of `token` still holds it.
@@ -279,9 +283,10 @@ impl MemoryStore {
     ) -> Option<T> {
         let now = Instant::now();
         let mut records = self.lock();
-        let held = records.map.get(key).is_some_and(|slot| {
-            slot.expires_at > now && matches!(slot.state, State::InFlight(l) if l.token == token)
-        });
+        let held = records
+            .map
+            .get(key)
+            .is_some_and(|slot| slot.held_by(token, now));
         held.then(|| f(&mut records, now))
     }
 }
@@ -298,13 +303,15 @@ impl Store for MemoryStore {
     }
 
     async fn renew(&self, key: &str, token: u64, lease: Duration) -> Result<bool, StoreError> {
-        Ok(self
-            .with_held(key, token, |records, now| {
-                if let Some(slot) = records.map.get_mut(key) {
-                    slot.expires_at = after(now, lease, MAX_LEASE);
-                }
-            })
-            .is_some())
+        let now = Instant::now();
+        let mut records = self.lock();
+        match records.map.get_mut(key) {
+            Some(slot) if slot.held_by(token, now) => {
+                slot.expires_at = after(now, lease, MAX_LEASE);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn complete(
@@ -314,39 +321,42 @@ impl Store for MemoryStore {
         completion: Completion,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let max_bytes = self.shared.max_bytes;
-        let completed = self
-            .with_held(key, lease.token, |records, now| {
-                let (response, size) = match completion {
-                    Completion::Retained(response) => {
-                        let size = response_size(&response);
-                        // Over the byte budget the completion is still
-                        // kept, its response is not: a retry gets 410,
-                        // never a second run.
-                        if records.bytes.saturating_add(size) > max_bytes {
-                            (None, 0)
-                        } else {
-                            (Some(response), size)
-                        }
-                    }
-                    Completion::NotRetained => (None, 0),
-                };
-                if let Some(slot) = records.map.get_mut(key) {
-                    slot.state = State::Completed(lease.token, response);
-                    slot.expires_at = after(now, ttl, MAX_TTL);
-                    slot.size = size;
-                    records.bytes += size;
-                    let at = slot.expires_at;
-                    records.expires(at);
+        let max_bytes = self.shared.max_bytes.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let mut records = self.lock();
+        let Records {
+            map,
+            bytes,
+            earliest,
+            ..
+        } = &mut *records;
+        let Some(slot) = map.get_mut(key) else {
+            return Ok(false);
+        };
+        if !slot.held_by(lease.token, now) {
+            // A repeat of a completion that landed (its caller did not hear
+            // the answer) answers `true` again, as the Redis script does.
+            return Ok(matches!(slot.state, State::Completed(token, _) if token == lease.token));
+        }
+        let (response, size) = match completion {
+            Completion::Retained(response) => {
+                let size = response_size(&response);
+                // Over the byte budget the completion is still kept, its
+                // response is not: a retry gets 410, never a second run.
+                if bytes.saturating_add(size) > max_bytes {
+                    (None, 0)
+                } else {
+                    (Some(response), size)
                 }
-            })
-            .is_some();
-        // A repeat of a completion that landed (its caller did not hear the
-        // answer) answers `true` again, as the Redis script does.
-        Ok(completed
-            || self.lock().map.get(key).is_some_and(
-                |slot| matches!(slot.state, State::Completed(token, _) if token == lease.token),
-            ))
+            }
+            Completion::NotRetained => (None, 0),
+        };
+        slot.state = State::Completed(lease.token, response);
+        slot.expires_at = after(now, ttl, MAX_TTL);
+        slot.size = size;
+        *bytes += size;
+        *earliest = (*earliest).min(slot.expires_at);
+        Ok(true)
     }
 
     async fn release(&self, key: &str, token: u64) -> Result<bool, StoreError> {

@@ -12,7 +12,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use self::memory::{DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, MemoryStore};
+pub use self::memory::{DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, MemoryStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::RedisStore;

@@ -53,7 +53,7 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///   hash with fields) and `<prefix>{<hash>}:fence` for its fencing
 ///   counter; the hash tag `{<hash>}` puts both in one cluster slot, so the
 ///   claim script, which touches both, never meets `CROSSSLOT`. `<hash>` is
-///   the layer's SHA-256 of caller scope, method, path and key, so no
+///   the layer's SHA-256 of caller key, method, path and key, so no
 ///   caller identity is stored. (A key given to the store directly that is
 ///   empty or starts with `}` or `\` gets a leading `\`, so its tag is
 ///   never empty; the prefix must not contain braces.)
@@ -81,7 +81,7 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// # async fn run() -> Result<(), palisade::idempotency::StoreError> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?;
-/// let layer = IdempotencyLayer::redis(store);
+/// let layer = IdempotencyLayer::with_store(store);
 /// # Ok(()) }
 /// ```
 ///
@@ -97,7 +97,7 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///     "redis://10.0.0.3:6379/",
 /// ])
 /// .await?;
-/// let layer = IdempotencyLayer::redis(store);
+/// let layer = IdempotencyLayer::with_store(store);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -419,11 +419,11 @@ fn parse_claim(reply: &Value, token: u64) -> Result<Claim, StoreError> {
                 .ok_or_else(|| corrupt("body", reply))?;
             Ok(Claim::Existing(Record::Completed {
                 fingerprint,
-                response: Some(StoredResponse {
+                response: Some(Arc::new(StoredResponse {
                     status,
                     headers,
                     body: Bytes::copy_from_slice(body),
-                }),
+                })),
             }))
         }
         _ => Err(corrupt("state", reply)),

@@ -1,4 +1,4 @@
-//! Private per caller: keys are scoped by [`Caller`] unless the layer is
+//! Private per caller: keys are kept per [`Caller`] unless the layer is
 //! told otherwise, and a replay never hands out the session of the caller
 //! who ran the request.
 
@@ -112,8 +112,11 @@ async fn a_request_without_any_caller_identity_is_refused() {
 }
 
 #[tokio::test]
-async fn unscoped_is_an_explicit_opt_in_that_shares_responses() {
-    let (app, count) = harness(IdempotencyLayer::new().unscoped(), with_session());
+async fn per_global_is_an_explicit_opt_in_that_shares_responses() {
+    let (app, count) = harness(
+        IdempotencyLayer::new().per(palisade::key::Global),
+        with_session(),
+    );
     send(&app, post_as("k-alice", Some(KEY), "{}")).await;
     let bob = send(&app, post_as("k-bob", Some(KEY), "{}")).await;
     assert_eq!(count.get(), 1);
@@ -137,7 +140,7 @@ async fn set_cookie_is_not_replayed_by_default() {
 #[tokio::test]
 async fn set_cookie_is_replayed_when_asked() {
     for layer in [
-        IdempotencyLayer::new().replay_session_headers(),
+        IdempotencyLayer::new().replay_session_headers(true),
         IdempotencyLayer::new().stored_headers([SET_COOKIE]),
     ] {
         let (app, _) = harness(layer, with_session());
