@@ -2,7 +2,7 @@
 //! same handlers with none, over real HTTP on loopback, 64 connections.
 //!
 //! ```text
-//! cargo bench -p palisade-benches --no-default-features --features order-api --bench order_api
+//! cargo bench -p palisade-benches --bench order_api
 //! ```
 //!
 //! One process serves three variants, each on its own loopback port, and
@@ -14,7 +14,7 @@
 //!   `get_product`) and fake downstreams, with no server layer, and client
 //!   stacks that are only the transport (plus the one line that puts the
 //!   payment key in its header). The order body is parsed with plain serde.
-//! - **full**: `routes::app`, exactly what `cargo run --example order_api`
+//! - **full**: `routes::app`, exactly what `cargo run -p order-api`
 //!   serves: request span and counters, rate limit (a quota too large to
 //!   refuse, so every request pays for a decision), validation, idempotency,
 //!   and client stacks with retry, circuit breaker and timeout.
@@ -31,42 +31,10 @@
 //! `ORDER_API_BENCH_PROFILE=<part of a variant's name>` (`bare`, `memory`,
 //! `Redis`) drives that variant alone for one window, for a profiler.
 
-// The example's unit-test modules come along through `#[path]`; a bench
-// without the test harness drops their `#[test]` functions, leaving their
-// imports unused.
-#![cfg_attr(test, allow(unused_imports))]
-#![allow(dead_code, missing_docs, unreachable_pub)]
+#![allow(missing_docs)]
 
-#[path = "../examples/order_api/clients.rs"]
-mod clients;
-#[path = "../examples/order_api/config.rs"]
-mod config;
-#[path = "../examples/order_api/domain.rs"]
-mod domain;
-#[path = "../examples/order_api/errors.rs"]
-mod errors;
-#[path = "../examples/order_api/faults.rs"]
-mod faults;
-#[path = "../examples/order_api/layers.rs"]
-mod layers;
-#[path = "../examples/order_api/openapi.rs"]
-mod openapi;
-#[path = "../examples/order_api/repository.rs"]
-mod repository;
-#[path = "../examples/order_api/routes.rs"]
-mod routes;
-#[path = "../examples/order_api/server.rs"]
-mod server;
-#[path = "../examples/order_api/service.rs"]
-mod service;
-#[path = "../examples/order_api/state.rs"]
-mod state;
 #[path = "../tests/support.rs"]
 mod support;
-#[path = "../examples/order_api/telemetry.rs"]
-mod telemetry;
-#[path = "../examples/order_api/validation.rs"]
-mod validation;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -90,11 +58,12 @@ use palisade::validate::Validated;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
-use crate::clients::{BreakerProbe, BreakerState, PaymentClient, RecommendationsClient};
-use crate::config::Config;
-use crate::errors::ApiError;
-use crate::repository::Repository;
-use crate::state::{AppState, Stores};
+use order_api::clients::{self, BreakerProbe, BreakerState, PaymentClient, RecommendationsClient};
+use order_api::config::Config;
+use order_api::errors::ApiError;
+use order_api::repository::Repository;
+use order_api::state::{AppState, Stores};
+use order_api::{faults, routes, server};
 
 const CONNECTIONS: usize = 64;
 
@@ -119,7 +88,7 @@ async fn serve(listener: TcpListener, app: Router) {
     });
 }
 
-/// The demo as `cargo run --example order_api` serves it.
+/// The demo as `cargo run -p order-api` serves it.
 async fn start_full(redis_url: Option<String>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

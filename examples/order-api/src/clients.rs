@@ -30,7 +30,7 @@ use crate::faults::{Charge, ChargeRequest, RecommendationList};
 use crate::routes::ProductSummary;
 
 /// hyper-util's pooled HTTP/1 client: a `tower::Service<Request<_>>`.
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A whole downstream stack, shared by every request: request in, response
 /// with its whole body out.
@@ -39,12 +39,12 @@ pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// few reference counts) in place, inside the call's one boxed future; a
 /// `BoxCloneSyncService` would box every clone as well.
 #[derive(Clone)]
-pub(crate) struct Upstream(Arc<dyn Fn(Request<Full<Bytes>>) -> UpstreamFuture + Send + Sync>);
+pub struct Upstream(Arc<dyn Fn(Request<Full<Bytes>>) -> UpstreamFuture + Send + Sync>);
 
 type UpstreamFuture = BoxFuture<'static, Result<Response<Bytes>, BoxError>>;
 
 impl Upstream {
-    pub(crate) fn new<S>(stack: S) -> Self
+    pub fn new<S>(stack: S) -> Self
     where
         S: Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = BoxError>
             + Clone
@@ -59,7 +59,7 @@ impl Upstream {
     }
 
     /// Sends `request` through the stack.
-    pub(crate) fn call(&self, request: Request<Full<Bytes>>) -> UpstreamFuture {
+    pub fn call(&self, request: Request<Full<Bytes>>) -> UpstreamFuture {
         (self.0)(request)
     }
 }
@@ -70,13 +70,13 @@ impl fmt::Debug for Upstream {
     }
 }
 
-pub(crate) fn http_client() -> HttpClient {
+pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// A failure at the bottom of a stack.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TransportError {
+pub enum TransportError {
     #[error("answered {0}")]
     Status(StatusCode),
     #[error("unreachable: {0}")]
@@ -88,7 +88,7 @@ pub(crate) enum TransportError {
 /// The bottom of every client stack: hyper-util's `Client` as a service,
 /// with the body read and server errors made errors (so a timeout above it
 /// covers the body too, and a breaker above it counts 5xx as failures).
-pub(crate) fn transport(
+pub fn transport(
     client: HttpClient,
 ) -> impl Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = TransportError, Future: Send>
 + Clone
@@ -113,7 +113,7 @@ pub(crate) fn transport(
 
 /// Why a downstream call failed, as the API answers it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ClientError {
+pub enum ClientError {
     /// The provider failed, refused, or was unreachable: 502.
     #[error("provider error: {0}")]
     Upstream(String),
@@ -126,7 +126,7 @@ pub(crate) enum ClientError {
 }
 
 /// Names the failure of a stack built in `layers.rs`.
-pub(crate) fn classify(error: BoxError) -> ClientError {
+pub fn classify(error: BoxError) -> ClientError {
     use palisade::circuit_breaker::Error as Breaker;
     use palisade::timeout::Error as Timeout;
     match error.downcast::<crate::layers::StackError>() {
@@ -145,7 +145,7 @@ pub(crate) fn classify(error: BoxError) -> ClientError {
 /// The state of a client's circuit breaker, for `/admin/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum BreakerState {
+pub enum BreakerState {
     Closed,
     Open,
     HalfOpen,
@@ -153,14 +153,14 @@ pub(crate) enum BreakerState {
 
 /// Reads a breaker's state; `layers.rs` hands one out with each stack.
 #[derive(Clone)]
-pub(crate) struct BreakerProbe(Arc<dyn Fn() -> BreakerState + Send + Sync>);
+pub struct BreakerProbe(Arc<dyn Fn() -> BreakerState + Send + Sync>);
 
 impl BreakerProbe {
-    pub(crate) fn new(read: impl Fn() -> BreakerState + Send + Sync + 'static) -> Self {
+    pub fn new(read: impl Fn() -> BreakerState + Send + Sync + 'static) -> Self {
         Self(Arc::new(read))
     }
 
-    pub(crate) fn state(&self) -> BreakerState {
+    pub fn state(&self) -> BreakerState {
         (self.0)()
     }
 }
@@ -199,14 +199,14 @@ fn json_request(method: Method, uri: &str, has_body: bool) -> http::request::Bui
 
 /// The payment provider.
 #[derive(Debug, Clone)]
-pub(crate) struct PaymentClient {
+pub struct PaymentClient {
     stack: Upstream,
     url: String,
     breaker: BreakerProbe,
 }
 
 impl PaymentClient {
-    pub(crate) fn new(stack: Upstream, url: String, breaker: BreakerProbe) -> Self {
+    pub fn new(stack: Upstream, url: String, breaker: BreakerProbe) -> Self {
         Self {
             stack,
             url,
@@ -214,13 +214,13 @@ impl PaymentClient {
         }
     }
 
-    pub(crate) fn breaker(&self) -> BreakerState {
+    pub fn breaker(&self) -> BreakerState {
         self.breaker.state()
     }
 
     /// Charges `amount` under `key`; returns the payment id. The provider
     /// charges once per key, however often this is called.
-    pub(crate) async fn charge(
+    pub async fn charge(
         &self,
         key: &str,
         amount: Money,
@@ -245,7 +245,7 @@ impl PaymentClient {
 
 /// The recommendations service.
 #[derive(Debug, Clone)]
-pub(crate) struct RecommendationsClient {
+pub struct RecommendationsClient {
     stack: Upstream,
     base: String,
     breaker: BreakerProbe,
@@ -253,7 +253,7 @@ pub(crate) struct RecommendationsClient {
 
 impl RecommendationsClient {
     /// `base` is the URL prefix; the product id is appended.
-    pub(crate) fn new(stack: Upstream, base: String, breaker: BreakerProbe) -> Self {
+    pub fn new(stack: Upstream, base: String, breaker: BreakerProbe) -> Self {
         Self {
             stack,
             base,
@@ -261,11 +261,11 @@ impl RecommendationsClient {
         }
     }
 
-    pub(crate) fn breaker(&self) -> BreakerState {
+    pub fn breaker(&self) -> BreakerState {
         self.breaker.state()
     }
 
-    pub(crate) async fn for_product(&self, id: u32) -> Result<Vec<ProductSummary>, ClientError> {
+    pub async fn for_product(&self, id: u32) -> Result<Vec<ProductSummary>, ClientError> {
         let request = json_request(Method::GET, &format!("{}{id}", self.base), false)
             .body(Full::default())
             .map_err(|e| ClientError::Upstream(e.to_string()))?;

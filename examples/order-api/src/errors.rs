@@ -17,19 +17,19 @@ use crate::state::Rejection;
 
 /// One schema violation: where in the body, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub(crate) struct FieldError {
+pub struct FieldError {
     /// JSON Pointer (RFC 6901) to the offending value; `""` is the whole body.
-    pub(crate) pointer: String,
+    pub pointer: String,
     /// What is wrong with it.
-    pub(crate) detail: String,
+    pub detail: String,
     /// A stable name of the rule broken (`range`, `unknown_field`, ...),
     /// when the validate layer reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) code: Option<String>,
+    pub code: Option<String>,
 }
 
 impl FieldError {
-    pub(crate) fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
             pointer: pointer.into(),
             detail: detail.into(),
@@ -40,7 +40,7 @@ impl FieldError {
 
 /// Every way a request can fail.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ApiError {
+pub enum ApiError {
     #[error("body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("could not read the body")]
@@ -67,7 +67,7 @@ pub(crate) enum ApiError {
 
 impl ApiError {
     /// The problem this error answers with.
-    pub(crate) fn to_problem(&self) -> Problem {
+    pub fn to_problem(&self) -> Problem {
         let status = self.status();
         let problem = Problem::new(status).with_detail(self.to_string());
         match self {
@@ -99,7 +99,7 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyRead | ApiError::MalformedJson(_) | ApiError::IdempotencyKey(_) => {
@@ -120,7 +120,7 @@ impl ApiError {
     }
 
     /// What `/admin/stats` counts this error as, if anything.
-    pub(crate) fn rejection(&self) -> Option<Rejection> {
+    pub fn rejection(&self) -> Option<Rejection> {
         match self {
             ApiError::PayloadTooLarge { .. }
             | ApiError::MalformedJson(_)

@@ -80,9 +80,9 @@ use crate::state::{AppState, Rejection, Stores};
 use crate::telemetry::ObserveLayer;
 
 /// Largest `POST /orders` body: 64 KiB.
-pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long an order's idempotency record is kept.
-pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long an order's key stays claimed without a sign of life from the
 /// instance running it. A heartbeat renews the claim while the order runs,
 /// however slow the payment; the lease only says how long an instance cut
@@ -90,18 +90,18 @@ pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// take one over and pay again. Longer than the layer's default (10 s),
 /// since a second payment run is worse here than a key that answers `409`
 /// for up to a minute after its instance crashed.
-pub(crate) const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
+pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
 /// Retries of one payment after its first attempt.
-pub(crate) const PAYMENT_RETRIES: u32 = 2;
+pub const PAYMENT_RETRIES: u32 = 2;
 
 /// Who is calling: `X-Api-Key`, else the peer IP from axum's `ConnectInfo`
 /// (`X-Forwarded-For` is ignored: no proxy is trusted). Rate limits and
 /// idempotency keys are scoped by it.
-pub(crate) type CallerKey = Or<Header, ClientIp>;
+pub type CallerKey = Or<Header, ClientIp>;
 
 /// The caller key extractor; see [`CallerKey`]. Built once: the handler
 /// of `POST /orders` uses it on every order.
-pub(crate) fn caller_key() -> &'static CallerKey {
+pub fn caller_key() -> &'static CallerKey {
     static KEY: LazyLock<CallerKey> = LazyLock::new(|| {
         Header::api_key().or(ClientIp::new().peer(|ext| {
             ext.get::<ConnectInfo<SocketAddr>>()
@@ -113,7 +113,7 @@ pub(crate) fn caller_key() -> &'static CallerKey {
 
 /// `/orders`, `/orders/{id}` and `/products/{id}` with their layers, over
 /// the stores the configuration asks for (memory, or Redis with `REDIS_URL`).
-pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
+pub fn api_routes(state: &AppState) -> Router<AppState> {
     let config = &state.config;
     let quota =
         Quota::per_second(config.rate_limit_per_second.get()).burst(config.rate_limit_burst.get());
@@ -244,18 +244,18 @@ fn mark_idempotency<B>(response: HttpResponse<B>) -> HttpResponse<B> {
 /// metrics of `/metrics` and the rejection counters of `/admin/stats` (see
 /// [`ObserveLayer`]). The fake downstreams stand for remote services: their
 /// calls are not requests of this API.
-pub(crate) fn outermost(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+pub fn outermost(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     router.layer(ObserveLayer::new(state.stats.clone()))
 }
 
 /// The error at the top of a client stack, before boxing.
-pub(crate) type StackError = circuit_breaker::Error<timeout::Error<TransportError>>;
+pub type StackError = circuit_breaker::Error<timeout::Error<TransportError>>;
 
 /// Retries what [`RetryPolicy`] deems safe (a keyed or idempotent request,
 /// transport errors and 5xx, within a budget), but never a call the breaker
 /// refused: that would only spin against an open circuit.
 #[derive(Debug, Clone)]
-pub(crate) struct RetryUnlessOpen(RetryPolicy);
+pub struct RetryUnlessOpen(RetryPolicy);
 
 impl<B: Clone, R, E> Policy<http::Request<B>, HttpResponse<R>, circuit_breaker::Error<E>>
     for RetryUnlessOpen
@@ -290,7 +290,7 @@ fn probe(handle: Handle) -> BreakerProbe {
 }
 
 /// The payment provider's client stack.
-pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, BreakerProbe) {
+pub fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, BreakerProbe) {
     // Opens after 5 failed attempts in a row, for BREAKER_OPEN_MS.
     let breaker = CircuitBreakerLayer::new()
         .open_wait(config.breaker_open)
@@ -315,10 +315,7 @@ pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, B
 
 /// The recommendations service's client stack: no retry (a product page
 /// degrades instead), a breaker so an open circuit answers at once.
-pub(crate) fn recommendations_stack(
-    config: &Config,
-    client: HttpClient,
-) -> (Upstream, BreakerProbe) {
+pub fn recommendations_stack(config: &Config, client: HttpClient) -> (Upstream, BreakerProbe) {
     let breaker = CircuitBreakerLayer::new()
         .open_wait(config.breaker_open)
         .name("recommendations");

@@ -1,33 +1,7 @@
-//! A demo order API with palisade's layers composed the way a backend uses
-//! them: `cargo run --example order_api`, then see `/openapi.json`.
-//!
-//! The modules follow the usual backend split:
-//!
-//! - API: `routes` (router, handlers, bodies), `validation`, `errors`
-//!   (RFC 9457 problems), `openapi`, and `layers`, the one place where every
-//!   middleware is configured, in order;
-//! - service: `service` (pricing, payment, storage), `domain` (types that
-//!   refuse bad values);
-//! - repository: `repository` (memory, or PostgreSQL with `DATABASE_URL`);
-//! - infrastructure: `clients` (payment and recommendations client stacks),
-//!   `faults` (the in-process fake downstreams), `config`, `server`, `state`,
-//!   `telemetry` (the metrics recorder behind `/metrics`).
+//! The order API: `cargo run -p order-api`, then see `/openapi.json`.
+//! Configured from the environment (see `order_api::config`).
 
-mod clients;
-mod config;
-mod domain;
-mod errors;
-mod faults;
-mod layers;
-mod openapi;
-mod repository;
-mod routes;
-mod server;
-mod service;
-mod state;
-mod telemetry;
-mod validation;
-
+use order_api::{config, server};
 use tokio::net::TcpListener;
 
 #[tokio::main]

@@ -12,7 +12,7 @@ use crate::domain::{DomainError, NewOrder, Order, OrderStatus};
 use crate::repository::{Inserted, RepoError, Repository};
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ServiceError {
+pub enum ServiceError {
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error("payment failed: {0}")]
@@ -25,7 +25,7 @@ pub(crate) enum ServiceError {
 
 /// An order placed, or found already placed under the same key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Placed {
+pub enum Placed {
     New(Order),
     /// The same key and the same order were placed before (for example by a
     /// retry that reached another instance): answered from the repository.
@@ -33,7 +33,7 @@ pub(crate) enum Placed {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct OrderService {
+pub struct OrderService {
     repository: Repository,
     payment: PaymentClient,
     /// Payment steps started, shared by clones: the count the idempotency
@@ -42,7 +42,7 @@ pub(crate) struct OrderService {
 }
 
 impl OrderService {
-    pub(crate) fn new(repository: Repository, payment: PaymentClient) -> Self {
+    pub fn new(repository: Repository, payment: PaymentClient) -> Self {
         Self {
             repository,
             payment,
@@ -53,15 +53,15 @@ impl OrderService {
     /// Payment steps this service started, one per order it charged
     /// (whatever the provider then made of the call, and however often its
     /// client retried it).
-    pub(crate) fn payment_steps(&self) -> u64 {
+    pub fn payment_steps(&self) -> u64 {
         self.payment_steps.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn payment(&self) -> &PaymentClient {
+    pub fn payment(&self) -> &PaymentClient {
         &self.payment
     }
 
-    pub(crate) fn repository(&self) -> &Repository {
+    pub fn repository(&self) -> &Repository {
         &self.repository
     }
 
@@ -71,7 +71,7 @@ impl OrderService {
     /// timeout, a crash or a lost response charges once; nothing is stored
     /// unless the payment succeeded, so a failed attempt can be retried with
     /// the same key.
-    pub(crate) async fn place(&self, key: &str, order: NewOrder) -> Result<Placed, ServiceError> {
+    pub async fn place(&self, key: &str, order: NewOrder) -> Result<Placed, ServiceError> {
         let (subtotal, total) = order.totals()?;
         if let Some(existing) = self.repository.find_by_key(key).await? {
             return same_order(existing, &order).map(Placed::Existing);
@@ -98,7 +98,7 @@ impl OrderService {
         }
     }
 
-    pub(crate) async fn get(&self, id: &str) -> Result<Option<Order>, RepoError> {
+    pub async fn get(&self, id: &str) -> Result<Option<Order>, RepoError> {
         self.repository.get(id).await
     }
 }
@@ -115,7 +115,7 @@ fn same_order(existing: Order, asked: &NewOrder) -> Result<Order, ServiceError> 
 /// alone, so every retry of one order (on any instance) sends the same one.
 /// A name-based UUID keeps it short and header-safe whatever the caller's
 /// key and scope look like.
-pub(crate) fn payment_key(order_key: &str) -> String {
+pub fn payment_key(order_key: &str) -> String {
     const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5f0c_9a55_7d3e_4b1a_9d7e_2c4a_0b6e_91f3);
     format!(
         "order-{}",

@@ -16,20 +16,20 @@ use crate::service::OrderService;
 /// handler clone their inner service, so a clone is one reference count, not
 /// one per part. Derefs to [`Parts`].
 #[derive(Debug, Clone)]
-pub(crate) struct AppState(Arc<Parts>);
+pub struct AppState(Arc<Parts>);
 
 /// The parts of [`AppState`].
 #[derive(Debug)]
-pub(crate) struct Parts {
-    pub(crate) config: Config,
-    pub(crate) orders: OrderService,
-    pub(crate) recommendations: RecommendationsClient,
-    pub(crate) faults: Faults,
-    pub(crate) fake_payments: FakePayments,
+pub struct Parts {
+    pub config: Config,
+    pub orders: OrderService,
+    pub recommendations: RecommendationsClient,
+    pub faults: Faults,
+    pub fake_payments: FakePayments,
     /// Shared with the counting layer (`telemetry::ObserveLayer`).
-    pub(crate) stats: Arc<Stats>,
+    pub stats: Arc<Stats>,
     /// Where the rate-limit and idempotency layers keep their state.
-    pub(crate) stores: Stores,
+    pub stores: Stores,
 }
 
 impl std::ops::Deref for AppState {
@@ -42,7 +42,7 @@ impl std::ops::Deref for AppState {
 
 /// Where the layers of `layers.rs` keep their state.
 #[derive(Clone)]
-pub(crate) enum Stores {
+pub enum Stores {
     /// In this process: limits and keys are per instance.
     Memory,
     /// In Redis (`REDIS_URL`): instances sharing it share limits and keys.
@@ -69,7 +69,7 @@ impl Stores {
     /// after Redis returned), and one that hangs gives up after a second.
     /// Requests meanwhile fail at the stores' own timeouts: the rate limit
     /// lets them through, idempotency answers `503`.
-    pub(crate) async fn connect(url: Option<&str>) -> Result<Self, redis::RedisError> {
+    pub async fn connect(url: Option<&str>) -> Result<Self, redis::RedisError> {
         let Some(url) = url else {
             return Ok(Stores::Memory);
         };
@@ -80,7 +80,7 @@ impl Stores {
 
 impl AppState {
     /// Wires the state from its parts.
-    pub(crate) fn new(
+    pub fn new(
         config: Config,
         repository: Repository,
         payment: PaymentClient,
@@ -101,7 +101,7 @@ impl AppState {
 
 /// A request turned away, as `/admin/stats` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rejection {
+pub enum Rejection {
     RateLimited,
     Validation,
     IdempotencyConflict,
@@ -112,7 +112,7 @@ pub(crate) enum Rejection {
 
 /// Rejection counters. Atomics: counting must not serialise requests.
 #[derive(Debug, Default)]
-pub(crate) struct Stats {
+pub struct Stats {
     rate_limited: AtomicU64,
     validation: AtomicU64,
     idempotency_conflict: AtomicU64,
@@ -123,17 +123,17 @@ pub(crate) struct Stats {
 
 /// The `rejections` member of `/admin/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub(crate) struct RejectionCounts {
-    pub(crate) rate_limited: u64,
-    pub(crate) validation: u64,
-    pub(crate) idempotency_conflict: u64,
-    pub(crate) idempotency_mismatch: u64,
-    pub(crate) breaker_open: u64,
-    pub(crate) timeout: u64,
+pub struct RejectionCounts {
+    pub rate_limited: u64,
+    pub validation: u64,
+    pub idempotency_conflict: u64,
+    pub idempotency_mismatch: u64,
+    pub breaker_open: u64,
+    pub timeout: u64,
 }
 
 impl Stats {
-    pub(crate) fn record(&self, rejection: Rejection) {
+    pub fn record(&self, rejection: Rejection) {
         let counter = match rejection {
             Rejection::RateLimited => &self.rate_limited,
             Rejection::Validation => &self.validation,
@@ -145,7 +145,7 @@ impl Stats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> RejectionCounts {
+    pub fn snapshot(&self) -> RejectionCounts {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RejectionCounts {
             rate_limited: get(&self.rate_limited),

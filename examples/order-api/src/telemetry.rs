@@ -24,12 +24,12 @@ use tower::{Layer, Service};
 use crate::state::{Rejection, Stats};
 
 /// The request and response header that carries the request id.
-pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// `http_server_request_duration_seconds`: every request the API answered,
 /// by `method`, `route` (the route's pattern, `unmatched` for none) and
 /// `status`; its `_count` is the number of requests.
-pub(crate) const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+pub const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
 
 /// Histogram buckets, in seconds: a loopback hop (sub-millisecond) up to the
 /// slowest payment the demo waits for (10 s timeout, retried).
@@ -45,7 +45,7 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// A recorder is process-wide, while a process may serve several instances
 /// (the tests start many): all of them record into this one. If another
 /// recorder was installed first, this one stays empty and a warning says so.
-pub(crate) fn prometheus() -> &'static PrometheusHandle {
+pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
@@ -84,12 +84,7 @@ pub(crate) fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// Records one answered request in [`HTTP_REQUEST_DURATION`].
-pub(crate) fn record_request(
-    method: &Method,
-    route: Option<&str>,
-    status: StatusCode,
-    elapsed: Duration,
-) {
+pub fn record_request(method: &Method, route: Option<&str>, status: StatusCode, elapsed: Duration) {
     metrics::histogram!(
         HTTP_REQUEST_DURATION,
         "method" => method_label(method),
@@ -123,13 +118,13 @@ fn method_label(method: &Method) -> &'static str {
 /// A plain tower layer rather than `axum::middleware::from_fn`, which boxes
 /// and clones the whole inner stack on every request.
 #[derive(Debug, Clone)]
-pub(crate) struct ObserveLayer {
+pub struct ObserveLayer {
     stats: Arc<Stats>,
 }
 
 impl ObserveLayer {
     /// Counts refusals (responses marked with a [`Rejection`]) in `stats`.
-    pub(crate) fn new(stats: Arc<Stats>) -> Self {
+    pub fn new(stats: Arc<Stats>) -> Self {
         Self { stats }
     }
 }
@@ -147,7 +142,7 @@ impl<S> Layer<S> for ObserveLayer {
 
 /// See [`ObserveLayer`].
 #[derive(Debug, Clone)]
-pub(crate) struct Observe<S> {
+pub struct Observe<S> {
     inner: S,
     stats: Arc<Stats>,
 }
@@ -203,7 +198,7 @@ struct Observed {
 pin_project! {
     /// Response future of [`Observe`].
     #[derive(Debug)]
-    pub(crate) struct ObserveFuture<F> {
+    pub struct ObserveFuture<F> {
         #[pin]
         inner: F,
         span: tracing::Span,

@@ -16,10 +16,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::repository::Repository;
-use crate::server;
-use crate::state::AppState;
+use order_api::config::Config;
+use order_api::repository::Repository;
+use order_api::server;
+use order_api::state::AppState;
 
 pub(crate) type TestClient = Client<HttpConnector, BoxBody<Bytes, Infallible>>;
 
@@ -354,4 +354,24 @@ impl Metrics {
             .lines()
             .any(|line| line == format!("# TYPE {name} {kind}"))
     }
+}
+
+/// `http_server_request_duration_seconds_count` of one method, route and status.
+pub(crate) fn requests(m: &Metrics, method: &str, route: &str, status: &str) -> f64 {
+    m.value(
+        "http_server_request_duration_seconds_count",
+        &[("method", method), ("route", route), ("status", status)],
+    )
+}
+
+/// `n` GETs of a product page as the caller `api_key`; the statuses.
+pub(crate) async fn product_statuses(app: &TestApp, api_key: &str, n: usize) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    for _ in 0..n {
+        replies.push(
+            app.send("GET", "/products/1", &[("x-api-key", api_key)], None)
+                .await,
+        );
+    }
+    replies
 }
