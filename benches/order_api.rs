@@ -43,8 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -53,7 +52,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use palisade::BoxError;
-use palisade::idempotency::IdempotencyKeyLayer;
+use palisade::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey, IdempotencyKeyLayer};
+use palisade::key::CallerKey;
 use palisade::validate::Validated;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -63,7 +63,7 @@ use order_api::config::Config;
 use order_api::errors::ApiError;
 use order_api::repository::Repository;
 use order_api::state::{AppState, Stores};
-use order_api::{faults, routes, server};
+use order_api::{faults, routes, server, telemetry};
 
 const CONNECTIONS: usize = 64;
 
@@ -94,7 +94,8 @@ async fn start_full(redis_url: Option<String>) -> String {
     let addr = listener.local_addr().unwrap();
     let mut config = config(addr);
     config.redis_url = redis_url;
-    let state = server::build_state_with(config, addr, Repository::memory())
+    let metrics = telemetry::prometheus().clone();
+    let state = server::build_state_with(config, addr, Repository::memory(), metrics)
         .await
         .expect("state");
     serve(listener, routes::app(state)).await;
@@ -103,11 +104,19 @@ async fn start_full(redis_url: Option<String>) -> String {
 
 /// `create_order` without the validate layer in front: the body is read
 /// and parsed here with plain serde, which the handler needs either way.
+/// The handler reads the key and the caller the idempotency layer leaves
+/// in the extensions; here they come straight from the headers.
 async fn bare_create_order(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    let key = parts
+        .headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| IdempotencyKey::new(v.to_str().ok()?).ok())
+        .ok_or(ApiError::IdempotencyKey("is required"))?;
+    let caller = CallerKey::new("bench");
     let bytes = body
         .collect()
         .await
@@ -115,8 +124,13 @@ async fn bare_create_order(
         .to_bytes();
     let order: routes::CreateOrder =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let req = Request::from_parts(parts, Body::from(bytes));
-    routes::create_order(State(state), Validated(order), req).await
+    routes::create_order(
+        State(state),
+        Validated(order),
+        Some(Extension(key)),
+        Some(Extension(caller)),
+    )
+    .await
 }
 
 /// The same handlers and fakes with no layers.
@@ -147,6 +161,7 @@ async fn start_bare() -> String {
         payment,
         recommendations,
         Stores::Memory,
+        telemetry::prometheus().clone(),
     );
     let app = Router::new()
         .route("/orders", post(bare_create_order))

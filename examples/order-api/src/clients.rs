@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -23,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use palisade::BoxError;
 use palisade::idempotency::IdempotencyKey;
 use serde::Serialize;
+use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::domain::{Currency, Money};
@@ -33,42 +33,9 @@ use crate::routes::ProductSummary;
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A whole downstream stack, shared by every request: request in, response
-/// with its whole body out.
-///
-/// Each call clones the stack (its layers share their state, so a clone is a
-/// few reference counts) in place, inside the call's one boxed future; a
-/// `BoxCloneSyncService` would box every clone as well.
-#[derive(Clone)]
-pub struct Upstream(Arc<dyn Fn(Request<Full<Bytes>>) -> UpstreamFuture + Send + Sync>);
-
-type UpstreamFuture = BoxFuture<'static, Result<Response<Bytes>, BoxError>>;
-
-impl Upstream {
-    pub fn new<S>(stack: S) -> Self
-    where
-        S: Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = BoxError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send,
-    {
-        Self(Arc::new(move |request| {
-            Box::pin(stack.clone().oneshot(request))
-        }))
-    }
-
-    /// Sends `request` through the stack.
-    pub fn call(&self, request: Request<Full<Bytes>>) -> UpstreamFuture {
-        (self.0)(request)
-    }
-}
-
-impl fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Upstream")
-    }
-}
+/// with its whole body out. Each call clones it (its layers share their
+/// state, so a clone is a few reference counts and one box).
+pub type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, BoxError>;
 
 pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
@@ -178,7 +145,7 @@ async fn call_json<T: serde::de::DeserializeOwned>(
     stack: &Upstream,
     request: Request<Full<Bytes>>,
 ) -> Result<T, ClientError> {
-    let response = stack.call(request).await.map_err(classify)?;
+    let response = stack.clone().oneshot(request).await.map_err(classify)?;
     if !response.status().is_success() {
         return Err(ClientError::Upstream(format!(
             "answered {}",
@@ -222,7 +189,7 @@ impl PaymentClient {
     /// charges once per key, however often this is called.
     pub async fn charge(
         &self,
-        key: &str,
+        key: &IdempotencyKey,
         amount: Money,
         currency: Currency,
     ) -> Result<String, ClientError> {
@@ -231,13 +198,12 @@ impl PaymentClient {
             currency: currency.as_str().to_owned(),
         })
         .expect("charge serialises");
-        let key = IdempotencyKey::new(key).map_err(|e| ClientError::Upstream(e.to_string()))?;
         // The stack's `IdempotencyKeyLayer` sends this key as the
         // `Idempotency-Key` of every attempt.
         let mut request = json_request(Method::POST, &self.url, true)
             .body(Full::from(body))
             .map_err(|e| ClientError::Upstream(e.to_string()))?;
-        request.extensions_mut().insert(key);
+        request.extensions_mut().insert(key.clone());
         let charge: Charge = call_json(&self.stack, request).await?;
         Ok(charge.id)
     }

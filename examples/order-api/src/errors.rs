@@ -1,19 +1,16 @@
 //! Every error the API answers with, as an RFC 9457 problem.
 //!
 //! Handlers return [`ApiError`]; its [`IntoResponse`] builds the body with
-//! [`palisade::problem::Problem`], so no handler writes error JSON by hand,
-//! and marks the response with the [`Rejection`] it counts as in
-//! `/admin/stats`.
+//! [`palisade::problem::Problem`], so no handler writes error JSON by hand.
 
 use axum::response::{IntoResponse, Response};
-use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::WWW_AUTHENTICATE;
 use http::{HeaderValue, StatusCode};
 use palisade::problem::Problem;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::clients::ClientError;
-use crate::state::Rejection;
 
 /// One schema violation: where in the body, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -82,13 +79,9 @@ impl ApiError {
             ApiError::Unauthorized => {
                 problem.with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
             }
-            ApiError::Payment(ClientError::BreakerOpen { retry_after }) => {
-                // Whole seconds, at least 1 (RFC 9110 `delay-seconds`).
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                problem
-                    .with_title("Payment provider unavailable")
-                    .with_header(RETRY_AFTER, HeaderValue::from(secs.max(1)))
-            }
+            ApiError::Payment(ClientError::BreakerOpen { retry_after }) => problem
+                .with_title("Payment provider unavailable")
+                .with_retry_after(*retry_after),
             ApiError::Payment(ClientError::Timeout) => {
                 problem.with_title("Payment provider timed out")
             }
@@ -118,29 +111,11 @@ impl ApiError {
             }
         }
     }
-
-    /// What `/admin/stats` counts this error as, if anything.
-    pub fn rejection(&self) -> Option<Rejection> {
-        match self {
-            ApiError::PayloadTooLarge { .. }
-            | ApiError::MalformedJson(_)
-            | ApiError::Invalid(_)
-            | ApiError::IdempotencyKey(_) => Some(Rejection::Validation),
-            ApiError::IdempotencyMismatch => Some(Rejection::IdempotencyMismatch),
-            ApiError::Payment(ClientError::Timeout) => Some(Rejection::Timeout),
-            ApiError::Payment(ClientError::BreakerOpen { .. }) => Some(Rejection::BreakerOpen),
-            _ => None,
-        }
-    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = self.to_problem().into_response::<axum::body::Body>();
-        if let Some(rejection) = self.rejection() {
-            response.extensions_mut().insert(rejection);
-        }
-        response
+        self.to_problem().into_response::<axum::body::Body>()
     }
 }
 
@@ -153,20 +128,18 @@ mod tests {
     #[test]
     fn downstream_failures_map_to_502_503_504() {
         let cases = [
-            (ClientError::Upstream("down".into()), 502, None),
-            (ClientError::Timeout, 504, Some(Rejection::Timeout)),
+            (ClientError::Upstream("down".into()), 502),
+            (ClientError::Timeout, 504),
             (
                 ClientError::BreakerOpen {
                     retry_after: Duration::from_millis(1500),
                 },
                 503,
-                Some(Rejection::BreakerOpen),
             ),
         ];
-        for (error, status, rejection) in cases {
+        for (error, status) in cases {
             let error = ApiError::Payment(error);
             assert_eq!(error.status().as_u16(), status);
-            assert_eq!(error.rejection(), rejection);
             assert_eq!(error.to_problem().status().as_u16(), status);
         }
     }
@@ -179,11 +152,7 @@ mod tests {
             });
             let response = error.into_response();
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-            assert_eq!(response.headers()[RETRY_AFTER], header);
-            assert_eq!(
-                response.extensions().get::<Rejection>(),
-                Some(&Rejection::BreakerOpen)
-            );
+            assert_eq!(response.headers()[http::header::RETRY_AFTER], header);
         }
     }
 

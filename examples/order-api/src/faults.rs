@@ -22,8 +22,9 @@ use utoipa::ToSchema;
 
 use crate::domain::{Currency, Money};
 use crate::errors::{ApiError, FieldError};
-use crate::routes::{IDEMPOTENCY_KEY, ProductSummary, valid_idempotency_key};
+use crate::routes::ProductSummary;
 use crate::state::AppState;
+use palisade::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 
 /// Longest latency `/admin/faults` accepts: ten minutes.
 pub const MAX_LATENCY_MS: u64 = 600_000;
@@ -288,7 +289,7 @@ pub async fn fake_payment(
     }
     let Some(key) = headers
         .get(IDEMPOTENCY_KEY)
-        .and_then(|v| valid_idempotency_key(v).ok())
+        .and_then(|v| IdempotencyKey::new(v.to_str().ok()?).ok())
     else {
         return ApiError::IdempotencyKey("is required (1 to 255 visible ASCII characters)")
             .into_response();
@@ -297,7 +298,7 @@ pub async fn fake_payment(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let (new, charge) = state.fake_payments.charge(key, request);
+    let (new, charge) = state.fake_payments.charge(key.as_str(), request);
     let status = if new {
         StatusCode::CREATED
     } else {

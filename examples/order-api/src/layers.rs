@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! every route but the fakes: request span (request id on every log line),
-//!                             request metrics, rejection counters
+//!                             request metrics
 //!   /orders, /orders/{id}, /products/{id}:  rate limit (one set of buckets)
 //!   POST /orders:                             -> validate -> idempotency -> handler
 //! ```
@@ -57,7 +57,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use http::{Method, Response as HttpResponse};
 use palisade::BoxError;
@@ -69,20 +68,27 @@ use palisade::rate_limit::{self, Quota, RateLimitLayer};
 use palisade::timeout::{self, TimeoutLayer};
 use palisade::validate::{UnknownFields, ValidateLayer};
 use tower::ServiceBuilder;
-use tower::layer::util::{Identity, Stack};
 use tower::retry::{Policy, RetryLayer};
-use tower::util::MapResponseLayer;
 
 use crate::clients::{BreakerProbe, BreakerState, HttpClient, TransportError, Upstream, transport};
 use crate::config::Config;
 use crate::routes;
-use crate::state::{AppState, Rejection, Stores};
+use crate::state::{AppState, Stores};
 use crate::telemetry::ObserveLayer;
 
+/// The `name` of the rate limit below, in its metrics and traces.
+pub const API: &str = "api";
+/// The `name` of the validate and idempotency layers of `POST /orders`.
+pub const ORDERS: &str = "orders";
+/// The `name` of the payment client's breaker and timeout.
+pub const PAYMENT: &str = "payment";
+/// The `name` of the recommendations client's breaker and timeout.
+pub const RECOMMENDATIONS: &str = "recommendations";
+
 /// Largest `POST /orders` body: 64 KiB.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long an order's idempotency record is kept.
-pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long an order's key stays claimed without a sign of life from the
 /// instance running it. A heartbeat renews the claim while the order runs,
 /// however slow the payment; the lease only says how long an instance cut
@@ -90,18 +96,18 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// take one over and pay again. Longer than the layer's default (10 s),
 /// since a second payment run is worse here than a key that answers `409`
 /// for up to a minute after its instance crashed.
-pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
+pub(crate) const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
 /// Retries of one payment after its first attempt.
-pub const PAYMENT_RETRIES: u32 = 2;
+pub(crate) const PAYMENT_RETRIES: u32 = 2;
 
 /// Who is calling: `X-Api-Key`, else the peer IP from axum's `ConnectInfo`
 /// (`X-Forwarded-For` is ignored: no proxy is trusted). Rate limits and
 /// idempotency keys are scoped by it.
-pub type CallerKey = Or<Header, ClientIp>;
+pub(crate) type CallerKey = Or<Header, ClientIp>;
 
 /// The caller key extractor; see [`CallerKey`]. Built once: the handler
 /// of `POST /orders` uses it on every order.
-pub fn caller_key() -> &'static CallerKey {
+pub(crate) fn caller_key() -> &'static CallerKey {
     static KEY: LazyLock<CallerKey> = LazyLock::new(|| {
         Header::api_key().or(ClientIp::new().peer(|ext| {
             ext.get::<ConnectInfo<SocketAddr>>()
@@ -113,7 +119,7 @@ pub fn caller_key() -> &'static CallerKey {
 
 /// `/orders`, `/orders/{id}` and `/products/{id}` with their layers, over
 /// the stores the configuration asks for (memory, or Redis with `REDIS_URL`).
-pub fn api_routes(state: &AppState) -> Router<AppState> {
+pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
     let config = &state.config;
     let quota =
         Quota::per_second(config.rate_limit_per_second.get()).burst(config.rate_limit_burst.get());
@@ -162,100 +168,48 @@ where
         .name("api")
         .key(caller_key().clone())
         .http_headers();
-    // Each palisade layer has its `ProblemLayer` (errors -> RFC 9457
-    // responses) and, outside it, the mark `/admin/stats` counts it by.
+    // One `ProblemLayer` per route, outermost: each layer's error holds the
+    // error of the layer inside it (`rate_limit::Error<validate::Error<..>>`),
+    // and the outer one answers with the problem of whichever refused.
     // One `layer` call per route: axum boxes (and clones per request) the
     // service at every `layer` call, so the whole stack goes in at once.
     let create = post(routes::create_order).layer::<_, Infallible>(
-        limited(&rate_limit)
-            .map_response(mark_validation)
+        ServiceBuilder::new()
             .layer(ProblemLayer::new())
+            .layer(rate_limit.clone())
             .layer(validate)
-            .map_response(mark_idempotency)
-            .layer(ProblemLayer::new())
             .layer(idempotency),
     );
+    let limited = ServiceBuilder::new()
+        .layer(ProblemLayer::new())
+        .layer(rate_limit);
     Router::new()
         .route("/orders", create)
         .route(
             "/orders/{id}",
-            get(routes::get_order).layer::<_, Infallible>(limited(&rate_limit)),
+            get(routes::get_order).layer::<_, Infallible>(limited.clone()),
         )
         .route(
             "/products/{id}",
-            get(routes::get_product).layer::<_, Infallible>(limited(&rate_limit)),
+            get(routes::get_product).layer::<_, Infallible>(limited),
         )
 }
 
-/// A marked rate limit: the mark, the problem mapping and `rate_limit`.
-/// A function, so each route gets the mark for its own response body type.
-#[allow(clippy::type_complexity)]
-fn limited<L: Clone, B>(
-    rate_limit: &L,
-) -> ServiceBuilder<Stack<L, Stack<ProblemLayer, Stack<MapResponseLayer<Marker<B>>, Identity>>>> {
-    ServiceBuilder::new()
-        .map_response(mark_rate_limited as Marker<B>)
-        .layer(ProblemLayer::new())
-        .layer(rate_limit.clone())
-}
-
-type Marker<B> = fn(HttpResponse<B>) -> HttpResponse<B>;
-
-/// Marks a refusal of a layer (not a handler's answer, which carries its
-/// own mark, nor a replayed answer) for the counters.
-fn mark<B>(mut response: HttpResponse<B>, rejection: Rejection) -> HttpResponse<B> {
-    let replayed = response
-        .headers()
-        .contains_key(idempotency::IDEMPOTENT_REPLAYED);
-    if !replayed && response.extensions().get::<Rejection>().is_none() {
-        response.extensions_mut().insert(rejection);
-    }
-    response
-}
-
-fn mark_rate_limited<B>(response: HttpResponse<B>) -> HttpResponse<B> {
-    match response.status() {
-        StatusCode::TOO_MANY_REQUESTS => mark(response, Rejection::RateLimited),
-        _ => response,
-    }
-}
-
-fn mark_validation<B>(response: HttpResponse<B>) -> HttpResponse<B> {
-    match response.status() {
-        StatusCode::BAD_REQUEST
-        | StatusCode::PAYLOAD_TOO_LARGE
-        | StatusCode::UNSUPPORTED_MEDIA_TYPE
-        | StatusCode::UNPROCESSABLE_ENTITY => mark(response, Rejection::Validation),
-        _ => response,
-    }
-}
-
-fn mark_idempotency<B>(response: HttpResponse<B>) -> HttpResponse<B> {
-    match response.status() {
-        StatusCode::CONFLICT => mark(response, Rejection::IdempotencyConflict),
-        StatusCode::UNPROCESSABLE_ENTITY => mark(response, Rejection::IdempotencyMismatch),
-        // A missing or malformed key is bad input.
-        StatusCode::BAD_REQUEST => mark(response, Rejection::Validation),
-        _ => response,
-    }
-}
-
-/// Around every route but the fakes: the request span, the request
-/// metrics of `/metrics` and the rejection counters of `/admin/stats` (see
-/// [`ObserveLayer`]). The fake downstreams stand for remote services: their
+/// Around every route but the fakes: the request span and the request
+/// metrics of `/metrics` (see [`ObserveLayer`]). The fake downstreams stand for remote services: their
 /// calls are not requests of this API.
-pub fn outermost(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    router.layer(ObserveLayer::new(state.stats.clone()))
+pub(crate) fn outermost(router: Router<AppState>) -> Router<AppState> {
+    router.layer(ObserveLayer::new())
 }
 
 /// The error at the top of a client stack, before boxing.
-pub type StackError = circuit_breaker::Error<timeout::Error<TransportError>>;
+pub(crate) type StackError = circuit_breaker::Error<timeout::Error<TransportError>>;
 
 /// Retries what [`RetryPolicy`] deems safe (a keyed or idempotent request,
 /// transport errors and 5xx, within a budget), but never a call the breaker
 /// refused: that would only spin against an open circuit.
 #[derive(Debug, Clone)]
-pub struct RetryUnlessOpen(RetryPolicy);
+pub(crate) struct RetryUnlessOpen(RetryPolicy);
 
 impl<B: Clone, R, E> Policy<http::Request<B>, HttpResponse<R>, circuit_breaker::Error<E>>
     for RetryUnlessOpen
@@ -290,7 +244,7 @@ fn probe(handle: Handle) -> BreakerProbe {
 }
 
 /// The payment provider's client stack.
-pub fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, BreakerProbe) {
+pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, BreakerProbe) {
     // Opens after 5 failed attempts in a row, for BREAKER_OPEN_MS.
     let breaker = CircuitBreakerLayer::new()
         .open_wait(config.breaker_open)
@@ -315,7 +269,10 @@ pub fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, BreakerP
 
 /// The recommendations service's client stack: no retry (a product page
 /// degrades instead), a breaker so an open circuit answers at once.
-pub fn recommendations_stack(config: &Config, client: HttpClient) -> (Upstream, BreakerProbe) {
+pub(crate) fn recommendations_stack(
+    config: &Config,
+    client: HttpClient,
+) -> (Upstream, BreakerProbe) {
     let breaker = CircuitBreakerLayer::new()
         .open_wait(config.breaker_open)
         .name("recommendations");

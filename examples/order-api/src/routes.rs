@@ -3,7 +3,7 @@
 //! [`app`] assembles the router; the palisade layers around the routes are
 //! configured in `layers.rs`, not here.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::clients::{BreakerState, ClientError};
+use crate::clients::BreakerState;
 use crate::domain::{
     Currency, DomainError, Identifier, LineItem, MAX_ITEMS, MAX_UNIT_PRICE_CENTS, NewOrder, Order,
     Percent, Quantity,
@@ -23,15 +23,12 @@ use crate::layers;
 use crate::openapi::ProblemDoc;
 use crate::repository::Repository;
 use crate::service::{Placed, ServiceError};
-use crate::state::{AppState, Rejection, RejectionCounts};
+use crate::state::{AppState, RejectionCounts};
 use crate::validation;
-use palisade::key::KeyExtractor;
+use palisade::idempotency::{IDEMPOTENT_REPLAYED, IdempotencyKey};
+use palisade::key::CallerKey;
 use palisade::validate::{Validate, Validated, Violations, rules};
 
-/// The request header that names a request for idempotency.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-/// Set on a response that answers a request seen before.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Products `1..=PRODUCT_COUNT` exist.
 pub const PRODUCT_COUNT: u32 = 100;
 
@@ -50,7 +47,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // The fakes are added after the outermost layers, so they skip them.
-    layers::outermost(router, &state)
+    layers::outermost(router)
         .route("/fake/payments", axum::routing::post(faults::fake_payment))
         .route(
             "/fake/recommendations/{id}",
@@ -247,20 +244,11 @@ pub struct Breakers {
 
 // ---- request helpers ----------------------------------------------------
 
-/// Checks an `Idempotency-Key` value: 1..=255 visible ASCII characters.
-pub fn valid_idempotency_key(v: &HeaderValue) -> Result<&str, &'static str> {
-    let bytes = v.as_bytes();
-    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
-        return Err("must be 1 to 255 visible ASCII characters");
-    }
-    v.to_str()
-        .map_err(|_| "must be 1 to 255 visible ASCII characters")
-}
-
-/// The caller-scoped key: the same key from two callers is two requests.
-/// Length-prefixed, so no two (caller, key) pairs give one string.
-pub fn scoped_key(caller: &str, key: &str) -> String {
-    format!("{}:{caller}:{key}", caller.len())
+/// The key an order is stored and paid under: the request's key, scoped by
+/// its caller (the same key from two callers is two orders). Derived, so it
+/// is header-safe and fixed-length whatever the caller's key looks like.
+pub fn order_key(key: &IdempotencyKey, caller: &CallerKey) -> IdempotencyKey {
+    key.derive(&format!("order:{caller}"))
 }
 
 fn order_created(order: &Order, replayed: bool) -> Response {
@@ -323,21 +311,18 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
 pub async fn create_order(
     State(state): State<AppState>,
     Validated(request): Validated<CreateOrder>,
-    req: Request,
+    key: Option<Extension<IdempotencyKey>>,
+    caller: Option<Extension<CallerKey>>,
 ) -> Result<Response, ApiError> {
-    // The layers in front checked the body and the key, and hold the key
-    // (scoped by caller) for this request. The scoped key also names the
-    // payment and the repository row: the database's unique key is the last
-    // line of defence if a duplicate ever got past the layer.
-    let key = req
-        .headers()
-        .get(IDEMPOTENCY_KEY)
-        .ok_or(ApiError::IdempotencyKey("is required"))
-        .and_then(|v| valid_idempotency_key(v).map_err(ApiError::IdempotencyKey))?;
-    let caller = layers::caller_key()
-        .extract(&req)
-        .unwrap_or_else(|| "unknown".to_owned());
-    let scoped = scoped_key(&caller, key);
+    // The layers in front checked the body and the key, hold the key (scoped
+    // by caller) for this request, and left what they parsed in the
+    // request's extensions. The scoped key also names the payment and the
+    // repository row: the database's unique key is the last line of defence
+    // if a duplicate ever got past the layer.
+    let (Some(Extension(key)), Some(Extension(caller))) = (key, caller) else {
+        return Err(ApiError::IdempotencyKey("is required"));
+    };
+    let scoped = order_key(&key, &caller);
     let order = request
         .into_domain()
         .map_err(|e| ApiError::Invalid(vec![FieldError::new("", e.to_string())]))?;
@@ -410,11 +395,6 @@ pub async fn get_product(
     let (recommendations, degraded) = match state.recommendations.for_product(id).await {
         Ok(list) => (list, false),
         Err(error) => {
-            match error {
-                ClientError::Timeout => state.stats.record(Rejection::Timeout),
-                ClientError::BreakerOpen { .. } => state.stats.record(Rejection::BreakerOpen),
-                ClientError::Upstream(_) => {}
-            }
             tracing::warn!(%error, "recommendations unavailable; degraded answer");
             (Vec::new(), true)
         }
@@ -468,7 +448,7 @@ pub async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
             payment: state.orders.payment().breaker(),
             recommendations: state.recommendations.breaker(),
         },
-        rejections: state.stats.snapshot(),
+        rejections: RejectionCounts::read(state.metrics()),
     })
 }
 
@@ -481,10 +461,10 @@ pub async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
         (status = 401, description = "Missing or wrong bearer token (when ADMIN_TOKEN is set)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security((), ("admin_token" = [])))]
-pub async fn get_metrics() -> Response {
+pub async fn get_metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
-        crate::telemetry::prometheus().render(),
+        state.metrics().render(),
     )
         .into_response()
 }

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use palisade::BoxError;
 use tokio::net::TcpListener;
 
@@ -19,7 +20,11 @@ pub const ORDERS_TABLE: &str = "orders";
 /// Builds the state for an instance listening on `local`: the repository
 /// `config` asks for, and clients of the payment provider (`PAYMENT_URL`,
 /// else this instance's fake) and of this instance's fake recommendations.
+///
+/// Metrics go to the process's recorder ([`crate::telemetry::prometheus`]),
+/// installed here before any layer records, so no early sample is lost.
 pub async fn build_state(config: Config, local: SocketAddr) -> Result<AppState, BoxError> {
+    let metrics = crate::telemetry::prometheus().clone();
     let repository = match &config.database_url {
         Some(url) => {
             let repo = Repository::postgres(url, ORDERS_TABLE).await?;
@@ -31,17 +36,18 @@ pub async fn build_state(config: Config, local: SocketAddr) -> Result<AppState, 
             Repository::memory()
         }
     };
-    build_state_with(config, local, repository).await
+    build_state_with(config, local, repository, metrics).await
 }
 
-/// [`build_state`] with a repository of the caller's choosing.
+/// [`build_state`] with a repository and a metrics recorder of the caller's
+/// choosing: `metrics` is the handle of the recorder the layers record into
+/// (the global one, or the thread's local one in tests).
 pub async fn build_state_with(
     config: Config,
     local: SocketAddr,
     repository: Repository,
+    metrics: PrometheusHandle,
 ) -> Result<AppState, BoxError> {
-    // Installed before any layer records, so no early sample is lost.
-    crate::telemetry::prometheus();
     let stores = Stores::connect(config.redis_url.as_deref()).await?;
     match stores {
         Stores::Redis(_) => tracing::info!("rate limits and idempotency keys kept in Redis"),
@@ -69,6 +75,7 @@ pub async fn build_state_with(
         payment,
         recommendations,
         stores,
+        metrics,
     ))
 }
 

@@ -1,13 +1,14 @@
 //! Shared application state and the counters behind `/admin/stats`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
 use crate::clients::{PaymentClient, RecommendationsClient};
 use crate::config::Config;
 use crate::faults::{FakePayments, Faults};
+use crate::layers;
 use crate::repository::Repository;
 use crate::service::OrderService;
 
@@ -26,8 +27,9 @@ pub struct Parts {
     pub recommendations: RecommendationsClient,
     pub faults: Faults,
     pub fake_payments: FakePayments,
-    /// Shared with the counting layer (`telemetry::ObserveLayer`).
-    pub stats: Arc<Stats>,
+    /// The recorder palisade's layers and the request metrics record into:
+    /// `/metrics` renders it, `/admin/stats` counts rejections in it.
+    pub metrics: PrometheusHandle,
     /// Where the rate-limit and idempotency layers keep their state.
     pub stores: Stores,
 }
@@ -79,6 +81,11 @@ impl Stores {
 }
 
 impl AppState {
+    /// The recorder of this instance; see [`Parts::metrics`].
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.metrics
+    }
+
     /// Wires the state from its parts.
     pub fn new(
         config: Config,
@@ -86,6 +93,7 @@ impl AppState {
         payment: PaymentClient,
         recommendations: RecommendationsClient,
         stores: Stores,
+        metrics: PrometheusHandle,
     ) -> Self {
         Self(Arc::new(Parts {
             config,
@@ -93,67 +101,83 @@ impl AppState {
             recommendations,
             faults: Faults::default(),
             fake_payments: FakePayments::default(),
-            stats: Arc::new(Stats::default()),
+            metrics,
             stores,
         }))
     }
 }
 
-/// A request turned away, as `/admin/stats` counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    RateLimited,
-    Validation,
-    IdempotencyConflict,
-    IdempotencyMismatch,
-    BreakerOpen,
-    Timeout,
-}
-
-/// Rejection counters. Atomics: counting must not serialise requests.
-#[derive(Debug, Default)]
-pub struct Stats {
-    rate_limited: AtomicU64,
-    validation: AtomicU64,
-    idempotency_conflict: AtomicU64,
-    idempotency_mismatch: AtomicU64,
-    breaker_open: AtomicU64,
-    timeout: AtomicU64,
-}
-
-/// The `rejections` member of `/admin/stats`.
+/// The `rejections` member of `/admin/stats`: what palisade's layers turned
+/// away, read from the counters they record (see `palisade::observability`)
+/// in this instance's recorder, by the names `layers.rs` gives them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RejectionCounts {
+    /// `429`s of the rate limit (`api`).
     pub rate_limited: u64,
+    /// Requests refused by validation (`orders`: 400, 413, 415, 422), and by
+    /// the idempotency layer for a missing or malformed key (400).
     pub validation: u64,
+    /// `409`s: the key's first request was still running.
     pub idempotency_conflict: u64,
+    /// `422`s: the key was used with another body.
     pub idempotency_mismatch: u64,
+    /// Calls a circuit breaker (`payment`, `recommendations`) refused.
     pub breaker_open: u64,
+    /// Downstream attempts that timed out (`payment`, each retry counted,
+    /// and `recommendations`).
     pub timeout: u64,
 }
 
-impl Stats {
-    pub fn record(&self, rejection: Rejection) {
-        let counter = match rejection {
-            Rejection::RateLimited => &self.rate_limited,
-            Rejection::Validation => &self.validation,
-            Rejection::IdempotencyConflict => &self.idempotency_conflict,
-            Rejection::IdempotencyMismatch => &self.idempotency_mismatch,
-            Rejection::BreakerOpen => &self.breaker_open,
-            Rejection::Timeout => &self.timeout,
+impl RejectionCounts {
+    /// Reads the counts from `metrics`, the recorder the layers record into.
+    pub fn read(metrics: &PrometheusHandle) -> Self {
+        use palisade::observability::{
+            CIRCUIT_BREAKER_CALLS, IDEMPOTENCY_REQUESTS, RATE_LIMIT_DECISIONS, TIMEOUT_CALLS,
+            VALIDATION_REJECTIONS,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> RejectionCounts {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let text = metrics.render();
+        let sum = |metric: &str, labels: &[(&str, &str)]| counter_sum(&text, metric, labels);
+        let idempotency = |outcome| {
+            sum(
+                IDEMPOTENCY_REQUESTS,
+                &[("name", layers::ORDERS), ("outcome", outcome)],
+            )
+        };
+        let downstreams = |metric: &str, outcome| {
+            [layers::PAYMENT, layers::RECOMMENDATIONS]
+                .iter()
+                .map(|name| sum(metric, &[("name", name), ("outcome", outcome)]))
+                .sum()
+        };
         RejectionCounts {
-            rate_limited: get(&self.rate_limited),
-            validation: get(&self.validation),
-            idempotency_conflict: get(&self.idempotency_conflict),
-            idempotency_mismatch: get(&self.idempotency_mismatch),
-            breaker_open: get(&self.breaker_open),
-            timeout: get(&self.timeout),
+            rate_limited: sum(
+                RATE_LIMIT_DECISIONS,
+                &[("name", layers::API), ("outcome", "denied")],
+            ),
+            validation: sum(VALIDATION_REJECTIONS, &[("name", layers::ORDERS)])
+                + idempotency("invalid_key"),
+            idempotency_conflict: idempotency("conflict"),
+            idempotency_mismatch: idempotency("mismatch"),
+            breaker_open: downstreams(CIRCUIT_BREAKER_CALLS, "rejected"),
+            timeout: downstreams(TIMEOUT_CALLS, "timed_out"),
         }
     }
+}
+
+/// The sum of the counters `metric` whose labels include every pair of
+/// `labels`, in a Prometheus text exposition.
+pub fn counter_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (name, rest) = series.split_once('{').unwrap_or((series, ""));
+            let wanted = name == metric
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            // Counters render as integers; a float is a histogram or gauge.
+            wanted.then(|| value.parse::<u64>().ok()).flatten()
+        })
+        .sum()
 }

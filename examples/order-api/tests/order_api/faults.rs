@@ -53,7 +53,8 @@ async fn provider_timeout_is_504_and_a_retry_charges_once(b: &Backend) {
     app.post_order("slow", &body)
         .await
         .assert_problem(StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(app.stats().await["rejections"]["timeout"], 1);
+    // The timeout layer counts attempts: the first and its two retries.
+    assert_eq!(app.stats().await["rejections"]["timeout"], 3);
     app.set_faults(json!({"payment": {"latency_ms": 0}})).await;
     let r = app.post_order("slow", &body).await;
     assert_eq!(r.status, StatusCode::CREATED);
