@@ -15,21 +15,20 @@ async fn metrics_are_not_rate_limited(b: &Backend) {
             c.rate_limit_burst = std::num::NonZeroU32::new(2).unwrap();
         })
         .await;
-    // The same caller (this client's address) spends its burst and more...
+    // The same caller (this client's address) spends its burst and more
+    // (on real time: a slow machine may earn a token back meanwhile, so at
+    // least one of the last requests is refused, not exactly two)...
     let denied = [("name", "api"), ("outcome", "denied")];
     let before = app.metrics().await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(app.get("/products/1").await.status);
     }
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
-            .count(),
-        2,
-        "{statuses:?}"
-    );
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!((1..=2).contains(&refused), "{statuses:?}");
     // ...and is still answered by /metrics, which carries no quota.
     for _ in 0..3 {
         let r = app.send("GET", "/metrics", &[], None).await;
@@ -37,15 +36,17 @@ async fn metrics_are_not_rate_limited(b: &Backend) {
         assert!(r.header("ratelimit").is_none());
     }
     let m = app.metrics().await;
-    assert!(
-        requests(&m, "GET", "/products/{id}", "429") >= 2.0,
+    assert_eq!(
+        requests(&m, "GET", "/products/{id}", "429"),
+        refused as f64,
         "{}",
         m.0
     );
     // The layer counted its denials.
-    assert!(
+    assert_eq!(
         m.value("palisade_rate_limit_decisions_total", &denied)
-            >= before.value("palisade_rate_limit_decisions_total", &denied) + 2.0,
+            - before.value("palisade_rate_limit_decisions_total", &denied),
+        refused as f64,
         "{}",
         m.0
     );
