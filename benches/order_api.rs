@@ -2,7 +2,7 @@
 //! same handlers with none, over real HTTP on loopback, 64 connections.
 //!
 //! ```text
-//! cargo bench -p palisade-benches --no-default-features --features order-api --bench order_api
+//! cargo bench -p palisade-benches --bench order_api
 //! ```
 //!
 //! One process serves three variants, each on its own loopback port, and
@@ -14,7 +14,7 @@
 //!   `get_product`) and fake downstreams, with no server layer, and client
 //!   stacks that are only the transport (plus the one line that puts the
 //!   payment key in its header). The order body is parsed with plain serde.
-//! - **full**: `routes::app`, exactly what `cargo run --example order_api`
+//! - **full**: `routes::app`, exactly what `cargo run -p order-api`
 //!   serves: request span and counters, rate limit (a quota too large to
 //!   refuse, so every request pays for a decision), validation, idempotency,
 //!   and client stacks with retry, circuit breaker and timeout.
@@ -31,42 +31,10 @@
 //! `ORDER_API_BENCH_PROFILE=<part of a variant's name>` (`bare`, `memory`,
 //! `Redis`) drives that variant alone for one window, for a profiler.
 
-// The example's unit-test modules come along through `#[path]`; a bench
-// without the test harness drops their `#[test]` functions, leaving their
-// imports unused.
-#![cfg_attr(test, allow(unused_imports))]
-#![allow(dead_code, missing_docs, unreachable_pub)]
+#![allow(missing_docs)]
 
-#[path = "../examples/order_api/clients.rs"]
-mod clients;
-#[path = "../examples/order_api/config.rs"]
-mod config;
-#[path = "../examples/order_api/domain.rs"]
-mod domain;
-#[path = "../examples/order_api/errors.rs"]
-mod errors;
-#[path = "../examples/order_api/faults.rs"]
-mod faults;
-#[path = "../examples/order_api/layers.rs"]
-mod layers;
-#[path = "../examples/order_api/openapi.rs"]
-mod openapi;
-#[path = "../examples/order_api/repository.rs"]
-mod repository;
-#[path = "../examples/order_api/routes.rs"]
-mod routes;
-#[path = "../examples/order_api/server.rs"]
-mod server;
-#[path = "../examples/order_api/service.rs"]
-mod service;
-#[path = "../examples/order_api/state.rs"]
-mod state;
 #[path = "../tests/support.rs"]
 mod support;
-#[path = "../examples/order_api/telemetry.rs"]
-mod telemetry;
-#[path = "../examples/order_api/validation.rs"]
-mod validation;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -75,8 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -85,16 +52,18 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use palisade::BoxError;
-use palisade::idempotency::IdempotencyKeyLayer;
+use palisade::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey, IdempotencyKeyLayer};
+use palisade::key::CallerKey;
 use palisade::validate::Validated;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
-use crate::clients::{BreakerProbe, BreakerState, PaymentClient, RecommendationsClient};
-use crate::config::Config;
-use crate::errors::ApiError;
-use crate::repository::Repository;
-use crate::state::{AppState, Stores};
+use order_api::clients::{self, BreakerProbe, BreakerState, PaymentClient, RecommendationsClient};
+use order_api::config::Config;
+use order_api::errors::ApiError;
+use order_api::repository::Repository;
+use order_api::state::{AppState, Stores};
+use order_api::{faults, routes, server, telemetry};
 
 const CONNECTIONS: usize = 64;
 
@@ -119,13 +88,14 @@ async fn serve(listener: TcpListener, app: Router) {
     });
 }
 
-/// The demo as `cargo run --example order_api` serves it.
+/// The demo as `cargo run -p order-api` serves it.
 async fn start_full(redis_url: Option<String>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = config(addr);
     config.redis_url = redis_url;
-    let state = server::build_state_with(config, addr, Repository::memory())
+    let metrics = telemetry::prometheus().clone();
+    let state = server::build_state_with(config, addr, Repository::memory(), metrics)
         .await
         .expect("state");
     serve(listener, routes::app(state)).await;
@@ -134,11 +104,19 @@ async fn start_full(redis_url: Option<String>) -> String {
 
 /// `create_order` without the validate layer in front: the body is read
 /// and parsed here with plain serde, which the handler needs either way.
+/// The handler reads the key and the caller the idempotency layer leaves
+/// in the extensions; here they come straight from the headers.
 async fn bare_create_order(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    let key = parts
+        .headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| IdempotencyKey::new(v.to_str().ok()?).ok())
+        .ok_or(ApiError::IdempotencyKey("is required"))?;
+    let caller = CallerKey::new("bench");
     let bytes = body
         .collect()
         .await
@@ -146,8 +124,13 @@ async fn bare_create_order(
         .to_bytes();
     let order: routes::CreateOrder =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let req = Request::from_parts(parts, Body::from(bytes));
-    routes::create_order(State(state), Validated(order), req).await
+    routes::create_order(
+        State(state),
+        Validated(order),
+        Some(Extension(key)),
+        Some(Extension(caller)),
+    )
+    .await
 }
 
 /// The same handlers and fakes with no layers.
@@ -178,6 +161,7 @@ async fn start_bare() -> String {
         payment,
         recommendations,
         Stores::Memory,
+        telemetry::prometheus().clone(),
     );
     let app = Router::new()
         .route("/orders", post(bare_create_order))

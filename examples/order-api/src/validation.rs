@@ -13,12 +13,12 @@ use serde_json::Value;
 use crate::errors::ApiError;
 
 /// Largest request body accepted: 64 KiB.
-pub(crate) const MAX_BODY_BYTES: usize = crate::layers::MAX_BODY_BYTES;
+pub const MAX_BODY_BYTES: usize = crate::layers::MAX_BODY_BYTES;
 
 /// Reads a JSON body for an operator's endpoint, where a forgotten
 /// `Content-Type` (as plain `curl -d` sends) should not get in the way: the
 /// body is JSON whatever the header says.
-pub(crate) async fn read_json_any_type(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+pub async fn read_json_any_type(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -42,7 +42,7 @@ pub(crate) async fn read_json_any_type(headers: &HeaderMap, body: Body) -> Resul
 
 /// An integer in `min..=max`. A number with a zero fraction (`2.0`) is an
 /// integer to JSON Schema, so it is one here too.
-pub(crate) fn json_integer(v: &Value, min: u64, max: u64) -> Option<u64> {
+pub fn json_integer(v: &Value, min: u64, max: u64) -> Option<u64> {
     let n = v.as_u64().or_else(|| {
         // Exact below 2^53; larger floats are past every limit here anyway.
         v.as_f64()

@@ -3,7 +3,7 @@
 //! [`app`] assembles the router; the palisade layers around the routes are
 //! configured in `layers.rs`, not here.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::clients::{BreakerState, ClientError};
+use crate::clients::BreakerState;
 use crate::domain::{
     Currency, DomainError, Identifier, LineItem, MAX_ITEMS, MAX_UNIT_PRICE_CENTS, NewOrder, Order,
     Percent, Quantity,
@@ -23,20 +23,17 @@ use crate::layers;
 use crate::openapi::ProblemDoc;
 use crate::repository::Repository;
 use crate::service::{Placed, ServiceError};
-use crate::state::{AppState, Rejection, RejectionCounts};
+use crate::state::{AppState, RejectionCounts};
 use crate::validation;
-use palisade::key::KeyExtractor;
+use palisade::idempotency::{IDEMPOTENT_REPLAYED, IdempotencyKey};
+use palisade::key::CallerKey;
 use palisade::validate::{Validate, Validated, Violations, rules};
 
-/// The request header that names a request for idempotency.
-pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
-/// Set on a response that answers a request seen before.
-pub(crate) const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Products `1..=PRODUCT_COUNT` exist.
-pub(crate) const PRODUCT_COUNT: u32 = 100;
+pub const PRODUCT_COUNT: u32 = 100;
 
 /// The whole application.
-pub(crate) fn app(state: AppState) -> Router {
+pub fn app(state: AppState) -> Router {
     let admin = Router::new()
         .route("/admin/faults", axum::routing::put(put_faults))
         .route("/admin/stats", get(get_stats))
@@ -50,7 +47,7 @@ pub(crate) fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // The fakes are added after the outermost layers, so they skip them.
-    layers::outermost(router, &state)
+    layers::outermost(router)
         .route("/fake/payments", axum::routing::post(faults::fake_payment))
         .route(
             "/fake/recommendations/{id}",
@@ -63,12 +60,12 @@ pub(crate) fn app(state: AppState) -> Router {
 
 /// `GET /health`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(crate) struct Health {
+pub struct Health {
     /// Always `"ok"` when the process answers.
     #[schema(example = "ok")]
-    pub(crate) status: String,
+    pub status: String,
     /// Where orders are stored: `memory` or `postgres`.
-    pub(crate) orders_store: String,
+    pub orders_store: String,
 }
 
 /// A new order. Checked by the validate layer (`layers.rs`) before the
@@ -76,9 +73,9 @@ pub(crate) struct Health {
 /// deserialized, and [`Validate`] checks what no single type can.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CreateOrder {
+pub struct CreateOrder {
     #[schema(value_type = String, min_length = 1, max_length = 64)]
-    pub(crate) customer_id: Identifier,
+    pub customer_id: Identifier,
     /// ISO 4217 code.
     #[schema(
         value_type = String,
@@ -87,25 +84,25 @@ pub(crate) struct CreateOrder {
         pattern = "^[A-Z]{3}$",
         example = "EUR"
     )]
-    pub(crate) currency: Currency,
+    pub currency: Currency,
     #[schema(min_items = 1, max_items = 100)]
-    pub(crate) items: Vec<OrderItem>,
+    pub items: Vec<OrderItem>,
     /// Defaults to 0.
     #[serde(default)]
     #[schema(value_type = Option<u8>, minimum = 0, maximum = 100)]
-    pub(crate) discount_percent: Option<Percent>,
+    pub discount_percent: Option<Percent>,
 }
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct OrderItem {
+pub struct OrderItem {
     #[schema(value_type = String, min_length = 1, max_length = 64)]
-    pub(crate) sku: Identifier,
+    pub sku: Identifier,
     #[schema(value_type = u32, minimum = 1, maximum = 1000)]
-    pub(crate) quantity: Quantity,
+    pub quantity: Quantity,
     #[schema(minimum = 0, maximum = 100_000_000)]
-    pub(crate) unit_price_cents: u64,
+    pub unit_price_cents: u64,
 }
 
 impl Validate for CreateOrder {
@@ -127,7 +124,7 @@ impl Validate for OrderItem {
 impl CreateOrder {
     /// The domain order. Validation makes this infallible in practice; the
     /// domain types check again, so nothing invalid gets past.
-    pub(crate) fn into_domain(self) -> Result<NewOrder, DomainError> {
+    pub fn into_domain(self) -> Result<NewOrder, DomainError> {
         let items = self
             .items
             .into_iter()
@@ -145,26 +142,26 @@ impl CreateOrder {
 /// The only status a stored order has: it is stored once paid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum OrderStatusDoc {
+pub enum OrderStatusDoc {
     Paid,
 }
 
 /// A placed order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub(crate) struct OrderResponse {
-    pub(crate) id: String,
-    pub(crate) customer_id: String,
+pub struct OrderResponse {
+    pub id: String,
+    pub customer_id: String,
     #[schema(pattern = "^[A-Z]{3}$")]
-    pub(crate) currency: String,
-    pub(crate) items: Vec<OrderItem>,
+    pub currency: String,
+    pub items: Vec<OrderItem>,
     #[schema(minimum = 0, maximum = 100)]
-    pub(crate) discount_percent: u8,
+    pub discount_percent: u8,
     /// Sum of `quantity * unit_price_cents`.
-    pub(crate) subtotal_cents: u64,
+    pub subtotal_cents: u64,
     /// `subtotal - subtotal * discount_percent / 100`, integer division.
-    pub(crate) total_cents: u64,
-    pub(crate) payment_id: String,
-    pub(crate) status: OrderStatusDoc,
+    pub total_cents: u64,
+    pub payment_id: String,
+    pub status: OrderStatusDoc,
 }
 
 impl From<&Order> for OrderResponse {
@@ -194,28 +191,28 @@ impl From<&Order> for OrderResponse {
 
 /// A product, as recommendations list it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub(crate) struct ProductSummary {
+pub struct ProductSummary {
     #[schema(minimum = 1, maximum = 100)]
-    pub(crate) id: u32,
-    pub(crate) name: String,
-    pub(crate) price_cents: u64,
+    pub id: u32,
+    pub name: String,
+    pub price_cents: u64,
 }
 
 /// A product page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub(crate) struct Product {
+pub struct Product {
     #[schema(minimum = 1, maximum = 100)]
-    pub(crate) id: u32,
-    pub(crate) name: String,
-    pub(crate) price_cents: u64,
+    pub id: u32,
+    pub name: String,
+    pub price_cents: u64,
     /// Empty when the recommendations service failed.
-    pub(crate) recommendations: Vec<ProductSummary>,
+    pub recommendations: Vec<ProductSummary>,
     /// `true` when the recommendations could not be fetched.
-    pub(crate) degraded: bool,
+    pub degraded: bool,
 }
 
 /// The catalogue: product `id` of `1..=PRODUCT_COUNT`.
-pub(crate) fn product_summary(id: u32) -> ProductSummary {
+pub fn product_summary(id: u32) -> ProductSummary {
     ProductSummary {
         id,
         name: format!("Product {id}"),
@@ -225,42 +222,33 @@ pub(crate) fn product_summary(id: u32) -> ProductSummary {
 
 /// `GET /admin/stats`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct Stats {
+pub struct Stats {
     /// Distinct charges made by this instance's fake provider.
-    pub(crate) payments_charged: u64,
+    pub payments_charged: u64,
     /// Calls that reached this instance's fake provider, failures included.
-    pub(crate) payment_attempts: u64,
+    pub payment_attempts: u64,
     /// Payment steps this instance's `POST /orders` handler ran, whichever
     /// provider it calls: one per order key when idempotency holds, with no
     /// help from the provider's own dedupe.
-    pub(crate) payment_steps: u64,
-    pub(crate) breakers: Breakers,
-    pub(crate) rejections: RejectionCounts,
+    pub payment_steps: u64,
+    pub breakers: Breakers,
+    pub rejections: RejectionCounts,
 }
 
 /// The state of each downstream's circuit breaker.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct Breakers {
-    pub(crate) payment: BreakerState,
-    pub(crate) recommendations: BreakerState,
+pub struct Breakers {
+    pub payment: BreakerState,
+    pub recommendations: BreakerState,
 }
 
 // ---- request helpers ----------------------------------------------------
 
-/// Checks an `Idempotency-Key` value: 1..=255 visible ASCII characters.
-pub(crate) fn valid_idempotency_key(v: &HeaderValue) -> Result<&str, &'static str> {
-    let bytes = v.as_bytes();
-    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
-        return Err("must be 1 to 255 visible ASCII characters");
-    }
-    v.to_str()
-        .map_err(|_| "must be 1 to 255 visible ASCII characters")
-}
-
-/// The caller-scoped key: the same key from two callers is two requests.
-/// Length-prefixed, so no two (caller, key) pairs give one string.
-pub(crate) fn scoped_key(caller: &str, key: &str) -> String {
-    format!("{}:{caller}:{key}", caller.len())
+/// The key an order is stored and paid under: the request's key, scoped by
+/// its caller (the same key from two callers is two orders). Derived, so it
+/// is header-safe and fixed-length whatever the caller's key looks like.
+pub fn order_key(key: &IdempotencyKey, caller: &CallerKey) -> IdempotencyKey {
+    key.derive(&format!("order:{caller}"))
 }
 
 fn order_created(order: &Order, replayed: bool) -> Response {
@@ -285,7 +273,7 @@ fn order_created(order: &Order, replayed: bool) -> Response {
 /// Liveness.
 #[utoipa::path(get, path = "/health", tag = "meta",
     responses((status = 200, description = "The process answers", body = Health)))]
-pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let store = match state.orders.repository() {
         Repository::Memory(_) => "memory",
         Repository::Postgres(_) => "postgres",
@@ -320,24 +308,21 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
             headers(("Retry-After" = u64, description = "Whole seconds, when the circuit is open"))),
         (status = 504, description = "The payment provider timed out; retry with the same key", body = ProblemDoc, content_type = "application/problem+json"),
     ))]
-pub(crate) async fn create_order(
+pub async fn create_order(
     State(state): State<AppState>,
     Validated(request): Validated<CreateOrder>,
-    req: Request,
+    key: Option<Extension<IdempotencyKey>>,
+    caller: Option<Extension<CallerKey>>,
 ) -> Result<Response, ApiError> {
-    // The layers in front checked the body and the key, and hold the key
-    // (scoped by caller) for this request. The scoped key also names the
-    // payment and the repository row: the database's unique key is the last
-    // line of defence if a duplicate ever got past the layer.
-    let key = req
-        .headers()
-        .get(IDEMPOTENCY_KEY)
-        .ok_or(ApiError::IdempotencyKey("is required"))
-        .and_then(|v| valid_idempotency_key(v).map_err(ApiError::IdempotencyKey))?;
-    let caller = layers::caller_key()
-        .extract(&req)
-        .unwrap_or_else(|| "unknown".to_owned());
-    let scoped = scoped_key(&caller, key);
+    // The layers in front checked the body and the key, hold the key (scoped
+    // by caller) for this request, and left what they parsed in the
+    // request's extensions. The scoped key also names the payment and the
+    // repository row: the database's unique key is the last line of defence
+    // if a duplicate ever got past the layer.
+    let (Some(Extension(key)), Some(Extension(caller))) = (key, caller) else {
+        return Err(ApiError::IdempotencyKey("is required"));
+    };
+    let scoped = order_key(&key, &caller);
     let order = request
         .into_domain()
         .map_err(|e| ApiError::Invalid(vec![FieldError::new("", e.to_string())]))?;
@@ -374,7 +359,7 @@ pub(crate) async fn create_order(
         (status = 429, description = "Rate limited (shared with /products)", body = ProblemDoc, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Whole seconds to wait, at least 1"), ("RateLimit" = String, description = "Quota left: r=0"), ("RateLimit-Policy" = String, description = "The quota: q (burst) per w seconds"))),
         (status = 503, description = "Order storage unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ))]
-pub(crate) async fn get_order(
+pub async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<OrderResponse>, ApiError> {
@@ -397,7 +382,7 @@ pub(crate) async fn get_order(
         (status = 404, description = "No such product", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited (shared with /orders)", body = ProblemDoc, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Whole seconds to wait, at least 1"), ("RateLimit" = String, description = "Quota left: r=0"), ("RateLimit-Policy" = String, description = "The quota: q (burst) per w seconds"))),
     ))]
-pub(crate) async fn get_product(
+pub async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Product>, ApiError> {
@@ -410,11 +395,6 @@ pub(crate) async fn get_product(
     let (recommendations, degraded) = match state.recommendations.for_product(id).await {
         Ok(list) => (list, false),
         Err(error) => {
-            match error {
-                ClientError::Timeout => state.stats.record(Rejection::Timeout),
-                ClientError::BreakerOpen { .. } => state.stats.record(Rejection::BreakerOpen),
-                ClientError::Upstream(_) => {}
-            }
             tracing::warn!(%error, "recommendations unavailable; degraded answer");
             (Vec::new(), true)
         }
@@ -439,7 +419,7 @@ pub(crate) async fn get_product(
         (status = 422, description = "Out of range or unknown field", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security((), ("admin_token" = [])))]
-pub(crate) async fn put_faults(
+pub async fn put_faults(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Json<FaultsView>, ApiError> {
@@ -459,7 +439,7 @@ pub(crate) async fn put_faults(
         (status = 401, description = "Missing or wrong bearer token (when ADMIN_TOKEN is set)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security((), ("admin_token" = [])))]
-pub(crate) async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
+pub async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
     Json(Stats {
         payments_charged: state.fake_payments.charged(),
         payment_attempts: state.fake_payments.attempts(),
@@ -468,7 +448,7 @@ pub(crate) async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
             payment: state.orders.payment().breaker(),
             recommendations: state.recommendations.breaker(),
         },
-        rejections: state.stats.snapshot(),
+        rejections: RejectionCounts::read(state.metrics()),
     })
 }
 
@@ -481,21 +461,21 @@ pub(crate) async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
         (status = 401, description = "Missing or wrong bearer token (when ADMIN_TOKEN is set)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security((), ("admin_token" = [])))]
-pub(crate) async fn get_metrics() -> Response {
+pub async fn get_metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
-        crate::telemetry::prometheus().render(),
+        state.metrics().render(),
     )
         .into_response()
 }
 
 /// The media type of the Prometheus text exposition format.
-pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")))]
-pub(crate) async fn openapi_json() -> Response {
+pub async fn openapi_json() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         crate::openapi::document_json(),

@@ -13,7 +13,7 @@ use crate::errors::FieldError;
 /// only: bodies are built by `palisade::problem::Problem`.
 #[allow(dead_code)]
 #[derive(ToSchema)]
-pub(crate) struct ProblemDoc {
+pub struct ProblemDoc {
     /// A URI reference naming the kind of problem; `about:blank` when the
     /// status says it all.
     #[schema(rename = "type")]
@@ -54,7 +54,7 @@ pub(crate) struct ProblemDoc {
         (name = "meta", description = "Health and this document"),
     )
 )]
-pub(crate) struct ApiDoc;
+pub struct ApiDoc;
 
 struct AdminToken;
 
@@ -69,7 +69,7 @@ impl Modify for AdminToken {
 }
 
 /// The document, serialised once.
-pub(crate) fn document_json() -> String {
+pub fn document_json() -> String {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
         ApiDoc::openapi()

@@ -16,10 +16,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::repository::Repository;
-use crate::server;
-use crate::state::AppState;
+use metrics::LocalRecorderGuard;
+use metrics_exporter_prometheus::PrometheusRecorder;
+use order_api::config::Config;
+use order_api::repository::Repository;
+use order_api::server;
+use order_api::state::AppState;
 
 pub(crate) type TestClient = Client<HttpConnector, BoxBody<Bytes, Infallible>>;
 
@@ -166,6 +168,14 @@ impl Backend {
 
 /// One instance of the demo, serving on a loopback port until dropped or
 /// shut down.
+///
+/// Each instance records its metrics into a recorder of its own, set as the
+/// local recorder of the thread that starts it (a `#[tokio::test]` runs the
+/// app on its own current-thread runtime, on that thread), so its
+/// `/metrics` and `/admin/stats` count its own requests, not those of tests
+/// running alongside. With two instances alive on one thread, the later
+/// one's recorder takes both's samples; on a multi-thread runtime, samples
+/// recorded on the workers are lost.
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
     pub(crate) base: String,
@@ -173,6 +183,7 @@ pub(crate) struct TestApp {
     pub(crate) state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    _metrics: LocalRecorderGuard<'static>,
 }
 
 impl TestApp {
@@ -195,7 +206,11 @@ impl TestApp {
             ..Config::default()
         };
         configure(&mut config);
-        let state = server::build_state_with(config, addr, repository)
+        let (recorder, metrics) = order_api::telemetry::recorder();
+        // Leaked: a recorder per test instance, for the life of the process.
+        let recorder: &'static PrometheusRecorder = Box::leak(Box::new(recorder));
+        let guard = metrics::set_default_local_recorder(recorder);
+        let state = server::build_state_with(config, addr, repository, metrics)
             .await
             .unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -209,6 +224,7 @@ impl TestApp {
             state,
             shutdown: Some(tx),
             task: Some(task),
+            _metrics: guard,
         }
     }
 
@@ -323,9 +339,7 @@ impl TestApp {
 
 /// A Prometheus text exposition, as `GET /metrics` answers.
 ///
-/// The recorder is process-wide, so every instance a test binary starts
-/// records into it: tests compare a series before and after their own
-/// requests, and since counters only grow, other tests can only add.
+/// Tests compare a series before and after their own requests.
 #[derive(Debug)]
 pub(crate) struct Metrics(pub(crate) String);
 
@@ -354,4 +368,24 @@ impl Metrics {
             .lines()
             .any(|line| line == format!("# TYPE {name} {kind}"))
     }
+}
+
+/// `http_server_request_duration_seconds_count` of one method, route and status.
+pub(crate) fn requests(m: &Metrics, method: &str, route: &str, status: &str) -> f64 {
+    m.value(
+        "http_server_request_duration_seconds_count",
+        &[("method", method), ("route", route), ("status", status)],
+    )
+}
+
+/// `n` GETs of a product page as the caller `api_key`; the statuses.
+pub(crate) async fn product_statuses(app: &TestApp, api_key: &str, n: usize) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    for _ in 0..n {
+        replies.push(
+            app.send("GET", "/products/1", &[("x-api-key", api_key)], None)
+                .await,
+        );
+    }
+    replies
 }

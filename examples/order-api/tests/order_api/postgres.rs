@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::StatusCode;
 
-use crate::domain::{
+use crate::harness::{TestApp, order_body};
+use order_api::domain::{
     Currency, Identifier, LineItem, Money, NewOrder, Order, OrderStatus, Percent, Quantity,
 };
-use crate::harness::{TestApp, order_body};
-use crate::repository::{Inserted, RepoError, Repository};
+use order_api::repository::{Inserted, RepoError, Repository};
 
 fn database_url() -> String {
     std::env::var("PALISADE_TEST_DATABASE_URL")

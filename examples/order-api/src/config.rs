@@ -6,27 +6,27 @@ use std::time::Duration;
 
 /// Everything the demo reads from its environment.
 #[derive(Debug, Clone)]
-pub(crate) struct Config {
+pub struct Config {
     /// `ORDER_API_ADDR`, default `127.0.0.1:3000`.
-    pub(crate) addr: SocketAddr,
+    pub addr: SocketAddr,
     /// `REDIS_URL`: rate-limit and idempotency state in Redis; unset: in memory.
-    pub(crate) redis_url: Option<String>,
+    pub redis_url: Option<String>,
     /// `DATABASE_URL`: orders in PostgreSQL; unset: in memory.
-    pub(crate) database_url: Option<String>,
+    pub database_url: Option<String>,
     /// `ORDER_RATE_LIMIT_PER_SECOND`, default 10.
-    pub(crate) rate_limit_per_second: NonZeroU32,
+    pub rate_limit_per_second: NonZeroU32,
     /// `ORDER_RATE_LIMIT_BURST`, default 20.
-    pub(crate) rate_limit_burst: NonZeroU32,
+    pub rate_limit_burst: NonZeroU32,
     /// `PAYMENT_URL`; `None`: this instance's own `/fake/payments`.
-    pub(crate) payment_url: Option<String>,
+    pub payment_url: Option<String>,
     /// `PAYMENT_TIMEOUT_MS`, default 10000.
-    pub(crate) payment_timeout: Duration,
+    pub payment_timeout: Duration,
     /// `RECOMMENDATIONS_TIMEOUT_MS`, default 3000.
-    pub(crate) recommendations_timeout: Duration,
+    pub recommendations_timeout: Duration,
     /// `BREAKER_OPEN_MS`, default 30000: how long an open breaker stays open.
-    pub(crate) breaker_open: Duration,
+    pub breaker_open: Duration,
     /// `ADMIN_TOKEN`: when set, `/admin/*` and `/metrics` need `Authorization: Bearer <token>`.
-    pub(crate) admin_token: Option<String>,
+    pub admin_token: Option<String>,
 }
 
 impl Default for Config {
@@ -49,7 +49,7 @@ impl Default for Config {
 /// A variable that is set but unusable; the demo refuses to start with it.
 #[derive(Debug, thiserror::Error)]
 #[error("{name}={value:?}: {reason}")]
-pub(crate) struct ConfigError {
+pub struct ConfigError {
     name: &'static str,
     value: String,
     reason: &'static str,
@@ -57,14 +57,12 @@ pub(crate) struct ConfigError {
 
 impl Config {
     /// Reads the process environment.
-    pub(crate) fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Reads variables through `lookup`; empty values count as unset.
-    pub(crate) fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut config = Self::default();
         if let Some(v) = get("ORDER_API_ADDR") {

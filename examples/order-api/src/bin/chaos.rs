@@ -2,8 +2,8 @@
 //! and injected faults, then checks that no order was charged twice.
 //!
 //! ```text
-//! cargo run --example order_api &
-//! cargo run --example chaos -- [ADDR] [--orders N] [--concurrency C] [--seconds S]
+//! cargo run -p order-api &
+//! cargo run -p order-api --bin chaos -- [ADDR] [--orders N] [--concurrency C] [--seconds S]
 //! ```
 //!
 //! `ADDR` (or `CHAOS_ADDR`) defaults to `127.0.0.1:3000` and must be a
@@ -353,7 +353,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .await
         .map_err(|e| {
             format!(
-                "no demo at {}: {e} (start it with `cargo run --example order_api`)",
+                "no demo at {}: {e} (start it with `cargo run -p order-api`)",
                 args.addr
             )
         })?;

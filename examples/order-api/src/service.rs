@@ -7,12 +7,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use palisade::idempotency::IdempotencyKey;
+
 use crate::clients::{ClientError, PaymentClient};
 use crate::domain::{DomainError, NewOrder, Order, OrderStatus};
 use crate::repository::{Inserted, RepoError, Repository};
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ServiceError {
+pub enum ServiceError {
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error("payment failed: {0}")]
@@ -25,7 +27,7 @@ pub(crate) enum ServiceError {
 
 /// An order placed, or found already placed under the same key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Placed {
+pub enum Placed {
     New(Order),
     /// The same key and the same order were placed before (for example by a
     /// retry that reached another instance): answered from the repository.
@@ -33,7 +35,7 @@ pub(crate) enum Placed {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct OrderService {
+pub struct OrderService {
     repository: Repository,
     payment: PaymentClient,
     /// Payment steps started, shared by clones: the count the idempotency
@@ -42,7 +44,7 @@ pub(crate) struct OrderService {
 }
 
 impl OrderService {
-    pub(crate) fn new(repository: Repository, payment: PaymentClient) -> Self {
+    pub fn new(repository: Repository, payment: PaymentClient) -> Self {
         Self {
             repository,
             payment,
@@ -53,25 +55,32 @@ impl OrderService {
     /// Payment steps this service started, one per order it charged
     /// (whatever the provider then made of the call, and however often its
     /// client retried it).
-    pub(crate) fn payment_steps(&self) -> u64 {
+    pub fn payment_steps(&self) -> u64 {
         self.payment_steps.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn payment(&self) -> &PaymentClient {
+    pub fn payment(&self) -> &PaymentClient {
         &self.payment
     }
 
-    pub(crate) fn repository(&self) -> &Repository {
+    pub fn repository(&self) -> &Repository {
         &self.repository
     }
 
     /// Places `order` under `key` (already scoped to the caller).
     ///
-    /// The payment carries a key derived from `key`, so a retry after a
-    /// timeout, a crash or a lost response charges once; nothing is stored
-    /// unless the payment succeeded, so a failed attempt can be retried with
-    /// the same key.
-    pub(crate) async fn place(&self, key: &str, order: NewOrder) -> Result<Placed, ServiceError> {
+    /// The payment carries a key derived from `key` alone
+    /// ([`IdempotencyKey::derive`]), so every retry of one order, on any
+    /// instance, sends the same one and a retry after a timeout, a crash or
+    /// a lost response charges once; nothing is stored unless the payment
+    /// succeeded, so a failed attempt can be retried with the same key.
+    pub async fn place(
+        &self,
+        key: &IdempotencyKey,
+        order: NewOrder,
+    ) -> Result<Placed, ServiceError> {
+        let payment_key = key.derive("payment");
+        let key = key.as_str();
         let (subtotal, total) = order.totals()?;
         if let Some(existing) = self.repository.find_by_key(key).await? {
             return same_order(existing, &order).map(Placed::Existing);
@@ -79,7 +88,7 @@ impl OrderService {
         self.payment_steps.fetch_add(1, Ordering::Relaxed);
         let payment_id = self
             .payment
-            .charge(&payment_key(key), total, order.currency)
+            .charge(&payment_key, total, order.currency)
             .await?;
         let placed = Order {
             id: format!("ord_{}", uuid::Uuid::new_v4().simple()),
@@ -98,7 +107,7 @@ impl OrderService {
         }
     }
 
-    pub(crate) async fn get(&self, id: &str) -> Result<Option<Order>, RepoError> {
+    pub async fn get(&self, id: &str) -> Result<Option<Order>, RepoError> {
         self.repository.get(id).await
     }
 }
@@ -109,16 +118,4 @@ fn same_order(existing: Order, asked: &NewOrder) -> Result<Order, ServiceError> 
     } else {
         Err(ServiceError::KeyReused)
     }
-}
-
-/// The payment's idempotency key: a function of the order's scoped key
-/// alone, so every retry of one order (on any instance) sends the same one.
-/// A name-based UUID keeps it short and header-safe whatever the caller's
-/// key and scope look like.
-pub(crate) fn payment_key(order_key: &str) -> String {
-    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5f0c_9a55_7d3e_4b1a_9d7e_2c4a_0b6e_91f3);
-    format!(
-        "order-{}",
-        uuid::Uuid::new_v5(&NAMESPACE, order_key.as_bytes()).simple()
-    )
 }

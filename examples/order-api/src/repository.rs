@@ -14,14 +14,14 @@ use crate::domain::{Currency, Identifier, LineItem, Money, NewOrder, Order, Orde
 
 /// The order store.
 #[derive(Debug, Clone)]
-pub(crate) enum Repository {
+pub enum Repository {
     Memory(Arc<Mutex<MemoryOrders>>),
     Postgres(Arc<PostgresOrders>),
 }
 
 /// What an insert did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Inserted {
+pub enum Inserted {
     /// The order is stored.
     New(Order),
     /// An order with the same idempotency key was already stored; here it is.
@@ -29,7 +29,7 @@ pub(crate) enum Inserted {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RepoError {
+pub enum RepoError {
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
     #[error("invalid table name {0:?}")]
@@ -39,25 +39,25 @@ pub(crate) enum RepoError {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct MemoryOrders {
+pub struct MemoryOrders {
     by_id: HashMap<String, Order>,
     by_key: HashMap<String, String>,
 }
 
 #[derive(Debug)]
-pub(crate) struct PostgresOrders {
+pub struct PostgresOrders {
     client: tokio_postgres::Client,
     table: String,
 }
 
 impl Repository {
-    pub(crate) fn memory() -> Self {
+    pub fn memory() -> Self {
         Repository::Memory(Arc::default())
     }
 
     /// Connects, and creates `table` (and its unique index) if missing.
     /// `table` must be a plain lowercase SQL identifier.
-    pub(crate) async fn postgres(url: &str, table: &str) -> Result<Self, RepoError> {
+    pub async fn postgres(url: &str, table: &str) -> Result<Self, RepoError> {
         let plain = table.len() <= 63
             && table.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && table
@@ -96,7 +96,7 @@ impl Repository {
     }
 
     /// Stores `order` unless its idempotency key already has one.
-    pub(crate) async fn insert(&self, order: Order) -> Result<Inserted, RepoError> {
+    pub async fn insert(&self, order: Order) -> Result<Inserted, RepoError> {
         match self {
             Repository::Memory(m) => {
                 let mut m = m.lock().expect("orders lock");
@@ -149,14 +149,14 @@ impl Repository {
         }
     }
 
-    pub(crate) async fn get(&self, id: &str) -> Result<Option<Order>, RepoError> {
+    pub async fn get(&self, id: &str) -> Result<Option<Order>, RepoError> {
         match self {
             Repository::Memory(m) => Ok(m.lock().expect("orders lock").by_id.get(id).cloned()),
             Repository::Postgres(pg) => pg.select_one("id", id).await,
         }
     }
 
-    pub(crate) async fn find_by_key(&self, key: &str) -> Result<Option<Order>, RepoError> {
+    pub async fn find_by_key(&self, key: &str) -> Result<Option<Order>, RepoError> {
         match self {
             Repository::Memory(m) => {
                 let m = m.lock().expect("orders lock");
@@ -167,8 +167,7 @@ impl Repository {
     }
 
     /// Drops the table (tests clean up after themselves).
-    #[cfg(test)]
-    pub(crate) async fn drop_table(&self) -> Result<(), RepoError> {
+    pub async fn drop_table(&self) -> Result<(), RepoError> {
         if let Repository::Postgres(pg) = self {
             pg.client
                 .batch_execute(&format!("DROP TABLE IF EXISTS {}", pg.table))

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use palisade::BoxError;
 use tokio::net::TcpListener;
 
@@ -14,12 +15,16 @@ use crate::repository::Repository;
 use crate::state::{AppState, Stores};
 
 /// The table orders live in, in PostgreSQL.
-pub(crate) const ORDERS_TABLE: &str = "orders";
+pub const ORDERS_TABLE: &str = "orders";
 
 /// Builds the state for an instance listening on `local`: the repository
 /// `config` asks for, and clients of the payment provider (`PAYMENT_URL`,
 /// else this instance's fake) and of this instance's fake recommendations.
-pub(crate) async fn build_state(config: Config, local: SocketAddr) -> Result<AppState, BoxError> {
+///
+/// Metrics go to the process's recorder ([`crate::telemetry::prometheus`]),
+/// installed here before any layer records, so no early sample is lost.
+pub async fn build_state(config: Config, local: SocketAddr) -> Result<AppState, BoxError> {
+    let metrics = crate::telemetry::prometheus().clone();
     let repository = match &config.database_url {
         Some(url) => {
             let repo = Repository::postgres(url, ORDERS_TABLE).await?;
@@ -31,17 +36,18 @@ pub(crate) async fn build_state(config: Config, local: SocketAddr) -> Result<App
             Repository::memory()
         }
     };
-    build_state_with(config, local, repository).await
+    build_state_with(config, local, repository, metrics).await
 }
 
-/// [`build_state`] with a repository of the caller's choosing.
-pub(crate) async fn build_state_with(
+/// [`build_state`] with a repository and a metrics recorder of the caller's
+/// choosing: `metrics` is the handle of the recorder the layers record into
+/// (the global one, or the thread's local one in tests).
+pub async fn build_state_with(
     config: Config,
     local: SocketAddr,
     repository: Repository,
+    metrics: PrometheusHandle,
 ) -> Result<AppState, BoxError> {
-    // Installed before any layer records, so no early sample is lost.
-    crate::telemetry::prometheus();
     let stores = Stores::connect(config.redis_url.as_deref()).await?;
     match stores {
         Stores::Redis(_) => tracing::info!("rate limits and idempotency keys kept in Redis"),
@@ -69,11 +75,12 @@ pub(crate) async fn build_state_with(
         payment,
         recommendations,
         stores,
+        metrics,
     ))
 }
 
 /// How this instance reaches itself: a wildcard address becomes loopback.
-pub(crate) fn own_base_url(local: SocketAddr) -> String {
+pub fn own_base_url(local: SocketAddr) -> String {
     let ip = match local.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -84,7 +91,7 @@ pub(crate) fn own_base_url(local: SocketAddr) -> String {
 
 /// Serves until `shutdown` completes, then stops accepting and waits for the
 /// requests in flight.
-pub(crate) async fn serve(
+pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -99,7 +106,7 @@ pub(crate) async fn serve(
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for SIGINT");
@@ -128,7 +135,7 @@ pub(crate) async fn shutdown_signal() {
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); colours only
 /// on a terminal.
-pub(crate) fn init_tracing() {
+pub fn init_tracing() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

@@ -22,58 +22,59 @@ use utoipa::ToSchema;
 
 use crate::domain::{Currency, Money};
 use crate::errors::{ApiError, FieldError};
-use crate::routes::{IDEMPOTENCY_KEY, ProductSummary, valid_idempotency_key};
+use crate::routes::ProductSummary;
 use crate::state::AppState;
+use palisade::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 
 /// Longest latency `/admin/faults` accepts: ten minutes.
-pub(crate) const MAX_LATENCY_MS: u64 = 600_000;
+pub const MAX_LATENCY_MS: u64 = 600_000;
 
 /// The faults of one downstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FaultSpec {
+pub struct FaultSpec {
     /// Share of calls that fail with a 500, 0.0..=1.0.
     #[serde(default)]
     #[schema(minimum = 0.0, maximum = 1.0)]
-    pub(crate) fail_rate: f64,
+    pub fail_rate: f64,
     /// Delay before every answer, in milliseconds.
     #[serde(default)]
     #[schema(minimum = 0, maximum = 600_000)]
-    pub(crate) latency_ms: u64,
+    pub latency_ms: u64,
 }
 
 /// The body of `PUT /admin/faults`; a missing part leaves that downstream's
 /// faults as they are, a present part replaces them (missing fields: 0).
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FaultsUpdate {
-    pub(crate) payment: Option<FaultSpec>,
-    pub(crate) recommendations: Option<FaultSpec>,
+pub struct FaultsUpdate {
+    pub payment: Option<FaultSpec>,
+    pub recommendations: Option<FaultSpec>,
 }
 
 /// The faults in force, as `PUT /admin/faults` answers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub(crate) struct FaultsView {
-    pub(crate) payment: FaultSpec,
-    pub(crate) recommendations: FaultSpec,
+pub struct FaultsView {
+    pub payment: FaultSpec,
+    pub recommendations: FaultSpec,
 }
 
 /// The faults in force.
 #[derive(Debug, Default)]
-pub(crate) struct Faults {
+pub struct Faults {
     payment: RwLock<FaultSpec>,
     recommendations: RwLock<FaultSpec>,
 }
 
 impl Faults {
-    pub(crate) fn view(&self) -> FaultsView {
+    pub fn view(&self) -> FaultsView {
         FaultsView {
             payment: *self.payment.read().expect("faults lock"),
             recommendations: *self.recommendations.read().expect("faults lock"),
         }
     }
 
-    pub(crate) fn apply(&self, update: FaultsUpdate) -> FaultsView {
+    pub fn apply(&self, update: FaultsUpdate) -> FaultsView {
         if let Some(p) = update.payment {
             *self.payment.write().expect("faults lock") = p;
         }
@@ -86,7 +87,7 @@ impl Faults {
 
 /// Parses a `PUT /admin/faults` body: 400 for malformed JSON, 422 (with
 /// pointers) for anything out of range or unknown.
-pub(crate) fn parse_update(body: &Bytes) -> Result<FaultsUpdate, ApiError> {
+pub fn parse_update(body: &Bytes) -> Result<FaultsUpdate, ApiError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let mut errors = Vec::new();
@@ -164,11 +165,11 @@ async fn inject(spec: FaultSpec) -> Result<(), Response> {
 /// A charge request to the fake provider.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ChargeRequest {
+pub struct ChargeRequest {
     #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
-    pub(crate) amount_cents: u64,
+    pub amount_cents: u64,
     #[schema(min_length = 3, max_length = 3, pattern = "^[A-Z]{3}$")]
-    pub(crate) currency: String,
+    pub currency: String,
 }
 
 fn parse_charge(body: &[u8]) -> Result<ChargeRequest, ApiError> {
@@ -219,28 +220,28 @@ fn parse_charge(body: &[u8]) -> Result<ChargeRequest, ApiError> {
 
 /// A charge made by the fake provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub(crate) struct Charge {
-    pub(crate) id: String,
-    pub(crate) amount_cents: u64,
-    pub(crate) currency: String,
-    pub(crate) status: String,
+pub struct Charge {
+    pub id: String,
+    pub amount_cents: u64,
+    pub currency: String,
+    pub status: String,
 }
 
 /// The fake provider's ledger: one charge per idempotency key, like Stripe.
 #[derive(Debug, Default)]
-pub(crate) struct FakePayments {
+pub struct FakePayments {
     charges: Mutex<HashMap<String, Charge>>,
     attempts: AtomicU64,
 }
 
 impl FakePayments {
     /// Distinct charges made.
-    pub(crate) fn charged(&self) -> u64 {
+    pub fn charged(&self) -> u64 {
         self.charges.lock().expect("ledger lock").len() as u64
     }
 
     /// Every call that reached the provider, failed ones included.
-    pub(crate) fn attempts(&self) -> u64 {
+    pub fn attempts(&self) -> u64 {
         self.attempts.load(Ordering::Relaxed)
     }
 
@@ -277,7 +278,7 @@ impl FakePayments {
         (status = 500, description = "Injected fault", body = crate::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn fake_payment(
+pub async fn fake_payment(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
@@ -288,7 +289,7 @@ pub(crate) async fn fake_payment(
     }
     let Some(key) = headers
         .get(IDEMPOTENCY_KEY)
-        .and_then(|v| valid_idempotency_key(v).ok())
+        .and_then(|v| IdempotencyKey::new(v.to_str().ok()?).ok())
     else {
         return ApiError::IdempotencyKey("is required (1 to 255 visible ASCII characters)")
             .into_response();
@@ -297,7 +298,7 @@ pub(crate) async fn fake_payment(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let (new, charge) = state.fake_payments.charge(key, request);
+    let (new, charge) = state.fake_payments.charge(key.as_str(), request);
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -308,8 +309,8 @@ pub(crate) async fn fake_payment(
 
 /// Recommendations for a product, from the fake service.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct RecommendationList {
-    pub(crate) recommendations: Vec<ProductSummary>,
+pub struct RecommendationList {
+    pub recommendations: Vec<ProductSummary>,
 }
 
 /// The fake recommendations service.
@@ -323,7 +324,7 @@ pub(crate) struct RecommendationList {
         (status = 500, description = "Injected fault", body = crate::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn fake_recommendations(
+pub async fn fake_recommendations(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Response {

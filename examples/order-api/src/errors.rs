@@ -1,35 +1,32 @@
 //! Every error the API answers with, as an RFC 9457 problem.
 //!
 //! Handlers return [`ApiError`]; its [`IntoResponse`] builds the body with
-//! [`palisade::problem::Problem`], so no handler writes error JSON by hand,
-//! and marks the response with the [`Rejection`] it counts as in
-//! `/admin/stats`.
+//! [`palisade::problem::Problem`], so no handler writes error JSON by hand.
 
 use axum::response::{IntoResponse, Response};
-use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::WWW_AUTHENTICATE;
 use http::{HeaderValue, StatusCode};
 use palisade::problem::Problem;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::clients::ClientError;
-use crate::state::Rejection;
 
 /// One schema violation: where in the body, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub(crate) struct FieldError {
+pub struct FieldError {
     /// JSON Pointer (RFC 6901) to the offending value; `""` is the whole body.
-    pub(crate) pointer: String,
+    pub pointer: String,
     /// What is wrong with it.
-    pub(crate) detail: String,
+    pub detail: String,
     /// A stable name of the rule broken (`range`, `unknown_field`, ...),
     /// when the validate layer reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) code: Option<String>,
+    pub code: Option<String>,
 }
 
 impl FieldError {
-    pub(crate) fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
             pointer: pointer.into(),
             detail: detail.into(),
@@ -40,7 +37,7 @@ impl FieldError {
 
 /// Every way a request can fail.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ApiError {
+pub enum ApiError {
     #[error("body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("could not read the body")]
@@ -67,7 +64,7 @@ pub(crate) enum ApiError {
 
 impl ApiError {
     /// The problem this error answers with.
-    pub(crate) fn to_problem(&self) -> Problem {
+    pub fn to_problem(&self) -> Problem {
         let status = self.status();
         let problem = Problem::new(status).with_detail(self.to_string());
         match self {
@@ -82,13 +79,9 @@ impl ApiError {
             ApiError::Unauthorized => {
                 problem.with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
             }
-            ApiError::Payment(ClientError::BreakerOpen { retry_after }) => {
-                // Whole seconds, at least 1 (RFC 9110 `delay-seconds`).
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                problem
-                    .with_title("Payment provider unavailable")
-                    .with_header(RETRY_AFTER, HeaderValue::from(secs.max(1)))
-            }
+            ApiError::Payment(ClientError::BreakerOpen { retry_after }) => problem
+                .with_title("Payment provider unavailable")
+                .with_retry_after(*retry_after),
             ApiError::Payment(ClientError::Timeout) => {
                 problem.with_title("Payment provider timed out")
             }
@@ -99,7 +92,7 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyRead | ApiError::MalformedJson(_) | ApiError::IdempotencyKey(_) => {
@@ -118,29 +111,11 @@ impl ApiError {
             }
         }
     }
-
-    /// What `/admin/stats` counts this error as, if anything.
-    pub(crate) fn rejection(&self) -> Option<Rejection> {
-        match self {
-            ApiError::PayloadTooLarge { .. }
-            | ApiError::MalformedJson(_)
-            | ApiError::Invalid(_)
-            | ApiError::IdempotencyKey(_) => Some(Rejection::Validation),
-            ApiError::IdempotencyMismatch => Some(Rejection::IdempotencyMismatch),
-            ApiError::Payment(ClientError::Timeout) => Some(Rejection::Timeout),
-            ApiError::Payment(ClientError::BreakerOpen { .. }) => Some(Rejection::BreakerOpen),
-            _ => None,
-        }
-    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = self.to_problem().into_response::<axum::body::Body>();
-        if let Some(rejection) = self.rejection() {
-            response.extensions_mut().insert(rejection);
-        }
-        response
+        self.to_problem().into_response::<axum::body::Body>()
     }
 }
 
@@ -153,20 +128,18 @@ mod tests {
     #[test]
     fn downstream_failures_map_to_502_503_504() {
         let cases = [
-            (ClientError::Upstream("down".into()), 502, None),
-            (ClientError::Timeout, 504, Some(Rejection::Timeout)),
+            (ClientError::Upstream("down".into()), 502),
+            (ClientError::Timeout, 504),
             (
                 ClientError::BreakerOpen {
                     retry_after: Duration::from_millis(1500),
                 },
                 503,
-                Some(Rejection::BreakerOpen),
             ),
         ];
-        for (error, status, rejection) in cases {
+        for (error, status) in cases {
             let error = ApiError::Payment(error);
             assert_eq!(error.status().as_u16(), status);
-            assert_eq!(error.rejection(), rejection);
             assert_eq!(error.to_problem().status().as_u16(), status);
         }
     }
@@ -179,11 +152,7 @@ mod tests {
             });
             let response = error.into_response();
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-            assert_eq!(response.headers()[RETRY_AFTER], header);
-            assert_eq!(
-                response.extensions().get::<Rejection>(),
-                Some(&Rejection::BreakerOpen)
-            );
+            assert_eq!(response.headers()[http::header::RETRY_AFTER], header);
         }
     }
 

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! every route but the fakes: request span (request id on every log line),
-//!                             request metrics, rejection counters
+//!                             request metrics
 //!   /orders, /orders/{id}, /products/{id}:  rate limit (one set of buckets)
 //!   POST /orders:                             -> validate -> idempotency -> handler
 //! ```
@@ -57,7 +57,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use http::{Method, Response as HttpResponse};
 use palisade::BoxError;
@@ -69,15 +68,22 @@ use palisade::rate_limit::{self, Quota, RateLimitLayer};
 use palisade::timeout::{self, TimeoutLayer};
 use palisade::validate::{UnknownFields, ValidateLayer};
 use tower::ServiceBuilder;
-use tower::layer::util::{Identity, Stack};
 use tower::retry::{Policy, RetryLayer};
-use tower::util::MapResponseLayer;
 
 use crate::clients::{BreakerProbe, BreakerState, HttpClient, TransportError, Upstream, transport};
 use crate::config::Config;
 use crate::routes;
-use crate::state::{AppState, Rejection, Stores};
+use crate::state::{AppState, Stores};
 use crate::telemetry::ObserveLayer;
+
+/// The `name` of the rate limit below, in its metrics and traces.
+pub const API: &str = "api";
+/// The `name` of the validate and idempotency layers of `POST /orders`.
+pub const ORDERS: &str = "orders";
+/// The `name` of the payment client's breaker and timeout.
+pub const PAYMENT: &str = "payment";
+/// The `name` of the recommendations client's breaker and timeout.
+pub const RECOMMENDATIONS: &str = "recommendations";
 
 /// Largest `POST /orders` body: 64 KiB.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -159,90 +165,38 @@ where
         .name("api")
         .per(caller_key().clone())
         .http_headers();
-    // Each palisade layer has its `ProblemLayer` (errors -> RFC 9457
-    // responses) and, outside it, the mark `/admin/stats` counts it by.
+    // One `ProblemLayer` per route, outermost: each layer's error holds the
+    // error of the layer inside it (`rate_limit::Error<validate::Error<..>>`),
+    // and the outer one answers with the problem of whichever refused.
     // One `layer` call per route: axum boxes (and clones per request) the
     // service at every `layer` call, so the whole stack goes in at once.
     let create = post(routes::create_order).layer::<_, Infallible>(
-        limited(&rate_limit)
-            .map_response(mark_validation)
+        ServiceBuilder::new()
             .layer(ProblemLayer::new())
+            .layer(rate_limit.clone())
             .layer(validate)
-            .map_response(mark_idempotency)
-            .layer(ProblemLayer::new())
             .layer(idempotency),
     );
+    let limited = ServiceBuilder::new()
+        .layer(ProblemLayer::new())
+        .layer(rate_limit);
     Router::new()
         .route("/orders", create)
         .route(
             "/orders/{id}",
-            get(routes::get_order).layer::<_, Infallible>(limited(&rate_limit)),
+            get(routes::get_order).layer::<_, Infallible>(limited.clone()),
         )
         .route(
             "/products/{id}",
-            get(routes::get_product).layer::<_, Infallible>(limited(&rate_limit)),
+            get(routes::get_product).layer::<_, Infallible>(limited),
         )
 }
 
-/// A marked rate limit: the mark, the problem mapping and `rate_limit`.
-/// A function, so each route gets the mark for its own response body type.
-#[allow(clippy::type_complexity)]
-fn limited<L: Clone, B>(
-    rate_limit: &L,
-) -> ServiceBuilder<Stack<L, Stack<ProblemLayer, Stack<MapResponseLayer<Marker<B>>, Identity>>>> {
-    ServiceBuilder::new()
-        .map_response(mark_rate_limited as Marker<B>)
-        .layer(ProblemLayer::new())
-        .layer(rate_limit.clone())
-}
-
-type Marker<B> = fn(HttpResponse<B>) -> HttpResponse<B>;
-
-/// Marks a refusal of a layer (not a handler's answer, which carries its
-/// own mark, nor a replayed answer) for the counters.
-fn mark<B>(mut response: HttpResponse<B>, rejection: Rejection) -> HttpResponse<B> {
-    let replayed = response
-        .headers()
-        .contains_key(idempotency::IDEMPOTENT_REPLAYED);
-    if !replayed && response.extensions().get::<Rejection>().is_none() {
-        response.extensions_mut().insert(rejection);
-    }
-    response
-}
-
-fn mark_rate_limited<B>(response: HttpResponse<B>) -> HttpResponse<B> {
-    match response.status() {
-        StatusCode::TOO_MANY_REQUESTS => mark(response, Rejection::RateLimited),
-        _ => response,
-    }
-}
-
-fn mark_validation<B>(response: HttpResponse<B>) -> HttpResponse<B> {
-    match response.status() {
-        StatusCode::BAD_REQUEST
-        | StatusCode::PAYLOAD_TOO_LARGE
-        | StatusCode::UNSUPPORTED_MEDIA_TYPE
-        | StatusCode::UNPROCESSABLE_ENTITY => mark(response, Rejection::Validation),
-        _ => response,
-    }
-}
-
-fn mark_idempotency<B>(response: HttpResponse<B>) -> HttpResponse<B> {
-    match response.status() {
-        StatusCode::CONFLICT => mark(response, Rejection::IdempotencyConflict),
-        StatusCode::UNPROCESSABLE_ENTITY => mark(response, Rejection::IdempotencyMismatch),
-        // A missing or malformed key is bad input.
-        StatusCode::BAD_REQUEST => mark(response, Rejection::Validation),
-        _ => response,
-    }
-}
-
-/// Around every route but the fakes: the request span, the request
-/// metrics of `/metrics` and the rejection counters of `/admin/stats` (see
-/// [`ObserveLayer`]). The fake downstreams stand for remote services: their
+/// Around every route but the fakes: the request span and the request
+/// metrics of `/metrics` (see [`ObserveLayer`]). The fake downstreams stand for remote services: their
 /// calls are not requests of this API.
-pub(crate) fn outermost(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    router.layer(ObserveLayer::new(state.stats.clone()))
+pub(crate) fn outermost(router: Router<AppState>) -> Router<AppState> {
+    router.layer(ObserveLayer::new())
 }
 
 /// The error at the top of a client stack, before boxing.

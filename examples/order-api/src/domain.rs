@@ -10,17 +10,17 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Most line items an order may hold.
-pub(crate) const MAX_ITEMS: usize = 100;
+pub const MAX_ITEMS: usize = 100;
 /// Largest quantity of one line item.
-pub(crate) const MAX_QUANTITY: u32 = 1000;
+pub const MAX_QUANTITY: u32 = 1000;
 /// Largest unit price, in cents.
-pub(crate) const MAX_UNIT_PRICE_CENTS: u64 = 100_000_000;
+pub const MAX_UNIT_PRICE_CENTS: u64 = 100_000_000;
 /// Longest customer id and SKU, in characters.
-pub(crate) const MAX_ID_LEN: usize = 64;
+pub const MAX_ID_LEN: usize = 64;
 
 /// Why a domain value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum DomainError {
+pub enum DomainError {
     #[error("must be an integer from 0 to 100")]
     Percent(i64),
     #[error("must be exactly 3 uppercase ASCII letters")]
@@ -38,17 +38,17 @@ pub(crate) enum DomainError {
 /// A whole percentage, 0..=100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "u8")]
-pub(crate) struct Percent(u8);
+pub struct Percent(u8);
 
 impl Percent {
-    pub(crate) fn new(value: i64) -> Result<Self, DomainError> {
+    pub fn new(value: i64) -> Result<Self, DomainError> {
         match u8::try_from(value) {
             Ok(v) if v <= 100 => Ok(Self(v)),
             _ => Err(DomainError::Percent(value)),
         }
     }
 
-    pub(crate) fn get(self) -> u8 {
+    pub fn get(self) -> u8 {
         self.0
     }
 }
@@ -72,13 +72,13 @@ impl From<Percent> for u8 {
 /// wrap or a panic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(transparent)]
-pub(crate) struct Money(u64);
+pub struct Money(u64);
 
 impl Money {
     /// Largest amount accepted: what PostgreSQL's `BIGINT` can hold.
-    pub(crate) const MAX: Money = Money(i64::MAX as u64);
+    pub const MAX: Money = Money(i64::MAX as u64);
 
-    pub(crate) fn from_cents(cents: u64) -> Result<Self, DomainError> {
+    pub fn from_cents(cents: u64) -> Result<Self, DomainError> {
         if cents <= Self::MAX.0 {
             Ok(Self(cents))
         } else {
@@ -86,19 +86,19 @@ impl Money {
         }
     }
 
-    pub(crate) fn cents(self) -> u64 {
+    pub fn cents(self) -> u64 {
         self.0
     }
 
     /// `self * n`, or an error when it does not fit.
-    pub(crate) fn times(self, n: u32) -> Result<Self, DomainError> {
+    pub fn times(self, n: u32) -> Result<Self, DomainError> {
         self.0
             .checked_mul(u64::from(n))
             .ok_or(DomainError::Money)
             .and_then(Self::from_cents)
     }
 
-    pub(crate) fn plus(self, other: Self) -> Result<Self, DomainError> {
+    pub fn plus(self, other: Self) -> Result<Self, DomainError> {
         self.0
             .checked_add(other.0)
             .ok_or(DomainError::Money)
@@ -107,7 +107,7 @@ impl Money {
 
     /// `self - self * percent / 100`, rounding the discount down (integer
     /// division), so a discount never exceeds the amount.
-    pub(crate) fn discounted(self, percent: Percent) -> Self {
+    pub fn discounted(self, percent: Percent) -> Self {
         // u128: `self * 100` cannot overflow, and the result is <= self.
         let discount = u128::from(self.0) * u128::from(percent.get()) / 100;
         Self(self.0 - discount as u64)
@@ -117,17 +117,17 @@ impl Money {
 /// An ISO 4217-shaped currency code: exactly three uppercase ASCII letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub(crate) struct Currency([u8; 3]);
+pub struct Currency([u8; 3]);
 
 impl Currency {
-    pub(crate) fn new(code: &str) -> Result<Self, DomainError> {
+    pub fn new(code: &str) -> Result<Self, DomainError> {
         match code.as_bytes() {
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),
             _ => Err(DomainError::Currency),
         }
     }
 
-    pub(crate) fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         // Only ASCII letters are ever stored.
         std::str::from_utf8(&self.0).expect("currency is ASCII")
     }
@@ -155,17 +155,17 @@ impl fmt::Display for Currency {
 /// A quantity of one line item, 1..=1000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "u32")]
-pub(crate) struct Quantity(u32);
+pub struct Quantity(u32);
 
 impl Quantity {
-    pub(crate) fn new(value: i64) -> Result<Self, DomainError> {
+    pub fn new(value: i64) -> Result<Self, DomainError> {
         match u32::try_from(value) {
             Ok(v) if (1..=MAX_QUANTITY).contains(&v) => Ok(Self(v)),
             _ => Err(DomainError::Quantity(value)),
         }
     }
 
-    pub(crate) fn get(self) -> u32 {
+    pub fn get(self) -> u32 {
         self.0
     }
 }
@@ -186,10 +186,10 @@ impl From<Quantity> for u32 {
 /// A customer id or a SKU: 1..=64 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub(crate) struct Identifier(String);
+pub struct Identifier(String);
 
 impl Identifier {
-    pub(crate) fn new(value: impl Into<String>) -> Result<Self, DomainError> {
+    pub fn new(value: impl Into<String>) -> Result<Self, DomainError> {
         let value = value.into();
         if (1..=MAX_ID_LEN).contains(&value.chars().count()) {
             Ok(Self(value))
@@ -198,7 +198,7 @@ impl Identifier {
         }
     }
 
-    pub(crate) fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -218,15 +218,15 @@ impl From<Identifier> for String {
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LineItem {
-    pub(crate) sku: Identifier,
-    pub(crate) quantity: Quantity,
+pub struct LineItem {
+    pub sku: Identifier,
+    pub quantity: Quantity,
     #[serde(rename = "unit_price_cents")]
-    pub(crate) unit_price: Money,
+    pub unit_price: Money,
 }
 
 impl LineItem {
-    pub(crate) fn new(
+    pub fn new(
         sku: Identifier,
         quantity: Quantity,
         unit_price_cents: u64,
@@ -241,22 +241,22 @@ impl LineItem {
         })
     }
 
-    pub(crate) fn amount(&self) -> Result<Money, DomainError> {
+    pub fn amount(&self) -> Result<Money, DomainError> {
         self.unit_price.times(self.quantity.get())
     }
 }
 
 /// An order as the caller asked for it, already valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NewOrder {
-    pub(crate) customer_id: Identifier,
-    pub(crate) currency: Currency,
-    pub(crate) items: Vec<LineItem>,
-    pub(crate) discount: Percent,
+pub struct NewOrder {
+    pub customer_id: Identifier,
+    pub currency: Currency,
+    pub items: Vec<LineItem>,
+    pub discount: Percent,
 }
 
 impl NewOrder {
-    pub(crate) fn new(
+    pub fn new(
         customer_id: Identifier,
         currency: Currency,
         items: Vec<LineItem>,
@@ -274,14 +274,14 @@ impl NewOrder {
     }
 
     /// The sum of `quantity * unit_price` over the items.
-    pub(crate) fn subtotal(&self) -> Result<Money, DomainError> {
+    pub fn subtotal(&self) -> Result<Money, DomainError> {
         self.items
             .iter()
             .try_fold(Money::default(), |sum, item| sum.plus(item.amount()?))
     }
 
     /// `(subtotal, total)`: the total is the subtotal less the discount.
-    pub(crate) fn totals(&self) -> Result<(Money, Money), DomainError> {
+    pub fn totals(&self) -> Result<(Money, Money), DomainError> {
         let subtotal = self.subtotal()?;
         Ok((subtotal, subtotal.discounted(self.discount)))
     }
@@ -291,33 +291,33 @@ impl NewOrder {
 /// payment failed is not an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum OrderStatus {
+pub enum OrderStatus {
     Paid,
 }
 
 impl OrderStatus {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Paid => "paid",
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         (s == "paid").then_some(OrderStatus::Paid)
     }
 }
 
 /// A placed, paid order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Order {
-    pub(crate) id: String,
+pub struct Order {
+    pub id: String,
     /// The caller-scoped idempotency key the order was placed with; unique.
-    pub(crate) idempotency_key: String,
-    pub(crate) order: NewOrder,
-    pub(crate) subtotal: Money,
-    pub(crate) total: Money,
-    pub(crate) payment_id: String,
-    pub(crate) status: OrderStatus,
+    pub idempotency_key: String,
+    pub order: NewOrder,
+    pub subtotal: Money,
+    pub total: Money,
+    pub payment_id: String,
+    pub status: OrderStatus,
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Infrastructure: what the API reports about each request (a span, a log
-//! line, a metric, the rejection counters) and the process's metrics
-//! recorder, read by `GET /metrics`.
+//! line, a metric) and the process's metrics recorder, read by
+//! `GET /metrics` and `GET /admin/stats`.
 //!
 //! palisade's layers record through the `metrics` facade (feature
 //! `metrics`); the demo installs a Prometheus recorder for them and adds one
@@ -10,26 +10,24 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::MatchedPath;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::state::{Rejection, Stats};
-
 /// The request and response header that carries the request id.
-pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// `http_server_request_duration_seconds`: every request the API answered,
 /// by `method`, `route` (the route's pattern, `unmatched` for none) and
 /// `status`; its `_count` is the number of requests.
-pub(crate) const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+pub const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
 
 /// Histogram buckets, in seconds: a loopback hop (sub-millisecond) up to the
 /// slowest payment the demo waits for (10 s timeout, retried).
@@ -40,19 +38,27 @@ const BUCKETS: &[f64] = &[
 /// How often recorded histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// A Prometheus recorder with the demo's buckets, not installed: the tests
+/// give each instance its own (as the thread's local recorder), so its
+/// `/metrics` and `/admin/stats` count its own requests only.
+pub fn recorder() -> (PrometheusRecorder, PrometheusHandle) {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .expect("buckets are not empty")
+        .build_recorder();
+    let handle = recorder.handle();
+    (recorder, handle)
+}
+
 /// The Prometheus recorder of this process, installed on first use.
 ///
-/// A recorder is process-wide, while a process may serve several instances
-/// (the tests start many): all of them record into this one. If another
-/// recorder was installed first, this one stays empty and a warning says so.
-pub(crate) fn prometheus() -> &'static PrometheusHandle {
+/// A global recorder is process-wide: every instance a process serves
+/// records into it. If another recorder was installed first, this one
+/// stays empty and a warning says so.
+pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(BUCKETS)
-            .expect("buckets are not empty")
-            .build_recorder();
-        let handle = recorder.handle();
+        let (recorder, handle) = recorder();
         match metrics::set_global_recorder(recorder) {
             Ok(()) => {
                 palisade::observability::describe_metrics();
@@ -84,12 +90,7 @@ pub(crate) fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// Records one answered request in [`HTTP_REQUEST_DURATION`].
-pub(crate) fn record_request(
-    method: &Method,
-    route: Option<&str>,
-    status: StatusCode,
-    elapsed: Duration,
-) {
+pub fn record_request(method: &Method, route: Option<&str>, status: StatusCode, elapsed: Duration) {
     metrics::histogram!(
         HTTP_REQUEST_DURATION,
         "method" => method_label(method),
@@ -117,20 +118,17 @@ fn method_label(method: &Method) -> &'static str {
 /// Around every API request: a span with its request id (the caller's
 /// `X-Request-Id` when it is a sane value, else a new one), so the id is on
 /// every log line of the request; then a `served` log line, the request in
-/// [`HTTP_REQUEST_DURATION`], a refusal in the counters of `/admin/stats`,
-/// and the id echoed in the response.
+/// [`HTTP_REQUEST_DURATION`], and the id echoed in the response.
 ///
 /// A plain tower layer rather than `axum::middleware::from_fn`, which boxes
 /// and clones the whole inner stack on every request.
-#[derive(Debug, Clone)]
-pub(crate) struct ObserveLayer {
-    stats: Arc<Stats>,
-}
+#[derive(Debug, Clone, Default)]
+pub struct ObserveLayer {}
 
 impl ObserveLayer {
-    /// Counts refusals (responses marked with a [`Rejection`]) in `stats`.
-    pub(crate) fn new(stats: Arc<Stats>) -> Self {
-        Self { stats }
+    /// The layer.
+    pub fn new() -> Self {
+        Self {}
     }
 }
 
@@ -138,18 +136,14 @@ impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe {
-            inner,
-            stats: self.stats.clone(),
-        }
+        Observe { inner }
     }
 }
 
 /// See [`ObserveLayer`].
 #[derive(Debug, Clone)]
-pub(crate) struct Observe<S> {
+pub struct Observe<S> {
     inner: S,
-    stats: Arc<Stats>,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Observe<S>
@@ -184,7 +178,6 @@ where
                 route,
                 method,
                 started: Instant::now(),
-                stats: self.stats.clone(),
             }),
         }
     }
@@ -197,13 +190,12 @@ struct Observed {
     route: Option<MatchedPath>,
     method: Method,
     started: Instant,
-    stats: Arc<Stats>,
 }
 
 pin_project! {
     /// Response future of [`Observe`].
     #[derive(Debug)]
-    pub(crate) struct ObserveFuture<F> {
+    pub struct ObserveFuture<F> {
         #[pin]
         inner: F,
         span: tracing::Span,
@@ -238,9 +230,6 @@ where
             status,
             elapsed,
         );
-        if let Some(&rejection) = response.extensions().get::<Rejection>() {
-            observed.stats.record(rejection);
-        }
         response.headers_mut().insert(&REQUEST_ID, observed.id);
         Poll::Ready(Ok(response))
     }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -23,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use palisade::BoxError;
 use palisade::idempotency::IdempotencyKey;
 use serde::Serialize;
+use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::domain::{Currency, Money};
@@ -30,53 +30,20 @@ use crate::faults::{Charge, ChargeRequest, RecommendationList};
 use crate::routes::ProductSummary;
 
 /// hyper-util's pooled HTTP/1 client: a `tower::Service<Request<_>>`.
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A whole downstream stack, shared by every request: request in, response
-/// with its whole body out.
-///
-/// Each call clones the stack (its layers share their state, so a clone is a
-/// few reference counts) in place, inside the call's one boxed future; a
-/// `BoxCloneSyncService` would box every clone as well.
-#[derive(Clone)]
-pub(crate) struct Upstream(Arc<dyn Fn(Request<Full<Bytes>>) -> UpstreamFuture + Send + Sync>);
+/// with its whole body out. Each call clones it (its layers share their
+/// state, so a clone is a few reference counts and one box).
+pub type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, BoxError>;
 
-type UpstreamFuture = BoxFuture<'static, Result<Response<Bytes>, BoxError>>;
-
-impl Upstream {
-    pub(crate) fn new<S>(stack: S) -> Self
-    where
-        S: Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = BoxError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send,
-    {
-        Self(Arc::new(move |request| {
-            Box::pin(stack.clone().oneshot(request))
-        }))
-    }
-
-    /// Sends `request` through the stack.
-    pub(crate) fn call(&self, request: Request<Full<Bytes>>) -> UpstreamFuture {
-        (self.0)(request)
-    }
-}
-
-impl fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Upstream")
-    }
-}
-
-pub(crate) fn http_client() -> HttpClient {
+pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// A failure at the bottom of a stack.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TransportError {
+pub enum TransportError {
     #[error("answered {0}")]
     Status(StatusCode),
     #[error("unreachable: {0}")]
@@ -88,7 +55,7 @@ pub(crate) enum TransportError {
 /// The bottom of every client stack: hyper-util's `Client` as a service,
 /// with the body read and server errors made errors (so a timeout above it
 /// covers the body too, and a breaker above it counts 5xx as failures).
-pub(crate) fn transport(
+pub fn transport(
     client: HttpClient,
 ) -> impl Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = TransportError, Future: Send>
 + Clone
@@ -113,7 +80,7 @@ pub(crate) fn transport(
 
 /// Why a downstream call failed, as the API answers it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ClientError {
+pub enum ClientError {
     /// The provider failed, refused, or was unreachable: 502.
     #[error("provider error: {0}")]
     Upstream(String),
@@ -126,7 +93,7 @@ pub(crate) enum ClientError {
 }
 
 /// Names the failure of a stack built in `layers.rs`.
-pub(crate) fn classify(error: BoxError) -> ClientError {
+pub fn classify(error: BoxError) -> ClientError {
     use palisade::circuit_breaker::Error as Breaker;
     use palisade::timeout::Error as Timeout;
     match error.downcast::<crate::layers::StackError>() {
@@ -145,7 +112,7 @@ pub(crate) fn classify(error: BoxError) -> ClientError {
 /// The state of a client's circuit breaker, for `/admin/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum BreakerState {
+pub enum BreakerState {
     Closed,
     Open,
     HalfOpen,
@@ -153,14 +120,14 @@ pub(crate) enum BreakerState {
 
 /// Reads a breaker's state; `layers.rs` hands one out with each stack.
 #[derive(Clone)]
-pub(crate) struct BreakerProbe(Arc<dyn Fn() -> BreakerState + Send + Sync>);
+pub struct BreakerProbe(Arc<dyn Fn() -> BreakerState + Send + Sync>);
 
 impl BreakerProbe {
-    pub(crate) fn new(read: impl Fn() -> BreakerState + Send + Sync + 'static) -> Self {
+    pub fn new(read: impl Fn() -> BreakerState + Send + Sync + 'static) -> Self {
         Self(Arc::new(read))
     }
 
-    pub(crate) fn state(&self) -> BreakerState {
+    pub fn state(&self) -> BreakerState {
         (self.0)()
     }
 }
@@ -178,7 +145,7 @@ async fn call_json<T: serde::de::DeserializeOwned>(
     stack: &Upstream,
     request: Request<Full<Bytes>>,
 ) -> Result<T, ClientError> {
-    let response = stack.call(request).await.map_err(classify)?;
+    let response = stack.clone().oneshot(request).await.map_err(classify)?;
     if !response.status().is_success() {
         return Err(ClientError::Upstream(format!(
             "answered {}",
@@ -199,14 +166,14 @@ fn json_request(method: Method, uri: &str, has_body: bool) -> http::request::Bui
 
 /// The payment provider.
 #[derive(Debug, Clone)]
-pub(crate) struct PaymentClient {
+pub struct PaymentClient {
     stack: Upstream,
     url: String,
     breaker: BreakerProbe,
 }
 
 impl PaymentClient {
-    pub(crate) fn new(stack: Upstream, url: String, breaker: BreakerProbe) -> Self {
+    pub fn new(stack: Upstream, url: String, breaker: BreakerProbe) -> Self {
         Self {
             stack,
             url,
@@ -214,15 +181,15 @@ impl PaymentClient {
         }
     }
 
-    pub(crate) fn breaker(&self) -> BreakerState {
+    pub fn breaker(&self) -> BreakerState {
         self.breaker.state()
     }
 
     /// Charges `amount` under `key`; returns the payment id. The provider
     /// charges once per key, however often this is called.
-    pub(crate) async fn charge(
+    pub async fn charge(
         &self,
-        key: &str,
+        key: &IdempotencyKey,
         amount: Money,
         currency: Currency,
     ) -> Result<String, ClientError> {
@@ -231,13 +198,12 @@ impl PaymentClient {
             currency: currency.as_str().to_owned(),
         })
         .expect("charge serialises");
-        let key = IdempotencyKey::new(key).map_err(|e| ClientError::Upstream(e.to_string()))?;
         // The stack's `IdempotencyKeyLayer` sends this key as the
         // `Idempotency-Key` of every attempt.
         let mut request = json_request(Method::POST, &self.url, true)
             .body(Full::from(body))
             .map_err(|e| ClientError::Upstream(e.to_string()))?;
-        request.extensions_mut().insert(key);
+        request.extensions_mut().insert(key.clone());
         let charge: Charge = call_json(&self.stack, request).await?;
         Ok(charge.id)
     }
@@ -245,7 +211,7 @@ impl PaymentClient {
 
 /// The recommendations service.
 #[derive(Debug, Clone)]
-pub(crate) struct RecommendationsClient {
+pub struct RecommendationsClient {
     stack: Upstream,
     base: String,
     breaker: BreakerProbe,
@@ -253,7 +219,7 @@ pub(crate) struct RecommendationsClient {
 
 impl RecommendationsClient {
     /// `base` is the URL prefix; the product id is appended.
-    pub(crate) fn new(stack: Upstream, base: String, breaker: BreakerProbe) -> Self {
+    pub fn new(stack: Upstream, base: String, breaker: BreakerProbe) -> Self {
         Self {
             stack,
             base,
@@ -261,11 +227,11 @@ impl RecommendationsClient {
         }
     }
 
-    pub(crate) fn breaker(&self) -> BreakerState {
+    pub fn breaker(&self) -> BreakerState {
         self.breaker.state()
     }
 
-    pub(crate) async fn for_product(&self, id: u32) -> Result<Vec<ProductSummary>, ClientError> {
+    pub async fn for_product(&self, id: u32) -> Result<Vec<ProductSummary>, ClientError> {
         let request = json_request(Method::GET, &format!("{}{id}", self.base), false)
             .body(Full::default())
             .map_err(|e| ClientError::Upstream(e.to_string()))?;

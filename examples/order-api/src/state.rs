@@ -1,0 +1,183 @@
+//! Shared application state and the counters behind `/admin/stats`.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+
+use crate::clients::{PaymentClient, RecommendationsClient};
+use crate::config::Config;
+use crate::faults::{FakePayments, Faults};
+use crate::layers;
+use crate::repository::Repository;
+use crate::service::OrderService;
+
+/// What every handler can reach, behind one `Arc`: axum clones the state
+/// with the handler service on every request, and layers in front of a
+/// handler clone their inner service, so a clone is one reference count, not
+/// one per part. Derefs to [`Parts`].
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Parts>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Parts {
+    pub config: Config,
+    pub orders: OrderService,
+    pub recommendations: RecommendationsClient,
+    pub faults: Faults,
+    pub fake_payments: FakePayments,
+    /// The recorder palisade's layers and the request metrics record into:
+    /// `/metrics` renders it, `/admin/stats` counts rejections in it.
+    pub metrics: PrometheusHandle,
+    /// Where the rate-limit and idempotency layers keep their state.
+    pub stores: Stores,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// Where the layers of `layers.rs` keep their state.
+#[derive(Clone)]
+pub enum Stores {
+    /// In this process: limits and keys are per instance.
+    Memory,
+    /// In Redis (`REDIS_URL`): instances sharing it share limits and keys.
+    Redis(redis::aio::ConnectionManager),
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stores::Memory => "Memory",
+            Stores::Redis(_) => "Redis",
+        })
+    }
+}
+
+impl Stores {
+    /// Redis when `url` is set (connecting now, so a wrong URL stops the
+    /// start), else memory.
+    ///
+    /// One connection from [`palisade::redis_conn::connect`], shared by both
+    /// stores. It comes back on its own after Redis does: reconnect attempts
+    /// back off to at most 500 ms apart (redis-rs doubles the wait up to
+    /// seconds by default, so an instance could stay on `503` for seconds
+    /// after Redis returned), and one that hangs gives up after a second.
+    /// Requests meanwhile fail at the stores' own timeouts: the rate limit
+    /// lets them through, idempotency answers `503`.
+    pub async fn connect(url: Option<&str>) -> Result<Self, redis::RedisError> {
+        let Some(url) = url else {
+            return Ok(Stores::Memory);
+        };
+        let conn = palisade::redis_conn::connect(url).await?;
+        Ok(Stores::Redis(conn))
+    }
+}
+
+impl AppState {
+    /// The recorder of this instance; see [`Parts::metrics`].
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.metrics
+    }
+
+    /// Wires the state from its parts.
+    pub fn new(
+        config: Config,
+        repository: Repository,
+        payment: PaymentClient,
+        recommendations: RecommendationsClient,
+        stores: Stores,
+        metrics: PrometheusHandle,
+    ) -> Self {
+        Self(Arc::new(Parts {
+            config,
+            orders: OrderService::new(repository, payment),
+            recommendations,
+            faults: Faults::default(),
+            fake_payments: FakePayments::default(),
+            metrics,
+            stores,
+        }))
+    }
+}
+
+/// The `rejections` member of `/admin/stats`: what palisade's layers turned
+/// away, read from the counters they record (see `palisade::observability`)
+/// in this instance's recorder, by the names `layers.rs` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RejectionCounts {
+    /// `429`s of the rate limit (`api`).
+    pub rate_limited: u64,
+    /// Requests refused by validation (`orders`: 400, 413, 415, 422), and by
+    /// the idempotency layer for a missing or malformed key (400).
+    pub validation: u64,
+    /// `409`s: the key's first request was still running.
+    pub idempotency_conflict: u64,
+    /// `422`s: the key was used with another body.
+    pub idempotency_mismatch: u64,
+    /// Calls a circuit breaker (`payment`, `recommendations`) refused.
+    pub breaker_open: u64,
+    /// Downstream attempts that timed out (`payment`, each retry counted,
+    /// and `recommendations`).
+    pub timeout: u64,
+}
+
+impl RejectionCounts {
+    /// Reads the counts from `metrics`, the recorder the layers record into.
+    pub fn read(metrics: &PrometheusHandle) -> Self {
+        use palisade::observability::{
+            CIRCUIT_BREAKER_CALLS, IDEMPOTENCY_REQUESTS, RATE_LIMIT_DECISIONS, TIMEOUT_CALLS,
+            VALIDATION_REJECTIONS,
+        };
+        let text = metrics.render();
+        let sum = |metric: &str, labels: &[(&str, &str)]| counter_sum(&text, metric, labels);
+        let idempotency = |outcome| {
+            sum(
+                IDEMPOTENCY_REQUESTS,
+                &[("name", layers::ORDERS), ("outcome", outcome)],
+            )
+        };
+        let downstreams = |metric: &str, outcome| {
+            [layers::PAYMENT, layers::RECOMMENDATIONS]
+                .iter()
+                .map(|name| sum(metric, &[("name", name), ("outcome", outcome)]))
+                .sum()
+        };
+        RejectionCounts {
+            rate_limited: sum(
+                RATE_LIMIT_DECISIONS,
+                &[("name", layers::API), ("outcome", "denied")],
+            ),
+            validation: sum(VALIDATION_REJECTIONS, &[("name", layers::ORDERS)])
+                + idempotency("invalid_key"),
+            idempotency_conflict: idempotency("conflict"),
+            idempotency_mismatch: idempotency("mismatch"),
+            breaker_open: downstreams(CIRCUIT_BREAKER_CALLS, "rejected"),
+            timeout: downstreams(TIMEOUT_CALLS, "timed_out"),
+        }
+    }
+}
+
+/// The sum of the counters `metric` whose labels include every pair of
+/// `labels`, in a Prometheus text exposition.
+pub fn counter_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (name, rest) = series.split_once('{').unwrap_or((series, ""));
+            let wanted = name == metric
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            // Counters render as integers; a float is a histogram or gauge.
+            wanted.then(|| value.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
