@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -20,7 +20,8 @@ use super::handle::Handle;
 use super::observe::Observer;
 use crate::observability::{RedactedKey, redact_hashable};
 
-const DEFAULT_MAX_KEYS: usize = 1024;
+/// The default of [`KeyedCircuitBreakerLayer::max_keys`]: 1,024 keys.
+pub const DEFAULT_MAX_KEYS: NonZeroUsize = NonZeroUsize::new(1024).unwrap();
 
 /// A key for logs: its digest, never the key itself (for a string key, the
 /// same digest as `redact_key` gives).
@@ -41,18 +42,19 @@ struct Map<K> {
 struct Registry<K> {
     config: Config,
     observer: Arc<Observer>,
-    max_keys: usize,
+    // An atomic, so the layer's setter changes it in place.
+    max_keys: AtomicUsize,
     ejection: Arc<Ejection>,
     map: Mutex<Map<K>>,
 }
 
-impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
-    fn new(config: Config, max_keys: usize, cap: Option<Rate>) -> Self {
+impl<K> Registry<K> {
+    fn new(config: Config) -> Self {
         Self {
             observer: Observer::new(config.name.clone()),
             config,
-            max_keys,
-            ejection: Arc::new(Ejection::new(cap)),
+            max_keys: AtomicUsize::new(DEFAULT_MAX_KEYS.get()),
+            ejection: Arc::new(Ejection::new()),
             map: Mutex::new(Map {
                 entries: HashMap::new(),
                 tick: 0,
@@ -63,7 +65,9 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     fn lock(&self) -> MutexGuard<'_, Map<K>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
+impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     fn breaker(&self, key: K) -> Arc<Breaker> {
         let mut map = self.lock();
         map.tick += 1;
@@ -72,7 +76,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             entry.last_used = tick;
             return entry.breaker.clone();
         }
-        if map.entries.len() >= self.max_keys {
+        // A loop: `max_keys` may have been lowered since the last key came.
+        while map.entries.len() >= self.max_keys.load(Ordering::Relaxed) {
             // Forget the least recently used key, closed ones first: an open
             // breaker forgotten would let traffic back to a failing host.
             let victim = map
@@ -80,9 +85,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
                 .iter()
                 .min_by_key(|(_, entry)| (entry.breaker.is_ejected(), entry.last_used))
                 .map(|(key, _)| key.clone());
-            if let Some(victim) = victim
-                && let Some(entry) = map.entries.remove(&victim)
-            {
+            let Some(victim) = victim else { break };
+            if let Some(entry) = map.entries.remove(&victim) {
                 entry.breaker.detach();
                 self.ejection.keys.fetch_sub(1, Ordering::AcqRel);
                 tracing::debug!(
@@ -113,14 +117,18 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
 }
 
 /// Keeps one circuit breaker per key, the key taken from each request by a
-/// function (`Fn(&Req) -> K`), such as the downstream host of a client
-/// request.
+/// function given to [`per`](Self::per) (`Fn(&Req) -> K`), such as the
+/// downstream host of a client request.
 ///
-/// Memory is bounded: past [`max_keys`](Self::max_keys) (default 1,024) the
-/// least recently used key is forgotten, closed keys first. An optional
-/// [`max_open_share`](Self::max_open_share) caps the share of keys open at
-/// once, as Envoy caps outlier ejections: a key that would trip past the cap
-/// stays closed (one key may always open).
+/// [`new`](Self::new) creates the breakers' registry once; no method of the
+/// layer replaces it, so a [`handle`](Self::handle) taken at any time sees
+/// the breakers of every service built from this layer and its clones.
+///
+/// Memory is bounded: past [`max_keys`](Self::max_keys) (default
+/// [`DEFAULT_MAX_KEYS`]) the least recently used key is forgotten, closed
+/// keys first. An optional [`max_open_share`](Self::max_open_share) caps the
+/// share of keys open at once, as Envoy caps outlier ejections: a key that
+/// would trip past the cap stays closed (one key may always open).
 ///
 /// ```
 /// use palisade::circuit_breaker::{Config, KeyedCircuitBreakerLayer};
@@ -128,7 +136,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let layer = KeyedCircuitBreakerLayer::new(Config::default(), |req: &(String, u32)| req.0.clone())
+/// let layer = KeyedCircuitBreakerLayer::new(Config::default())
+///     .per(|req: &(String, u32)| req.0.clone())
 ///     .max_open_share(Rate::new(0.3).unwrap());
 /// let svc = ServiceBuilder::new()
 ///     .layer(layer)
@@ -136,11 +145,18 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
 /// assert_eq!(svc.oneshot(("billing".to_owned(), 1)).await.unwrap(), 1);
 /// # }
 /// ```
-pub struct KeyedCircuitBreakerLayer<K, X, C = ErrorIsFailure> {
+pub struct KeyedCircuitBreakerLayer<K, X = Unkeyed, C = ErrorIsFailure> {
     registry: Arc<Registry<K>>,
     extract: X,
     classifier: C,
 }
+
+/// The key function of a [`KeyedCircuitBreakerLayer`] before
+/// [`per`](KeyedCircuitBreakerLayer::per) gives one: a service built with it
+/// is not a [`Service`].
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Unkeyed;
 
 impl<K, X: Clone, C: Clone> Clone for KeyedCircuitBreakerLayer<K, X, C> {
     fn clone(&self) -> Self {
@@ -156,51 +172,62 @@ impl<K, X, C> fmt::Debug for KeyedCircuitBreakerLayer<K, X, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedCircuitBreakerLayer")
             .field("config", &self.registry.config)
-            .field("max_keys", &self.registry.max_keys)
-            .field("max_open_share", &self.registry.ejection.cap)
+            .field("max_keys", &self.registry.max_keys.load(Ordering::Relaxed))
+            .field("max_open_share", &self.registry.ejection.cap())
             .finish()
     }
 }
 
-impl<K: Hash + Eq + Clone + fmt::Debug, X> KeyedCircuitBreakerLayer<K, X> {
-    /// A layer giving each key its own breaker with `config`, the key taken
-    /// from each request by `extract`.
-    pub fn new(config: Config, extract: X) -> Self {
+impl<K> KeyedCircuitBreakerLayer<K> {
+    /// A layer giving each key its own breaker with the settings of
+    /// `config`; [`per`](Self::per) says how to take the key from a request.
+    pub fn new(config: Config) -> Self {
         Self {
-            registry: Arc::new(Registry::new(config, DEFAULT_MAX_KEYS, None)),
-            extract,
+            registry: Arc::new(Registry::new(config)),
+            extract: Unkeyed,
             classifier: ErrorIsFailure,
         }
     }
 }
 
-impl<K: Hash + Eq + Clone + fmt::Debug, X, C> KeyedCircuitBreakerLayer<K, X, C> {
-    /// The most keys remembered at once (default 1,024). Replaces the
-    /// breakers: configure before taking the handle.
+impl<K, C> KeyedCircuitBreakerLayer<K, Unkeyed, C> {
+    /// Takes each request's key with `extract`, such as its downstream host.
     #[must_use]
-    pub fn max_keys(self, n: NonZeroUsize) -> Self {
-        let cap = self.registry.ejection.cap;
-        self.rebuild(n.get(), cap)
-    }
-
-    /// The largest share of keys open (or half-open) at once. Replaces the
-    /// breakers: configure before taking the handle.
-    #[must_use]
-    pub fn max_open_share(self, share: Rate) -> Self {
-        let max_keys = self.registry.max_keys;
-        self.rebuild(max_keys, Some(share))
-    }
-
-    fn rebuild(self, max_keys: usize, cap: Option<Rate>) -> Self {
-        Self {
-            registry: Arc::new(Registry::new(self.registry.config.clone(), max_keys, cap)),
-            extract: self.extract,
+    pub fn per<Req, X>(self, extract: X) -> KeyedCircuitBreakerLayer<K, X, C>
+    where
+        X: Fn(&Req) -> K,
+    {
+        KeyedCircuitBreakerLayer {
+            registry: self.registry,
+            extract,
             classifier: self.classifier,
         }
     }
+}
+
+impl<K, X, C> KeyedCircuitBreakerLayer<K, X, C> {
+    /// The most keys remembered at once (default [`DEFAULT_MAX_KEYS`]).
+    ///
+    /// Applies to the breakers this layer shares with its clones, its
+    /// services and its handle; lowered below the keys remembered, the
+    /// extra keys are forgotten as new ones arrive.
+    #[must_use]
+    pub fn max_keys(self, n: NonZeroUsize) -> Self {
+        self.registry.max_keys.store(n.get(), Ordering::Relaxed);
+        self
+    }
+
+    /// The largest share of keys open (or half-open) at once (default:
+    /// no cap). Applies to the breakers this layer shares with its clones,
+    /// its services and its handle.
+    #[must_use]
+    pub fn max_open_share(self, share: Rate) -> Self {
+        self.registry.ejection.set_cap(share);
+        self
+    }
 
     /// Decides with `classifier` what a finished call means; see
-    /// [`Classify`].
+    /// [`Classify`]. Keeps the breakers.
     #[must_use]
     pub fn classify<C2>(self, classifier: C2) -> KeyedCircuitBreakerLayer<K, X, C2> {
         KeyedCircuitBreakerLayer {
