@@ -429,14 +429,15 @@ impl Breaker {
         let Some(window) = inner.window.as_mut() else {
             return;
         };
-        let counts = window.record(|| now.unwrap_or_else(|| self.now_nanos()), failure, slow);
+        let (counts, expired) =
+            window.record(|| now.unwrap_or_else(|| self.now_nanos()), failure, slow);
         if code(word) != CLOSED {
             return;
         }
-        // In a count window a success cannot raise a rate that did not trip
-        // the breaker, except by bringing the calls up to the minimum. (In a
-        // time window old successes expire, so every call is evaluated.)
-        if !failure && !slow && matches!(window, Window::Count(_)) && counts.calls != self.minimum {
+        // A success cannot raise a rate that did not trip the breaker, except
+        // by bringing the calls up to the minimum or when older calls left a
+        // time window with it: spare the two divisions of `should_trip`.
+        if !failure && !slow && !expired && counts.calls != self.minimum {
             return;
         }
         if let Some(reason) = self.should_trip(counts) {

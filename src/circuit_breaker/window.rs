@@ -145,12 +145,14 @@ impl TimeWindow {
     }
 
     /// Records one call finished at `now` (nanoseconds since the clock's
-    /// origin) and returns the window's counts after it.
+    /// origin) and returns the window's counts after it, and whether older
+    /// calls left the window with it.
     #[inline]
-    pub(crate) fn record(&mut self, now: u64, failure: bool, slow: bool) -> Counts {
+    pub(crate) fn record(&mut self, now: u64, failure: bool, slow: bool) -> (Counts, bool) {
         // A call read the clock before another that recorded first lands in
         // the current bucket: clocks of two threads may disagree by a little.
-        if now >= self.end {
+        let advanced = now >= self.end;
+        if advanced {
             self.advance(now);
         }
         let bucket = &mut self.buckets[self.current].counts;
@@ -164,7 +166,7 @@ impl TimeWindow {
             bucket.slow += 1;
             self.total.slow += 1;
         }
-        self.total
+        (self.total, advanced)
     }
 
     /// Makes the bucket of `now` current and recounts the live buckets.
@@ -222,7 +224,9 @@ pub(crate) enum Window {
 }
 
 impl Window {
-    /// Records one call and returns the counts after it.
+    /// Records one call and returns the counts after it, and whether calls
+    /// older than it left the window on a clock tick (a time window moving
+    /// on; a count window's ring only replaces the oldest call).
     /// `now` is read from the breaker's clock, for a time window only.
     #[inline]
     pub(crate) fn record(
@@ -230,9 +234,9 @@ impl Window {
         now: impl FnOnce() -> u64,
         failure: bool,
         slow: bool,
-    ) -> Counts {
+    ) -> (Counts, bool) {
         match self {
-            Window::Count(w) => w.record(failure, slow),
+            Window::Count(w) => (w.record(failure, slow), false),
             Window::Time(w) => w.record(now(), failure, slow),
         }
     }

@@ -86,6 +86,35 @@ async fn failures_slide_out_of_the_count_window() {
     assert_eq!(handle.state(), State::Open);
 }
 
+/// Successes that slide out of a time window raise its failure rate: a
+/// success that arrives as they leave trips the breaker.
+#[tokio::test(start_paused = true)]
+async fn a_success_trips_the_time_window_when_older_successes_leave_it() {
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .time_window(10 * SEC, nz(10))
+            .minimum_calls(nz(2))
+            .failure_rate(Rate::HALF),
+    );
+    let handle = layer.handle();
+    let mut svc = layer.layer(backend(Arc::default()));
+    for _ in 0..3 {
+        send(&mut svc, Req::Ok).await.unwrap();
+    }
+    advance(5 * SEC).await;
+    for _ in 0..2 {
+        let _ = send(&mut svc, Req::Fail).await;
+    }
+    // 2 failures in 5 calls.
+    assert_eq!(handle.state(), State::Closed);
+    advance(5 * SEC).await;
+    // The three first successes leave the window as this one arrives:
+    // 2 failures in 3 calls.
+    send(&mut svc, Req::Ok).await.unwrap();
+    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.metrics().trips, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_time_window_slides() {
     let layer = CircuitBreakerLayer::new(
