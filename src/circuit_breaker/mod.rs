@@ -111,8 +111,11 @@
 //! one atomic update to record it (a short uncontended lock in the window
 //! modes, which keep running counts, so a call costs no pass over the
 //! window), and the reference count of the shared breaker. On a 2-core
-//! machine that adds a third to a half of what failsafe's breaker adds, in
-//! every mode (`benches/circuit_breaker.rs`).
+//! machine that adds about a quarter of what failsafe's breaker adds with
+//! consecutive-failure tripping, two fifths with a count window, and about
+//! half with a time window or slow-call detection, where the clock reads
+//! (about 10 ns each for the time-stamp counter of a virtual machine) are
+//! most of the difference (`benches/circuit_breaker.rs`).
 //! Metrics and tracing keep to that: with feature `metrics` and no recorder
 //! installed, counting a call adds about 2 ns (the look-up of the recorder in
 //! force); an installed recorder adds its own cost, a map look-up by a
