@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::observability::RedactedKey;
 
+use super::clock::Clock;
 use super::config::{Config, Mode, Rate};
 use super::observe::{CallOutcome, Observer};
 use super::state::{Metrics, Outcome, Reason, State, Transition};
@@ -72,25 +73,37 @@ pub(crate) enum Admit {
 pub(crate) struct Ejection {
     pub(crate) open: AtomicUsize,
     pub(crate) keys: AtomicUsize,
-    pub(crate) cap: Option<Rate>,
+    // The cap's share as `f64` bits; 0 (no share is 0) when uncapped. An
+    // atomic, so the layer's setter changes it in place.
+    cap: AtomicU64,
 }
 
 impl Ejection {
-    pub(crate) fn new(cap: Option<Rate>) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             open: AtomicUsize::new(0),
             keys: AtomicUsize::new(0),
-            cap,
+            cap: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn cap(&self) -> Option<Rate> {
+        let share = f64::from_bits(self.cap.load(Ordering::Acquire));
+        Rate::new(share).ok()
+    }
+
+    pub(crate) fn set_cap(&self, cap: Rate) {
+        self.cap.store(cap.get().to_bits(), Ordering::Release);
     }
 
     /// Reserves one more open key, unless that would pass the cap. One key
     /// may always open.
     fn try_enter(&self) -> bool {
         let keys = self.keys.load(Ordering::Acquire);
+        let cap = self.cap();
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                let allowed = match self.cap {
+                let allowed = match cap {
                     None => true,
                     Some(cap) => open == 0 || (open + 1) as f64 <= cap.get() * keys as f64,
                 };
@@ -139,7 +152,9 @@ pub(crate) struct Breaker {
     gauged: AtomicBool,
     clock_at_start: bool,
     clock_at_end: bool,
-    origin: Instant,
+    // The slow-call threshold in nanoseconds; `u64::MAX` when off.
+    slow_nanos: u64,
+    clock: Clock,
 }
 
 impl Breaker {
@@ -159,12 +174,12 @@ impl Breaker {
             Mode::Consecutive(n) => (n, None),
             Mode::Count { size } => (0, Some(Window::Count(CountWindow::new(size)))),
             Mode::Time { length, buckets } => {
-                (0, Some(Window::Time(TimeWindow::new(length, buckets, now))))
+                (0, Some(Window::Time(TimeWindow::new(length, buckets))))
             }
         };
         let minimum = match config.mode {
-            Mode::Count { size } => config.minimum_calls.min(size),
-            _ => config.minimum_calls,
+            Mode::Count { size } => config.minimum_calls.get().min(size),
+            _ => config.minimum_calls.get(),
         }
         .max(1);
         let (events, _) = broadcast::channel(64);
@@ -180,7 +195,10 @@ impl Breaker {
                 probe_successes: 0,
                 next_probe: 0,
             }),
-            origin: now,
+            clock: Clock::new(),
+            slow_nanos: config.slow_call.map_or(u64::MAX, |(threshold, _)| {
+                u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX)
+            }),
             clock_at_start: config.clock_at_start(),
             clock_at_end: config.clock_at_end(),
             config,
@@ -207,9 +225,9 @@ impl Breaker {
         self.key.map(tracing::field::display)
     }
 
-    /// Starts counting this breaker in its state gauge. Not done at
-    /// creation: the layer's setters create (and drop) a breaker each, which
-    /// would leave stray series behind.
+    /// Starts counting this breaker in its state gauge. Done when the layer
+    /// builds its first service, not at creation: a layer that never builds
+    /// a service (a test's, a configuration check's) leaves no series behind.
     pub(crate) fn publish_state(&self) {
         if self.gauged.load(Ordering::Acquire) {
             return;
@@ -258,12 +276,16 @@ impl Breaker {
         self.clock_at_end
     }
 
-    pub(crate) fn nanos_since_origin(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX - 1)
+    /// Nanoseconds since the breaker's creation, on its hot-path clock.
+    #[inline]
+    pub(crate) fn now_nanos(&self) -> u64 {
+        self.clock.nanos()
     }
 
-    pub(crate) fn slow_threshold(&self) -> Option<Duration> {
-        self.config.slow_call.map(|(d, _)| d)
+    /// Whether a call that took `nanos` is slow.
+    #[inline]
+    pub(crate) fn is_slow(&self, nanos: u64) -> bool {
+        nanos >= self.slow_nanos
     }
 
     pub(crate) fn state(&self) -> State {
@@ -338,7 +360,7 @@ impl Breaker {
         call_generation: u32,
         outcome: Outcome,
         slow: bool,
-        now: Option<Instant>,
+        now: Option<u64>,
     ) {
         if outcome == Outcome::Ignored {
             return;
@@ -398,7 +420,7 @@ impl Breaker {
         }
     }
 
-    fn record_window(&self, call_generation: u32, failure: bool, slow: bool, now: Option<Instant>) {
+    fn record_window(&self, call_generation: u32, failure: bool, slow: bool, now: Option<u64>) {
         let mut inner = self.lock();
         let word = self.word.load(Ordering::Acquire);
         if generation(word) != call_generation || !counting(code(word)) {
@@ -407,19 +429,19 @@ impl Breaker {
         let Some(window) = inner.window.as_mut() else {
             return;
         };
-        let counts = window.record(now, failure, slow);
+        let (counts, expired) =
+            window.record(|| now.unwrap_or_else(|| self.now_nanos()), failure, slow);
         if code(word) != CLOSED {
             return;
         }
-        // In a count window a success cannot raise a rate that did not trip
-        // the breaker, except by bringing the calls up to the minimum. (In a
-        // time window old successes expire, so every call is evaluated.)
-        if !failure && !slow && matches!(window, Window::Count(_)) && counts.calls != self.minimum {
+        // A success cannot raise a rate that did not trip the breaker, except
+        // by bringing the calls up to the minimum or when older calls left a
+        // time window with it: spare the two divisions of `should_trip`.
+        if !failure && !slow && !expired && counts.calls != self.minimum {
             return;
         }
         if let Some(reason) = self.should_trip(counts) {
-            let now = now.unwrap_or_else(Instant::now);
-            self.trip(&mut inner, word, reason, now);
+            self.trip(&mut inner, word, reason, Instant::now());
         }
     }
 
@@ -520,7 +542,7 @@ impl Breaker {
 
     fn transition(&self, inner: &mut Inner, word: u64, to: State, reason: Reason, now: Instant) {
         let from = State::from_code(code(word));
-        let counts = inner.window.as_ref().map(|w| w.counts(Some(now)));
+        let counts = inner.window.as_ref().map(|w| w.counts(|| self.now_nanos()));
         let failure_rate = counts.and_then(Counts::failure_rate);
         let slow_call_rate = counts.and_then(Counts::slow_rate);
         let mut open_for = None;
@@ -622,7 +644,7 @@ impl Breaker {
         let counts = inner
             .window
             .as_ref()
-            .map(|w| w.counts(None))
+            .map(|w| w.counts(|| self.now_nanos()))
             .unwrap_or_default();
         Metrics {
             state: State::from_code(code(word)),

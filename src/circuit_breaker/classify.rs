@@ -8,9 +8,9 @@ use super::state::Outcome;
 /// response can count as a failure and a 4xx error as nothing:
 ///
 /// ```
-/// use palisade::circuit_breaker::{CircuitBreakerLayer, Outcome};
+/// use palisade::circuit_breaker::{CircuitBreakerLayer, Config, Outcome};
 ///
-/// let layer = CircuitBreakerLayer::new().classify(
+/// let layer = CircuitBreakerLayer::new(Config::default()).classify(
 ///     |result: &Result<http::Response<()>, std::convert::Infallible>| match result {
 ///         Ok(response) if response.status().is_server_error() => Outcome::Failure,
 ///         Ok(response) if response.status().is_client_error() => Outcome::Ignored,

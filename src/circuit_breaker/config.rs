@@ -66,15 +66,46 @@ pub(crate) enum Mode {
 /// the state.
 pub(crate) const MAX_CONSECUTIVE: u32 = (1 << 24) - 1;
 
-/// Settings of a circuit breaker. The layers offer the same setters.
+/// The default of [`Config::consecutive_failures`]: 5 failures in a row.
+pub const DEFAULT_CONSECUTIVE_FAILURES: NonZeroU32 = NonZeroU32::new(5).unwrap();
+/// The default of [`Config::failure_rate`]: one half.
+pub const DEFAULT_FAILURE_RATE: Rate = Rate::HALF;
+/// The default of [`Config::minimum_calls`]: 10 calls.
+pub const DEFAULT_MINIMUM_CALLS: NonZeroU32 = NonZeroU32::new(10).unwrap();
+/// The default of [`Config::open_wait`]: 30 s.
+pub const DEFAULT_OPEN_WAIT: Duration = Duration::from_secs(30);
+/// The default of [`Config::half_open_probes`]: 1 probe.
+pub const DEFAULT_HALF_OPEN_PROBES: NonZeroU32 = NonZeroU32::new(1).unwrap();
+/// The default of [`Config::probe_timeout`]: 60 s.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Settings of a circuit breaker, given to
+/// [`CircuitBreakerLayer::new`](super::CircuitBreakerLayer::new) or
+/// [`KeyedCircuitBreakerLayer::new`](super::KeyedCircuitBreakerLayer::new),
+/// which create the breaker's state from it once.
 ///
 /// Defaults: open after 5 consecutive failures, stay open 30 s, then let 1
 /// probe through, which must finish within 60 s.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+/// use palisade::circuit_breaker::{CircuitBreakerLayer, Config, Rate};
+///
+/// let layer = CircuitBreakerLayer::new(
+///     Config::new()
+///         .count_window(NonZeroU32::new(100).unwrap())
+///         .failure_rate(Rate::HALF)
+///         .open_wait(Duration::from_secs(10))
+///         .name("billing"),
+/// );
+/// # let _ = layer;
+/// ```
 #[derive(Clone)]
 pub struct Config {
     pub(crate) mode: Mode,
     pub(crate) failure_rate: Rate,
-    pub(crate) minimum_calls: u32,
+    pub(crate) minimum_calls: NonZeroU32,
     pub(crate) slow_call: Option<(Duration, Rate)>,
     pub(crate) open_wait: Duration,
     pub(crate) backoff: Option<(f64, Duration)>,
@@ -102,14 +133,14 @@ impl fmt::Debug for Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            mode: Mode::Consecutive(5),
-            failure_rate: Rate::HALF,
-            minimum_calls: 10,
+            mode: Mode::Consecutive(DEFAULT_CONSECUTIVE_FAILURES.get()),
+            failure_rate: DEFAULT_FAILURE_RATE,
+            minimum_calls: DEFAULT_MINIMUM_CALLS,
             slow_call: None,
-            open_wait: Duration::from_secs(30),
+            open_wait: DEFAULT_OPEN_WAIT,
             backoff: None,
-            probes: 1,
-            probe_timeout: Duration::from_secs(60),
+            probes: DEFAULT_HALF_OPEN_PROBES.get(),
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
             name: None,
         }
     }
@@ -144,7 +175,8 @@ impl Config {
     /// `length`, kept in `buckets` buckets of `length / buckets` each: the
     /// window slides one bucket at a time (it holds the current bucket and
     /// the `buckets - 1` before it, so between `length - length / buckets`
-    /// and `length` of history). Needs one clock read per call.
+    /// and `length` of history). Reads the clock once per call, when it
+    /// finishes (see the [module docs](super#cost)).
     ///
     /// A zero `length` is raised to one millisecond; `buckets` is capped at
     /// 1,000.
@@ -168,14 +200,15 @@ impl Config {
     /// The calls the window must hold before its rates can trip the breaker
     /// (default 10; for a count window, at most its size counts).
     #[must_use]
-    pub fn minimum_calls(mut self, n: u32) -> Self {
+    pub fn minimum_calls(mut self, n: NonZeroU32) -> Self {
         self.minimum_calls = n;
         self
     }
 
     /// A call that takes `duration` or longer is slow; the breaker trips
     /// when the slow share of the window reaches `rate` (in consecutive mode,
-    /// a slow call counts as a failure). Costs two clock reads per call.
+    /// a slow call counts as a failure). Reads the clock twice per call, when
+    /// it starts and when it finishes (see the [module docs](super#cost)).
     #[must_use]
     pub fn slow_calls(mut self, duration: Duration, rate: Rate) -> Self {
         self.slow_call = Some((duration, rate));

@@ -43,28 +43,22 @@ impl<E> Error<E> {
     }
 }
 
-/// Whole seconds for `Retry-After`: rounded up, at least 1.
-#[cfg(feature = "http")]
-pub(crate) fn retry_after_secs(retry_after: Duration) -> u64 {
-    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    secs.max(1)
-}
-
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 impl<E: crate::problem::IntoProblem> crate::problem::IntoProblem for Error<E> {
-    /// `503 Service Unavailable` with `Retry-After` (whole seconds, rounded
-    /// up, at least 1) for [`Error::Open`]; the inner error's own problem
-    /// otherwise.
+    /// `503 Service Unavailable` of type
+    /// [`CIRCUIT_OPEN`](crate::problem::types::CIRCUIT_OPEN), with
+    /// `Retry-After` (by [`Problem::with_retry_after`](crate::problem::Problem::with_retry_after):
+    /// whole seconds, rounded up, at least 1) for [`Error::Open`]; the inner
+    /// error's own problem otherwise.
     fn into_problem(self) -> crate::problem::Problem {
+        use crate::problem::{Problem, types};
         match self {
-            Error::Open { retry_after } => {
-                let secs = retry_after_secs(retry_after);
-                crate::problem::Problem::new(http::StatusCode::SERVICE_UNAVAILABLE)
-                    .with_detail("a dependency is failing; the circuit breaker is open")
-                    .with_extension("retry_after", secs)
-                    .with_header(http::header::RETRY_AFTER, http::HeaderValue::from(secs))
-            }
+            Error::Open { retry_after } => Problem::new(http::StatusCode::SERVICE_UNAVAILABLE)
+                .with_type(types::CIRCUIT_OPEN)
+                .with_title("Circuit open")
+                .with_detail("a dependency is failing; the circuit breaker is open")
+                .with_retry_after(retry_after),
             Error::Inner(e) => e.into_problem(),
         }
     }
@@ -75,19 +69,5 @@ impl<E: crate::problem::IntoProblem> crate::problem::IntoProblem for Error<E> {
 impl<E: crate::problem::IntoProblem> axum_core::response::IntoResponse for Error<E> {
     fn into_response(self) -> axum_core::response::Response {
         crate::problem::IntoProblem::into_problem(self).into_response()
-    }
-}
-
-#[cfg(all(test, feature = "http"))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds_and_is_at_least_one() {
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_secs(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
-        assert_eq!(retry_after_secs(Duration::from_secs(30)), 30);
     }
 }

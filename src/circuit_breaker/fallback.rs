@@ -17,11 +17,11 @@ use tower_service::Service;
 /// serve a degraded answer while a dependency is down:
 ///
 /// ```
-/// use palisade::circuit_breaker::{CircuitBreakerLayer, Error, FallbackLayer};
+/// use palisade::circuit_breaker::{CircuitBreakerLayer, Config, Error, FallbackLayer};
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let breaker = CircuitBreakerLayer::new();
+/// let breaker = CircuitBreakerLayer::new(Config::default());
 /// breaker.handle().force_open();
 /// let recommendations = ServiceBuilder::new()
 ///     // Recommendations unavailable: serve an empty list.

@@ -8,7 +8,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use super::breaker::Breaker;
 use super::classify::Classify;
@@ -152,7 +151,7 @@ impl<C> Record<C> {
         // `latency_us` of a `TRACE` event (a load of the global level
         // otherwise).
         let start = if breaker.clock_at_start() || tracing::level_enabled!(tracing::Level::TRACE) {
-            breaker.nanos_since_origin(Instant::now())
+            breaker.now_nanos()
         } else {
             NO_START
         };
@@ -172,11 +171,15 @@ impl<C> Record<C> {
         let ticket = std::mem::replace(&mut self.ticket, DONE);
         assert!(ticket != DONE, "future polled after completion");
         let outcome = self.classifier.classify(result);
-        let now = self.breaker.clock_at_end().then(Instant::now);
-        let slow = match (now, self.breaker.slow_threshold()) {
-            (Some(now), Some(threshold)) if self.start != NO_START => {
-                let end = self.breaker.nanos_since_origin(now);
-                Duration::from_nanos(end.saturating_sub(self.start)) >= threshold
+        // One clock read at most: it times a slow call and places a call in
+        // the time window.
+        let now = self
+            .breaker
+            .clock_at_end()
+            .then(|| self.breaker.now_nanos());
+        let slow = match now {
+            Some(now) if self.start != NO_START => {
+                self.breaker.is_slow(now.saturating_sub(self.start))
             }
             _ => false,
         };
@@ -196,7 +199,7 @@ impl<C> Record<C> {
 
     #[cold]
     #[inline(never)]
-    fn trace_finished(&self, call: CallOutcome, now: Option<Instant>) {
+    fn trace_finished(&self, call: CallOutcome, now: Option<u64>) {
         tracing::trace!(
             layer = "circuit_breaker",
             name = self.breaker.observer().name(),
@@ -209,11 +212,9 @@ impl<C> Record<C> {
 
     /// The call's duration in microseconds, if its start was read; reads
     /// the clock if `now` was not (only when the event is enabled).
-    fn latency_us(&self, now: Option<Instant>) -> Option<u64> {
+    fn latency_us(&self, now: Option<u64>) -> Option<u64> {
         (self.start != NO_START).then(|| {
-            let end = self
-                .breaker
-                .nanos_since_origin(now.unwrap_or_else(Instant::now));
+            let end = now.unwrap_or_else(|| self.breaker.now_nanos());
             end.saturating_sub(self.start) / 1_000
         })
     }

@@ -13,10 +13,10 @@ use super::state::{Metrics, State, Transition};
 /// Cloning a handle is cheap; every clone steers the same breaker.
 ///
 /// ```
-/// use palisade::circuit_breaker::{CircuitBreakerLayer, State};
+/// use palisade::circuit_breaker::{CircuitBreakerLayer, Config, State};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let layer = CircuitBreakerLayer::new();
+/// let layer = CircuitBreakerLayer::new(Config::default());
 /// let handle = layer.handle();
 /// let mut transitions = handle.subscribe();
 /// handle.force_open();

@@ -1,23 +1,23 @@
 //! The circuit breaker layer.
 
 use std::fmt;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tower_layer::Layer;
 
 use super::breaker::Breaker;
 use super::classify::ErrorIsFailure;
-use super::config::{Config, Rate};
+use super::config::Config;
 use super::handle::Handle;
 use super::service::CircuitBreaker;
 
 /// Wraps services in a [`CircuitBreaker`]. Every service this layer builds,
 /// and every clone of the layer, shares one breaker.
 ///
-/// The setters replace the breaker: configure first, then take the
-/// [`handle`](Self::handle) and build services.
+/// [`new`](Self::new) creates the breaker's state once, from a [`Config`]
+/// that carries every setting; no method of the layer replaces it, so a
+/// [`handle`](Self::handle) taken at any time steers the breaker that every
+/// service built from this layer (or a clone) uses.
 ///
 /// See the [module docs](super) for an example.
 #[derive(Clone)]
@@ -36,20 +36,16 @@ impl<C> fmt::Debug for CircuitBreakerLayer<C> {
 }
 
 impl Default for CircuitBreakerLayer {
+    /// A layer with [`Config::default`].
     fn default() -> Self {
-        Self::new()
+        Self::new(Config::default())
     }
 }
 
 impl CircuitBreakerLayer {
-    /// A layer with [`Config::default`]: open after 5 consecutive failures,
-    /// for 30 s, then one probe.
-    pub fn new() -> Self {
-        Self::with_config(Config::default())
-    }
-
-    /// A layer with `config`.
-    pub fn with_config(config: Config) -> Self {
+    /// A layer whose services share one breaker with the settings of
+    /// `config` (see [`Config`] for the defaults).
+    pub fn new(config: Config) -> Self {
         Self {
             breaker: Arc::new(Breaker::new(config)),
             classifier: ErrorIsFailure,
@@ -57,54 +53,10 @@ impl CircuitBreakerLayer {
     }
 }
 
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {$(
-        $(#[$doc])*
-        #[must_use]
-        pub fn $name(self, $($arg: $ty),*) -> Self {
-            let config = self.breaker.config.clone().$name($($arg),*);
-            Self { breaker: Arc::new(Breaker::new(config)), classifier: self.classifier }
-        }
-    )*};
-}
-
 impl<C> CircuitBreakerLayer<C> {
-    setters! {
-        /// See [`Config::consecutive_failures`].
-        consecutive_failures(n: NonZeroU32);
-        /// See [`Config::count_window`].
-        count_window(size: NonZeroU32);
-        /// See [`Config::time_window`].
-        time_window(length: Duration, buckets: NonZeroU32);
-        /// See [`Config::failure_rate`].
-        failure_rate(rate: Rate);
-        /// See [`Config::minimum_calls`].
-        minimum_calls(n: u32);
-        /// See [`Config::slow_calls`].
-        slow_calls(duration: Duration, rate: Rate);
-        /// See [`Config::open_wait`].
-        open_wait(wait: Duration);
-        /// See [`Config::backoff`].
-        backoff(multiplier: f64, max: Duration);
-        /// See [`Config::half_open_probes`].
-        half_open_probes(n: NonZeroU32);
-        /// See [`Config::probe_timeout`].
-        probe_timeout(timeout: Duration);
-    }
-
-    /// See [`Config::name`].
-    #[must_use]
-    pub fn name(self, name: impl Into<Arc<str>>) -> Self {
-        let config = self.breaker.config.clone().name(name);
-        Self {
-            breaker: Arc::new(Breaker::new(config)),
-            classifier: self.classifier,
-        }
-    }
-
     /// Decides with `classifier` what a finished call means (default:
     /// [`ErrorIsFailure`]); see [`Classify`](super::Classify). Keeps the
-    /// breaker.
+    /// breaker: handles taken before still steer it.
     #[must_use]
     pub fn classify<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
         CircuitBreakerLayer {
@@ -116,6 +68,11 @@ impl<C> CircuitBreakerLayer<C> {
     /// The handle of the breaker this layer's services share.
     pub fn handle(&self) -> Handle {
         Handle::new(self.breaker.clone())
+    }
+
+    /// The settings the breaker was created with.
+    pub fn config(&self) -> &Config {
+        &self.breaker.config
     }
 }
 

@@ -10,14 +10,17 @@
 //! all succeed it closes, if one fails it opens again, with an optional
 //! growing wait.
 //!
-//! Trip conditions, as in Resilience4j:
-//! - [`consecutive_failures`](CircuitBreakerLayer::consecutive_failures) (the
+//! Every setting is in a [`Config`], from which
+//! [`CircuitBreakerLayer::new`] creates the breaker once; the layer's
+//! [`handle`](CircuitBreakerLayer::handle) steers that one breaker, whenever
+//! it is taken. Trip conditions, as in Resilience4j:
+//! - [`consecutive_failures`](Config::consecutive_failures) (the
 //!   default: 5 in a row);
-//! - a failure rate over a [`count_window`](CircuitBreakerLayer::count_window)
+//! - a failure rate over a [`count_window`](Config::count_window)
 //!   (exactly the last N calls) or a
-//!   [`time_window`](CircuitBreakerLayer::time_window) (the last N seconds,
-//!   bucketed), once it holds [`minimum_calls`](CircuitBreakerLayer::minimum_calls);
-//! - a [slow-call](CircuitBreakerLayer::slow_calls) rate.
+//!   [`time_window`](Config::time_window) (the last N seconds,
+//!   bucketed), once it holds [`minimum_calls`](Config::minimum_calls);
+//! - a [slow-call](Config::slow_calls) rate.
 //!
 //! What counts as a failure is up to a [`Classify`] function (default: `Err`),
 //! so a `5xx` response or a timeout can count and a `4xx` need not. A
@@ -31,13 +34,15 @@
 //! ```
 //! use std::num::NonZeroU32;
 //! use std::time::Duration;
-//! use palisade::circuit_breaker::{CircuitBreakerLayer, Error, State};
+//! use palisade::circuit_breaker::{CircuitBreakerLayer, Config, Error, State};
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let layer = CircuitBreakerLayer::new()
-//!     .consecutive_failures(NonZeroU32::new(2).unwrap())
-//!     .open_wait(Duration::from_secs(10));
+//! let layer = CircuitBreakerLayer::new(
+//!     Config::new()
+//!         .consecutive_failures(NonZeroU32::new(2).unwrap())
+//!         .open_wait(Duration::from_secs(10)),
+//! );
 //! let handle = layer.handle();
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(layer)
@@ -71,7 +76,7 @@
 //! in each state.
 //!
 //! Every decision is a `tracing` event with the fields `layer =
-//! "circuit_breaker"`, `name` ([`CircuitBreakerLayer::name`], `"default"`
+//! "circuit_breaker"`, `name` ([`Config::name`], `"default"`
 //! when unset), `outcome` and, for a keyed breaker, `key`: a digest of the
 //! key (for a string key, [`redact_key`](crate::observability::redact_key)
 //! of it), never the key. A finished call is logged at `TRACE` with `latency_us`, a
@@ -82,24 +87,44 @@
 //!
 //! # Cost
 //!
-//! In the closed state with consecutive-failure or count-window tripping, a
-//! call reads no clock and allocates nothing: one atomic load to admit it,
-//! one to record a success (a short uncontended lock in count-window mode),
-//! and the reference count of the shared breaker. On a 2-core machine that
-//! adds roughly 20 ns per call (consecutive) and 30 ns (count window), a
-//! fifth to a quarter of what failsafe's breaker adds (`benches/circuit_breaker.rs`).
+//! Which calls read a clock, exactly:
+//! - **no clock**: a call admitted while closed (or forced closed, or
+//!   disabled) with [`consecutive_failures`](Config::consecutive_failures) or
+//!   [`count_window`](Config::count_window) tripping and no
+//!   [`slow_calls`](Config::slow_calls), while the `TRACE` level is off;
+//! - **one read**, when the call finishes: [`time_window`](Config::time_window)
+//!   tripping (to place the call in its bucket);
+//! - **two reads**, when the call starts and when it finishes:
+//!   [`slow_calls`](Config::slow_calls) in any mode (a time window shares the
+//!   second read), and any call while the `TRACE` level is on (for
+//!   `latency_us`);
+//! - off the closed path: a call refused or probed while open or half-open,
+//!   a state change and a [`Handle::metrics`] read `tokio::time::Instant`.
+//!
+//! On the hot path the clock is the cheapest that follows tokio's paused time
+//! where it can be paused: `tokio::time::Instant` (about 24 ns a read) in the
+//! tests of a crate that builds tokio with `test-util`; with feature
+//! `fast-clock`, everywhere else, the CPU's time-stamp counter through
+//! `quanta` (a few nanoseconds).
+//!
+//! Otherwise a closed call allocates nothing: one atomic load to admit it,
+//! one atomic update to record it (a short uncontended lock in the window
+//! modes, which keep running counts, so a call costs no pass over the
+//! window), and the reference count of the shared breaker. On a 2-core
+//! machine that adds about a quarter of what failsafe's breaker adds with
+//! consecutive-failure tripping, two fifths with a count window, and about
+//! half with a time window or slow-call detection, where the clock reads
+//! (about 10 ns each for the time-stamp counter of a virtual machine) are
+//! most of the difference (`benches/circuit_breaker.rs`).
 //! Metrics and tracing keep to that: with feature `metrics` and no recorder
 //! installed, counting a call adds about 2 ns (the look-up of the recorder in
 //! force); an installed recorder adds its own cost, a map look-up by a
 //! precomputed key and an atomic add for the common exporters. A disabled
 //! `TRACE` level costs a load and a branch.
-//! A time window reads the clock once per call and slow-call detection twice,
-//! which costs more than the rest of the path: turn them on where they pay.
-//! Time is `tokio::time::Instant` (as cheap as `std::time::Instant` outside
-//! tests), so tests can pause it.
 
 mod breaker;
 mod classify;
+mod clock;
 mod config;
 pub mod error;
 mod fallback;
@@ -113,11 +138,16 @@ mod state;
 mod window;
 
 pub use self::classify::{Classify, ErrorIsFailure};
-pub use self::config::{Config, InvalidRate, Rate};
+pub use self::config::{
+    Config, DEFAULT_CONSECUTIVE_FAILURES, DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_PROBES,
+    DEFAULT_MINIMUM_CALLS, DEFAULT_OPEN_WAIT, DEFAULT_PROBE_TIMEOUT, InvalidRate, Rate,
+};
 pub use self::error::Error;
 pub use self::fallback::{Fallback, FallbackFuture, FallbackLayer};
 pub use self::handle::Handle;
-pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle};
+pub use self::keyed::{
+    DEFAULT_MAX_KEYS, KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle, Unkeyed,
+};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::service::CircuitBreaker;
 pub use self::state::{Metrics, Outcome, Reason, State, Transition};

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 const FAILURE: u8 = 1;
 const SLOW: u8 = 2;
 
@@ -96,62 +94,102 @@ impl CountWindow {
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
-    // Which bucket-length interval since the origin this bucket holds.
+    // Which bucket-length interval since the clock's origin this bucket holds.
     epoch: u64,
     counts: Counts,
 }
 
+const EMPTY: Bucket = Bucket {
+    epoch: u64::MAX,
+    counts: Counts {
+        calls: 0,
+        failures: 0,
+        slow: 0,
+    },
+};
+
 /// The calls of the last `length`, in buckets of `length / buckets`.
+///
+/// The window keeps the sum of its live buckets, so a call within the
+/// current bucket costs two comparisons and three additions: no division,
+/// no pass over the buckets. Moving to a new bucket (once per bucket length
+/// at most) recounts them.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
     buckets: Box<[Bucket]>,
     bucket_nanos: u64,
-    origin: Instant,
+    // The current bucket: its index, and its interval [start, end) in
+    // nanoseconds since the clock's origin.
+    current: usize,
+    start: u64,
+    end: u64,
+    // The counts of the live buckets (the current one and the `len - 1`
+    // before it).
+    total: Counts,
 }
 
 impl TimeWindow {
-    pub(crate) fn new(length: Duration, buckets: u32, origin: Instant) -> Self {
+    pub(crate) fn new(length: Duration, buckets: u32) -> Self {
         let nanos = u64::try_from(length.as_nanos()).unwrap_or(u64::MAX);
-        Self {
-            buckets: vec![
-                Bucket {
-                    epoch: u64::MAX,
-                    counts: Counts::default()
-                };
-                buckets as usize
-            ]
-            .into_boxed_slice(),
-            bucket_nanos: (nanos / u64::from(buckets)).max(1),
-            origin,
+        let bucket_nanos = (nanos / u64::from(buckets)).max(1);
+        let mut window = Self {
+            buckets: vec![EMPTY; buckets as usize].into_boxed_slice(),
+            bucket_nanos,
+            current: 0,
+            start: 0,
+            end: 0,
+            total: Counts::default(),
+        };
+        window.clear();
+        window
+    }
+
+    /// Records one call finished at `now` (nanoseconds since the clock's
+    /// origin) and returns the window's counts after it, and whether older
+    /// calls left the window with it.
+    #[inline]
+    pub(crate) fn record(&mut self, now: u64, failure: bool, slow: bool) -> (Counts, bool) {
+        // A call read the clock before another that recorded first lands in
+        // the current bucket: clocks of two threads may disagree by a little.
+        let advanced = now >= self.end;
+        if advanced {
+            self.advance(now);
         }
+        let bucket = &mut self.buckets[self.current].counts;
+        bucket.calls += 1;
+        self.total.calls += 1;
+        if failure {
+            bucket.failures += 1;
+            self.total.failures += 1;
+        }
+        if slow {
+            bucket.slow += 1;
+            self.total.slow += 1;
+        }
+        (self.total, advanced)
     }
 
-    fn epoch(&self, now: Instant) -> u64 {
-        // A u64 division: a u128 one costs tens of nanoseconds per call.
-        let since = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
-            .unwrap_or(u64::MAX - 1);
-        since / self.bucket_nanos
-    }
-
-    /// Records one call and returns the window's counts after it.
-    pub(crate) fn record(&mut self, now: Instant, failure: bool, slow: bool) -> Counts {
-        let epoch = self.epoch(now);
+    /// Makes the bucket of `now` current and recounts the live buckets.
+    #[cold]
+    fn advance(&mut self, now: u64) {
+        let epoch = now / self.bucket_nanos;
         let len = self.buckets.len() as u64;
-        let bucket = &mut self.buckets[(epoch % len) as usize];
+        self.current = (epoch % len) as usize;
+        self.start = epoch * self.bucket_nanos;
+        self.end = self.start.saturating_add(self.bucket_nanos);
+        let bucket = &mut self.buckets[self.current];
         if bucket.epoch != epoch {
             *bucket = Bucket {
                 epoch,
                 counts: Counts::default(),
             };
         }
-        bucket.counts.calls += 1;
-        bucket.counts.failures += u32::from(failure);
-        bucket.counts.slow += u32::from(slow);
-        self.counts_at(epoch)
+        self.total = self.counts_at(epoch);
     }
 
-    pub(crate) fn counts(&self, now: Instant) -> Counts {
-        self.counts_at(self.epoch(now))
+    /// The counts of the window as of `now`, without recording.
+    pub(crate) fn counts(&self, now: u64) -> Counts {
+        self.counts_at((now / self.bucket_nanos).max(self.start / self.bucket_nanos))
     }
 
     fn counts_at(&self, epoch: u64) -> Counts {
@@ -169,10 +207,12 @@ impl TimeWindow {
     }
 
     pub(crate) fn clear(&mut self) {
-        for bucket in self.buckets.iter_mut() {
-            bucket.epoch = u64::MAX;
-            bucket.counts = Counts::default();
-        }
+        self.buckets.fill(EMPTY);
+        self.total = Counts::default();
+        // The next call makes its bucket current.
+        self.current = 0;
+        self.start = 0;
+        self.end = 0;
     }
 }
 
@@ -184,19 +224,27 @@ pub(crate) enum Window {
 }
 
 impl Window {
-    /// Records one call and returns the counts after it.
+    /// Records one call and returns the counts after it, and whether calls
+    /// older than it left the window on a clock tick (a time window moving
+    /// on; a count window's ring only replaces the oldest call).
+    /// `now` is read from the breaker's clock, for a time window only.
     #[inline]
-    pub(crate) fn record(&mut self, now: Option<Instant>, failure: bool, slow: bool) -> Counts {
+    pub(crate) fn record(
+        &mut self,
+        now: impl FnOnce() -> u64,
+        failure: bool,
+        slow: bool,
+    ) -> (Counts, bool) {
         match self {
-            Window::Count(w) => w.record(failure, slow),
-            Window::Time(w) => w.record(now.unwrap_or_else(Instant::now), failure, slow),
+            Window::Count(w) => (w.record(failure, slow), false),
+            Window::Time(w) => w.record(now(), failure, slow),
         }
     }
 
-    pub(crate) fn counts(&self, now: Option<Instant>) -> Counts {
+    pub(crate) fn counts(&self, now: impl FnOnce() -> u64) -> Counts {
         match self {
             Window::Count(w) => w.counts(),
-            Window::Time(w) => w.counts(now.unwrap_or_else(Instant::now)),
+            Window::Time(w) => w.counts(now()),
         }
     }
 

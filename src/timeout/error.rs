@@ -41,11 +41,18 @@ impl<E> Error<E> {
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 impl<E: crate::problem::IntoProblem> crate::problem::IntoProblem for Error<E> {
+    /// `504 Gateway Timeout` of type
+    /// [`TIMED_OUT`](crate::problem::types::TIMED_OUT), with a `budget_ms`
+    /// member, for [`Error::Elapsed`]; the inner error's own problem
+    /// otherwise.
     fn into_problem(self) -> crate::problem::Problem {
+        use crate::problem::{Problem, types};
         match self {
             Self::Elapsed { budget } => {
                 let millis = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
-                crate::problem::Problem::new(http::StatusCode::GATEWAY_TIMEOUT)
+                Problem::new(http::StatusCode::GATEWAY_TIMEOUT)
+                    .with_type(types::TIMED_OUT)
+                    .with_title("Timed out")
                     .with_detail(format!(
                         "the request did not complete within its budget of {millis} ms"
                     ))

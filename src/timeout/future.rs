@@ -8,6 +8,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use super::deadline::add;
 use super::error::Error;
 use super::observe::Observer;
 
@@ -15,14 +16,18 @@ pin_project! {
     /// Response future for [`Timeout`](super::Timeout).
     ///
     /// The timer is created (and boxed) only if the inner future is not ready
-    /// on its first poll, so an answer that is already there costs one clock
-    /// read and the future stays small. The inner future is dropped as soon
-    /// as the budget runs out.
+    /// on its first poll, so an answer that is already there costs no timer
+    /// and, with a fixed budget, no clock read; the future stays small. A
+    /// fixed budget counts from that first poll; a per-request deadline was
+    /// fixed by the call. The inner future is dropped as soon as the budget
+    /// runs out.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
-        deadline: Instant,
+        // A per-request deadline, set by the call; a fixed budget's, set
+        // when the timer is armed.
+        deadline: Option<Instant>,
         budget: Duration,
         observer: &'static Observer,
     }
@@ -42,7 +47,7 @@ pin_project! {
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(
         future: F,
-        deadline: Instant,
+        deadline: Option<Instant>,
         budget: Duration,
         observer: &'static Observer,
     ) -> Self {
@@ -60,7 +65,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn expired(deadline: Instant, observer: &'static Observer) -> Self {
         Self {
             state: State::Expired,
-            deadline,
+            deadline: Some(deadline),
             budget: Duration::ZERO,
             observer,
         }
@@ -85,8 +90,13 @@ where
                 }
                 // Boxed: a call that is not answered at once waits for I/O,
                 // which dwarfs one allocation, and the future stays small.
-                let sleep =
-                    sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*this.deadline)));
+                let sleep = sleep.get_or_insert_with(|| {
+                    let budget = *this.budget;
+                    let deadline = *this
+                        .deadline
+                        .get_or_insert_with(|| add(Instant::now(), budget));
+                    Box::pin(tokio::time::sleep_until(deadline))
+                });
                 if sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }

@@ -1,10 +1,13 @@
+//! The timeout layer.
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::Timeout;
+use super::config::{Config, EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest};
 use super::observe::Observer;
-use super::{EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest, Timeout};
 
 /// Bounds the time the inner service takes to answer.
 ///
@@ -16,19 +19,20 @@ use super::{EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest, Timeout};
 /// See the [module docs](super) for an example.
 #[derive(Debug, Clone)]
 pub struct TimeoutLayer<M = Fixed> {
-    timeout: Duration,
-    mode: M,
-    observer: &'static Observer,
+    config: Config<M>,
 }
 
 impl TimeoutLayer {
     /// A layer that fails a call with [`Error::Elapsed`](super::Error::Elapsed)
-    /// when the inner service has not answered within `timeout`.
+    /// when the inner service has not answered within `timeout`, counted
+    /// from the first poll of the call's future.
     pub fn new(timeout: Duration) -> Self {
         Self {
-            timeout,
-            mode: Fixed,
-            observer: Observer::unnamed(),
+            config: Config {
+                timeout,
+                mode: Fixed,
+                observer: Observer::unnamed(),
+            },
         }
     }
 
@@ -47,7 +51,7 @@ impl TimeoutLayer {
     /// Honours a per-request budget, with this layer's timeout as the maximum.
     ///
     /// Per call, the deadline is the earliest of: the layer's timeout from
-    /// now; the [`Deadline`](super::Deadline) the request carries; with
+    /// the call; the [`Deadline`](super::Deadline) the request carries; with
     /// feature `http`, the `REQUEST_TIMEOUT` header
     /// (clamped to the layer's timeout, so a caller can only shorten it; a
     /// malformed value is ignored). The deadline applied is stored back in the
@@ -59,9 +63,11 @@ impl TimeoutLayer {
     /// [`DeadlineRequest`](super::DeadlineRequest), as `http::Request` does.
     pub fn per_request(self) -> TimeoutLayer<PerRequest> {
         TimeoutLayer {
-            timeout: self.timeout,
-            mode: PerRequest::new(),
-            observer: self.observer,
+            config: Config {
+                timeout: self.config.timeout,
+                mode: PerRequest::new(),
+                observer: self.config.observer,
+            },
         }
     }
 }
@@ -70,7 +76,7 @@ impl<M> TimeoutLayer<M> {
     /// The layer's timeout: the budget of every call, or with
     /// [`per_request`](TimeoutLayer::per_request) the maximum.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.config.timeout
     }
 
     /// Names this timeout in its metrics (the `name` label) and tracing
@@ -81,64 +87,56 @@ impl<M> TimeoutLayer<M> {
     /// from configuration, never from requests.
     #[must_use]
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.observer = Observer::named(name.into());
+        self.config.observer = Observer::named(name.into());
         self
     }
 }
 
 impl TimeoutLayer<PerRequest> {
-    /// Lets a [`Deadline`](super::Deadline) in the request replace the
-    /// layer's timeout, even when it is later.
+    /// Whether a [`Deadline`](super::Deadline) in the request replaces the
+    /// layer's timeout even when it is later (default `false`: the deadline
+    /// can only shorten it).
     ///
-    /// Use it only where the deadline comes from a layer you trust further
-    /// out (the default, tightening, is the safe choice). The header budget is
-    /// still clamped to the layer's timeout.
+    /// Turn it on only where the deadline comes from a layer you trust
+    /// further out. The header budget is still clamped to the layer's
+    /// timeout.
     #[must_use]
-    pub fn override_timeout(mut self) -> Self {
-        self.mode.overrides = true;
+    pub fn override_timeout(mut self, on: bool) -> Self {
+        self.config.mode.overrides = on;
         self
     }
 
-    /// Reads the budget from the header `name` instead of
-    /// `REQUEST_TIMEOUT`.
+    /// The header that carries the budget, read and forwarded (default
+    /// [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT)).
     #[cfg(feature = "http")]
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
     pub fn header(mut self, name: http::HeaderName) -> Self {
-        self.mode.header = Some(name);
+        self.config.mode.header = name;
         self
     }
 
-    /// Ignores any budget header: only a [`Deadline`](super::Deadline) in the
-    /// request shortens the timeout. Use it where callers are not trusted to
-    /// set the budget, or on a client stack.
+    /// Whether the budget header of an incoming request shortens the
+    /// timeout (default `true`). Turn it off where callers are not trusted
+    /// to set the budget, or on a client stack: only a
+    /// [`Deadline`](super::Deadline) in the request then shortens it.
     #[cfg(feature = "http")]
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
-    pub fn without_header(mut self) -> Self {
-        self.mode.header = None;
+    pub fn read_header(mut self, on: bool) -> Self {
+        self.config.mode.read_header = on;
         self
     }
-}
 
-impl TimeoutLayer<PerRequest> {
-    /// Writes the budget applied to each request into its
-    /// `REQUEST_TIMEOUT` header, in whole
-    /// milliseconds rounded down: on a client stack, this forwards the
-    /// smaller of the layer's timeout and the time left to the next service.
+    /// Whether the budget applied to each request is written into its
+    /// budget [`header`](Self::header), in whole milliseconds rounded down
+    /// (default `false`). On a client stack, this forwards the smaller of the
+    /// layer's timeout and the time left to the next service.
     #[cfg(feature = "http")]
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
-    pub fn forward_header(self) -> Self {
-        self.forward_header_as(super::REQUEST_TIMEOUT)
-    }
-
-    /// Like [`forward_header`](Self::forward_header), with the header `name`.
-    #[cfg(feature = "http")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-    #[must_use]
-    pub fn forward_header_as(mut self, name: http::HeaderName) -> Self {
-        self.mode.forward = Some(name);
+    pub fn forward_header(mut self, on: bool) -> Self {
+        self.config.mode.forward_header = on;
         self
     }
 }
@@ -147,6 +145,6 @@ impl<S, M: Clone> Layer<S> for TimeoutLayer<M> {
     type Service = Timeout<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout::with_mode(inner, self.timeout, self.mode.clone(), self.observer)
+        Timeout::from_config(inner, self.config.clone())
     }
 }

@@ -84,17 +84,21 @@
 //!
 //! # Cost
 //!
-//! A call reads the clock once; the timer is created only if the inner future
-//! is not ready when first polled, so a fast answer costs less than tower's
-//! `Timeout`, which creates its timer on every call. A per-request timeout
-//! on `http::Request` also writes the `Deadline` into the extensions (an
-//! allocation), a few hundred nanoseconds that an HTTP request does not
-//! notice; it skips the write when the request already carries that
-//! deadline, as in a nested stack. Feature `metrics` adds about 2 ns per call
-//! while no recorder is installed.
+//! With a fixed budget ([`TimeoutLayer::new`]), a call reads no clock and
+//! creates no timer until its future is first polled, and then only if the
+//! inner future is not ready: an answer that is already there pays for
+//! neither, where tower's `Timeout` creates a timer on every call. So the
+//! budget counts from the first poll of the call's future (a future that is
+//! never polled spends none of it). A per-request timeout reads the clock
+//! once at the call, since its deadline travels with the request and counts
+//! from there, and arms its timer at that deadline, again only if the inner
+//! future is not ready at once. On `http::Request` it also writes the
+//! `Deadline` into the extensions (an allocation), a few hundred nanoseconds
+//! that an HTTP request does not notice; it skips the write when the request
+//! already carries that deadline, as in a nested stack. Feature `metrics`
+//! adds about 2 ns per call while no recorder is installed.
 
-use std::time::Duration;
-
+mod config;
 mod deadline;
 pub mod error;
 pub mod future;
@@ -108,45 +112,9 @@ mod service;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use self::http::{REQUEST_TIMEOUT, parse_budget};
 pub use self::{
+    config::{EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest},
     deadline::{Deadline, DeadlineRequest},
     error::Error,
     layer::TimeoutLayer,
     service::Timeout,
 };
-
-/// The default budget for a call to a service you run: 3 s.
-pub const INTERNAL_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The default budget for a call to a third-party service, or for a request
-/// to your server: 10 s.
-pub const EXTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The mode of [`Timeout`] built by [`TimeoutLayer::new`]: one budget for
-/// every call, any request type.
-#[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
-pub struct Fixed;
-
-/// The mode of [`Timeout`] built by [`TimeoutLayer::per_request`]: the
-/// layer's timeout is a maximum that the request's [`Deadline`] (and budget
-/// header) can shorten.
-#[derive(Debug, Clone)]
-pub struct PerRequest {
-    pub(crate) overrides: bool,
-    #[cfg(feature = "http")]
-    pub(crate) header: Option<::http::HeaderName>,
-    #[cfg(feature = "http")]
-    pub(crate) forward: Option<::http::HeaderName>,
-}
-
-impl PerRequest {
-    pub(crate) fn new() -> Self {
-        Self {
-            overrides: false,
-            #[cfg(feature = "http")]
-            header: Some(REQUEST_TIMEOUT),
-            #[cfg(feature = "http")]
-            forward: None,
-        }
-    }
-}

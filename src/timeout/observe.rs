@@ -59,9 +59,10 @@ impl Observer {
     }
 
     /// The inner service answered (`Ok` or `Err`) within the budget, which
-    /// started at `deadline - budget`.
+    /// started at `deadline - budget`; without a deadline, the answer came
+    /// on the first poll, before a fixed budget's timer was armed.
     #[inline]
-    pub(crate) fn completed(&self, deadline: Instant, budget: Duration) {
+    pub(crate) fn completed(&self, deadline: Option<Instant>, budget: Duration) {
         #[cfg(feature = "metrics")]
         record::increment(&self.completed);
         // Only the global level is checked inline: the event's own code kept
@@ -73,15 +74,18 @@ impl Observer {
 
     #[cold]
     #[inline(never)]
-    fn trace_completed(&self, deadline: Instant, budget: Duration) {
+    fn trace_completed(&self, deadline: Option<Instant>, budget: Duration) {
         // The clock is read only when the event is enabled.
+        let latency = deadline
+            .and_then(|deadline| deadline.checked_sub(budget))
+            .map_or(0, |start| {
+                latency_us(Instant::now().saturating_duration_since(start))
+            });
         tracing::trace!(
             layer = "timeout",
             name = &*self.name,
             outcome = "completed",
-            latency_us = deadline.checked_sub(budget).map_or(0, |start| latency_us(
-                Instant::now().saturating_duration_since(start)
-            )),
+            latency_us = latency,
             "request completed in time"
         );
     }

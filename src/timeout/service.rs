@@ -4,9 +4,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::config::{Config, Fixed, PerRequest};
 use super::deadline::{DeadlineRequest, add};
 use super::observe::Observer;
-use super::{Deadline, Error, Fixed, PerRequest, future::ResponseFuture};
+use super::{Deadline, Error, future::ResponseFuture};
 
 /// Fails a call that the inner service does not answer in time.
 ///
@@ -17,9 +18,7 @@ use super::{Deadline, Error, Fixed, PerRequest, future::ResponseFuture};
 #[derive(Debug, Clone)]
 pub struct Timeout<S, M = Fixed> {
     inner: S,
-    timeout: Duration,
-    mode: M,
-    observer: &'static Observer,
+    config: Config<M>,
 }
 
 impl<S> Timeout<S> {
@@ -27,33 +26,30 @@ impl<S> Timeout<S> {
     /// [`DEFAULT_NAME`](crate::observability::DEFAULT_NAME) in metrics and
     /// tracing ([`TimeoutLayer::name`](super::TimeoutLayer::name) sets one).
     pub fn new(inner: S, timeout: Duration) -> Self {
-        Self::with_mode(inner, timeout, Fixed, Observer::unnamed())
+        Self::from_config(
+            inner,
+            Config {
+                timeout,
+                mode: Fixed,
+                observer: Observer::unnamed(),
+            },
+        )
     }
 }
 
 impl<S, M> Timeout<S, M> {
-    pub(crate) fn with_mode(
-        inner: S,
-        timeout: Duration,
-        mode: M,
-        observer: &'static Observer,
-    ) -> Self {
-        Self {
-            inner,
-            timeout,
-            mode,
-            observer,
-        }
+    pub(crate) fn from_config(inner: S, config: Config<M>) -> Self {
+        Self { inner, config }
     }
 
     /// The name of this timeout in metrics and tracing.
     pub fn name(&self) -> &str {
-        self.observer.name()
+        self.config.observer.name()
     }
 
     /// The timeout (with [`PerRequest`], the maximum).
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.config.timeout
     }
 
     /// The inner service.
@@ -87,8 +83,14 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let deadline = add(Instant::now(), self.timeout);
-        ResponseFuture::new(self.inner.call(req), deadline, self.timeout, self.observer)
+        // No clock read and no timer here: the future arms its timer only if
+        // the inner future is not ready when first polled.
+        ResponseFuture::new(
+            self.inner.call(req),
+            None,
+            self.config.timeout,
+            self.config.observer,
+        )
     }
 }
 
@@ -106,27 +108,33 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
+        let Config {
+            timeout,
+            ref mode,
+            observer,
+        } = self.config;
+        // A deadline travels with the request, so it counts from the call.
         let now = Instant::now();
-        let mut deadline = add(now, self.timeout);
+        let mut deadline = add(now, timeout);
         let carried = req.deadline();
         if let Some(carried) = carried {
-            deadline = if self.mode.overrides {
+            deadline = if mode.overrides {
                 carried.instant()
             } else {
                 deadline.min(carried.instant())
             };
         }
         #[cfg(feature = "http")]
-        if let Some(name) = &self.mode.header
-            && let Some(value) = req.header(name)
+        if mode.read_header
+            && let Some(value) = req.header(&mode.header)
         {
             match super::parse_budget(value) {
                 // Clamped: the header can only shorten the layer's timeout.
-                Some(budget) => deadline = deadline.min(add(now, budget.min(self.timeout))),
+                Some(budget) => deadline = deadline.min(add(now, budget.min(timeout))),
                 None => tracing::debug!(
                     layer = "timeout",
-                    name = self.observer.name(),
-                    header = %name,
+                    name = observer.name(),
+                    header = %mode.header,
                     value = ?value,
                     "ignoring malformed budget header"
                 ),
@@ -139,13 +147,13 @@ where
         }
         let budget = deadline.saturating_duration_since(now);
         #[cfg(feature = "http")]
-        if let Some(name) = &self.mode.forward {
-            req.set_header(name, super::http::millis_header(budget));
+        if mode.forward_header {
+            req.set_header(&mode.header, super::http::millis_header(budget));
         }
         if budget.is_zero() {
             // No time left: the answer could not be used, so spare the work.
-            return ResponseFuture::expired(deadline, self.observer);
+            return ResponseFuture::expired(deadline, observer);
         }
-        ResponseFuture::new(self.inner.call(req), deadline, budget, self.observer)
+        ResponseFuture::new(self.inner.call(req), Some(deadline), budget, observer)
     }
 }

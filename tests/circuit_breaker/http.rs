@@ -9,7 +9,7 @@ use axum::http::{Request, Response, StatusCode};
 use axum::routing::get;
 use axum_core::response::IntoResponse;
 use http_body_util::BodyExt;
-use palisade::circuit_breaker::{CircuitBreakerLayer, Error, Outcome};
+use palisade::circuit_breaker::{CircuitBreakerLayer, Config, Error, Outcome};
 use palisade::problem::ProblemLayer;
 use serde_json::Value;
 use tower::{ServiceBuilder, ServiceExt};
@@ -33,10 +33,12 @@ async fn get_status(app: &Router, uri: &str) -> Response<Body> {
 
 #[tokio::test(start_paused = true)]
 async fn an_open_breaker_answers_503_problem_json_with_retry_after() {
-    let breaker = CircuitBreakerLayer::new()
-        .consecutive_failures(nz(3))
-        .open_wait(30 * SEC)
-        .classify(server_errors_fail);
+    let breaker = CircuitBreakerLayer::new(
+        Config::new()
+            .consecutive_failures(nz(3))
+            .open_wait(30 * SEC),
+    )
+    .classify(server_errors_fail);
     let handle = breaker.handle();
     let app = Router::new()
         .route(
@@ -78,7 +80,8 @@ async fn an_open_breaker_answers_503_problem_json_with_retry_after() {
         serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["status"], 503);
     assert_eq!(body["retry_after"], 30);
-    assert_eq!(body["title"], "Service Unavailable");
+    assert_eq!(body["type"], palisade::problem::types::CIRCUIT_OPEN);
+    assert_eq!(body["title"], "Circuit open");
 }
 
 #[tokio::test]
@@ -107,16 +110,18 @@ async fn with_a_timeout_inside_timeouts_answer_504_then_the_open_breaker_503() {
 
     let started = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
-    let breaker = CircuitBreakerLayer::new()
-        .consecutive_failures(nz(2))
-        .open_wait(30 * SEC)
-        .classify(
-            |result: &Result<Response<Body>, timeout::Error<Infallible>>| match result {
-                Ok(response) if response.status().is_server_error() => Outcome::Failure,
-                Ok(_) => Outcome::Success,
-                Err(_) => Outcome::Failure, // a timeout is a failure
-            },
-        );
+    let breaker = CircuitBreakerLayer::new(
+        Config::new()
+            .consecutive_failures(nz(2))
+            .open_wait(30 * SEC),
+    )
+    .classify(
+        |result: &Result<Response<Body>, timeout::Error<Infallible>>| match result {
+            Ok(response) if response.status().is_server_error() => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure, // a timeout is a failure
+        },
+    );
     let app = Router::new()
         .route(
             "/slow",

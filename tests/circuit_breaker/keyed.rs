@@ -37,10 +37,38 @@ fn config() -> Config {
         .open_wait(30 * SEC)
 }
 
+/// The registry is created once, by `new`: a handle taken before `per` and
+/// `max_keys` sees the keys of every service built from the layer and its
+/// clones, and `max_keys` applies to that registry.
+#[tokio::test(start_paused = true)]
+async fn a_handle_taken_right_after_new_sees_every_service_of_the_layer() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = KeyedCircuitBreakerLayer::new(config());
+    let handle = layer.handle();
+    let layer = layer
+        .per(|c: &Call| c.0)
+        .max_keys(NonZeroUsize::new(2).unwrap());
+    let mut first = layer.layer(hosts(calls.clone()));
+    let mut second = layer.clone().layer(hosts(calls.clone()));
+    let _ = send(&mut first, "a", true).await;
+    let _ = send(&mut second, "a", true).await;
+    assert_eq!(handle.get(&"a").unwrap().state(), State::Open);
+    assert!(matches!(
+        send(&mut first, "a", false).await,
+        Err(Error::Open { .. })
+    ));
+    let _ = send(&mut second, "b", false).await;
+    let _ = send(&mut first, "c", false).await;
+    assert_eq!(handle.len(), 2);
+    // The closed key went first; the open one is kept.
+    assert!(handle.get(&"b").is_none());
+    assert_eq!(handle.open_keys(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn keys_are_isolated() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = KeyedCircuitBreakerLayer::new(config(), |c: &Call| c.0);
+    let layer = KeyedCircuitBreakerLayer::new(config()).per(|c: &Call| c.0);
     let handle = layer.handle();
     let mut svc = layer.layer(hosts(calls.clone()));
     let _ = send(&mut svc, "a", true).await;
@@ -64,7 +92,8 @@ async fn keys_are_isolated() {
 
 #[tokio::test(start_paused = true)]
 async fn memory_is_bounded_and_open_keys_are_kept_over_closed_ones() {
-    let layer = KeyedCircuitBreakerLayer::new(config(), |c: &Call| c.0)
+    let layer = KeyedCircuitBreakerLayer::new(config())
+        .per(|c: &Call| c.0)
         .max_keys(NonZeroUsize::new(2).unwrap());
     let handle = layer.handle();
     let mut svc = layer.layer(hosts(Arc::default()));
@@ -92,7 +121,9 @@ async fn memory_is_bounded_and_open_keys_are_kept_over_closed_ones() {
 
 #[tokio::test(start_paused = true)]
 async fn the_share_of_open_keys_is_capped() {
-    let layer = KeyedCircuitBreakerLayer::new(config(), |c: &Call| c.0).max_open_share(Rate::HALF);
+    let layer = KeyedCircuitBreakerLayer::new(config())
+        .per(|c: &Call| c.0)
+        .max_open_share(Rate::HALF);
     let handle = layer.handle();
     let mut svc = layer.layer(hosts(Arc::default()));
     for host in ["a", "b", "c", "d"] {
@@ -121,7 +152,8 @@ async fn the_share_of_open_keys_is_capped() {
 
 #[tokio::test(start_paused = true)]
 async fn one_key_may_always_open_under_the_cap() {
-    let layer = KeyedCircuitBreakerLayer::new(config(), |c: &Call| c.0)
+    let layer = KeyedCircuitBreakerLayer::new(config())
+        .per(|c: &Call| c.0)
         .max_open_share(Rate::new(0.01).unwrap());
     let handle = layer.handle();
     let mut svc = layer.layer(hosts(Arc::default()));
@@ -137,7 +169,8 @@ async fn one_key_may_always_open_under_the_cap() {
 #[tokio::test(start_paused = true)]
 async fn logs_carry_the_redacted_key_never_the_key() {
     let logs = crate::support::CapturedLogs::start();
-    let layer = KeyedCircuitBreakerLayer::new(config().name("clients"), |c: &Call| c.0)
+    let layer = KeyedCircuitBreakerLayer::new(config().name("clients"))
+        .per(|c: &Call| c.0)
         .max_keys(NonZeroUsize::new(1).unwrap());
     let mut svc = layer.layer(hosts(Arc::default()));
     let _ = send(&mut svc, "203.0.113.7", true).await;

@@ -18,7 +18,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use palisade::circuit_breaker::{
-    CircuitBreakerLayer, Error, FallbackLayer, Outcome, Reason, State, Transition,
+    CircuitBreakerLayer, Config, Error, FallbackLayer, Outcome, Reason, State, Transition,
 };
 use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -84,10 +84,41 @@ pub(crate) fn assert_open(res: Res) -> Duration {
     }
 }
 
+/// The state is created once, by `new`: a handle taken before anything
+/// else steers the breaker of every service built from the layer, from a
+/// clone of it, and after a type-changing `classify`.
+#[tokio::test(start_paused = true)]
+async fn a_handle_taken_right_after_new_steers_every_service_of_the_layer_and_its_clones() {
+    let layer = CircuitBreakerLayer::new(Config::new().consecutive_failures(nz(2)));
+    let handle = layer.handle();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let clone = layer.clone();
+    let mut first = layer.layer(backend(calls.clone()));
+    let mut second = clone.layer(backend(calls.clone()));
+    let mut classified = clone
+        .classify(ignore_client_errors)
+        .layer(backend(calls.clone()));
+
+    handle.force_open();
+    assert_open(send(&mut first, Req::Ok).await);
+    assert_open(send(&mut second, Req::Ok).await);
+    assert_open(send(&mut classified, Req::Ok).await);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    handle.reset();
+    assert_eq!(send(&mut first, Req::Ok).await.unwrap(), "ok");
+    // Failures through two services trip the one breaker the handle reads.
+    let _ = send(&mut second, Req::Fail).await;
+    let _ = send(&mut classified, Req::Fail).await;
+    assert_eq!(handle.state(), State::Open);
+    assert_open(send(&mut first, Req::Ok).await);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
 #[tokio::test(start_paused = true)]
 async fn trips_after_exactly_the_threshold_and_not_one_call_before() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::new(); // default: 5 in a row
+    let layer = CircuitBreakerLayer::new(Config::default()); // default: 5 in a row
     let handle = layer.handle();
     let mut svc = layer.layer(backend(calls.clone()));
 
@@ -114,8 +145,7 @@ async fn trips_after_exactly_the_threshold_and_not_one_call_before() {
 #[tokio::test(start_paused = true)]
 async fn ignored_outcomes_neither_count_nor_reset_the_streak() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::new()
-        .consecutive_failures(nz(3))
+    let layer = CircuitBreakerLayer::new(Config::new().consecutive_failures(nz(3)))
         .classify(ignore_client_errors);
     let handle = layer.handle();
     let mut svc = layer.layer(backend(calls.clone()));
@@ -137,9 +167,11 @@ async fn ignored_outcomes_neither_count_nor_reset_the_streak() {
 #[tokio::test(start_paused = true)]
 async fn open_fails_fast_without_calling_the_inner_service() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::new()
-        .consecutive_failures(nz(2))
-        .open_wait(30 * SEC);
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .consecutive_failures(nz(2))
+            .open_wait(30 * SEC),
+    );
     let mut svc = layer.layer(backend(calls.clone()));
     let _ = send(&mut svc, Req::Fail).await;
     let _ = send(&mut svc, Req::Fail).await;
@@ -161,7 +193,7 @@ async fn open_fails_fast_without_calling_the_inner_service() {
 async fn poll_ready_is_not_pending_while_open_even_if_the_inner_service_is() {
     let (mock, mut inner) = tower_test::mock::pair::<Req, &'static str>();
     inner.allow(0); // the inner service is never ready
-    let layer = CircuitBreakerLayer::new();
+    let layer = CircuitBreakerLayer::new(Config::default());
     let handle = layer.handle();
     let mut svc = tower_test::mock::Spawn::new(layer.layer(mock));
 
@@ -180,7 +212,7 @@ async fn poll_ready_is_not_pending_while_open_even_if_the_inner_service_is() {
 #[tokio::test(start_paused = true)]
 async fn clones_and_every_service_of_a_layer_share_one_breaker() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::new().consecutive_failures(nz(3));
+    let layer = CircuitBreakerLayer::new(Config::new().consecutive_failures(nz(3)));
     let handle = layer.handle();
     let mut a = layer.layer(backend(calls.clone()));
     let mut b = layer.clone().layer(backend(calls.clone()));
@@ -201,9 +233,7 @@ async fn clones_and_every_service_of_a_layer_share_one_breaker() {
 #[tokio::test(start_paused = true)]
 async fn forced_states_and_disabled_override_the_counts() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::new()
-        .count_window(nz(10))
-        .minimum_calls(2);
+    let layer = CircuitBreakerLayer::new(Config::new().count_window(nz(10)).minimum_calls(nz(2)));
     let handle = layer.handle();
     let mut svc = layer.layer(backend(calls.clone()));
 
@@ -251,10 +281,12 @@ async fn forced_states_and_disabled_override_the_counts() {
 #[tokio::test(start_paused = true)]
 async fn transitions_are_broadcast_with_reason_and_rates() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::new()
-        .count_window(nz(4))
-        .minimum_calls(4)
-        .open_wait(5 * SEC);
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .count_window(nz(4))
+            .minimum_calls(nz(4))
+            .open_wait(5 * SEC),
+    );
     let handle = layer.handle();
     let mut events = handle.subscribe();
     let mut svc = layer.layer(backend(calls));
@@ -286,10 +318,12 @@ async fn transitions_are_broadcast_with_reason_and_rates() {
 #[tokio::test(start_paused = true)]
 async fn backoff_grows_is_capped_and_resets_after_closing() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::new()
-        .consecutive_failures(nz(1))
-        .open_wait(10 * SEC)
-        .backoff(2.0, 35 * SEC);
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .consecutive_failures(nz(1))
+            .open_wait(10 * SEC)
+            .backoff(2.0, 35 * SEC),
+    );
     let handle = layer.handle();
     let mut svc = layer.layer(backend(calls.clone()));
 
@@ -321,7 +355,7 @@ async fn backoff_grows_is_capped_and_resets_after_closing() {
 #[tokio::test(start_paused = true)]
 async fn fallback_answers_chosen_errors_and_passes_the_rest() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let breaker = CircuitBreakerLayer::new().consecutive_failures(nz(2));
+    let breaker = CircuitBreakerLayer::new(Config::new().consecutive_failures(nz(2)));
     let handle = breaker.handle();
     // Recommendations unavailable: serve an empty list when the breaker is
     // open or the backend failed; pass client errors on.
@@ -358,10 +392,12 @@ fn invalid_rates_are_errors() {
 async fn transitions_and_rejections_are_traced() {
     let logs = support::CapturedLogs::start();
 
-    let layer = CircuitBreakerLayer::new()
-        .count_window(nz(2))
-        .minimum_calls(2)
-        .name("recommendations");
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .count_window(nz(2))
+            .minimum_calls(nz(2))
+            .name("recommendations"),
+    );
     let mut svc = layer.layer(backend(Arc::default()));
     let _ = send(&mut svc, Req::Fail).await;
     let _ = send(&mut svc, Req::Fail).await;
@@ -398,13 +434,19 @@ async fn transitions_and_rejections_are_traced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_failures_trip_the_breaker_exactly_once() {
     for layer in [
-        CircuitBreakerLayer::new().consecutive_failures(nz(50)),
-        CircuitBreakerLayer::new()
-            .count_window(nz(64))
-            .minimum_calls(64),
+        CircuitBreakerLayer::new(
+            Config::new()
+                .consecutive_failures(nz(50))
+                .open_wait(3600 * SEC),
+        ),
+        CircuitBreakerLayer::new(
+            Config::new()
+                .count_window(nz(64))
+                .minimum_calls(nz(64))
+                .open_wait(3600 * SEC),
+        ),
     ] {
         let calls = Arc::new(AtomicUsize::new(0));
-        let layer = layer.open_wait(3600 * SEC);
         let handle = layer.handle();
         let mut events = handle.subscribe();
         let svc = layer.layer(backend(calls.clone()));
@@ -436,9 +478,11 @@ async fn concurrent_failures_trip_the_breaker_exactly_once() {
 #[tokio::test(start_paused = true)]
 async fn decisions_are_events_with_the_uniform_fields() {
     let logs = support::CapturedLogs::start();
-    let layer = CircuitBreakerLayer::new()
-        .consecutive_failures(nz(1))
-        .name("recommendations");
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .consecutive_failures(nz(1))
+            .name("recommendations"),
+    );
     let mut svc = layer.layer(backend(Arc::default()));
     send(&mut svc, Req::Slow(Duration::from_millis(1500)))
         .await

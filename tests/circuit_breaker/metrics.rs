@@ -120,12 +120,14 @@ const SLOW: Duration = Duration::from_secs(2);
 #[test]
 fn calls_transitions_and_state_are_recorded_for_a_sequence() {
     with_recorder(|snap| async move {
-        let layer = CircuitBreakerLayer::new()
-            .consecutive_failures(nz(3))
-            .slow_calls(SEC, Rate::ALL)
-            .open_wait(10 * SEC)
-            .name("payments")
-            .classify(classify);
+        let layer = CircuitBreakerLayer::new(
+            Config::new()
+                .consecutive_failures(nz(3))
+                .slow_calls(SEC, Rate::ALL)
+                .open_wait(10 * SEC)
+                .name("payments"),
+        )
+        .classify(classify);
         let handle = layer.handle();
         let mut svc = layer.layer(backend());
 
@@ -163,7 +165,7 @@ fn calls_transitions_and_state_are_recorded_for_a_sequence() {
         send(&mut svc, Call::Fail(FAST)).await.unwrap_err();
         handle.reset();
         // Unnamed: the `default` name, its gauge set by its first service.
-        let unnamed = CircuitBreakerLayer::new();
+        let unnamed = CircuitBreakerLayer::new(Config::default());
         unnamed.handle().force_open();
         let _svc = unnamed.layer(backend());
 
@@ -193,7 +195,8 @@ fn calls_transitions_and_state_are_recorded_for_a_sequence() {
 fn a_keyed_breaker_counts_under_its_name_and_gauges_keys_per_state() {
     with_recorder(|snap| async move {
         let config = Config::new().consecutive_failures(nz(1)).name("hosts");
-        let layer = KeyedCircuitBreakerLayer::new(config, |c: &(&'static str, bool)| c.0)
+        let layer = KeyedCircuitBreakerLayer::new(config)
+            .per(|c: &(&'static str, bool)| c.0)
             .max_keys(NonZeroUsize::new(3).unwrap());
         let mut svc = layer.layer(service_fn(
             |(host, fail): (&'static str, bool)| async move {

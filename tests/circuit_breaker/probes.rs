@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use palisade::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, State};
+use palisade::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Config, State};
 use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt};
 use tower_test::mock;
@@ -15,15 +15,13 @@ type MockHandle = mock::Handle<Req, &'static str>;
 
 /// A breaker around a mock that opened on one failure, with its wait over.
 async fn half_open(
-    layer: CircuitBreakerLayer,
+    config: Config,
 ) -> (
     CircuitBreaker<Mock, palisade::circuit_breaker::ErrorIsFailure>,
     MockHandle,
 ) {
     let (inner, mut backend) = mock::pair::<Req, &'static str>();
-    let mut svc = layer
-        .consecutive_failures(nz(1))
-        .open_wait(30 * SEC)
+    let mut svc = CircuitBreakerLayer::new(config.consecutive_failures(nz(1)).open_wait(30 * SEC))
         .layer(inner);
     let call = svc.ready().await.unwrap().call(Req::Fail);
     next(&mut backend).await.1.send_error("boom");
@@ -50,8 +48,7 @@ fn is_open_rejection<T: std::fmt::Debug>(
 
 #[tokio::test(start_paused = true)]
 async fn half_open_admits_exactly_n_probes_and_closes_when_all_succeed() {
-    let (mut svc, mut backend) =
-        half_open(CircuitBreakerLayer::new().half_open_probes(nz(2))).await;
+    let (mut svc, mut backend) = half_open(Config::new().half_open_probes(nz(2))).await;
     let handle = svc.handle();
     let first = svc.ready().await.unwrap().call(Req::Ok);
     assert_eq!(handle.state(), State::HalfOpen);
@@ -80,7 +77,7 @@ async fn half_open_admits_exactly_n_probes_and_closes_when_all_succeed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_probe_opens_the_breaker_again() {
-    let (mut svc, mut backend) = half_open(CircuitBreakerLayer::new()).await;
+    let (mut svc, mut backend) = half_open(Config::default()).await;
     let probe = svc.ready().await.unwrap().call(Req::Fail);
     next(&mut backend).await.1.send_error("boom");
     assert!(matches!(
@@ -96,7 +93,7 @@ async fn a_failed_probe_opens_the_breaker_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_probe_gives_its_permit_back_without_counting_as_success() {
-    let (mut svc, mut backend) = half_open(CircuitBreakerLayer::new()).await;
+    let (mut svc, mut backend) = half_open(Config::default()).await;
     let handle = svc.handle();
     let probe = svc.ready().await.unwrap().call(Req::Ok);
     let (_, reply) = next(&mut backend).await;
@@ -120,7 +117,7 @@ async fn a_dropped_probe_gives_its_permit_back_without_counting_as_success() {
 
 #[tokio::test(start_paused = true)]
 async fn a_permit_taken_by_poll_ready_comes_back_when_the_service_is_dropped() {
-    let (svc, mut backend) = half_open(CircuitBreakerLayer::new()).await;
+    let (svc, mut backend) = half_open(Config::default()).await;
     let handle = svc.handle();
     let mut holder = svc.clone();
     holder.ready().await.unwrap(); // takes the only permit
@@ -137,8 +134,7 @@ async fn a_permit_taken_by_poll_ready_comes_back_when_the_service_is_dropped() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stuck_probe_loses_its_permit_after_the_probe_time_limit() {
-    let layer = CircuitBreakerLayer::new().probe_timeout(5 * SEC);
-    let (mut svc, mut backend) = half_open(layer).await;
+    let (mut svc, mut backend) = half_open(Config::new().probe_timeout(5 * SEC)).await;
     let handle = svc.handle();
     let stuck = svc.ready().await.unwrap().call(Req::Ok);
     let (_, stuck_reply) = next(&mut backend).await;
@@ -162,7 +158,7 @@ async fn a_stuck_probe_loses_its_permit_after_the_probe_time_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn half_open_is_entered_lazily_by_the_next_call() {
-    let (mut svc, mut backend) = half_open(CircuitBreakerLayer::new()).await;
+    let (mut svc, mut backend) = half_open(Config::default()).await;
     let handle = svc.handle();
     // The wait is over, but nothing runs a timer.
     advance(3600 * SEC).await;
@@ -176,19 +172,20 @@ async fn half_open_is_entered_lazily_by_the_next_call() {
 
 #[tokio::test(start_paused = true)]
 async fn an_ignored_probe_gives_its_permit_back() {
-    let layer =
-        CircuitBreakerLayer::new().classify(|result: &Result<&'static str, palisade::BoxError>| {
-            match result {
-                Ok("not found") => palisade::circuit_breaker::Outcome::Ignored,
-                Ok(_) => palisade::circuit_breaker::Outcome::Success,
-                Err(_) => palisade::circuit_breaker::Outcome::Failure,
-            }
-        });
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .consecutive_failures(nz(1))
+            .open_wait(30 * SEC),
+    )
+    .classify(
+        |result: &Result<&'static str, palisade::BoxError>| match result {
+            Ok("not found") => palisade::circuit_breaker::Outcome::Ignored,
+            Ok(_) => palisade::circuit_breaker::Outcome::Success,
+            Err(_) => palisade::circuit_breaker::Outcome::Failure,
+        },
+    );
     let (inner, mut backend) = mock::pair::<Req, &'static str>();
-    let mut svc = layer
-        .consecutive_failures(nz(1))
-        .open_wait(30 * SEC)
-        .layer(inner);
+    let mut svc = layer.layer(inner);
     let handle = svc.handle();
     let call = svc.ready().await.unwrap().call(Req::Fail);
     next(&mut backend).await.1.send_error("boom");

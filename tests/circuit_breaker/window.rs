@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use palisade::circuit_breaker::{CircuitBreakerLayer, Outcome, Rate, Reason, State};
+use palisade::circuit_breaker::{CircuitBreakerLayer, Config, Outcome, Rate, Reason, State};
 use proptest::prelude::*;
 use tokio::time::advance;
 use tower::Layer;
@@ -13,10 +13,12 @@ use crate::{Req, SEC, assert_open, backend, ignore_client_errors, nz, send};
 
 #[tokio::test(start_paused = true)]
 async fn minimum_calls_are_honoured() {
-    let layer = CircuitBreakerLayer::new()
-        .count_window(nz(10))
-        .minimum_calls(5)
-        .failure_rate(Rate::HALF);
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .count_window(nz(10))
+            .minimum_calls(nz(5))
+            .failure_rate(Rate::HALF),
+    );
     let handle = layer.handle();
     let mut svc = layer.layer(backend(Arc::default()));
     for _ in 0..4 {
@@ -34,10 +36,12 @@ async fn minimum_calls_are_honoured() {
 #[tokio::test(start_paused = true)]
 async fn count_window_opens_on_the_share_of_recent_failures_after_many_successes() {
     // A running total would need 1,000 failures here; the window needs 5.
-    let layer = CircuitBreakerLayer::new()
-        .count_window(nz(10))
-        .minimum_calls(10)
-        .failure_rate(Rate::HALF);
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .count_window(nz(10))
+            .minimum_calls(nz(10))
+            .failure_rate(Rate::HALF),
+    );
     let handle = layer.handle();
     let mut svc = layer.layer(backend(Arc::default()));
     for _ in 0..1000 {
@@ -54,10 +58,12 @@ async fn count_window_opens_on_the_share_of_recent_failures_after_many_successes
 
 #[tokio::test(start_paused = true)]
 async fn failures_slide_out_of_the_count_window() {
-    let layer = CircuitBreakerLayer::new()
-        .count_window(nz(4))
-        .minimum_calls(4)
-        .failure_rate(Rate::new(0.75).unwrap());
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .count_window(nz(4))
+            .minimum_calls(nz(4))
+            .failure_rate(Rate::new(0.75).unwrap()),
+    );
     let handle = layer.handle();
     let mut svc = layer.layer(backend(Arc::default()));
     // F F S S | S S F F: never 3 failures among the last 4.
@@ -80,12 +86,43 @@ async fn failures_slide_out_of_the_count_window() {
     assert_eq!(handle.state(), State::Open);
 }
 
+/// Successes that slide out of a time window raise its failure rate: a
+/// success that arrives as they leave trips the breaker.
+#[tokio::test(start_paused = true)]
+async fn a_success_trips_the_time_window_when_older_successes_leave_it() {
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .time_window(10 * SEC, nz(10))
+            .minimum_calls(nz(2))
+            .failure_rate(Rate::HALF),
+    );
+    let handle = layer.handle();
+    let mut svc = layer.layer(backend(Arc::default()));
+    for _ in 0..3 {
+        send(&mut svc, Req::Ok).await.unwrap();
+    }
+    advance(5 * SEC).await;
+    for _ in 0..2 {
+        let _ = send(&mut svc, Req::Fail).await;
+    }
+    // 2 failures in 5 calls.
+    assert_eq!(handle.state(), State::Closed);
+    advance(5 * SEC).await;
+    // The three first successes leave the window as this one arrives:
+    // 2 failures in 3 calls.
+    send(&mut svc, Req::Ok).await.unwrap();
+    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.metrics().trips, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_time_window_slides() {
-    let layer = CircuitBreakerLayer::new()
-        .time_window(10 * SEC, nz(10))
-        .minimum_calls(3)
-        .failure_rate(Rate::HALF);
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .time_window(10 * SEC, nz(10))
+            .minimum_calls(nz(3))
+            .failure_rate(Rate::HALF),
+    );
     let handle = layer.handle();
     let mut svc = layer.layer(backend(Arc::default()));
     let _ = send(&mut svc, Req::Fail).await;
@@ -114,11 +151,13 @@ async fn the_time_window_slides() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_calls_are_counted_and_trip_on_their_rate() {
-    let layer = CircuitBreakerLayer::new()
-        .count_window(nz(4))
-        .minimum_calls(4)
-        .failure_rate(Rate::ALL)
-        .slow_calls(SEC, Rate::HALF);
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .count_window(nz(4))
+            .minimum_calls(nz(4))
+            .failure_rate(Rate::ALL)
+            .slow_calls(SEC, Rate::HALF),
+    );
     let handle = layer.handle();
     let mut events = handle.subscribe();
     let mut svc = layer.layer(backend(Arc::default()));
@@ -143,9 +182,11 @@ async fn slow_calls_are_counted_and_trip_on_their_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_calls_count_as_failures_in_consecutive_mode() {
-    let layer = CircuitBreakerLayer::new()
-        .consecutive_failures(nz(2))
-        .slow_calls(SEC, Rate::ALL);
+    let layer = CircuitBreakerLayer::new(
+        Config::new()
+            .consecutive_failures(nz(2))
+            .slow_calls(SEC, Rate::ALL),
+    );
     let handle = layer.handle();
     let mut svc = layer.layer(backend(Arc::default()));
     let _ = send(&mut svc, Req::Slow(3 * SEC)).await;
@@ -175,17 +216,14 @@ proptest! {
     #[test]
     fn count_window_matches_a_deque_of_the_last_n_outcomes(
         size in 1u32..12,
-        minimum in 0u32..14,
+        minimum in 1u32..14,
         percent in 1u8..=100,
         steps in prop::collection::vec(step(), 0..80),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         rt.block_on(async move {
             let rate = Rate::percent(percent).unwrap();
-            let layer = CircuitBreakerLayer::new()
-                .count_window(nz(size))
-                .minimum_calls(minimum)
-                .failure_rate(rate)
+            let layer = CircuitBreakerLayer::new(Config::new().count_window(nz(size)).minimum_calls(nz(minimum)).failure_rate(rate))
                 .classify(ignore_client_errors);
             let handle = layer.handle();
             let mut svc = layer.layer(backend(Arc::new(AtomicUsize::new(0))));
@@ -234,7 +272,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         rt.block_on(async move {
             let length = std::time::Duration::from_millis(bucket_ms * u64::from(buckets));
-            let layer = CircuitBreakerLayer::new().time_window(length, nz(buckets));
+            let layer = CircuitBreakerLayer::new(Config::new().time_window(length, nz(buckets)));
             let handle = layer.handle();
             // Forced closed: the window counts but never trips.
             handle.force_closed();

@@ -50,6 +50,20 @@ async fn without_deadline_or_header_the_layer_timeout_applies() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_per_request_deadline_counts_from_the_call_not_the_first_poll() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let mut svc = TimeoutLayer::new(Duration::from_secs(1))
+        .per_request()
+        .layer(never_answers(dropped.clone()));
+    svc.ready().await.unwrap();
+    let mut fut = task::spawn(svc.call(request(None)));
+    advance(Duration::from_secs(1)).await;
+    // First poll after the deadline: the timer is made then, already due.
+    assert!(assert_ready!(fut.poll()).unwrap_err().is_elapsed());
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_deadline_extension_tightens_the_timeout_exactly() {
     let dropped = Arc::new(AtomicBool::new(false));
     let mut svc = TimeoutLayer::new(MAX)
@@ -77,7 +91,7 @@ async fn a_later_deadline_cannot_extend_the_timeout_unless_override() {
 
     let mut req = request(None);
     req.set_deadline(Deadline::after(Duration::from_secs(30)));
-    let over = TimeoutLayer::new(MAX).per_request().override_timeout();
+    let over = TimeoutLayer::new(MAX).per_request().override_timeout(true);
     let thirty = Duration::from_secs(30);
     assert_eq!(fails_after(over, req).await, (thirty, thirty));
 }
@@ -100,7 +114,7 @@ async fn a_header_budget_is_read_and_clamped_to_the_maximum() {
         (MAX, MAX)
     );
     // Even in override mode the header is clamped.
-    let over = TimeoutLayer::new(MAX).per_request().override_timeout();
+    let over = TimeoutLayer::new(MAX).per_request().override_timeout(true);
     assert_eq!(fails_after(over, request(Some("60000"))).await, (MAX, MAX));
 }
 
@@ -156,7 +170,7 @@ async fn a_custom_header_name_or_no_header() {
     let ms700 = Duration::from_millis(700);
     assert_eq!(fails_after(layer, req).await, (ms700, ms700));
 
-    let layer = TimeoutLayer::new(MAX).per_request().without_header();
+    let layer = TimeoutLayer::new(MAX).per_request().read_header(false);
     assert_eq!(fails_after(layer, request(Some("700"))).await, (MAX, MAX));
 }
 
@@ -232,8 +246,8 @@ async fn nested(header: &'static str, client: Duration) -> (Duration, Duration, 
         .layer(
             TimeoutLayer::new(client)
                 .per_request()
-                .without_header()
-                .forward_header(),
+                .read_header(false)
+                .forward_header(true),
         )
         .service(downstream);
     let handler = service_fn(move |incoming: Request<()>| {
@@ -308,8 +322,8 @@ async fn an_axum_router_answers_504_problem_json_when_the_budget_runs_out() {
     assert_eq!(
         json,
         serde_json::json!({
-            "type": "about:blank",
-            "title": "Gateway Timeout",
+            "type": palisade::problem::types::TIMED_OUT,
+            "title": "Timed out",
             "status": 504,
             "detail": "the request did not complete within its budget of 1200 ms",
             "budget_ms": 1200,

@@ -143,14 +143,20 @@ async fn presets_are_three_and_ten_seconds() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn budget_counts_from_the_call_not_the_first_poll() {
+async fn a_fixed_budget_counts_from_the_first_poll() {
     let dropped = Arc::new(AtomicBool::new(false));
-    let mut svc = Timeout::new(never_answers(dropped), Duration::from_secs(1));
+    let mut svc = Timeout::new(never_answers(dropped.clone()), Duration::from_secs(1));
     svc.ready().await.unwrap();
     let mut fut = task::spawn(svc.call(()));
-    advance(Duration::from_secs(1)).await;
-    // First poll after the budget: the timer is made then, already due.
+    // Time before the first poll is not spent: no timer exists yet.
+    advance(Duration::from_secs(5)).await;
+    assert_pending!(fut.poll());
+    advance(Duration::from_secs(1) - MS).await;
+    assert_pending!(fut.poll());
+    assert!(!dropped.load(Ordering::SeqCst));
+    advance(MS).await;
     assert!(assert_ready!(fut.poll()).unwrap_err().is_elapsed());
+    assert!(dropped.load(Ordering::SeqCst));
 }
 
 #[tokio::test(start_paused = true)]

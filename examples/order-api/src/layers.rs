@@ -243,9 +243,11 @@ fn probe(handle: Handle) -> BreakerProbe {
 /// The payment provider's client stack.
 pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, BreakerProbe) {
     // Opens after 5 failed attempts in a row, for BREAKER_OPEN_MS.
-    let breaker = CircuitBreakerLayer::new()
-        .open_wait(config.breaker_open)
-        .name("payment");
+    let breaker = CircuitBreakerLayer::new(
+        circuit_breaker::Config::new()
+            .open_wait(config.breaker_open)
+            .name("payment"),
+    );
     let handle = breaker.handle();
     let retry = RetryUnlessOpen(
         RetryPolicy::new()
@@ -270,9 +272,11 @@ pub(crate) fn recommendations_stack(
     config: &Config,
     client: HttpClient,
 ) -> (Upstream, BreakerProbe) {
-    let breaker = CircuitBreakerLayer::new()
-        .open_wait(config.breaker_open)
-        .name("recommendations");
+    let breaker = CircuitBreakerLayer::new(
+        circuit_breaker::Config::new()
+            .open_wait(config.breaker_open)
+            .name("recommendations"),
+    );
     let handle = breaker.handle();
     let stack = ServiceBuilder::new()
         .map_err(|e: StackError| BoxError::from(e))
