@@ -586,10 +586,9 @@ async fn redis_benches(only_rounds: bool) {
     let server = Server::start();
     let url = format!("redis://127.0.0.1:{}/", server.port);
     if only_rounds {
-        let open =
-            Limits::new([Quota::with_interval(Duration::from_micros(1))
-                .unwrap()
-                .burst(NonZeroU32::new(1_000_000_000).unwrap())]);
+        let open = Limits::new([Quota::with_interval(Duration::from_micros(1))
+            .unwrap()
+            .burst(NonZeroU32::new(1_000_000_000).unwrap())]);
         redis_rounds(&server, &url, &open).await;
         return;
     }

@@ -87,7 +87,12 @@ mod tests {
         let cause = redis::RedisError::from((redis::ErrorKind::Io, "connection reset"));
         let err = StoreError::from(cause);
         assert_eq!(err.to_string(), "redis failed");
-        assert!(err.source().unwrap().to_string().contains("connection reset"));
+        assert!(
+            err.source()
+                .unwrap()
+                .to_string()
+                .contains("connection reset")
+        );
     }
 
     #[test]
