@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use palisade::idempotency::{IdempotencyLayer, MemoryStore, RedisStore, Store};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
-#[path = "../tests/support.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 const BODY: &str =

@@ -33,7 +33,7 @@
 
 #![allow(missing_docs)]
 
-#[path = "../tests/support.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;

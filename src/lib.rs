@@ -30,12 +30,14 @@
 //! | build a layer | `XLayer::new(..)`; a store-backed layer starts on a bounded `MemoryStore`, `XLayer::with_store(store, ..)` takes another |
 //! | what state is kept per (API key, client IP, route, tenant) | `.per(extractor)`, any [`key::KeyExtractor`]; [`key::Global`] is one state for all |
 //! | keep two layers apart in one store | `.namespace(..)` |
-//! | tell instances apart in metrics and traces | `.name(..)` |
+//! | tell instances apart in metrics and traces | `.name(..)` (on the breaker's `Config`, which owns all of its settings) |
 //! | the store fails or is slow | `.on_store_error(`[`store::OnStoreError`]`::FailOpen` or `FailClosed)`, each layer documents its default |
 //! | a store's failure | [`store::StoreError`], re-exported by each store-backed layer |
 //! | a bounded in-memory store | `MemoryStore::new()` (bounded by default), `MemoryStore::with_max_keys(n)`, `DEFAULT_MAX_KEYS` |
 //! | the largest request body read | `.body_limit(bytes)`, `DEFAULT_BODY_LIMIT` |
 //! | a default | `DEFAULT_` + the setter's name: `max_errors` and `DEFAULT_MAX_ERRORS` |
+//! | what to do when something happens | `.on_<event>(Enum)`: `on_store_error`, `on_cancel`, `on_missing_caller_key` |
+//! | what a layer parsed, for the handler | request extensions: [`key::CallerKey`], `IdempotencyKey`, `Deadline`, `Validated<T>` |
 //! | a behaviour switched on or off | a setter taking `bool`: `.shadow(true)`, `.optional(true)` |
 //! | a count | `NonZeroU32` / `NonZeroUsize`: a zero limit cannot be written; quotas are `const fn` |
 //! | steer a running layer | `.handle()` on the layer: the state is created once, by `new`, so every handle steers what the services use |

@@ -36,7 +36,7 @@
 //! | `palisade_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success` \| `failure` \| `slow_success` \| `slow_failure` \| `ignored` \| `rejected` \| `disabled` (let through unclassified while disabled) |
 //! | `palisade_circuit_breaker_transitions_total` | counter | `name`, `from`, `to` = `closed` \| `open` \| `half_open` \| `forced_open` \| `forced_closed` \| `disabled` |
 //! | `palisade_circuit_breaker_state` | gauge | `name`, `state`; 1 for the current state, 0 for the others (a keyed breaker: the number of keys in each state) |
-//! | `palisade_rate_limit_decisions_total` | counter | `name`, `outcome` = `allowed` \| `denied` \| `shadow_denied` \| `missing_key` \| `failed_open` \| `failed_closed` |
+//! | `palisade_rate_limit_decisions_total` | counter | `name`, `outcome` = `allowed` \| `denied` \| `shadow_denied` \| `missing_caller_key` \| `failed_open` \| `failed_closed` |
 //! | `palisade_rate_limit_local_denials_total` | counter | `name`; denials answered by the local deny cache, without the store |
 //! | `palisade_rate_limit_overflow_decisions_total` | counter | `name`; decisions (allowed or denied) made on the store's shared overflow bucket because it had no room for a new key |
 //! | `palisade_idempotency_requests_total` | counter | `name`, `outcome` = `executed` \| `replayed` \| `conflict` \| `mismatch` \| `invalid_key` \| `missing_caller_key` \| `body_rejected` \| `gone` \| `not_stored` \| `failed_open` \| `failed_closed` |

@@ -10,8 +10,8 @@ use crate::store::OnStoreError;
 /// What the layer does with a request whose key extractor finds no key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum MissingKey {
-    /// Reject it with [`Error::MissingKey`](super::Error::MissingKey)
+pub enum OnMissingCallerKey {
+    /// Reject it with [`Error::MissingCallerKey`](super::Error::MissingCallerKey)
     /// (`400 Bad Request` over HTTP).
     #[default]
     Reject,
@@ -54,7 +54,7 @@ pub(crate) struct Config<St, K, C, H> {
     pub(crate) per: K,
     pub(crate) cost: C,
     pub(crate) headers: H,
-    pub(crate) missing: MissingKey,
+    pub(crate) missing: OnMissingCallerKey,
     pub(crate) on_error: OnStoreError,
     pub(crate) shadow: bool,
     pub(crate) observer: Arc<Observer>,

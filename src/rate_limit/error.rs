@@ -23,9 +23,9 @@ pub enum Error<E> {
         max: u32,
     },
     /// The request carries no caller key and the layer rejects such
-    /// requests ([`MissingKey::Reject`](super::MissingKey::Reject)).
+    /// requests ([`OnMissingCallerKey::Reject`](super::OnMissingCallerKey::Reject)).
     #[error("request has no caller key")]
-    MissingKey,
+    MissingCallerKey,
     /// The store failed and the layer fails closed; the cause is the
     /// [`source`](std::error::Error::source).
     #[error("store unavailable")]
@@ -136,7 +136,7 @@ mod http_impl {
                     .with_detail(format!(
                         "request cost {cost} exceeds the largest allowed cost {max}"
                     )),
-                Error::MissingKey => Problem::new(StatusCode::BAD_REQUEST)
+                Error::MissingCallerKey => Problem::new(StatusCode::BAD_REQUEST)
                     .with_type(types::MISSING_CALLER_KEY)
                     .with_detail("request has no caller key"),
                 // The cause stays in the logs: it names internals.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::config::{Config, MissingKey, UnitCost};
+use super::config::{Config, OnMissingCallerKey, UnitCost};
 use super::headers::NoHeaders;
 use super::limits::Limits;
 use super::observe::Observer;
@@ -45,7 +45,7 @@ impl<St: Store> RateLimitLayer<St> {
                 per: Global,
                 cost: UnitCost,
                 headers: NoHeaders,
-                missing: MissingKey::Reject,
+                missing: OnMissingCallerKey::Reject,
                 on_error: OnStoreError::FailOpen,
                 shadow: false,
                 observer: Observer::unnamed(),
@@ -109,7 +109,7 @@ impl<St, K, C, H> RateLimitLayer<St, K, C, H> {
 
     /// Sets what happens to a request without a key (default: reject).
     #[must_use]
-    pub fn missing_key(mut self, missing: MissingKey) -> Self {
+    pub fn on_missing_caller_key(mut self, missing: OnMissingCallerKey) -> Self {
         self.config.missing = missing;
         self
     }

@@ -42,7 +42,7 @@
 //! [`KeyExtractor`](crate::key::KeyExtractor): the client IP
 //! (with trusted proxies), a header such as `X-Api-Key`, a closure, or one
 //! of them falling back to another (see [`crate::key`]). A request without a
-//! key is rejected (`400`) or counted under a fallback key ([`MissingKey`]).
+//! key is rejected (`400`) or counted under a fallback key ([`OnMissingCallerKey`]).
 //! [`MemoryStore`] holds a bounded number of keys ([`DEFAULT_MAX_KEYS`]
 //! unless built with [`MemoryStore::with_max_keys`]) and never forgets a bucket
 //! that still limits its key: when it is full of live keys, new keys share
@@ -64,7 +64,7 @@
 //! enabled): allowed at `TRACE`, denials and missing keys at `DEBUG`, store
 //! failures at `WARN`. With the feature `metrics` it also counts
 //! `palisade_rate_limit_decisions_total{name, outcome}` (`allowed`, `denied`,
-//! `shadow_denied`, `missing_key`, `failed_open`, `failed_closed`; a request
+//! `shadow_denied`, `missing_caller_key`, `failed_open`, `failed_closed`; a request
 //! that costs more than the smallest burst counts as `denied`) and
 //! `palisade_rate_limit_local_denials_total{name}` for denials a store
 //! answered from a cache in this process ([`Decision::is_cached`]), and
@@ -87,7 +87,7 @@ mod store;
 pub mod error;
 pub mod future;
 
-pub use self::config::{Cost, MissingKey, UnitCost};
+pub use self::config::{Cost, OnMissingCallerKey, UnitCost};
 pub use self::decision::Decision;
 pub use self::error::{Error, RateLimited};
 pub use self::headers::{NoHeaders, ResponseHeaders};

@@ -19,7 +19,7 @@ pub(crate) enum Outcome {
     Allowed,
     Denied,
     ShadowDenied,
-    MissingKey,
+    MissingCallerKey,
     FailedOpen,
     FailedClosed,
 }
@@ -30,7 +30,7 @@ impl Outcome {
         Self::Allowed,
         Self::Denied,
         Self::ShadowDenied,
-        Self::MissingKey,
+        Self::MissingCallerKey,
         Self::FailedOpen,
         Self::FailedClosed,
     ];
@@ -40,7 +40,7 @@ impl Outcome {
             Self::Allowed => "allowed",
             Self::Denied => "denied",
             Self::ShadowDenied => "shadow_denied",
-            Self::MissingKey => "missing_key",
+            Self::MissingCallerKey => "missing_caller_key",
             Self::FailedOpen => "failed_open",
             Self::FailedClosed => "failed_closed",
         }
@@ -106,7 +106,7 @@ impl Observer {
 
     /// The request had no key and the layer rejects such requests.
     pub(crate) fn missing_key(&self) {
-        let outcome = Outcome::MissingKey;
+        let outcome = Outcome::MissingCallerKey;
         self.count(outcome);
         tracing::debug!(
             layer = "rate_limit",

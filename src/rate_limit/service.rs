@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::config::{Config, Cost, MissingKey, UnitCost};
+use super::config::{Config, Cost, OnMissingCallerKey, UnitCost};
 use super::decision::Decision;
 use super::error::{Error, RateLimited};
 use super::future::{Headers, ResponseFuture};
@@ -133,10 +133,10 @@ where
         let key: Cow<'_, str> = match extract(&config.per, &req) {
             Some(key) => key,
             None => match &config.missing {
-                MissingKey::Fallback(key) => Cow::Borrowed(key),
-                MissingKey::Reject => {
+                OnMissingCallerKey::Fallback(key) => Cow::Borrowed(key),
+                OnMissingCallerKey::Reject => {
                     config.observer.missing_key();
-                    return ResponseFuture::rejected(Error::MissingKey);
+                    return ResponseFuture::rejected(Error::MissingCallerKey);
                 }
             },
         };

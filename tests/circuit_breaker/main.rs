@@ -7,7 +7,7 @@ mod http;
 mod keyed;
 mod metrics;
 mod probes;
-#[path = "../support.rs"]
+#[path = "../support/mod.rs"]
 mod support;
 mod window;
 

@@ -3,7 +3,7 @@
 //! Idempotency-Key layer: one execution per key, replay, conflicts,
 //! cancellation, crashes, fencing; memory and Redis stores; client side.
 
-#[path = "../support.rs"]
+#[path = "../support/mod.rs"]
 mod support;
 
 #[cfg(feature = "metrics")]

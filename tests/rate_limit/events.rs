@@ -73,7 +73,7 @@ async fn decisions_carry_the_uniform_fields_and_a_digest_of_the_key() {
     for (level, outcome, keyed) in [
         ("TRACE", "allowed", true),
         ("DEBUG", "denied", true),
-        ("DEBUG", "missing_key", false),
+        ("DEBUG", "missing_caller_key", false),
         (" WARN", "failed_open", true),
         (" WARN", "failed_closed", true),
     ] {

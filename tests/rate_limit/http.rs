@@ -14,8 +14,8 @@ use http_body_util::BodyExt;
 use palisade::key::{ClientIp, Header};
 use palisade::problem::{ProblemLayer, types};
 use palisade::rate_limit::{
-    Decision, Error, Limits, MemoryStore, MissingKey, OnStoreError, Quota, RateLimitLayer, Store,
-    StoreError,
+    Decision, Error, Limits, MemoryStore, OnMissingCallerKey, OnStoreError, Quota, RateLimitLayer,
+    Store, StoreError,
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -243,7 +243,7 @@ async fn a_request_without_a_key_is_rejected_or_counted_under_the_fallback() {
     let fallback = ServiceBuilder::new().layer(ProblemLayer::new()).layer(
         RateLimitLayer::new(Quota::per_hour(nz(1)))
             .per(Header::api_key())
-            .missing_key(MissingKey::Fallback("anonymous".into())),
+            .on_missing_caller_key(OnMissingCallerKey::Fallback("anonymous".into())),
     );
     let app = app(fallback);
     assert_eq!(

@@ -3,7 +3,7 @@
 //! surface, key extraction and (with feature `redis`) the Redis store, on
 //! one Redis and on a Redis Cluster.
 
-#[path = "../support.rs"]
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::num::{NonZeroU32, NonZeroUsize};

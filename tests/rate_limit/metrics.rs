@@ -80,7 +80,10 @@ fn a_known_sequence_gives_exact_counts_per_name_and_outcome() {
             let result = send(&mut api, Some("ann")).await;
             assert_eq!(result.is_ok(), i < 3, "request {i}: {result:?}");
         }
-        assert!(matches!(send(&mut api, None).await, Err(Error::MissingKey)));
+        assert!(matches!(
+            send(&mut api, None).await,
+            Err(Error::MissingCallerKey)
+        ));
         // A request that costs more than the burst never reaches the store.
         let mut costly = RateLimitLayer::new(Quota::per_hour(nz(3)))
             .cost(|_: &Req| 4)
@@ -126,7 +129,7 @@ fn a_known_sequence_gives_exact_counts_per_name_and_outcome() {
     let expected = BTreeMap::from([
         entry(DECISIONS, "api", Some("allowed"), 3),
         entry(DECISIONS, "api", Some("denied"), 2),
-        entry(DECISIONS, "api", Some("missing_key"), 1),
+        entry(DECISIONS, "api", Some("missing_caller_key"), 1),
         entry(DECISIONS, "costly", Some("denied"), 1),
         entry(DECISIONS, "shadow", Some("allowed"), 1),
         entry(DECISIONS, "shadow", Some("shadow_denied"), 2),

@@ -2,7 +2,7 @@
 //! dies and comes back; captured logs hold each test's events.
 
 mod captured_logs;
-#[path = "../support.rs"]
+#[path = "../support/mod.rs"]
 mod support;
 
 use support::RedisServer;

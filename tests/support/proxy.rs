@@ -1,8 +1,8 @@
 //! A TCP proxy of the test's own between a client and a server (Redis), to
 //! inject network faults: latency each way, a cut (every connection closed,
 //! new ones closed at once) or a stall (connections stay open, nothing
-//! passes), and a restore. Apart from `support.rs` because it needs tokio's
-//! `net`, which the benches that share `support.rs` build without.
+//! passes), and a restore. Apart from `support/mod.rs` because it needs tokio's
+//! `net`, which the benches that share `support/mod.rs` build without.
 //!
 //! ```ignore
 //! let proxy = FaultProxy::start(redis.port()).await;

@@ -1,5 +1,5 @@
-//! Recorded metrics for the layers' metrics tests. Apart from `support.rs`
-//! because it pauses tokio's time, and the benches that share `support.rs`
+//! Recorded metrics for the layers' metrics tests. Apart from `support/mod.rs`
+//! because it pauses tokio's time, and the benches that share `support/mod.rs`
 //! build tokio without that ability.
 
 /// Runs `test` on a current-thread runtime with paused time and a

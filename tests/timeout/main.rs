@@ -5,7 +5,7 @@
 #[cfg(all(feature = "http", feature = "axum"))]
 mod http;
 mod metrics;
-#[path = "../support.rs"]
+#[path = "../support/mod.rs"]
 mod support;
 
 #[cfg(feature = "metrics")]

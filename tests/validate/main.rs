@@ -8,7 +8,7 @@ mod hostile;
 mod layer;
 mod metrics;
 mod props;
-#[path = "../support.rs"]
+#[path = "../support/mod.rs"]
 mod support;
 
 #[cfg(feature = "metrics")]

@@ -54,6 +54,6 @@ mod postgres;
 #[path = "../../../../tests/support/proxy.rs"]
 mod proxy;
 mod rate_limit;
-#[path = "../../../../tests/support.rs"]
+#[path = "../../../../tests/support/mod.rs"]
 mod support;
 mod validation;

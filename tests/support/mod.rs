@@ -1,4 +1,4 @@
-//! Test support shared by the test binaries through `#[path = "../support.rs"]`.
+//! Test support shared by the test binaries through `#[path = "../support/mod.rs"]`.
 //!
 //! [`RedisServer`] starts a private `redis-server` on a free loopback port with
 //! no persistence, so a test may kill it, restart it or flush it without
