@@ -94,6 +94,9 @@ async fn start_full(redis_url: Option<String>) -> String {
     let addr = listener.local_addr().unwrap();
     let mut config = config(addr);
     config.redis_url = redis_url;
+    // Every POST is a new key: a run of several windows outgrows the demo's
+    // default bound of 100,000 keys, and a full store answers 503.
+    config.idempotency_max_keys = std::num::NonZeroUsize::new(10_000_000).unwrap();
     let metrics = telemetry::prometheus().clone();
     let state = server::build_state_with(config, addr, Repository::memory(), metrics)
         .await

@@ -83,6 +83,12 @@ pub mod validate;
 pub mod observability;
 
 #[cfg(all(
+    feature = "fast-clock",
+    any(feature = "rate-limit", feature = "circuit-breaker")
+))]
+mod clock;
+
+#[cfg(all(
     feature = "redis",
     any(feature = "rate-limit", feature = "idempotency")
 ))]

@@ -26,7 +26,7 @@ pub(crate) enum Clock {
 impl Clock {
     pub(crate) fn new() -> Self {
         #[cfg(feature = "fast-clock")]
-        if !tokio_time_can_pause() {
+        if !crate::clock::tokio_time_can_pause() {
             let clock = quanta::Clock::new();
             let origin = clock.raw();
             return Clock::Fast { clock, origin };
@@ -48,42 +48,4 @@ impl Clock {
             Clock::Fast { clock, origin } => clock.delta_as_nanos(*origin, clock.raw()),
         }
     }
-}
-
-/// Whether tokio's clock can be paused: only when tokio is built with
-/// `test-util`, the feature that also adds `Builder::start_paused`. Method
-/// resolution prefers an inherent method to a trait method of the same name,
-/// so the fallback below answers exactly when tokio has no such method.
-/// Asked once per process.
-#[cfg(feature = "fast-clock")]
-fn tokio_time_can_pause() -> bool {
-    static CAN_PAUSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CAN_PAUSE.get_or_init(|| {
-        // Unused where tokio has `test-util`.
-        #[allow(dead_code)]
-        struct CannotPause;
-        #[allow(dead_code)]
-        trait Fallback {
-            fn start_paused(&mut self, _: bool) -> CannotPause {
-                CannotPause
-            }
-        }
-        impl Fallback for tokio::runtime::Builder {}
-        trait Answer {
-            fn can_pause(&self) -> bool;
-        }
-        impl Answer for &mut tokio::runtime::Builder {
-            fn can_pause(&self) -> bool {
-                true
-            }
-        }
-        impl Answer for CannotPause {
-            fn can_pause(&self) -> bool {
-                false
-            }
-        }
-        tokio::runtime::Builder::new_current_thread()
-            .start_paused(false)
-            .can_pause()
-    })
 }

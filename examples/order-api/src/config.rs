@@ -1,7 +1,7 @@
 //! Configuration from the environment.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 /// Everything the demo reads from its environment.
@@ -25,6 +25,10 @@ pub struct Config {
     pub recommendations_timeout: Duration,
     /// `BREAKER_OPEN_MS`, default 30000: how long an open breaker stays open.
     pub breaker_open: Duration,
+    /// `IDEMPOTENCY_MAX_KEYS`, default palisade's `DEFAULT_MAX_KEYS`
+    /// (100,000): the in-memory idempotency store's bound (with Redis, Redis
+    /// keeps the keys and this is unused).
+    pub idempotency_max_keys: NonZeroUsize,
     /// `ADMIN_TOKEN`: when set, `/admin/*` and `/metrics` need `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
 }
@@ -41,6 +45,7 @@ impl Default for Config {
             payment_timeout: Duration::from_millis(10_000),
             recommendations_timeout: Duration::from_millis(3_000),
             breaker_open: Duration::from_millis(30_000),
+            idempotency_max_keys: palisade::idempotency::DEFAULT_MAX_KEYS,
             admin_token: None,
         }
     }
@@ -99,6 +104,13 @@ impl Config {
         config.rate_limit_per_second =
             nonzero("ORDER_RATE_LIMIT_PER_SECOND", config.rate_limit_per_second)?;
         config.rate_limit_burst = nonzero("ORDER_RATE_LIMIT_BURST", config.rate_limit_burst)?;
+        if let Some(v) = get("IDEMPOTENCY_MAX_KEYS") {
+            config.idempotency_max_keys = v.trim().parse().map_err(|_| ConfigError {
+                name: "IDEMPOTENCY_MAX_KEYS",
+                value: v.clone(),
+                reason: "expected a whole number >= 1",
+            })?;
+        }
         let millis = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
             match get(name) {
                 None => Ok(default),
@@ -159,6 +171,7 @@ mod tests {
             ("RECOMMENDATIONS_TIMEOUT_MS", "6"),
             ("BREAKER_OPEN_MS", "7"),
             ("ADMIN_TOKEN", "secret"),
+            ("IDEMPOTENCY_MAX_KEYS", "8"),
         ])
         .unwrap();
         assert_eq!(c.addr.port(), 8080);
@@ -173,6 +186,7 @@ mod tests {
         assert_eq!(c.recommendations_timeout, Duration::from_millis(6));
         assert_eq!(c.breaker_open, Duration::from_millis(7));
         assert_eq!(c.admin_token.as_deref(), Some("secret"));
+        assert_eq!(c.idempotency_max_keys.get(), 8);
     }
 
     #[test]
@@ -184,6 +198,7 @@ mod tests {
             ("PAYMENT_TIMEOUT_MS", "0"),
             ("BREAKER_OPEN_MS", "soon"),
             ("PAYMENT_URL", "https://example.com"),
+            ("IDEMPOTENCY_MAX_KEYS", "0"),
         ] {
             let err = from(&[(name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

@@ -123,7 +123,12 @@ pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
     let config = &state.config;
     let quota = Quota::per_second(config.rate_limit_per_second).burst(config.rate_limit_burst);
     match &state.stores {
-        Stores::Memory => api_routes_with(RateLimitLayer::new(quota), IdempotencyLayer::new()),
+        Stores::Memory => api_routes_with(
+            RateLimitLayer::new(quota),
+            IdempotencyLayer::with_store(idempotency::MemoryStore::with_max_keys(
+                config.idempotency_max_keys,
+            )),
+        ),
         Stores::Redis(conn) => api_routes_with(
             RateLimitLayer::with_store(rate_limit::RedisStore::new(conn.clone()), quota),
             IdempotencyLayer::with_store(idempotency::RedisStore::new(conn.clone())),

@@ -244,7 +244,7 @@ impl MemoryStore {
     /// [type docs](Self) describe.
     pub fn with_max_keys(max_keys: NonZeroUsize) -> Self {
         #[cfg(feature = "fast-clock")]
-        if !tokio_time_can_pause() {
+        if !crate::clock::tokio_time_can_pause() {
             return Self::build(max_keys, Clock::fast());
         }
         Self::build(max_keys, Clock::Tokio)
@@ -508,40 +508,6 @@ impl Shard {
         self.len -= removed;
         self.next_idle = next_idle;
     }
-}
-
-/// Whether tokio's clock can be paused: only when tokio is built with
-/// `test-util`, the feature that also adds `Builder::start_paused`. Method
-/// resolution prefers an inherent method to a trait method of the same name,
-/// so the fallback below answers exactly when tokio has no such method.
-#[cfg(feature = "fast-clock")]
-fn tokio_time_can_pause() -> bool {
-    // Unused where tokio has `test-util`.
-    #[allow(dead_code)]
-    struct CannotPause;
-    #[allow(dead_code)]
-    trait Fallback {
-        fn start_paused(&mut self, _: bool) -> CannotPause {
-            CannotPause
-        }
-    }
-    impl Fallback for tokio::runtime::Builder {}
-    trait Answer {
-        fn can_pause(&self) -> bool;
-    }
-    impl Answer for &mut tokio::runtime::Builder {
-        fn can_pause(&self) -> bool {
-            true
-        }
-    }
-    impl Answer for CannotPause {
-        fn can_pause(&self) -> bool {
-            false
-        }
-    }
-    tokio::runtime::Builder::new_current_thread()
-        .start_paused(false)
-        .can_pause()
 }
 
 fn nanos_since(start: Instant, now: Instant) -> u64 {
