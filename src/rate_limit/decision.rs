@@ -42,11 +42,13 @@ impl Decision {
     }
 
     // `slack` nanoseconds of tolerance left, `per_cell` (non-zero) each cell.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     #[inline]
     pub(crate) fn allowed_slack(quota: usize, slack: u64, per_cell: u64, reset: Duration) -> Self {
         Self::allowed_nanos(quota, slack, per_cell, nanos(reset))
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     #[inline]
     pub(crate) fn denied_slack(
         quota: usize,
