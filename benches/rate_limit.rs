@@ -7,7 +7,7 @@
 //!    rounds and the ratio palisade / governor (target <= 1.2), for the
 //!    default store (`MemoryStore::new`: with feature `fast-clock`, which
 //!    this package turns on, and tokio built without `test-util`, as here,
-//!    it reads the TSC) and one `with_tokio_clock` (what the default reads
+//!    it reads the TSC) and one with `fast_clock(false)` (what the default reads
 //!    where tokio's time can be paused, or without `fast-clock`), and what
 //!    each clock read costs. Then the whole layer: a bare
 //!    always-ready service against the same service behind
