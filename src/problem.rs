@@ -68,62 +68,76 @@ pub fn retry_after_seconds(retry_after: Duration) -> u64 {
 /// constant.
 pub mod types {
     macro_rules! problem_types {
-        ($($(#[$doc:meta])* $name:ident,)*) => {$(
-            $(#[$doc])*
-            pub const $name: &str = concat!(
-                "https://docs.rs/palisade/latest/palisade/problem/types/constant.",
-                stringify!($name),
-                ".html"
-            );
-        )*};
+        ($($(#[$doc:meta])* $name:ident => $title:literal,)*) => {
+            $(
+                $(#[$doc])*
+                #[doc = concat!("\n\nTitle: \"", $title, "\".")]
+                pub const $name: &str = concat!(
+                    "https://docs.rs/palisade/latest/palisade/problem/types/constant.",
+                    stringify!($name),
+                    ".html"
+                );
+            )*
+
+            /// The title of a problem type of this module, `None` for any
+            /// other URI. [`Problem::with_type`](super::Problem::with_type)
+            /// sets it, so every occurrence of a type has the same title, as
+            /// RFC 9457 asks.
+            pub fn title(type_uri: &str) -> Option<&'static str> {
+                match type_uri {
+                    $($name => Some($title),)*
+                    _ => None,
+                }
+            }
+        };
     }
 
     problem_types! {
         /// `429`: the caller spent its quota (rate limit); `Retry-After` says when to come back.
-        RATE_LIMITED,
+        RATE_LIMITED => "Rate limited",
         /// `429`: one request costs more than the quota ever allows (rate limit).
-        COST_TOO_HIGH,
+        COST_TOO_HIGH => "Request costs too much",
         /// `400`: no caller key could be taken from the request (rate limit,
         /// idempotency scope).
-        MISSING_CALLER_KEY,
+        MISSING_CALLER_KEY => "Caller key missing",
         /// `503`: the layer's store failed or did not answer in time and the
         /// layer fails closed; `Retry-After` is set.
-        STORE_UNAVAILABLE,
+        STORE_UNAVAILABLE => "Store unavailable",
         /// `503`: the circuit breaker is open; `Retry-After` says when it probes again.
-        CIRCUIT_OPEN,
+        CIRCUIT_OPEN => "Circuit open",
         /// `504`: the request's time budget ran out (timeout).
-        TIMED_OUT,
+        TIMED_OUT => "Timed out",
         /// `413`: the request body is larger than the layer's body limit.
-        BODY_TOO_LARGE,
+        BODY_TOO_LARGE => "Request body too large",
         /// `400`: the request body could not be read (the client hung up or sent a broken body).
-        BODY_READ_FAILED,
+        BODY_READ_FAILED => "Request body unreadable",
         /// `400`: a required header is missing or invalid (validation).
-        INVALID_HEADERS,
+        INVALID_HEADERS => "Invalid headers",
         /// `415`: the request's `Content-Type` is not one the route accepts (validation).
-        UNSUPPORTED_MEDIA_TYPE,
+        UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
         /// `406`: the route cannot answer in any media type the `Accept` header allows (validation).
-        NOT_ACCEPTABLE,
+        NOT_ACCEPTABLE => "Not acceptable",
         /// `400`: the body is not well-formed JSON (validation).
-        MALFORMED_JSON,
+        MALFORMED_JSON => "Malformed JSON",
         /// `400`: a JSON object repeats a member name, so its meaning is ambiguous.
-        DUPLICATE_MEMBER,
+        DUPLICATE_MEMBER => "Duplicate JSON member",
         /// `422`: the body is well-formed but some values break the route's rules (validation);
         /// `errors` lists them with JSON pointers.
-        VALIDATION_FAILED,
+        VALIDATION_FAILED => "Validation failed",
         /// `400`: the method requires an `Idempotency-Key` and the request has none.
-        MISSING_IDEMPOTENCY_KEY,
+        MISSING_IDEMPOTENCY_KEY => "Idempotency-Key required",
         /// `400`: the `Idempotency-Key` is not 1 to 255 visible ASCII characters.
-        INVALID_IDEMPOTENCY_KEY,
+        INVALID_IDEMPOTENCY_KEY => "Invalid Idempotency-Key",
         /// `409`: a request with this `Idempotency-Key` is still running; retry after `Retry-After`.
-        IN_FLIGHT,
+        IN_FLIGHT => "Request in flight",
         /// `422`: the `Idempotency-Key` was used before with a different request.
-        KEY_REUSED,
+        KEY_REUSED => "Idempotency-Key reused",
         /// `410`: the request with this `Idempotency-Key` ran, but its response was not kept;
         /// it will not run again.
-        NOT_RETAINED,
+        NOT_RETAINED => "Response not retained",
         /// `500`: the server failed in a way the client cannot fix (a handler
         /// panicked, a route misses its layer).
-        INTERNAL,
+        INTERNAL => "Internal error",
     }
 }
 
@@ -181,9 +195,14 @@ impl Problem {
     }
 
     /// Sets the `type` URI reference that identifies the kind of problem.
+    /// A type of [`types`] also sets its title ([`types::title`]); set
+    /// another with [`with_title`](Self::with_title) after this.
     #[must_use]
     pub fn with_type(mut self, type_uri: impl Into<String>) -> Self {
         self.type_uri = type_uri.into();
+        if let Some(title) = types::title(&self.type_uri) {
+            title.clone_into(&mut self.title);
+        }
         self
     }
 
@@ -494,6 +513,16 @@ mod tests {
             .with_retry_after(Duration::from_millis(1500));
         assert_eq!(problem.headers()[RETRY_AFTER], "2");
         assert_eq!(problem.extension("retry_after"), Some(&json!(2)));
+    }
+
+    #[test]
+    fn a_palisade_type_brings_its_title_and_another_type_keeps_the_status_phrase() {
+        let ours = Problem::new(StatusCode::TOO_MANY_REQUESTS).with_type(types::RATE_LIMITED);
+        assert_eq!(ours.title(), "Rate limited");
+        let theirs = Problem::new(StatusCode::TOO_MANY_REQUESTS).with_type("https://example.com/t");
+        assert_eq!(theirs.title(), "Too Many Requests");
+        let retitled = ours.with_title("Slow down");
+        assert_eq!(retitled.title(), "Slow down");
     }
 
     #[test]

@@ -56,7 +56,6 @@ impl<E: crate::problem::IntoProblem> crate::problem::IntoProblem for Error<E> {
         match self {
             Error::Open { retry_after } => Problem::new(http::StatusCode::SERVICE_UNAVAILABLE)
                 .with_type(types::CIRCUIT_OPEN)
-                .with_title("Circuit open")
                 .with_detail("a dependency is failing; the circuit breaker is open")
                 .with_retry_after(retry_after),
             Error::Inner(e) => e.into_problem(),

@@ -81,52 +81,42 @@ impl<E: IntoProblem> IntoProblem for Error<E> {
         match self {
             Self::MissingKey => Problem::new(StatusCode::BAD_REQUEST)
                 .with_type(types::MISSING_IDEMPOTENCY_KEY)
-                .with_title("Idempotency-Key required")
                 .with_detail("this request requires an Idempotency-Key header"),
             Self::InvalidKey(reason) => Problem::new(StatusCode::BAD_REQUEST)
                 .with_type(types::INVALID_IDEMPOTENCY_KEY)
-                .with_title("Invalid Idempotency-Key")
                 .with_detail(format!("{reason}: a key is 1 to 255 visible ASCII characters")),
             Self::MissingCallerKey => Problem::new(StatusCode::BAD_REQUEST)
                 .with_type(types::MISSING_CALLER_KEY)
-                .with_title("Caller key missing")
                 .with_detail("request has no caller key to keep its idempotency key per"),
             // The cause stays in the logs: it may say things about the
             // server a client has no business reading.
             Self::Body(_) => Problem::new(StatusCode::BAD_REQUEST)
                 .with_type(types::BODY_READ_FAILED)
-                .with_title("Request body unreadable")
                 .with_detail("failed to read the request body"),
             Self::DuplicateMember(duplicate) => Problem::new(StatusCode::BAD_REQUEST)
                 .with_type(types::DUPLICATE_MEMBER)
-                .with_title("Duplicate JSON member")
                 .with_detail(format!(
                     "{duplicate}: each object member name may appear once"
                 )),
             Self::BodyTooLarge { limit } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
                 .with_type(types::BODY_TOO_LARGE)
-                .with_title("Request body too large")
                 .with_detail(format!("request body is larger than {limit} bytes")),
             Self::InFlight { retry_after } => Problem::new(StatusCode::CONFLICT)
                 .with_type(types::IN_FLIGHT)
-                .with_title("Request in flight")
                 .with_detail(
                     "a request with this idempotency key is still being processed; retry later",
                 )
                 .with_retry_after(retry_after),
             Self::Mismatch => Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
                 .with_type(types::KEY_REUSED)
-                .with_title("Idempotency-Key reused")
                 .with_detail("this idempotency key was used with a different request"),
             Self::NotRetained => Problem::new(StatusCode::GONE)
                 .with_type(types::NOT_RETAINED)
-                .with_title("Response not retained")
                 .with_detail(
                     "the request with this idempotency key ran, but its response was not kept; it will not run again",
                 ),
             Self::Store(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
                 .with_type(types::STORE_UNAVAILABLE)
-                .with_title("Store unavailable")
                 .with_detail("store unavailable")
                 .with_retry_after(STORE_RETRY_AFTER),
             Self::Panicked => Problem::new(StatusCode::INTERNAL_SERVER_ERROR)

@@ -52,7 +52,6 @@ impl<E: crate::problem::IntoProblem> crate::problem::IntoProblem for Error<E> {
                 let millis = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
                 Problem::new(http::StatusCode::GATEWAY_TIMEOUT)
                     .with_type(types::TIMED_OUT)
-                    .with_title("Timed out")
                     .with_detail(format!(
                         "the request did not complete within its budget of {millis} ms"
                     ))

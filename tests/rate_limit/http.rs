@@ -117,7 +117,7 @@ async fn the_429_body_retry_after_and_ratelimit_fields_are_exact() {
     assert_eq!(
         body(denied).await,
         format!(
-            r#"{{"type":"{}","title":"Too Many Requests","status":429,"detail":"rate limit \"default\" exceeded, retry after 20 s","retry_after":20}}"#,
+            r#"{{"type":"{}","title":"Rate limited","status":429,"detail":"rate limit \"default\" exceeded, retry after 20 s","retry_after":20}}"#,
             types::RATE_LIMITED
         )
     );

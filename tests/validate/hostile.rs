@@ -52,7 +52,7 @@ async fn ten_thousand_nested_arrays_are_400_or_422() {
     assert_eq!(
         body,
         json!({
-            "type": types::MALFORMED_JSON, "title": "Bad Request", "status": 400,
+            "type": types::MALFORMED_JSON, "title": "Malformed JSON", "status": 400,
             "detail": "malformed JSON: recursion limit exceeded at line 1 column 136",
             "line": 1, "column": 136,
         })
@@ -70,7 +70,7 @@ async fn ten_thousand_nested_arrays_are_400_or_422() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::VALIDATION_FAILED, "title": "Unprocessable Content", "status": 422,
+            "type": types::VALIDATION_FAILED, "title": "Validation failed", "status": 422,
             "detail": "1 invalid value",
             "errors": [{"pointer": "/0", "detail": "must be a string", "code": "type"}],
         })
@@ -146,7 +146,7 @@ async fn invalid_utf8_is_400() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::MALFORMED_JSON, "title": "Bad Request", "status": 400,
+            "type": types::MALFORMED_JSON, "title": "Malformed JSON", "status": 400,
             "detail": "malformed JSON: invalid unicode code point at line 1 column 16",
             "line": 1, "column": 16,
         })
@@ -177,7 +177,7 @@ async fn numbers_that_overflow_are_422_at_their_pointer() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::VALIDATION_FAILED, "title": "Unprocessable Content", "status": 422,
+            "type": types::VALIDATION_FAILED, "title": "Validation failed", "status": 422,
             "detail": "1 invalid value",
             "errors": [{"pointer": "/items/0/quantity", "detail": "is out of range", "code": "range"}],
         })
@@ -248,7 +248,7 @@ async fn very_long_strings_are_422_without_echo_or_413_past_the_limit() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::VALIDATION_FAILED, "title": "Unprocessable Content", "status": 422,
+            "type": types::VALIDATION_FAILED, "title": "Validation failed", "status": 422,
             "detail": "1 invalid value",
             "errors": [{"pointer": "/customer", "detail": "must have between 1 and 64 characters", "code": "length"}],
         })

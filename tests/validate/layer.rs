@@ -62,7 +62,7 @@ async fn missing_and_malformed_headers_are_400_listing_each() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::INVALID_HEADERS, "title": "Bad Request", "status": 400,
+            "type": types::INVALID_HEADERS, "title": "Invalid headers", "status": 400,
             "detail": "2 invalid headers",
             "errors": [
                 {"header": "x-request-id", "detail": "is required", "code": "required"},
@@ -95,7 +95,7 @@ async fn unacceptable_accept_is_406_when_the_layer_knows_what_it_produces() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::NOT_ACCEPTABLE, "title": "Not Acceptable", "status": 406,
+            "type": types::NOT_ACCEPTABLE, "title": "Not acceptable", "status": 406,
             "detail": "the response can only be application/json",
             "produces": ["application/json"],
         })
@@ -123,7 +123,7 @@ async fn unacceptable_accept_is_406_when_the_layer_knows_what_it_produces() {
 #[tokio::test]
 async fn wrong_or_missing_content_type_is_415_listing_accepted_types() {
     let expected = json!({
-        "type": types::UNSUPPORTED_MEDIA_TYPE, "title": "Unsupported Media Type", "status": 415,
+        "type": types::UNSUPPORTED_MEDIA_TYPE, "title": "Unsupported media type", "status": 415,
         "detail": "the content type must be application/json",
         "accepted": ["application/json"],
     });
@@ -194,7 +194,7 @@ async fn content_length_over_the_limit_is_413_before_reading() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::BODY_TOO_LARGE, "title": "Content Too Large", "status": 413,
+            "type": types::BODY_TOO_LARGE, "title": "Request body too large", "status": 413,
             "detail": "request body is larger than 1024 bytes", "limit": 1024,
         })
     );
@@ -240,7 +240,7 @@ async fn malformed_json_is_400_with_line_and_column() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::MALFORMED_JSON, "title": "Bad Request", "status": 400,
+            "type": types::MALFORMED_JSON, "title": "Malformed JSON", "status": 400,
             "detail": "malformed JSON: expected value at line 3 column 13",
             "line": 3, "column": 13,
         })
@@ -291,7 +291,7 @@ async fn every_rule_violation_is_422_with_its_pointer() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::VALIDATION_FAILED, "title": "Unprocessable Content", "status": 422,
+            "type": types::VALIDATION_FAILED, "title": "Validation failed", "status": 422,
             "detail": "4 invalid values",
             "errors": [
                 {"pointer": "/customer", "detail": "must have between 1 and 64 characters", "code": "length"},
@@ -311,7 +311,7 @@ async fn a_wrong_type_is_422_without_the_value_or_rust_type_names() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::VALIDATION_FAILED, "title": "Unprocessable Content", "status": 422,
+            "type": types::VALIDATION_FAILED, "title": "Validation failed", "status": 422,
             "detail": "1 invalid value",
             "errors": [{"pointer": "/items/1/quantity", "detail": "must be an integer from 0 to 4294967295", "code": "type"}],
         })
@@ -398,7 +398,7 @@ async fn unknown_fields_are_all_rejected_or_all_allowed() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::VALIDATION_FAILED, "title": "Unprocessable Content", "status": 422,
+            "type": types::VALIDATION_FAILED, "title": "Validation failed", "status": 422,
             "detail": "3 invalid values",
             "errors": [
                 {"pointer": "/colour", "detail": "is not allowed", "code": "unknown_field"},
@@ -742,7 +742,7 @@ async fn an_unreadable_body_is_400_saying_so_with_the_cause_as_source() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::BODY_READ_FAILED, "title": "Bad Request", "status": 400,
+            "type": types::BODY_READ_FAILED, "title": "Request body unreadable", "status": 400,
             "detail": "failed to read the request body",
         })
     );
@@ -767,7 +767,7 @@ async fn a_repeated_member_is_400_duplicate_member_at_its_pointer() {
     assert_eq!(
         a.body,
         json!({
-            "type": types::DUPLICATE_MEMBER, "title": "Bad Request", "status": 400,
+            "type": types::DUPLICATE_MEMBER, "title": "Duplicate JSON member", "status": 400,
             "detail": "a member of the JSON body appears more than once",
             "pointer": "/items/0/sku",
         })
