@@ -50,6 +50,9 @@ pub(crate) struct ClaimGuard<St: Store> {
     /// Chosen before the claim is sent, so it can be released unanswered.
     pub(crate) token: u64,
     pub(crate) ttl: Duration,
+    /// The lease a claim is given: a completion or release keeps trying at
+    /// least this long, since the claim may hold that long.
+    pub(crate) lease: Duration,
     pub(crate) on_cancel: OnCancel,
     pub(crate) stage: Stage,
 }
@@ -84,7 +87,7 @@ impl<St: Store> ClaimGuard<St> {
         self.stage = Stage::Done;
         let (store, observer) = (self.store.clone(), self.observer.clone());
         let (idempotency_key, key) = (self.idempotency_key.clone(), self.key.clone());
-        let ttl = self.ttl;
+        let (ttl, retry_for) = (self.ttl, retries_for(self.lease));
         async move {
             let retained = matches!(completion, Completion::Retained(_));
             let fence = lease.fence;
@@ -94,7 +97,8 @@ impl<St: Store> ClaimGuard<St> {
             // lease may still hold: given up, the claim would expire and a
             // retry run the handler a second time.
             let completed =
-                finish_retried(|| store.complete(&key, lease, completion.clone(), ttl)).await;
+                finish_retried(retry_for, || store.complete(&key, lease, completion.clone(), ttl))
+                    .await;
             match completed {
                 Ok(true) => observer.completed(&idempotency_key, fence, retained, start),
                 Ok(false) => observer.lease_lost(&idempotency_key, fence, start),
@@ -113,10 +117,10 @@ impl<St: Store> ClaimGuard<St> {
         let (store, observer) = (self.store.clone(), self.observer.clone());
         let digest = redact_key(self.idempotency_key.as_str());
         let key = self.key.clone();
-        let token = self.token;
+        let (token, retry_for) = (self.token, retries_for(self.lease));
         Box::pin(async move {
             let start = observer.start();
-            let released = finish_retried(|| store.release(&key, token)).await;
+            let released = finish_retried(retry_for, || store.release(&key, token)).await;
             match (lease, released) {
                 (Some(lease), Ok(released)) => {
                     observer.released(digest, lease.fence, released, why, start)
@@ -132,16 +136,26 @@ impl<St: Store> ClaimGuard<St> {
     }
 }
 
+/// How long a completion or release keeps trying: as long as the claim may
+/// hold (its lease, counted from now, which is no earlier than its last
+/// renewal), and never less than [`FINISH_RETRIES_FOR`]. Given up while the
+/// lease holds, the claim would expire and a retry run the handler again.
+fn retries_for(lease: Duration) -> Duration {
+    lease.max(FINISH_RETRIES_FOR)
+}
+
 /// Sends a completion or a release (both safe to repeat) until it is
-/// answered, for up to [`FINISH_RETRIES_FOR`]. A completion written but not
-/// replicated in time is not sent again: that would only block the
-/// connection again.
-pub(crate) async fn finish_retried<T, F, Fut>(mut step: F) -> Result<T, StoreError>
+/// answered, for up to `retry_for`. A completion written but not replicated
+/// in time is not sent again: that would only block the connection again.
+pub(crate) async fn finish_retried<T, F, Fut>(
+    retry_for: Duration,
+    mut step: F,
+) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let give_up = tokio::time::Instant::now() + FINISH_RETRIES_FOR;
+    let give_up = tokio::time::Instant::now() + retry_for;
     loop {
         match step().await {
             Err(e @ StoreError::NotReplicated { .. }) => return Err(e),
@@ -156,8 +170,7 @@ where
 /// Pause between attempts of a completion or a release that failed (both
 /// are safe to repeat).
 const FINISH_RETRY: Duration = Duration::from_millis(100);
-/// How long they keep trying: a default lease, which a completion cannot
-/// outlive anyway.
+/// How long they keep trying at least (a default lease).
 const FINISH_RETRIES_FOR: Duration = Duration::from_secs(10);
 
 impl<St: Store> Drop for ClaimGuard<St> {

@@ -189,6 +189,7 @@ where
                 key: storage_key,
                 token: random_u64(),
                 ttl: config.ttl,
+                lease: config.lease,
                 on_cancel: config.on_cancel,
                 stage: Stage::Idle,
             };

@@ -102,6 +102,8 @@ struct Flaky {
     inner: palisade::idempotency::MemoryStore,
     fail_complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
     fail_release: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Every `complete` fails until then (a longer Redis outage).
+    complete_down_until: std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl Flaky {
@@ -110,6 +112,7 @@ impl Flaky {
             inner: palisade::idempotency::MemoryStore::new(),
             fail_complete: Default::default(),
             fail_release: Default::default(),
+            complete_down_until: Default::default(),
         }
     }
 }
@@ -139,9 +142,15 @@ impl palisade::idempotency::Store for Flaky {
         completion: palisade::idempotency::Completion,
         ttl: std::time::Duration,
     ) -> Result<bool, palisade::idempotency::StoreError> {
-        if self
-            .fail_complete
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        let down = self
+            .complete_down_until
+            .lock()
+            .unwrap()
+            .is_some_and(|until| tokio::time::Instant::now() < until);
+        if down
+            || self
+                .fail_complete
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             return Err(palisade::idempotency::StoreError::Timeout(
                 std::time::Duration::from_secs(1),
@@ -199,6 +208,27 @@ async fn a_failed_completion_never_lets_a_retry_run_again() {
         "the retry ran the handler again: {}",
         retry.status
     );
+}
+
+/// A store down for 15 s right after the handler answered, under a 60 s
+/// lease: the completion keeps trying for as long as the claim may hold, so
+/// a retry after the lease gets the replay, not a second run.
+#[tokio::test(start_paused = true)]
+async fn a_completion_outlasts_a_store_outage_shorter_than_its_lease() {
+    let store = Flaky::new();
+    *store.complete_down_until.lock().unwrap() =
+        Some(tokio::time::Instant::now() + std::time::Duration::from_secs(15));
+    let (app, count) = crate::common::harness(
+        IdempotencyLayer::with_store(store).lease(std::time::Duration::from_secs(60)),
+        crate::common::answer(http::StatusCode::CREATED, "{}"),
+    );
+    let key = Some("k-long-outage");
+    let first = crate::common::send(&app, crate::common::post(key, "{}")).await;
+    assert_eq!(first.status, http::StatusCode::CREATED);
+    tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    let retry = crate::common::send(&app, crate::common::post(key, "{}")).await;
+    assert_eq!(count.get(), 1, "the retry ran the handler again: {}", retry.status);
+    assert!(retry.replayed(), "{}", retry.status);
 }
 
 /// A retry gets its final answer within the first run's time + 1 s, never
