@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use super::decision::Decision;
 
+/// The largest interval and tolerance, 2^62 ns: far beyond any useful
+/// quota, and far enough below `u64::MAX` that a clock reading plus a
+/// tolerance never saturates.
+pub(crate) const MAX_NANOS: u64 = 1 << 62;
+
 /// GCRA parameters in nanoseconds: the emission interval and the tolerance
 /// (`interval * burst`: how far the theoretical arrival time may run ahead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,10 +27,14 @@ pub(crate) struct Gcra {
 impl Gcra {
     /// The parameters of a quota: one cell every `interval` nanoseconds (at
     /// least 1), `burst` cells at once.
+    /// Both are capped at [`MAX_NANOS`] (about 146 years), where a spent
+    /// bucket stays spent: `now + tau` then never saturates, so a `next`
+    /// that saturates is always denied.
     pub(crate) fn new(interval: u64, burst: u32) -> Self {
+        let interval = interval.min(MAX_NANOS);
         Self {
             interval,
-            tau: interval.saturating_mul(u64::from(burst)),
+            tau: interval.saturating_mul(u64::from(burst)).min(MAX_NANOS),
         }
     }
 }
@@ -75,9 +84,11 @@ fn decide_many(tats: &mut [u64], now: u64, cost: u32, gcra: &[Gcra]) -> Decision
     }
     let mut best: Option<(usize, u64, u64)> = None;
     for (i, (g, tat)) in gcra.iter().zip(tats.iter_mut()).enumerate() {
-        let next = (*tat).max(now) + cost * g.interval;
+        // Saturating as the check above: a quota of centuries per cell
+        // must not wrap the state into letting requests through.
+        let next = (*tat).max(now).saturating_add(cost.saturating_mul(g.interval));
         *tat = next;
-        let remaining = (now.saturating_add(g.tau) - next) / g.interval;
+        let remaining = now.saturating_add(g.tau).saturating_sub(next) / g.interval;
         let reset = next - now;
         if best.is_none_or(|(_, r, s)| remaining < r || (remaining == r && reset > s)) {
             best = Some((i, remaining, reset));

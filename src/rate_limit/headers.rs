@@ -103,8 +103,10 @@ pub(crate) fn ratelimit_field(limits: &Limits, decision: &Decision) -> String {
     out
 }
 
+// Rounded up as `problem::retry_after_seconds`, without its floor of 1
+// (`t=0` is a valid reset), and saturating for a window of centuries.
 fn whole_seconds(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 fn push_sf_string(out: &mut String, s: &str) {

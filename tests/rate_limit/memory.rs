@@ -283,3 +283,29 @@ fn overflow_decisions_are_counted() {
         f64::from(KEYS - allowed)
     );
 }
+
+/// A quota of centuries per cell beside an ordinary one: the decision that
+/// allows saturates instead of overflowing (a panic in debug builds, a
+/// wrapped state that lets requests through in release builds).
+#[test]
+fn a_huge_quota_beside_another_neither_panics_nor_lets_a_flood_through() {
+    let huge = Quota::per_period(Duration::MAX, nz(1)).unwrap();
+    let limits = Limits::new([huge, Quota::per_second(nz(10))]);
+    let store = MemoryStore::new();
+    let now = tokio::time::Instant::now() + Duration::from_secs(1);
+    assert!(store.check_at("k", &limits, 1, now).is_allowed());
+    for _ in 0..3 {
+        assert!(!store.check_at("k", &limits, 1, now).is_allowed());
+    }
+}
+
+/// `RateLimit-Policy`'s window of a quota of centuries is written, not
+/// overflowed.
+#[test]
+fn a_huge_window_is_written_in_the_policy_header() {
+    let huge = Quota::per_period(Duration::MAX, nz(1))
+        .unwrap()
+        .burst(std::num::NonZeroU32::MAX);
+    let limits = Limits::new([huge]);
+    assert!(limits.policy_field().contains(";w="));
+}
