@@ -409,20 +409,35 @@ impl<S> Layer<S> for ProblemLayer {
     type Service = ProblemResponse<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ProblemResponse { inner }
+        ProblemResponse::new(inner)
     }
 }
 
 /// The service of [`ProblemLayer`]: answers errors with problem responses.
-#[derive(Debug, Clone)]
+///
+/// An inner service that fails `poll_ready` is broken for good (tower's
+/// contract): this service then reports ready and answers every call with
+/// that error's problem, and never calls the inner service again.
+#[derive(Debug)]
 pub struct ProblemResponse<S> {
     inner: S,
+    failed: Option<Problem>,
+}
+
+// A clone starts unready and unfailed, as tower asks of every clone.
+impl<S: Clone> Clone for ProblemResponse<S> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone())
+    }
 }
 
 impl<S> ProblemResponse<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            failed: None,
+        }
     }
 
     /// The inner service.
@@ -452,18 +467,31 @@ where
     type Future = ProblemFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // A service that fails readiness is broken for good; the error is
-        // answered on the next call instead of being lost.
+        if self.failed.is_some() {
+            return Poll::Ready(Ok(()));
+        }
         match self.inner.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            // Broken for good: kept, and answered on every call, so the
+            // inner service is never called unready.
+            Poll::Ready(Err(error)) => {
+                self.failed = Some(error.into_problem());
+                Poll::Ready(Ok(()))
+            }
         }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        ProblemFuture {
-            future: self.inner.call(req),
-        }
+        let kind = match &self.failed {
+            Some(problem) => Kind::Failed {
+                problem: Some(problem.clone()),
+            },
+            None => Kind::Inner {
+                future: self.inner.call(req),
+            },
+        };
+        ProblemFuture { kind }
     }
 }
 
@@ -472,7 +500,16 @@ pin_project! {
     #[derive(Debug)]
     pub struct ProblemFuture<F> {
         #[pin]
-        future: F,
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Inner { #[pin] future: F },
+        Failed { problem: Option<Problem> },
     }
 }
 
@@ -485,9 +522,15 @@ where
     type Output = Result<Response<B>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Ok(match ready!(self.project().future.poll(cx)) {
-            Ok(response) => response,
-            Err(error) => error.into_problem().into_response(),
+        Poll::Ready(Ok(match self.project().kind.project() {
+            KindProj::Inner { future } => match ready!(future.poll(cx)) {
+                Ok(response) => response,
+                Err(error) => error.into_problem().into_response(),
+            },
+            KindProj::Failed { problem } => problem
+                .take()
+                .expect("future polled after completion")
+                .into_response(),
         }))
     }
 }
@@ -497,6 +540,23 @@ mod tests {
     use super::*;
     use http::header::RETRY_AFTER;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_readiness_failure_is_answered_and_the_broken_service_never_called() {
+        use tower::ServiceExt;
+        let (mock, mut handle) = tower_test::mock::pair::<(), Response<Bytes>>();
+        handle.send_error(Problem::new(StatusCode::BAD_GATEWAY).with_detail("pool closed"));
+        let mut svc = ProblemResponse::new(mock.map_err(|e| {
+            *e.downcast::<Problem>().expect("the problem sent")
+        }));
+        for _ in 0..2 {
+            let response = svc.ready().await.unwrap().call(()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        }
+        // The mock panics when called unready; it saw no request.
+        handle.allow(1);
+        assert!(handle.poll_request().is_pending());
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds_and_is_at_least_one() {
