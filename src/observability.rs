@@ -268,3 +268,40 @@ mod tests {
         assert!(!a.contains("203"));
     }
 }
+
+/// An error and its chain of causes, joined by `: `, for log lines: an
+/// error's `Display` says what failed and its `source()` says why, and a log
+/// line needs both ("store unavailable: redis failed: connection refused").
+#[cfg(any(feature = "rate-limit", feature = "idempotency"))]
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+#[cfg(any(feature = "rate-limit", feature = "idempotency"))]
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, any(feature = "rate-limit", feature = "idempotency")))]
+mod error_chain_tests {
+    use super::ErrorChain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("store unavailable")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_log_line_carries_every_cause() {
+        let error = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(
+            ErrorChain(&error).to_string(),
+            "store unavailable: connection refused"
+        );
+    }
+}

@@ -546,9 +546,9 @@ mod tests {
         use tower::ServiceExt;
         let (mock, mut handle) = tower_test::mock::pair::<(), Response<Bytes>>();
         handle.send_error(Problem::new(StatusCode::BAD_GATEWAY).with_detail("pool closed"));
-        let mut svc = ProblemResponse::new(mock.map_err(|e| {
-            *e.downcast::<Problem>().expect("the problem sent")
-        }));
+        let mut svc = ProblemResponse::new(
+            mock.map_err(|e| *e.downcast::<Problem>().expect("the problem sent")),
+        );
         for _ in 0..2 {
             let response = svc.ready().await.unwrap().call(()).await.unwrap();
             assert_eq!(response.status(), StatusCode::BAD_GATEWAY);

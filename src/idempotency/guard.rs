@@ -96,9 +96,10 @@ impl<St: Store> ClaimGuard<St> {
             // store answers `true` to a repeat of one that landed) while the
             // lease may still hold: given up, the claim would expire and a
             // retry run the handler a second time.
-            let completed =
-                finish_retried(retry_for, || store.complete(&key, lease, completion.clone(), ttl))
-                    .await;
+            let completed = finish_retried(retry_for, || {
+                store.complete(&key, lease, completion.clone(), ttl)
+            })
+            .await;
             match completed {
                 Ok(true) => observer.completed(&idempotency_key, fence, retained, start),
                 Ok(false) => observer.lease_lost(&idempotency_key, fence, start),

@@ -207,7 +207,7 @@ impl Observer {
                 key = %redact_key(key.as_str()),
                 outcome = outcome.as_str(),
                 latency_us = latency_us(start),
-                %error,
+                error = %crate::observability::ErrorChain(error),
                 "idempotency store error, running without idempotency"
             );
         } else {
@@ -217,7 +217,7 @@ impl Observer {
                 key = %redact_key(key.as_str()),
                 outcome = outcome.as_str(),
                 latency_us = latency_us(start),
-                %error,
+                error = %crate::observability::ErrorChain(error),
                 "idempotency store error, refusing the request"
             );
         }
@@ -346,7 +346,7 @@ impl Observer {
             name = &*self.name,
             key = %redact_key(key.as_str()),
             fence,
-            %error,
+            error = %crate::observability::ErrorChain(error),
             "idempotency lease renewal failed"
         );
     }
@@ -367,7 +367,7 @@ impl Observer {
                 layer = "idempotency",
                 name = &*self.name,
                 key = %key,
-                %error,
+                error = %crate::observability::ErrorChain(&error),
                 "unanswered idempotency claim not released; it frees itself when its lease expires"
             ),
         }
@@ -391,7 +391,7 @@ impl Observer {
             latency_us = latency_us(start),
             fence,
             op,
-            %error,
+            error = %crate::observability::ErrorChain(error),
             "idempotency store error; the claim frees itself when its lease expires"
         );
     }

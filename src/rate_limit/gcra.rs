@@ -86,7 +86,9 @@ fn decide_many(tats: &mut [u64], now: u64, cost: u32, gcra: &[Gcra]) -> Decision
     for (i, (g, tat)) in gcra.iter().zip(tats.iter_mut()).enumerate() {
         // Saturating as the check above: a quota of centuries per cell
         // must not wrap the state into letting requests through.
-        let next = (*tat).max(now).saturating_add(cost.saturating_mul(g.interval));
+        let next = (*tat)
+            .max(now)
+            .saturating_add(cost.saturating_mul(g.interval));
         *tat = next;
         let remaining = now.saturating_add(g.tau).saturating_sub(next) / g.interval;
         let reset = next - now;

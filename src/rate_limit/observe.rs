@@ -198,7 +198,7 @@ impl Observer {
                 key = %redact_key(key),
                 outcome = Outcome::FailedClosed.as_str(),
                 latency_us = latency_us(start),
-                %error,
+                error = %crate::observability::ErrorChain(error),
                 "rate limit store failed: failing closed"
             );
         } else {
@@ -209,7 +209,7 @@ impl Observer {
                 key = %redact_key(key),
                 outcome = Outcome::FailedOpen.as_str(),
                 latency_us = latency_us(start),
-                %error,
+                error = %crate::observability::ErrorChain(error),
                 "rate limit store failed: failing open"
             );
         }

@@ -227,7 +227,12 @@ async fn a_completion_outlasts_a_store_outage_shorter_than_its_lease() {
     assert_eq!(first.status, http::StatusCode::CREATED);
     tokio::time::sleep(std::time::Duration::from_secs(61)).await;
     let retry = crate::common::send(&app, crate::common::post(key, "{}")).await;
-    assert_eq!(count.get(), 1, "the retry ran the handler again: {}", retry.status);
+    assert_eq!(
+        count.get(),
+        1,
+        "the retry ran the handler again: {}",
+        retry.status
+    );
     assert!(retry.replayed(), "{}", retry.status);
 }
 

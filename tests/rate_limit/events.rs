@@ -23,7 +23,12 @@ struct Broken;
 
 impl Store for Broken {
     async fn check(&self, _: &str, _: &Limits, _: u32) -> Result<Decision, StoreError> {
-        Err(StoreError::Protocol("boom".into()))
+        // A cause behind the error, as a Redis failure has: the log line
+        // must carry it.
+        Err(StoreError::Redis(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "connection refused",
+        ))))
     }
 }
 
@@ -86,6 +91,9 @@ async fn decisions_carry_the_uniform_fields_and_a_digest_of_the_key() {
         assert!(line.contains("name=\"api\""), "{line}");
         assert_eq!(line.contains(&digest), keyed, "{digest} in {line}");
         assert_eq!(line.contains("latency_us="), keyed, "{line}");
+        if outcome.starts_with("failed") {
+            assert!(line.contains("connection refused"), "the cause in {line}");
+        }
     }
     assert!(!log.contains(SECRET), "the raw key is in the logs:\n{log}");
     assert!(
