@@ -82,9 +82,12 @@ pub mod validate;
 
 pub mod observability;
 
-#[cfg(all(
-    feature = "fast-clock",
-    any(feature = "rate-limit", feature = "circuit-breaker")
+#[cfg(any(
+    feature = "timeout",
+    all(
+        feature = "fast-clock",
+        any(feature = "rate-limit", feature = "circuit-breaker")
+    )
 ))]
 mod clock;
 

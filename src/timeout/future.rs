@@ -11,23 +11,24 @@ use tokio::time::{Instant, Sleep};
 use super::deadline::add;
 use super::error::Error;
 use super::observe::Observer;
+use crate::clock::Stamp;
 
 pin_project! {
     /// Response future for [`Timeout`](super::Timeout).
     ///
-    /// The timer is created (and boxed) only if the inner future is not ready
-    /// on its first poll, so an answer that is already there costs no timer
-    /// and, with a fixed budget, no clock read; the future stays small. A
-    /// fixed budget counts from that first poll; a per-request deadline was
-    /// fixed by the call. The inner future is dropped as soon as the budget
-    /// runs out.
+    /// The deadline is fixed by the call; the timer is created (and boxed)
+    /// only if the inner future is not ready on its first poll, so an answer
+    /// that is already there costs no timer and the future stays small. The
+    /// inner future is dropped as soon as the budget runs out.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
         // A per-request deadline, set by the call; a fixed budget's, set
-        // when the timer is armed.
+        // when the timer is armed, from `start`.
         deadline: Option<Instant>,
+        // A fixed budget's call, read on the cheapest clock.
+        start: Option<Stamp>,
         budget: Duration,
         observer: &'static Observer,
     }
@@ -57,8 +58,22 @@ impl<F> ResponseFuture<F> {
                 sleep: None,
             },
             deadline,
+            start: None,
             budget,
             observer,
+        }
+    }
+
+    /// A fixed budget, counted from `start` (the call).
+    pub(crate) fn fixed(
+        future: F,
+        start: Stamp,
+        budget: Duration,
+        observer: &'static Observer,
+    ) -> Self {
+        Self {
+            start: Some(start),
+            ..Self::new(future, None, budget, observer)
         }
     }
 
@@ -66,6 +81,7 @@ impl<F> ResponseFuture<F> {
         Self {
             state: State::Expired,
             deadline: Some(deadline),
+            start: None,
             budget: Duration::ZERO,
             observer,
         }
@@ -91,10 +107,11 @@ where
                 // Boxed: a call that is not answered at once waits for I/O,
                 // which dwarfs one allocation, and the future stays small.
                 let sleep = sleep.get_or_insert_with(|| {
-                    let budget = *this.budget;
-                    let deadline = *this
-                        .deadline
-                        .get_or_insert_with(|| add(Instant::now(), budget));
+                    let (budget, start) = (*this.budget, *this.start);
+                    let deadline = *this.deadline.get_or_insert_with(|| {
+                        let start = start.map_or_else(Instant::now, Stamp::to_instant);
+                        add(start, budget)
+                    });
                     Box::pin(tokio::time::sleep_until(deadline))
                 });
                 if sleep.as_mut().poll(cx).is_pending() {

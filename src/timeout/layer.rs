@@ -25,7 +25,7 @@ pub struct TimeoutLayer<M = Fixed> {
 impl TimeoutLayer {
     /// A layer that fails a call with [`Error::Elapsed`](super::Error::Elapsed)
     /// when the inner service has not answered within `timeout`, counted
-    /// from the first poll of the call's future.
+    /// from the call.
     pub fn new(timeout: Duration) -> Self {
         Self {
             config: Config {

@@ -84,13 +84,13 @@
 //!
 //! # Cost
 //!
-//! With a fixed budget ([`TimeoutLayer::new`]), a call reads no clock and
-//! creates no timer until its future is first polled, and then only if the
-//! inner future is not ready: an answer that is already there pays for
-//! neither, where tower's `Timeout` creates a timer on every call. So the
-//! budget counts from the first poll of the call's future (a future that is
-//! never polled spends none of it). A per-request timeout reads the clock
-//! once at the call, since its deadline travels with the request and counts
+//! A call reads the clock once, since the budget counts from the call (as
+//! tower's `Timeout` does: the inner service may have started work that runs
+//! however late its future is polled), and creates no timer until its future
+//! is first polled, and then only if the inner future is not ready: an
+//! answer that is already there pays for no timer, where tower's `Timeout`
+//! creates one on every call. A per-request timeout also reads the clock
+//! //! once at the call, since its deadline travels with the request and counts
 //! from there, and arms its timer at that deadline, again only if the inner
 //! future is not ready at once. On `http::Request` it also writes the
 //! `Deadline` into the extensions (an allocation), a few hundred nanoseconds

@@ -59,8 +59,7 @@ impl Observer {
     }
 
     /// The inner service answered (`Ok` or `Err`) within the budget, which
-    /// started at `deadline - budget`; without a deadline, the answer came
-    /// on the first poll, before a fixed budget's timer was armed.
+    /// started at `deadline - budget` (the call).
     #[inline]
     pub(crate) fn completed(&self, deadline: Option<Instant>, budget: Duration) {
         #[cfg(feature = "metrics")]

@@ -83,11 +83,13 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        // No clock read and no timer here: the future arms its timer only if
-        // the inner future is not ready when first polled.
-        ResponseFuture::new(
+        // The budget counts from the call, as tower's does: the inner
+        // service may start work here that runs however late the future is
+        // first polled. One clock read; the timer is armed only if the inner
+        // future is not ready when first polled.
+        ResponseFuture::fixed(
             self.inner.call(req),
-            None,
+            crate::clock::Stamp::now(),
             self.config.timeout,
             self.config.observer,
         )

@@ -142,19 +142,33 @@ async fn presets_are_three_and_ten_seconds() {
     }
 }
 
+/// As tower's: the budget bounds the call, however late its future is first
+/// polled (the inner service may have started work at the call).
 #[tokio::test(start_paused = true)]
-async fn a_fixed_budget_counts_from_the_first_poll() {
+async fn a_fixed_budget_counts_from_the_call() {
     let dropped = Arc::new(AtomicBool::new(false));
-    let mut svc = Timeout::new(never_answers(dropped.clone()), Duration::from_secs(1));
+    let mut svc = Timeout::new(never_answers(dropped.clone()), Duration::from_secs(2));
     svc.ready().await.unwrap();
     let mut fut = task::spawn(svc.call(()));
-    // Time before the first poll is not spent: no timer exists yet.
-    advance(Duration::from_secs(5)).await;
+    advance(Duration::from_secs(1)).await;
     assert_pending!(fut.poll());
     advance(Duration::from_secs(1) - MS).await;
     assert_pending!(fut.poll());
     assert!(!dropped.load(Ordering::SeqCst));
     advance(MS).await;
+    assert!(assert_ready!(fut.poll()).unwrap_err().is_elapsed());
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+/// A future first polled after its budget ran out times out on that poll,
+/// unless the answer is already there.
+#[tokio::test(start_paused = true)]
+async fn a_future_first_polled_after_its_budget_times_out_at_once() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let mut svc = Timeout::new(never_answers(dropped.clone()), Duration::from_secs(1));
+    svc.ready().await.unwrap();
+    let mut fut = task::spawn(svc.call(()));
+    advance(Duration::from_secs(5)).await;
     assert!(assert_ready!(fut.poll()).unwrap_err().is_elapsed());
     assert!(dropped.load(Ordering::SeqCst));
 }
