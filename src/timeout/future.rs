@@ -24,19 +24,14 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
-        ends: Ends,
+        // A per-request deadline, set by the call; a fixed budget's, set
+        // when the timer is armed, from `start`.
+        deadline: Option<Instant>,
+        // A fixed budget's call, read on the cheapest clock.
+        start: Option<Stamp>,
         budget: Duration,
         observer: &'static Observer,
     }
-}
-
-/// When the budget runs out: a deadline (set by a per-request call, or by a
-/// fixed budget once its timer is armed), or `budget` after the call, read
-/// on the cheapest clock and turned into a deadline only if a timer is armed.
-#[derive(Debug, Clone, Copy)]
-enum Ends {
-    At(Instant),
-    After(Stamp),
 }
 
 pin_project! {
@@ -51,14 +46,22 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    /// A per-request budget, ending at `deadline`.
     pub(crate) fn new(
         future: F,
-        deadline: Instant,
+        deadline: Option<Instant>,
         budget: Duration,
         observer: &'static Observer,
     ) -> Self {
-        Self::running(future, Ends::At(deadline), budget, observer)
+        Self {
+            state: State::Running {
+                future,
+                sleep: None,
+            },
+            deadline,
+            start: None,
+            budget,
+            observer,
+        }
     }
 
     /// A fixed budget, counted from `start` (the call).
@@ -68,25 +71,17 @@ impl<F> ResponseFuture<F> {
         budget: Duration,
         observer: &'static Observer,
     ) -> Self {
-        Self::running(future, Ends::After(start), budget, observer)
-    }
-
-    fn running(future: F, ends: Ends, budget: Duration, observer: &'static Observer) -> Self {
         Self {
-            state: State::Running {
-                future,
-                sleep: None,
-            },
-            ends,
-            budget,
-            observer,
+            start: Some(start),
+            ..Self::new(future, None, budget, observer)
         }
     }
 
     pub(crate) fn expired(deadline: Instant, observer: &'static Observer) -> Self {
         Self {
             state: State::Expired,
-            ends: Ends::At(deadline),
+            deadline: Some(deadline),
+            start: None,
             budget: Duration::ZERO,
             observer,
         }
@@ -106,22 +101,17 @@ where
                 // The answer wins a tie with the deadline, as in tower.
                 if let Poll::Ready(result) = future.poll(cx) {
                     this.state.set(State::Done);
-                    let deadline = match *this.ends {
-                        Ends::At(deadline) => Some(deadline),
-                        // Answered on the first poll: no deadline was needed.
-                        Ends::After(_) => None,
-                    };
-                    this.observer.completed(deadline, *this.budget);
+                    this.observer.completed(*this.deadline, *this.budget);
                     return Poll::Ready(result.map_err(Error::Inner));
                 }
                 // Boxed: a call that is not answered at once waits for I/O,
                 // which dwarfs one allocation, and the future stays small.
                 let sleep = sleep.get_or_insert_with(|| {
-                    let deadline = match *this.ends {
-                        Ends::At(deadline) => deadline,
-                        Ends::After(start) => add(start.to_instant(), *this.budget),
-                    };
-                    *this.ends = Ends::At(deadline);
+                    let (budget, start) = (*this.budget, *this.start);
+                    let deadline = *this.deadline.get_or_insert_with(|| {
+                        let start = start.map_or_else(Instant::now, Stamp::to_instant);
+                        add(start, budget)
+                    });
                     Box::pin(tokio::time::sleep_until(deadline))
                 });
                 if sleep.as_mut().poll(cx).is_pending() {

@@ -156,6 +156,6 @@ where
             // No time left: the answer could not be used, so spare the work.
             return ResponseFuture::expired(deadline, observer);
         }
-        ResponseFuture::new(self.inner.call(req), deadline, budget, observer)
+        ResponseFuture::new(self.inner.call(req), Some(deadline), budget, observer)
     }
 }
