@@ -13,6 +13,9 @@
 //! | `rate_limit` | `rate-limit` | one client flooding the API |
 //! | `idempotency` | `idempotency` | a retried request running twice |
 //! | `validate` | `validate` | bad input travelling three layers deep |
+//! | `bulkhead` | `bulkhead` | one slow feature (or downstream) holding every connection; with Redis, a partner's fleet-wide concurrency cap |
+//! | `adaptive_concurrency` | `adaptive-concurrency` | overload, without knowing the capacity: the limit follows measured latency |
+//! | `load_shed` | `bulkhead` or `adaptive-concurrency` | the wrong request shed: priorities, never-shed routes, FIFO or adaptive LIFO with CoDel |
 //! | `problem` | `http` | hand-written, inconsistent error bodies |
 //! | [`observability`] | `metrics` (for metrics) | decisions nobody can see |
 //!
@@ -60,13 +63,34 @@ pub mod timeout;
 #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub mod circuit_breaker;
 
-#[cfg(any(feature = "rate-limit", feature = "idempotency"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "rate-limit", feature = "idempotency"))))]
+#[cfg(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")))
+)]
 pub mod key;
 
-#[cfg(any(feature = "rate-limit", feature = "idempotency"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "rate-limit", feature = "idempotency"))))]
+#[cfg(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")))
+)]
 pub mod store;
+
+#[cfg(any(feature = "bulkhead", feature = "adaptive-concurrency"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "bulkhead", feature = "adaptive-concurrency")))
+)]
+pub mod load_shed;
+
+#[cfg(feature = "bulkhead")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
+pub mod bulkhead;
+
+#[cfg(feature = "adaptive-concurrency")]
+#[cfg_attr(docsrs, doc(cfg(feature = "adaptive-concurrency")))]
+pub mod adaptive_concurrency;
 
 #[cfg(feature = "rate-limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
@@ -93,7 +117,7 @@ mod clock;
 
 #[cfg(all(
     feature = "redis",
-    any(feature = "rate-limit", feature = "idempotency")
+    any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")
 ))]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis_conn;

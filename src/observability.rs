@@ -41,6 +41,9 @@
 //! | `palisade_rate_limit_overflow_decisions_total` | counter | `name`; decisions (allowed or denied) made on the store's shared overflow bucket because it had no room for a new key |
 //! | `palisade_idempotency_requests_total` | counter | `name`, `outcome` = `executed` \| `replayed` \| `conflict` \| `mismatch` \| `invalid_key` \| `missing_caller_key` \| `body_rejected` \| `gone` \| `not_stored` \| `failed_open` \| `failed_closed` |
 //! | `palisade_validation_rejections_total` | counter | `name`, `status` = `400` \| `406` \| `413` \| `415` \| `422` |
+//! | `palisade_bulkhead_calls_total` | counter | `name`, `outcome` = `admitted` \| `full` \| `waited` \| `displaced` \| `stale` \| `failed_open` \| `failed_closed` |
+//! | `palisade_adaptive_concurrency_calls_total` | counter | `name`, `outcome` = `admitted` \| `full` \| `waited` \| `displaced` \| `stale` |
+//! | `palisade_adaptive_concurrency_limit` | gauge | `name`; the current limit, set on each change |
 //! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` = `decide` (rate limit) \| `claim` \| `complete` \| `release` (idempotency); a timeout counts as an error |
 //! | `palisade_store_duration_seconds` | histogram | `layer`, `store`, `op`: one store round trip |
 
@@ -64,6 +67,12 @@ pub const RATE_LIMIT_OVERFLOW: &str = "palisade_rate_limit_overflow_decisions_to
 pub const IDEMPOTENCY_REQUESTS: &str = "palisade_idempotency_requests_total";
 /// `palisade_validation_rejections_total`: requests rejected by validation, by status.
 pub const VALIDATION_REJECTIONS: &str = "palisade_validation_rejections_total";
+/// `palisade_bulkhead_calls_total`: requests through a bulkhead, by outcome.
+pub const BULKHEAD_CALLS: &str = "palisade_bulkhead_calls_total";
+/// `palisade_adaptive_concurrency_calls_total`: requests through an adaptive limiter, by outcome.
+pub const ADAPTIVE_CONCURRENCY_CALLS: &str = "palisade_adaptive_concurrency_calls_total";
+/// `palisade_adaptive_concurrency_limit`: an adaptive limiter's current limit.
+pub const ADAPTIVE_CONCURRENCY_LIMIT: &str = "palisade_adaptive_concurrency_limit";
 /// `palisade_store_errors_total`: failed store operations, by layer, store and operation.
 pub const STORE_ERRORS: &str = "palisade_store_errors_total";
 /// `palisade_store_duration_seconds`: the duration of one store round trip.
@@ -114,6 +123,15 @@ pub fn describe_metrics() {
     describe_counter!(
         VALIDATION_REJECTIONS,
         "Requests rejected by validation, by status."
+    );
+    describe_counter!(BULKHEAD_CALLS, "Requests through a bulkhead, by outcome.");
+    describe_counter!(
+        ADAPTIVE_CONCURRENCY_CALLS,
+        "Requests through an adaptive concurrency limiter, by outcome."
+    );
+    describe_gauge!(
+        ADAPTIVE_CONCURRENCY_LIMIT,
+        "The current limit of an adaptive concurrency limiter."
     );
     describe_counter!(STORE_ERRORS, "Failed store operations.");
     describe_histogram!(
@@ -188,7 +206,9 @@ impl std::fmt::Display for RedactedKey {
         feature = "circuit-breaker",
         feature = "rate-limit",
         feature = "idempotency",
-        feature = "validate"
+        feature = "validate",
+        feature = "bulkhead",
+        feature = "adaptive-concurrency"
     )),
     allow(dead_code)
 )]
@@ -223,7 +243,7 @@ pub(crate) mod record {
     }
 
     /// Sets the gauge `key` to `value`.
-    #[cfg(feature = "circuit-breaker")]
+    #[cfg(any(feature = "circuit-breaker", feature = "adaptive-concurrency"))]
     pub(crate) fn set_gauge(key: &Key, value: f64) {
         metrics::with_recorder(|recorder| recorder.register_gauge(key, &METADATA).set(value));
     }
@@ -231,7 +251,7 @@ pub(crate) mod record {
     /// The key of `metric` with `labels` only (no `name`): the store metrics.
     #[cfg(all(
         feature = "redis",
-        any(feature = "rate-limit", feature = "idempotency")
+        any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")
     ))]
     pub(crate) fn static_key(metric: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
         let labels = labels
@@ -244,7 +264,7 @@ pub(crate) mod record {
     /// Records `value` in the histogram `key`.
     #[cfg(all(
         feature = "redis",
-        any(feature = "rate-limit", feature = "idempotency")
+        any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")
     ))]
     #[inline]
     pub(crate) fn histogram(key: &Key, value: f64) {
@@ -272,10 +292,10 @@ mod tests {
 /// An error and its chain of causes, joined by `: `, for log lines: an
 /// error's `Display` says what failed and its `source()` says why, and a log
 /// line needs both ("store unavailable: redis failed: connection refused").
-#[cfg(any(feature = "rate-limit", feature = "idempotency"))]
+#[cfg(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead"))]
 pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
-#[cfg(any(feature = "rate-limit", feature = "idempotency"))]
+#[cfg(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead"))]
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)?;

@@ -135,6 +135,10 @@ pub mod types {
         /// `410`: the request with this `Idempotency-Key` ran, but its response was not kept;
         /// it will not run again.
         NOT_RETAINED => "Response not retained",
+        /// `503`: the service is saturated and refused the request rather than
+        /// queue it past its wait (bulkhead, adaptive concurrency); `Retry-After`
+        /// says when to come back.
+        OVERLOADED => "Overloaded",
         /// `500`: the server failed in a way the client cannot fix (a handler
         /// panicked, a route misses its layer).
         INTERNAL => "Internal error",

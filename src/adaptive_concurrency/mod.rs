@@ -1,0 +1,5 @@
+//! Adaptive concurrency: a limit that follows measured latency.
+
+mod algorithm;
+
+pub use self::algorithm::{Algorithm, Sample};

@@ -1,0 +1,132 @@
+//! What a bulkhead reports: one tracing event and one counter per decision,
+//! with the names of [`crate::observability`].
+
+use std::sync::Arc;
+
+use crate::load_shed::{Priority, Reason};
+#[cfg(feature = "metrics")]
+use crate::observability::{BULKHEAD_CALLS, record};
+use crate::observability::{DEFAULT_NAME, ErrorChain, redact_key};
+use crate::store::StoreError;
+
+/// The `outcome` label and field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Admitted,
+    Full,
+    Waited,
+    Displaced,
+    Stale,
+    FailedOpen,
+    FailedClosed,
+}
+
+impl Outcome {
+    #[cfg(feature = "metrics")]
+    const ALL: [Self; 7] = [
+        Self::Admitted,
+        Self::Full,
+        Self::Waited,
+        Self::Displaced,
+        Self::Stale,
+        Self::FailedOpen,
+        Self::FailedClosed,
+    ];
+
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Admitted => "admitted",
+            Self::Full => "full",
+            Self::Waited => "waited",
+            Self::Displaced => "displaced",
+            Self::Stale => "stale",
+            Self::FailedOpen => "failed_open",
+            Self::FailedClosed => "failed_closed",
+        }
+    }
+
+    pub(crate) const fn shed(reason: Reason) -> Self {
+        match reason {
+            Reason::Full => Self::Full,
+            Reason::Waited => Self::Waited,
+            Reason::Displaced => Self::Displaced,
+            Reason::Stale => Self::Stale,
+        }
+    }
+}
+
+/// A bulkhead's name and metric keys, built once per layer.
+#[derive(Debug)]
+pub(crate) struct Observer {
+    name: Arc<str>,
+    #[cfg(feature = "metrics")]
+    calls: [metrics::Key; 7],
+}
+
+impl Observer {
+    pub(crate) fn new(name: Arc<str>) -> Arc<Self> {
+        Arc::new(Self {
+            #[cfg(feature = "metrics")]
+            calls: Outcome::ALL
+                .map(|o| record::key(BULKHEAD_CALLS, &name, &[("outcome", o.as_str())])),
+            name,
+        })
+    }
+
+    pub(crate) fn unnamed() -> Arc<Self> {
+        Self::new(Arc::from(DEFAULT_NAME))
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn count(&self, outcome: Outcome) {
+        #[cfg(feature = "metrics")]
+        record::increment(&self.calls[outcome as usize]);
+        #[cfg(not(feature = "metrics"))]
+        let _ = outcome;
+    }
+
+    pub(crate) fn admitted(&self, key: &str, priority: Priority) {
+        self.count(Outcome::Admitted);
+        tracing::trace!(
+            layer = "bulkhead",
+            name = &*self.name,
+            key = %redact_key(key),
+            outcome = Outcome::Admitted.as_str(),
+            priority = priority.as_str(),
+            "bulkhead admitted"
+        );
+    }
+
+    pub(crate) fn shed(&self, key: &str, priority: Priority, reason: Reason) {
+        let outcome = Outcome::shed(reason);
+        self.count(outcome);
+        tracing::debug!(
+            layer = "bulkhead",
+            name = &*self.name,
+            key = %redact_key(key),
+            outcome = outcome.as_str(),
+            priority = priority.as_str(),
+            "bulkhead shed"
+        );
+    }
+
+    pub(crate) fn failed(&self, key: &str, error: &StoreError, closed: bool) {
+        let outcome = if closed {
+            Outcome::FailedClosed
+        } else {
+            Outcome::FailedOpen
+        };
+        self.count(outcome);
+        tracing::warn!(
+            layer = "bulkhead",
+            name = &*self.name,
+            key = %redact_key(key),
+            outcome = outcome.as_str(),
+            error = %ErrorChain(error),
+            "bulkhead store failed"
+        );
+    }
+}

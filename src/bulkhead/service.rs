@@ -1,0 +1,132 @@
+//! The bulkhead service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tower_service::Service;
+
+use super::config::Config;
+use super::error::Error;
+use super::store::{Admission, MemoryStore, Refused, Store};
+use crate::key::{Global, KeyExtractor};
+use crate::load_shed::{PriorityExtractor, Shed, Uniform};
+use crate::store::OnStoreError;
+
+/// Holds a permit for each request while the inner service runs it;
+/// refuses (or queues) a request when its key has none left.
+///
+/// The permit is released when the response future ends, however it ends:
+/// completed, failed, or dropped at any await point. Clones share the
+/// permits. `poll_ready` is the inner service's: which key a request counts
+/// under is known only from the request, so the decision is made in
+/// `call`, and a refusal is an [`Error::Shed`].
+///
+/// See the [module docs](super) for an example.
+pub struct Bulkhead<S, St = MemoryStore, K = Global, P = Uniform> {
+    inner: S,
+    config: Arc<Config<St, K, P>>,
+}
+
+impl<S, St, K, P> Bulkhead<S, St, K, P> {
+    pub(crate) fn new(inner: S, config: Arc<Config<St, K, P>>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, St, K, P> Clone for Bulkhead<S, St, K, P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St, K, P> fmt::Debug for Bulkhead<S, St, K, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bulkhead")
+            .field("inner", &self.inner)
+            .field("name", &self.config.observer.name())
+            .field("max_in_flight", &self.config.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, K, P, Req> Service<Req> for Bulkhead<S, St, K, P>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    Req: Send + 'static,
+    St: Store,
+    K: KeyExtractor<Req>,
+    P: PriorityExtractor<Req>,
+{
+    type Response = S::Response;
+    type Error = Error<S::Error>;
+    type Future = BoxFuture<'static, Result<S::Response, Error<S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Error::Inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        // The readied service goes into the future; a clone stays behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        let key = config.per.extract(&req).unwrap_or_default();
+        let priority = config.priority.priority(&req);
+        let admission = Admission {
+            key: if config.namespace.is_empty() {
+                key
+            } else {
+                format!("{}:{key}", config.namespace)
+            },
+            limit: config.limit,
+            queue: config.queue,
+            priority,
+            deadline: None,
+        };
+        Box::pin(async move {
+            let key = admission.key.clone();
+            let permit = match config.store.acquire(admission).await {
+                Ok(permit) => {
+                    config.observer.admitted(&key, priority);
+                    Some(permit)
+                }
+                Err(Refused::Shed(reason)) => {
+                    config.observer.shed(&key, priority, reason);
+                    return Err(Error::Shed(Shed::new(reason, priority, config.retry_after)));
+                }
+                Err(Refused::Store(error)) => {
+                    let closed = config.on_error == OnStoreError::FailClosed;
+                    config.observer.failed(&key, &error, closed);
+                    if closed {
+                        return Err(Error::Store(error));
+                    }
+                    None
+                }
+            };
+            let response = inner.call(req).await.map_err(Error::Inner);
+            drop(permit);
+            response
+        })
+    }
+}

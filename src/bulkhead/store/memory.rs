@@ -1,0 +1,134 @@
+//! Permits in this process: one gate per key, bounded in number.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::{Admission, Refused, Store};
+use crate::load_shed::Queue;
+use crate::load_shed::gate::{Gate, Permit as GatePermit};
+
+/// The keys a [`MemoryStore::new`] holds at most: 100,000.
+pub const DEFAULT_MAX_KEYS: NonZeroUsize = NonZeroUsize::new(100_000).unwrap();
+
+/// The permits of this process: a gate (a limit and its queue) per key.
+///
+/// A key's gate is created on its first request, with that request's limit
+/// and queue (layers that share a store keep apart by
+/// [`namespace`](crate::bulkhead::BulkheadLayer::namespace)). Gates nobody
+/// holds or waits on are forgotten whenever the store reaches
+/// [`DEFAULT_MAX_KEYS`] (or its [`with_max_keys`](Self::with_max_keys));
+/// when it is full of busy keys, new keys share one overflow gate with the
+/// same limit, so a flood of keys cannot grow memory nor free anyone's
+/// permits. Clones share the permits.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
+    overflow: Mutex<Option<Arc<Gate>>>,
+    max_keys: NonZeroUsize,
+}
+
+/// A held permit of a [`MemoryStore`]; dropping it releases it.
+#[derive(Debug)]
+pub struct MemoryPermit {
+    _permit: GatePermit,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store of at most [`DEFAULT_MAX_KEYS`] keys.
+    pub fn new() -> Self {
+        Self::with_max_keys(DEFAULT_MAX_KEYS)
+    }
+
+    /// An empty store of at most `max_keys` keys.
+    pub fn with_max_keys(max_keys: NonZeroUsize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                gates: Mutex::new(HashMap::new()),
+                overflow: Mutex::new(None),
+                max_keys,
+            }),
+        }
+    }
+
+    /// The most keys it holds.
+    pub fn max_keys(&self) -> NonZeroUsize {
+        self.inner.max_keys
+    }
+
+    /// The gate of `key`, created with `limit` and `queue` if new.
+    pub(crate) fn gate(&self, key: &str, limit: u32, queue: Option<Queue>) -> Arc<Gate> {
+        let mut gates = self
+            .inner
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(gate) = gates.get(key) {
+            return gate.clone();
+        }
+        if gates.len() >= self.inner.max_keys.get() {
+            gates.retain(|_, gate| !gate.is_idle());
+        }
+        if gates.len() >= self.inner.max_keys.get() {
+            drop(gates);
+            let mut overflow = self
+                .inner
+                .overflow
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            return overflow
+                .get_or_insert_with(|| Gate::new(limit, queue))
+                .clone();
+        }
+        let gate = Gate::new(limit, queue);
+        gates.insert(key.to_owned(), gate.clone());
+        gate
+    }
+
+    /// Permits held under `key` now.
+    pub fn in_flight(&self, key: &str) -> u32 {
+        let gates = self
+            .inner
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        gates.get(key).map_or(0, |gate| gate.in_flight())
+    }
+
+    /// Requests queued under `key` now.
+    pub fn queued(&self, key: &str) -> usize {
+        let gates = self
+            .inner
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        gates.get(key).map_or(0, |gate| gate.queued())
+    }
+}
+
+impl Store for MemoryStore {
+    type Permit = MemoryPermit;
+
+    async fn acquire(&self, admission: Admission) -> Result<MemoryPermit, Refused> {
+        let gate = self.gate(&admission.key, admission.limit.get(), admission.queue);
+        gate.acquire(admission.priority, admission.deadline)
+            .await
+            .map(|permit| MemoryPermit { _permit: permit })
+            .map_err(Refused::Shed)
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}

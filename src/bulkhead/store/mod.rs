@@ -1,0 +1,81 @@
+//! Where a bulkhead's permits live: [`MemoryStore`] in this process,
+//! `RedisStore` (feature `redis`) shared by every instance.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+
+use tokio::time::Instant;
+
+use crate::load_shed::{Priority, Queue, Reason};
+
+pub use self::memory::{DEFAULT_MAX_KEYS, MemoryStore};
+pub use crate::store::StoreError;
+
+pub(crate) mod memory;
+
+/// One request asking a store for a permit.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub(crate) key: String,
+    pub(crate) limit: NonZeroU32,
+    pub(crate) queue: Option<Queue>,
+    pub(crate) priority: Priority,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Admission {
+    /// The key the permit counts under, namespaced by the layer.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The most permits of the key held at once.
+    pub fn limit(&self) -> NonZeroU32 {
+        self.limit
+    }
+
+    /// How requests wait for a permit; `None`: refuse at once.
+    pub fn queue(&self) -> Option<Queue> {
+        self.queue
+    }
+
+    /// The request's priority.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// When the request's whole budget ends, if the stack set one: no wait
+    /// goes past it.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+/// Why a store gave no permit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The key is saturated.
+    #[error("refused: {}", .0.as_str())]
+    Shed(Reason),
+    /// The store failed.
+    #[error("store unavailable")]
+    Store(#[source] StoreError),
+}
+
+/// Keeps a bulkhead's permits, atomically: however many services, clones
+/// and instances ask at once, at most [`Admission::limit`] permits of one
+/// key are held.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// A held permit; dropping it releases it, wherever its holder stopped.
+    type Permit: Send + 'static;
+
+    /// Waits for a permit as `admission` allows (its queue, its deadline).
+    fn acquire(
+        &self,
+        admission: Admission,
+    ) -> impl Future<Output = Result<Self::Permit, Refused>> + Send;
+
+    /// The `store` label of this store's metrics: `memory`, `redis`.
+    fn kind(&self) -> &'static str;
+}

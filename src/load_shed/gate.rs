@@ -1,0 +1,399 @@
+//! The gate every concurrency layer shares: a limit of permits, a bounded
+//! wait queue served by priority and [`QueueOrder`], and permits that are
+//! released however their holder ends.
+//!
+//! Everything is under one short lock: a decision is a few comparisons, and
+//! a permit's release hands it straight to the next waiter (no wake-up
+//! storm, no barging). Waiters hear of their grant through a oneshot
+//! channel, sent under the lock, so a waiter that gives up (its wait ran
+//! out, its future was dropped) finds under the same lock whether it was
+//! still queued or already holds a permit it must pass on.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::Priority;
+use super::queue::{Queue, QueueOrder};
+use super::shed::Reason;
+
+// Queued classes, lowest first: NeverShed is never queued.
+const CLASSES: usize = 3;
+
+fn class(priority: Priority) -> usize {
+    match priority {
+        Priority::Sheddable => 0,
+        Priority::Normal => 1,
+        Priority::Critical | Priority::NeverShed => 2,
+    }
+}
+
+#[derive(Debug)]
+enum Grant {
+    Permit,
+    Shed(Reason),
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    since: Instant,
+    grant: oneshot::Sender<Grant>,
+}
+
+#[derive(Debug)]
+struct State {
+    limit: u32,
+    in_flight: u32,
+    queued: usize,
+    classes: [VecDeque<Waiter>; CLASSES],
+    // When the queue last held nobody: CoDel's "has it emptied within the
+    // interval". Only read while someone waits.
+    last_empty: Instant,
+    next_id: u64,
+}
+
+/// A limit of permits and its wait queue.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    state: Mutex<State>,
+    queue: Option<Queue>,
+}
+
+/// What [`Gate::try_acquire`] decided without waiting.
+pub(crate) enum Admit {
+    Now(Permit),
+    Refused(Reason),
+    Queued(Waiting),
+}
+
+impl Gate {
+    pub(crate) fn new(limit: u32, queue: Option<Queue>) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                limit,
+                in_flight: 0,
+                queued: 0,
+                classes: Default::default(),
+                last_empty: Instant::now(),
+                next_id: 0,
+            }),
+            queue,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing under the lock can panic halfway through a change.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for a permit, until the queue's maximum wait or `deadline`,
+    /// whichever is first. Dropping the future at any point leaks nothing.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        priority: Priority,
+        deadline: Option<Instant>,
+    ) -> Result<Permit, Reason> {
+        match self.try_acquire(priority) {
+            Admit::Now(permit) => Ok(permit),
+            Admit::Refused(reason) => Err(reason),
+            Admit::Queued(waiting) => waiting.wait(deadline).await,
+        }
+    }
+
+    /// Takes a permit now, or queues, or refuses: no waiting.
+    pub(crate) fn try_acquire(self: &Arc<Self>, priority: Priority) -> Admit {
+        if priority == Priority::NeverShed {
+            return Admit::Now(Permit { gate: None });
+        }
+        let mut state = self.lock();
+        if state.in_flight < state.limit && state.queued == 0 {
+            state.in_flight += 1;
+            return Admit::Now(Permit {
+                gate: Some(self.clone()),
+            });
+        }
+        let Some(queue) = self.queue else {
+            return Admit::Refused(Reason::Full);
+        };
+        let class = class(priority);
+        if state.queued >= queue.max_queued.get() {
+            // Full: the newest waiter of the lowest class below this one
+            // gives its place; otherwise this request is the one shed.
+            let Some(victim) = state.classes[..class]
+                .iter_mut()
+                .find_map(|waiters| waiters.pop_back())
+            else {
+                return Admit::Refused(Reason::Full);
+            };
+            state.queued -= 1;
+            let _ = victim.grant.send(Grant::Shed(Reason::Displaced));
+        }
+        let now = Instant::now();
+        if state.queued == 0 {
+            state.last_empty = now;
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let (grant, receiver) = oneshot::channel();
+        state.classes[class].push_back(Waiter {
+            id,
+            since: now,
+            grant,
+        });
+        state.queued += 1;
+        Admit::Queued(Waiting {
+            gate: self.clone(),
+            id,
+            class,
+            since: now,
+            max_wait: queue.max_wait,
+            receiver,
+            done: false,
+        })
+    }
+
+    /// Changes the limit; a higher one lets waiters in at once.
+    pub(crate) fn set_limit(&self, limit: u32) {
+        let mut state = self.lock();
+        state.limit = limit;
+        self.dispatch(&mut state);
+    }
+
+    pub(crate) fn limit(&self) -> u32 {
+        self.lock().limit
+    }
+
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.lock().in_flight
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// Neither held nor waited on: safe to forget.
+    pub(crate) fn is_idle(&self) -> bool {
+        let state = self.lock();
+        state.in_flight == 0 && state.queued == 0
+    }
+
+    fn release(&self) {
+        let mut state = self.lock();
+        state.in_flight -= 1;
+        self.dispatch(&mut state);
+    }
+
+    // Hands free permits to waiters, highest class first.
+    fn dispatch(&self, state: &mut State) {
+        if state.queued == 0 || state.in_flight >= state.limit {
+            return;
+        }
+        let order = self.queue.map_or(QueueOrder::Fifo, |q| q.order);
+        let now = Instant::now();
+        let codel = match order {
+            QueueOrder::AdaptiveLifo(codel) => Some(codel),
+            QueueOrder::Fifo => None,
+        };
+        while state.in_flight < state.limit && state.queued > 0 {
+            let standing = codel.is_some_and(|c| now - state.last_empty > c.interval);
+            if let Some(codel) = codel {
+                // The longest a waiter may have stood: the target once the
+                // queue stands, else the interval. Within a class the front
+                // is the oldest, so the stale are a prefix.
+                let allowed = if standing {
+                    codel.target
+                } else {
+                    codel.interval
+                };
+                for waiters in &mut state.classes {
+                    while waiters.front().is_some_and(|w| now - w.since > allowed) {
+                        let stale = waiters.pop_front().expect("front checked above");
+                        let _ = stale.grant.send(Grant::Shed(Reason::Stale));
+                        state.queued -= 1;
+                    }
+                }
+            }
+            let Some(waiters) = state.classes.iter_mut().rev().find(|w| !w.is_empty()) else {
+                break;
+            };
+            let next = if standing {
+                waiters.pop_back()
+            } else {
+                waiters.pop_front()
+            }
+            .expect("a non-empty class");
+            state.queued -= 1;
+            // A waiter removes itself under the lock before its receiver is
+            // gone, so a failed send only means a leaked (forgotten) future.
+            if next.grant.send(Grant::Permit).is_ok() {
+                state.in_flight += 1;
+            }
+        }
+        if state.queued == 0 {
+            state.last_empty = now;
+        }
+    }
+
+    // Takes a waiter out of the queue; false when it was already granted or
+    // shed (its answer is in its channel).
+    fn unqueue(&self, state: &mut State, class: usize, id: u64) -> bool {
+        let waiters = &mut state.classes[class];
+        // Ids grow along a class, so a binary search finds it.
+        let Ok(at) = waiters.binary_search_by_key(&id, |w| w.id) else {
+            return false;
+        };
+        waiters.remove(at);
+        state.queued -= 1;
+        if state.queued == 0 {
+            state.last_empty = Instant::now();
+        }
+        true
+    }
+}
+
+/// A queued request: await [`wait`](Self::wait), or drop it to leave the
+/// queue.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    gate: Arc<Gate>,
+    id: u64,
+    class: usize,
+    since: Instant,
+    max_wait: std::time::Duration,
+    receiver: oneshot::Receiver<Grant>,
+    done: bool,
+}
+
+impl Waiting {
+    pub(crate) async fn wait(mut self, deadline: Option<Instant>) -> Result<Permit, Reason> {
+        let until = self.since.checked_add(self.max_wait);
+        let until = match (until, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let granted = match until {
+            Some(until) => tokio::time::timeout_at(until, &mut self.receiver)
+                .await
+                .ok(),
+            None => Some((&mut self.receiver).await),
+        };
+        let grant = match granted {
+            Some(Ok(grant)) => grant,
+            // The sender lives in the queue until it answers.
+            Some(Err(_)) => Grant::Shed(Reason::Waited),
+            None => {
+                let gate = self.gate.clone();
+                let mut state = gate.lock();
+                if gate.unqueue(&mut state, self.class, self.id) {
+                    Grant::Shed(Reason::Waited)
+                } else {
+                    // Answered as the wait ran out: take the answer.
+                    self.receiver
+                        .try_recv()
+                        .unwrap_or(Grant::Shed(Reason::Waited))
+                }
+            }
+        };
+        self.done = true;
+        match grant {
+            Grant::Permit => Ok(Permit {
+                gate: Some(self.gate.clone()),
+            }),
+            Grant::Shed(reason) => Err(reason),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let gate = self.gate.clone();
+        let mut state = gate.lock();
+        if gate.unqueue(&mut state, self.class, self.id) {
+            return;
+        }
+        // Granted before the holder went away: pass the permit on.
+        if let Ok(Grant::Permit) = self.receiver.try_recv() {
+            state.in_flight -= 1;
+            gate.dispatch(&mut state);
+        }
+    }
+}
+
+/// One permit of a gate, released when dropped. A `NeverShed` request holds
+/// one that counts nowhere.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    gate: Option<Arc<Gate>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(gate) = self.gate.take() {
+            gate.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::FutureExt;
+
+    use super::*;
+
+    fn queue(len: usize, wait_ms: u64) -> Option<Queue> {
+        Some(Queue::new(len, Duration::from_millis(wait_ms)).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refuses_at_once_without_a_queue() {
+        let gate = Gate::new(1, None);
+        let held = gate.acquire(Priority::Normal, None).await.unwrap();
+        assert_eq!(
+            gate.acquire(Priority::Critical, None).await.unwrap_err(),
+            Reason::Full
+        );
+        drop(held);
+        assert!(gate.acquire(Priority::Normal, None).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gets_the_released_permit_and_none_is_lost() {
+        let gate = Gate::new(1, queue(4, 100));
+        let held = gate.acquire(Priority::Normal, None).await.unwrap();
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.acquire(Priority::Normal, None).await.map(|_| ()) }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(gate.queued(), 1);
+        drop(held);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(gate.in_flight(), 0);
+        assert!(gate.is_idle());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_a_granted_but_unpolled_waiter_passes_the_permit_on() {
+        let gate = Gate::new(1, queue(4, 100));
+        let held = gate.acquire(Priority::Normal, None).await.unwrap();
+        let mut first = Box::pin(gate.acquire(Priority::Normal, None));
+        assert!((&mut first).now_or_never().is_none());
+        let second = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.acquire(Priority::Normal, None).await.map(|_| ()) }
+        });
+        tokio::task::yield_now().await;
+        drop(held); // granted to `first`, which is never polled again
+        drop(first);
+        assert_eq!(second.await.unwrap(), Ok(()));
+        assert!(gate.is_idle());
+    }
+}
