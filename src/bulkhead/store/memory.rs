@@ -96,6 +96,20 @@ impl MemoryStore {
         gate
     }
 
+    /// The keys it holds a gate for now (busy or not yet swept).
+    pub fn len(&self) -> usize {
+        self.inner
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether it holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Permits held under `key` now.
     pub fn in_flight(&self, key: &str) -> u32 {
         let gates = self
