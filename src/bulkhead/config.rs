@@ -1,11 +1,12 @@
 //! What a bulkhead's layer hands its services.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::observe::Observer;
-use crate::load_shed::Queue;
+use super::store::Admission;
+use crate::load_shed::{Priority, Queue};
 use crate::store::OnStoreError;
 
 /// [`BulkheadLayer::retry_after`](super::BulkheadLayer::retry_after)'s
@@ -22,5 +23,24 @@ pub(crate) struct Config<St, K, P> {
     pub(crate) namespace: Arc<str>,
     pub(crate) retry_after: Duration,
     pub(crate) on_error: OnStoreError,
+    pub(crate) back_pressure: bool,
     pub(crate) observer: Arc<Observer>,
+    // The admission of the global key, built on the first poll_ready.
+    pub(crate) global: OnceLock<Admission>,
+}
+
+impl<St, K, P> Config<St, K, P> {
+    pub(crate) fn admission(&self, key: String, priority: Priority) -> Admission {
+        Admission {
+            key: if self.namespace.is_empty() {
+                key
+            } else {
+                format!("{}:{key}", self.namespace)
+            },
+            limit: self.limit,
+            queue: self.queue,
+            priority,
+            deadline: None,
+        }
+    }
 }

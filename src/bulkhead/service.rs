@@ -1,17 +1,18 @@
 //! The bulkhead service.
 
+use std::any::TypeId;
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures::future::BoxFuture;
 use tower_service::Service;
 
 use super::config::Config;
 use super::error::Error;
-use super::store::{Admission, MemoryStore, Refused, Store};
+use super::store::{MemoryStore, Refused, Store};
 use crate::key::{Global, KeyExtractor};
-use crate::load_shed::{PriorityExtractor, Shed, Uniform};
+use crate::load_shed::{Priority, PriorityExtractor, Shed, Uniform};
 use crate::store::OnStoreError;
 
 /// Holds a permit for each request while the inner service runs it;
@@ -19,9 +20,12 @@ use crate::store::OnStoreError;
 ///
 /// The permit is released when the response future ends, however it ends:
 /// completed, failed, or dropped at any await point. Clones share the
-/// permits. `poll_ready` is the inner service's: which key a request counts
-/// under is known only from the request, so the decision is made in
-/// `call`, and a refusal is an [`Error::Shed`].
+/// permits. With the global key, `poll_ready` is not ready while the
+/// bulkhead is saturated (see [`BulkheadLayer::back_pressure`]); a per-key
+/// bulkhead decides in `call`, where the key is known. A refusal is an
+/// [`Error::Shed`].
+///
+/// [`BulkheadLayer::back_pressure`]: super::BulkheadLayer::back_pressure
 ///
 /// See the [module docs](super) for an example.
 pub struct Bulkhead<S, St = MemoryStore, K = Global, P = Uniform> {
@@ -83,6 +87,15 @@ where
     type Future = BoxFuture<'static, Result<S::Response, Error<S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Ours first, as tower's ConcurrencyLimit: the inner service is not
+        // made to reserve anything for a call that cannot come yet.
+        if self.config.back_pressure && TypeId::of::<K>() == TypeId::of::<Global>() {
+            let config = &*self.config;
+            let global = config
+                .global
+                .get_or_init(|| config.admission(Global::KEY.to_owned(), Priority::Normal));
+            ready!(config.store.poll_capacity(global, cx));
+        }
         self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
@@ -93,17 +106,7 @@ where
         let config = self.config.clone();
         let key = config.per.extract(&req).unwrap_or_default();
         let priority = config.priority.priority(&req);
-        let admission = Admission {
-            key: if config.namespace.is_empty() {
-                key
-            } else {
-                format!("{}:{key}", config.namespace)
-            },
-            limit: config.limit,
-            queue: config.queue,
-            priority,
-            deadline: None,
-        };
+        let admission = config.admission(key, priority);
         Box::pin(async move {
             let key = admission.key.clone();
             let permit = match config.store.acquire(admission).await {

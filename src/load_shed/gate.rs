@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -53,6 +54,17 @@ struct State {
     // interval". Only read while someone waits.
     last_empty: Instant,
     next_id: u64,
+    // Services whose poll_ready found the gate saturated: woken when a
+    // permit or a queue place frees.
+    ready: Vec<Waker>,
+}
+
+impl State {
+    fn wake_ready(&mut self) {
+        for waker in self.ready.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 /// A limit of permits and its wait queue.
@@ -79,6 +91,7 @@ impl Gate {
                 classes: Default::default(),
                 last_empty: Instant::now(),
                 next_id: 0,
+                ready: Vec::new(),
             }),
             queue,
         })
@@ -155,13 +168,32 @@ impl Gate {
         })
     }
 
+    /// Ready when a request would find a permit or a queue place now;
+    /// otherwise `cx` is woken when one frees.
+    pub(crate) fn poll_capacity(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        let room = state.in_flight < state.limit
+            || self
+                .queue
+                .is_some_and(|q| state.queued < q.max_queued.get());
+        if room {
+            return Poll::Ready(());
+        }
+        if !state.ready.iter().any(|w| w.will_wake(cx.waker())) {
+            state.ready.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Changes the limit; a higher one lets waiters in at once.
+    #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
     pub(crate) fn set_limit(&self, limit: u32) {
         let mut state = self.lock();
         state.limit = limit;
         self.dispatch(&mut state);
     }
 
+    #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
     pub(crate) fn limit(&self) -> u32 {
         self.lock().limit
     }
@@ -184,6 +216,7 @@ impl Gate {
         let mut state = self.lock();
         state.in_flight -= 1;
         self.dispatch(&mut state);
+        state.wake_ready();
     }
 
     // Hands free permits to waiters, highest class first.
@@ -250,6 +283,7 @@ impl Gate {
         if state.queued == 0 {
             state.last_empty = Instant::now();
         }
+        state.wake_ready();
         true
     }
 }
@@ -321,6 +355,7 @@ impl Drop for Waiting {
         if let Ok(Grant::Permit) = self.receiver.try_recv() {
             state.in_flight -= 1;
             gate.dispatch(&mut state);
+            state.wake_ready();
         }
     }
 }

@@ -16,3 +16,4 @@ pub(crate) fn nz(n: u32) -> NonZeroU32 {
 mod drop_safety;
 mod http;
 mod queue;
+mod ready;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use super::{Admission, Refused, Store};
 use crate::load_shed::Queue;
@@ -140,6 +141,11 @@ impl Store for MemoryStore {
             .await
             .map(|permit| MemoryPermit { _permit: permit })
             .map_err(Refused::Shed)
+    }
+
+    fn poll_capacity(&self, admission: &Admission, cx: &mut Context<'_>) -> Poll<()> {
+        self.gate(&admission.key, admission.limit.get(), admission.queue)
+            .poll_capacity(cx)
     }
 
     fn kind(&self) -> &'static str {

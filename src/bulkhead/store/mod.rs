@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
@@ -75,6 +76,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         admission: Admission,
     ) -> impl Future<Output = Result<Self::Permit, Refused>> + Send;
+
+    /// Ready when a request for `admission`'s key would find a permit or a
+    /// queue place now; otherwise registers `cx` to be woken when one may
+    /// have freed. The default is always ready (a store that cannot tell
+    /// without a round trip decides in [`acquire`](Self::acquire)).
+    fn poll_capacity(&self, admission: &Admission, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = (admission, cx);
+        Poll::Ready(())
+    }
 
     /// The `store` label of this store's metrics: `memory`, `redis`.
     fn kind(&self) -> &'static str;
