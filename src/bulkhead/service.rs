@@ -1,6 +1,5 @@
 //! The bulkhead service.
 
-use std::any::TypeId;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -10,9 +9,9 @@ use tower_service::Service;
 
 use super::config::Config;
 use super::error::Error;
-use super::store::{MemoryStore, Refused, Store};
+use super::store::{Admission, MemoryStore, Refused, Store};
 use crate::key::{Global, KeyExtractor};
-use crate::load_shed::{Priority, PriorityExtractor, Shed, Uniform};
+use crate::load_shed::{PriorityExtractor, Shed, Uniform};
 use crate::store::OnStoreError;
 
 /// Holds a permit for each request while the inner service runs it;
@@ -89,11 +88,10 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Ours first, as tower's ConcurrencyLimit: the inner service is not
         // made to reserve anything for a call that cannot come yet.
-        if self.config.back_pressure && TypeId::of::<K>() == TypeId::of::<Global>() {
-            let config = &*self.config;
-            let global = config
-                .global
-                .get_or_init(|| config.admission(Global::KEY.to_owned(), Priority::Normal));
+        let config = &*self.config;
+        if config.back_pressure
+            && let Some(global) = config.global()
+        {
             ready!(config.store.poll_capacity(global, cx));
         }
         self.inner.poll_ready(cx).map_err(Error::Inner)
@@ -104,9 +102,14 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
-        let key = config.per.extract(&req).unwrap_or_default();
         let priority = config.priority.priority(&req);
-        let admission = config.admission(key, priority);
+        let admission = match config.global() {
+            Some(global) => Admission {
+                priority,
+                ..global.clone()
+            },
+            None => config.admission(config.per.extract(&req).unwrap_or_default(), priority),
+        };
         Box::pin(async move {
             let key = admission.key.clone();
             let permit = match config.store.acquire(admission).await {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
@@ -17,7 +18,7 @@ pub(crate) mod memory;
 /// One request asking a store for a permit.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    pub(crate) key: String,
+    pub(crate) key: Arc<str>,
     pub(crate) limit: NonZeroU32,
     pub(crate) queue: Option<Queue>,
     pub(crate) priority: Priority,
