@@ -581,3 +581,54 @@ async fn on_a_cluster_the_limit_holds_in_the_slot_of_the_hash_tag() {
     })
     .await;
 }
+
+#[cfg(feature = "metrics")]
+#[test]
+fn round_trips_are_timed_and_failures_counted_under_the_bulkhead_label() {
+    let Some(redis) = RedisServer::start_or_skip("round_trips_are_timed") else {
+        return;
+    };
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let store = RedisStore::connect(&redis.url())
+                .await
+                .unwrap()
+                .timeout(Duration::from_millis(200));
+            let svc = bulkhead(
+                store.clone(),
+                1,
+                None,
+                OnStoreError::FailClosed,
+                &Counter::default(),
+            );
+            svc.clone()
+                .oneshot(Hold::For(Duration::ZERO))
+                .await
+                .unwrap();
+            eventually("the lease released", Duration::from_secs(5), || {
+                leases(&redis, &store).is_empty()
+            })
+            .await;
+            redis.pause();
+            let failed = svc.oneshot(Hold::For(Duration::ZERO)).await;
+            redis.resume();
+            assert!(matches!(failed, Err(Error::Store(_))), "{failed:?}");
+        });
+    });
+    let samples = crate::support::metric_samples(&snapshotter, "palisade_store_");
+    let labels = |op| format!("{{layer=\"bulkhead\",store=\"redis\",op=\"{op}\"}}");
+    let duration = |op| samples.get(&format!("palisade_store_duration_seconds{}", labels(op)));
+    let errors = |op| samples.get(&format!("palisade_store_errors_total{}", labels(op)));
+    assert_eq!(duration("acquire"), Some(&2.0), "{samples:?}");
+    assert_eq!(errors("acquire"), Some(&1.0), "{samples:?}");
+    assert!(
+        duration("release").is_some_and(|n| *n >= 1.0),
+        "{samples:?}"
+    );
+}
