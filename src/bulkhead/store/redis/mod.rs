@@ -16,6 +16,7 @@ use super::memory::MemoryStore;
 use super::{Admission, Refused, Store, StoreError};
 use crate::load_shed::gate::Permit as GatePermit;
 use crate::load_shed::{Priority, Reason};
+use crate::observability::{ErrorChain, RedactedKey, redact_key};
 use crate::redis_conn::{Conn, Script, hash_tag};
 
 const ACQUIRE: &str = include_str!("acquire.lua");
@@ -127,6 +128,8 @@ struct Held {
 }
 
 struct KeyState {
+    /// The key as the layer's events show it.
+    digest: RedactedKey,
     tokens: Vec<Arc<str>>,
     lease: Duration,
     timeout: Duration,
@@ -135,8 +138,9 @@ struct KeyState {
 }
 
 impl KeyState {
-    fn new() -> Self {
+    fn new(digest: RedactedKey) -> Self {
         Self {
+            digest,
             tokens: Vec::new(),
             lease: DEFAULT_LEASE,
             timeout: DEFAULT_TIMEOUT,
@@ -167,11 +171,11 @@ impl Shared {
     }
 
     /// The notifier of `key`, kept while someone waits on it.
-    fn released(&self, key: &str) -> Arc<Notify> {
+    fn released(&self, key: &str, digest: RedactedKey) -> Arc<Notify> {
         let mut held = self.lock();
         held.keys
             .entry(key.to_owned())
-            .or_insert_with(KeyState::new)
+            .or_insert_with(|| KeyState::new(digest))
             .released
             .clone()
     }
@@ -189,7 +193,7 @@ impl Shared {
     /// A plain `ZREM` (one atomic command, one round trip): a script would
     /// need a second round trip after `NOSCRIPT`, and a release that times
     /// out in between (Redis paused) would leave its lease to expire.
-    async fn release(&self, key: &str, token: &str, timeout: Duration) {
+    async fn release(&self, key: &str, digest: RedactedKey, token: &str, timeout: Duration) {
         let started = Instant::now();
         let mut cmd = redis::cmd("ZREM");
         cmd.arg(key).arg(token);
@@ -203,8 +207,8 @@ impl Shared {
         let _ = started;
         if let Err(error) = result {
             tracing::debug!(
-                key,
-                error = %crate::observability::ErrorChain(&error),
+                key = %digest,
+                error = %ErrorChain(&error),
                 "bulkhead lease not released, it will expire"
             );
         }
@@ -217,10 +221,16 @@ impl Shared {
 
 /// Gives a lease back on the current runtime, if there is one (otherwise
 /// it expires).
-fn spawn_release(shared: Arc<Shared>, key: String, token: Arc<str>, timeout: Duration) {
+fn spawn_release(
+    shared: Arc<Shared>,
+    key: String,
+    digest: RedactedKey,
+    token: Arc<str>,
+    timeout: Duration,
+) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
-            shared.release(&key, &token, timeout).await;
+            shared.release(&key, digest, &token, timeout).await;
             shared.tidy(&key);
         });
     }
@@ -361,12 +371,12 @@ impl RedisStore {
     }
 
     /// Records a taken lease for the renewer, starting it if none runs.
-    fn hold(&self, key: &str, token: Arc<str>) {
+    fn hold(&self, key: &str, digest: RedactedKey, token: Arc<str>) {
         let mut held = self.shared.lock();
         let state = held
             .keys
             .entry(key.to_owned())
-            .or_insert_with(KeyState::new);
+            .or_insert_with(|| KeyState::new(digest));
         state.tokens.push(token);
         state.lease = self.lease;
         state.timeout = self.timeout;
@@ -407,47 +417,63 @@ async fn renew(shared: Weak<Shared>) {
         let Some(strong) = shared.upgrade() else {
             return;
         };
-        let batch: Vec<(String, Vec<Arc<str>>, Duration, Duration)> = strong
+        let batch: Vec<_> = strong
             .lock()
             .keys
             .iter()
             .filter(|(_, k)| !k.tokens.is_empty())
-            .map(|(key, k)| (key.clone(), k.tokens.clone(), k.lease, k.timeout))
+            .map(|(key, k)| (key.clone(), k.digest, k.tokens.clone(), k.lease, k.timeout))
             .collect();
-        for (key, tokens, lease, timeout) in batch {
-            let started = Instant::now();
-            let mut call = strong.renew.call();
-            call.key(&key)
-                .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
-            for token in &tokens {
-                call.arg(&**token);
-            }
-            let result: Result<Vec<String>, StoreError> =
-                bounded(timeout, async { Ok(call.invoke(&strong.conn).await?) }).await;
-            #[cfg(feature = "metrics")]
-            strong.record(RENEW_OP, started.elapsed(), result.is_err());
-            #[cfg(not(feature = "metrics"))]
-            let _ = started;
-            match result {
-                Ok(gone) if !gone.is_empty() => {
-                    tracing::warn!(
-                        key,
-                        lost = gone.len(),
-                        "bulkhead lease expired while held: its holder ran past its lease"
-                    );
-                    let mut held = strong.lock();
-                    if let Some(state) = held.keys.get_mut(&key) {
-                        state.tokens.retain(|t| !gone.iter().any(|g| **g == **t));
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(
-                    key,
-                    error = %crate::observability::ErrorChain(&error),
-                    "bulkhead leases not renewed"
-                ),
+        // Every key at once: one slow key does not delay the others' renewal.
+        let renewals = batch
+            .into_iter()
+            .map(|(key, digest, tokens, lease, timeout)| {
+                renew_key(&strong, key, digest, tokens, lease, timeout)
+            });
+        futures::future::join_all(renewals).await;
+    }
+}
+
+/// Renews this process's leases of one key; forgets those found gone.
+async fn renew_key(
+    shared: &Shared,
+    key: String,
+    digest: RedactedKey,
+    tokens: Vec<Arc<str>>,
+    lease: Duration,
+    timeout: Duration,
+) {
+    let started = Instant::now();
+    let mut call = shared.renew.call();
+    call.key(&key)
+        .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+    for token in &tokens {
+        call.arg(&**token);
+    }
+    let result: Result<Vec<String>, StoreError> =
+        bounded(timeout, async { Ok(call.invoke(&shared.conn).await?) }).await;
+    #[cfg(feature = "metrics")]
+    shared.record(RENEW_OP, started.elapsed(), result.is_err());
+    #[cfg(not(feature = "metrics"))]
+    let _ = started;
+    match result {
+        Ok(gone) if !gone.is_empty() => {
+            tracing::warn!(
+                key = %digest,
+                lost = gone.len(),
+                "bulkhead lease expired while held: its holder ran past its lease"
+            );
+            let mut held = shared.lock();
+            if let Some(state) = held.keys.get_mut(&key) {
+                state.tokens.retain(|t| !gone.iter().any(|g| **g == **t));
             }
         }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(
+            key = %digest,
+            error = %ErrorChain(&error),
+            "bulkhead leases not renewed"
+        ),
     }
 }
 
@@ -456,6 +482,7 @@ async fn renew(shared: Weak<Shared>) {
 struct Attempt<'a> {
     store: &'a RedisStore,
     key: &'a str,
+    digest: RedactedKey,
     token: &'a Arc<str>,
     armed: bool,
 }
@@ -466,6 +493,7 @@ impl Drop for Attempt<'_> {
             spawn_release(
                 self.store.shared.clone(),
                 self.key.to_owned(),
+                self.digest,
                 self.token.clone(),
                 self.store.timeout,
             );
@@ -512,6 +540,7 @@ impl Store for RedisStore {
             .and_then(|q| started.checked_add(q.max_wait))
             .map(|until| admission.deadline.map_or(until, |d| d.min(until)));
         let key = self.key(&admission.key);
+        let digest = redact_key(&admission.key);
         let token = next_token();
         let mut waiting = Waiting {
             shared: &self.shared,
@@ -521,7 +550,7 @@ impl Store for RedisStore {
         loop {
             let released = waiting
                 .released
-                .get_or_insert_with(|| self.shared.released(&key))
+                .get_or_insert_with(|| self.shared.released(&key, digest))
                 .clone();
             let notified = released.notified();
             tokio::pin!(notified);
@@ -531,6 +560,7 @@ impl Store for RedisStore {
             let mut attempt = Attempt {
                 store: self,
                 key: &key,
+                digest,
                 token: &token,
                 armed: true,
             };
@@ -539,11 +569,12 @@ impl Store for RedisStore {
             attempt.armed = result.is_err();
             drop(attempt);
             let Some(expires) = result.map_err(Refused::Store)? else {
-                self.hold(&key, token.clone());
+                self.hold(&key, digest, token.clone());
                 return Ok(RedisPermit {
                     lease: Some(Lease {
                         shared: self.shared.clone(),
                         key: key.clone(),
+                        digest,
                         token,
                         timeout: self.timeout,
                     }),
@@ -582,6 +613,7 @@ pub struct RedisPermit {
 struct Lease {
     shared: Arc<Shared>,
     key: String,
+    digest: RedactedKey,
     token: Arc<str>,
     timeout: Duration,
 }
@@ -605,6 +637,7 @@ impl Drop for Lease {
         spawn_release(
             self.shared.clone(),
             std::mem::take(&mut self.key),
+            self.digest,
             self.token.clone(),
             self.timeout,
         );
