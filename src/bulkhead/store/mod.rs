@@ -11,9 +11,16 @@ use tokio::time::Instant;
 use crate::load_shed::{Priority, Queue, Reason};
 
 pub use self::memory::{DEFAULT_MAX_KEYS, MemoryStore};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{
+    DEFAULT_LEASE, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, RedisPermit, RedisStore,
+};
 pub use crate::store::StoreError;
 
 pub(crate) mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 /// One request asking a store for a permit.
 #[derive(Debug, Clone)]
