@@ -115,19 +115,22 @@ where
             let permit = match config.store.acquire(admission).await {
                 Ok(permit) => {
                     config.observer.admitted(&key, priority);
-                    Some(permit)
+                    permit
                 }
                 Err(Refused::Shed(reason)) => {
                     config.observer.shed(&key, priority, reason);
                     return Err(Error::Shed(Shed::new(reason, priority, config.retry_after)));
                 }
-                Err(Refused::Store(error)) => {
+                Err(Refused::Store { error, local }) => {
                     let closed = config.on_error == OnStoreError::FailClosed;
                     config.observer.failed(&key, &error, closed);
                     if closed {
                         return Err(Error::Store(error));
                     }
-                    None
+                    // Failed open: still within this process's own limit.
+                    let response = inner.call(req).await.map_err(Error::Inner);
+                    drop(local);
+                    return response;
                 }
             };
             let response = inner.call(req).await.map_err(Error::Inner);

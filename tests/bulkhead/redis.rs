@@ -531,6 +531,44 @@ async fn a_dead_or_paused_redis_fails_closed_or_open_as_asked() {
     assert_eq!(store.in_flight(KEY), 0);
 }
 
+/// Failing open lets requests through without Redis, but not without the
+/// instance's own limit: a dead Redis does not unleash the downstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_open_still_keeps_each_instance_within_the_limit() {
+    let Some(mut redis) = RedisServer::start_or_skip("failing_open_still_keeps") else {
+        return;
+    };
+    let store = RedisStore::connect(&redis.url())
+        .await
+        .unwrap()
+        .timeout(Duration::from_millis(200));
+    let counter = Counter::default();
+    let open = bulkhead(store.clone(), 2, None, OnStoreError::FailOpen, &counter);
+    redis.kill();
+    let mut release = Vec::new();
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = oneshot::channel();
+        release.push(tx);
+        calls.push(tokio::spawn(open.clone().oneshot(Hold::Until(rx))));
+    }
+    while counter.entered() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Two let through, failed open; the third finds no local permit.
+    let third = open.clone().oneshot(Hold::For(Duration::ZERO)).await;
+    assert!(
+        matches!(third, Err(Error::Shed(ref shed)) if shed.reason == Reason::Full),
+        "{third:?}"
+    );
+    assert_eq!(counter.most(), 2);
+    drop(release);
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(store.in_flight(KEY), 0, "the local permits came back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_the_limit_holds_in_the_slot_of_the_hash_tag() {
     let Some(mut cluster) = RedisCluster::start_or_skip("on_a_cluster_the_limit_holds") else {

@@ -69,7 +69,31 @@ pub enum Refused {
     Shed(Reason),
     /// The store failed.
     #[error("store unavailable")]
-    Store(#[source] StoreError),
+    Store {
+        /// Why.
+        #[source]
+        error: StoreError,
+        /// The permit of this process the store took before it failed, if
+        /// any: a request let through by
+        /// [`OnStoreError::FailOpen`](crate::store::OnStoreError::FailOpen)
+        /// holds it, so while the store is down each instance still keeps
+        /// to the limit on its own.
+        local: Option<LocalPermit>,
+    },
+}
+
+/// A permit of this process's own gate, released when dropped. See
+/// [`Refused::Store`].
+#[derive(Debug)]
+pub struct LocalPermit {
+    _permit: crate::load_shed::gate::Permit,
+}
+
+impl LocalPermit {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn new(permit: crate::load_shed::gate::Permit) -> Self {
+        Self { _permit: permit }
+    }
 }
 
 /// Keeps a bulkhead's permits, atomically: however many services, clones
