@@ -53,13 +53,15 @@ struct State {
     // interval". Only read while someone waits.
     last_empty: Instant,
     next_id: u64,
+    // Under the lock with the rest: an adaptive limiter's layer sets it
+    // after the gate is made.
+    queue: Option<Queue>,
 }
 
 /// A limit of permits and its wait queue.
 #[derive(Debug)]
 pub(crate) struct Gate {
     state: Mutex<State>,
-    queue: Option<Queue>,
 }
 
 /// What [`Gate::try_acquire`] decided without waiting.
@@ -79,8 +81,8 @@ impl Gate {
                 classes: Default::default(),
                 last_empty: Instant::now(),
                 next_id: 0,
+                queue,
             }),
-            queue,
         })
     }
 
@@ -115,7 +117,7 @@ impl Gate {
                 gate: Some(self.clone()),
             });
         }
-        let Some(queue) = self.queue else {
+        let Some(queue) = state.queue else {
             return Admit::Refused(Reason::Full);
         };
         let class = class(priority);
@@ -156,12 +158,21 @@ impl Gate {
     }
 
     /// Changes the limit; a higher one lets waiters in at once.
+    #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
     pub(crate) fn set_limit(&self, limit: u32) {
         let mut state = self.lock();
         state.limit = limit;
         self.dispatch(&mut state);
     }
 
+    /// Changes the queue. Waiters already queued keep their maximum wait;
+    /// without a queue, they are still served as permits free.
+    #[cfg(feature = "adaptive-concurrency")]
+    pub(crate) fn set_queue(&self, queue: Option<Queue>) {
+        self.lock().queue = queue;
+    }
+
+    #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
     pub(crate) fn limit(&self) -> u32 {
         self.lock().limit
     }
@@ -175,6 +186,7 @@ impl Gate {
     }
 
     /// Neither held nor waited on: safe to forget.
+    #[cfg_attr(not(feature = "bulkhead"), allow(dead_code))]
     pub(crate) fn is_idle(&self) -> bool {
         let state = self.lock();
         state.in_flight == 0 && state.queued == 0
@@ -191,7 +203,7 @@ impl Gate {
         if state.queued == 0 || state.in_flight >= state.limit {
             return;
         }
-        let order = self.queue.map_or(QueueOrder::Fifo, |q| q.order);
+        let order = state.queue.map_or(QueueOrder::Fifo, |q| q.order);
         let now = Instant::now();
         let codel = match order {
             QueueOrder::AdaptiveLifo(codel) => Some(codel),
