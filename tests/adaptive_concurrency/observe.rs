@@ -89,3 +89,26 @@ fn the_gauge_follows_the_limit_and_calls_are_counted_by_outcome() {
         assert_eq!(values.get(key), Some(&value), "{key} in {values:#?}");
     }
 }
+
+#[cfg(feature = "http")]
+#[tokio::test(start_paused = true)]
+async fn a_shed_request_is_a_503_overloaded_problem_with_retry_after() {
+    use palisade::problem::{IntoProblem, types};
+
+    let aimd = Aimd::new().bounds(1, 1, 1).unwrap();
+    let svc = AdaptiveConcurrencyLayer::new(aimd)
+        .retry_after(Duration::from_secs(3))
+        .layer(service_fn(|ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, palisade::problem::Problem>(ms)
+        }));
+    let held = tokio::spawn(svc.clone().oneshot(100));
+    tokio::task::yield_now().await;
+    let error = svc.oneshot(1).await.unwrap_err();
+    let response = error.into_problem().into_response::<bytes::Bytes>();
+    assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "3");
+    let body = String::from_utf8(response.into_body().to_vec()).unwrap();
+    assert!(body.contains(types::OVERLOADED), "{body}");
+    held.await.unwrap().unwrap();
+}
