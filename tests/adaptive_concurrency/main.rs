@@ -7,6 +7,7 @@ mod algorithms;
 mod cancel;
 mod convergence;
 mod observe;
+mod samples;
 #[path = "../support/mod.rs"]
 mod support;
 
