@@ -54,6 +54,9 @@ struct State {
     // interval". Only read while someone waits.
     last_empty: Instant,
     next_id: u64,
+    // Under the lock with the rest: an adaptive limiter's layer sets it
+    // after the gate is made.
+    queue: Option<Queue>,
     // Services whose poll_ready found the gate saturated: woken when a
     // permit or a queue place frees.
     ready: Vec<Waker>,
@@ -71,7 +74,6 @@ impl State {
 #[derive(Debug)]
 pub(crate) struct Gate {
     state: Mutex<State>,
-    queue: Option<Queue>,
 }
 
 /// What [`Gate::try_acquire`] decided without waiting.
@@ -91,9 +93,9 @@ impl Gate {
                 classes: Default::default(),
                 last_empty: Instant::now(),
                 next_id: 0,
+                queue,
                 ready: Vec::new(),
             }),
-            queue,
         })
     }
 
@@ -128,7 +130,7 @@ impl Gate {
                 gate: Some(self.clone()),
             });
         }
-        let Some(queue) = self.queue else {
+        let Some(queue) = state.queue else {
             return Admit::Refused(Reason::Full);
         };
         let class = class(priority);
@@ -173,7 +175,7 @@ impl Gate {
     pub(crate) fn poll_capacity(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.lock();
         let room = state.in_flight < state.limit
-            || self
+            || state
                 .queue
                 .is_some_and(|q| state.queued < q.max_queued.get());
         if room {
@@ -193,6 +195,13 @@ impl Gate {
         self.dispatch(&mut state);
     }
 
+    /// Changes the queue. Waiters already queued keep their maximum wait;
+    /// without a queue, they are still served as permits free.
+    #[cfg(feature = "adaptive-concurrency")]
+    pub(crate) fn set_queue(&self, queue: Option<Queue>) {
+        self.lock().queue = queue;
+    }
+
     #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
     pub(crate) fn limit(&self) -> u32 {
         self.lock().limit
@@ -207,6 +216,7 @@ impl Gate {
     }
 
     /// Neither held nor waited on: safe to forget.
+    #[cfg_attr(not(feature = "bulkhead"), allow(dead_code))]
     pub(crate) fn is_idle(&self) -> bool {
         let state = self.lock();
         state.in_flight == 0 && state.queued == 0
@@ -224,7 +234,7 @@ impl Gate {
         if state.queued == 0 || state.in_flight >= state.limit {
             return;
         }
-        let order = self.queue.map_or(QueueOrder::Fifo, |q| q.order);
+        let order = state.queue.map_or(QueueOrder::Fifo, |q| q.order);
         let now = Instant::now();
         let codel = match order {
             QueueOrder::AdaptiveLifo(codel) => Some(codel),

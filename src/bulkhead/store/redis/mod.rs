@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::memory::MemoryStore;
-use super::{Admission, Refused, Store, StoreError};
+use super::{Admission, LocalPermit, Refused, Store, StoreError};
 use crate::load_shed::gate::Permit as GatePermit;
 use crate::load_shed::{Priority, Reason};
 use crate::observability::{ErrorChain, RedactedKey, redact_key};
@@ -570,7 +570,16 @@ impl Store for RedisStore {
             // A failed round trip may still have taken the lease.
             attempt.armed = result.is_err();
             drop(attempt);
-            let Some(expires) = result.map_err(Refused::Store)? else {
+            let expires = match result {
+                Ok(expires) => expires,
+                Err(error) => {
+                    return Err(Refused::Store {
+                        error,
+                        local: Some(LocalPermit::new(local)),
+                    });
+                }
+            };
+            let Some(expires) = expires else {
                 self.hold(&key, digest, token.clone());
                 return Ok(RedisPermit {
                     lease: Some(Lease {
