@@ -18,6 +18,7 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 pub(crate) struct Config<P> {
     pub(crate) priority: P,
     pub(crate) retry_after: Duration,
+    pub(crate) back_pressure: bool,
     pub(crate) observer: Arc<Observer>,
     pub(crate) shared: Arc<Shared>,
 }

@@ -34,6 +34,7 @@ impl AdaptiveConcurrencyLayer {
             config: Config {
                 priority: Uniform,
                 retry_after: DEFAULT_RETRY_AFTER,
+                back_pressure: false,
                 observer: Observer::unnamed(),
                 shared: Shared::new(Box::new(algorithm)),
             },
@@ -51,6 +52,7 @@ impl<P> AdaptiveConcurrencyLayer<P> {
             config: Config {
                 priority: extractor,
                 retry_after: c.retry_after,
+                back_pressure: c.back_pressure,
                 observer: c.observer,
                 shared: c.shared,
             },
@@ -63,6 +65,21 @@ impl<P> AdaptiveConcurrencyLayer<P> {
     #[must_use]
     pub fn queue(self, queue: Queue) -> Self {
         self.config.shared.gate.set_queue(Some(queue));
+        self
+    }
+
+    /// Whether `poll_ready` reports saturation (default: off): the service
+    /// is then not ready while every permit is taken and the queue (if any)
+    /// is full, and is woken when one frees, so a tower `LoadShed` or
+    /// `Buffer` above it sees the back-pressure.
+    ///
+    /// Off by default because a caller that awaits readiness (axum's router,
+    /// `ServiceExt::oneshot`) would then wait in `poll_ready` without bound
+    /// instead of being refused, and `poll_ready` cannot see a `NeverShed`
+    /// priority. Turn it on under a `LoadShed` or a bounded `Buffer`.
+    #[must_use]
+    pub fn back_pressure(mut self, on: bool) -> Self {
+        self.config.back_pressure = on;
         self
     }
 

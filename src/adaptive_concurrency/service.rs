@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures::future::BoxFuture;
 use tokio::time::Instant;
@@ -82,6 +82,9 @@ where
     type Future = BoxFuture<'static, Result<S::Response, Error<S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.config.back_pressure {
+            ready!(self.config.shared.gate.poll_capacity(cx));
+        }
         self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 

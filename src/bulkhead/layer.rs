@@ -48,7 +48,7 @@ impl<St: Store> BulkheadLayer<St> {
                 namespace: Arc::from(""),
                 retry_after: DEFAULT_RETRY_AFTER,
                 on_error: OnStoreError::FailClosed,
-                back_pressure: true,
+                back_pressure: false,
                 observer: Observer::unnamed(),
                 global: OnceLock::new(),
             },
@@ -82,15 +82,9 @@ impl<St, K, P> BulkheadLayer<St, K, P> {
 
     /// Sets how a request's [`Priority`](crate::load_shed::Priority) is read
     /// (default: every request `Normal`). See [`crate::load_shed`].
-    ///
-    /// This turns [`back_pressure`](Self::back_pressure) off: `poll_ready`
-    /// cannot see a request's priority, and a `NeverShed` health check must
-    /// not wait behind a saturated gate. Turn it on again after, if no
-    /// request is `NeverShed`.
     #[must_use]
     pub fn priority<P2>(self, extractor: P2) -> BulkheadLayer<St, K, P2> {
-        let mut c = self.config;
-        c.back_pressure = false;
+        let c = self.config;
         BulkheadLayer {
             config: Config {
                 store: c.store,
@@ -116,13 +110,18 @@ impl<St, K, P> BulkheadLayer<St, K, P> {
         self
     }
 
-    /// Whether `poll_ready` reports saturation (default: on, until
-    /// [`priority`](Self::priority) is set). With the [`Global`] key, the
-    /// service is then not ready while every permit is taken and the queue
-    /// (if any) is full, and is woken when one frees, as tower's
-    /// `ConcurrencyLimit` is: a tower `LoadShed` or `Buffer` above it sees
-    /// the back-pressure. With a per-key bulkhead `poll_ready` cannot know
-    /// the key, so the decision is always made in `call`.
+    /// Whether `poll_ready` reports saturation (default: off). With the
+    /// [`Global`] key, the service is then not ready while every permit is
+    /// taken and the queue (if any) is full, and is woken when one frees, as
+    /// tower's `ConcurrencyLimit` is, so a tower `LoadShed` or `Buffer` above
+    /// it sees the back-pressure.
+    ///
+    /// Off by default because a caller that awaits readiness (axum's router,
+    /// `ServiceExt::oneshot`) would then wait in `poll_ready` without bound
+    /// instead of being refused at once or after the queue's maximum wait,
+    /// and `poll_ready` cannot see a `NeverShed` priority. Turn it on under
+    /// a `LoadShed` or a bounded `Buffer`. A per-key bulkhead cannot know
+    /// the key in `poll_ready` and always decides in `call`.
     #[must_use]
     pub fn back_pressure(mut self, on: bool) -> Self {
         self.config.back_pressure = on;

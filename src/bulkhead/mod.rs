@@ -45,7 +45,7 @@
 //! With feature `redis`, [`BulkheadLayer::with_store`] takes a `RedisStore`:
 //! the limit then holds across every instance, for a downstream that allows
 //! N concurrent calls in all (a partner API). See `RedisStore` for leases,
-//! fencing and failures; [`OnStoreError`](crate::store::OnStoreError) says
+//! fencing and failures; [`OnStoreError`] says
 //! what a Redis failure does (the bulkhead fails closed by default).
 //!
 //! # Metrics and tracing

@@ -76,3 +76,23 @@ async fn dropped_after_its_permit_was_granted_but_before_it_ran() {
     assert_eq!(handle.queued(), 0);
     assert_eq!(svc.oneshot(10).await.unwrap(), 10);
 }
+
+/// `poll_ready` tells the truth: not ready while the limit and the queue are
+/// full, woken when a permit frees.
+#[tokio::test(start_paused = true)]
+async fn a_saturated_limiter_is_not_ready_until_a_permit_frees() {
+    let aimd = Aimd::new().bounds(1, 1, 1).unwrap();
+    let layer = AdaptiveConcurrencyLayer::new(aimd).back_pressure(true);
+    let mut svc = layer.layer(service_fn(|ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, Infallible>(ms)
+    }));
+    let held = tokio::spawn(svc.clone().oneshot(10));
+    tokio::task::yield_now().await;
+    let mut ready = task::spawn(());
+    assert_pending!(ready.enter(|cx, _| svc.poll_ready(cx)));
+    tokio::time::advance(10 * MS).await;
+    held.await.unwrap().unwrap();
+    assert!(ready.is_woken());
+    assert_ready_ok!(ready.enter(|cx, _| svc.poll_ready(cx)));
+}

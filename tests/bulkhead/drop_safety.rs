@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::Duration;
 
 use futures::task::noop_waker_ref;
@@ -37,7 +37,7 @@ async fn poll_then_drop<F: Future>(future: F, polls: usize) -> bool {
     let mut future = pin!(future);
     let mut cx = Context::from_waker(noop_waker_ref());
     for _ in 0..polls {
-        if let Poll::Ready(_) = future.as_mut().poll(&mut cx) {
+        if future.as_mut().poll(&mut cx).is_ready() {
             return true;
         }
         tokio::time::advance(Duration::from_millis(1)).await;

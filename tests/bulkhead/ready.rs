@@ -22,7 +22,7 @@ fn slow(ms: u64) -> impl Service<u64, Response = u64, Error = Infallible, Future
 
 #[tokio::test(start_paused = true)]
 async fn a_saturated_bulkhead_is_not_ready_and_wakes_when_a_permit_frees() {
-    let mut svc = BulkheadLayer::new(nz(1)).layer(slow(0));
+    let mut svc = BulkheadLayer::new(nz(1)).back_pressure(true).layer(slow(0));
     let held = tokio::spawn(svc.clone().oneshot(10));
     tokio::task::yield_now().await;
 
@@ -36,7 +36,9 @@ async fn a_saturated_bulkhead_is_not_ready_and_wakes_when_a_permit_frees() {
 
 #[tokio::test(start_paused = true)]
 async fn with_a_queue_it_is_ready_while_the_queue_has_room() {
-    let layer = BulkheadLayer::new(nz(1)).queue(Queue::new(1, Duration::from_secs(1)).unwrap());
+    let layer = BulkheadLayer::new(nz(1))
+        .back_pressure(true)
+        .queue(Queue::new(1, Duration::from_secs(1)).unwrap());
     let mut svc = layer.layer(slow(0));
     let held = tokio::spawn(svc.clone().oneshot(10));
     tokio::task::yield_now().await;
@@ -54,7 +56,7 @@ async fn with_a_queue_it_is_ready_while_the_queue_has_room() {
 async fn tower_load_shed_above_sheds_while_it_is_saturated() {
     let svc = ServiceBuilder::new()
         .layer(LoadShedLayer::new())
-        .layer(BulkheadLayer::new(nz(2)))
+        .layer(BulkheadLayer::new(nz(2)).back_pressure(true))
         .service(slow(0));
     let a = tokio::spawn(svc.clone().oneshot(10));
     let b = tokio::spawn(svc.clone().oneshot(10));
@@ -75,5 +77,7 @@ async fn back_pressure_can_be_turned_off() {
     tokio::task::yield_now().await;
     let mut ready = task::spawn(());
     assert_ready_ok!(ready.enter(|cx, _| svc.poll_ready(cx)));
+    let refused = svc.clone().oneshot(1).await;
+    assert!(matches!(refused, Err(palisade::bulkhead::Error::Shed(_))));
     held.await.unwrap().unwrap();
 }
