@@ -57,10 +57,13 @@ async fn charge_at_once(
 
 impl InProcess {
     fn start(configure: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::default();
-        // Large enough never to refuse: the bulkheads are under test.
-        config.rate_limit_per_second = NonZeroU32::new(100_000).unwrap();
-        config.rate_limit_burst = NonZeroU32::new(100_000).unwrap();
+        // A rate limit large enough never to refuse: the bulkheads are
+        // under test.
+        let mut config = Config {
+            rate_limit_per_second: NonZeroU32::new(100_000).unwrap(),
+            rate_limit_burst: NonZeroU32::new(100_000).unwrap(),
+            ..Config::default()
+        };
         configure(&mut config);
         let (recorder, metrics) = order_api::telemetry::recorder();
         // Leaked, as the harness does: a recorder per test, for the process.
