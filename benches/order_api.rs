@@ -21,7 +21,9 @@
 //!
 //! The load is half `POST /orders` (a new key each, so every order runs the
 //! handler and a payment over HTTP) and half `GET /products/{id}` (a
-//! recommendations call over HTTP). Every non-2xx answer is counted and
+//! recommendations query of the repository; `AppState` puts its bulkhead,
+//! breaker and timeout in front of it, and the orders bulkhead in front of
+//! order queries, in both variants). Every non-2xx answer is counted and
 //! reported: a run with errors is not a valid measurement.
 //!
 //! `ORDER_API_BENCH_SECS` (default 4) sets the length of each measured
@@ -58,7 +60,7 @@ use palisade::validate::Validated;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
-use order_api::clients::{self, BreakerProbe, BreakerState, PaymentClient, RecommendationsClient};
+use order_api::clients::{self, BreakerProbe, BreakerState, PaymentClient};
 use order_api::config::Config;
 use order_api::errors::ApiError;
 use order_api::repository::Repository;
@@ -153,16 +155,10 @@ async fn start_bare() -> String {
     };
     let closed = || BreakerProbe::new(|| BreakerState::Closed);
     let payment = PaymentClient::new(transport_only(), format!("{own}/fake/payments"), closed());
-    let recommendations = RecommendationsClient::new(
-        transport_only(),
-        format!("{own}/fake/recommendations/"),
-        closed(),
-    );
     let state = AppState::new(
         config(addr),
         Repository::memory(),
         payment,
-        recommendations,
         Stores::Memory,
         telemetry::prometheus().clone(),
     );
@@ -171,10 +167,6 @@ async fn start_bare() -> String {
         .route("/orders/{id}", get(routes::get_order))
         .route("/products/{id}", get(routes::get_product))
         .route("/fake/payments", post(faults::fake_payment))
-        .route(
-            "/fake/recommendations/{id}",
-            get(faults::fake_recommendations),
-        )
         .with_state(state);
     serve(listener, app).await;
     format!("http://{addr}")

@@ -26,8 +26,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::domain::{Currency, Money};
-use crate::faults::{Charge, ChargeRequest, RecommendationList};
-use crate::routes::ProductSummary;
+use crate::faults::{Charge, ChargeRequest};
 
 /// hyper-util's pooled HTTP/1 client: a `tower::Service<Request<_>>`.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -206,36 +205,5 @@ impl PaymentClient {
         request.extensions_mut().insert(key.clone());
         let charge: Charge = call_json(&self.stack, request).await?;
         Ok(charge.id)
-    }
-}
-
-/// The recommendations service.
-#[derive(Debug, Clone)]
-pub struct RecommendationsClient {
-    stack: Upstream,
-    base: String,
-    breaker: BreakerProbe,
-}
-
-impl RecommendationsClient {
-    /// `base` is the URL prefix; the product id is appended.
-    pub fn new(stack: Upstream, base: String, breaker: BreakerProbe) -> Self {
-        Self {
-            stack,
-            base,
-            breaker,
-        }
-    }
-
-    pub fn breaker(&self) -> BreakerState {
-        self.breaker.state()
-    }
-
-    pub async fn for_product(&self, id: u32) -> Result<Vec<ProductSummary>, ClientError> {
-        let request = json_request(Method::GET, &format!("{}{id}", self.base), false)
-            .body(Full::default())
-            .map_err(|e| ClientError::Upstream(e.to_string()))?;
-        let list: RecommendationList = call_json(&self.stack, request).await?;
-        Ok(list.recommendations)
     }
 }

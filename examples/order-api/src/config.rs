@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
+use palisade::load_shed::Queue;
+
 /// Everything the demo reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -31,6 +33,26 @@ pub struct Config {
     pub idempotency_max_keys: NonZeroUsize,
     /// `ADMIN_TOKEN`: when set, `/admin/*` and `/metrics` need `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
+    /// `DB_POOL_SIZE`, default 10: connections of the repository's pool,
+    /// shared by every query (memory and PostgreSQL alike).
+    pub db_pool_size: NonZeroUsize,
+    /// `RECOMMENDATIONS_BULKHEAD`, default 3: recommendations queries in
+    /// flight at most, so at most that many connections of the pool.
+    pub recommendations_bulkhead: NonZeroU32,
+    /// `RECOMMENDATIONS_QUEUE` (default 2; 0: none) and
+    /// `RECOMMENDATIONS_QUEUE_WAIT_MS` (default 50): recommendations queries
+    /// waiting for the bulkhead, and how long; past either, the page
+    /// degrades.
+    pub recommendations_queue: Option<Queue>,
+    /// `ORDERS_BULKHEAD`, default `DB_POOL_SIZE - RECOMMENDATIONS_BULKHEAD`
+    /// (7): order queries in flight at most. Within the pool's size beside
+    /// the recommendations' share, an order query never waits for a
+    /// connection a recommendations query holds.
+    pub orders_bulkhead: NonZeroU32,
+    /// `ORDERS_QUEUE` (default 32; 0: none) and `ORDERS_QUEUE_WAIT_MS`
+    /// (default 500): order queries waiting for the bulkhead, and how long;
+    /// past either, `503` with `Retry-After`.
+    pub orders_queue: Option<Queue>,
 }
 
 impl Default for Config {
@@ -47,6 +69,11 @@ impl Default for Config {
             breaker_open: Duration::from_millis(30_000),
             idempotency_max_keys: palisade::idempotency::DEFAULT_MAX_KEYS,
             admin_token: None,
+            db_pool_size: crate::repository::DEFAULT_POOL_SIZE,
+            recommendations_bulkhead: NonZeroU32::new(3).expect("non-zero"),
+            recommendations_queue: Queue::new(2, Duration::from_millis(50)).ok(),
+            orders_bulkhead: NonZeroU32::new(7).expect("non-zero"),
+            orders_queue: Queue::new(32, Duration::from_millis(500)).ok(),
         }
     }
 }
@@ -128,6 +155,59 @@ impl Config {
         config.recommendations_timeout =
             millis("RECOMMENDATIONS_TIMEOUT_MS", config.recommendations_timeout)?;
         config.breaker_open = millis("BREAKER_OPEN_MS", config.breaker_open)?;
+        if let Some(v) = get("DB_POOL_SIZE") {
+            config.db_pool_size = v.trim().parse().map_err(|_| ConfigError {
+                name: "DB_POOL_SIZE",
+                value: v.clone(),
+                reason: "expected a whole number >= 1",
+            })?;
+        }
+        config.recommendations_bulkhead =
+            nonzero("RECOMMENDATIONS_BULKHEAD", config.recommendations_bulkhead)?;
+        let pool = u32::try_from(config.db_pool_size.get()).unwrap_or(u32::MAX);
+        config.orders_bulkhead = match get("ORDERS_BULKHEAD") {
+            Some(_) => nonzero("ORDERS_BULKHEAD", config.orders_bulkhead)?,
+            None => pool
+                .checked_sub(config.recommendations_bulkhead.get())
+                .and_then(NonZeroU32::new)
+                .ok_or_else(|| ConfigError {
+                    name: "RECOMMENDATIONS_BULKHEAD",
+                    value: config.recommendations_bulkhead.to_string(),
+                    reason: "leaves no connection of DB_POOL_SIZE for orders (set ORDERS_BULKHEAD)",
+                })?,
+        };
+        let queue = |len: &'static str,
+                     wait: &'static str,
+                     default: Option<Queue>|
+         -> Result<Option<Queue>, ConfigError> {
+            let default_len = default.map_or(0, |q| q.max_queued().get());
+            let default_wait = default.map_or(Duration::from_millis(50), |q| q.max_wait());
+            let max_queued = match get(len) {
+                None => default_len,
+                Some(v) => v.trim().parse::<usize>().map_err(|_| ConfigError {
+                    name: len,
+                    value: v,
+                    reason: "expected a whole number (0: no queue)",
+                })?,
+            };
+            let max_wait = millis(wait, default_wait)?;
+            if max_queued == 0 {
+                return Ok(None);
+            }
+            Queue::new(max_queued, max_wait)
+                .map(Some)
+                .map_err(|_| ConfigError {
+                    name: len,
+                    value: max_queued.to_string(),
+                    reason: "longer than a bulkhead's queue may be",
+                })
+        };
+        config.recommendations_queue = queue(
+            "RECOMMENDATIONS_QUEUE",
+            "RECOMMENDATIONS_QUEUE_WAIT_MS",
+            config.recommendations_queue,
+        )?;
+        config.orders_queue = queue("ORDERS_QUEUE", "ORDERS_QUEUE_WAIT_MS", config.orders_queue)?;
         Ok(config)
     }
 }
@@ -156,6 +236,48 @@ mod tests {
         assert_eq!(c.breaker_open, Duration::from_millis(30_000));
         assert!(c.payment_url.is_none() && c.redis_url.is_none() && c.database_url.is_none());
         assert!(c.admin_token.is_none());
+        assert_eq!(c.db_pool_size.get(), 10);
+        assert_eq!(c.recommendations_bulkhead.get(), 3);
+        assert_eq!(c.orders_bulkhead.get(), 7);
+        let q = c.recommendations_queue.unwrap();
+        assert_eq!(
+            (q.max_queued().get(), q.max_wait()),
+            (2, Duration::from_millis(50))
+        );
+        let q = c.orders_queue.unwrap();
+        assert_eq!(
+            (q.max_queued().get(), q.max_wait()),
+            (32, Duration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn bulkheads_share_the_pool() {
+        // Orders get what the recommendations leave of the pool.
+        let c = from(&[("DB_POOL_SIZE", "20"), ("RECOMMENDATIONS_BULKHEAD", "5")]).unwrap();
+        assert_eq!(
+            (c.recommendations_bulkhead.get(), c.orders_bulkhead.get()),
+            (5, 15)
+        );
+        let c = from(&[
+            ("ORDERS_BULKHEAD", "4"),
+            ("ORDERS_QUEUE", "0"),
+            ("RECOMMENDATIONS_QUEUE", "8"),
+            ("RECOMMENDATIONS_QUEUE_WAIT_MS", "20"),
+        ])
+        .unwrap();
+        assert_eq!(c.orders_bulkhead.get(), 4);
+        assert!(c.orders_queue.is_none());
+        let q = c.recommendations_queue.unwrap();
+        assert_eq!(
+            (q.max_queued().get(), q.max_wait()),
+            (8, Duration::from_millis(20))
+        );
+        let err = from(&[("DB_POOL_SIZE", "3")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("RECOMMENDATIONS_BULKHEAD"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -199,6 +321,11 @@ mod tests {
             ("BREAKER_OPEN_MS", "soon"),
             ("PAYMENT_URL", "https://example.com"),
             ("IDEMPOTENCY_MAX_KEYS", "0"),
+            ("DB_POOL_SIZE", "0"),
+            ("RECOMMENDATIONS_BULKHEAD", "0"),
+            ("ORDERS_BULKHEAD", "none"),
+            ("ORDERS_QUEUE", "-1"),
+            ("RECOMMENDATIONS_QUEUE_WAIT_MS", "0"),
         ] {
             let err = from(&[(name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

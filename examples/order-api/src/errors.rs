@@ -6,7 +6,8 @@
 use axum::response::{IntoResponse, Response};
 use http::header::WWW_AUTHENTICATE;
 use http::{HeaderValue, StatusCode};
-use palisade::problem::Problem;
+use palisade::load_shed::Shed;
+use palisade::problem::{IntoProblem, Problem};
 use serde::Serialize;
 use serde_json::json;
 
@@ -60,11 +61,22 @@ pub enum ApiError {
     Payment(ClientError),
     #[error("order storage unavailable")]
     Storage,
+    /// The `orders` bulkhead refused the order's query: its share of the
+    /// repository's connections is taken.
+    #[error(transparent)]
+    Overloaded(Shed),
 }
 
 impl ApiError {
     /// The problem this error answers with.
     pub fn to_problem(&self) -> Problem {
+        if let ApiError::Overloaded(shed) = self {
+            // palisade's own problem: type `overloaded`, `Retry-After`.
+            return shed
+                .clone()
+                .into_problem()
+                .with_title("Order storage overloaded");
+        }
         let status = self.status();
         let problem = Problem::new(status).with_detail(self.to_string());
         match self {
@@ -106,9 +118,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Payment(ClientError::Upstream(_)) => StatusCode::BAD_GATEWAY,
             ApiError::Payment(ClientError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Payment(ClientError::BreakerOpen { .. }) | ApiError::Storage => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Payment(ClientError::BreakerOpen { .. })
+            | ApiError::Storage
+            | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

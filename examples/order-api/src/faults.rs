@@ -1,9 +1,11 @@
-//! The in-process fake downstreams (`/fake/payments`,
-//! `/fake/recommendations/{id}`) and the faults `/admin/faults` injects
-//! into them.
+//! The in-process fake payment provider (`/fake/payments`) and the faults
+//! `/admin/faults` injects into it and into the recommendations queries.
 //!
-//! The fakes are called over real HTTP by the clients in `clients.rs`, like
-//! any remote provider, so timeouts, breakers and retries meet real sockets.
+//! The fake provider is called over real HTTP by the client in
+//! `clients.rs`, like any remote provider, so timeouts, breakers and retries
+//! meet real sockets. Recommendations are a query of the repository
+//! (`layers::recommendations_db`): their faults slow or fail that query,
+//! which holds a pool connection meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -22,7 +24,6 @@ use utoipa::ToSchema;
 
 use crate::domain::{Currency, Money};
 use crate::errors::{ApiError, FieldError};
-use crate::routes::ProductSummary;
 use crate::state::AppState;
 use palisade::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 
@@ -150,12 +151,24 @@ fn check_spec(at: &str, part: &Value, errors: &mut Vec<FieldError>) {
     }
 }
 
+impl FaultSpec {
+    /// The injected latency.
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.latency_ms)
+    }
+
+    /// Whether this call fails, by the injected share.
+    pub fn fails_now(&self) -> bool {
+        self.fail_rate > 0.0 && fastrand::f64() < self.fail_rate
+    }
+}
+
 /// Waits the injected latency, then fails the injected share of calls.
 async fn inject(spec: FaultSpec) -> Result<(), Response> {
     if spec.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(spec.latency_ms)).await;
+        tokio::time::sleep(spec.latency()).await;
     }
-    if spec.fail_rate > 0.0 && fastrand::f64() < spec.fail_rate {
+    if spec.fails_now() {
         let problem = Problem::new(StatusCode::INTERNAL_SERVER_ERROR).with_detail("injected fault");
         return Err(problem.into_response::<axum::body::Body>());
     }
@@ -305,38 +318,4 @@ pub async fn fake_payment(
         StatusCode::OK
     };
     (status, Json(charge)).into_response()
-}
-
-/// Recommendations for a product, from the fake service.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct RecommendationList {
-    pub recommendations: Vec<ProductSummary>,
-}
-
-/// The fake recommendations service.
-#[utoipa::path(
-    get,
-    path = "/fake/recommendations/{id}",
-    tag = "fakes",
-    params(("id" = String, Path, description = "Product id")),
-    responses(
-        (status = 200, description = "Products bought with this one", body = RecommendationList),
-        (status = 500, description = "Injected fault", body = crate::openapi::ProblemDoc, content_type = "application/problem+json"),
-    )
-)]
-pub async fn fake_recommendations(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(response) = inject(state.faults.view().recommendations).await {
-        return response;
-    }
-    let id: u32 = id.parse().unwrap_or(0);
-    // Deterministic: the next three products of the catalogue, wrapping.
-    let count = u64::from(crate::routes::PRODUCT_COUNT);
-    let recommendations = (1..=3u64)
-        .map(|n| ((u64::from(id) + n - 1) % count + 1) as u32)
-        .map(crate::routes::product_summary)
-        .collect();
-    Json(RecommendationList { recommendations }).into_response()
 }

@@ -47,12 +47,27 @@
 //!         -> transport (hyper-util Client; body read; 5xx is an error)
 //! ```
 //!
-//! Recommendations: breaker -> timeout -> transport, no retry (the product
-//! page degrades instead, at once while the breaker is open).
+//! The repository, behind two bulkheads over its pool of `DB_POOL_SIZE`
+//! connections (a query holds one while it runs):
+//!
+//! ```text
+//! order queries (find, insert, get):  orders bulkhead -> repository
+//! product pages' recommendations:     recommendations bulkhead -> breaker -> timeout -> repository
+//! ```
+//!
+//! The `recommendations` bulkhead lets at most `RECOMMENDATIONS_BULKHEAD`
+//! (3) queries in, so slow recommendations hold at most 3 of the 10
+//! connections and the `orders` bulkhead's 7 stay free for orders. It sits
+//! outside the breaker, so a refusal is not counted as a failure of the
+//! repository, and outside the timeout, whose budget then starts once a
+//! query has its permit. A refused recommendations query degrades the page
+//! (`degraded: true`), an open breaker or a timeout likewise, at once; a
+//! refused order query is a `503` problem of type `overloaded` with
+//! `Retry-After` (the bulkhead's 1 s). No retry: the page degrades instead.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -60,6 +75,7 @@ use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use http::{Method, Response as HttpResponse};
 use palisade::BoxError;
+use palisade::bulkhead::{self, BulkheadLayer};
 use palisade::circuit_breaker::{self, CircuitBreakerLayer, Handle, State};
 use palisade::idempotency::{self, IdempotencyKeyLayer, IdempotencyLayer, RetryPolicy};
 use palisade::key::{ClientIp, Header, Or};
@@ -69,20 +85,25 @@ use palisade::timeout::{self, TimeoutLayer};
 use palisade::validate::{UnknownFields, ValidateLayer};
 use tower::ServiceBuilder;
 use tower::retry::{Policy, RetryLayer};
+use tower::service_fn;
+use tower::util::BoxCloneSyncService;
 
 use crate::clients::{BreakerProbe, BreakerState, HttpClient, TransportError, Upstream, transport};
 use crate::config::Config;
+use crate::faults::Faults;
+use crate::repository::{Db, DbError, Query, RepoError, Repository};
 use crate::routes;
 use crate::state::{AppState, Stores};
 use crate::telemetry::ObserveLayer;
 
 /// The `name` of the rate limit below, in its metrics and traces.
 pub const API: &str = "api";
-/// The `name` of the validate and idempotency layers of `POST /orders`.
+/// The `name` of the validate and idempotency layers of `POST /orders`,
+/// and of the bulkhead of order queries.
 pub const ORDERS: &str = "orders";
 /// The `name` of the payment client's breaker and timeout.
 pub const PAYMENT: &str = "payment";
-/// The `name` of the recommendations client's breaker and timeout.
+/// The `name` of the recommendations queries' bulkhead, breaker and timeout.
 pub const RECOMMENDATIONS: &str = "recommendations";
 
 /// Largest `POST /orders` body: 64 KiB.
@@ -271,22 +292,85 @@ pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, B
     (Upstream::new(stack), probe(handle))
 }
 
-/// The recommendations service's client stack: no retry (a product page
-/// degrades instead), a breaker so an open circuit answers at once.
-pub(crate) fn recommendations_stack(
+/// The repository as order queries reach it: behind the `orders` bulkhead
+/// (`ORDERS_BULKHEAD` queries in flight, `ORDERS_QUEUE` waiting).
+pub(crate) fn orders_db(config: &Config, repository: Repository) -> Db {
+    let mut bulkhead = BulkheadLayer::new(config.orders_bulkhead).name(ORDERS);
+    if let Some(queue) = config.orders_queue {
+        bulkhead = bulkhead.queue(queue);
+    }
+    let stack = ServiceBuilder::new()
+        .map_err(db_error)
+        .layer(bulkhead)
+        .service(service_fn(move |query: Query| {
+            let repository = repository.clone();
+            async move { repository.run(query).await }
+        }));
+    Db::new(BoxCloneSyncService::new(stack))
+}
+
+/// The repository as recommendations queries reach it: the
+/// `recommendations` bulkhead (`RECOMMENDATIONS_BULKHEAD` in flight,
+/// `RECOMMENDATIONS_QUEUE` waiting), then a breaker (opens after 5 failures
+/// in a row, for `BREAKER_OPEN_MS`) and a timeout
+/// (`RECOMMENDATIONS_TIMEOUT_MS`; a query cut short gives its connection
+/// back). The recommendations faults of `/admin/faults` slow the query
+/// (holding its connection) or fail it.
+pub(crate) fn recommendations_db(
     config: &Config,
-    client: HttpClient,
-) -> (Upstream, BreakerProbe) {
+    repository: Repository,
+    faults: Arc<Faults>,
+) -> (Db, BreakerProbe) {
+    let mut bulkhead = BulkheadLayer::new(config.recommendations_bulkhead).name(RECOMMENDATIONS);
+    if let Some(queue) = config.recommendations_queue {
+        bulkhead = bulkhead.queue(queue);
+    }
     let breaker = CircuitBreakerLayer::new(
         circuit_breaker::Config::new()
             .open_wait(config.breaker_open)
-            .name("recommendations"),
+            .name(RECOMMENDATIONS),
     );
     let handle = breaker.handle();
+    let query = service_fn(move |query: Query| {
+        let repository = repository.clone();
+        let fault = faults.view().recommendations;
+        async move {
+            let query = match query {
+                Query::Recommended { product, .. } => Query::Recommended {
+                    product,
+                    latency: fault.latency(),
+                },
+                other => other,
+            };
+            let rows = repository.run(query).await?;
+            if fault.fails_now() {
+                return Err(RepoError::Injected);
+            }
+            Ok(rows)
+        }
+    });
     let stack = ServiceBuilder::new()
-        .map_err(|e: StackError| BoxError::from(e))
+        .map_err(db_error)
+        .layer(bulkhead)
         .layer(breaker)
-        .layer(TimeoutLayer::new(config.recommendations_timeout).name("recommendations"))
-        .service(transport(client));
-    (Upstream::new(stack), probe(handle))
+        .layer(TimeoutLayer::new(config.recommendations_timeout).name(RECOMMENDATIONS))
+        .service(query);
+    (Db::new(BoxCloneSyncService::new(stack)), probe(handle))
+}
+
+/// A bulkhead's refusal stays typed (the `503` of an order); a repository
+/// error too; whatever else a layer answered (a timeout, an open circuit,
+/// a store failure) is the repository being unavailable.
+fn db_error<E>(error: bulkhead::Error<E>) -> DbError
+where
+    E: Into<BoxError> + std::fmt::Display,
+{
+    match error {
+        bulkhead::Error::Shed(shed) => DbError::Overloaded(shed),
+        bulkhead::Error::Inner(inner) => match inner.into().downcast::<RepoError>() {
+            Ok(repo) => DbError::Repo(*repo),
+            Err(other) => DbError::Unavailable(other),
+        },
+        other => DbError::Unavailable(other.to_string().into()),
+    }
 }

@@ -10,11 +10,14 @@
 //! - API: `routes` (router, handlers, bodies), `validation`, `errors`
 //!   (RFC 9457 problems), `openapi`, and `layers`, the one place where every
 //!   middleware is configured, in order;
-//! - service: `service` (pricing, payment, storage), `domain` (types that
-//!   refuse bad values);
-//! - repository: `repository` (memory, or PostgreSQL with `DATABASE_URL`);
-//! - infrastructure: `clients` (payment and recommendations client stacks),
-//!   `faults` (the in-process fake downstreams), `config`, `server`, `state`,
+//! - service: `service` (pricing, payment, storage; recommendations),
+//!   `domain` (types that refuse bad values);
+//! - repository: `repository` (memory, or PostgreSQL with `DATABASE_URL`;
+//!   a bounded pool of connections, reached through bulkheads: orders, and
+//!   recommendations, a catalogue query);
+//! - infrastructure: `clients` (the payment client stack), `faults` (the
+//!   in-process fake payment provider, and the faults of recommendations
+//!   queries), `config`, `server`, `state`,
 //!   `telemetry` (the metrics recorder behind `/metrics`).
 
 pub mod clients;

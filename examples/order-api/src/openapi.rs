@@ -30,7 +30,7 @@ pub struct ProblemDoc {
 #[openapi(
     info(
         title = "palisade order API",
-        description = "A demo of palisade's resilience layers: rate limit, validation, idempotency keys, timeouts and circuit breakers."
+        description = "A demo of palisade's resilience layers: rate limit, validation, idempotency keys, timeouts, circuit breakers and bulkheads."
     ),
     paths(
         crate::routes::health,
@@ -42,7 +42,6 @@ pub struct ProblemDoc {
         crate::routes::get_stats,
         crate::routes::get_metrics,
         crate::faults::fake_payment,
-        crate::faults::fake_recommendations,
     ),
     components(schemas(ProblemDoc, FieldError)),
     modifiers(&AdminToken),
@@ -50,7 +49,7 @@ pub struct ProblemDoc {
         (name = "orders", description = "Place and read orders"),
         (name = "products", description = "Product pages with recommendations"),
         (name = "admin", description = "Fault injection, counters and metrics (bearer token when ADMIN_TOKEN is set)"),
-        (name = "fakes", description = "In-process fake downstreams"),
+        (name = "fakes", description = "The in-process fake payment provider"),
         (name = "meta", description = "Health and this document"),
     )
 )]

@@ -21,7 +21,7 @@ use crate::errors::{ApiError, FieldError};
 use crate::faults::{self, FaultsView};
 use crate::layers;
 use crate::openapi::ProblemDoc;
-use crate::repository::Repository;
+use crate::repository::{Backend, DbError, PoolStats};
 use crate::service::{Placed, ServiceError};
 use crate::state::{AppState, RejectionCounts};
 use crate::validation;
@@ -46,13 +46,9 @@ pub fn app(state: AppState) -> Router {
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
-    // The fakes are added after the outermost layers, so they skip them.
+    // The fake is added after the outermost layers, so it skips them.
     layers::outermost(router)
         .route("/fake/payments", axum::routing::post(faults::fake_payment))
-        .route(
-            "/fake/recommendations/{id}",
-            get(faults::fake_recommendations),
-        )
         .with_state(state)
 }
 
@@ -205,9 +201,10 @@ pub struct Product {
     pub id: u32,
     pub name: String,
     pub price_cents: u64,
-    /// Empty when the recommendations service failed.
+    /// Empty when the recommendations query did not answer.
     pub recommendations: Vec<ProductSummary>,
-    /// `true` when the recommendations could not be fetched.
+    /// `true` when the recommendations could not be read: the query failed,
+    /// timed out, or was refused by its bulkhead or breaker.
     pub degraded: bool,
 }
 
@@ -233,6 +230,9 @@ pub struct Stats {
     pub payment_steps: u64,
     pub breakers: Breakers,
     pub rejections: RejectionCounts,
+    /// The repository's connections, in use and at their peak, in all and
+    /// by kind of query.
+    pub pool: PoolStats,
 }
 
 /// The state of each downstream's circuit breaker.
@@ -274,9 +274,9 @@ fn order_created(order: &Order, replayed: bool) -> Response {
 #[utoipa::path(get, path = "/health", tag = "meta",
     responses((status = 200, description = "The process answers", body = Health)))]
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
-    let store = match state.orders.repository() {
-        Repository::Memory(_) => "memory",
-        Repository::Postgres(_) => "postgres",
+    let store = match state.orders.repository().backend() {
+        Backend::Memory(_) => "memory",
+        Backend::Postgres(_) => "postgres",
     };
     Json(Health {
         status: "ok".to_owned(),
@@ -304,8 +304,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         (status = 422, description = "Schema violation (with `errors` pointers, unknown fields included), or the key was used with a different body", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited (per X-Api-Key, else client IP; shared with /products)", body = ProblemDoc, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Whole seconds to wait, at least 1"), ("RateLimit" = String, description = "Quota left: r=0"), ("RateLimit-Policy" = String, description = "The quota: q (burst) per w seconds"))),
         (status = 502, description = "The payment provider failed; retry with the same key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Payment circuit open (see Retry-After), or order or idempotency storage unavailable; retry with the same key", body = ProblemDoc, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Whole seconds, when the circuit is open"))),
+        (status = 503, description = "Payment circuit open, or order storage overloaded (the `orders` bulkhead's share of the repository's connections is taken: type `overloaded`), both with Retry-After; or order or idempotency storage unavailable; retry with the same key", body = ProblemDoc, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Whole seconds, when the circuit is open or the storage overloaded"))),
         (status = 504, description = "The payment provider timed out; retry with the same key", body = ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn create_order(
@@ -343,6 +343,10 @@ pub async fn create_order(
         Err(ServiceError::Domain(e)) => {
             Err(ApiError::Invalid(vec![FieldError::new("", e.to_string())]))
         }
+        Err(ServiceError::Storage(DbError::Overloaded(shed))) => {
+            tracing::warn!(%shed, "order query refused by the orders bulkhead");
+            Err(ApiError::Overloaded(shed))
+        }
         Err(ServiceError::Storage(e)) => {
             tracing::error!(error = %e, "order storage failed");
             Err(ApiError::Storage)
@@ -357,7 +361,8 @@ pub async fn create_order(
         (status = 200, description = "The order", body = OrderResponse, headers(("RateLimit" = String, description = "Quota left in this window (IETF draft-ietf-httpapi-ratelimit-headers)"))),
         (status = 404, description = "No such order", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited (shared with /products)", body = ProblemDoc, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Whole seconds to wait, at least 1"), ("RateLimit" = String, description = "Quota left: r=0"), ("RateLimit-Policy" = String, description = "The quota: q (burst) per w seconds"))),
-        (status = 503, description = "Order storage unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Order storage unavailable, or overloaded (type `overloaded`, with Retry-After: the `orders` bulkhead's share of the repository's connections is taken)", body = ProblemDoc, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Whole seconds, when overloaded"))),
     ))]
 pub async fn get_order(
     State(state): State<AppState>,
@@ -366,6 +371,7 @@ pub async fn get_order(
     match state.orders.get(&id).await {
         Ok(Some(order)) => Ok(Json(OrderResponse::from(&order))),
         Ok(None) => Err(ApiError::NotFound("order")),
+        Err(DbError::Overloaded(shed)) => Err(ApiError::Overloaded(shed)),
         Err(e) => {
             tracing::error!(error = %e, "order storage failed");
             Err(ApiError::Storage)
@@ -373,12 +379,12 @@ pub async fn get_order(
     }
 }
 
-/// A product page, with recommendations when the recommendations service
-/// answers in time.
+/// A product page, with recommendations when their query (behind the
+/// `recommendations` bulkhead, breaker and timeout) answers in time.
 #[utoipa::path(get, path = "/products/{id}", tag = "products",
     params(("id" = u32, Path, description = "Product id", minimum = 1, maximum = 100)),
     responses(
-        (status = 200, description = "The product; `degraded: true` and no recommendations when that service failed or its circuit is open", body = Product, headers(("RateLimit" = String, description = "Quota left in this window (IETF draft-ietf-httpapi-ratelimit-headers)"))),
+        (status = 200, description = "The product; `degraded: true` and no recommendations when their query failed, timed out, was refused by the `recommendations` bulkhead (its share of the repository's connections taken) or its circuit is open", body = Product, headers(("RateLimit" = String, description = "Quota left in this window (IETF draft-ietf-httpapi-ratelimit-headers)"))),
         (status = 404, description = "No such product", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited (shared with /orders)", body = ProblemDoc, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Whole seconds to wait, at least 1"), ("RateLimit" = String, description = "Quota left: r=0"), ("RateLimit-Policy" = String, description = "The quota: q (burst) per w seconds"))),
     ))]
@@ -408,7 +414,8 @@ pub async fn get_product(
     }))
 }
 
-/// Sets the faults injected into the fake downstreams.
+/// Sets the faults injected into the fake payment provider and the
+/// recommendations queries.
 #[utoipa::path(put, path = "/admin/faults", tag = "admin",
     request_body(content = crate::faults::FaultsUpdate, content_type = "application/json"),
     responses(
@@ -435,7 +442,7 @@ pub async fn put_faults(
 /// Counters of the demo.
 #[utoipa::path(get, path = "/admin/stats", tag = "admin",
     responses(
-        (status = 200, description = "Charges, breaker states and rejections", body = Stats),
+        (status = 200, description = "Charges, breaker states, rejections and the repository's connections in use", body = Stats),
         (status = 401, description = "Missing or wrong bearer token (when ADMIN_TOKEN is set)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security((), ("admin_token" = [])))]
@@ -449,6 +456,7 @@ pub async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
             recommendations: state.recommendations.breaker(),
         },
         rejections: RejectionCounts::read(state.metrics()),
+        pool: state.orders.repository().pool().stats(),
     })
 }
 

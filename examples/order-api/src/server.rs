@@ -8,7 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use palisade::BoxError;
 use tokio::net::TcpListener;
 
-use crate::clients::{PaymentClient, RecommendationsClient, http_client};
+use crate::clients::{PaymentClient, http_client};
 use crate::config::Config;
 use crate::layers;
 use crate::repository::Repository;
@@ -18,8 +18,8 @@ use crate::state::{AppState, Stores};
 pub const ORDERS_TABLE: &str = "orders";
 
 /// Builds the state for an instance listening on `local`: the repository
-/// `config` asks for, and clients of the payment provider (`PAYMENT_URL`,
-/// else this instance's fake) and of this instance's fake recommendations.
+/// `config` asks for, and a client of the payment provider (`PAYMENT_URL`,
+/// else this instance's fake).
 ///
 /// Metrics go to the process's recorder ([`crate::telemetry::prometheus`]),
 /// installed here before any layer records, so no early sample is lost.
@@ -58,25 +58,10 @@ pub async fn build_state_with(
         .payment_url
         .clone()
         .unwrap_or_else(|| format!("{own}/fake/payments"));
-    let client = http_client();
-    let (payment_stack, payment_breaker) = layers::payment_stack(&config, client.clone());
-    let (recommendation_stack, recommendation_breaker) =
-        layers::recommendations_stack(&config, client);
+    let (payment_stack, payment_breaker) = layers::payment_stack(&config, http_client());
     tracing::info!(%payment_url, "payment provider");
     let payment = PaymentClient::new(payment_stack, payment_url, payment_breaker);
-    let recommendations = RecommendationsClient::new(
-        recommendation_stack,
-        format!("{own}/fake/recommendations/"),
-        recommendation_breaker,
-    );
-    Ok(AppState::new(
-        config,
-        repository,
-        payment,
-        recommendations,
-        stores,
-        metrics,
-    ))
+    Ok(AppState::new(config, repository, payment, stores, metrics))
 }
 
 /// How this instance reaches itself: a wildcard address becomes loopback.

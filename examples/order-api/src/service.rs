@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use palisade::idempotency::IdempotencyKey;
 
-use crate::clients::{ClientError, PaymentClient};
+use crate::clients::{BreakerProbe, BreakerState, ClientError, PaymentClient};
 use crate::domain::{DomainError, NewOrder, Order, OrderStatus};
-use crate::repository::{Inserted, RepoError, Repository};
+use crate::repository::{Db, DbError, Inserted, Repository};
+use crate::routes::ProductSummary;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -21,8 +22,10 @@ pub enum ServiceError {
     Payment(#[from] ClientError),
     #[error("the idempotency key belongs to a different order")]
     KeyReused,
+    /// The repository failed, or the `orders` bulkhead refused the query
+    /// ([`DbError::Overloaded`]).
     #[error(transparent)]
-    Storage(#[from] RepoError),
+    Storage(#[from] DbError),
 }
 
 /// An order placed, or found already placed under the same key.
@@ -37,6 +40,8 @@ pub enum Placed {
 #[derive(Debug, Clone)]
 pub struct OrderService {
     repository: Repository,
+    /// The repository behind the `orders` bulkhead.
+    db: Db,
     payment: PaymentClient,
     /// Payment steps started, shared by clones: the count the idempotency
     /// layer must keep at one per key, whatever the provider dedupes.
@@ -44,9 +49,11 @@ pub struct OrderService {
 }
 
 impl OrderService {
-    pub fn new(repository: Repository, payment: PaymentClient) -> Self {
+    /// `db` is `repository` with the layers its order queries go through.
+    pub fn new(repository: Repository, db: Db, payment: PaymentClient) -> Self {
         Self {
             repository,
+            db,
             payment,
             payment_steps: Arc::default(),
         }
@@ -82,7 +89,7 @@ impl OrderService {
         let payment_key = key.derive("payment");
         let key = key.as_str();
         let (subtotal, total) = order.totals()?;
-        if let Some(existing) = self.repository.find_by_key(key).await? {
+        if let Some(existing) = self.db.find_by_key(key).await? {
             return same_order(existing, &order).map(Placed::Existing);
         }
         self.payment_steps.fetch_add(1, Ordering::Relaxed);
@@ -99,7 +106,7 @@ impl OrderService {
             payment_id,
             status: OrderStatus::Paid,
         };
-        match self.repository.insert(placed).await? {
+        match self.db.insert(placed).await? {
             Inserted::New(o) => Ok(Placed::New(o)),
             // Lost a race with a concurrent request of the same key: the
             // provider charged once (same payment key), the database kept one.
@@ -107,8 +114,37 @@ impl OrderService {
         }
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<Order>, RepoError> {
-        self.repository.get(id).await
+    pub async fn get(&self, id: &str) -> Result<Option<Order>, DbError> {
+        self.db.get(id).await
+    }
+}
+
+/// Recommendations for a product page: a catalogue query of the
+/// repository, through the `recommendations` bulkhead, breaker and timeout
+/// of `layers.rs`.
+#[derive(Debug, Clone)]
+pub struct Recommendations {
+    db: Db,
+    breaker: BreakerProbe,
+}
+
+impl Recommendations {
+    pub fn new(db: Db, breaker: BreakerProbe) -> Self {
+        Self { db, breaker }
+    }
+
+    /// The state of the recommendations breaker.
+    pub fn breaker(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// The products recommended with product `id`.
+    pub async fn for_product(&self, id: u32) -> Result<Vec<ProductSummary>, DbError> {
+        let ids = self.db.recommended(id).await?;
+        Ok(ids
+            .into_iter()
+            .map(crate::routes::product_summary)
+            .collect())
     }
 }
 

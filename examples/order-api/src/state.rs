@@ -5,12 +5,12 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
-use crate::clients::{PaymentClient, RecommendationsClient};
+use crate::clients::PaymentClient;
 use crate::config::Config;
 use crate::faults::{FakePayments, Faults};
 use crate::layers;
 use crate::repository::Repository;
-use crate::service::OrderService;
+use crate::service::{OrderService, Recommendations};
 
 /// What every handler can reach, behind one `Arc`: axum clones the state
 /// with the handler service on every request, and layers in front of a
@@ -24,8 +24,9 @@ pub struct AppState(Arc<Parts>);
 pub struct Parts {
     pub config: Config,
     pub orders: OrderService,
-    pub recommendations: RecommendationsClient,
-    pub faults: Faults,
+    pub recommendations: Recommendations,
+    /// Shared with the recommendations queries, which it slows or fails.
+    pub faults: Arc<Faults>,
     pub fake_payments: FakePayments,
     /// The recorder palisade's layers and the request metrics record into:
     /// `/metrics` renders it, `/admin/stats` counts rejections in it.
@@ -86,20 +87,27 @@ impl AppState {
         &self.metrics
     }
 
-    /// Wires the state from its parts.
+    /// Wires the state from its parts: `repository` gets a pool of
+    /// `config.db_pool_size` connections of its own, reached through the
+    /// bulkheads of `layers.rs` (orders, and recommendations, which are a
+    /// query of the repository too).
     pub fn new(
         config: Config,
         repository: Repository,
         payment: PaymentClient,
-        recommendations: RecommendationsClient,
         stores: Stores,
         metrics: PrometheusHandle,
     ) -> Self {
+        let repository = repository.with_pool_size(config.db_pool_size);
+        let faults = Arc::new(Faults::default());
+        let orders_db = layers::orders_db(&config, repository.clone());
+        let (recommendations_db, breaker) =
+            layers::recommendations_db(&config, repository.clone(), faults.clone());
         Self(Arc::new(Parts {
+            orders: OrderService::new(repository, orders_db, payment),
+            recommendations: Recommendations::new(recommendations_db, breaker),
             config,
-            orders: OrderService::new(repository, payment),
-            recommendations,
-            faults: Faults::default(),
+            faults,
             fake_payments: FakePayments::default(),
             metrics,
             stores,
@@ -126,14 +134,19 @@ pub struct RejectionCounts {
     /// Downstream attempts that timed out (`payment`, each retry counted,
     /// and `recommendations`).
     pub timeout: u64,
+    /// Order queries the `orders` bulkhead refused (`503`).
+    pub orders_shed: u64,
+    /// Recommendations queries the `recommendations` bulkhead refused
+    /// (a degraded page).
+    pub recommendations_shed: u64,
 }
 
 impl RejectionCounts {
     /// Reads the counts from `metrics`, the recorder the layers record into.
     pub fn read(metrics: &PrometheusHandle) -> Self {
         use palisade::observability::{
-            CIRCUIT_BREAKER_CALLS, IDEMPOTENCY_REQUESTS, RATE_LIMIT_DECISIONS, TIMEOUT_CALLS,
-            VALIDATION_REJECTIONS,
+            BULKHEAD_CALLS, CIRCUIT_BREAKER_CALLS, IDEMPOTENCY_REQUESTS, RATE_LIMIT_DECISIONS,
+            TIMEOUT_CALLS, VALIDATION_REJECTIONS,
         };
         let text = metrics.render();
         let sum = |metric: &str, labels: &[(&str, &str)]| counter_sum(&text, metric, labels);
@@ -149,6 +162,14 @@ impl RejectionCounts {
                 .map(|name| sum(metric, &[("name", name), ("outcome", outcome)]))
                 .sum()
         };
+        // Every outcome of a bulkhead but `admitted` and `failed_open` is a
+        // refusal (a memory store never fails).
+        let shed = |name| {
+            ["full", "waited", "displaced", "stale", "failed_closed"]
+                .iter()
+                .map(|outcome| sum(BULKHEAD_CALLS, &[("name", name), ("outcome", outcome)]))
+                .sum()
+        };
         RejectionCounts {
             rate_limited: sum(
                 RATE_LIMIT_DECISIONS,
@@ -160,6 +181,8 @@ impl RejectionCounts {
             idempotency_mismatch: idempotency("mismatch"),
             breaker_open: downstreams(CIRCUIT_BREAKER_CALLS, "rejected"),
             timeout: downstreams(TIMEOUT_CALLS, "timed_out"),
+            orders_shed: shed(layers::ORDERS),
+            recommendations_shed: shed(layers::RECOMMENDATIONS),
         }
     }
 }

@@ -124,6 +124,12 @@ async fn stats_have_the_contract_shape(b: &Backend) {
             "rejections": {
                 "rate_limited": 0, "validation": 0, "idempotency_conflict": 0,
                 "idempotency_mismatch": 0, "breaker_open": 0, "timeout": 0,
+                "orders_shed": 0, "recommendations_shed": 0,
+            },
+            "pool": {
+                "size": 10, "in_use": 0, "peak": 0,
+                "orders": {"in_use": 0, "peak": 0},
+                "recommendations": {"in_use": 0, "peak": 0},
             },
         })
     );

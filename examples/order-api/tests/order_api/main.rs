@@ -45,6 +45,7 @@ macro_rules! on_both_stores {
 }
 
 mod admin;
+mod bulkheads;
 mod exactly_once;
 mod faults;
 mod harness;

@@ -115,7 +115,6 @@ async fn openapi_document_lists_every_route_with_limits_and_errors(b: &Backend) 
         ("/admin/faults", "put"),
         ("/admin/stats", "get"),
         ("/fake/payments", "post"),
-        ("/fake/recommendations/{id}", "get"),
         ("/metrics", "get"),
     ] {
         assert!(paths[path][method].is_object(), "{method} {path} missing");

@@ -4,6 +4,7 @@
 //! `PALISADE_REQUIRE_POSTGRES=1`, which makes them fail.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -115,6 +116,19 @@ async fn postgres_keeps_one_order_per_idempotency_key() {
         repo.insert(other.clone()).await.unwrap(),
         Inserted::New(other)
     );
+    repo.drop_table().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_recommends_the_next_products_of_the_catalogue_on_a_pool_connection() {
+    let Some(repo) = connect_or_skip("postgres_recommends_the_next_products").await else {
+        return;
+    };
+    let none = Duration::ZERO;
+    assert_eq!(repo.recommended(7, none).await.unwrap(), [8, 9, 10]);
+    assert_eq!(repo.recommended(100, none).await.unwrap(), [1, 2, 3]);
+    let pool = repo.pool().stats();
+    assert_eq!((pool.recommendations.peak, pool.in_use), (1, 0));
     repo.drop_table().await.unwrap();
 }
 
