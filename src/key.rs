@@ -53,9 +53,14 @@ impl std::fmt::Display for CallerKey {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Global;
 
+impl Global {
+    /// The one key: `global`.
+    pub const KEY: &'static str = "global";
+}
+
 impl<Req> KeyExtractor<Req> for Global {
     fn extract(&self, _: &Req) -> Option<String> {
-        Some("global".to_owned())
+        Some(Self::KEY.to_owned())
     }
 }
 

@@ -39,6 +39,8 @@
 //! | a bounded in-memory store | `MemoryStore::new()` (bounded by default), `MemoryStore::with_max_keys(n)`, `DEFAULT_MAX_KEYS` |
 //! | the largest request body read | `.body_limit(bytes)`, `DEFAULT_BODY_LIMIT` |
 //! | a default | `DEFAULT_` + the setter's name: `max_errors` and `DEFAULT_MAX_ERRORS` |
+//! | how requests wait when a limit is reached | `.queue(`[`load_shed::Queue`]`)`: a bounded length, a maximum wait (checked against the request timeout by `Queue::within`), an order |
+//! | what is shed first | `.priority(extractor)`, any [`load_shed::PriorityExtractor`]; a refusal is a [`load_shed::Shed`] |
 //! | what to do when something happens | `.on_<event>(Enum)`: `on_store_error`, `on_cancel`, `on_missing_caller_key` |
 //! | what a layer parsed, for the handler | request extensions: [`key::CallerKey`], `IdempotencyKey`, `Deadline`, `Validated<T>` |
 //! | a behaviour switched on or off | a setter taking `bool`: `.shadow(true)`, `.optional(true)` |

@@ -42,3 +42,38 @@ pub trait Algorithm: Send + 'static {
     /// limit, at least 1.
     fn update(&mut self, sample: Sample, now: Duration) -> u32;
 }
+
+/// The starting limit of [`Aimd`](super::Aimd) and
+/// [`Gradient2`](super::Gradient2): 20, as in Netflix's concurrency-limits.
+pub const DEFAULT_INITIAL_LIMIT: u32 = 20;
+/// The lowest limit an algorithm goes to by default: 1.
+pub const DEFAULT_MIN_LIMIT: u32 = 1;
+/// The highest limit an algorithm goes to by default: 1,000.
+pub const DEFAULT_MAX_LIMIT: u32 = 1_000;
+
+/// Checks `min <= initial <= max` with `min >= 1`: a zero limit would
+/// refuse every request for good.
+pub(crate) fn check_bounds(
+    min: u32,
+    initial: u32,
+    max: u32,
+) -> Result<(), crate::load_shed::ConfigError> {
+    if min == 0 || min > initial || initial > max {
+        return Err(crate::load_shed::ConfigError::LimitBounds { min, initial, max });
+    }
+    Ok(())
+}
+
+/// Checks that `value` is finite and within `ok`.
+pub(crate) fn check_range(
+    name: &'static str,
+    range: &'static str,
+    value: f64,
+    ok: impl FnOnce(f64) -> bool,
+) -> Result<f64, crate::load_shed::ConfigError> {
+    if value.is_finite() && ok(value) {
+        Ok(value)
+    } else {
+        Err(crate::load_shed::ConfigError::OutOfRange { name, range, value })
+    }
+}

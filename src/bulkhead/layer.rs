@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tower_layer::Layer;
@@ -48,7 +48,9 @@ impl<St: Store> BulkheadLayer<St> {
                 namespace: Arc::from(""),
                 retry_after: DEFAULT_RETRY_AFTER,
                 on_error: OnStoreError::FailClosed,
+                back_pressure: true,
                 observer: Observer::unnamed(),
+                global: OnceLock::new(),
             },
         }
     }
@@ -71,16 +73,24 @@ impl<St, K, P> BulkheadLayer<St, K, P> {
                 namespace: c.namespace,
                 retry_after: c.retry_after,
                 on_error: c.on_error,
+                back_pressure: c.back_pressure,
                 observer: c.observer,
+                global: OnceLock::new(),
             },
         }
     }
 
     /// Sets how a request's [`Priority`](crate::load_shed::Priority) is read
     /// (default: every request `Normal`). See [`crate::load_shed`].
+    ///
+    /// This turns [`back_pressure`](Self::back_pressure) off: `poll_ready`
+    /// cannot see a request's priority, and a `NeverShed` health check must
+    /// not wait behind a saturated gate. Turn it on again after, if no
+    /// request is `NeverShed`.
     #[must_use]
     pub fn priority<P2>(self, extractor: P2) -> BulkheadLayer<St, K, P2> {
-        let c = self.config;
+        let mut c = self.config;
+        c.back_pressure = false;
         BulkheadLayer {
             config: Config {
                 store: c.store,
@@ -91,7 +101,9 @@ impl<St, K, P> BulkheadLayer<St, K, P> {
                 namespace: c.namespace,
                 retry_after: c.retry_after,
                 on_error: c.on_error,
+                back_pressure: c.back_pressure,
                 observer: c.observer,
+                global: OnceLock::new(),
             },
         }
     }
@@ -101,6 +113,19 @@ impl<St, K, P> BulkheadLayer<St, K, P> {
     #[must_use]
     pub fn queue(mut self, queue: Queue) -> Self {
         self.config.queue = Some(queue);
+        self
+    }
+
+    /// Whether `poll_ready` reports saturation (default: on, until
+    /// [`priority`](Self::priority) is set). With the [`Global`] key, the
+    /// service is then not ready while every permit is taken and the queue
+    /// (if any) is full, and is woken when one frees, as tower's
+    /// `ConcurrencyLimit` is: a tower `LoadShed` or `Buffer` above it sees
+    /// the back-pressure. With a per-key bulkhead `poll_ready` cannot know
+    /// the key, so the decision is always made in `call`.
+    #[must_use]
+    pub fn back_pressure(mut self, on: bool) -> Self {
+        self.config.back_pressure = on;
         self
     }
 
@@ -152,6 +177,7 @@ impl<St, K, P> fmt::Debug for BulkheadLayer<St, K, P> {
             .field("namespace", &c.namespace)
             .field("store", &std::any::type_name::<St>())
             .field("on_error", &c.on_error)
+            .field("back_pressure", &c.back_pressure)
             .finish_non_exhaustive()
     }
 }

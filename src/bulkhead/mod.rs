@@ -64,6 +64,9 @@ mod observe;
 mod service;
 pub mod store;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::store::{DEFAULT_LEASE, RedisPermit, RedisStore};
 pub use self::{
     config::DEFAULT_RETRY_AFTER,
     error::Error,

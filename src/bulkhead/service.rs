@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures::future::BoxFuture;
 use tower_service::Service;
@@ -19,9 +19,12 @@ use crate::store::OnStoreError;
 ///
 /// The permit is released when the response future ends, however it ends:
 /// completed, failed, or dropped at any await point. Clones share the
-/// permits. `poll_ready` is the inner service's: which key a request counts
-/// under is known only from the request, so the decision is made in
-/// `call`, and a refusal is an [`Error::Shed`].
+/// permits. With the global key, `poll_ready` is not ready while the
+/// bulkhead is saturated (see [`BulkheadLayer::back_pressure`]); a per-key
+/// bulkhead decides in `call`, where the key is known. A refusal is an
+/// [`Error::Shed`].
+///
+/// [`BulkheadLayer::back_pressure`]: super::BulkheadLayer::back_pressure
 ///
 /// See the [module docs](super) for an example.
 pub struct Bulkhead<S, St = MemoryStore, K = Global, P = Uniform> {
@@ -83,6 +86,14 @@ where
     type Future = BoxFuture<'static, Result<S::Response, Error<S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Ours first, as tower's ConcurrencyLimit: the inner service is not
+        // made to reserve anything for a call that cannot come yet.
+        let config = &*self.config;
+        if config.back_pressure
+            && let Some(global) = config.global()
+        {
+            ready!(config.store.poll_capacity(global, cx));
+        }
         self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
@@ -91,37 +102,35 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
-        let key = config.per.extract(&req).unwrap_or_default();
         let priority = config.priority.priority(&req);
-        let admission = Admission {
-            key: if config.namespace.is_empty() {
-                key
-            } else {
-                format!("{}:{key}", config.namespace)
+        let admission = match config.global() {
+            Some(global) => Admission {
+                priority,
+                ..global.clone()
             },
-            limit: config.limit,
-            queue: config.queue,
-            priority,
-            deadline: None,
+            None => config.admission(config.per.extract(&req).unwrap_or_default(), priority),
         };
         Box::pin(async move {
             let key = admission.key.clone();
             let permit = match config.store.acquire(admission).await {
                 Ok(permit) => {
                     config.observer.admitted(&key, priority);
-                    Some(permit)
+                    permit
                 }
                 Err(Refused::Shed(reason)) => {
                     config.observer.shed(&key, priority, reason);
                     return Err(Error::Shed(Shed::new(reason, priority, config.retry_after)));
                 }
-                Err(Refused::Store(error)) => {
+                Err(Refused::Store { error, local }) => {
                     let closed = config.on_error == OnStoreError::FailClosed;
                     config.observer.failed(&key, &error, closed);
                     if closed {
                         return Err(Error::Store(error));
                     }
-                    None
+                    // Failed open: still within this process's own limit.
+                    let response = inner.call(req).await.map_err(Error::Inner);
+                    drop(local);
+                    return response;
                 }
             };
             let response = inner.call(req).await.map_err(Error::Inner);

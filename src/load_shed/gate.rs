@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -53,13 +54,26 @@ struct State {
     // interval". Only read while someone waits.
     last_empty: Instant,
     next_id: u64,
+    // Under the lock with the rest: an adaptive limiter's layer sets it
+    // after the gate is made.
+    queue: Option<Queue>,
+    // Services whose poll_ready found the gate saturated: woken when a
+    // permit or a queue place frees.
+    ready: Vec<Waker>,
+}
+
+impl State {
+    fn wake_ready(&mut self) {
+        for waker in self.ready.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 /// A limit of permits and its wait queue.
 #[derive(Debug)]
 pub(crate) struct Gate {
     state: Mutex<State>,
-    queue: Option<Queue>,
 }
 
 /// What [`Gate::try_acquire`] decided without waiting.
@@ -79,8 +93,9 @@ impl Gate {
                 classes: Default::default(),
                 last_empty: Instant::now(),
                 next_id: 0,
+                queue,
+                ready: Vec::new(),
             }),
-            queue,
         })
     }
 
@@ -115,7 +130,7 @@ impl Gate {
                 gate: Some(self.clone()),
             });
         }
-        let Some(queue) = self.queue else {
+        let Some(queue) = state.queue else {
             return Admit::Refused(Reason::Full);
         };
         let class = class(priority);
@@ -155,13 +170,39 @@ impl Gate {
         })
     }
 
+    /// Ready when a request would find a permit or a queue place now;
+    /// otherwise `cx` is woken when one frees.
+    pub(crate) fn poll_capacity(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        let room = state.in_flight < state.limit
+            || state
+                .queue
+                .is_some_and(|q| state.queued < q.max_queued.get());
+        if room {
+            return Poll::Ready(());
+        }
+        if !state.ready.iter().any(|w| w.will_wake(cx.waker())) {
+            state.ready.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Changes the limit; a higher one lets waiters in at once.
+    #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
     pub(crate) fn set_limit(&self, limit: u32) {
         let mut state = self.lock();
         state.limit = limit;
         self.dispatch(&mut state);
     }
 
+    /// Changes the queue. Waiters already queued keep their maximum wait;
+    /// without a queue, they are still served as permits free.
+    #[cfg(feature = "adaptive-concurrency")]
+    pub(crate) fn set_queue(&self, queue: Option<Queue>) {
+        self.lock().queue = queue;
+    }
+
+    #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
     pub(crate) fn limit(&self) -> u32 {
         self.lock().limit
     }
@@ -175,6 +216,7 @@ impl Gate {
     }
 
     /// Neither held nor waited on: safe to forget.
+    #[cfg_attr(not(feature = "bulkhead"), allow(dead_code))]
     pub(crate) fn is_idle(&self) -> bool {
         let state = self.lock();
         state.in_flight == 0 && state.queued == 0
@@ -184,6 +226,7 @@ impl Gate {
         let mut state = self.lock();
         state.in_flight -= 1;
         self.dispatch(&mut state);
+        state.wake_ready();
     }
 
     // Hands free permits to waiters, highest class first.
@@ -191,7 +234,7 @@ impl Gate {
         if state.queued == 0 || state.in_flight >= state.limit {
             return;
         }
-        let order = self.queue.map_or(QueueOrder::Fifo, |q| q.order);
+        let order = state.queue.map_or(QueueOrder::Fifo, |q| q.order);
         let now = Instant::now();
         let codel = match order {
             QueueOrder::AdaptiveLifo(codel) => Some(codel),
@@ -250,6 +293,7 @@ impl Gate {
         if state.queued == 0 {
             state.last_empty = Instant::now();
         }
+        state.wake_ready();
         true
     }
 }
@@ -321,6 +365,7 @@ impl Drop for Waiting {
         if let Ok(Grant::Permit) = self.receiver.try_recv() {
             state.in_flight -= 1;
             gate.dispatch(&mut state);
+            state.wake_ready();
         }
     }
 }
@@ -395,5 +440,177 @@ mod tests {
         drop(first);
         assert_eq!(second.await.unwrap(), Ok(()));
         assert!(gate.is_idle());
+    }
+}
+
+/// A random walk of arrivals, completions, hang-ups and time against the
+/// gate's promises: never more than the limit in flight, no waiter while a
+/// permit is free, every permit and queue place accounted for, and nothing
+/// left once everyone is gone.
+#[cfg(test)]
+mod model {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::load_shed::{CoDel, Queue, QueueOrder};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Arrive(u8),
+        Finish(usize),
+        HangUp(usize),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..4).prop_map(Op::Arrive),
+            3 => any::<usize>().prop_map(Op::Finish),
+            2 => any::<usize>().prop_map(Op::HangUp),
+            2 => (0u64..30).prop_map(Op::Advance),
+        ]
+    }
+
+    fn priority(p: u8) -> Priority {
+        [
+            Priority::Sheddable,
+            Priority::Normal,
+            Priority::Critical,
+            Priority::NeverShed,
+        ][usize::from(p)]
+    }
+
+    struct Count(Arc<AtomicU32>);
+
+    impl Count {
+        fn new(holding: Arc<AtomicU32>) -> Self {
+            holding.fetch_add(1, Ordering::SeqCst);
+            Self(holding)
+        }
+    }
+
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Caller {
+        task: JoinHandle<()>,
+        finish: Option<oneshot::Sender<()>>,
+    }
+
+    async fn settle() {
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn run(limit: u32, len: usize, lifo: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut queue = Queue::new(len, Duration::from_millis(40)).unwrap();
+            if lifo {
+                let codel =
+                    CoDel::new(Duration::from_millis(5), Duration::from_millis(20)).unwrap();
+                queue = queue.order(QueueOrder::AdaptiveLifo(codel));
+            }
+            let gate = Gate::new(limit, Some(queue));
+            // Counted holders, as the tasks themselves see it.
+            let holding = Arc::new(AtomicU32::new(0));
+            let mut callers: HashMap<usize, Caller> = HashMap::new();
+            let mut next = 0usize;
+            for op in ops {
+                match op {
+                    Op::Arrive(p) => {
+                        let (finish, finished) = oneshot::channel::<()>();
+                        let gate = gate.clone();
+                        let holding = holding.clone();
+                        let priority = priority(p);
+                        let task = tokio::spawn(async move {
+                            if let Ok(permit) = gate.acquire(priority, None).await {
+                                // Counted until the task ends, aborted or not.
+                                let _count =
+                                    (priority != Priority::NeverShed).then(|| Count::new(holding));
+                                let _ = finished.await;
+                                drop(permit);
+                            }
+                        });
+                        callers.insert(
+                            next,
+                            Caller {
+                                task,
+                                finish: Some(finish),
+                            },
+                        );
+                        next += 1;
+                    }
+                    Op::Finish(i) if !callers.is_empty() => {
+                        let key = *callers.keys().nth(i % callers.len()).unwrap();
+                        if let Some(finish) = callers.get_mut(&key).unwrap().finish.take() {
+                            let _ = finish.send(());
+                        }
+                    }
+                    Op::HangUp(i) if !callers.is_empty() => {
+                        let key = *callers.keys().nth(i % callers.len()).unwrap();
+                        let caller = callers.remove(&key).unwrap();
+                        caller.task.abort();
+                        let _ = caller.task.await;
+                    }
+                    Op::Advance(ms) => tokio::time::advance(Duration::from_millis(ms)).await,
+                    _ => {}
+                }
+                settle().await;
+                callers.retain(|_, c| !c.task.is_finished());
+                let in_flight = gate.in_flight();
+                let queued = gate.queued();
+                prop_assert!(in_flight <= limit, "{in_flight} in flight over {limit}");
+                prop_assert!(queued <= len);
+                prop_assert!(
+                    queued == 0 || in_flight == limit,
+                    "{queued} waiting while {in_flight} of {limit} permits are held"
+                );
+                prop_assert_eq!(
+                    holding.load(Ordering::SeqCst),
+                    in_flight,
+                    "every permit has a live holder"
+                );
+            }
+            for (_, caller) in callers.drain() {
+                caller.task.abort();
+                let _ = caller.task.await;
+            }
+            settle().await;
+            prop_assert!(
+                gate.is_idle(),
+                "{} in flight, {} queued",
+                gate.in_flight(),
+                gate.queued()
+            );
+            Ok(())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn the_gate_keeps_its_promises(
+            limit in 1u32..4,
+            len in 1usize..4,
+            lifo: bool,
+            ops in prop::collection::vec(op(), 1..60),
+        ) {
+            run(limit, len, lifo, ops)?;
+        }
     }
 }

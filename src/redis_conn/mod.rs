@@ -18,6 +18,8 @@ use redis::{
 mod cluster;
 
 pub(crate) use self::cluster::Cluster;
+// The rate limiter's batches group their keys by slot.
+#[cfg(feature = "rate-limit")]
 pub(crate) use self::cluster::key_slot;
 
 /// A reconnecting, multiplexed connection to `url`, tuned as the stores'
@@ -82,7 +84,7 @@ impl Conn {
 
     /// Sends `cmd`, whose keys all share the slot of `key`; on a cluster,
     /// to the master that serves that slot.
-    async fn query(&self, key: &[u8], cmd: &Cmd) -> RedisResult<Value> {
+    pub(crate) async fn query(&self, key: &[u8], cmd: &Cmd) -> RedisResult<Value> {
         match self {
             Self::Single(conn) => cmd.query_async(&mut conn.clone()).await,
             Self::Cluster(cluster) => cluster.query(key, cmd).await,

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 
 use super::{Admission, Refused, Store};
 use crate::load_shed::Queue;
@@ -28,7 +29,10 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct Inner {
-    gates: Mutex<HashMap<String, Arc<Gate>>>,
+    // The first key's gate, kept apart and never forgotten: a global
+    // bulkhead's only key is found without a hash or a lock.
+    first: OnceLock<(Arc<str>, Arc<Gate>)>,
+    gates: Mutex<HashMap<Arc<str>, Arc<Gate>>>,
     overflow: Mutex<Option<Arc<Gate>>>,
     max_keys: NonZeroUsize,
 }
@@ -55,6 +59,7 @@ impl MemoryStore {
     pub fn with_max_keys(max_keys: NonZeroUsize) -> Self {
         Self {
             inner: Arc::new(Inner {
+                first: OnceLock::new(),
                 gates: Mutex::new(HashMap::new()),
                 overflow: Mutex::new(None),
                 max_keys,
@@ -68,7 +73,14 @@ impl MemoryStore {
     }
 
     /// The gate of `key`, created with `limit` and `queue` if new.
-    pub(crate) fn gate(&self, key: &str, limit: u32, queue: Option<Queue>) -> Arc<Gate> {
+    pub(crate) fn gate(&self, key: &Arc<str>, limit: u32, queue: Option<Queue>) -> Arc<Gate> {
+        let (first, gate) = self
+            .inner
+            .first
+            .get_or_init(|| (key.clone(), Gate::new(limit, queue)));
+        if **first == **key {
+            return gate.clone();
+        }
         let mut gates = self
             .inner
             .gates
@@ -77,10 +89,12 @@ impl MemoryStore {
         if let Some(gate) = gates.get(key) {
             return gate.clone();
         }
-        if gates.len() >= self.inner.max_keys.get() {
+        // The first key counts toward the bound too.
+        let room = self.inner.max_keys.get() - 1;
+        if gates.len() >= room {
             gates.retain(|_, gate| !gate.is_idle());
         }
-        if gates.len() >= self.inner.max_keys.get() {
+        if gates.len() >= room {
             drop(gates);
             let mut overflow = self
                 .inner
@@ -92,12 +106,31 @@ impl MemoryStore {
                 .clone();
         }
         let gate = Gate::new(limit, queue);
-        gates.insert(key.to_owned(), gate.clone());
+        gates.insert(key.clone(), gate.clone());
         gate
+    }
+
+    /// The keys it holds a gate for now (busy or not yet swept).
+    pub fn len(&self) -> usize {
+        self.inner
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether it holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Permits held under `key` now.
     pub fn in_flight(&self, key: &str) -> u32 {
+        if let Some((first, gate)) = self.inner.first.get()
+            && **first == *key
+        {
+            return gate.in_flight();
+        }
         let gates = self
             .inner
             .gates
@@ -108,6 +141,11 @@ impl MemoryStore {
 
     /// Requests queued under `key` now.
     pub fn queued(&self, key: &str) -> usize {
+        if let Some((first, gate)) = self.inner.first.get()
+            && **first == *key
+        {
+            return gate.queued();
+        }
         let gates = self
             .inner
             .gates
@@ -126,6 +164,11 @@ impl Store for MemoryStore {
             .await
             .map(|permit| MemoryPermit { _permit: permit })
             .map_err(Refused::Shed)
+    }
+
+    fn poll_capacity(&self, admission: &Admission, cx: &mut Context<'_>) -> Poll<()> {
+        self.gate(&admission.key, admission.limit.get(), admission.queue)
+            .poll_capacity(cx)
     }
 
     fn kind(&self) -> &'static str {

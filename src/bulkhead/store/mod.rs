@@ -3,20 +3,29 @@
 
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
 use crate::load_shed::{Priority, Queue, Reason};
 
 pub use self::memory::{DEFAULT_MAX_KEYS, MemoryStore};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{
+    DEFAULT_LEASE, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, RedisPermit, RedisStore,
+};
 pub use crate::store::StoreError;
 
 pub(crate) mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 /// One request asking a store for a permit.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    pub(crate) key: String,
+    pub(crate) key: Arc<str>,
     pub(crate) limit: NonZeroU32,
     pub(crate) queue: Option<Queue>,
     pub(crate) priority: Priority,
@@ -60,7 +69,31 @@ pub enum Refused {
     Shed(Reason),
     /// The store failed.
     #[error("store unavailable")]
-    Store(#[source] StoreError),
+    Store {
+        /// Why.
+        #[source]
+        error: StoreError,
+        /// The permit of this process the store took before it failed, if
+        /// any: a request let through by
+        /// [`OnStoreError::FailOpen`](crate::store::OnStoreError::FailOpen)
+        /// holds it, so while the store is down each instance still keeps
+        /// to the limit on its own.
+        local: Option<LocalPermit>,
+    },
+}
+
+/// A permit of this process's own gate, released when dropped. See
+/// [`Refused::Store`].
+#[derive(Debug)]
+pub struct LocalPermit {
+    _permit: crate::load_shed::gate::Permit,
+}
+
+impl LocalPermit {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn new(permit: crate::load_shed::gate::Permit) -> Self {
+        Self { _permit: permit }
+    }
 }
 
 /// Keeps a bulkhead's permits, atomically: however many services, clones
@@ -75,6 +108,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         admission: Admission,
     ) -> impl Future<Output = Result<Self::Permit, Refused>> + Send;
+
+    /// Ready when a request for `admission`'s key would find a permit or a
+    /// queue place now; otherwise registers `cx` to be woken when one may
+    /// have freed. The default is always ready (a store that cannot tell
+    /// without a round trip decides in [`acquire`](Self::acquire)).
+    fn poll_capacity(&self, admission: &Admission, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = (admission, cx);
+        Poll::Ready(())
+    }
 
     /// The `store` label of this store's metrics: `memory`, `redis`.
     fn kind(&self) -> &'static str;
