@@ -19,6 +19,8 @@
 //!   protection, count and % of offered; "vs excess" divides them by the
 //!   requests offered above capacity. p50/p99: of accepted (successful and
 //!   unfinished) requests, from the scheduled arrival.
+//! - The adaptive limiter (Gradient2, and Aimd with a 25 ms latency
+//!   threshold) is not told the capacity and has the static bulkhead's queue.
 //! - Then the halving run: the bulkhead and the adaptive limiter at 1.5x,
 //!   the backend's capacity halved at half time; it reports when goodput
 //!   over a sliding 250 ms window (by completion time) first reaches 90% of
@@ -32,7 +34,9 @@
 //! `OVERLOAD_HALVING_SECS` (8; 0 skips the run), `OVERLOAD_SEED` (17),
 //! `OVERLOAD_BULKHEAD` (the static bulkhead's queue: `lifo:32:20`, the default, is adaptive
 //! LIFO with the default CoDel, 32 waiters, 20 ms; `lifo:32:20:5:50` sets
-//! CoDel's target and interval in ms; `fifo:32:20`, `none`).
+//! CoDel's target and interval in ms; `fifo:32:20`, `none`),
+//! `OVERLOAD_BULKHEAD_BACK_PRESSURE` (set: the bulkhead's default
+//! `back_pressure(true)`; unset: `back_pressure(false)`).
 //!
 //! `cargo bench -p palisade-benches --no-default-features --features overload --bench overload`
 
@@ -42,6 +46,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use palisade::adaptive_concurrency::{AdaptiveConcurrencyLayer, Aimd, Gradient2};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::load_shed::{CoDel, Queue, QueueOrder};
 use tokio::sync::Semaphore;
@@ -232,7 +237,13 @@ fn variants() -> Vec<Variant> {
         Variant {
             name: "palisade bulkhead(32)",
             build: Box::new(move |b| {
-                let mut layer = BulkheadLayer::new(NonZeroU32::new(CAPACITY).expect("nonzero"));
+                // Without back-pressure: the gate decides in `call` (a
+                // permit, its bounded queue, or a refusal). With it (the
+                // default), a saturated bulkhead is not ready, and each
+                // caller awaiting readiness (`oneshot`, as here and in
+                // axum) waits unbounded before the queue: see the README.
+                let mut layer = BulkheadLayer::new(NonZeroU32::new(CAPACITY).expect("nonzero"))
+                    .back_pressure(std::env::var_os("OVERLOAD_BULKHEAD_BACK_PRESSURE").is_some());
                 if let Some(queue) = queue {
                     layer = layer.queue(queue);
                 }
@@ -248,24 +259,55 @@ fn variants() -> Vec<Variant> {
     all
 }
 
-// ---------------------------------------------------------------------------
-// SLOT: palisade's adaptive limiter (being written in parallel). Once
-// `palisade::adaptive_concurrency::AdaptiveConcurrencyLayer` exists, return
-// here one variant per algorithm, not told the capacity:
-//
-//   Variant {
-//       name: "palisade adaptive (Gradient2)",
-//       build: Box::new(|b| adaptive_call(
-//           AdaptiveConcurrencyLayer::new(Gradient2::default()).layer(b.service()))),
-//   },
-//   and the same with `Aimd::default()`,
-//
-// with an `adaptive_call` like `bulkhead_call` mapping its `Error::Shed` to
-// `Outcome::Rejected`. Their names must contain "adaptive": the halving run
-// picks them by it.
-// ---------------------------------------------------------------------------
+/// Aimd's latency threshold here: an objective (about twice the unloaded
+/// p50), not the capacity; its 5 s default would never back off.
+const AIMD_THRESHOLD: Duration = Duration::from_millis(25);
+
+/// palisade's adaptive limiter, one variant per algorithm, not told the
+/// capacity (they start at the default limit of 20), with the static
+/// bulkhead's queue. Their names contain "adaptive": the halving run picks
+/// them by it.
 fn adaptive_variants() -> Vec<Variant> {
-    Vec::new()
+    let (_, queue) = bulkhead_queue();
+    let layer = move |layer: AdaptiveConcurrencyLayer| match queue {
+        Some(queue) => layer.queue(queue),
+        None => layer,
+    };
+    vec![
+        Variant {
+            name: "palisade adaptive (Gradient2)",
+            build: Box::new(move |b| {
+                adaptive_call(
+                    layer(AdaptiveConcurrencyLayer::new(Gradient2::default())).layer(b.service()),
+                )
+            }),
+        },
+        Variant {
+            name: "palisade adaptive (Aimd, 25 ms)",
+            build: Box::new(move |b| {
+                let aimd = Aimd::new().latency_threshold(AIMD_THRESHOLD);
+                adaptive_call(layer(AdaptiveConcurrencyLayer::new(aimd)).layer(b.service()))
+            }),
+        },
+    ]
+}
+
+fn adaptive_call<S>(svc: palisade::adaptive_concurrency::AdaptiveConcurrency<S>) -> Call
+where
+    S: Service<(), Response = (), Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let svc = Mutex::new(svc);
+    Arc::new(move || {
+        let svc = svc.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        Box::pin(async move {
+            match svc.oneshot(()).await {
+                Ok(()) => Outcome::Ok,
+                Err(palisade::adaptive_concurrency::Error::Shed(_)) => Outcome::Rejected,
+                Err(_) => Outcome::Failed,
+            }
+        })
+    })
 }
 
 /// A small seeded PRNG (SplitMix64): the schedule must be the same for
@@ -746,9 +788,6 @@ fn main() {
                     halving(v, capacity, halving_secs, seed ^ 0xA5A5, grace).await;
                 let recovery = recovery.map_or("never".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
                 println!("| {} | {before:.1}% | {recovery} | {after:.1}% |", v.name);
-            }
-            if adaptive_variants().is_empty() {
-                println!("| palisade adaptive | (not in palisade yet: see the slot in overload.rs) | | |");
             }
         }
     });
