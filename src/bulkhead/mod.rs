@@ -59,6 +59,7 @@
 
 mod config;
 pub mod error;
+pub mod future;
 mod layer;
 mod observe;
 mod service;

@@ -1,14 +1,15 @@
 //! The bulkhead service.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use futures::future::BoxFuture;
 use tower_service::Service;
 
 use super::config::Config;
 use super::error::Error;
+use super::future::ResponseFuture;
 use super::store::{Admission, MemoryStore, Refused, Store};
 use crate::key::{Global, KeyExtractor};
 use crate::load_shed::{PriorityExtractor, Shed, Uniform};
@@ -83,7 +84,7 @@ where
 {
     type Response = S::Response;
     type Error = Error<S::Error>;
-    type Future = BoxFuture<'static, Result<S::Response, Error<S::Error>>>;
+    type Future = ResponseFuture<S::Future, St::Permit, S::Response, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Ours first, as tower's ConcurrencyLimit: the inner service is not
@@ -98,19 +99,29 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let priority = self.config.priority.priority(&req);
+        // The global key's admission is built once; a keyed one per call.
+        let admission = match self.config.global() {
+            Some(global) if priority == global.priority => Cow::Borrowed(global),
+            Some(global) => Cow::Owned(Admission {
+                priority,
+                ..global.clone()
+            }),
+            None => Cow::Owned(
+                self.config
+                    .admission(self.config.per.extract(&req).unwrap_or_default(), priority),
+            ),
+        };
+        if let Some(permit) = self.config.store.try_acquire_now(&admission) {
+            self.config.observer.admitted(&admission.key, priority);
+            return ResponseFuture::admitted(self.inner.call(req), permit);
+        }
+        let admission = admission.into_owned();
         // The readied service goes into the future; a clone stays behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
-        let priority = config.priority.priority(&req);
-        let admission = match config.global() {
-            Some(global) => Admission {
-                priority,
-                ..global.clone()
-            },
-            None => config.admission(config.per.extract(&req).unwrap_or_default(), priority),
-        };
-        Box::pin(async move {
+        ResponseFuture::waiting(Box::pin(async move {
             let key = admission.key.clone();
             let permit = match config.store.acquire(admission).await {
                 Ok(permit) => {
@@ -136,6 +147,6 @@ where
             let response = inner.call(req).await.map_err(Error::Inner);
             drop(permit);
             response
-        })
+        }))
     }
 }

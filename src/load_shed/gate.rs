@@ -2,14 +2,20 @@
 //! wait queue served by priority and [`QueueOrder`], and permits that are
 //! released however their holder ends.
 //!
-//! Everything is under one short lock: a decision is a few comparisons, and
-//! a permit's release hands it straight to the next waiter (no wake-up
-//! storm, no barging). Waiters hear of their grant through a oneshot
-//! channel, sent under the lock, so a waiter that gives up (its wait ran
-//! out, its future was dropped) finds under the same lock whether it was
-//! still queued or already holds a permit it must pass on.
+//! The counts (permits held, requests queued) are one atomic word. While
+//! nobody waits, a permit is taken and given back by one compare-and-swap,
+//! without the lock: the uncontended path costs what tower's semaphore does.
+//! Once someone waits, every change goes through one short lock: a release
+//! hands its permit straight to the next waiter (no wake-up storm, no
+//! barging), and the queued count, changed only under the lock, keeps the
+//! lock-free paths out: they act only on a word whose queued count is zero.
+//! Waiters hear of their grant through a oneshot channel, sent under the
+//! lock, so a waiter that gives up (its wait ran out, its future was
+//! dropped) finds under the same lock whether it was still queued or already
+//! holds a permit it must pass on.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -44,11 +50,21 @@ struct Waiter {
     grant: oneshot::Sender<Grant>,
 }
 
+// The counts word: permits held in the low half, requests queued in the
+// high half.
+const ONE_HELD: u64 = 1;
+const ONE_QUEUED: u64 = 1 << 32;
+
+fn held(counts: u64) -> u32 {
+    counts as u32
+}
+
+fn queued(counts: u64) -> u32 {
+    (counts >> 32) as u32
+}
+
 #[derive(Debug)]
 struct State {
-    limit: u32,
-    in_flight: u32,
-    queued: usize,
     classes: [VecDeque<Waiter>; CLASSES],
     // When the queue last held nobody: CoDel's "has it emptied within the
     // interval". Only read while someone waits.
@@ -73,6 +89,12 @@ impl State {
 /// A limit of permits and its wait queue.
 #[derive(Debug)]
 pub(crate) struct Gate {
+    counts: AtomicU64,
+    // Changed under the lock; read anywhere (a stale read only delays a
+    // new limit by one decision).
+    limit: AtomicU32,
+    // Someone waits in poll_capacity: a lock-free release must wake them.
+    watched: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -86,10 +108,10 @@ pub(crate) enum Admit {
 impl Gate {
     pub(crate) fn new(limit: u32, queue: Option<Queue>) -> Arc<Self> {
         Arc::new(Self {
+            counts: AtomicU64::new(0),
+            limit: AtomicU32::new(limit),
+            watched: AtomicBool::new(false),
             state: Mutex::new(State {
-                limit,
-                in_flight: 0,
-                queued: 0,
                 classes: Default::default(),
                 last_empty: Instant::now(),
                 next_id: 0,
@@ -118,47 +140,112 @@ impl Gate {
         }
     }
 
+    /// A permit now if one is free and nobody waits, without the lock;
+    /// `None` when the request must queue or be refused (see
+    /// [`try_acquire`](Self::try_acquire)).
+    pub(crate) fn try_admit(self: &Arc<Self>, priority: Priority) -> Option<Permit> {
+        if priority == Priority::NeverShed {
+            return Some(Permit { gate: None });
+        }
+        let limit = self.limit.load(SeqCst);
+        let mut counts = self.counts.load(SeqCst);
+        while queued(counts) == 0 && held(counts) < limit {
+            match self
+                .counts
+                .compare_exchange_weak(counts, counts + ONE_HELD, SeqCst, SeqCst)
+            {
+                Ok(_) => {
+                    return Some(Permit {
+                        gate: Some(self.clone()),
+                    });
+                }
+                Err(now) => counts = now,
+            }
+        }
+        None
+    }
+
     /// Takes a permit now, or queues, or refuses: no waiting.
     pub(crate) fn try_acquire(self: &Arc<Self>, priority: Priority) -> Admit {
-        if priority == Priority::NeverShed {
-            return Admit::Now(Permit { gate: None });
+        if let Some(permit) = self.try_admit(priority) {
+            return Admit::Now(permit);
         }
         let mut state = self.lock();
-        if state.in_flight < state.limit && state.queued == 0 {
-            state.in_flight += 1;
-            return Admit::Now(Permit {
-                gate: Some(self.clone()),
-            });
-        }
-        let Some(queue) = state.queue else {
-            return Admit::Refused(Reason::Full);
-        };
-        let class = class(priority);
-        if state.queued >= queue.max_queued.get() {
-            // Full: the newest waiter of the lowest class below this one
-            // gives its place; otherwise this request is the one shed.
-            let Some(victim) = state.classes[..class]
-                .iter_mut()
-                .find_map(|waiters| waiters.pop_back())
-            else {
+        let limit = self.limit.load(SeqCst);
+        let mut counts = self.counts.load(SeqCst);
+        loop {
+            if queued(counts) == 0 && held(counts) < limit {
+                // Freed since the lock-free try: lock-free releases still
+                // race us, so take it by compare-and-swap.
+                match self
+                    .counts
+                    .compare_exchange(counts, counts + ONE_HELD, SeqCst, SeqCst)
+                {
+                    Ok(_) => {
+                        return Admit::Now(Permit {
+                            gate: Some(self.clone()),
+                        });
+                    }
+                    Err(now) => {
+                        counts = now;
+                        continue;
+                    }
+                }
+            }
+            let Some(queue) = state.queue else {
                 return Admit::Refused(Reason::Full);
             };
-            state.queued -= 1;
-            let _ = victim.grant.send(Grant::Shed(Reason::Displaced));
+            if queued(counts) as usize >= queue.max_queued.get() {
+                break;
+            }
+            // Publish the waiter's place while every permit is held: once
+            // the queued count is not zero, releases take the lock and hand
+            // their permit to the queue. If a lock-free release got in
+            // first, decide again.
+            match self
+                .counts
+                .compare_exchange(counts, counts + ONE_QUEUED, SeqCst, SeqCst)
+            {
+                Ok(_) => return self.enqueue(&mut state, priority, queue, queued(counts) == 0),
+                Err(now) => counts = now,
+            }
         }
+        // Full: the newest waiter of the lowest class below this one gives
+        // its place; otherwise this request is the one shed. With waiters,
+        // the counts change only under the lock: the place passes as is.
+        let class = class(priority);
+        let Some(victim) = state.classes[..class]
+            .iter_mut()
+            .find_map(|waiters| waiters.pop_back())
+        else {
+            return Admit::Refused(Reason::Full);
+        };
+        let _ = victim.grant.send(Grant::Shed(Reason::Displaced));
+        let queue = state.queue.expect("a full queue exists");
+        self.enqueue(&mut state, priority, queue, false)
+    }
+
+    // Puts a waiter in the place already counted for it.
+    fn enqueue(
+        self: &Arc<Self>,
+        state: &mut State,
+        priority: Priority,
+        queue: Queue,
+        first: bool,
+    ) -> Admit {
         let now = Instant::now();
-        if state.queued == 0 {
+        if first {
             state.last_empty = now;
         }
         let id = state.next_id;
         state.next_id += 1;
         let (grant, receiver) = oneshot::channel();
+        let class = class(priority);
         state.classes[class].push_back(Waiter {
             id,
             since: now,
             grant,
         });
-        state.queued += 1;
         Admit::Queued(Waiting {
             gate: self.clone(),
             id,
@@ -174,15 +261,22 @@ impl Gate {
     /// otherwise `cx` is woken when one frees.
     pub(crate) fn poll_capacity(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.lock();
-        let room = state.in_flight < state.limit
-            || state
-                .queue
-                .is_some_and(|q| state.queued < q.max_queued.get());
-        if room {
+        let max_queued = state.queue.map_or(0, |q| q.max_queued.get());
+        let room = || {
+            let counts = self.counts.load(SeqCst);
+            held(counts) < self.limit.load(SeqCst) || (queued(counts) as usize) < max_queued
+        };
+        if room() {
             return Poll::Ready(());
         }
         if !state.ready.iter().any(|w| w.will_wake(cx.waker())) {
             state.ready.push(cx.waker().clone());
+        }
+        self.watched.store(true, SeqCst);
+        // A lock-free release between the first look and `watched` did not
+        // see it: look again (both sides are SeqCst, so one sees the other).
+        if room() {
+            return Poll::Ready(());
         }
         Poll::Pending
     }
@@ -191,8 +285,9 @@ impl Gate {
     #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
     pub(crate) fn set_limit(&self, limit: u32) {
         let mut state = self.lock();
-        state.limit = limit;
+        self.limit.store(limit, SeqCst);
         self.dispatch(&mut state);
+        self.wake_ready(&mut state);
     }
 
     /// Changes the queue. Waiters already queued keep their maximum wait;
@@ -204,34 +299,62 @@ impl Gate {
 
     #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
     pub(crate) fn limit(&self) -> u32 {
-        self.lock().limit
+        self.limit.load(SeqCst)
     }
 
     pub(crate) fn in_flight(&self) -> u32 {
-        self.lock().in_flight
+        held(self.counts.load(SeqCst))
     }
 
     pub(crate) fn queued(&self) -> usize {
-        self.lock().queued
+        queued(self.counts.load(SeqCst)) as usize
     }
 
     /// Neither held nor waited on: safe to forget.
     #[cfg_attr(not(feature = "bulkhead"), allow(dead_code))]
     pub(crate) fn is_idle(&self) -> bool {
-        let state = self.lock();
-        state.in_flight == 0 && state.queued == 0
+        self.counts.load(SeqCst) == 0
     }
 
     fn release(&self) {
+        let mut counts = self.counts.load(SeqCst);
+        while queued(counts) == 0 {
+            match self
+                .counts
+                .compare_exchange_weak(counts, counts - ONE_HELD, SeqCst, SeqCst)
+            {
+                Ok(_) => {
+                    if self.watched.load(SeqCst) {
+                        let mut state = self.lock();
+                        self.wake_ready(&mut state);
+                    }
+                    return;
+                }
+                Err(now) => counts = now,
+            }
+        }
         let mut state = self.lock();
-        state.in_flight -= 1;
-        self.dispatch(&mut state);
+        self.release_locked(&mut state);
+    }
+
+    // Gives a permit back with the lock held: to the next waiter if any.
+    fn release_locked(&self, state: &mut State) {
+        self.counts.fetch_sub(ONE_HELD, SeqCst);
+        self.dispatch(state);
+        self.wake_ready(state);
+    }
+
+    fn wake_ready(&self, state: &mut State) {
+        self.watched.store(false, SeqCst);
         state.wake_ready();
     }
 
-    // Hands free permits to waiters, highest class first.
+    // Hands free permits to waiters, highest class first. With the lock
+    // held and someone queued, nothing else changes the counts.
     fn dispatch(&self, state: &mut State) {
-        if state.queued == 0 || state.in_flight >= state.limit {
+        let limit = self.limit.load(SeqCst);
+        let counts = self.counts.load(SeqCst);
+        if queued(counts) == 0 || held(counts) >= limit {
             return;
         }
         let order = state.queue.map_or(QueueOrder::Fifo, |q| q.order);
@@ -240,7 +363,11 @@ impl Gate {
             QueueOrder::AdaptiveLifo(codel) => Some(codel),
             QueueOrder::Fifo => None,
         };
-        while state.in_flight < state.limit && state.queued > 0 {
+        loop {
+            let counts = self.counts.load(SeqCst);
+            if queued(counts) == 0 || held(counts) >= limit {
+                break;
+            }
             let standing = codel.is_some_and(|c| now - state.last_empty > c.interval);
             if let Some(codel) = codel {
                 // The longest a waiter may have stood: the target once the
@@ -255,7 +382,7 @@ impl Gate {
                     while waiters.front().is_some_and(|w| now - w.since > allowed) {
                         let stale = waiters.pop_front().expect("front checked above");
                         let _ = stale.grant.send(Grant::Shed(Reason::Stale));
-                        state.queued -= 1;
+                        self.counts.fetch_sub(ONE_QUEUED, SeqCst);
                     }
                 }
             }
@@ -268,14 +395,17 @@ impl Gate {
                 waiters.pop_front()
             }
             .expect("a non-empty class");
-            state.queued -= 1;
             // A waiter removes itself under the lock before its receiver is
             // gone, so a failed send only means a leaked (forgotten) future.
             if next.grant.send(Grant::Permit).is_ok() {
-                state.in_flight += 1;
+                // One step from queued to held: no lock-free path may see
+                // the queue empty with the permit still free.
+                self.counts.fetch_sub(ONE_QUEUED - ONE_HELD, SeqCst);
+            } else {
+                self.counts.fetch_sub(ONE_QUEUED, SeqCst);
             }
         }
-        if state.queued == 0 {
+        if queued(self.counts.load(SeqCst)) == 0 {
             state.last_empty = now;
         }
     }
@@ -289,11 +419,11 @@ impl Gate {
             return false;
         };
         waiters.remove(at);
-        state.queued -= 1;
-        if state.queued == 0 {
+        let counts = self.counts.fetch_sub(ONE_QUEUED, SeqCst) - ONE_QUEUED;
+        if queued(counts) == 0 {
             state.last_empty = Instant::now();
         }
-        state.wake_ready();
+        self.wake_ready(state);
         true
     }
 }
@@ -363,9 +493,7 @@ impl Drop for Waiting {
         }
         // Granted before the holder went away: pass the permit on.
         if let Ok(Grant::Permit) = self.receiver.try_recv() {
-            state.in_flight -= 1;
-            gate.dispatch(&mut state);
-            state.wake_ready();
+            gate.release_locked(&mut state);
         }
     }
 }
@@ -440,6 +568,68 @@ mod tests {
         drop(first);
         assert_eq!(second.await.unwrap(), Ok(()));
         assert!(gate.is_idle());
+    }
+}
+
+/// Threads racing the lock-free paths against the locked ones: never more
+/// than the limit held, nobody left waiting, nothing left at the end.
+#[cfg(test)]
+mod race {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::load_shed::{Queue, QueueOrder};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_threads_never_exceed_the_limit_nor_strand_a_waiter() {
+        for order in [
+            QueueOrder::Fifo,
+            QueueOrder::AdaptiveLifo(Default::default()),
+        ] {
+            let queue = Queue::new(8, Duration::from_secs(30)).unwrap().order(order);
+            let gate = Gate::new(3, Some(queue));
+            let holding = Arc::new(AtomicU32::new(0));
+            let most = Arc::new(AtomicU32::new(0));
+            let granted = Arc::new(AtomicU32::new(0));
+            let mut tasks = Vec::new();
+            for t in 0..16u32 {
+                let (gate, holding, most, granted) =
+                    (gate.clone(), holding.clone(), most.clone(), granted.clone());
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..2_000u32 {
+                        let priority = [Priority::Sheddable, Priority::Normal, Priority::Critical]
+                            [((t + i) % 3) as usize];
+                        if let Ok(permit) = gate.acquire(priority, None).await {
+                            granted.fetch_add(1, Ordering::SeqCst);
+                            let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            if i % 7 == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                            holding.fetch_sub(1, Ordering::SeqCst);
+                            drop(permit);
+                        }
+                    }
+                }));
+            }
+            let all = futures::future::join_all(tasks);
+            // A stranded waiter would hang: the bound only guards the suite.
+            let done = tokio::time::timeout(Duration::from_secs(120), all).await;
+            assert!(done.is_ok(), "a waiter was stranded: {:?}", gate);
+            assert!(
+                most.load(Ordering::SeqCst) <= 3,
+                "{} held at once",
+                most.load(Ordering::SeqCst)
+            );
+            assert!(granted.load(Ordering::SeqCst) > 0);
+            assert!(
+                gate.is_idle(),
+                "{} held, {} queued",
+                gate.in_flight(),
+                gate.queued()
+            );
+        }
     }
 }
 

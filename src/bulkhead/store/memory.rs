@@ -72,6 +72,13 @@ impl MemoryStore {
         self.inner.max_keys
     }
 
+    /// The gate of the first key, if `key` is it: found without a hash, a
+    /// lock or a reference count.
+    fn first(&self, key: &Arc<str>) -> Option<&Arc<Gate>> {
+        let (first, gate) = self.inner.first.get()?;
+        (Arc::ptr_eq(first, key) || **first == **key).then_some(gate)
+    }
+
     /// The gate of `key`, created with `limit` and `queue` if new.
     pub(crate) fn gate(&self, key: &Arc<str>, limit: u32, queue: Option<Queue>) -> Arc<Gate> {
         let (first, gate) = self
@@ -164,6 +171,16 @@ impl Store for MemoryStore {
             .await
             .map(|permit| MemoryPermit { _permit: permit })
             .map_err(Refused::Shed)
+    }
+
+    fn try_acquire_now(&self, admission: &Admission) -> Option<MemoryPermit> {
+        let permit = match self.first(&admission.key) {
+            Some(gate) => gate.try_admit(admission.priority),
+            None => self
+                .gate(&admission.key, admission.limit.get(), admission.queue)
+                .try_admit(admission.priority),
+        };
+        permit.map(|permit| MemoryPermit { _permit: permit })
     }
 
     fn poll_capacity(&self, admission: &Admission, cx: &mut Context<'_>) -> Poll<()> {

@@ -109,6 +109,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         admission: Admission,
     ) -> impl Future<Output = Result<Self::Permit, Refused>> + Send;
 
+    /// A permit at once, when the store can give one without waiting or a
+    /// round trip (a free permit in this process); `None` sends the request
+    /// to [`acquire`](Self::acquire). The layer calls it first, so a
+    /// request that finds a free permit costs no allocation. The default is
+    /// `None`.
+    fn try_acquire_now(&self, admission: &Admission) -> Option<Self::Permit> {
+        let _ = admission;
+        None
+    }
+
     /// Ready when a request for `admission`'s key would find a permit or a
     /// queue place now; otherwise registers `cx` to be woken when one may
     /// have freed. The default is always ready (a store that cannot tell
