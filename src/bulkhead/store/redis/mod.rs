@@ -25,6 +25,8 @@ const DEFAULT_PREFIX: &str = "palisade:";
 
 /// [`RedisStore::lease`]'s default: 10 s.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// The longest lease [`RedisStore::lease`] takes: a year.
+const MAX_LEASE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// [`RedisStore::timeout`]'s default: 50 ms.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// [`RedisStore::retry_interval`]'s default: 25 ms.
@@ -310,11 +312,14 @@ impl RedisStore {
     }
 
     /// Sets how long a lease lasts unless renewed (default
-    /// [`DEFAULT_LEASE`], at least 3 ms): how long a crashed instance's
-    /// permits stay taken. Held leases are renewed every third of it.
+    /// [`DEFAULT_LEASE`], at least 3 ms, at most a year): how long a
+    /// crashed instance's permits stay taken. Held leases are renewed every
+    /// third of it.
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(3));
+        // Past a year, the expiry in ms overflows what Redis takes as an
+        // integer (`PEXPIRE` refuses it, and every acquisition fails).
+        self.lease = lease.clamp(Duration::from_millis(3), MAX_LEASE);
         self
     }
 
