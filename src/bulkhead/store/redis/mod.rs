@@ -542,10 +542,16 @@ impl Store for RedisStore {
                 _local: local,
             });
         }
-        let until = admission
-            .queue
-            .and_then(|q| started.checked_add(q.max_wait))
-            .map(|until| admission.deadline.map_or(until, |d| d.min(until)));
+        // Without a queue, refused at once; with one, until its maximum
+        // wait or the deadline (neither: a wait too long for an `Instant`
+        // is no bound, as the local gate has it).
+        let until =
+            admission.queue.map(
+                |q| match (started.checked_add(q.max_wait), admission.deadline) {
+                    (Some(until), Some(deadline)) => Some(until.min(deadline)),
+                    (until, deadline) => until.or(deadline),
+                },
+            );
         let key = self.key(&admission.key);
         let digest = redact_key(&admission.key);
         let token = next_token();
@@ -601,10 +607,11 @@ impl Store for RedisStore {
                 return Err(Refused::Shed(Reason::Full));
             };
             let now = Instant::now();
-            if now >= until {
+            if until.is_some_and(|until| now >= until) {
                 return Err(Refused::Shed(Reason::Waited));
             }
-            let wake = (now + self.retry_interval.min(expires)).min(until);
+            let wake = now + self.retry_interval.min(expires);
+            let wake = until.map_or(wake, |until| wake.min(until));
             tokio::select! {
                 () = notified => {}
                 () = tokio::time::sleep_until(wake) => {}
