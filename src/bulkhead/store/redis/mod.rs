@@ -120,6 +120,9 @@ struct Shared {
     acquire: Script,
     renew: Script,
     held: Mutex<Held>,
+    /// Told when a lease is taken, so a renewer sleeping for a longer lease
+    /// (of a clone with its own [`RedisStore::lease`]) wakes in time for it.
+    taken: Arc<Notify>,
     #[cfg(feature = "metrics")]
     metrics: [crate::redis_conn::OpMetrics; 3],
 }
@@ -286,6 +289,7 @@ impl RedisStore {
                 acquire: Script::new(ACQUIRE),
                 renew: Script::new(RENEW),
                 held: Mutex::default(),
+                taken: Arc::new(Notify::new()),
             }),
             local: MemoryStore::new(),
             prefix: DEFAULT_PREFIX.into(),
@@ -388,10 +392,16 @@ impl RedisStore {
         state.lease = self.lease;
         state.timeout = self.timeout;
         // A renewer of a runtime that has shut down is finished too.
-        if held.renewer.as_ref().is_none_or(JoinHandle::is_finished)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            held.renewer = Some(runtime.spawn(renew(Arc::downgrade(&self.shared))));
+        if held.renewer.as_ref().is_none_or(JoinHandle::is_finished) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                held.renewer = Some(runtime.spawn(renew(
+                    Arc::downgrade(&self.shared),
+                    self.shared.taken.clone(),
+                )));
+            }
+        } else {
+            // The running renewer may sleep for a longer lease than this one.
+            self.shared.taken.notify_one();
         }
     }
 }
@@ -399,7 +409,8 @@ impl RedisStore {
 /// Renews every lease this process holds, every third of the shortest
 /// lease, one round trip per key; ends when nothing is held or the store is
 /// gone.
-async fn renew(shared: Weak<Shared>) {
+async fn renew(shared: Weak<Shared>, taken: Arc<Notify>) {
+    let mut last = Instant::now();
     loop {
         let period = {
             let Some(strong) = shared.upgrade() else {
@@ -420,7 +431,13 @@ async fn renew(shared: Weak<Shared>) {
             };
             shortest / 3
         };
-        tokio::time::sleep(period).await;
+        // A lease taken meanwhile may be shorter: look again, keeping the
+        // renewal due since the last one.
+        tokio::select! {
+            () = tokio::time::sleep_until(last + period) => {}
+            () = taken.notified() => continue,
+        }
+        last = Instant::now();
         let Some(strong) = shared.upgrade() else {
             return;
         };
