@@ -70,8 +70,9 @@ pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(25);
 ///   [`on_store_error`](crate::bulkhead::BulkheadLayer::on_store_error)
 ///   decides (the bulkhead fails closed by default). An acquisition that
 ///   timed out may still have taken its lease: it is given back. A request
-///   let through by `FailOpen` holds no permit, local or fleet-wide: while
-///   Redis is down, instances are not limited at all.
+///   let through by `FailOpen` holds no lease but keeps its local permit:
+///   while Redis is down, each instance still keeps to the limit on its
+///   own (the fleet may run up to N per instance).
 /// - **Key layout**: one sorted set per bulkhead key,
 ///   `<prefix>bulkhead:{<key>}` (default prefix `palisade:`), member = token,
 ///   score = lease expiry in ms since the epoch, with a TTL that follows its
