@@ -175,3 +175,36 @@ impl Store for MemoryStore {
         "memory"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::load_shed::Priority;
+    use crate::load_shed::gate::Admit;
+
+    /// On a multi-thread runtime, a caller holds a key's gate between
+    /// `gate()` and taking its permit; a sweep for another key in that
+    /// window must not forget the gate, or the key's next caller gets a new
+    /// one and the key runs twice its limit.
+    #[test]
+    fn a_gate_being_acquired_is_not_forgotten_by_a_sweep() {
+        let store = MemoryStore::with_max_keys(NonZeroUsize::new(2).unwrap());
+        let key = |k: &str| Arc::<str>::from(k);
+        let _first = store.gate(&key("first"), 1, None);
+        // Caller 1 has the gate of `a`, and has not taken a permit yet.
+        let a1 = store.gate(&key("a"), 1, None);
+        // Meanwhile another key sweeps the full store.
+        let _b = store.gate(&key("b"), 1, None);
+        // Caller 1 takes its permit; caller 2 comes for `a`.
+        let Admit::Now(_held) = a1.try_acquire(Priority::Normal) else {
+            panic!("the first permit of `a`")
+        };
+        let a2 = store.gate(&key("a"), 1, None);
+        assert!(
+            matches!(a2.try_acquire(Priority::Normal), Admit::Refused(_)),
+            "two permits of `a` held at once, its limit is 1"
+        );
+    }
+}
