@@ -92,7 +92,11 @@ impl MemoryStore {
         // The first key counts toward the bound too.
         let room = self.inner.max_keys.get() - 1;
         if gates.len() >= room {
-            gates.retain(|_, gate| !gate.is_idle());
+            // Only a gate nobody else holds: a caller between `gate()` and
+            // its permit holds one that looks idle, and forgetting it would
+            // give the key a second gate (and twice its limit). Permits and
+            // waiters hold theirs too.
+            gates.retain(|_, gate| Arc::strong_count(gate) > 1 || !gate.is_idle());
         }
         if gates.len() >= room {
             drop(gates);
