@@ -670,3 +670,129 @@ fn round_trips_are_timed_and_failures_counted_under_the_bulkhead_label() {
         "{samples:?}"
     );
 }
+
+/// `Queue::new` accepts `Duration::MAX` (the local gate then waits without
+/// bound); the fleet stage must wait too, not refuse `Full` as if there
+/// were no queue at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_with_an_unbounded_wait_waits_for_the_fleet_instead_of_refusing_full() {
+    let Some(redis) = RedisServer::start_or_skip("a_queue_with_an_unbounded_wait") else {
+        return;
+    };
+    let counter = Counter::default();
+    let a = store(&redis.url())
+        .await
+        .retry_interval(Duration::from_millis(10));
+    let b = store(&redis.url()).await;
+    let svc_a = bulkhead(
+        a,
+        1,
+        queue(4, Duration::MAX),
+        OnStoreError::FailClosed,
+        &counter,
+    );
+    let svc_b = bulkhead(b, 1, None, OnStoreError::FailClosed, &counter);
+    let (done, rx) = oneshot::channel();
+    let held = tokio::spawn(svc_b.oneshot(Hold::Until(rx)));
+    eventually(
+        "B holds the fleet's only lease",
+        Duration::from_secs(5),
+        || counter.entered() == 1,
+    )
+    .await;
+    let waiting = tokio::spawn(svc_a.oneshot(Hold::For(Duration::ZERO)));
+    // A few retries' worth: still waiting, not refused.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "refused instead of waiting: {:?}",
+        waiting.await.unwrap()
+    );
+    done.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once B gave its lease back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(counter.entered(), 2);
+}
+
+/// `lease` takes any `Duration`: a very long one (a lease that should in
+/// practice never expire) must still be taken, not fail every acquisition
+/// with a script error.
+#[tokio::test]
+async fn a_very_long_lease_is_still_taken() {
+    let Some(redis) = RedisServer::start_or_skip("a_very_long_lease_is_still_taken") else {
+        return;
+    };
+    let counter = Counter::default();
+    let store = store(&redis.url()).await.lease(Duration::MAX);
+    let svc = bulkhead(store.clone(), 1, None, OnStoreError::FailClosed, &counter);
+    let result = svc.oneshot(Hold::For(Duration::ZERO)).await;
+    assert!(result.is_ok(), "{result:?}");
+    eventually("the lease released", Duration::from_secs(5), || {
+        leases(&redis, &store).is_empty()
+    })
+    .await;
+}
+
+/// Clones of one store share its renewer, but each may set its own lease.
+/// A short lease taken while the renewer sleeps for a long one's third must
+/// still be renewed in time, or the fleet runs more than its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lease_taken_while_a_long_one_is_held_is_renewed_in_time() {
+    let Some(redis) = RedisServer::start_or_skip("a_short_lease_taken_while_a_long") else {
+        return;
+    };
+    let counter = Counter::default();
+    let long = store(&redis.url()).await.lease(Duration::from_secs(60));
+    let short = long.clone().lease(Duration::from_millis(900));
+    let other = store(&redis.url()).await;
+    // The long lease, under another namespace, starts the renewer: it sleeps
+    // 20 s.
+    let long_counter = Counter::default();
+    let long_svc = {
+        let layer = BulkheadLayer::with_store(long, NonZeroU32::new(1).unwrap()).namespace("long");
+        let counter = long_counter.clone();
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(move |rx: oneshot::Receiver<()>| {
+                let counter = counter.clone();
+                async move {
+                    counter.entered.fetch_add(1, Ordering::SeqCst);
+                    let _ = rx.await;
+                    Ok::<_, Infallible>(())
+                }
+            }))
+    };
+    let (long_done, long_rx) = oneshot::channel();
+    let long_call = tokio::spawn(long_svc.oneshot(long_rx));
+    eventually("the long lease is held", Duration::from_secs(5), || {
+        long_counter.entered() == 1
+    })
+    .await;
+    let svc_short = bulkhead(short, 1, None, OnStoreError::FailClosed, &counter);
+    let svc_other = bulkhead(other, 1, None, OnStoreError::FailClosed, &counter);
+    let (done, rx) = oneshot::channel();
+    let call = tokio::spawn(svc_short.oneshot(Hold::Until(rx)));
+    eventually("the short lease is held", Duration::from_secs(5), || {
+        counter.entered() == 1
+    })
+    .await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2_700) {
+        let refused = svc_other.clone().oneshot(Hold::For(Duration::ZERO)).await;
+        assert!(
+            is_shed(&refused, Reason::Full),
+            "after {:?}, another instance got in: {refused:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counter.most(), 1);
+    done.send(()).unwrap();
+    call.await.unwrap().unwrap();
+    long_done.send(()).unwrap();
+    long_call.await.unwrap().unwrap();
+}

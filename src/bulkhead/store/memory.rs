@@ -99,7 +99,11 @@ impl MemoryStore {
         // The first key counts toward the bound too.
         let room = self.inner.max_keys.get() - 1;
         if gates.len() >= room {
-            gates.retain(|_, gate| !gate.is_idle());
+            // Only a gate nobody else holds: a caller between `gate()` and
+            // its permit holds one that looks idle, and forgetting it would
+            // give the key a second gate (and twice its limit). Permits and
+            // waiters hold theirs too.
+            gates.retain(|_, gate| Arc::strong_count(gate) > 1 || !gate.is_idle());
         }
         if gates.len() >= room {
             drop(gates);
@@ -190,5 +194,38 @@ impl Store for MemoryStore {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::load_shed::Priority;
+    use crate::load_shed::gate::Admit;
+
+    /// On a multi-thread runtime, a caller holds a key's gate between
+    /// `gate()` and taking its permit; a sweep for another key in that
+    /// window must not forget the gate, or the key's next caller gets a new
+    /// one and the key runs twice its limit.
+    #[test]
+    fn a_gate_being_acquired_is_not_forgotten_by_a_sweep() {
+        let store = MemoryStore::with_max_keys(NonZeroUsize::new(2).unwrap());
+        let key = |k: &str| Arc::<str>::from(k);
+        let _first = store.gate(&key("first"), 1, None);
+        // Caller 1 has the gate of `a`, and has not taken a permit yet.
+        let a1 = store.gate(&key("a"), 1, None);
+        // Meanwhile another key sweeps the full store.
+        let _b = store.gate(&key("b"), 1, None);
+        // Caller 1 takes its permit; caller 2 comes for `a`.
+        let Admit::Now(_held) = a1.try_acquire(Priority::Normal) else {
+            panic!("the first permit of `a`")
+        };
+        let a2 = store.gate(&key("a"), 1, None);
+        assert!(
+            matches!(a2.try_acquire(Priority::Normal), Admit::Refused(_)),
+            "two permits of `a` held at once, its limit is 1"
+        );
     }
 }

@@ -25,6 +25,8 @@ const DEFAULT_PREFIX: &str = "palisade:";
 
 /// [`RedisStore::lease`]'s default: 10 s.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// The longest lease [`RedisStore::lease`] takes: a year.
+const MAX_LEASE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// [`RedisStore::timeout`]'s default: 50 ms.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// [`RedisStore::retry_interval`]'s default: 25 ms.
@@ -68,8 +70,9 @@ pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(25);
 ///   [`on_store_error`](crate::bulkhead::BulkheadLayer::on_store_error)
 ///   decides (the bulkhead fails closed by default). An acquisition that
 ///   timed out may still have taken its lease: it is given back. A request
-///   let through by `FailOpen` holds no permit, local or fleet-wide: while
-///   Redis is down, instances are not limited at all.
+///   let through by `FailOpen` holds no lease but keeps its local permit:
+///   while Redis is down, each instance still keeps to the limit on its
+///   own (the fleet may run up to N per instance).
 /// - **Key layout**: one sorted set per bulkhead key,
 ///   `<prefix>bulkhead:{<key>}` (default prefix `palisade:`), member = token,
 ///   score = lease expiry in ms since the epoch, with a TTL that follows its
@@ -118,6 +121,9 @@ struct Shared {
     acquire: Script,
     renew: Script,
     held: Mutex<Held>,
+    /// Told when a lease is taken, so a renewer sleeping for a longer lease
+    /// (of a clone with its own [`RedisStore::lease`]) wakes in time for it.
+    taken: Arc<Notify>,
     #[cfg(feature = "metrics")]
     metrics: [crate::redis_conn::OpMetrics; 3],
 }
@@ -284,6 +290,7 @@ impl RedisStore {
                 acquire: Script::new(ACQUIRE),
                 renew: Script::new(RENEW),
                 held: Mutex::default(),
+                taken: Arc::new(Notify::new()),
             }),
             local: MemoryStore::new(),
             prefix: DEFAULT_PREFIX.into(),
@@ -310,11 +317,14 @@ impl RedisStore {
     }
 
     /// Sets how long a lease lasts unless renewed (default
-    /// [`DEFAULT_LEASE`], at least 3 ms): how long a crashed instance's
-    /// permits stay taken. Held leases are renewed every third of it.
+    /// [`DEFAULT_LEASE`], at least 3 ms, at most a year): how long a
+    /// crashed instance's permits stay taken. Held leases are renewed every
+    /// third of it.
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(3));
+        // Past a year, the expiry in ms overflows what Redis takes as an
+        // integer (`PEXPIRE` refuses it, and every acquisition fails).
+        self.lease = lease.clamp(Duration::from_millis(3), MAX_LEASE);
         self
     }
 
@@ -383,10 +393,16 @@ impl RedisStore {
         state.lease = self.lease;
         state.timeout = self.timeout;
         // A renewer of a runtime that has shut down is finished too.
-        if held.renewer.as_ref().is_none_or(JoinHandle::is_finished)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            held.renewer = Some(runtime.spawn(renew(Arc::downgrade(&self.shared))));
+        if held.renewer.as_ref().is_none_or(JoinHandle::is_finished) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                held.renewer = Some(runtime.spawn(renew(
+                    Arc::downgrade(&self.shared),
+                    self.shared.taken.clone(),
+                )));
+            }
+        } else {
+            // The running renewer may sleep for a longer lease than this one.
+            self.shared.taken.notify_one();
         }
     }
 }
@@ -394,7 +410,8 @@ impl RedisStore {
 /// Renews every lease this process holds, every third of the shortest
 /// lease, one round trip per key; ends when nothing is held or the store is
 /// gone.
-async fn renew(shared: Weak<Shared>) {
+async fn renew(shared: Weak<Shared>, taken: Arc<Notify>) {
+    let mut last = Instant::now();
     loop {
         let period = {
             let Some(strong) = shared.upgrade() else {
@@ -415,7 +432,13 @@ async fn renew(shared: Weak<Shared>) {
             };
             shortest / 3
         };
-        tokio::time::sleep(period).await;
+        // A lease taken meanwhile may be shorter: look again, keeping the
+        // renewal due since the last one.
+        tokio::select! {
+            () = tokio::time::sleep_until(last + period) => {}
+            () = taken.notified() => continue,
+        }
+        last = Instant::now();
         let Some(strong) = shared.upgrade() else {
             return;
         };
@@ -537,10 +560,16 @@ impl Store for RedisStore {
                 _local: local,
             });
         }
-        let until = admission
-            .queue
-            .and_then(|q| started.checked_add(q.max_wait))
-            .map(|until| admission.deadline.map_or(until, |d| d.min(until)));
+        // Without a queue, refused at once; with one, until its maximum
+        // wait or the deadline (neither: a wait too long for an `Instant`
+        // is no bound, as the local gate has it).
+        let until =
+            admission.queue.map(
+                |q| match (started.checked_add(q.max_wait), admission.deadline) {
+                    (Some(until), Some(deadline)) => Some(until.min(deadline)),
+                    (until, deadline) => until.or(deadline),
+                },
+            );
         let key = self.key(&admission.key);
         let digest = redact_key(&admission.key);
         let token = next_token();
@@ -596,10 +625,11 @@ impl Store for RedisStore {
                 return Err(Refused::Shed(Reason::Full));
             };
             let now = Instant::now();
-            if now >= until {
+            if until.is_some_and(|until| now >= until) {
                 return Err(Refused::Shed(Reason::Waited));
             }
-            let wake = (now + self.retry_interval.min(expires)).min(until);
+            let wake = now + self.retry_interval.min(expires);
+            let wake = until.map_or(wake, |until| wake.min(until));
             tokio::select! {
                 () = notified => {}
                 () = tokio::time::sleep_until(wake) => {}
