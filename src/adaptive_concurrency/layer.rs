@@ -62,6 +62,10 @@ impl<P> AdaptiveConcurrencyLayer<P> {
     /// Lets requests wait for a permit, as `queue` bounds them (default: no
     /// queue, a request over the limit is refused at once). The time a
     /// request waits is not part of the latency the algorithm sees.
+    ///
+    /// The queue belongs to the limiter `new` created, which every clone of
+    /// this layer shares (as its [`handle`](Self::handle) does): setting it
+    /// on a clone sets it for all.
     #[must_use]
     pub fn queue(self, queue: Queue) -> Self {
         self.config.shared.gate.set_queue(Some(queue));

@@ -51,7 +51,10 @@ struct Waiter {
 }
 
 // The counts word: permits held in the low half, requests queued in the
-// high half.
+// high half. The queued half changes only under the lock; the held half
+// also lock-free, by a compare-and-swap that takes a permit only while the
+// queued half is zero, and by a release's subtraction, which takes the lock
+// after when the queued half was not zero.
 const ONE_HELD: u64 = 1;
 const ONE_QUEUED: u64 = 1 << 32;
 
@@ -211,8 +214,8 @@ impl Gate {
             }
         }
         // Full: the newest waiter of the lowest class below this one gives
-        // its place; otherwise this request is the one shed. With waiters,
-        // the counts change only under the lock: the place passes as is.
+        // its place; otherwise this request is the one shed. The queued
+        // count changes only under the lock: the place passes as is.
         let class = class(priority);
         let Some(victim) = state.classes[..class]
             .iter_mut()
@@ -294,7 +297,9 @@ impl Gate {
     /// without a queue, they are still served as permits free.
     #[cfg(feature = "adaptive-concurrency")]
     pub(crate) fn set_queue(&self, queue: Option<Queue>) {
-        self.lock().queue = queue;
+        let mut state = self.lock();
+        state.queue = queue;
+        self.wake_ready(&mut state);
     }
 
     #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
@@ -317,24 +322,20 @@ impl Gate {
     }
 
     fn release(&self) {
-        let mut counts = self.counts.load(SeqCst);
-        while queued(counts) == 0 {
-            match self
-                .counts
-                .compare_exchange_weak(counts, counts - ONE_HELD, SeqCst, SeqCst)
-            {
-                Ok(_) => {
-                    if self.watched.load(SeqCst) {
-                        let mut state = self.lock();
-                        self.wake_ready(&mut state);
-                    }
-                    return;
-                }
-                Err(now) => counts = now,
+        // One atomic step, no lock while nobody waits. With waiters, the
+        // lock is taken after: whoever decided against a free permit in
+        // between is still queued, and is served by this dispatch.
+        let before = self.counts.fetch_sub(ONE_HELD, SeqCst);
+        if queued(before) == 0 {
+            if self.watched.load(SeqCst) {
+                let mut state = self.lock();
+                self.wake_ready(&mut state);
             }
+            return;
         }
         let mut state = self.lock();
-        self.release_locked(&mut state);
+        self.dispatch(&mut state);
+        self.wake_ready(&mut state);
     }
 
     // Gives a permit back with the lock held: to the next waiter if any.
@@ -350,7 +351,7 @@ impl Gate {
     }
 
     // Hands free permits to waiters, highest class first. With the lock
-    // held and someone queued, nothing else changes the counts.
+    // held, only releases change the counts (they take the lock after).
     fn dispatch(&self, state: &mut State) {
         let limit = self.limit.load(SeqCst);
         let counts = self.counts.load(SeqCst);

@@ -29,6 +29,7 @@ pub struct Admission {
     pub(crate) limit: NonZeroU32,
     pub(crate) queue: Option<Queue>,
     pub(crate) priority: Priority,
+    // No layer sets one yet: a wait is bounded by the queue's maximum wait.
     pub(crate) deadline: Option<Instant>,
 }
 
@@ -51,12 +52,6 @@ impl Admission {
     /// The request's priority.
     pub fn priority(&self) -> Priority {
         self.priority
-    }
-
-    /// When the request's whole budget ends, if the stack set one: no wait
-    /// goes past it.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
     }
 }
 
@@ -103,7 +98,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// A held permit; dropping it releases it, wherever its holder stopped.
     type Permit: Send + 'static;
 
-    /// Waits for a permit as `admission` allows (its queue, its deadline).
+    /// Waits for a permit as `admission` allows (its queue).
     fn acquire(
         &self,
         admission: Admission,

@@ -43,7 +43,7 @@ pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(25);
 ///   most its maximum wait. Then it asks Redis for a lease: one `EVALSHA`
 ///   that drops expired leases and takes one if fewer than N are held. When
 ///   Redis refuses, the request asks again until its queue's maximum wait
-///   (or its deadline) has passed since it arrived, waking early when this
+///   has passed since it arrived, waking early when this
 ///   process gives back a lease of the same key, otherwise every
 ///   [`retry_interval`](Self::retry_interval). Without a queue a refusal is
 ///   at once ([`Reason::Full`]); a wait that ran out is [`Reason::Waited`].
