@@ -32,11 +32,13 @@
 //! (0.5), `OVERLOAD_GRACE_SECS` (1), `OVERLOAD_LOADS` (`0.7,0.85,1.1,1.5,2,3`),
 //! `OVERLOAD_VARIANTS` (names containing any of these comma-separated words),
 //! `OVERLOAD_HALVING_SECS` (8; 0 skips the run), `OVERLOAD_SEED` (17),
-//! `OVERLOAD_BULKHEAD` (the static bulkhead's queue: `lifo:32:20`, the default, is adaptive
-//! LIFO with the default CoDel, 32 waiters, 20 ms; `lifo:32:20:5:50` sets
+//! `OVERLOAD_BULKHEAD` (the static bulkhead's queue: `lifo:64:20`, the default, is adaptive
+//! LIFO with the default CoDel, 64 waiters, 20 ms; `lifo:32:20:5:50` sets
 //! CoDel's target and interval in ms; `fifo:32:20`, `none`),
-//! `OVERLOAD_BULKHEAD_BACK_PRESSURE` (set: the bulkhead's default
-//! `back_pressure(true)`; unset: `back_pressure(false)`).
+//! `OVERLOAD_BULKHEAD_BACK_PRESSURE` (set: `back_pressure(true)`, for
+//! contrast: every caller awaits readiness unbounded; unset: the default,
+//! `back_pressure(false)`), `OVERLOAD_ADAPTIVE` (the adaptive limiter's
+//! queue, same syntax), `OVERLOAD_G2_TOLERANCE` (Gradient2's tolerance).
 //!
 //! `cargo bench -p palisade-benches --no-default-features --features overload --bench overload`
 
@@ -179,7 +181,18 @@ where
 
 /// The static bulkhead's queue, from `OVERLOAD_BULKHEAD`.
 fn bulkhead_queue() -> (String, Option<Queue>) {
-    let spec = std::env::var("OVERLOAD_BULKHEAD").unwrap_or_else(|_| "lifo:32:20".into());
+    let spec = std::env::var("OVERLOAD_BULKHEAD").unwrap_or_else(|_| "lifo:64:20".into());
+    parse_queue(spec)
+}
+
+/// The adaptive limiter's queue, from `OVERLOAD_ADAPTIVE` (default
+/// `ADAPTIVE_QUEUE`).
+fn adaptive_queue() -> (String, Option<Queue>) {
+    let spec = std::env::var("OVERLOAD_ADAPTIVE").unwrap_or_else(|_| ADAPTIVE_QUEUE.into());
+    parse_queue(spec)
+}
+
+fn parse_queue(spec: String) -> (String, Option<Queue>) {
     if spec == "none" {
         return (spec, None);
     }
@@ -237,11 +250,11 @@ fn variants() -> Vec<Variant> {
         Variant {
             name: "palisade bulkhead(32)",
             build: Box::new(move |b| {
-                // Without back-pressure: the gate decides in `call` (a
-                // permit, its bounded queue, or a refusal). With it (the
-                // default), a saturated bulkhead is not ready, and each
-                // caller awaiting readiness (`oneshot`, as here and in
-                // axum) waits unbounded before the queue: see the README.
+                // Without back-pressure (the default): the gate decides in
+                // `call` (a permit, its bounded queue, or a refusal). With
+                // it, a saturated bulkhead is not ready, and each caller
+                // awaiting readiness (`oneshot`, as here and in axum) waits
+                // unbounded before the queue: see the README.
                 let mut layer = BulkheadLayer::new(NonZeroU32::new(CAPACITY).expect("nonzero"))
                     .back_pressure(std::env::var_os("OVERLOAD_BULKHEAD_BACK_PRESSURE").is_some());
                 if let Some(queue) = queue {
@@ -259,6 +272,12 @@ fn variants() -> Vec<Variant> {
     all
 }
 
+/// The adaptive limiter's queue (see `OVERLOAD_BULKHEAD` for the syntax).
+const ADAPTIVE_QUEUE: &str = "lifo:16:3";
+
+/// Gradient2's tolerance here (`OVERLOAD_G2_TOLERANCE`).
+const G2_TOLERANCE: f64 = 1.2;
+
 /// Aimd's latency threshold here: an objective (about twice the unloaded
 /// p50), not the capacity; its 5 s default would never back off.
 const AIMD_THRESHOLD: Duration = Duration::from_millis(25);
@@ -268,7 +287,8 @@ const AIMD_THRESHOLD: Duration = Duration::from_millis(25);
 /// bulkhead's queue. Their names contain "adaptive": the halving run picks
 /// them by it.
 fn adaptive_variants() -> Vec<Variant> {
-    let (_, queue) = bulkhead_queue();
+    let (_, queue) = adaptive_queue();
+    let tolerance = env_f64("OVERLOAD_G2_TOLERANCE", G2_TOLERANCE);
     let layer = move |layer: AdaptiveConcurrencyLayer| match queue {
         Some(queue) => layer.queue(queue),
         None => layer,
@@ -278,7 +298,10 @@ fn adaptive_variants() -> Vec<Variant> {
             name: "palisade adaptive (Gradient2)",
             build: Box::new(move |b| {
                 adaptive_call(
-                    layer(AdaptiveConcurrencyLayer::new(Gradient2::default())).layer(b.service()),
+                    layer(AdaptiveConcurrencyLayer::new(
+                        Gradient2::new().tolerance(tolerance).expect("a valid tolerance"),
+                    ))
+                    .layer(b.service()),
                 )
             }),
         },
