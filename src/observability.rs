@@ -7,7 +7,7 @@
 //!
 //! | field | value |
 //! |---|---|
-//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"` or `"validate"` |
+//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"`, `"validate"`, `"bulkhead"` or `"adaptive_concurrency"` |
 //! | `name` | the layer's name (see each layer's `name` setter), `"default"` when unset |
 //! | `key` | the decision's key, redacted by [`redact_key`]; absent when the layer has none |
 //! | `outcome` | what the layer decided, one of the `outcome` label values below; `accepted` or `rejected` for `validate` (whose metric counts rejections by `status`) |
