@@ -299,7 +299,9 @@ fn adaptive_variants() -> Vec<Variant> {
             build: Box::new(move |b| {
                 adaptive_call(
                     layer(AdaptiveConcurrencyLayer::new(
-                        Gradient2::new().tolerance(tolerance).expect("a valid tolerance"),
+                        Gradient2::new()
+                            .tolerance(tolerance)
+                            .expect("a valid tolerance"),
                     ))
                     .layer(b.service()),
                 )
