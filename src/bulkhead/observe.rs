@@ -88,8 +88,19 @@ impl Observer {
         let _ = outcome;
     }
 
+    #[inline]
     pub(crate) fn admitted(&self, key: &str, priority: Priority) {
         self.count(Outcome::Admitted);
+        // The event out of line: with TRACE off, an admission costs one
+        // check of the global level and no stack frame for the event.
+        if tracing::level_enabled!(tracing::Level::TRACE) {
+            self.admitted_event(key, priority);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn admitted_event(&self, key: &str, priority: Priority) {
         tracing::trace!(
             layer = "bulkhead",
             name = &*self.name,

@@ -146,6 +146,7 @@ impl Gate {
     /// A permit now if one is free and nobody waits, without the lock;
     /// `None` when the request must queue or be refused (see
     /// [`try_acquire`](Self::try_acquire)).
+    #[inline]
     pub(crate) fn try_admit(self: &Arc<Self>, priority: Priority) -> Option<Permit> {
         if priority == Priority::NeverShed {
             return Some(Permit { gate: None });
@@ -321,20 +322,24 @@ impl Gate {
         self.counts.load(SeqCst) == 0
     }
 
+    #[inline]
     fn release(&self) {
         // One atomic step, no lock while nobody waits. With waiters, the
         // lock is taken after: whoever decided against a free permit in
         // between is still queued, and is served by this dispatch.
         let before = self.counts.fetch_sub(ONE_HELD, SeqCst);
-        if queued(before) == 0 {
-            if self.watched.load(SeqCst) {
-                let mut state = self.lock();
-                self.wake_ready(&mut state);
-            }
-            return;
+        if queued(before) != 0 || self.watched.load(SeqCst) {
+            self.release_slow(queued(before) != 0);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn release_slow(&self, waiters: bool) {
         let mut state = self.lock();
-        self.dispatch(&mut state);
+        if waiters {
+            self.dispatch(&mut state);
+        }
         self.wake_ready(&mut state);
     }
 
@@ -507,6 +512,7 @@ pub(crate) struct Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         if let Some(gate) = self.gate.take() {
             gate.release();

@@ -74,9 +74,17 @@ impl MemoryStore {
 
     /// The gate of the first key, if `key` is it: found without a hash, a
     /// lock or a reference count.
+    #[inline]
     fn first(&self, key: &Arc<str>) -> Option<&Arc<Gate>> {
         let (first, gate) = self.inner.first.get()?;
         (Arc::ptr_eq(first, key) || **first == **key).then_some(gate)
+    }
+
+    // Out of line: the map keeps the first key's path small.
+    #[inline(never)]
+    fn try_admit_keyed(&self, admission: &Admission) -> Option<GatePermit> {
+        self.gate(&admission.key, admission.limit.get(), admission.queue)
+            .try_admit(admission.priority)
     }
 
     /// The gate of `key`, created with `limit` and `queue` if new.
@@ -177,12 +185,11 @@ impl Store for MemoryStore {
             .map_err(Refused::Shed)
     }
 
+    #[inline]
     fn try_acquire_now(&self, admission: &Admission) -> Option<MemoryPermit> {
         let permit = match self.first(&admission.key) {
             Some(gate) => gate.try_admit(admission.priority),
-            None => self
-                .gate(&admission.key, admission.limit.get(), admission.queue)
-                .try_admit(admission.priority),
+            None => self.try_admit_keyed(admission),
         };
         permit.map(|permit| MemoryPermit { _permit: permit })
     }
