@@ -160,6 +160,24 @@ mod tests {
         assert!(Priority::Critical < Priority::NeverShed);
     }
 
+    #[cfg(feature = "http")]
+    proptest::proptest! {
+        /// Any bytes in the header, on any path but a never-shed one: a
+        /// class a client may ask for, never `NeverShed`, and no panic.
+        #[test]
+        fn hostile_header_bytes_never_reach_never_shed(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let extractor = PriorityHeader::new(http::HeaderName::from_static("x-priority"))
+                .never_shed(["/health"]);
+            let mut req = http::Request::get("/orders").body(()).unwrap();
+            if let Ok(value) = http::HeaderValue::from_bytes(&bytes) {
+                req.headers_mut().insert("x-priority", value);
+            }
+            proptest::prop_assert_ne!(extractor.priority(&req), Priority::NeverShed);
+        }
+    }
+
     #[test]
     fn a_header_cannot_claim_never_shed() {
         assert_eq!(Priority::from_name("never_shed"), None);
