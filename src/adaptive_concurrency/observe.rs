@@ -9,42 +9,37 @@ use crate::observability::DEFAULT_NAME;
 #[cfg(feature = "metrics")]
 use crate::observability::{ADAPTIVE_CONCURRENCY_CALLS, ADAPTIVE_CONCURRENCY_LIMIT, record};
 
-/// The `outcome` label and field.
+/// The `outcome` label and field; a refusal is labelled by its
+/// [`Reason`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Admitted,
-    Full,
-    Waited,
-    Displaced,
-    Stale,
+    Shed(Reason),
 }
 
 impl Outcome {
     #[cfg(feature = "metrics")]
     const ALL: [Self; 5] = [
         Self::Admitted,
-        Self::Full,
-        Self::Waited,
-        Self::Displaced,
-        Self::Stale,
+        Self::Shed(Reason::Full),
+        Self::Shed(Reason::Waited),
+        Self::Shed(Reason::Displaced),
+        Self::Shed(Reason::Stale),
     ];
 
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Self::Admitted => "admitted",
-            Self::Full => "full",
-            Self::Waited => "waited",
-            Self::Displaced => "displaced",
-            Self::Stale => "stale",
+            Self::Shed(reason) => reason.as_str(),
         }
     }
 
-    pub(crate) const fn shed(reason: Reason) -> Self {
-        match reason {
-            Reason::Full => Self::Full,
-            Reason::Waited => Self::Waited,
-            Reason::Displaced => Self::Displaced,
-            Reason::Stale => Self::Stale,
+    /// Its place in [`ALL`](Self::ALL).
+    #[cfg(feature = "metrics")]
+    const fn index(self) -> usize {
+        match self {
+            Self::Admitted => 0,
+            Self::Shed(reason) => 1 + reason as usize,
         }
     }
 }
@@ -86,7 +81,7 @@ impl Observer {
 
     fn count(&self, outcome: Outcome) {
         #[cfg(feature = "metrics")]
-        record::increment(&self.calls[outcome as usize]);
+        record::increment(&self.calls[outcome.index()]);
         #[cfg(not(feature = "metrics"))]
         let _ = outcome;
     }
@@ -103,7 +98,7 @@ impl Observer {
     }
 
     pub(crate) fn shed(&self, priority: Priority, reason: Reason) {
-        let outcome = Outcome::shed(reason);
+        let outcome = Outcome::Shed(reason);
         self.count(outcome);
         tracing::debug!(
             layer = "adaptive_concurrency",
@@ -124,5 +119,17 @@ impl Observer {
             previous,
             "adaptive concurrency limit changed"
         );
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn each_outcome_finds_its_own_metric_key() {
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome.index(), i, "{outcome:?}");
+        }
     }
 }

@@ -9,14 +9,12 @@ use crate::observability::{BULKHEAD_CALLS, record};
 use crate::observability::{DEFAULT_NAME, ErrorChain, redact_key};
 use crate::store::StoreError;
 
-/// The `outcome` label and field.
+/// The `outcome` label and field; a refusal is labelled by its
+/// [`Reason`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Admitted,
-    Full,
-    Waited,
-    Displaced,
-    Stale,
+    Shed(Reason),
     FailedOpen,
     FailedClosed,
 }
@@ -25,10 +23,10 @@ impl Outcome {
     #[cfg(feature = "metrics")]
     const ALL: [Self; 7] = [
         Self::Admitted,
-        Self::Full,
-        Self::Waited,
-        Self::Displaced,
-        Self::Stale,
+        Self::Shed(Reason::Full),
+        Self::Shed(Reason::Waited),
+        Self::Shed(Reason::Displaced),
+        Self::Shed(Reason::Stale),
         Self::FailedOpen,
         Self::FailedClosed,
     ];
@@ -36,21 +34,20 @@ impl Outcome {
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Self::Admitted => "admitted",
-            Self::Full => "full",
-            Self::Waited => "waited",
-            Self::Displaced => "displaced",
-            Self::Stale => "stale",
+            Self::Shed(reason) => reason.as_str(),
             Self::FailedOpen => "failed_open",
             Self::FailedClosed => "failed_closed",
         }
     }
 
-    pub(crate) const fn shed(reason: Reason) -> Self {
-        match reason {
-            Reason::Full => Self::Full,
-            Reason::Waited => Self::Waited,
-            Reason::Displaced => Self::Displaced,
-            Reason::Stale => Self::Stale,
+    /// Its place in [`ALL`](Self::ALL).
+    #[cfg(feature = "metrics")]
+    const fn index(self) -> usize {
+        match self {
+            Self::Admitted => 0,
+            Self::Shed(reason) => 1 + reason as usize,
+            Self::FailedOpen => 5,
+            Self::FailedClosed => 6,
         }
     }
 }
@@ -83,7 +80,7 @@ impl Observer {
 
     fn count(&self, outcome: Outcome) {
         #[cfg(feature = "metrics")]
-        record::increment(&self.calls[outcome as usize]);
+        record::increment(&self.calls[outcome.index()]);
         #[cfg(not(feature = "metrics"))]
         let _ = outcome;
     }
@@ -112,7 +109,7 @@ impl Observer {
     }
 
     pub(crate) fn shed(&self, key: &str, priority: Priority, reason: Reason) {
-        let outcome = Outcome::shed(reason);
+        let outcome = Outcome::Shed(reason);
         self.count(outcome);
         tracing::debug!(
             layer = "bulkhead",
@@ -139,5 +136,17 @@ impl Observer {
             error = %ErrorChain(error),
             "bulkhead store failed"
         );
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn each_outcome_finds_its_own_metric_key() {
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome.index(), i, "{outcome:?}");
+        }
     }
 }
