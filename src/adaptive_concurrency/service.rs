@@ -96,7 +96,7 @@ where
         let priority = config.priority.priority(&req);
         Box::pin(async move {
             let shared = &config.shared;
-            let permit = match shared.gate.acquire(priority, None).await {
+            let permit = match shared.gate.acquire(priority).await {
                 Ok(permit) => permit,
                 Err(reason) => {
                     config.observer.shed(priority, reason);

@@ -43,7 +43,6 @@ impl<St, K, P> Config<St, K, P> {
             limit: self.limit,
             queue: self.queue,
             priority,
-            deadline: None,
         }
     }
 }

@@ -129,17 +129,13 @@ impl Gate {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for a permit, until the queue's maximum wait or `deadline`,
-    /// whichever is first. Dropping the future at any point leaks nothing.
-    pub(crate) async fn acquire(
-        self: &Arc<Self>,
-        priority: Priority,
-        deadline: Option<Instant>,
-    ) -> Result<Permit, Reason> {
+    /// Waits for a permit, at most the queue's maximum wait. Dropping the
+    /// future at any point leaks nothing.
+    pub(crate) async fn acquire(self: &Arc<Self>, priority: Priority) -> Result<Permit, Reason> {
         match self.try_acquire(priority) {
             Admit::Now(permit) => Ok(permit),
             Admit::Refused(reason) => Err(reason),
-            Admit::Queued(waiting) => waiting.wait(deadline).await,
+            Admit::Queued(waiting) => waiting.wait().await,
         }
     }
 
@@ -448,12 +444,9 @@ pub(crate) struct Waiting {
 }
 
 impl Waiting {
-    pub(crate) async fn wait(mut self, deadline: Option<Instant>) -> Result<Permit, Reason> {
+    pub(crate) async fn wait(mut self) -> Result<Permit, Reason> {
+        // A wait too long for an `Instant` is no bound.
         let until = self.since.checked_add(self.max_wait);
-        let until = match (until, deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         let granted = match until {
             Some(until) => tokio::time::timeout_at(until, &mut self.receiver)
                 .await
@@ -535,22 +528,22 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn refuses_at_once_without_a_queue() {
         let gate = Gate::new(1, None);
-        let held = gate.acquire(Priority::Normal, None).await.unwrap();
+        let held = gate.acquire(Priority::Normal).await.unwrap();
         assert_eq!(
-            gate.acquire(Priority::Critical, None).await.unwrap_err(),
+            gate.acquire(Priority::Critical).await.unwrap_err(),
             Reason::Full
         );
         drop(held);
-        assert!(gate.acquire(Priority::Normal, None).await.is_ok());
+        assert!(gate.acquire(Priority::Normal).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_waiter_gets_the_released_permit_and_none_is_lost() {
         let gate = Gate::new(1, queue(4, 100));
-        let held = gate.acquire(Priority::Normal, None).await.unwrap();
+        let held = gate.acquire(Priority::Normal).await.unwrap();
         let waiter = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.acquire(Priority::Normal, None).await.map(|_| ()) }
+            async move { gate.acquire(Priority::Normal).await.map(|_| ()) }
         });
         tokio::task::yield_now().await;
         assert_eq!(gate.queued(), 1);
@@ -563,12 +556,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn dropping_a_granted_but_unpolled_waiter_passes_the_permit_on() {
         let gate = Gate::new(1, queue(4, 100));
-        let held = gate.acquire(Priority::Normal, None).await.unwrap();
-        let mut first = Box::pin(gate.acquire(Priority::Normal, None));
+        let held = gate.acquire(Priority::Normal).await.unwrap();
+        let mut first = Box::pin(gate.acquire(Priority::Normal));
         assert!((&mut first).now_or_never().is_none());
         let second = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.acquire(Priority::Normal, None).await.map(|_| ()) }
+            async move { gate.acquire(Priority::Normal).await.map(|_| ()) }
         });
         tokio::task::yield_now().await;
         drop(held); // granted to `first`, which is never polled again
@@ -607,7 +600,7 @@ mod race {
                     for i in 0..2_000u32 {
                         let priority = [Priority::Sheddable, Priority::Normal, Priority::Critical]
                             [((t + i) % 3) as usize];
-                        if let Ok(permit) = gate.acquire(priority, None).await {
+                        if let Ok(permit) = gate.acquire(priority).await {
                             granted.fetch_add(1, Ordering::SeqCst);
                             let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
                             most.fetch_max(now, Ordering::SeqCst);
@@ -735,7 +728,7 @@ mod model {
                         let holding = holding.clone();
                         let priority = priority(p);
                         let task = tokio::spawn(async move {
-                            if let Ok(permit) = gate.acquire(priority, None).await {
+                            if let Ok(permit) = gate.acquire(priority).await {
                                 // Counted until the task ends, aborted or not.
                                 let _count =
                                     (priority != Priority::NeverShed).then(|| Count::new(holding));

@@ -11,8 +11,7 @@ use super::Priority;
 pub enum Reason {
     /// Every permit was taken and the queue was full (or there is none).
     Full,
-    /// The request waited its queue's maximum wait (or until its deadline)
-    /// without a permit.
+    /// The request waited its queue's maximum wait without a permit.
     Waited,
     /// A request of a higher priority took its place in a full queue.
     Displaced,

@@ -179,7 +179,7 @@ impl Store for MemoryStore {
 
     async fn acquire(&self, admission: Admission) -> Result<MemoryPermit, Refused> {
         let gate = self.gate(&admission.key, admission.limit.get(), admission.queue);
-        gate.acquire(admission.priority, admission.deadline)
+        gate.acquire(admission.priority)
             .await
             .map(|permit| MemoryPermit { _permit: permit })
             .map_err(Refused::Shed)

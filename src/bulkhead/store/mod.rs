@@ -6,8 +6,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
-
 use crate::load_shed::{Priority, Queue, Reason};
 
 pub use self::memory::{DEFAULT_MAX_KEYS, MemoryStore};
@@ -29,8 +27,6 @@ pub struct Admission {
     pub(crate) limit: NonZeroU32,
     pub(crate) queue: Option<Queue>,
     pub(crate) priority: Priority,
-    // No layer sets one yet: a wait is bounded by the queue's maximum wait.
-    pub(crate) deadline: Option<Instant>,
 }
 
 impl Admission {

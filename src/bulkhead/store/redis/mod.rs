@@ -551,7 +551,7 @@ impl Store for RedisStore {
             .local
             .gate(&admission.key, admission.limit.get(), admission.queue);
         let local = gate
-            .acquire(admission.priority, admission.deadline)
+            .acquire(admission.priority)
             .await
             .map_err(Refused::Shed)?;
         if admission.priority == Priority::NeverShed {
@@ -561,15 +561,9 @@ impl Store for RedisStore {
             });
         }
         // Without a queue, refused at once; with one, until its maximum
-        // wait or the deadline (neither: a wait too long for an `Instant`
-        // is no bound, as the local gate has it).
-        let until =
-            admission.queue.map(
-                |q| match (started.checked_add(q.max_wait), admission.deadline) {
-                    (Some(until), Some(deadline)) => Some(until.min(deadline)),
-                    (until, deadline) => until.or(deadline),
-                },
-            );
+        // wait (a wait too long for an `Instant` is no bound, as the local
+        // gate has it).
+        let until = admission.queue.map(|q| started.checked_add(q.max_wait));
         let key = self.key(&admission.key);
         let digest = redact_key(&admission.key);
         let token = next_token();
