@@ -94,6 +94,25 @@ pub mod bulkhead;
 #[cfg_attr(docsrs, doc(cfg(feature = "adaptive-concurrency")))]
 pub mod adaptive_concurrency;
 
+#[cfg(any(feature = "retry", feature = "hedge", feature = "throttle"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "retry", feature = "hedge", feature = "throttle")))
+)]
+pub mod attempt;
+
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub mod retry;
+
+#[cfg(feature = "hedge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hedge")))]
+pub mod hedge;
+
+#[cfg(feature = "throttle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
+pub mod throttle;
+
 #[cfg(feature = "rate-limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub mod rate_limit;

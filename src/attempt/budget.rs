@@ -1,0 +1,193 @@
+//! A retry budget shared by the retries and hedges of one downstream.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::ConfigError;
+
+/// Tokens are kept in thousandths, so a ratio of `0.1` is exact.
+const MILLI: u32 = 1000;
+
+/// A retry budget: tokens earned by successes and spent by failures and
+/// hedges, so that retries cannot multiply an outage.
+///
+/// It is gRPC's retry throttling, which Envoy and Finagle's budgets also
+/// approximate: the budget starts full at `max_tokens`; every success adds
+/// `token_ratio` tokens (never above `max_tokens`), every retryable failure
+/// and every hedge takes one; another attempt is sent only while more than
+/// half of `max_tokens` is left. In steady state retries stay under
+/// `token_ratio` of successes; during an outage at most `max_tokens / 2`
+/// failures spend the budget, then only first attempts go out until
+/// successes earn it back.
+///
+/// Clones share the tokens: give every client of one downstream the same
+/// budget (a [`RetryLayer`](crate::retry::RetryLayer) and a
+/// [`HedgeLayer`](crate::hedge::HedgeLayer) can share one).
+///
+/// A success costs one atomic load while the budget is full, as it is in
+/// steady state; no lock and no clock read.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use palisade::attempt::Budget;
+///
+/// let budget = Budget::new(NonZeroU32::new(4).unwrap(), 0.5).unwrap();
+/// assert!(budget.withdraw()); // 3 left: more than half of 4
+/// assert!(!budget.withdraw()); // 2 left: no more retries
+/// budget.deposit();
+/// budget.deposit(); // 3 again
+/// assert!(budget.can_withdraw());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Budget {
+    inner: Arc<Tokens>,
+}
+
+#[derive(Debug)]
+struct Tokens {
+    /// The balance, in thousandths of a token.
+    balance: AtomicU32,
+    max: u32,
+    ratio: u32,
+}
+
+impl Budget {
+    /// The default `max_tokens`, as in gRPC's documented example.
+    pub const DEFAULT_MAX_TOKENS: NonZeroU32 = NonZeroU32::new(10).unwrap();
+    /// The default `token_ratio`: retries stay under a tenth of successes.
+    pub const DEFAULT_TOKEN_RATIO: f64 = 0.1;
+    /// The largest `max_tokens`, as in gRPC.
+    pub const MAX_TOKENS: u32 = 1000;
+
+    /// A full budget of `max_tokens` (at most [`MAX_TOKENS`](Self::MAX_TOKENS))
+    /// that earns `token_ratio` tokens per success (more than zero, at most
+    /// `max_tokens`, counted to the thousandth).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when either is out of range, or the ratio is not a
+    /// number.
+    pub fn new(max_tokens: NonZeroU32, token_ratio: f64) -> Result<Self, ConfigError> {
+        let max = max_tokens.get();
+        if max > Self::MAX_TOKENS {
+            return Err(ConfigError::OutOfRange {
+                field: "max_tokens",
+                reason: "at most 1000",
+            });
+        }
+        // NaN fails both comparisons.
+        if !(token_ratio > 0.0 && token_ratio <= f64::from(max)) {
+            return Err(ConfigError::OutOfRange {
+                field: "token_ratio",
+                reason: "more than 0 and at most max_tokens",
+            });
+        }
+        let ratio = (token_ratio * f64::from(MILLI)).round().max(1.0) as u32;
+        let max = max * MILLI;
+        Ok(Self {
+            inner: Arc::new(Tokens {
+                balance: AtomicU32::new(max),
+                max,
+                ratio,
+            }),
+        })
+    }
+
+    /// Records a success: earns `token_ratio` tokens.
+    #[inline]
+    pub fn deposit(&self) {
+        let tokens = &*self.inner;
+        // Full is the steady state: one load, no write, no cache line taken.
+        if tokens.balance.load(Ordering::Relaxed) >= tokens.max {
+            return;
+        }
+        let _ = tokens
+            .balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_add(tokens.ratio).min(tokens.max))
+            });
+    }
+
+    /// Records a retryable failure or a hedge: takes one token, and says
+    /// whether another attempt may be sent (more than half the tokens left).
+    pub fn withdraw(&self) -> bool {
+        let tokens = &*self.inner;
+        let before = tokens
+            .balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(MILLI))
+            })
+            .unwrap_or_else(|b| b);
+        before.saturating_sub(MILLI) > tokens.max / 2
+    }
+
+    /// Whether another attempt could be sent now, without taking a token.
+    pub fn can_withdraw(&self) -> bool {
+        self.inner.balance.load(Ordering::Relaxed) > self.inner.max / 2
+    }
+
+    /// The tokens left.
+    pub fn balance(&self) -> f64 {
+        f64::from(self.inner.balance.load(Ordering::Relaxed)) / f64::from(MILLI)
+    }
+}
+
+impl Default for Budget {
+    /// [`DEFAULT_MAX_TOKENS`](Self::DEFAULT_MAX_TOKENS) and
+    /// [`DEFAULT_TOKEN_RATIO`](Self::DEFAULT_TOKEN_RATIO).
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_MAX_TOKENS, Self::DEFAULT_TOKEN_RATIO)
+            .expect("the defaults are in range")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(max: u32, ratio: f64) -> Budget {
+        Budget::new(NonZeroU32::new(max).unwrap(), ratio).unwrap()
+    }
+
+    #[test]
+    fn an_outage_spends_half_then_successes_earn_it_back() {
+        let b = budget(10, 0.1);
+        let allowed = (0..20).filter(|_| b.withdraw()).count();
+        assert_eq!(allowed, 4, "10 -> 9, 8, 7, 6 allowed; 5 is half");
+        assert_eq!(b.balance(), 0.0);
+        for _ in 0..50 {
+            b.deposit();
+        }
+        assert!(!b.can_withdraw(), "5 tokens is not more than half");
+        b.deposit();
+        assert!(b.can_withdraw(), "5.1 is");
+        for _ in 0..1000 {
+            b.deposit();
+        }
+        assert_eq!(b.balance(), 10.0, "capped at max_tokens");
+    }
+
+    #[test]
+    fn refuses_out_of_range_settings() {
+        let ten = NonZeroU32::new(10).unwrap();
+        assert!(Budget::new(ten, 0.0).is_err());
+        assert!(Budget::new(ten, -1.0).is_err());
+        assert!(Budget::new(ten, f64::NAN).is_err());
+        assert!(Budget::new(ten, 11.0).is_err());
+        assert!(Budget::new(NonZeroU32::new(1001).unwrap(), 0.1).is_err());
+        assert!(Budget::new(NonZeroU32::new(1000).unwrap(), 1000.0).is_ok());
+        assert!(
+            Budget::new(ten, 0.0001).is_ok(),
+            "rounded up to a thousandth"
+        );
+    }
+
+    #[test]
+    fn clones_share_the_tokens() {
+        let a = budget(2, 1.0);
+        let b = a.clone();
+        assert!(!a.withdraw());
+        assert!(!b.can_withdraw());
+    }
+}

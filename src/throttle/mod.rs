@@ -1,0 +1,1 @@
+//! throttle (in progress).
