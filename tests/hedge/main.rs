@@ -1,0 +1,1 @@
+//! hedge tests (in progress).

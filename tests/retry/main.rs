@@ -1,0 +1,1 @@
+//! retry tests (in progress).

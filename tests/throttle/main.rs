@@ -1,0 +1,1 @@
+//! throttle tests (in progress).
