@@ -133,7 +133,9 @@ where
                     Turn::Go => {
                         place.done = true;
                         let now = Instant::now();
-                        this.shared.observer.waited(now.saturating_duration_since(*since));
+                        this.shared
+                            .observer
+                            .waited(now.saturating_duration_since(*since));
                         let mut inner = inner.take().expect("future polled after completion");
                         let req = req.take().expect("future polled after completion");
                         let future = inner.call(req);

@@ -147,9 +147,7 @@ fn stricter(a: Quota, b: Quota) -> bool {
         (0, 0) => a.reset > b.reset,
         (0, _) => true,
         (_, 0) => false,
-        (ra, rb) => {
-            u128::from(ra) * b.reset.as_millis() < u128::from(rb) * a.reset.as_millis()
-        }
+        (ra, rb) => u128::from(ra) * b.reset.as_millis() < u128::from(rb) * a.reset.as_millis(),
     }
 }
 
@@ -517,7 +515,10 @@ mod tests {
             200,
             &[
                 ("ratelimit", r#""burst";r=50;t=30, "daily";r=2;t=10"#),
-                ("ratelimit-policy", r#""burst";q=100;w=60, "daily";q=1000;w=86400"#),
+                (
+                    "ratelimit-policy",
+                    r#""burst";q=100;w=60, "daily";q=1000;w=86400"#,
+                ),
             ],
         ));
         assert_eq!(
@@ -581,7 +582,11 @@ mod tests {
                 reset: Duration::from_millis(2500)
             })
         );
-        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 60;
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
         let github = response(
             200,
             &[

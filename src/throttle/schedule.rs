@@ -228,19 +228,23 @@ impl Schedule {
         {
             state.paced_by = Some(sent_at);
             if let Some(quota) = signals.quota {
+                // A pause is capped at the maximum wait; a pace keeps the
+                // upstream's window, one call per maximum wait at the most.
                 let reset = quota.reset.min(self.max_wait);
                 if quota.remaining == 0 {
                     if state.block(now, reset) {
                         change = Change::Blocked(reset);
                     }
-                    // Once the quota is back, the policy's pace.
+                    // Once the quota is back, the policy's pace, so the
+                    // calls held back do not all go at once; for the
+                    // maximum wait past the reset, unless newer news comes.
                     if let Some(policy) = signals.policy {
-                        let spacing = policy.window / clamp_u32(policy.quota);
-                        state.pace(spacing, add(now, reset + policy.window.min(self.max_wait)));
+                        let spacing = spread(policy.window, policy.quota).min(self.max_wait);
+                        state.pace(spacing, add(now, reset + self.max_wait));
                     }
                 } else {
-                    let spacing = reset / clamp_u32(quota.remaining);
-                    state.pace(spacing, add(now, reset));
+                    let spacing = spread(quota.reset, quota.remaining).min(self.max_wait);
+                    state.pace(spacing, add(now, quota.reset));
                     if change == Change::None && !spacing.is_zero() {
                         change = Change::Paced(spacing);
                     }
@@ -326,7 +330,13 @@ impl State {
     }
 }
 
+/// `window / calls`, rounded up to the nanosecond: `calls` spread this far
+/// apart from the start of a window never put one more in it.
+fn spread(window: Duration, calls: u64) -> Duration {
+    let nanos = window.as_nanos().div_ceil(u128::from(calls.max(1)));
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
 fn clamp_u32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX).max(1)
 }
-

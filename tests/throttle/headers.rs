@@ -1,0 +1,86 @@
+//! Malformed and hostile fields are ignored: never a panic, never a wait
+//! longer than the maximum.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+use palisade::throttle::{DEFAULT_MAX_WAIT, ThrottleLayer};
+use proptest::prelude::*;
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+
+use crate::{answer, get, upstream};
+
+const FIELDS: [&str; 7] = [
+    "ratelimit",
+    "ratelimit-policy",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "retry-after",
+];
+
+/// Sends one call answered with `field: bytes` (and a matching partner
+/// field, so the pairs are read), then another; returns how long the second
+/// waited.
+fn wait_after(status: u16, field: usize, bytes: Vec<u8>) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let (up, _) = upstream(move |n| {
+            let mut r = answer(
+                if n == 0 { status } else { 200 },
+                &[("ratelimit-remaining", "5"), ("x-ratelimit-reset", "1")],
+            );
+            if n == 0
+                && let Ok(value) = HeaderValue::from_bytes(&bytes)
+            {
+                r.headers_mut().insert(FIELDS[field], value);
+            }
+            r
+        });
+        let svc = ThrottleLayer::new().layer(up);
+        svc.clone().oneshot(get()).await.unwrap();
+        let start = Instant::now();
+        svc.oneshot(get()).await.unwrap();
+        start.elapsed()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_bytes_in_any_field_never_panic_nor_hold_calls_past_max_wait(
+        bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        field in 0..FIELDS.len(),
+        status in prop_oneof![Just(200u16), Just(429), Just(503)],
+    ) {
+        let waited = wait_after(status, field, bytes);
+        prop_assert!(waited <= DEFAULT_MAX_WAIT, "{waited:?}");
+    }
+
+    #[test]
+    fn malformed_values_on_a_success_hold_nothing(
+        text in "[^0-9]{0,24}",
+        field in 0..FIELDS.len() - 1,
+    ) {
+        // No digit at all: no number, so no quota; the call after goes at once.
+        prop_assert_eq!(wait_after(200, field, text.into_bytes()), Duration::ZERO);
+    }
+}
+
+#[test]
+fn a_malformed_retry_after_on_a_429_is_the_default_pause() {
+    for bad in ["soon", "-5", "1.5", "Thu, 99 Foo 2026"] {
+        assert_eq!(
+            wait_after(429, 6, bad.as_bytes().to_vec()),
+            palisade::throttle::DEFAULT_PAUSE,
+            "{bad:?}"
+        );
+    }
+}
