@@ -33,16 +33,21 @@ pin_project! {
     #[project = KindProj]
     enum Kind<S, B, F, E> {
         Calling { #[pin] future: F, sent_at: Instant },
-        Waiting {
-            place: Place,
-            sleep: Option<Pin<Box<Sleep>>>,
-            inner: Option<S>,
-            req: Option<Request<B>>,
-            limit: Limit,
-            since: Instant,
-        },
+        // Boxed: a call that need not wait does not carry (and move) the
+        // request and the service in its future.
+        Waiting { wait: Box<Wait<S, B>> },
         Refused { error: Option<Error<E>> },
     }
+}
+
+/// A call waiting for its turn.
+struct Wait<S, B> {
+    place: Place,
+    sleep: Option<Pin<Box<Sleep>>>,
+    inner: Option<S>,
+    req: Option<Request<B>>,
+    limit: Limit,
+    since: Instant,
 }
 
 /// A waiting call's place in the schedule, given back when dropped.
@@ -88,16 +93,18 @@ where
     ) -> Self {
         Self {
             kind: Kind::Waiting {
-                place: Place {
-                    shared: shared.clone(),
-                    ticket,
-                    done: false,
-                },
-                sleep: None,
-                inner: Some(inner),
-                req: Some(req),
-                limit,
-                since,
+                wait: Box::new(Wait {
+                    place: Place {
+                        shared: shared.clone(),
+                        ticket,
+                        done: false,
+                    },
+                    sleep: None,
+                    inner: Some(inner),
+                    req: Some(req),
+                    limit,
+                    since,
+                }),
             },
             shared,
         }
@@ -122,47 +129,50 @@ where
                 KindProj::Refused { error } => {
                     return Poll::Ready(Err(error.take().expect("future polled after completion")));
                 }
-                KindProj::Waiting {
-                    place,
-                    sleep,
-                    inner,
-                    req,
-                    limit,
-                    since,
-                } => match this.shared.schedule.turn(place.ticket, *limit, cx) {
-                    Turn::Go => {
-                        place.done = true;
-                        let now = Instant::now();
-                        this.shared
-                            .observer
-                            .waited(now.saturating_duration_since(*since));
-                        let mut inner = inner.take().expect("future polled after completion");
-                        let req = req.take().expect("future polled after completion");
-                        let future = inner.call(req);
-                        this.kind.set(Kind::Calling {
-                            future,
-                            sent_at: now,
-                        });
-                    }
-                    Turn::Refuse(retry_after) => {
-                        place.done = true;
-                        let waited = Instant::now().saturating_duration_since(*since);
-                        this.shared.observer.throttled(waited, retry_after);
-                        this.kind.set(Kind::Refused { error: None });
-                        return Poll::Ready(Err(Error::Throttled { retry_after }));
-                    }
-                    Turn::SleepUntil(at) => {
-                        match sleep {
-                            Some(s) if s.deadline() == at => {}
-                            Some(s) => s.as_mut().reset(at),
-                            None => *sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                KindProj::Waiting { wait } => {
+                    let Wait {
+                        place,
+                        sleep,
+                        inner,
+                        req,
+                        limit,
+                        since,
+                    } = &mut **wait;
+                    match this.shared.schedule.turn(place.ticket, *limit, cx) {
+                        Turn::Go => {
+                            place.done = true;
+                            let now = Instant::now();
+                            this.shared
+                                .observer
+                                .waited(now.saturating_duration_since(*since));
+                            let mut inner = inner.take().expect("future polled after completion");
+                            let req = req.take().expect("future polled after completion");
+                            let future = inner.call(req);
+                            this.kind.set(Kind::Calling {
+                                future,
+                                sent_at: now,
+                            });
                         }
-                        let s = sleep.as_mut().expect("set above");
-                        std::task::ready!(s.as_mut().poll(cx));
-                        // Due: ask again, and go.
+                        Turn::Refuse(retry_after) => {
+                            place.done = true;
+                            let waited = Instant::now().saturating_duration_since(*since);
+                            this.shared.observer.throttled(waited, retry_after);
+                            this.kind.set(Kind::Refused { error: None });
+                            return Poll::Ready(Err(Error::Throttled { retry_after }));
+                        }
+                        Turn::SleepUntil(at) => {
+                            match sleep {
+                                Some(s) if s.deadline() == at => {}
+                                Some(s) => s.as_mut().reset(at),
+                                None => *sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                            }
+                            let s = sleep.as_mut().expect("set above");
+                            std::task::ready!(s.as_mut().poll(cx));
+                            // Due: ask again, and go.
+                        }
+                        Turn::Pending => return Poll::Pending,
                     }
-                    Turn::Pending => return Poll::Pending,
-                },
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! calls waiting for it, first come first served.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Waker};
 use std::time::Duration;
@@ -43,6 +43,11 @@ pub(crate) struct Schedule {
     /// Whether the pause has grown, so a plain answer has one to reset: an
     /// answer with nothing to teach then takes no lock.
     escalated: AtomicBool,
+    /// From this instant (nanoseconds after `base`) on, nothing holds a call
+    /// back and nobody waits, as of the last change: a call then goes
+    /// without the lock. `u64::MAX` while someone waits.
+    calm_from: AtomicU64,
+    base: Instant,
 }
 
 #[derive(Debug)]
@@ -119,6 +124,8 @@ impl Schedule {
             max_wait,
             first_pause: first_pause.min(max_wait),
             escalated: AtomicBool::new(false),
+            calm_from: AtomicU64::new(0),
+            base: Instant::now(),
         }
     }
 
@@ -127,7 +134,32 @@ impl Schedule {
     }
 
     /// Decides a new call at `now`.
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Publishes when the schedule is calm again; call with the lock held,
+    /// after any change.
+    fn settle(&self, state: &State) {
+        let calm = if state.waiters.is_empty() {
+            let mut at = state.blocked_until;
+            if !state.spacing.is_zero() {
+                at = at.max(state.pace_until);
+            }
+            at.map_or(0, |at| self.nanos(at))
+        } else {
+            u64::MAX
+        };
+        self.calm_from.store(calm, Ordering::Release);
+    }
+
+    /// Decides a new call at `now`.
     pub(crate) fn admit(&self, now: Instant, limit: Limit) -> Admit {
+        // The common case, an upstream that set no limit: no lock. (A call
+        // racing news of a limit goes as if sent just before it arrived.)
+        if self.nanos(now) >= self.calm_from.load(Ordering::Acquire) {
+            return Admit::Now;
+        }
         let mut state = self.lock();
         let first = state.earliest(now);
         if state.waiters.is_empty() && first <= now {
@@ -141,6 +173,7 @@ impl Schedule {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.waiters.push_back((ticket, None));
+        self.settle(&state);
         Admit::Wait(ticket)
     }
 
@@ -158,10 +191,12 @@ impl Schedule {
             state.waiters.pop_front();
             state.last_sent = Some(now);
             state.wake_first();
+            self.settle(&state);
             return Turn::Go;
         }
         if !limit.fits(at) {
             state.remove(position);
+            self.settle(&state);
             return Turn::Refuse(at.saturating_duration_since(now));
         }
         let waker = &mut state.waiters[position].1;
@@ -181,6 +216,7 @@ impl Schedule {
         let mut state = self.lock();
         if let Ok(position) = state.waiters.binary_search_by_key(&ticket, |w| w.0) {
             state.remove(position);
+            self.settle(&state);
         }
     }
 
@@ -227,6 +263,8 @@ impl Schedule {
             && state.paced_by.is_none_or(|by| sent_at >= by)
         {
             state.paced_by = Some(sent_at);
+            // Calls sent without the lock left no `last_sent`: this one was.
+            state.last_sent = state.last_sent.max(Some(sent_at));
             if let Some(quota) = signals.quota {
                 // A pause is capped at the maximum wait; a pace keeps the
                 // upstream's window, one call per maximum wait at the most.
@@ -253,6 +291,7 @@ impl Schedule {
         }
 
         if (state.blocked_until, state.spacing, state.pace_until) != before {
+            self.settle(&state);
             // Every waiter checks again whether it still fits, and the first
             // rearms its timer.
             for (_, waker) in &mut state.waiters {
