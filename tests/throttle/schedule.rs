@@ -433,3 +433,32 @@ async fn a_deadline_already_carried_by_the_request_is_read() {
         Err(Error::Throttled { retry_after }) if retry_after == 2 * SEC
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn refusals_of_calls_sent_before_a_pause_do_not_lengthen_it() {
+    let log = Log::default();
+    let l = log.clone();
+    // Answers after 100 ms: the first two calls are both in flight when
+    // the first refusal arrives.
+    let up = service_fn(move |_req: Request<()>| {
+        let n = {
+            let mut instants = l.0.lock().unwrap();
+            instants.push(Instant::now());
+            instants.len()
+        };
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let status = if n <= 2 { 429 } else { 200 };
+            Ok::<_, std::convert::Infallible>(answer(status, &[]))
+        }
+    });
+    let svc = ThrottleLayer::new().layer(up);
+    let start = Instant::now();
+    let (a, b) = tokio::join!(svc.clone().oneshot(get()), svc.clone().oneshot(get()));
+    assert_eq!(a.unwrap().status(), 429);
+    assert_eq!(b.unwrap().status(), 429);
+    svc.oneshot(get()).await.unwrap();
+    // One pause of 1 s from the first refusal, at 100 ms; not doubled by
+    // the second, which was old news.
+    assert_eq!(log.millis_since(start), [0, 0, 1100]);
+}
