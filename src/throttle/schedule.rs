@@ -133,7 +133,7 @@ impl Schedule {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Decides a new call at `now`.
+    /// Nanoseconds from `base` to `at`, saturating.
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
     }
@@ -242,7 +242,7 @@ impl Schedule {
                 // new one, reset by an answer that is not a refusal.
                 None if signals.too_many && fresh => {
                     let pause = state.pause;
-                    state.pause = (pause * 2).min(self.max_wait);
+                    state.pause = pause.saturating_mul(2).min(self.max_wait);
                     self.escalated.store(true, Ordering::Relaxed);
                     Some(pause)
                 }
@@ -278,7 +278,7 @@ impl Schedule {
                     // maximum wait past the reset, unless newer news comes.
                     if let Some(policy) = signals.policy {
                         let spacing = spread(policy.window, policy.quota).min(self.max_wait);
-                        state.pace(spacing, add(now, reset + self.max_wait));
+                        state.pace(spacing, add(now, reset.saturating_add(self.max_wait)));
                     }
                 } else {
                     let spacing = spread(quota.reset, quota.remaining).min(self.max_wait);

@@ -462,3 +462,24 @@ async fn refusals_of_calls_sent_before_a_pause_do_not_lengthen_it() {
     // the second, which was old news.
     assert_eq!(log.millis_since(start), [0, 0, 1100]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn durations_too_large_saturate_instead_of_panicking() {
+    let (up, log) = upstream(|_| {
+        answer(
+            429,
+            &[
+                ("ratelimit", "\"d\";r=0;t=999999999"),
+                ("ratelimit-policy", "\"d\";q=1;w=999999999"),
+            ],
+        )
+    });
+    let svc = ThrottleLayer::new()
+        .max_wait(Duration::MAX)
+        .pause(Duration::MAX)
+        .layer(up);
+    svc.clone().oneshot(get()).await.unwrap();
+    let err = svc.oneshot(get_within(SEC)).await.unwrap_err();
+    assert!(matches!(err, Error::Throttled { retry_after } if retry_after > 999_999 * SEC));
+    assert_eq!(log.len(), 1);
+}
