@@ -43,7 +43,8 @@ const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// upstream refused it for load (`429`, `503`, a gRPC `RESOURCE_EXHAUSTED`
 /// or `UNAVAILABLE` in the response headers) or the call failed (a timeout,
 /// a reset connection: an upstream too overloaded to answer is the case
-/// this exists for). A rejected call is a
+/// this exists for). A call dropped before its answer counts for nothing. A
+/// rejected call is a
 /// [`throttle::Error::Rejected`](super::Error::Rejected).
 ///
 /// Clones share the counts and the random numbers; give the layer one with

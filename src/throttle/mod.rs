@@ -129,9 +129,14 @@
 //!
 //! # Cost
 //!
-//! A call that need not wait takes one uncontended lock and one clock read;
-//! its answer is read for five header names, and takes the lock again only
-//! when it has something to teach. A waiting call allocates its timer.
+//! While the upstream holds nothing back, a call reads the clock once and
+//! one atomic, and takes no lock; its answer is looked at for a handful of
+//! header names and takes the lock only when it has something to teach.
+//! Measured over a bare always-ready service (`benches/throttle.rs`): about
+//! 100 ns a call (tower's `RateLimit`, for reference: about 30 ns), and
+//! about 340 ns more when every answer carries a `RateLimit` field to parse
+//! and learn: nothing next to an HTTP round trip. A waiting call allocates
+//! its state and timer.
 //!
 //! # Not done
 //!
