@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, Response, StatusCode};
 
-use crate::attempt::{GRPC_STATUS, retry_after};
+use crate::attempt::{GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS, retry_after};
 
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -38,7 +38,8 @@ pub(crate) struct Policy {
 pub(crate) struct Signals {
     /// `429 Too Many Requests`.
     pub(crate) too_many: bool,
-    /// `429` or `503`: the upstream refused for load.
+    /// `429`, `503`, or a gRPC `RESOURCE_EXHAUSTED` (8) or `UNAVAILABLE`
+    /// (14) in the headers: the upstream refused for load.
     pub(crate) refused: bool,
     /// The `Retry-After` of a refusal.
     pub(crate) retry_after: Option<Duration>,
@@ -71,10 +72,23 @@ impl Signals {
             headers.get(GRPC_STATUS).map(|v| v.as_bytes()),
             Some(b"8" | b"14")
         );
+        // A gRPC refusal for load is a refusal too; its pushback (whole
+        // milliseconds) is its `Retry-After`. A negative or malformed one
+        // asks not to be retried: nothing to pace by.
+        let retry_after = if refused {
+            retry_after(headers)
+        } else if grpc_refused {
+            headers
+                .get(GRPC_RETRY_PUSHBACK_MS)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .map(Duration::from_millis)
+        } else {
+            None
+        };
         Self {
             too_many,
-            refused,
-            retry_after: if refused { retry_after(headers) } else { None },
+            refused: refused || grpc_refused,
+            retry_after,
             quota: quota(headers),
             policy: headers
                 .get(RATELIMIT_POLICY)
@@ -615,7 +629,17 @@ mod tests {
         let s = Signals::read(&response(200, &[("retry-after", "3")]));
         assert!(s.accepted && s.retry_after.is_none(), "only a refusal's");
         let s = Signals::read(&response(200, &[("grpc-status", "8")]));
-        assert!(!s.refused && !s.accepted);
+        assert!(s.refused && !s.accepted && !s.too_many && s.retry_after.is_none());
+        let s = Signals::read(&response(
+            200,
+            &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "1500")],
+        ));
+        assert_eq!(s.retry_after, Some(Duration::from_millis(1500)));
+        let s = Signals::read(&response(
+            200,
+            &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "-1")],
+        ));
+        assert!(s.refused && s.retry_after.is_none());
         assert!(Signals::read(&response(200, &[("grpc-status", "5")])).accepted);
     }
 

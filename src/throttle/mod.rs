@@ -69,6 +69,7 @@
 //! | answer | what follows |
 //! |---|---|
 //! | `429` or `503` with `Retry-After` (seconds or an HTTP-date) | no call before that instant |
+//! | gRPC `RESOURCE_EXHAUSTED` or `UNAVAILABLE` (a trailers-only answer) with `grpc-retry-pushback-ms` | no call before the pushback |
 //! | `429` without `Retry-After` | a pause of [`DEFAULT_PAUSE`] ([`ThrottleLayer::pause`]), doubled by each further `429`, reset by an answer that is not a refusal |
 //! | `RateLimit: "default";r=0;t=5` | no call for 5 s; with `RateLimit-Policy: "default";q=10;w=60` too, calls go one per `w/q` from the reset on, not all at once |
 //! | `RateLimit: "default";r=2;t=10` | calls at least `t/r` (5 s) apart until the reset; a client already slower never waits |
@@ -142,8 +143,8 @@
 //!
 //! - One schedule per layer: no per-key (per-host) schedules; build one layer
 //!   per upstream.
-//! - gRPC's `grpc-retry-pushback-ms` does not pause the schedule (the
-//!   adaptive throttle does count `RESOURCE_EXHAUSTED` and `UNAVAILABLE`).
+//! - A gRPC status in the trailers (after messages) is not seen: only a
+//!   trailers-only answer's, in the headers.
 //! - A policy alone (`RateLimit-Policy` without a spent quota) does not pace:
 //!   the quota left says more.
 //! - `503` without `Retry-After` pauses nothing: an upstream that is down is

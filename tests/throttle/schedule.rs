@@ -483,3 +483,19 @@ async fn durations_too_large_saturate_instead_of_panicking() {
     assert!(matches!(err, Error::Throttled { retry_after } if retry_after > 999_999 * SEC));
     assert_eq!(log.len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_pushback_holds_calls_like_a_retry_after() {
+    let (up, log) = upstream(|n| match n {
+        0 => answer(
+            200,
+            &[("grpc-status", "8"), ("grpc-retry-pushback-ms", "1500")],
+        ),
+        _ => answer(200, &[("grpc-status", "0")]),
+    });
+    let svc = ThrottleLayer::new().layer(up);
+    let start = Instant::now();
+    svc.clone().oneshot(get()).await.unwrap();
+    svc.oneshot(get()).await.unwrap();
+    assert_eq!(log.millis_since(start), [0, 1500]);
+}
