@@ -7,11 +7,12 @@
 //!
 //! | field | value |
 //! |---|---|
-//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"`, `"validate"`, `"bulkhead"` or `"adaptive_concurrency"` |
+//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"`, `"validate"`, `"bulkhead"`, `"adaptive_concurrency"` or `"hedge"` |
 //! | `name` | the layer's name (see each layer's `name` setter), `"default"` when unset |
 //! | `key` | the decision's key, redacted by [`redact_key`]; absent when the layer has none |
 //! | `outcome` | what the layer decided, one of the `outcome` label values below; `accepted` or `rejected` for `validate` (whose metric counts rejections by `status`) |
 //! | `latency_us` | how long the decision (or the guarded call) took, in microseconds, where the layer measures it |
+//! | `attempt` | for `hedge`: which attempt, 0 for the first one, 1 for the first hedge |
 //!
 //! Allowed calls are logged at `TRACE` or `DEBUG`, rejections at `DEBUG`, store
 //! failures at `WARN`. No raw key (an API key, a client address, an
@@ -44,6 +45,9 @@
 //! | `palisade_bulkhead_calls_total` | counter | `name`, `outcome` = `admitted` \| `full` \| `waited` \| `displaced` \| `stale` \| `failed_open` \| `failed_closed` |
 //! | `palisade_adaptive_concurrency_calls_total` | counter | `name`, `outcome` = `admitted` \| `full` \| `waited` \| `displaced` \| `stale` |
 //! | `palisade_adaptive_concurrency_limit` | gauge | `name`; the current limit, set on each change |
+//! | `palisade_hedge_calls_total` | counter | `name`, `outcome` = `primary` (the first attempt answered) \| `hedge` (a hedge answered) \| `not_replayable` (could have been hedged, but the request cannot be sent twice) |
+//! | `palisade_hedge_hedges_total` | counter | `name`, `outcome` = `sent` \| `budget_exhausted`: one per hedge decision |
+//! | `palisade_hedge_delay_seconds` | gauge | `name`; the current hedge delay, set when it is computed again; 0 while the window holds too few samples |
 //! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` = `decide` (rate limit) \| `claim` \| `complete` \| `release` (idempotency); a timeout counts as an error |
 //! | `palisade_store_duration_seconds` | histogram | `layer`, `store`, `op`: one store round trip |
 
@@ -73,6 +77,12 @@ pub const BULKHEAD_CALLS: &str = "palisade_bulkhead_calls_total";
 pub const ADAPTIVE_CONCURRENCY_CALLS: &str = "palisade_adaptive_concurrency_calls_total";
 /// `palisade_adaptive_concurrency_limit`: an adaptive limiter's current limit.
 pub const ADAPTIVE_CONCURRENCY_LIMIT: &str = "palisade_adaptive_concurrency_limit";
+/// `palisade_hedge_calls_total`: requests through a hedge layer, by which attempt answered.
+pub const HEDGE_CALLS: &str = "palisade_hedge_calls_total";
+/// `palisade_hedge_hedges_total`: hedge decisions, sent or refused by the budget.
+pub const HEDGE_HEDGES: &str = "palisade_hedge_hedges_total";
+/// `palisade_hedge_delay_seconds`: a hedge layer's current delay.
+pub const HEDGE_DELAY: &str = "palisade_hedge_delay_seconds";
 /// `palisade_store_errors_total`: failed store operations, by layer, store and operation.
 pub const STORE_ERRORS: &str = "palisade_store_errors_total";
 /// `palisade_store_duration_seconds`: the duration of one store round trip.
@@ -133,6 +143,19 @@ pub fn describe_metrics() {
         ADAPTIVE_CONCURRENCY_LIMIT,
         "The current limit of an adaptive concurrency limiter."
     );
+    describe_counter!(
+        HEDGE_CALLS,
+        "Requests through a hedge layer, by the attempt that answered."
+    );
+    describe_counter!(
+        HEDGE_HEDGES,
+        "Hedge decisions: hedges sent, or refused by the retry budget."
+    );
+    describe_gauge!(
+        HEDGE_DELAY,
+        Unit::Seconds,
+        "The current delay before a hedge layer sends a hedge."
+    );
     describe_counter!(STORE_ERRORS, "Failed store operations.");
     describe_histogram!(
         STORE_DURATION,
@@ -172,7 +195,12 @@ pub(crate) fn redact_hashable<K: std::hash::Hash + ?Sized>(key: &K) -> RedactedK
 }
 
 /// A duration as the `latency_us` field: whole microseconds, saturating.
-#[cfg(any(feature = "timeout", feature = "rate-limit", feature = "idempotency"))]
+#[cfg(any(
+    feature = "timeout",
+    feature = "rate-limit",
+    feature = "idempotency",
+    feature = "hedge"
+))]
 pub(crate) fn latency_us(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
@@ -208,7 +236,8 @@ impl std::fmt::Display for RedactedKey {
         feature = "idempotency",
         feature = "validate",
         feature = "bulkhead",
-        feature = "adaptive-concurrency"
+        feature = "adaptive-concurrency",
+        feature = "hedge"
     )),
     allow(dead_code)
 )]
@@ -243,7 +272,11 @@ pub(crate) mod record {
     }
 
     /// Sets the gauge `key` to `value`.
-    #[cfg(any(feature = "circuit-breaker", feature = "adaptive-concurrency"))]
+    #[cfg(any(
+        feature = "circuit-breaker",
+        feature = "adaptive-concurrency",
+        feature = "hedge"
+    ))]
     pub(crate) fn set_gauge(key: &Key, value: f64) {
         metrics::with_recorder(|recorder| recorder.register_gauge(key, &METADATA).set(value));
     }
