@@ -296,7 +296,7 @@ where
                                 hedging.spare.take()
                             };
                             match request {
-                                Some(request) if shared.budget.withdraw() => {
+                                Some(request) if shared.budget.try_withdraw() => {
                                     let future = hedging.svc.call(request);
                                     hedging
                                         .running

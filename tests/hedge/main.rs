@@ -174,7 +174,11 @@ pub(crate) fn setup(layer: &HedgeLayer<ErrorIsRetryable>) -> (Svc, Backend) {
 }
 
 /// Sends `n` requests one after another.
-pub(crate) async fn warm(svc: &Svc, n: usize) {
+pub(crate) async fn warm<S>(svc: &S, n: usize)
+where
+    S: Service<Job> + Clone,
+    S::Error: std::fmt::Debug,
+{
     for _ in 0..n {
         svc.clone().oneshot(Job).await.expect("a warm-up answer");
     }
