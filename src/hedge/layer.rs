@@ -163,9 +163,8 @@ impl<C> HedgeLayer<C> {
     /// The budget hedges spend (default: a new [`Budget::default`]): each
     /// hedge takes a token, each answer of
     /// [`Verdict::Done`](crate::attempt::Verdict::Done) earns a share.
-    /// Give a [`RetryLayer`](crate::retry::RetryLayer) of the same
-    /// downstream a clone, so that retries and hedges together stay within
-    /// one budget.
+    /// Give the `RetryLayer` of the same downstream a clone, so that
+    /// retries and hedges together stay within one budget.
     #[must_use]
     pub fn budget(mut self, budget: Budget) -> Self {
         self.budget = budget;

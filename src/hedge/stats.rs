@@ -164,7 +164,7 @@ impl Stats {
         slot.groups[b / SUB as usize].fetch_add(1, Ordering::Relaxed);
         let n = slot.total.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let cached = self.cached.load(Ordering::Relaxed);
-        if rotated || n % RECOMPUTE_EVERY == 0 || cached == NONE {
+        if rotated || n.is_multiple_of(RECOMPUTE_EVERY) || cached == NONE {
             let delay = self.compute(epoch);
             let nanos = delay.map_or(NONE, |d| {
                 u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1)
