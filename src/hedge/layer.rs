@@ -24,6 +24,8 @@ pub const DEFAULT_MIN_SAMPLES: NonZeroU32 = NonZeroU32::new(20).unwrap();
 /// The default [`max_hedges`](HedgeLayer::max_hedges): one hedge per
 /// request.
 pub const DEFAULT_MAX_HEDGES: u32 = 1;
+/// The most hedge decisions one request makes.
+const MAX_HEDGES: u32 = 16;
 /// The default [`min_delay`](HedgeLayer::min_delay): none, the percentile
 /// alone decides.
 pub const DEFAULT_MIN_DELAY: Duration = Duration::ZERO;
@@ -150,13 +152,15 @@ impl<C> HedgeLayer<C> {
     }
 
     /// How many hedges one request may send (default
-    /// [`DEFAULT_MAX_HEDGES`]; 0 turns hedging off). Each is decided one
-    /// delay after the previous decision, and sent if the budget allows:
-    /// with 2, a request still unanswered one delay after its hedge is
-    /// hedged again.
+    /// [`DEFAULT_MAX_HEDGES`]; 0 turns hedging off; more than 16 counts as
+    /// 16). Each is decided one delay after the previous decision, and sent
+    /// if the budget allows: with 2, a request still unanswered one delay
+    /// after its hedge is hedged again.
     #[must_use]
     pub fn max_hedges(mut self, max_hedges: u32) -> Self {
-        self.max_hedges = max_hedges;
+        // A delay below tokio's millisecond may fire at once: the bound
+        // keeps a response future's poll short whatever the delay.
+        self.max_hedges = max_hedges.min(MAX_HEDGES);
         self
     }
 
