@@ -275,7 +275,16 @@ where
                 }
                 Step::Readying => {
                     match hedging.svc.poll_ready(cx) {
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Pending => {
+                            tracing::trace!(
+                                layer = "hedge",
+                                name = shared.observer.name(),
+                                outcome = "waiting",
+                                attempt = hedging.decided,
+                                "hedge waiting for the service to be ready"
+                            );
+                            return Poll::Pending;
+                        }
                         Poll::Ready(Err(_)) => {
                             // A hedge is optional: the attempts in flight
                             // still answer.
