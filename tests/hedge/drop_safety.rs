@@ -6,7 +6,7 @@ use std::task::Context;
 
 use futures::task::noop_waker_ref;
 use palisade::attempt::Budget;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::{Job, Plan, layer, ms, nz, setup, warm};
 
@@ -51,7 +51,10 @@ async fn the_losers_are_dropped_when_the_winner_answers() {
     let (svc, backend) = setup(&layer().max_hedges(2));
     warm(&svc, 10).await;
     backend.then([Plan::Ok(1000), Plan::Ok(1000), Plan::Ok(1)]);
-    let mut future = pin!(svc.clone().oneshot(Job));
+    // Called directly: `oneshot` would drop the response future as it
+    // answers.
+    let mut ready = svc.clone();
+    let mut future = pin!(ready.ready().await.unwrap().call(Job));
     let answer = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
     assert_eq!(answer.unwrap(), 12);
     // The future is still alive here: the losers went when it answered.
