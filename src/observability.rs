@@ -7,11 +7,12 @@
 //!
 //! | field | value |
 //! |---|---|
-//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"`, `"validate"`, `"bulkhead"`, `"adaptive_concurrency"` or `"throttle"` |
+//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"`, `"validate"`, `"bulkhead"`, `"adaptive_concurrency"`, `"throttle"` or `"hedge"` |
 //! | `name` | the layer's name (see each layer's `name` setter), `"default"` when unset |
 //! | `key` | the decision's key, redacted by [`redact_key`]; absent when the layer has none |
 //! | `outcome` | what the layer decided, one of the `outcome` label values below; `accepted` or `rejected` for `validate` (whose metric counts rejections by `status`) |
 //! | `latency_us` | how long the decision (or the guarded call) took, in microseconds, where the layer measures it |
+//! | `attempt` | for `hedge`: which attempt, 0 for the first one, 1 for the first hedge |
 //!
 //! Allowed calls are logged at `TRACE` or `DEBUG`, rejections at `DEBUG`, store
 //! failures at `WARN`. No raw key (an API key, a client address, an
@@ -46,6 +47,9 @@
 //! | `palisade_adaptive_concurrency_limit` | gauge | `name`; the current limit, set on each change |
 //! | `palisade_throttle_calls_total` | counter | `name`, `outcome` = `sent` (at once) \| `waited` (sent after waiting for the upstream's schedule) \| `throttled` (refused: the wait does not fit the deadline or the maximum wait) \| `rejected` (by the adaptive throttle) |
 //! | `palisade_throttle_wait_seconds` | histogram | `name`; the wait of each call that waited |
+//! | `palisade_hedge_calls_total` | counter | `name`, `outcome` = `primary` (the first attempt answered) \| `hedge` (a hedge answered) \| `not_replayable` (could have been hedged, but the request cannot be sent twice) |
+//! | `palisade_hedge_hedges_total` | counter | `name`, `outcome` = `sent` \| `budget_exhausted`: one per hedge decision |
+//! | `palisade_hedge_delay_seconds` | gauge | `name`; the current hedge delay, set when it is computed again; 0 while the window holds too few samples |
 //! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` = `decide` (rate limit) \| `claim` \| `complete` \| `release` (idempotency); a timeout counts as an error |
 //! | `palisade_store_duration_seconds` | histogram | `layer`, `store`, `op`: one store round trip |
 
@@ -79,6 +83,12 @@ pub const ADAPTIVE_CONCURRENCY_LIMIT: &str = "palisade_adaptive_concurrency_limi
 pub const THROTTLE_CALLS: &str = "palisade_throttle_calls_total";
 /// `palisade_throttle_wait_seconds`: how long a call waited for the upstream's schedule.
 pub const THROTTLE_WAIT: &str = "palisade_throttle_wait_seconds";
+/// `palisade_hedge_calls_total`: requests through a hedge layer, by which attempt answered.
+pub const HEDGE_CALLS: &str = "palisade_hedge_calls_total";
+/// `palisade_hedge_hedges_total`: hedge decisions, sent or refused by the budget.
+pub const HEDGE_HEDGES: &str = "palisade_hedge_hedges_total";
+/// `palisade_hedge_delay_seconds`: a hedge layer's current delay.
+pub const HEDGE_DELAY: &str = "palisade_hedge_delay_seconds";
 /// `palisade_store_errors_total`: failed store operations, by layer, store and operation.
 pub const STORE_ERRORS: &str = "palisade_store_errors_total";
 /// `palisade_store_duration_seconds`: the duration of one store round trip.
@@ -148,6 +158,19 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "How long a call waited for the upstream's schedule."
     );
+    describe_counter!(
+        HEDGE_CALLS,
+        "Requests through a hedge layer, by the attempt that answered."
+    );
+    describe_counter!(
+        HEDGE_HEDGES,
+        "Hedge decisions: hedges sent, or refused by the retry budget."
+    );
+    describe_gauge!(
+        HEDGE_DELAY,
+        Unit::Seconds,
+        "The current delay before a hedge layer sends a hedge."
+    );
     describe_counter!(STORE_ERRORS, "Failed store operations.");
     describe_histogram!(
         STORE_DURATION,
@@ -191,7 +214,8 @@ pub(crate) fn redact_hashable<K: std::hash::Hash + ?Sized>(key: &K) -> RedactedK
     feature = "timeout",
     feature = "rate-limit",
     feature = "idempotency",
-    feature = "throttle"
+    feature = "throttle",
+    feature = "hedge"
 ))]
 pub(crate) fn latency_us(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
@@ -229,7 +253,8 @@ impl std::fmt::Display for RedactedKey {
         feature = "validate",
         feature = "bulkhead",
         feature = "adaptive-concurrency",
-        feature = "throttle"
+        feature = "throttle",
+        feature = "hedge"
     )),
     allow(dead_code)
 )]
@@ -264,7 +289,11 @@ pub(crate) mod record {
     }
 
     /// Sets the gauge `key` to `value`.
-    #[cfg(any(feature = "circuit-breaker", feature = "adaptive-concurrency"))]
+    #[cfg(any(
+        feature = "circuit-breaker",
+        feature = "adaptive-concurrency",
+        feature = "hedge"
+    ))]
     pub(crate) fn set_gauge(key: &Key, value: f64) {
         metrics::with_recorder(|recorder| recorder.register_gauge(key, &METADATA).set(value));
     }

@@ -122,6 +122,20 @@ impl Budget {
         before.saturating_sub(MILLI) > tokens.max / 2
     }
 
+    /// Takes one token for an attempt no failure asked for (a hedge), only
+    /// if more than half of the tokens are left after it, and says whether
+    /// it did. Unlike [`withdraw`](Self::withdraw), a refusal costs nothing:
+    /// a hedge that is not sent spends no token.
+    pub fn try_withdraw(&self) -> bool {
+        let tokens = &*self.inner;
+        tokens
+            .balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b.saturating_sub(MILLI) > tokens.max / 2).then(|| b - MILLI)
+            })
+            .is_ok()
+    }
+
     /// Whether another attempt could be sent now, without taking a token.
     pub fn can_withdraw(&self) -> bool {
         self.inner.balance.load(Ordering::Relaxed) > self.inner.max / 2
@@ -181,6 +195,17 @@ mod tests {
             Budget::new(ten, 0.0001).is_ok(),
             "rounded up to a thousandth"
         );
+    }
+
+    #[test]
+    fn a_refused_try_withdraw_costs_nothing() {
+        let b = budget(10, 0.1);
+        assert_eq!((0..20).filter(|_| b.try_withdraw()).count(), 4);
+        assert_eq!(b.balance(), 6.0, "10 -> 6; 5 would not be more than half");
+        assert!(b.can_withdraw() && !b.try_withdraw());
+        assert_eq!(b.balance(), 6.0, "the refusals took nothing");
+        b.deposit();
+        assert!(b.try_withdraw(), "6.1 -> 5.1");
     }
 
     #[test]

@@ -1,0 +1,63 @@
+//! The service contracts: readiness passes through, a hedge waits for its
+//! own clone to be ready (spending no token meanwhile), clones share the
+//! window.
+
+use std::io;
+
+use palisade::attempt::{Budget, ErrorIsRetryable};
+use palisade::hedge::{Error, HedgeLayer};
+use tokio_test::{assert_pending, assert_ready_err, assert_ready_ok};
+use tower::{Layer, ServiceExt};
+use tower_test::mock;
+
+use crate::{Backend, Job, Plan, layer, nz, setup, warm};
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_is_the_inner_services() {
+    let (mut svc, mut handle) =
+        mock::spawn_layer::<Job, usize, _>(HedgeLayer::new(ErrorIsRetryable));
+    handle.allow(0);
+    assert_pending!(svc.poll_ready());
+    handle.allow(1);
+    assert_ready_ok!(svc.poll_ready());
+    let (mut svc, mut handle) =
+        mock::spawn_layer::<Job, usize, _>(HedgeLayer::new(ErrorIsRetryable));
+    handle.send_error(io::Error::from(io::ErrorKind::ConnectionRefused));
+    let err: Error<palisade::BoxError> = assert_ready_err!(svc.poll_ready());
+    assert_eq!(err.to_string(), "connection refused");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_waits_for_readiness_and_spends_nothing_meanwhile() {
+    // One call at a time: the hedge's clone is not ready while the first
+    // attempt runs.
+    let budget = Budget::default();
+    let backend = Backend::new();
+    let inner = tower::ServiceBuilder::new()
+        .concurrency_limit(1)
+        .service(backend.service::<Job>(Plan::Ok(10)));
+    let svc = layer().budget(budget.clone()).layer(inner);
+    warm(&svc, 10).await;
+    backend.then([Plan::Ok(50)]);
+    assert_eq!(svc.clone().oneshot(Job).await.unwrap(), 10);
+    assert_eq!(backend.counts.started(), 11, "the hedge never got a slot");
+    assert_eq!(budget.balance(), 10.0, "nor a token");
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_and_services_of_one_layer_share_the_window() {
+    let layer = layer();
+    let handle = layer.handle();
+    let (a, _) = setup(&layer);
+    let (b, backend_b) = setup(&layer);
+    warm(&a, 5).await;
+    warm(&a.clone(), 5).await;
+    assert_eq!(handle.samples(), 10);
+    backend_b.then([Plan::Ok(1000), Plan::Ok(1)]);
+    assert_eq!(
+        b.oneshot(Job).await.unwrap(),
+        1,
+        "b hedged on a's latencies"
+    );
+    let _ = nz(1);
+}

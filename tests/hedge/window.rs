@@ -1,0 +1,82 @@
+//! The delay is a percentile of the latencies of the last window; old
+//! latencies expire; settings out of range are refused.
+
+use std::time::Duration;
+
+use palisade::attempt::ErrorIsRetryable;
+use palisade::hedge::{ConfigError, HedgeLayer};
+use tower::ServiceExt;
+
+use crate::{Job, Plan, layer, ms, nz, setup};
+
+#[tokio::test(start_paused = true)]
+async fn the_delay_is_the_percentile_of_the_window() {
+    // No hedges: they would take latencies from the plan.
+    let layer = layer().percentile(0.5).unwrap().max_hedges(0);
+    let handle = layer.handle();
+    let (svc, backend) = setup(&layer);
+    // 1, 2, ..., 100 ms: the median is 50 ms.
+    backend.then((1..=100).map(Plan::Ok));
+    for _ in 0..100 {
+        svc.clone().oneshot(Job).await.unwrap();
+    }
+    assert_eq!(handle.samples(), 100);
+    let median = handle.latency(0.5).unwrap();
+    assert!(median >= ms(50) && median <= ms(50) * 33 / 32, "{median:?}");
+    // The delay is computed again every few latencies, not on each one.
+    let delay = handle.delay().unwrap();
+    assert!(delay >= ms(45) && delay <= median, "{delay:?}");
+    let p99 = handle.latency(0.99).unwrap();
+    assert!(p99 >= ms(99) && p99 <= ms(99) * 33 / 32, "{p99:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn old_latencies_expire_and_the_delay_follows_the_new_ones() {
+    let layer = layer().window(Duration::from_secs(4)).unwrap();
+    let handle = layer.handle();
+    let (svc, backend) = setup(&layer);
+    backend.then((0..10).map(|_| Plan::Ok(100)));
+    for _ in 0..10 {
+        svc.clone().oneshot(Job).await.unwrap();
+    }
+    assert!(handle.delay().unwrap() >= ms(100));
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert_eq!(handle.samples(), 0, "a whole window later");
+    assert_eq!(handle.delay(), None, "no hedge on expired latencies");
+    backend.then((0..10).map(|_| Plan::Ok(5)));
+    for _ in 0..10 {
+        svc.clone().oneshot(Job).await.unwrap();
+    }
+    let delay = handle.delay().unwrap();
+    assert!(delay >= ms(5) && delay < ms(6), "{delay:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_delay_is_a_floor() {
+    let layer = layer().min_delay(ms(40));
+    let handle = layer.handle();
+    let (svc, _backend) = setup(&layer);
+    for _ in 0..10 {
+        svc.clone().oneshot(Job).await.unwrap();
+    }
+    assert_eq!(handle.delay(), Some(ms(40)), "10 ms latencies, floored");
+}
+
+#[test]
+fn settings_out_of_range_are_refused() {
+    let refused = |r: Result<HedgeLayer<ErrorIsRetryable>, ConfigError>| r.unwrap_err().to_string();
+    let new = || HedgeLayer::new(ErrorIsRetryable);
+    for p in [0.0, 1.0, -0.5, 2.0, f64::NAN] {
+        assert_eq!(
+            refused(new().percentile(p)),
+            "percentile: more than 0 and less than 1"
+        );
+    }
+    assert_eq!(
+        refused(new().window(Duration::ZERO)),
+        "window: more than zero"
+    );
+    assert!(new().percentile(0.999).is_ok());
+    assert!(new().window(Duration::MAX).is_ok(), "saturates");
+    let _ = nz(1);
+}
