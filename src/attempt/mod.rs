@@ -40,7 +40,7 @@ mod replay;
 
 pub use self::budget::Budget;
 pub use self::classify::{Classify, ErrorIsRetryable, Retryable, Verdict};
-#[cfg(feature = "http")]
+#[cfg(feature = "throttle")]
 pub(crate) use self::http::retry_after;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

@@ -70,6 +70,20 @@ pub enum RepoError {
     Injected,
 }
 
+/// Whether a failed query is worth another attempt (for the hedge of
+/// recommendations queries: a failed attempt waits for its hedge): a
+/// broken connection or an injected fault may pass on another try; a corrupt
+/// row or a bad table name will not.
+impl palisade::attempt::Retryable for RepoError {
+    fn verdict(&self) -> palisade::attempt::Verdict {
+        use palisade::attempt::Verdict;
+        match self {
+            Self::Postgres(_) | Self::Injected => Verdict::Retry { after: None },
+            Self::TableName(_) | Self::Corrupt { .. } => Verdict::Done,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct MemoryOrders {
     by_id: HashMap<String, Order>,
@@ -370,6 +384,17 @@ pub enum Query {
     Insert(Box<Order>),
     /// The products recommended with `product`, the query taking `latency`.
     Recommended { product: u32, latency: Duration },
+}
+
+/// Only a recommendations query is sent twice (a hedge): it reads and
+/// writes nothing. Order queries are sent once.
+impl palisade::attempt::Replay for Query {
+    fn replay(&self) -> Option<Self> {
+        match self {
+            Self::Recommended { .. } => Some(self.clone()),
+            Self::Get(_) | Self::FindByKey(_) | Self::Insert(_) => None,
+        }
+    }
 }
 
 /// What a [`Query`] answers.
