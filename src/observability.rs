@@ -7,7 +7,7 @@
 //!
 //! | field | value |
 //! |---|---|
-//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"`, `"validate"`, `"bulkhead"` or `"adaptive_concurrency"` |
+//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"`, `"validate"`, `"bulkhead"`, `"adaptive_concurrency"` or `"retry"` |
 //! | `name` | the layer's name (see each layer's `name` setter), `"default"` when unset |
 //! | `key` | the decision's key, redacted by [`redact_key`]; absent when the layer has none |
 //! | `outcome` | what the layer decided, one of the `outcome` label values below; `accepted` or `rejected` for `validate` (whose metric counts rejections by `status`) |
@@ -44,6 +44,8 @@
 //! | `palisade_bulkhead_calls_total` | counter | `name`, `outcome` = `admitted` \| `full` \| `waited` \| `displaced` \| `stale` \| `failed_open` \| `failed_closed` |
 //! | `palisade_adaptive_concurrency_calls_total` | counter | `name`, `outcome` = `admitted` \| `full` \| `waited` \| `displaced` \| `stale` |
 //! | `palisade_adaptive_concurrency_limit` | gauge | `name`; the current limit, set on each change |
+//! | `palisade_retry_decisions_total` | counter | `name`, `outcome` = `done` \| `retried` \| `exhausted` (max attempts) \| `budget_exhausted` \| `deadline` (no time for another attempt) \| `not_replayable` \| `retry_after_too_long` \| `stopped`; one per finished attempt |
+//! | `palisade_retry_wait_seconds` | histogram | `name`; each wait before a retry |
 //! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` = `decide` (rate limit) \| `claim` \| `complete` \| `release` (idempotency); a timeout counts as an error |
 //! | `palisade_store_duration_seconds` | histogram | `layer`, `store`, `op`: one store round trip |
 
@@ -73,6 +75,10 @@ pub const BULKHEAD_CALLS: &str = "palisade_bulkhead_calls_total";
 pub const ADAPTIVE_CONCURRENCY_CALLS: &str = "palisade_adaptive_concurrency_calls_total";
 /// `palisade_adaptive_concurrency_limit`: an adaptive limiter's current limit.
 pub const ADAPTIVE_CONCURRENCY_LIMIT: &str = "palisade_adaptive_concurrency_limit";
+/// `palisade_retry_decisions_total`: finished attempts through a retry layer, by what followed.
+pub const RETRY_DECISIONS: &str = "palisade_retry_decisions_total";
+/// `palisade_retry_wait_seconds`: each wait of a retry layer before another attempt.
+pub const RETRY_WAIT: &str = "palisade_retry_wait_seconds";
 /// `palisade_store_errors_total`: failed store operations, by layer, store and operation.
 pub const STORE_ERRORS: &str = "palisade_store_errors_total";
 /// `palisade_store_duration_seconds`: the duration of one store round trip.
@@ -133,6 +139,15 @@ pub fn describe_metrics() {
         ADAPTIVE_CONCURRENCY_LIMIT,
         "The current limit of an adaptive concurrency limiter."
     );
+    describe_counter!(
+        RETRY_DECISIONS,
+        "Finished attempts through a retry layer, by what followed."
+    );
+    describe_histogram!(
+        RETRY_WAIT,
+        Unit::Seconds,
+        "Each wait of a retry layer before another attempt."
+    );
     describe_counter!(STORE_ERRORS, "Failed store operations.");
     describe_histogram!(
         STORE_DURATION,
@@ -172,7 +187,12 @@ pub(crate) fn redact_hashable<K: std::hash::Hash + ?Sized>(key: &K) -> RedactedK
 }
 
 /// A duration as the `latency_us` field: whole microseconds, saturating.
-#[cfg(any(feature = "timeout", feature = "rate-limit", feature = "idempotency"))]
+#[cfg(any(
+    feature = "timeout",
+    feature = "rate-limit",
+    feature = "idempotency",
+    feature = "retry"
+))]
 pub(crate) fn latency_us(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
@@ -208,7 +228,8 @@ impl std::fmt::Display for RedactedKey {
         feature = "idempotency",
         feature = "validate",
         feature = "bulkhead",
-        feature = "adaptive-concurrency"
+        feature = "adaptive-concurrency",
+        feature = "retry"
     )),
     allow(dead_code)
 )]
@@ -262,9 +283,12 @@ pub(crate) mod record {
     }
 
     /// Records `value` in the histogram `key`.
-    #[cfg(all(
-        feature = "redis",
-        any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")
+    #[cfg(any(
+        feature = "retry",
+        all(
+            feature = "redis",
+            any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")
+        )
     ))]
     #[inline]
     pub(crate) fn histogram(key: &Key, value: f64) {
