@@ -41,6 +41,7 @@ mod replay;
 pub use self::budget::Budget;
 pub use self::classify::{Classify, ErrorIsRetryable, Retryable, Verdict};
 #[cfg(feature = "http")]
+#[allow(unused_imports)] // for throttle, which is not written yet
 pub(crate) use self::http::retry_after;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

@@ -32,6 +32,8 @@ pub(crate) struct Config<C> {
     pub(crate) observer: Arc<Observer>,
     /// Numbers the requests that back off, each its own jitter seed.
     pub(crate) backoffs: Arc<AtomicU64>,
+    /// What the futures' start times count from.
+    pub(crate) epoch: Instant,
 }
 
 impl<C> fmt::Debug for Config<C> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::backoff::Delays;
@@ -23,6 +23,8 @@ use crate::timeout::{Deadline, DeadlineRequest};
 /// ran out.
 type Attempted<Res, E> = Result<Result<Res, E>, Duration>;
 
+type Answer<S, Req> = Result<<S as Service<Req>>::Response, Error<<S as Service<Req>>::Error>>;
+
 pin_project! {
     /// Response future for [`Retry`](super::Retry).
     ///
@@ -33,17 +35,22 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        first: First<S::Future>,
-        rest: Option<Rest<S, C, Req>>,
-        retrying: Option<BoxFuture<'static, Result<S::Response, Error<S::Error>>>>,
+        state: State<S::Future, BoxFuture<'static, Answer<S, Req>>>,
+        rest: Rest<S, C, Req>,
     }
 }
 
 pin_project! {
-    #[project = FirstProj]
-    enum First<F> {
+    #[project = StateProj]
+    enum State<F, B> {
+        // The first attempt, without a timer.
         Plain { #[pin] future: F },
-        Timed { #[pin] future: tokio::time::Timeout<F>, budget: Duration },
+        // The first attempt, against a timer (boxed: a timer is large, and
+        // the future is moved a few times before it is polled).
+        Timed { #[pin] future: F, sleep: Pin<Box<Sleep>>, budget: Duration },
+        // The attempts after the first.
+        Retrying { future: B },
+        // The request's deadline had passed: no attempt.
         Expired,
         Finished,
     }
@@ -54,12 +61,35 @@ pub(crate) struct Rest<S, C, Req> {
     /// A clone of the inner service, for the retries; `None` when there
     /// will be none.
     pub(crate) spare: Option<S>,
-    /// The copy of the request to send again; `None` when it cannot be.
+    /// The copy of the request to send again, taken before the first
+    /// attempt's deadline was written; `None` when it cannot be sent again.
     pub(crate) replay: Option<Req>,
-    pub(crate) config: Arc<Config<C>>,
-    pub(crate) deadline: Option<Instant>,
+    pub(crate) config: Option<Arc<Config<C>>>,
     /// When the first attempt started, if the clock was read.
-    pub(crate) started: Option<Instant>,
+    pub(crate) started: Stamp,
+}
+
+/// An instant as nanoseconds since the layer's epoch, or unknown: eight
+/// aligned bytes where an `Option<Instant>` would take sixteen, which
+/// keeps the future small and cheap to move.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp(u64);
+
+impl Stamp {
+    pub(crate) const UNKNOWN: Self = Self(u64::MAX);
+
+    pub(crate) fn at(epoch: Instant, instant: Instant) -> Self {
+        let nanos = instant.saturating_duration_since(epoch).as_nanos();
+        Self(
+            u64::try_from(nanos)
+                .unwrap_or(u64::MAX - 1)
+                .min(u64::MAX - 1),
+        )
+    }
+
+    pub(crate) fn instant(self, epoch: Instant) -> Option<Instant> {
+        (self.0 != u64::MAX).then(|| add(epoch, Duration::from_nanos(self.0)))
+    }
 }
 
 impl<S, C, Req> fmt::Debug for ResponseFuture<S, C, Req>
@@ -68,7 +98,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("retrying", &self.retrying.is_some())
+            .field("retrying", &matches!(self.state, State::Retrying { .. }))
             .finish_non_exhaustive()
     }
 }
@@ -77,37 +107,33 @@ impl<S, C, Req> ResponseFuture<S, C, Req>
 where
     S: Service<Req>,
 {
+    #[inline]
     pub(crate) fn first(
         future: S::Future,
-        budget: Option<Duration>,
+        timer: Option<(Instant, Duration)>,
         rest: Rest<S, C, Req>,
     ) -> Self {
-        let first = match budget {
-            Some(budget) => First::Timed {
-                future: tokio::time::timeout(budget, future),
+        let state = match timer {
+            Some((at, budget)) => State::Timed {
+                future,
+                sleep: Box::pin(tokio::time::sleep_until(at)),
                 budget,
             },
-            None => First::Plain { future },
+            None => State::Plain { future },
         };
-        Self {
-            first,
-            rest: Some(rest),
-            retrying: None,
-        }
+        Self { state, rest }
     }
 
     /// The request's deadline had passed: no attempt.
     pub(crate) fn expired(config: Arc<Config<C>>) -> Self {
         Self {
-            first: First::Expired,
-            rest: Some(Rest {
+            state: State::Expired,
+            rest: Rest {
                 spare: None,
                 replay: None,
-                config,
-                deadline: None,
-                started: None,
-            }),
-            retrying: None,
+                config: Some(config),
+                started: Stamp::UNKNOWN,
+            },
         }
     }
 }
@@ -123,33 +149,54 @@ where
 {
     type Output = Result<S::Response, Error<S::Error>>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(retrying) = this.retrying.as_mut() {
-            return retrying.as_mut().poll(cx);
-        }
-        let attempted = match this.first.as_mut().project() {
-            FirstProj::Plain { future } => Ok(ready!(future.poll(cx))),
-            FirstProj::Timed { future, budget } => match ready!(future.poll(cx)) {
-                Ok(result) => Ok(result),
-                Err(_) => Err(*budget),
+        let attempted = match this.state.as_mut().project() {
+            StateProj::Retrying { future } => return future.as_mut().poll(cx),
+            StateProj::Plain { future } => Ok(ready!(future.poll(cx))),
+            StateProj::Timed {
+                future,
+                sleep,
+                budget,
+            } => match future.poll(cx) {
+                Poll::Ready(result) => Ok(result),
+                Poll::Pending => {
+                    ready!(sleep.as_mut().poll(cx));
+                    Err(*budget)
+                }
             },
-            FirstProj::Expired => {
-                let rest = this.rest.take().expect("future polled after completion");
-                this.first.set(First::Finished);
-                rest.config.observer.attempt(Outcome::Deadline, 0, None);
+            StateProj::Expired => {
+                this.state.set(State::Finished);
+                let config = this.rest.config.take();
+                let config = config.expect("future polled after completion");
+                config.observer.attempt(Outcome::Deadline, 0, None);
                 return Poll::Ready(Err(Error::Elapsed {
                     budget: Duration::ZERO,
                 }));
             }
-            FirstProj::Finished => panic!("future polled after completion"),
+            StateProj::Finished => panic!("future polled after completion"),
         };
         // The first attempt's future is done with: drop it now.
-        this.first.set(First::Finished);
-        let rest = this.rest.take().expect("future polled after completion");
-        match rest.after_first(attempted) {
+        this.state.set(State::Finished);
+        let rest = this.rest;
+        let config = rest.config.take().expect("future polled after completion");
+        let verdict = verdict(&config.classifier, &attempted);
+        // The common case in place: nothing moves, nothing is cloned.
+        if verdict == Verdict::Done {
+            config.budget.deposit();
+            let latency = rest.started.instant(config.epoch).map(|s| s.elapsed());
+            config.observer.attempt(Outcome::Done, 1, latency);
+            drop(config);
+            return Poll::Ready(answer(attempted));
+        }
+        match rest.after_first(config, verdict, attempted) {
             Ok(answer) => Poll::Ready(answer),
-            Err(retrying) => this.retrying.insert(retrying).as_mut().poll(cx),
+            Err(mut future) => {
+                let polled = future.as_mut().poll(cx);
+                this.state.set(State::Retrying { future });
+                polled
+            }
         }
     }
 }
@@ -180,23 +227,27 @@ where
     S::Error: Send,
     C: Classify<S::Response, S::Error> + Send + Sync + 'static,
 {
-    /// The answer, or the boxed retries.
+    /// The answer, or the boxed retries, after a first attempt that was
+    /// not [`Verdict::Done`].
     #[allow(clippy::type_complexity)]
+    #[cold]
+    #[inline(never)]
     fn after_first(
-        self,
+        &mut self,
+        config: Arc<Config<C>>,
+        verdict: Verdict,
         attempted: Attempted<S::Response, S::Error>,
     ) -> Result<
         Result<S::Response, Error<S::Error>>,
         BoxFuture<'static, Result<S::Response, Error<S::Error>>>,
     > {
-        let Self {
-            spare,
-            replay,
-            config,
-            deadline,
-            started,
-        } = self;
-        let verdict = verdict(&config.classifier, &attempted);
+        let (spare, replay) = (self.spare.take(), self.replay.take());
+        let started = self.started.instant(config.epoch);
+        // The copy carries the request's deadline, as the caller set it.
+        let deadline = replay
+            .as_ref()
+            .and_then(|r| r.deadline())
+            .map(|d| d.instant());
         let mut delays = None;
         let decided = config.decide(verdict, 1, replay.is_some(), deadline, &mut delays, started);
         match (decided, spare, replay) {

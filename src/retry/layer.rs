@@ -45,6 +45,7 @@ impl<C> RetryLayer<C> {
                 max_retry_after: DEFAULT_MAX_RETRY_AFTER,
                 observer: Observer::unnamed(),
                 backoffs: Arc::new(AtomicU64::new(0)),
+                epoch: tokio::time::Instant::now(),
             },
         }
     }

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use super::config::{Config, add};
 use super::error::Error;
-use super::future::{ResponseFuture, Rest};
+use super::future::{ResponseFuture, Rest, Stamp};
 use crate::attempt::{Classify, Replay};
 use crate::timeout::{Deadline, DeadlineRequest};
 
@@ -83,6 +83,7 @@ where
         self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         let config = &self.config;
         // The copy for a retry is taken before the request moves in.
@@ -95,14 +96,15 @@ where
         let deadline = carried.map(|d| d.instant());
         // The clock is read only when a deadline or a timeout needs it, or
         // for the latency of an event that DEBUG would show.
-        let now = if deadline.is_some() || config.per_try_timeout.is_some() {
-            Some(Instant::now())
-        } else if tracing::level_enabled!(tracing::Level::DEBUG) {
-            Some(Instant::now())
-        } else {
-            None
-        };
-        let budget = now.and_then(|now| config.attempt_budget(now, deadline));
+        let now = (deadline.is_some()
+            || config.per_try_timeout.is_some()
+            || tracing::level_enabled!(tracing::Level::DEBUG))
+        .then(Instant::now);
+        let timer = now.and_then(|now| {
+            config
+                .attempt_budget(now, deadline)
+                .map(|budget| (add(now, budget), budget))
+        });
         if let (Some(now), Some(deadline)) = (now, deadline)
             && deadline <= now
         {
@@ -118,10 +120,9 @@ where
         let rest = Rest {
             spare: replay.is_some().then(|| self.inner.clone()),
             replay,
-            config: config.clone(),
-            deadline,
-            started: now,
+            config: Some(config.clone()),
+            started: now.map_or(Stamp::UNKNOWN, |now| Stamp::at(config.epoch, now)),
         };
-        ResponseFuture::first(self.inner.call(req), budget, rest)
+        ResponseFuture::first(self.inner.call(req), timer, rest)
     }
 }
