@@ -241,3 +241,24 @@ async fn a_negative_grpc_pushback_stops_at_once_and_spends_no_budget() {
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(budget.balance(), 10.0);
 }
+
+#[test]
+fn an_elapsed_last_attempt_answers_504_and_an_inner_error_its_own_problem() {
+    use palisade::problem::{IntoProblem, Problem, types};
+    use palisade::retry::Error;
+
+    let elapsed = Error::<Problem>::Elapsed {
+        budget: Duration::from_millis(100),
+    };
+    assert_eq!(elapsed.to_string(), "attempt timed out after 100ms");
+    let problem = elapsed.into_problem();
+    assert_eq!(problem.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(problem.type_uri(), types::TIMED_OUT);
+    assert_eq!(
+        problem.extension("budget_ms"),
+        Some(&serde_json::json!(100))
+    );
+
+    let inner = Error::Inner(Problem::new(StatusCode::BAD_GATEWAY)).into_problem();
+    assert_eq!(inner.status(), StatusCode::BAD_GATEWAY);
+}
