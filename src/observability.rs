@@ -7,7 +7,7 @@
 //!
 //! | field | value |
 //! |---|---|
-//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"`, `"validate"`, `"bulkhead"`, `"adaptive_concurrency"`, `"throttle"` or `"hedge"` |
+//! | `layer` | `"timeout"`, `"circuit_breaker"`, `"rate_limit"`, `"idempotency"`, `"validate"`, `"bulkhead"`, `"adaptive_concurrency"`, `"retry"`, `"hedge"` or `"throttle"` |
 //! | `name` | the layer's name (see each layer's `name` setter), `"default"` when unset |
 //! | `key` | the decision's key, redacted by [`redact_key`]; absent when the layer has none |
 //! | `outcome` | what the layer decided, one of the `outcome` label values below; `accepted` or `rejected` for `validate` (whose metric counts rejections by `status`) |
@@ -50,6 +50,8 @@
 //! | `palisade_hedge_calls_total` | counter | `name`, `outcome` = `primary` (the first attempt answered) \| `hedge` (a hedge answered) \| `not_replayable` (could have been hedged, but the request cannot be sent twice) |
 //! | `palisade_hedge_hedges_total` | counter | `name`, `outcome` = `sent` \| `budget_exhausted`: one per hedge decision |
 //! | `palisade_hedge_delay_seconds` | gauge | `name`; the current hedge delay, set when it is computed again; 0 while the window holds too few samples |
+//! | `palisade_retry_decisions_total` | counter | `name`, `outcome` = `done` \| `retried` \| `exhausted` (max attempts) \| `budget_exhausted` \| `deadline` (no time for another attempt) \| `not_replayable` \| `retry_after_too_long` \| `stopped`; one per finished attempt |
+//! | `palisade_retry_wait_seconds` | histogram | `name`; each wait before a retry |
 //! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` = `decide` (rate limit) \| `claim` \| `complete` \| `release` (idempotency); a timeout counts as an error |
 //! | `palisade_store_duration_seconds` | histogram | `layer`, `store`, `op`: one store round trip |
 
@@ -89,6 +91,10 @@ pub const HEDGE_CALLS: &str = "palisade_hedge_calls_total";
 pub const HEDGE_HEDGES: &str = "palisade_hedge_hedges_total";
 /// `palisade_hedge_delay_seconds`: a hedge layer's current delay.
 pub const HEDGE_DELAY: &str = "palisade_hedge_delay_seconds";
+/// `palisade_retry_decisions_total`: finished attempts through a retry layer, by what followed.
+pub const RETRY_DECISIONS: &str = "palisade_retry_decisions_total";
+/// `palisade_retry_wait_seconds`: each wait of a retry layer before another attempt.
+pub const RETRY_WAIT: &str = "palisade_retry_wait_seconds";
 /// `palisade_store_errors_total`: failed store operations, by layer, store and operation.
 pub const STORE_ERRORS: &str = "palisade_store_errors_total";
 /// `palisade_store_duration_seconds`: the duration of one store round trip.
@@ -171,6 +177,15 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "The current delay before a hedge layer sends a hedge."
     );
+    describe_counter!(
+        RETRY_DECISIONS,
+        "Finished attempts through a retry layer, by what followed."
+    );
+    describe_histogram!(
+        RETRY_WAIT,
+        Unit::Seconds,
+        "Each wait of a retry layer before another attempt."
+    );
     describe_counter!(STORE_ERRORS, "Failed store operations.");
     describe_histogram!(
         STORE_DURATION,
@@ -215,7 +230,8 @@ pub(crate) fn redact_hashable<K: std::hash::Hash + ?Sized>(key: &K) -> RedactedK
     feature = "rate-limit",
     feature = "idempotency",
     feature = "throttle",
-    feature = "hedge"
+    feature = "hedge",
+    feature = "retry"
 ))]
 pub(crate) fn latency_us(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
@@ -254,7 +270,8 @@ impl std::fmt::Display for RedactedKey {
         feature = "bulkhead",
         feature = "adaptive-concurrency",
         feature = "throttle",
-        feature = "hedge"
+        feature = "hedge",
+        feature = "retry"
     )),
     allow(dead_code)
 )]
@@ -314,6 +331,7 @@ pub(crate) mod record {
     /// Records `value` in the histogram `key`.
     #[cfg(any(
         feature = "throttle",
+        feature = "retry",
         all(
             feature = "redis",
             any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")

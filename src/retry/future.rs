@@ -1,0 +1,332 @@
+//! The response future of the [`Retry`](super::Retry) service.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::backoff::Delays;
+use super::config::{Config, add};
+use super::error::Error;
+use super::observe::Outcome;
+use crate::attempt::{Classify, Replay, Verdict};
+use crate::timeout::{Deadline, DeadlineRequest};
+
+/// What one attempt gave: the service's result, or the time it had when it
+/// ran out.
+type Attempted<Res, E> = Result<Result<Res, E>, Duration>;
+
+type Answer<S, Req> = Result<<S as Service<Req>>::Response, Error<<S as Service<Req>>::Error>>;
+
+pin_project! {
+    /// Response future for [`Retry`](super::Retry).
+    ///
+    /// The first attempt is polled in place, without allocating; only a
+    /// retry moves the rest of the work into a boxed future.
+    pub struct ResponseFuture<S, C, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future, BoxFuture<'static, Answer<S, Req>>>,
+        rest: Rest<S, C, Req>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        // The first attempt, without a timer.
+        Plain { #[pin] future: F },
+        // The first attempt, against a timer (boxed: a timer is large, and
+        // the future is moved a few times before it is polled).
+        Timed { #[pin] future: F, sleep: Pin<Box<Sleep>>, budget: Duration },
+        // The attempts after the first.
+        Retrying { future: B },
+        // The request's deadline had passed: no attempt.
+        Expired,
+        Finished,
+    }
+}
+
+/// What a retry needs, kept beside the first attempt.
+pub(crate) struct Rest<S, C, Req> {
+    /// A clone of the inner service, for the retries; `None` when there
+    /// will be none.
+    pub(crate) spare: Option<S>,
+    /// The copy of the request to send again, taken before the first
+    /// attempt's deadline was written; `None` when it cannot be sent again.
+    pub(crate) replay: Option<Req>,
+    pub(crate) config: Option<Arc<Config<C>>>,
+    /// When the first attempt started, if the clock was read.
+    pub(crate) started: Stamp,
+}
+
+/// An instant as nanoseconds since the layer's epoch, or unknown: eight
+/// aligned bytes where an `Option<Instant>` would take sixteen, which
+/// keeps the future small and cheap to move.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp(u64);
+
+impl Stamp {
+    pub(crate) const UNKNOWN: Self = Self(u64::MAX);
+
+    pub(crate) fn at(epoch: Instant, instant: Instant) -> Self {
+        let nanos = instant.saturating_duration_since(epoch).as_nanos();
+        Self(
+            u64::try_from(nanos)
+                .unwrap_or(u64::MAX - 1)
+                .min(u64::MAX - 1),
+        )
+    }
+
+    pub(crate) fn instant(self, epoch: Instant) -> Option<Instant> {
+        (self.0 != u64::MAX).then(|| add(epoch, Duration::from_nanos(self.0)))
+    }
+}
+
+impl<S, C, Req> fmt::Debug for ResponseFuture<S, C, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("retrying", &matches!(self.state, State::Retrying { .. }))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, Req> ResponseFuture<S, C, Req>
+where
+    S: Service<Req>,
+{
+    #[inline]
+    pub(crate) fn first(
+        future: S::Future,
+        timer: Option<(Instant, Duration)>,
+        rest: Rest<S, C, Req>,
+    ) -> Self {
+        let state = match timer {
+            Some((at, budget)) => State::Timed {
+                future,
+                sleep: Box::pin(tokio::time::sleep_until(at)),
+                budget,
+            },
+            None => State::Plain { future },
+        };
+        Self { state, rest }
+    }
+
+    /// The request's deadline had passed: no attempt.
+    pub(crate) fn expired(config: Arc<Config<C>>) -> Self {
+        Self {
+            state: State::Expired,
+            rest: Rest {
+                spare: None,
+                replay: None,
+                config: Some(config),
+                started: Stamp::UNKNOWN,
+            },
+        }
+    }
+}
+
+impl<S, C, Req> Future for ResponseFuture<S, C, Req>
+where
+    Req: Replay + DeadlineRequest + Send + 'static,
+    S: Service<Req> + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    S::Error: Send,
+    C: Classify<S::Response, S::Error> + Send + Sync + 'static,
+{
+    type Output = Result<S::Response, Error<S::Error>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let attempted = match this.state.as_mut().project() {
+            StateProj::Retrying { future } => return future.as_mut().poll(cx),
+            StateProj::Plain { future } => Ok(ready!(future.poll(cx))),
+            StateProj::Timed {
+                future,
+                sleep,
+                budget,
+            } => match future.poll(cx) {
+                Poll::Ready(result) => Ok(result),
+                Poll::Pending => {
+                    ready!(sleep.as_mut().poll(cx));
+                    Err(*budget)
+                }
+            },
+            StateProj::Expired => {
+                this.state.set(State::Finished);
+                let config = this.rest.config.take();
+                let config = config.expect("future polled after completion");
+                config.observer.attempt(Outcome::Deadline, 0, None);
+                return Poll::Ready(Err(Error::Elapsed {
+                    budget: Duration::ZERO,
+                }));
+            }
+            StateProj::Finished => panic!("future polled after completion"),
+        };
+        // The first attempt's future is done with: drop it now.
+        this.state.set(State::Finished);
+        let rest = this.rest;
+        let config = rest.config.take().expect("future polled after completion");
+        let verdict = verdict(&config.classifier, &attempted);
+        // The common case in place: nothing moves, nothing is cloned.
+        if verdict == Verdict::Done {
+            config.budget.deposit();
+            let latency = rest.started.instant(config.epoch).map(|s| s.elapsed());
+            config.observer.attempt(Outcome::Done, 1, latency);
+            drop(config);
+            return Poll::Ready(answer(attempted));
+        }
+        match rest.after_first(config, verdict, attempted) {
+            Ok(answer) => Poll::Ready(answer),
+            Err(mut future) => {
+                let polled = future.as_mut().poll(cx);
+                this.state.set(State::Retrying { future });
+                polled
+            }
+        }
+    }
+}
+
+fn verdict<C, Res, E>(classifier: &C, attempted: &Attempted<Res, E>) -> Verdict
+where
+    C: Classify<Res, E>,
+{
+    match attempted {
+        Ok(result) => classifier.classify(result),
+        Err(_) => Verdict::Retry { after: None },
+    }
+}
+
+fn answer<Res, E>(attempted: Attempted<Res, E>) -> Result<Res, Error<E>> {
+    match attempted {
+        Ok(result) => result.map_err(Error::Inner),
+        Err(budget) => Err(Error::Elapsed { budget }),
+    }
+}
+
+impl<S, C, Req> Rest<S, C, Req>
+where
+    Req: Replay + DeadlineRequest + Send + 'static,
+    S: Service<Req> + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    S::Error: Send,
+    C: Classify<S::Response, S::Error> + Send + Sync + 'static,
+{
+    /// The answer, or the boxed retries, after a first attempt that was
+    /// not [`Verdict::Done`].
+    #[allow(clippy::type_complexity)]
+    #[cold]
+    #[inline(never)]
+    fn after_first(
+        &mut self,
+        config: Arc<Config<C>>,
+        verdict: Verdict,
+        attempted: Attempted<S::Response, S::Error>,
+    ) -> Result<
+        Result<S::Response, Error<S::Error>>,
+        BoxFuture<'static, Result<S::Response, Error<S::Error>>>,
+    > {
+        let (spare, replay) = (self.spare.take(), self.replay.take());
+        let started = self.started.instant(config.epoch);
+        // The copy carries the request's deadline, as the caller set it.
+        let deadline = replay
+            .as_ref()
+            .and_then(|r| r.deadline())
+            .map(|d| d.instant());
+        let mut delays = None;
+        let decided = config.decide(verdict, 1, replay.is_some(), deadline, &mut delays, started);
+        match (decided, spare, replay) {
+            (Ok(wait), Some(service), Some(request)) => Err(Box::pin(retry(
+                service, request, config, deadline, delays, wait,
+            ))),
+            _ => Ok(answer(attempted)),
+        }
+    }
+}
+
+/// The attempts after the first: wait, send a copy, decide, until an answer.
+async fn retry<S, C, Req>(
+    mut service: S,
+    mut request: Req,
+    config: Arc<Config<C>>,
+    deadline: Option<Instant>,
+    mut delays: Option<Delays>,
+    mut wait: Duration,
+) -> Result<S::Response, Error<S::Error>>
+where
+    Req: Replay + DeadlineRequest,
+    S: Service<Req>,
+    C: Classify<S::Response, S::Error>,
+{
+    let mut attempt = 1;
+    loop {
+        attempt += 1;
+        config.observer.wait(wait, attempt);
+        tokio::time::sleep(wait).await;
+        let ready = std::future::poll_fn(|cx| service.poll_ready(cx));
+        let ready = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, ready).await {
+                Ok(ready) => ready,
+                Err(_) => {
+                    // No time left even to be let in: not an attempt.
+                    config.observer.attempt(Outcome::Deadline, attempt, None);
+                    return Err(Error::Elapsed {
+                        budget: Duration::ZERO,
+                    });
+                }
+            },
+            None => ready.await,
+        };
+        let next = request.replay();
+        let started = Instant::now();
+        let budget = config.attempt_budget(started, deadline);
+        let attempted = match ready {
+            // A service that fails to get ready failed this attempt.
+            Err(e) => Ok(Err(e)),
+            Ok(()) => {
+                let mut request = request;
+                if let Some(per_try) = config.per_try_timeout {
+                    let at = add(started, per_try);
+                    request.set_deadline(Deadline::at(deadline.map_or(at, |d| d.min(at))));
+                }
+                let future = service.call(request);
+                match budget {
+                    Some(budget) => tokio::time::timeout(budget, future)
+                        .await
+                        .map_err(|_| budget),
+                    None => Ok(future.await),
+                }
+            }
+        };
+        let verdict = verdict(&config.classifier, &attempted);
+        match config.decide(
+            verdict,
+            attempt,
+            next.is_some(),
+            deadline,
+            &mut delays,
+            Some(started),
+        ) {
+            Ok(then) => {
+                wait = then;
+                request = next.expect("a replayable request");
+            }
+            Err(_) => return answer(attempted),
+        }
+    }
+}
