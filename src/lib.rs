@@ -16,6 +16,10 @@
 //! | `bulkhead` | `bulkhead` | one slow feature (or downstream) holding every connection; with Redis, a partner's fleet-wide concurrency cap |
 //! | `adaptive_concurrency` | `adaptive-concurrency` | overload, without knowing the capacity: the limit follows measured latency |
 //! | `load_shed` | `bulkhead` or `adaptive-concurrency` | the wrong request shed: priorities, never-shed routes, FIFO or adaptive LIFO with CoDel |
+//! | `retry` | `retry` | a transient failure failing the request, and a retry storm: backoff with jitter, a budget, deadlines, only what is safe to send twice |
+//! | `hedge` | `hedge` | the slow tail: a request slower than most gets a second attempt, within a budget |
+//! | `throttle` | `throttle` | being refused by an upstream that said its limits: a client that waits for `Retry-After` and `RateLimit`, and backs off adaptively |
+//! | `attempt` | `retry`, `hedge` or `throttle` | what they share: the retry `Budget`, `Replay` (which requests may be sent again), the HTTP and gRPC classifiers, `Retry-After` |
 //! | `problem` | `http` | hand-written, inconsistent error bodies |
 //! | [`observability`] | `metrics` (for metrics) | decisions nobody can see |
 //!
@@ -40,6 +44,7 @@
 //! | the largest request body read | `.body_limit(bytes)`, `DEFAULT_BODY_LIMIT` |
 //! | a default | `DEFAULT_` + the setter's name: `max_errors` and `DEFAULT_MAX_ERRORS` |
 //! | how requests wait when a limit is reached | `.queue(`[`load_shed::Queue`]`)`: a bounded length, a maximum wait (checked against the request timeout by `Queue::within`), an order |
+//! | send a request again | `.budget(`[`attempt::Budget`]`)` shared by the retries and hedges of one downstream; a request is sent again only if it is [`attempt::Replay`]; an attempt's result is judged by a [`attempt::Classify`] (`HttpClassifier`, `GrpcClassifier`, `ErrorIsRetryable`, a closure) |
 //! | what is shed first | `.priority(extractor)`, any [`load_shed::PriorityExtractor`]; a refusal is a [`load_shed::Shed`] |
 //! | what to do when something happens | `.on_<event>(Enum)`: `on_store_error`, `on_cancel`, `on_missing_caller_key` |
 //! | what a layer parsed, for the handler | request extensions: [`key::CallerKey`], `IdempotencyKey`, `Deadline`, `Validated<T>` |

@@ -223,8 +223,9 @@
 //!
 //! [`IdempotencyKeyLayer`] attaches an `Idempotency-Key` to outgoing requests
 //! (generated, or the one a handler derived from its own request with
-//! [`IdempotencyKey::derive`]), and [`RetryPolicy`] retries, within a budget,
-//! only requests that are idempotent by method or carry a key.
+//! [`IdempotencyKey::derive`]); put it above a
+//! [`RetryLayer`](crate::retry::RetryLayer) (feature `retry`), which sends a
+//! `POST` or `PATCH` again only when it carries a key.
 //!
 //! # Metrics and tracing
 //!
@@ -273,7 +274,7 @@ mod service;
 mod store;
 
 pub use self::body::ResponseBody;
-pub use self::client::{IdempotencyKeyLayer, IdempotencyKeyService, RetryPolicy};
+pub use self::client::{IdempotencyKeyLayer, IdempotencyKeyService};
 pub use self::config::{
     DEFAULT_BODY_LIMIT, DEFAULT_RESPONSE_BODY_LIMIT, MAX_RETRY_AFTER, MAX_WAIT, OnCancel,
     default_store_when,

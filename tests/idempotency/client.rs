@@ -1,4 +1,5 @@
-//! Client side: key attachment and the retry policy.
+//! Client side: key attachment, one key for every retry (the retry layer
+//! itself is tested in tests/retry).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -7,9 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use palisade::idempotency::{IdempotencyKey, IdempotencyKeyLayer, IdempotencyLayer, RetryPolicy};
-use tower::retry::RetryLayer;
-use tower::retry::budget::TpsBudget;
+use palisade::attempt::HttpClassifier;
+use palisade::idempotency::{IdempotencyKey, IdempotencyKeyLayer, IdempotencyLayer};
+use palisade::retry::{Backoff, RetryLayer};
 use tower::{ServiceBuilder, ServiceExt};
 
 type Seen = Arc<Mutex<Vec<Option<String>>>>;
@@ -54,8 +55,9 @@ fn request(method: Method) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-fn fast_policy() -> RetryPolicy {
-    RetryPolicy::new().backoff(Duration::from_millis(1), Duration::from_millis(10))
+fn fast_retry() -> RetryLayer<HttpClassifier> {
+    RetryLayer::new(HttpClassifier::new())
+        .backoff(Backoff::exponential(Duration::from_millis(1), Duration::from_millis(10)).unwrap())
 }
 
 #[tokio::test(start_paused = true)]
@@ -63,7 +65,7 @@ async fn generated_key_is_the_same_on_every_retry() {
     let (svc, seen) = downstream(&[503, 503, 201]);
     let client = ServiceBuilder::new()
         .layer(IdempotencyKeyLayer::new())
-        .layer(RetryLayer::new(fast_policy()))
+        .layer(fast_retry())
         .service(svc);
     let response = client.clone().oneshot(request(Method::POST)).await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
@@ -157,119 +159,4 @@ async fn server_layer_leaves_the_key_for_the_handler_to_derive_from() {
                 .as_str()
         )
     );
-}
-
-#[tokio::test(start_paused = true)]
-async fn unkeyed_post_is_never_retried_but_put_and_keyed_post_are() {
-    let (svc, seen) = downstream(&[503, 200]);
-    let client = ServiceBuilder::new()
-        .layer(RetryLayer::new(fast_policy()))
-        .service(svc);
-    let response = client.clone().oneshot(request(Method::POST)).await.unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        seen.lock().unwrap().len(),
-        1,
-        "a POST without a key is not retried"
-    );
-
-    let (svc, seen) = downstream(&[503, 200]);
-    let client = ServiceBuilder::new()
-        .layer(RetryLayer::new(fast_policy()))
-        .service(svc);
-    assert_eq!(
-        client.oneshot(request(Method::PUT)).await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(seen.lock().unwrap().len(), 2, "PUT is idempotent: retried");
-
-    let (svc, seen) = downstream(&[409, 200]);
-    let client = ServiceBuilder::new()
-        .layer(IdempotencyKeyLayer::new())
-        .layer(RetryLayer::new(fast_policy()))
-        .service(svc);
-    assert_eq!(
-        client
-            .oneshot(request(Method::POST))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        seen.lock().unwrap().len(),
-        2,
-        "a keyed POST in flight (409) is retried"
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn client_errors_are_not_retried_and_retries_are_bounded() {
-    let (svc, seen) = downstream(&[422]);
-    let client = ServiceBuilder::new()
-        .layer(RetryLayer::new(fast_policy()))
-        .service(svc);
-    client.oneshot(request(Method::PUT)).await.unwrap();
-    assert_eq!(seen.lock().unwrap().len(), 1);
-
-    let (svc, seen) = downstream(&[503]);
-    let client = ServiceBuilder::new()
-        .layer(RetryLayer::new(fast_policy().max_retries(2)))
-        .service(svc);
-    assert_eq!(
-        client.oneshot(request(Method::PUT)).await.unwrap().status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    assert_eq!(seen.lock().unwrap().len(), 3, "one try and two retries");
-}
-
-#[tokio::test(start_paused = true)]
-async fn budget_stops_a_retry_storm() {
-    // No floor, 10 % retries: after the budget's small initial reserve is
-    // spent, failures are not retried.
-    let policy = RetryPolicy::with_budget(TpsBudget::new(Duration::from_secs(10), 0, 0.1))
-        .backoff(Duration::from_millis(1), Duration::from_millis(10))
-        .max_retries(10);
-    let (svc, seen) = downstream(&[503]);
-    let client = ServiceBuilder::new()
-        .layer(RetryLayer::new(policy))
-        .service(svc);
-    for _ in 0..20 {
-        client.clone().oneshot(request(Method::PUT)).await.unwrap();
-    }
-    let attempts = seen.lock().unwrap().len();
-    // Without the budget: 20 * (1 + 10) = 220 attempts. With it: 20 tries
-    // plus about 10 % of them as retries.
-    assert!(
-        attempts <= 20 + 4,
-        "budget capped retries: {attempts} attempts"
-    );
-    assert!(attempts >= 20, "every request was tried once");
-}
-
-#[tokio::test(start_paused = true)]
-async fn retry_after_is_honoured() {
-    let seen: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
-    let log = seen.clone();
-    let svc = tower::service_fn(move |_req: Request<Full<Bytes>>| {
-        let mut log = log.lock().unwrap();
-        log.push(tokio::time::Instant::now());
-        let status = if log.len() == 1 { 429 } else { 200 };
-        let response = Response::builder()
-            .status(status)
-            .header("retry-after", "1")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        async move { Ok::<_, Infallible>(response) }
-    });
-    let client = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::new()))
-        .service(svc);
-    assert_eq!(
-        client.oneshot(request(Method::PUT)).await.unwrap().status(),
-        StatusCode::OK
-    );
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 2);
-    assert!(seen[1] - seen[0] >= Duration::from_secs(1));
 }

@@ -77,6 +77,23 @@ pub fn transport(
     )
 }
 
+/// What a failure at the bottom says about another attempt: a connection
+/// refused or reset, a body cut short and a 500, 502, 503 or 504 are worth a
+/// retry (the payment carries its key, so the provider charges it once);
+/// any other server error is the answer.
+impl palisade::attempt::Retryable for TransportError {
+    fn verdict(&self) -> palisade::attempt::Verdict {
+        use palisade::attempt::Verdict;
+        match self {
+            Self::Status(status) if matches!(status.as_u16(), 500 | 502 | 503 | 504) => {
+                Verdict::Retry { after: None }
+            }
+            Self::Status(_) => Verdict::Done,
+            Self::Connect(_) | Self::Body(_) => Verdict::Retry { after: None },
+        }
+    }
+}
+
 /// Why a downstream call failed, as the API answers it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {

@@ -41,18 +41,33 @@
 //!
 //! ```text
 //! Idempotency-Key (the same on every attempt: it is set once, outside the retry)
-//!   -> retry (timeouts, connect errors, 5xx; never an open breaker)
-//!     -> circuit breaker (outside the timeout, so a timeout counts as a failure)
+//!   -> retry (3 attempts, 20-200 ms full jitter, its own budget)
+//!     -> circuit breaker (one outcome per attempt; its refusal ends the retries)
 //!       -> timeout (per attempt)
 //!         -> transport (hyper-util Client; body read; 5xx is an error)
 //! ```
+//!
+//! 1. **The key outside the retry**: every attempt of one charge carries
+//!    the same key, so the provider charges it once however many attempts
+//!    reach it. The retry sends a `POST` again only because it carries a key.
+//! 2. **The retry outside the breaker**: each attempt counts with the
+//!    breaker, and an open breaker's refusal is never retried (it is the
+//!    retry's `Verdict::Stop`: no spinning against an open circuit, no
+//!    budget spent). A connect error, a timeout, a 500/502/503/504 or a
+//!    408/409/425/429 (after its `Retry-After`, in seconds or as a date) is
+//!    retried while the budget lasts: it starts with 20 tokens, each failure
+//!    takes one, retries stop below 10 (ten failures in a row) and every
+//!    success earns a tenth of a token back, so retries cannot multiply a
+//!    provider outage.
+//! 3. **The timeout inside the breaker**: a timed-out attempt counts as a
+//!    failure, and the retry sends another one.
 //!
 //! The repository, behind two bulkheads over its pool of `DB_POOL_SIZE`
 //! connections (a query holds one while it runs):
 //!
 //! ```text
 //! order queries (find, insert, get):  orders bulkhead -> repository
-//! product pages' recommendations:     recommendations bulkhead -> breaker -> timeout -> repository
+//! product pages' recommendations:     hedge -> recommendations bulkhead -> breaker -> timeout -> repository
 //! ```
 //!
 //! The `recommendations` bulkhead lets at most `RECOMMENDATIONS_BULKHEAD`
@@ -64,29 +79,40 @@
 //! (`degraded: true`), an open breaker or a timeout likewise, at once; a
 //! refused order query is a `503` problem of type `overloaded` with
 //! `Retry-After` (the bulkhead's 1 s). No retry: the page degrades instead.
+//!
+//! The hedge sits above the bulkhead: a recommendations query still running
+//! after the 95th percentile of the last 10 s's latencies gets a second,
+//! identical query (a read: safe to send twice), the first answer wins and
+//! the other is cancelled, giving its connection back. Above the bulkhead,
+//! a hedge takes a permit of its own, so hedging never lets recommendations
+//! hold more than their 3 connections; a hedge the bulkhead or the breaker
+//! refuses leaves the first query running. Hedges spend a budget (at most
+//! about one per ten successful queries), so a slow database is not sent
+//! twice the load.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
-use http::{Method, Response as HttpResponse};
+use http::Method;
 use palisade::BoxError;
-use palisade::attempt::ErrorIsRetryable;
+use palisade::attempt::{Budget, ErrorIsRetryable, HttpClassifier};
 use palisade::bulkhead::{self, BulkheadLayer};
 use palisade::circuit_breaker::{self, CircuitBreakerLayer, Handle, State};
 use palisade::hedge::{self, HedgeLayer};
-use palisade::idempotency::{self, IdempotencyKeyLayer, IdempotencyLayer, RetryPolicy};
+use palisade::idempotency::{self, IdempotencyKeyLayer, IdempotencyLayer};
 use palisade::key::{ClientIp, Header, Or};
 use palisade::problem::ProblemLayer;
 use palisade::rate_limit::{self, Quota, RateLimitLayer};
+use palisade::retry::{self, Backoff, Jitter, RetryLayer};
 use palisade::timeout::{self, TimeoutLayer};
 use palisade::validate::{UnknownFields, ValidateLayer};
 use tower::ServiceBuilder;
-use tower::retry::{Policy, RetryLayer};
 use tower::service_fn;
 use tower::util::BoxCloneSyncService;
 
@@ -120,8 +146,8 @@ pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// since a second payment run is worse here than a key that answers `409`
 /// for up to a minute after its instance crashed.
 pub(crate) const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
-/// Retries of one payment after its first attempt.
-pub(crate) const PAYMENT_RETRIES: u32 = 2;
+/// Attempts of one payment: the first and two retries.
+pub(crate) const PAYMENT_ATTEMPTS: NonZeroU32 = NonZeroU32::new(3).unwrap();
 
 /// Who is calling: `X-Api-Key`, else the peer IP from axum's `ConnectInfo`
 /// (`X-Forwarded-For` is ignored: no proxy is trusted). Rate limits and
@@ -230,36 +256,6 @@ pub(crate) fn outermost(router: Router<AppState>) -> Router<AppState> {
 /// The error at the top of a client stack, before boxing.
 pub(crate) type StackError = circuit_breaker::Error<timeout::Error<TransportError>>;
 
-/// Retries what [`RetryPolicy`] deems safe (a keyed or idempotent request,
-/// transport errors and 5xx, within a budget), but never a call the breaker
-/// refused: that would only spin against an open circuit.
-#[derive(Debug, Clone)]
-pub(crate) struct RetryUnlessOpen(RetryPolicy);
-
-impl<B: Clone, R, E> Policy<http::Request<B>, HttpResponse<R>, circuit_breaker::Error<E>>
-    for RetryUnlessOpen
-{
-    type Future = tokio::time::Sleep;
-
-    fn retry(
-        &mut self,
-        req: &mut http::Request<B>,
-        result: &mut Result<HttpResponse<R>, circuit_breaker::Error<E>>,
-    ) -> Option<Self::Future> {
-        if matches!(result, Err(e) if e.is_open()) {
-            return None;
-        }
-        self.0.retry(req, result)
-    }
-
-    fn clone_request(&mut self, req: &http::Request<B>) -> Option<http::Request<B>> {
-        Policy::<http::Request<B>, HttpResponse<R>, circuit_breaker::Error<E>>::clone_request(
-            &mut self.0,
-            req,
-        )
-    }
-}
-
 fn probe(handle: Handle) -> BreakerProbe {
     BreakerProbe::new(move || match handle.state() {
         State::Open | State::ForcedOpen => BreakerState::Open,
@@ -277,17 +273,29 @@ pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, B
             .name("payment"),
     );
     let handle = breaker.handle();
-    let retry = RetryUnlessOpen(
-        RetryPolicy::new()
-            .max_retries(PAYMENT_RETRIES)
-            .backoff(Duration::from_millis(20), Duration::from_millis(200)),
-    );
+    // Retries a keyed charge after a transport error, a timeout or a 5xx
+    // (or a 408/409/425/429, after its Retry-After): an open breaker is never
+    // retried. Its own budget: retries stop after 10 failures in a row, and
+    // successes earn them back (one retry per 10).
+    let retry = RetryLayer::new(HttpClassifier::new())
+        .max_attempts(PAYMENT_ATTEMPTS)
+        .backoff(
+            Backoff::exponential(Duration::from_millis(20), Duration::from_millis(200))
+                .expect("20 ms <= 200 ms")
+                .jitter(Jitter::Full),
+        )
+        .budget(Budget::new(NonZeroU32::new(20).expect("non-zero"), 0.1).expect("in range"))
+        .name(PAYMENT);
     let stack = ServiceBuilder::new()
-        .map_err(|e: StackError| BoxError::from(e))
+        .map_err(|e: retry::Error<StackError>| match e {
+            retry::Error::Inner(e) => BoxError::from(e),
+            other => BoxError::from(other),
+        })
         // The key is set here, once: every attempt below carries it, and the
-        // provider charges a key once, so retrying a charge is safe.
+        // provider charges a key once, so retrying a charge is safe (the
+        // retry sends a POST again only when it carries a key).
         .layer(IdempotencyKeyLayer::new().methods([Method::POST]))
-        .layer(RetryLayer::new(retry))
+        .layer(retry)
         .layer(breaker)
         .layer(TimeoutLayer::new(config.payment_timeout).name("payment"))
         .service(transport(client));
