@@ -23,7 +23,10 @@ const MILLI: u32 = 1000;
 ///
 /// Clones share the tokens: give every client of one downstream the same
 /// budget (a [`RetryLayer`](crate::retry::RetryLayer) and a
-/// [`HedgeLayer`](crate::hedge::HedgeLayer) can share one).
+/// [`HedgeLayer`](crate::hedge::HedgeLayer) can share one). Each layer
+/// earns on the answers it sees, so with a retry above a hedge on one
+/// budget, a success is earned twice: give that budget half the ratio you
+/// mean.
 ///
 /// A success costs one atomic load while the budget is full, as it is in
 /// steady state; no lock and no clock read.

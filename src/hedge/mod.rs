@@ -114,7 +114,8 @@
 //! ratio of successes (10% by default) whatever the latencies do, and stop
 //! when the downstream is failing. Give the same budget to the
 //! `RetryLayer` of the same downstream: retries and hedges then share one
-//! allowance of extra load.
+//! allowance of extra load (both earn on a success they see, so halve the
+//! shared budget's ratio).
 //!
 //! # Where it goes in a stack
 //!
