@@ -94,3 +94,24 @@ async fn a_hedge_refused_by_the_budget_gives_back_the_readiness_it_took() {
         "the refused hedge still holds a slot"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_goes_to_a_service_readied_first() {
+    // tower-test's mock panics on a call to a clone that was not readied.
+    let (svc, mut handle) = mock::pair::<Job, usize>();
+    let svc = layer().layer(svc);
+    for n in 0..10 {
+        let answer = tokio::spawn(svc.clone().oneshot(Job));
+        let (_, respond) = handle.next_request().await.unwrap();
+        tokio::time::advance(crate::ms(10)).await;
+        respond.send_response(n);
+        assert_eq!(answer.await.unwrap().unwrap(), n);
+    }
+    let answer = tokio::spawn(svc.clone().oneshot(Job));
+    let (_, slow) = handle.next_request().await.unwrap();
+    // Past the delay: the hedge arrives through a readied clone.
+    let (_, fast) = handle.next_request().await.unwrap();
+    fast.send_response(99);
+    assert_eq!(answer.await.unwrap().unwrap(), 99);
+    drop(slow);
+}
