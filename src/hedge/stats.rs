@@ -347,4 +347,44 @@ mod tests {
         tokio::time::advance(Duration::from_secs(4)).await;
         assert_eq!(stats.delay(Instant::now()), None, "every sample expired");
     }
+
+    #[test]
+    fn concurrent_recordings_across_sub_windows_keep_the_delay_in_range() {
+        use std::sync::Arc;
+        let window = Duration::from_secs(4);
+        let stats = Arc::new(Stats::new(window, 0.9, 20, Duration::ZERO));
+        let origin = stats.origin;
+        let sub = window / SLOTS as u32;
+        // Every latency is 1 to 2 ms: any delay, even one read while a
+        // sub-window rotates under it, is within the buckets of that range
+        // (a group's top at worst: below 2.1 ms).
+        let in_range =
+            |d: Duration| d >= Duration::from_millis(1) && d < Duration::from_micros(2100);
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let stats = stats.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        let now = origin + sub * u32::try_from(i / 1000).unwrap();
+                        let latency = Duration::from_micros(1000 + (i * 7 + t * 13) % 1000);
+                        if let Some(Some(delay)) = stats.record(now, latency) {
+                            assert!(in_range(delay), "{delay:?}");
+                        }
+                        if let Some(delay) = stats.delay(now) {
+                            assert!(in_range(delay), "{delay:?}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let end = origin + sub * 19;
+        // A thread a few sub-windows behind may record into a newer one.
+        let samples = stats.samples(end);
+        assert!(samples > 0 && samples <= 4 * 20_000, "{samples}");
+        let delay = stats.delay(end).expect("thousands of samples");
+        assert!(in_range(delay), "{delay:?}");
+    }
 }
