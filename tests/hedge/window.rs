@@ -104,3 +104,26 @@ async fn no_hedge_once_the_window_has_fewer_than_min_samples_again() {
     svc.clone().oneshot(Job).await.unwrap();
     assert_eq!(backend.counts.started(), before + 1, "no hedge");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_longest_settings_saturate_without_a_hedge_or_a_panic() {
+    let layer = layer()
+        .window(Duration::MAX)
+        .unwrap()
+        .min_delay(Duration::MAX)
+        .percentile(0.999_999)
+        .unwrap();
+    let handle = layer.handle();
+    let (svc, backend) = setup(&layer);
+    for _ in 0..10 {
+        svc.clone().oneshot(Job).await.unwrap();
+    }
+    let delay = handle.delay().expect("10 samples");
+    assert!(delay > Duration::from_secs(86_400 * 365 * 100), "{delay:?}");
+    backend.then([Plan::Ok(1000)]);
+    let before = backend.counts.started();
+    svc.clone().oneshot(Job).await.unwrap();
+    assert_eq!(backend.counts.started(), before + 1, "no hedge");
+    tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+    assert_eq!(handle.samples(), 11, "a window that never moves");
+}
