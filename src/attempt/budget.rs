@@ -136,7 +136,11 @@ impl Budget {
             .is_ok()
     }
 
-    /// Whether another attempt could be sent now, without taking a token.
+    /// Whether more than half of the tokens are left, without taking one: a
+    /// cheap first check. [`withdraw`](Self::withdraw) and
+    /// [`try_withdraw`](Self::try_withdraw) still refuse while the token
+    /// they take would leave half or less (6 tokens of 10 pass this check,
+    /// and no attempt).
     pub fn can_withdraw(&self) -> bool {
         self.inner.balance.load(Ordering::Relaxed) > self.inner.max / 2
     }

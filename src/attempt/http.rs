@@ -75,7 +75,7 @@ impl StatusSet {
 /// The retryable statuses are, by default, those that say the request did
 /// not take effect or may succeed later: `408`, `409` (an idempotency key
 /// still in flight), `425`, `429`, `500`, `502`, `503` and `504`. A `501`
-/// or any `4xx` is the answer.
+/// or any other `4xx` is the answer.
 ///
 /// Which requests may be sent again is the request's business
 /// ([`Replay`](super::Replay)): an unsafe method without an
