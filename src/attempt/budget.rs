@@ -139,7 +139,11 @@ impl Budget {
             .is_ok()
     }
 
-    /// Whether another attempt could be sent now, without taking a token.
+    /// Whether more than half of the tokens are left, without taking one: a
+    /// cheap first check. [`withdraw`](Self::withdraw) and
+    /// [`try_withdraw`](Self::try_withdraw) still refuse while the token
+    /// they take would leave half or less (6 tokens of 10 pass this check,
+    /// and no attempt).
     pub fn can_withdraw(&self) -> bool {
         self.inner.balance.load(Ordering::Relaxed) > self.inner.max / 2
     }
@@ -217,5 +221,81 @@ mod tests {
         let b = a.clone();
         assert!(!a.withdraw());
         assert!(!b.can_withdraw());
+    }
+
+    #[test]
+    fn the_balance_stays_in_bounds_under_contention() {
+        use std::sync::atomic::AtomicBool;
+        let b = budget(10, 0.1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (b, stop) = (b.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let balance = b.balance();
+                    assert!((0.0..=10.0).contains(&balance), "{balance}");
+                }
+            })
+        };
+        let workers: Vec<_> = (0..4u32)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        match (i.wrapping_mul(7) + t) % 5 {
+                            0 => drop(b.withdraw()),
+                            1 => drop(b.try_withdraw()),
+                            2 => drop(b.can_withdraw()),
+                            _ => b.deposit(),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        watcher.join().unwrap();
+        let balance = b.balance();
+        assert!((0.0..=10.0).contains(&balance), "{balance}");
+    }
+
+    #[test]
+    fn racing_try_withdraws_take_exactly_the_tokens_above_half() {
+        for _ in 0..50 {
+            let b = budget(10, 0.1);
+            let barrier = Arc::new(std::sync::Barrier::new(4));
+            let taken: usize = (0..4)
+                .map(|_| {
+                    let (b, barrier) = (b.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        (0..10).filter(|_| b.try_withdraw()).count()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .sum();
+            assert_eq!(taken, 4, "10 -> 6");
+            assert_eq!(b.balance(), 6.0);
+            // Failures racing past half take what is left, never below zero.
+            let barrier = Arc::new(std::sync::Barrier::new(4));
+            let allowed: usize = (0..4)
+                .map(|_| {
+                    let (b, barrier) = (b.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        (0..10).filter(|_| b.withdraw()).count()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .sum();
+            assert_eq!(allowed, 0, "6 -> 5 is not more than half");
+            assert_eq!(b.balance(), 0.0);
+        }
     }
 }

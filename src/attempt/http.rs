@@ -75,7 +75,7 @@ impl StatusSet {
 /// The retryable statuses are, by default, those that say the request did
 /// not take effect or may succeed later: `408`, `409` (an idempotency key
 /// still in flight), `425`, `429`, `500`, `502`, `503` and `504`. A `501`
-/// or any `4xx` is the answer.
+/// or any other `4xx` is the answer.
 ///
 /// Which requests may be sent again is the request's business
 /// ([`Replay`](super::Replay)): an unsafe method without an
@@ -265,6 +265,59 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_reads_every_rfc_9110_form() {
+        let at = SystemTime::now() + Duration::from_secs(90);
+        let fixdate = httpdate::fmt_http_date(at); // "Wed, 21 Oct 2026 07:28:00 GMT"
+        let (wday, rest) = fixdate.split_once(", ").unwrap();
+        let parts: Vec<&str> = rest.split(' ').collect();
+        let (day, mon, year, time) = (parts[0], parts[1], parts[2], parts[3]);
+        let long = match wday {
+            "Mon" => "Monday",
+            "Tue" => "Tuesday",
+            "Wed" => "Wednesday",
+            "Thu" => "Thursday",
+            "Fri" => "Friday",
+            "Sat" => "Saturday",
+            _ => "Sunday",
+        };
+        let rfc850 = format!("{long}, {day}-{mon}-{} {time} GMT", &year[2..]);
+        let asctime = format!(
+            "{wday} {mon} {:>2} {time} {year}",
+            day.trim_start_matches('0')
+        );
+        for form in [fixdate.clone(), rfc850, asctime, format!("  {fixdate}\t")] {
+            let wait = parse_retry_after(&HeaderValue::from_str(&form).unwrap());
+            let wait = wait.unwrap_or_else(|| panic!("{form:?}"));
+            assert!(
+                wait > Duration::from_secs(80) && wait <= Duration::from_secs(90),
+                "{form:?}: {wait:?}"
+            );
+        }
+        for (value, wait) in [(" 120 ", Some(120)), ("0", Some(0)), ("007", Some(7))] {
+            assert_eq!(
+                parse_retry_after(&HeaderValue::from_static(value)),
+                wait.map(Duration::from_secs),
+                "{value:?}"
+            );
+        }
+        for bad in [
+            "-1",
+            "+5",
+            "1.5",
+            "1 2",
+            "",
+            "0x10",
+            "wed, 21 oct 2026 07:28:00 gmt",
+        ] {
+            assert_eq!(
+                parse_retry_after(&HeaderValue::from_static(bad)),
+                None,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn grpc_retries_unavailable_after_its_pushback_and_stops_on_a_negative_one() {
         let c = GrpcClassifier::new();
         assert_eq!(
@@ -297,6 +350,39 @@ mod tests {
             also_8.classify(&response(200, &[("grpc-status", "8")])),
             Verdict::Retry { after: None }
         );
+    }
+
+    #[test]
+    fn grpc_codes_out_of_range_and_empty_values_are_answers() {
+        let c = GrpcClassifier::new().codes([14, 17, 31, 32, 255]);
+        for code in [
+            "",
+            "17",
+            "31",
+            "32",
+            "255",
+            "256",
+            "-14",
+            "1 4",
+            "UNAVAILABLE",
+        ] {
+            assert_eq!(
+                c.classify(&response(200, &[("grpc-status", code)])),
+                Verdict::Done,
+                "{code:?}"
+            );
+        }
+        assert_eq!(GrpcClassifier::new().codes([17, 255]).retryable, 0);
+        for pushback in ["", "abc", "1.5", "99999999999999999999999"] {
+            assert_eq!(
+                c.classify(&response(
+                    200,
+                    &[("grpc-status", "14"), ("grpc-retry-pushback-ms", pushback)]
+                )),
+                Verdict::Stop,
+                "{pushback:?}: malformed asks not to retry"
+            );
+        }
     }
 
     proptest! {

@@ -179,7 +179,7 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
 
 impl<S, Req, C> Future for ResponseFuture<S, Req, C>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     Req: Replay,
     C: Classify<S::Response, S::Error>,
 {
@@ -318,8 +318,19 @@ where
                                         .observer
                                         .sent(hedging.decided, elapsed, hedging.delay);
                                 }
-                                Some(_) => shared.observer.exhausted(hedging.decided, elapsed),
-                                None => hedging.decided = shared.max_hedges,
+                                refused => {
+                                    match refused {
+                                        Some(_) => {
+                                            shared.observer.exhausted(hedging.decided, elapsed);
+                                        }
+                                        None => hedging.decided = shared.max_hedges,
+                                    }
+                                    // The ready service may hold a slot (a
+                                    // concurrency permit, a buffer's place)
+                                    // that no call will use: a fresh clone
+                                    // gives it back.
+                                    hedging.svc = hedging.svc.clone();
+                                }
                             }
                             hedging.schedule(now, shared.max_hedges);
                         }

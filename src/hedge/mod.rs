@@ -82,9 +82,12 @@
 //!
 //! A request is hedged only if it is [`Replay`](crate::attempt::Replay) and
 //! gives a copy: with feature `http`, an `http::Request` with an idempotent
-//! method, or with an `Idempotency-Key`, and a body held in memory. A `POST`
-//! without a key, or a streaming body, is sent once and counted as
-//! `not_replayable`. A hedge goes through a clone of the inner service,
+//! method, or with an `Idempotency-Key`, and a body held in memory
+//! (`attempt::ReplayBody`). A `POST` without a key is sent once, and
+//! counted as `not_replayable` if it would have been hedged otherwise (the
+//! window holds enough latencies and the budget has tokens). A request with
+//! a streaming body is not `Replay` at all: buffer it first, or the layer
+//! does not build. A hedge goes through a clone of the inner service,
 //! readied first: a service at its concurrency limit delays the hedge, and
 //! the budget is not touched until it is ready.
 //!
@@ -142,7 +145,9 @@
 //! `min_samples`-th latency of a moving window, spends a budget shared with
 //! retries, can hedge a hedge, knows which HTTP requests may be sent twice,
 //! lets a running hedge answer after a retryable failure, keeps the error
-//! type, and adds no allocation to a request answered before its delay.
+//! type, and allocates nothing of its own for a request answered before its
+//! delay (the copy of the request and the clone of the service aside, see
+//! [Cost](#cost)).
 //!
 //! # Metrics and tracing
 //!

@@ -74,3 +74,32 @@ async fn max_hedges_zero_turns_hedging_off() {
     svc.clone().oneshot(Job).await.unwrap();
     assert_eq!(backend.counts.started(), 11);
 }
+
+#[cfg(feature = "retry")]
+#[tokio::test(start_paused = true)]
+#[ignore = "fails: the hedge and the retry above both deposit for one success; which layer earns a shared budget is the lead's call"]
+async fn a_success_through_a_retry_above_earns_a_shared_budget_once() {
+    use palisade::attempt::ErrorIsRetryable;
+    use palisade::retry::RetryLayer;
+    use tower::Layer;
+    // The stack the docs advise: a retry above the hedge, one budget.
+    let shared = budget(10, 0.5);
+    let (hedged, _backend) = setup(&layer().budget(shared.clone()));
+    let svc = RetryLayer::new(ErrorIsRetryable)
+        .budget(shared.clone())
+        .layer(hedged);
+    for _ in 0..4 {
+        shared.withdraw();
+    }
+    assert_eq!(shared.balance(), 6.0);
+    svc.clone().oneshot(Job).await.unwrap();
+    assert_eq!(shared.balance(), 6.5, "one success earns one share");
+}
+
+#[cfg(feature = "retry")]
+impl palisade::timeout::DeadlineRequest for Job {
+    fn deadline(&self) -> Option<palisade::timeout::Deadline> {
+        None
+    }
+    fn set_deadline(&mut self, _: palisade::timeout::Deadline) {}
+}

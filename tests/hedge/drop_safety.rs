@@ -61,3 +61,27 @@ async fn the_losers_are_dropped_when_the_winner_answers() {
     assert_eq!(backend.counts.alive(), 0);
     assert_eq!(backend.counts.cancelled(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_future_while_a_hedge_waits_for_readiness_frees_every_slot() {
+    let backend = crate::Backend::new();
+    let inner = tower::ServiceBuilder::new()
+        .concurrency_limit(1)
+        .service(backend.service::<Job>(Plan::Ok(10)));
+    let svc = tower::Layer::layer(&layer(), inner);
+    warm(&svc, 10).await;
+    backend.then([Plan::Ok(1000)]);
+    let mut first = svc.clone();
+    let mut slow = tokio_test::task::spawn(first.ready().await.unwrap().call(Job));
+    assert!(slow.poll().is_pending());
+    // Past the delay: the hedge waits for the slot the first attempt holds.
+    tokio::time::advance(ms(20)).await;
+    assert!(slow.poll().is_pending());
+    drop(slow);
+    assert_eq!(backend.counts.alive(), 0);
+    let mut other = svc.clone();
+    assert!(
+        tokio_test::task::spawn(other.ready()).poll().is_ready(),
+        "the slot is free again"
+    );
+}

@@ -80,3 +80,50 @@ fn settings_out_of_range_are_refused() {
     assert!(new().window(Duration::MAX).is_ok(), "saturates");
     let _ = nz(1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_hedge_once_the_window_has_fewer_than_min_samples_again() {
+    // A 4 s window in 1 s steps, hedging from 10 latencies.
+    let layer = layer().window(Duration::from_secs(4)).unwrap();
+    let handle = layer.handle();
+    let (svc, backend) = setup(&layer);
+    // Nine latencies in the first second, the tenth three seconds later:
+    // the delay is computed then, from ten.
+    for _ in 0..9 {
+        svc.clone().oneshot(Job).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(3)).await;
+    svc.clone().oneshot(Job).await.unwrap();
+    assert!(handle.delay().is_some(), "ten latencies");
+    // A second later the first nine have expired: one is left.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(handle.samples(), 1);
+    assert_eq!(handle.delay(), None, "one latency of ten");
+    backend.then([Plan::Ok(1000)]);
+    let before = backend.counts.started();
+    svc.clone().oneshot(Job).await.unwrap();
+    assert_eq!(backend.counts.started(), before + 1, "no hedge");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_longest_settings_saturate_without_a_hedge_or_a_panic() {
+    let layer = layer()
+        .window(Duration::MAX)
+        .unwrap()
+        .min_delay(Duration::MAX)
+        .percentile(0.999_999)
+        .unwrap();
+    let handle = layer.handle();
+    let (svc, backend) = setup(&layer);
+    for _ in 0..10 {
+        svc.clone().oneshot(Job).await.unwrap();
+    }
+    let delay = handle.delay().expect("10 samples");
+    assert!(delay > Duration::from_secs(86_400 * 365 * 100), "{delay:?}");
+    backend.then([Plan::Ok(1000)]);
+    let before = backend.counts.started();
+    svc.clone().oneshot(Job).await.unwrap();
+    assert_eq!(backend.counts.started(), before + 1, "no hedge");
+    tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+    assert_eq!(handle.samples(), 11, "a window that never moves");
+}
