@@ -2,7 +2,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::ConfigError;
 
@@ -23,10 +23,10 @@ const MILLI: u32 = 1000;
 ///
 /// Clones share the tokens: give every client of one downstream the same
 /// budget (a [`RetryLayer`](crate::retry::RetryLayer) and a
-/// [`HedgeLayer`](crate::hedge::HedgeLayer) can share one). Each layer
-/// earns on the answers it sees, so with a retry above a hedge on one
-/// budget, a success is earned twice: give that budget half the ratio you
-/// mean.
+/// [`HedgeLayer`](crate::hedge::HedgeLayer) can share one). A budget given
+/// to a retry layer is earned by the retry layers alone: a hedge below a
+/// retry sees the same successes, so it only spends from that budget, and a
+/// success is counted once.
 ///
 /// A success costs one atomic load while the budget is full, as it is in
 /// steady state; no lock and no clock read.
@@ -53,6 +53,10 @@ struct Tokens {
     balance: AtomicU32,
     max: u32,
     ratio: u32,
+    /// A retry layer earns this budget: a hedge below it must not earn the
+    /// same successes again.
+    #[cfg_attr(not(feature = "hedge"), allow(dead_code))]
+    earned_by_retry: AtomicBool,
 }
 
 impl Budget {
@@ -93,6 +97,7 @@ impl Budget {
                 balance: AtomicU32::new(max),
                 max,
                 ratio,
+                earned_by_retry: AtomicBool::new(false),
             }),
         })
     }
@@ -146,6 +151,18 @@ impl Budget {
     /// and no attempt).
     pub fn can_withdraw(&self) -> bool {
         self.inner.balance.load(Ordering::Relaxed) > self.inner.max / 2
+    }
+
+    /// Marks the budget as earned by a retry layer.
+    #[cfg(feature = "retry")]
+    pub(crate) fn earn_by_retry(&self) {
+        self.inner.earned_by_retry.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a retry layer earns the budget (and a hedge must not).
+    #[cfg(feature = "hedge")]
+    pub(crate) fn is_earned_by_retry(&self) -> bool {
+        self.inner.earned_by_retry.load(Ordering::Relaxed)
     }
 
     /// The tokens left.

@@ -362,7 +362,10 @@ fn finish<S: Service<Req>, Req, C>(
 ) -> Result<S::Response, Error<S::Error>> {
     let shared = &**this.shared;
     if done {
-        shared.budget.deposit();
+        // A retry above earns a budget it shares: the same success once.
+        if !shared.budget.is_earned_by_retry() {
+            shared.budget.deposit();
+        }
     }
     let mut primary = this.primary;
     primary.set(Primary::Finished);

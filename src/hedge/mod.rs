@@ -117,8 +117,9 @@
 //! ratio of successes (10% by default) whatever the latencies do, and stop
 //! when the downstream is failing. Give the same budget to the
 //! `RetryLayer` of the same downstream: retries and hedges then share one
-//! allowance of extra load (both earn on a success they see, so halve the
-//! shared budget's ratio).
+//! allowance of extra load. A budget a retry layer holds is earned by the
+//! retry alone (the hedge below it sees the same successes and only
+//! spends), so each success counts once.
 //!
 //! # Where it goes in a stack
 //!

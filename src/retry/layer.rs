@@ -72,6 +72,7 @@ impl<C> RetryLayer<C> {
     /// cannot multiply an outage.
     #[must_use]
     pub fn budget(mut self, budget: Budget) -> Self {
+        budget.earn_by_retry();
         self.config.budget = budget;
         self
     }

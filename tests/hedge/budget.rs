@@ -77,7 +77,6 @@ async fn max_hedges_zero_turns_hedging_off() {
 
 #[cfg(feature = "retry")]
 #[tokio::test(start_paused = true)]
-#[ignore = "fails: the hedge and the retry above both deposit for one success; which layer earns a shared budget is the lead's call"]
 async fn a_success_through_a_retry_above_earns_a_shared_budget_once() {
     use palisade::attempt::ErrorIsRetryable;
     use palisade::retry::RetryLayer;
