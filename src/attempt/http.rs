@@ -151,7 +151,8 @@ pub const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-ret
 /// statuses, and responses whose status comes later in the trailers, are
 /// [`Verdict::Done`]. By default only `UNAVAILABLE` (14) is retryable, as
 /// the gRPC status guide says; `DEADLINE_EXCEEDED` never is, since the
-/// deadline is spent.
+/// deadline is spent. An HTTP error without a `grpc-status` (a proxy's
+/// `429`, `502`, `503` or `504`) is `UNAVAILABLE`, as gRPC maps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GrpcClassifier {
     /// Bit `n`: code `n` is retryable (codes are 0..=16).
@@ -194,15 +195,22 @@ impl<B, E: Retryable> Classify<Response<B>, E> for GrpcClassifier {
             Err(e) => return e.verdict(),
         };
         let headers = response.headers();
-        let code = headers
-            .get(GRPC_STATUS)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u8>().ok());
+        let code = match headers.get(GRPC_STATUS) {
+            Some(value) => digits(value).and_then(|v| v.parse::<u8>().ok()),
+            // No gRPC status: an HTTP error from a proxy or a load balancer
+            // in front of the server, mapped as gRPC maps it
+            // (doc/http-grpc-status-mapping.md): 429, 502, 503 and 504 are
+            // UNAVAILABLE.
+            None if matches!(response.status().as_u16(), 429 | 502 | 503 | 504) => {
+                Some(Self::UNAVAILABLE)
+            }
+            None => None,
+        };
         match code {
             Some(code) if code <= 16 && self.retryable & (1 << code) != 0 => {
                 match headers.get(GRPC_RETRY_PUSHBACK_MS) {
                     None => Verdict::Retry { after: None },
-                    Some(value) => match value.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+                    Some(value) => match digits(value).and_then(|v| v.parse::<u64>().ok()) {
                         Some(ms) => Verdict::Retry {
                             after: Some(Duration::from_millis(ms)),
                         },
@@ -213,6 +221,13 @@ impl<B, E: Retryable> Classify<Response<B>, E> for GrpcClassifier {
             _ => Verdict::Done,
         }
     }
+}
+
+/// The value if it is all ASCII digits (no sign, no blank), as gRPC's
+/// integers are.
+fn digits(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())).then_some(text)
 }
 
 #[cfg(test)]
@@ -345,6 +360,16 @@ mod tests {
             Verdict::Done
         );
         assert_eq!(c.classify(&response(200, &[])), Verdict::Done);
+        assert_eq!(
+            c.classify(&response(503, &[])),
+            Verdict::Retry { after: None },
+            "a proxy's 503 without grpc-status is UNAVAILABLE"
+        );
+        assert_eq!(c.classify(&response(500, &[])), Verdict::Done);
+        assert_eq!(
+            c.classify(&response(200, &[("grpc-status", "+14")])),
+            Verdict::Done
+        );
         let also_8 = c.codes([14, 8, 200]);
         assert_eq!(
             also_8.classify(&response(200, &[("grpc-status", "8")])),

@@ -130,9 +130,10 @@ pin_project! {
         shared: Arc<Shared<C>>,
         started: Instant,
         not_replayable: bool,
-        // The last answer that did not win, with its attempt number: the
-        // answer if no other attempt does better.
-        failed: Option<(Result<S::Response, S::Error>, u32)>,
+        // The answer if no other attempt does better, with its attempt
+        // number and whether it was a refusal on this side (Stop): the last
+        // failure, but never a refusal over the downstream's own answer.
+        failed: Option<(Result<S::Response, S::Error>, u32, bool)>,
     }
 }
 
@@ -203,18 +204,19 @@ where
                 if verdict == Verdict::Done {
                     return Poll::Ready(finish(this, result, true, 0, now));
                 }
-                *this.failed = Some((result, 0));
+                keep(this.failed, result, 0, verdict);
             }
 
             // The hedges.
             let mut won = None;
             if let Some(running) = this.hedging.as_mut().and_then(|h| h.running.as_mut()) {
                 while let Poll::Ready(Some((attempt, result))) = running.poll_next_unpin(cx) {
-                    if shared.classifier.classify(&result) == Verdict::Done {
+                    let verdict = shared.classifier.classify(&result);
+                    if verdict == Verdict::Done {
                         won = Some((result, attempt));
                         break;
                     }
-                    *this.failed = Some((result, attempt));
+                    keep(this.failed, result, attempt, verdict);
                 }
             }
             if let Some((result, attempt)) = won {
@@ -232,7 +234,8 @@ where
             // Nothing left running: the last failure is the answer.
             let primary_running = matches!(*this.primary, Primary::Running { .. });
             if !primary_running && !this.hedging.as_ref().is_some_and(Hedging::in_flight) {
-                let (result, attempt) = this.failed.take().expect("future polled after completion");
+                let (result, attempt, _) =
+                    this.failed.take().expect("future polled after completion");
                 return Poll::Ready(finish(this, result, false, attempt, Instant::now()));
             }
 
@@ -385,4 +388,20 @@ fn finish<S: Service<Req>, Req, C>(
         now.saturating_duration_since(*this.started),
     );
     result.map_err(Error::Inner)
+}
+
+/// Keeps `result` as the answer if nothing better comes: a later failure
+/// replaces an earlier one, but a refusal on this side (a hedge refused by a
+/// breaker or a bulkhead below) never replaces the downstream's own failure,
+/// whose `Retry-After` or status the caller needs.
+fn keep<R>(failed: &mut Option<(R, u32, bool)>, result: R, attempt: u32, verdict: Verdict) {
+    let refused = verdict == Verdict::Stop;
+    if refused
+        && failed
+            .as_ref()
+            .is_some_and(|(_, _, kept_refused)| !kept_refused)
+    {
+        return;
+    }
+    *failed = Some((result, attempt, refused));
 }

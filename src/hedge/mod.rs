@@ -103,7 +103,9 @@
 //! (`Retry`: a reset connection, a `503`) or a refusal on this side
 //! (`Stop`: an open breaker below the hedge refusing the hedge) does not
 //! end the race while another attempt is still running; when none is left,
-//! the last such answer is returned, for a retry layer above to judge. No
+//! the last such answer is returned, for a retry layer above to judge
+//! (a refusal never replaces the downstream's own failure, whose status
+//! and `Retry-After` the caller needs). No
 //! task is spawned: the attempts are polled by the response future, and
 //! dropping it drops them all.
 //!

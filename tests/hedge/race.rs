@@ -116,6 +116,28 @@ async fn a_stop_verdict_does_not_cancel_a_running_hedge() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_refused_hedge_never_replaces_the_first_attempts_own_failure() {
+    // The first attempt (the 11th call, answering 10) fails in a way worth a
+    // retry (think a 503 with its Retry-After); its hedge is refused on this
+    // side (think a breaker below). The caller must get the downstream's
+    // answer, not the refusal.
+    let classify = |r: &Result<usize, io::Error>| match r {
+        Ok(10) => Verdict::Retry { after: None },
+        Ok(11) | Err(_) => Verdict::Stop,
+        Ok(_) => Verdict::Done,
+    };
+    let layer = HedgeLayer::new(classify).min_samples(nz(10));
+    let backend = Backend::new();
+    let svc = layer.layer(backend.service::<Job>(Plan::Ok(10)));
+    for _ in 0..10 {
+        svc.clone().oneshot(Job).await.unwrap();
+    }
+    backend.then([Plan::Ok(15), Plan::Ok(20)]);
+    assert_eq!(svc.clone().oneshot(Job).await.unwrap(), 10);
+    assert_eq!(backend.counts.started(), 12, "the hedge was sent");
+}
+
+#[tokio::test(start_paused = true)]
 async fn hedging_the_hedge_sends_a_second_one_after_another_delay() {
     let layer = layer().max_hedges(2);
     let (svc, backend) = setup(&layer);
