@@ -499,3 +499,37 @@ async fn a_grpc_pushback_holds_calls_like_a_retry_after() {
     svc.oneshot(get()).await.unwrap();
     assert_eq!(log.millis_since(start), [0, 1500]);
 }
+
+/// A call first in line whose future is held but no longer polled (a
+/// `select!` that took another branch and keeps it) does not hold the calls
+/// behind it past their own bounds: each leaves, refused, by its deadline
+/// or the maximum wait.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_first_waiter_holds_no_call_past_its_bounds() {
+    let (up, log) = upstream(|n| match n {
+        0 => answer(429, &[("retry-after", "2")]),
+        _ => answer(200, &[]),
+    });
+    let svc = ThrottleLayer::new().max_wait(5 * SEC).layer(up);
+    svc.clone().oneshot(get()).await.unwrap();
+    // First in line, then never polled again.
+    let mut stalled = task::spawn(svc.clone().oneshot(get()));
+    assert_pending!(stalled.poll());
+    let mut by_deadline = task::spawn(svc.clone().oneshot(get_within(3 * SEC)));
+    let mut by_max_wait = task::spawn(svc.clone().oneshot(get()));
+    assert_pending!(by_deadline.poll());
+    assert_pending!(by_max_wait.poll());
+
+    advance(3 * SEC).await;
+    assert!(by_deadline.is_woken(), "woken at its deadline");
+    let err = assert_ready!(by_deadline.poll()).unwrap_err();
+    assert!(matches!(err, Error::Throttled { .. }), "{err:?}");
+    assert_pending!(by_max_wait.poll());
+
+    advance(2 * SEC + Duration::from_millis(1)).await;
+    assert!(by_max_wait.is_woken(), "woken past its maximum wait");
+    let err = assert_ready!(by_max_wait.poll()).unwrap_err();
+    assert!(matches!(err, Error::Throttled { .. }), "{err:?}");
+    assert_eq!(log.len(), 1, "nothing sent behind the stalled call");
+    drop(stalled);
+}
