@@ -84,3 +84,23 @@ fn a_malformed_retry_after_on_a_429_is_the_default_pause() {
         );
     }
 }
+
+/// RFC 8941: a list field sent as several field lines is one list, so a
+/// quota spent in the second line holds calls as if it were in the first.
+#[tokio::test(start_paused = true)]
+async fn a_ratelimit_field_in_several_lines_is_read_whole() {
+    let (up, log) = upstream(|n| {
+        let mut r = answer(200, &[("ratelimit", "\"burst\";r=50;t=1")]);
+        if n == 0 {
+            r.headers_mut()
+                .append("ratelimit", HeaderValue::from_static("\"daily\";r=0;t=5"));
+        }
+        r
+    });
+    let svc = ThrottleLayer::new().layer(up);
+    let start = Instant::now();
+    svc.clone().oneshot(get()).await.unwrap();
+    svc.oneshot(get()).await.unwrap();
+    let sent: Vec<Duration> = log.instants().iter().map(|i| *i - start).collect();
+    assert_eq!(sent[1], Duration::from_secs(5), "{sent:?}");
+}
