@@ -104,3 +104,35 @@ async fn a_ratelimit_field_in_several_lines_is_read_whole() {
     let sent: Vec<Duration> = log.instants().iter().map(|i| *i - start).collect();
     assert_eq!(sent[1], Duration::from_secs(5), "{sent:?}");
 }
+
+/// An `X-RateLimit-Reset` given as a Unix time with a fraction (as
+/// Discord's) is a Unix time too, not a delay of fifty years.
+#[tokio::test(start_paused = true)]
+async fn a_fractional_unix_time_reset_is_a_unix_time() {
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + Duration::from_secs(4);
+    let reset = format!("{}.{:03}", reset.as_secs(), reset.subsec_millis());
+    let (up, log) = upstream(move |n| match n {
+        0 => answer(
+            200,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &reset),
+            ],
+        ),
+        _ => answer(200, &[]),
+    });
+    let svc = ThrottleLayer::new().layer(up);
+    let start = Instant::now();
+    svc.clone().oneshot(get()).await.unwrap();
+    svc.oneshot(get()).await.unwrap();
+    let waited = log.instants()[1] - start;
+    // The real clock moved a little while the reset was read.
+    assert!(
+        waited > Duration::from_secs(3) && waited <= Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert!(waited < DEFAULT_MAX_WAIT);
+}
