@@ -168,9 +168,9 @@ where
                             }
                             let s = sleep.as_mut().expect("set above");
                             std::task::ready!(s.as_mut().poll(cx));
-                            // Due: ask again, and go.
+                            // Due: ask again (go, or leave if it no
+                            // longer fits).
                         }
-                        Turn::Pending => return Poll::Pending,
                     }
                 }
             }

@@ -89,7 +89,9 @@
 //! [`max_wait`](ThrottleLayer::max_wait) ([`DEFAULT_MAX_WAIT`]); a call that
 //! would wait longer is refused at once with [`Error::Throttled`], whose
 //! `retry_after` is the wait it would need. A waiting call that the
-//! schedule pushes past its bound (a later `Retry-After`) leaves then. The
+//! schedule pushes past its bound (a later `Retry-After`) leaves then, and
+//! one that the calls ahead of it hold past its bound (a call first in line
+//! that its caller keeps but no longer polls) leaves at that bound. The
 //! maximum wait also caps what the upstream can ask: a `Retry-After` of ten
 //! years pauses calls for the maximum wait, and a pace is one call per
 //! maximum wait at the slowest. A waiting call dropped (a caller's own
