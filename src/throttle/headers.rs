@@ -246,20 +246,19 @@ impl Value {
     }
 
     /// A delay in seconds: a non-negative integer or decimal. A Unix time
-    /// (see [`UNIX_TIME_FLOOR`]) becomes the delay until it.
+    /// (see [`UNIX_TIME_FLOOR`]), with or without a fraction, becomes the
+    /// delay until it.
     fn delay(self) -> Option<Duration> {
-        match self {
-            Value::Int(n) => {
-                let secs = u64::try_from(n).ok()?;
-                if secs >= UNIX_TIME_FLOOR {
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-                    return Some(Duration::from_secs(secs).saturating_sub(now));
-                }
-                Some(Duration::from_secs(secs))
-            }
-            Value::Dec(milli) => Some(Duration::from_millis(u64::try_from(milli).ok()?)),
-            Value::Other => None,
+        let delay = match self {
+            Value::Int(n) => Duration::from_secs(u64::try_from(n).ok()?),
+            Value::Dec(milli) => Duration::from_millis(u64::try_from(milli).ok()?),
+            Value::Other => return None,
+        };
+        if delay.as_secs() >= UNIX_TIME_FLOOR {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+            return Some(delay.saturating_sub(now));
         }
+        Some(delay)
     }
 }
 

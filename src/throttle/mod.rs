@@ -74,7 +74,7 @@
 //! | `RateLimit: "default";r=0;t=5` | no call for 5 s; with `RateLimit-Policy: "default";q=10;w=60` too, calls go one per `w/q` from the reset on, not all at once |
 //! | `RateLimit: "default";r=2;t=10` | calls at least `t/r` (5 s) apart until the reset; a client already slower never waits |
 //! | draft 07's `RateLimit: limit=100, remaining=0, reset=5` and `RateLimit-Policy: 100;w=60` | the same |
-//! | `RateLimit-Remaining` with `RateLimit-Reset`, or `X-RateLimit-Remaining` with `X-RateLimit-Reset` | the same (an `X-RateLimit-Reset` of 10^9 or more is a Unix time, as GitHub's) |
+//! | `RateLimit-Remaining` with `RateLimit-Reset`, or `X-RateLimit-Remaining` with `X-RateLimit-Reset` | the same (a reset of 10^9 seconds or more, whole or with a fraction, is a Unix time, as GitHub's and Discord's `X-RateLimit-Reset`) |
 //!
 //! `RateLimit` and `RateLimit-Policy` are the IETF draft's
 //! (draft-ietf-httpapi-ratelimit-headers) RFC 8941 structured fields; with
