@@ -533,3 +533,20 @@ async fn a_stalled_first_waiter_holds_no_call_past_its_bounds() {
     assert_eq!(log.len(), 1, "nothing sent behind the stalled call");
     drop(stalled);
 }
+
+/// A `429` without `Retry-After` whose quota field says when the quota is
+/// back says when: calls wait for that reset, not for a pause that doubles
+/// with each such `429` (1, 2, 4 s...).
+#[tokio::test(start_paused = true)]
+async fn a_429_whose_spent_quota_says_when_waits_for_its_reset_not_a_doubling_pause() {
+    let (up, log) = upstream(|n| match n {
+        0..=2 => answer(429, &[("ratelimit", "\"default\";r=0;t=2")]),
+        _ => answer(200, &[]),
+    });
+    let svc = ThrottleLayer::new().layer(up);
+    let start = Instant::now();
+    for _ in 0..4 {
+        svc.clone().oneshot(get()).await.unwrap();
+    }
+    assert_eq!(log.millis_since(start), [0, 2000, 4000, 6000]);
+}
