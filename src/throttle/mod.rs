@@ -70,7 +70,7 @@
 //! |---|---|
 //! | `429` or `503` with `Retry-After` (seconds or an HTTP-date) | no call before that instant |
 //! | gRPC `RESOURCE_EXHAUSTED` or `UNAVAILABLE` (a trailers-only answer) with `grpc-retry-pushback-ms` | no call before the pushback |
-//! | `429` without `Retry-After` | a pause of [`DEFAULT_PAUSE`] ([`ThrottleLayer::pause`]), doubled by each further `429`, reset by an answer that is not a refusal |
+//! | `429` without `Retry-After` (nor a spent quota, which says when) | a pause of [`DEFAULT_PAUSE`] ([`ThrottleLayer::pause`]), doubled by each further `429`, reset by an answer that is not a refusal |
 //! | `RateLimit: "default";r=0;t=5` | no call for 5 s; with `RateLimit-Policy: "default";q=10;w=60` too, calls go one per `w/q` from the reset on, not all at once |
 //! | `RateLimit: "default";r=2;t=10` | calls at least `t/r` (5 s) apart until the reset; a client already slower never waits |
 //! | draft 07's `RateLimit: limit=100, remaining=0, reset=5` and `RateLimit-Policy: 100;w=60` | the same |

@@ -244,11 +244,13 @@ impl Schedule {
         let fresh = state.blocked_at.is_none_or(|at| sent_at >= at);
 
         if signals.refused {
+            // A spent quota says when too: its reset, below.
+            let says_when = signals.quota.is_some_and(|q| q.remaining == 0);
             let wait = match signals.retry_after {
                 Some(after) => Some(after),
                 // A 429 that does not say when: a pause, doubled by each
                 // new one, reset by an answer that is not a refusal.
-                None if signals.too_many && fresh => {
+                None if signals.too_many && fresh && !says_when => {
                     let pause = state.pause;
                     state.pause = pause.saturating_mul(2).min(self.max_wait);
                     self.escalated.store(true, Ordering::Relaxed);
