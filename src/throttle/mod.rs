@@ -59,7 +59,9 @@
 //! - **Below the request's deadline**: the wait is bounded by it.
 //! - **Above the breaker and the per-attempt timeout**: a wait is not an
 //!   attempt, so it neither counts as a slow call nor eats the attempt's
-//!   timeout; the breaker's refusals pass through as [`Error::Inner`].
+//!   timeout; the breaker's refusals pass through as [`Error::Inner`]. A
+//!   call that waited asks the breaker again when its turn comes, so the
+//!   breaker decides as of the instant the call is sent.
 //!
 //! # What it reads
 //!
