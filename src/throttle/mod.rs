@@ -81,8 +81,11 @@
 //! `RateLimit` and `RateLimit-Policy` are the IETF draft's
 //! (draft-ietf-httpapi-ratelimit-headers) RFC 8941 structured fields; with
 //! several policies the strictest wins. A malformed field is ignored
-//! whole, as RFC 8941 asks, and news older than what the schedule knows
-//! (the answer to a call sent before the current pause) lengthens nothing.
+//! whole, as RFC 8941 asks. News older than what the schedule knows (the
+//! answer to a call sent before the current pause, or before the call
+//! whose quota set the pace) neither doubles the pause nor replaces the
+//! quota; a `Retry-After` or pushback holds calls until the instant it
+//! names whichever answer brings it, as the upstream's latest word.
 //!
 //! # Bounded waits
 //!
