@@ -550,3 +550,19 @@ async fn a_429_whose_spent_quota_says_when_waits_for_its_reset_not_a_doubling_pa
     }
     assert_eq!(log.millis_since(start), [0, 2000, 4000, 6000]);
 }
+
+/// A `429` whose spent quota is back at once (`t=0`) says nothing usable:
+/// it pauses as a `429` that says nothing, rather than letting every call
+/// through to be refused again.
+#[tokio::test(start_paused = true)]
+async fn a_429_whose_spent_quota_resets_at_once_still_pauses() {
+    let (up, log) = upstream(|n| match n {
+        0 => answer(429, &[("ratelimit", "\"default\";r=0;t=0")]),
+        _ => answer(200, &[]),
+    });
+    let svc = ThrottleLayer::new().layer(up);
+    let start = Instant::now();
+    svc.clone().oneshot(get()).await.unwrap();
+    svc.oneshot(get()).await.unwrap();
+    assert_eq!(log.millis_since(start), [0, DEFAULT_PAUSE.as_millis()]);
+}
