@@ -244,8 +244,11 @@ impl Schedule {
         let fresh = state.blocked_at.is_none_or(|at| sent_at >= at);
 
         if signals.refused {
-            // A spent quota says when too: its reset, below.
-            let says_when = signals.quota.is_some_and(|q| q.remaining == 0);
+            // A spent quota says when too: its reset, below (unless it is
+            // back at once, which a refusal belies).
+            let says_when = signals
+                .quota
+                .is_some_and(|q| q.remaining == 0 && !q.reset.is_zero());
             let wait = match signals.retry_after {
                 Some(after) => Some(after),
                 // A 429 that does not say when: a pause, doubled by each
