@@ -138,40 +138,52 @@ where
                         limit,
                         since,
                     } = &mut **wait;
-                    match this.shared.schedule.turn(place.ticket, *limit, cx) {
-                        Turn::Go => {
-                            place.done = true;
-                            let now = Instant::now();
-                            this.shared
-                                .observer
-                                .waited(now.saturating_duration_since(*since));
-                            let mut inner = inner.take().expect("future polled after completion");
-                            let req = req.take().expect("future polled after completion");
-                            let future = inner.call(req);
-                            this.kind.set(Kind::Calling {
-                                future,
-                                sent_at: now,
-                            });
-                        }
-                        Turn::Refuse(retry_after) => {
-                            place.done = true;
-                            let waited = Instant::now().saturating_duration_since(*since);
-                            this.shared.observer.throttled(waited, retry_after);
-                            this.kind.set(Kind::Refused { error: None });
-                            return Poll::Ready(Err(Error::Throttled { retry_after }));
-                        }
-                        Turn::SleepUntil(at) => {
-                            match sleep {
-                                Some(s) if s.deadline() == at => {}
-                                Some(s) => s.as_mut().reset(at),
-                                None => *sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                    // `done`: its turn came, it has left the line.
+                    if !place.done {
+                        match this.shared.schedule.turn(place.ticket, *limit, cx) {
+                            Turn::Go => {
+                                place.done = true;
+                                this.shared
+                                    .observer
+                                    .waited(Instant::now().saturating_duration_since(*since));
                             }
-                            let s = sleep.as_mut().expect("set above");
-                            std::task::ready!(s.as_mut().poll(cx));
-                            // Due: ask again, and go.
+                            Turn::Refuse(retry_after) => {
+                                place.done = true;
+                                let waited = Instant::now().saturating_duration_since(*since);
+                                this.shared.observer.throttled(waited, retry_after);
+                                this.kind.set(Kind::Refused { error: None });
+                                return Poll::Ready(Err(Error::Throttled { retry_after }));
+                            }
+                            Turn::SleepUntil(at) => {
+                                match sleep {
+                                    Some(s) if s.deadline() == at => {}
+                                    Some(s) => s.as_mut().reset(at),
+                                    None => *sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                                }
+                                let s = sleep.as_mut().expect("set above");
+                                std::task::ready!(s.as_mut().poll(cx));
+                                // Due: ask again (go, or leave if it no
+                                // longer fits).
+                                continue;
+                            }
                         }
-                        Turn::Pending => return Poll::Pending,
                     }
+                    // The service was readied before the wait, and what it
+                    // decided then may be stale (a breaker below that has
+                    // opened since): it is asked again, which a ready
+                    // service answers at once.
+                    let service = inner.as_mut().expect("future polled after completion");
+                    if let Err(e) = std::task::ready!(service.poll_ready(cx)) {
+                        this.kind.set(Kind::Refused { error: None });
+                        return Poll::Ready(Err(Error::Inner(e)));
+                    }
+                    let mut inner = inner.take().expect("future polled after completion");
+                    let req = req.take().expect("future polled after completion");
+                    let future = inner.call(req);
+                    this.kind.set(Kind::Calling {
+                        future,
+                        sent_at: Instant::now(),
+                    });
                 }
             }
         }

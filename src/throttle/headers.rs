@@ -1,6 +1,7 @@
 //! What a response tells the throttle: a refusal, `Retry-After`, and the
 //! rate-limit fields of the IETF draft and its older forms.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, Response, StatusCode};
@@ -90,9 +91,7 @@ impl Signals {
             refused: refused || grpc_refused,
             retry_after,
             quota: quota(headers),
-            policy: headers
-                .get(RATELIMIT_POLICY)
-                .and_then(|v| policy(v.as_bytes())),
+            policy: list_field(headers, &RATELIMIT_POLICY).and_then(|v| policy(&v)),
             accepted: !refused && !grpc_refused,
         }
     }
@@ -101,8 +100,8 @@ impl Signals {
 /// The quota of `RateLimit` (either draft form), else of the separate
 /// `RateLimit-Remaining`/`RateLimit-Reset` fields, else of the `X-` ones.
 fn quota(headers: &HeaderMap) -> Option<Quota> {
-    if let Some(value) = headers.get(RATELIMIT)
-        && let Some(q) = ratelimit(value.as_bytes())
+    if let Some(value) = list_field(headers, &RATELIMIT)
+        && let Some(q) = ratelimit(&value)
     {
         return Some(q);
     }
@@ -116,6 +115,27 @@ fn quota(headers: &HeaderMap) -> Option<Quota> {
     };
     pair(&RATELIMIT_REMAINING, &RATELIMIT_RESET)
         .or_else(|| pair(&X_RATELIMIT_REMAINING, &X_RATELIMIT_RESET))
+}
+
+/// A list field's value, its field lines joined as RFC 8941 asks: a
+/// policy in a second line counts as much as one in the first. Borrowed
+/// for one line (the common case); more lines than a field may have
+/// members are refused whole.
+fn list_field<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, [u8]>> {
+    let mut lines = headers.get_all(name).iter();
+    let first = lines.next()?;
+    let Some(second) = lines.next() else {
+        return Some(Cow::Borrowed(first.as_bytes()));
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for (n, line) in std::iter::once(second).chain(lines).enumerate() {
+        if n + 2 > MAX_MEMBERS {
+            return None;
+        }
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(line.as_bytes());
+    }
+    Some(Cow::Owned(joined))
 }
 
 /// `RateLimit`: the current draft's list (`"default";r=50;t=30`, several
@@ -226,20 +246,19 @@ impl Value {
     }
 
     /// A delay in seconds: a non-negative integer or decimal. A Unix time
-    /// (see [`UNIX_TIME_FLOOR`]) becomes the delay until it.
+    /// (see [`UNIX_TIME_FLOOR`]), with or without a fraction, becomes the
+    /// delay until it.
     fn delay(self) -> Option<Duration> {
-        match self {
-            Value::Int(n) => {
-                let secs = u64::try_from(n).ok()?;
-                if secs >= UNIX_TIME_FLOOR {
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-                    return Some(Duration::from_secs(secs).saturating_sub(now));
-                }
-                Some(Duration::from_secs(secs))
-            }
-            Value::Dec(milli) => Some(Duration::from_millis(u64::try_from(milli).ok()?)),
-            Value::Other => None,
+        let delay = match self {
+            Value::Int(n) => Duration::from_secs(u64::try_from(n).ok()?),
+            Value::Dec(milli) => Duration::from_millis(u64::try_from(milli).ok()?),
+            Value::Other => return None,
+        };
+        if delay.as_secs() >= UNIX_TIME_FLOOR {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+            return Some(delay.saturating_sub(now));
         }
+        Some(delay)
     }
 }
 

@@ -59,7 +59,9 @@
 //! - **Below the request's deadline**: the wait is bounded by it.
 //! - **Above the breaker and the per-attempt timeout**: a wait is not an
 //!   attempt, so it neither counts as a slow call nor eats the attempt's
-//!   timeout; the breaker's refusals pass through as [`Error::Inner`].
+//!   timeout; the breaker's refusals pass through as [`Error::Inner`]. A
+//!   call that waited asks the breaker again when its turn comes, so the
+//!   breaker decides as of the instant the call is sent.
 //!
 //! # What it reads
 //!
@@ -70,17 +72,20 @@
 //! |---|---|
 //! | `429` or `503` with `Retry-After` (seconds or an HTTP-date) | no call before that instant |
 //! | gRPC `RESOURCE_EXHAUSTED` or `UNAVAILABLE` (a trailers-only answer) with `grpc-retry-pushback-ms` | no call before the pushback |
-//! | `429` without `Retry-After` | a pause of [`DEFAULT_PAUSE`] ([`ThrottleLayer::pause`]), doubled by each further `429`, reset by an answer that is not a refusal |
+//! | `429` without `Retry-After` (nor a spent quota, which says when) | a pause of [`DEFAULT_PAUSE`] ([`ThrottleLayer::pause`]), doubled by each further `429`, reset by an answer that is not a refusal |
 //! | `RateLimit: "default";r=0;t=5` | no call for 5 s; with `RateLimit-Policy: "default";q=10;w=60` too, calls go one per `w/q` from the reset on, not all at once |
 //! | `RateLimit: "default";r=2;t=10` | calls at least `t/r` (5 s) apart until the reset; a client already slower never waits |
 //! | draft 07's `RateLimit: limit=100, remaining=0, reset=5` and `RateLimit-Policy: 100;w=60` | the same |
-//! | `RateLimit-Remaining` with `RateLimit-Reset`, or `X-RateLimit-Remaining` with `X-RateLimit-Reset` | the same (an `X-RateLimit-Reset` of 10^9 or more is a Unix time, as GitHub's) |
+//! | `RateLimit-Remaining` with `RateLimit-Reset`, or `X-RateLimit-Remaining` with `X-RateLimit-Reset` | the same (a reset of 10^9 seconds or more, whole or with a fraction, is a Unix time, as GitHub's and Discord's `X-RateLimit-Reset`) |
 //!
 //! `RateLimit` and `RateLimit-Policy` are the IETF draft's
 //! (draft-ietf-httpapi-ratelimit-headers) RFC 8941 structured fields; with
 //! several policies the strictest wins. A malformed field is ignored
-//! whole, as RFC 8941 asks, and news older than what the schedule knows
-//! (the answer to a call sent before the current pause) lengthens nothing.
+//! whole, as RFC 8941 asks. News older than what the schedule knows (the
+//! answer to a call sent before the current pause, or before the call
+//! whose quota set the pace) neither doubles the pause nor replaces the
+//! quota; a `Retry-After` or pushback holds calls until the instant it
+//! names whichever answer brings it, as the upstream's latest word.
 //!
 //! # Bounded waits
 //!
@@ -89,7 +94,9 @@
 //! [`max_wait`](ThrottleLayer::max_wait) ([`DEFAULT_MAX_WAIT`]); a call that
 //! would wait longer is refused at once with [`Error::Throttled`], whose
 //! `retry_after` is the wait it would need. A waiting call that the
-//! schedule pushes past its bound (a later `Retry-After`) leaves then. The
+//! schedule pushes past its bound (a later `Retry-After`) leaves then, and
+//! one that the calls ahead of it hold past its bound (a call first in line
+//! that its caller keeps but no longer polls) leaves at that bound. The
 //! maximum wait also caps what the upstream can ask: a `Retry-After` of ten
 //! years pauses calls for the maximum wait, and a pace is one call per
 //! maximum wait at the slowest. A waiting call dropped (a caller's own

@@ -32,6 +32,13 @@ impl Limit {
     fn fits(&self, at: Instant) -> bool {
         at <= self.max && self.deadline.is_none_or(|d| at < d)
     }
+
+    /// The first instant at which a call no longer fits, whatever the
+    /// schedule: a waiting call wakes then at the latest, to leave.
+    fn expiry(&self) -> Instant {
+        let past_max = add(self.max, Duration::from_nanos(1));
+        self.deadline.map_or(past_max, |d| d.min(past_max))
+    }
 }
 
 /// What the upstream said, and the calls waiting to be sent.
@@ -99,10 +106,10 @@ pub(crate) enum Admit {
 pub(crate) enum Turn {
     /// Send it now.
     Go,
-    /// Sleep until this instant (the first in line), or until woken.
+    /// Sleep until this instant, or until woken: the first in line, until
+    /// its turn; any other, until it no longer fits (so a first in line
+    /// that is never polled again holds nobody past their bounds).
     SleepUntil(Instant),
-    /// Wait until woken.
-    Pending,
     /// It no longer fits: the upstream allows it in `.0`.
     Refuse(Duration),
 }
@@ -207,7 +214,8 @@ impl Schedule {
         if position == 0 {
             Turn::SleepUntil(at)
         } else {
-            Turn::Pending
+            // Past it, `at` (never before now) no longer fits: refused then.
+            Turn::SleepUntil(limit.expiry())
         }
     }
 
@@ -236,11 +244,16 @@ impl Schedule {
         let fresh = state.blocked_at.is_none_or(|at| sent_at >= at);
 
         if signals.refused {
+            // A spent quota says when too: its reset, below (unless it is
+            // back at once, which a refusal belies).
+            let says_when = signals
+                .quota
+                .is_some_and(|q| q.remaining == 0 && !q.reset.is_zero());
             let wait = match signals.retry_after {
                 Some(after) => Some(after),
                 // A 429 that does not say when: a pause, doubled by each
                 // new one, reset by an answer that is not a refusal.
-                None if signals.too_many && fresh => {
+                None if signals.too_many && fresh && !says_when => {
                     let pause = state.pause;
                     state.pause = pause.saturating_mul(2).min(self.max_wait);
                     self.escalated.store(true, Ordering::Relaxed);
@@ -293,7 +306,7 @@ impl Schedule {
         if (state.blocked_until, state.spacing, state.pace_until) != before {
             self.settle(&state);
             // Every waiter checks again whether it still fits, and the first
-            // rearms its timer.
+            // rearms its timer for its turn.
             for (_, waker) in &mut state.waiters {
                 if let Some(w) = waker.take() {
                     w.wake();

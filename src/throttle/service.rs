@@ -24,7 +24,8 @@ use crate::timeout::DeadlineRequest;
 /// place back. Clones share the schedule. `poll_ready` is the inner
 /// service's: the wait depends on each request's deadline, so it happens
 /// in the response future (the readied inner service goes with it, a clone
-/// stays behind).
+/// stays behind, and it is asked again for readiness when the wait ends:
+/// what it decided before the wait, a breaker's admission, may be stale).
 ///
 /// See the [module docs](super) for an example.
 pub struct Throttle<S> {

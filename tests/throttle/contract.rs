@@ -109,3 +109,33 @@ async fn a_refused_future_polled_again_panics_rather_than_sends() {
     let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| refused.poll()));
     assert!(again.is_err());
 }
+
+/// A call readied, then held by the schedule, asks its inner service again
+/// once its turn comes: a circuit breaker below that opened during the wait
+/// refuses it, rather than letting it through on the decision it made
+/// before the wait.
+#[tokio::test(start_paused = true)]
+async fn a_waited_call_asks_the_breaker_below_again_after_its_wait() {
+    use palisade::circuit_breaker::{CircuitBreakerLayer, Config};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let (up, log) = crate::upstream(|n| match n {
+        0 => answer(429, &[("retry-after", "2")]),
+        _ => answer(200, &[]),
+    });
+    let breaker = CircuitBreakerLayer::new(Config::new());
+    let handle = breaker.handle();
+    let svc = ServiceBuilder::new()
+        .layer(ThrottleLayer::new())
+        .layer(breaker)
+        .service(up);
+    svc.clone().oneshot(get()).await.unwrap();
+    // Readied while the breaker is closed, then waits 2 s.
+    let mut waiting = task::spawn(svc.clone().oneshot(get()));
+    assert_pending!(waiting.poll());
+    handle.force_open();
+    advance(2 * SEC).await;
+    let err = assert_ready!(waiting.poll()).unwrap_err();
+    assert!(matches!(&err, Error::Inner(e) if e.is_open()), "{err:?}");
+    assert_eq!(log.len(), 1, "the open breaker's upstream saw nothing");
+}

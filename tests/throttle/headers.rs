@@ -84,3 +84,55 @@ fn a_malformed_retry_after_on_a_429_is_the_default_pause() {
         );
     }
 }
+
+/// RFC 8941: a list field sent as several field lines is one list, so a
+/// quota spent in the second line holds calls as if it were in the first.
+#[tokio::test(start_paused = true)]
+async fn a_ratelimit_field_in_several_lines_is_read_whole() {
+    let (up, log) = upstream(|n| {
+        let mut r = answer(200, &[("ratelimit", "\"burst\";r=50;t=1")]);
+        if n == 0 {
+            r.headers_mut()
+                .append("ratelimit", HeaderValue::from_static("\"daily\";r=0;t=5"));
+        }
+        r
+    });
+    let svc = ThrottleLayer::new().layer(up);
+    let start = Instant::now();
+    svc.clone().oneshot(get()).await.unwrap();
+    svc.oneshot(get()).await.unwrap();
+    let sent: Vec<Duration> = log.instants().iter().map(|i| *i - start).collect();
+    assert_eq!(sent[1], Duration::from_secs(5), "{sent:?}");
+}
+
+/// An `X-RateLimit-Reset` given as a Unix time with a fraction (as
+/// Discord's) is a Unix time too, not a delay of fifty years.
+#[tokio::test(start_paused = true)]
+async fn a_fractional_unix_time_reset_is_a_unix_time() {
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + Duration::from_secs(4);
+    let reset = format!("{}.{:03}", reset.as_secs(), reset.subsec_millis());
+    let (up, log) = upstream(move |n| match n {
+        0 => answer(
+            200,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &reset),
+            ],
+        ),
+        _ => answer(200, &[]),
+    });
+    let svc = ThrottleLayer::new().layer(up);
+    let start = Instant::now();
+    svc.clone().oneshot(get()).await.unwrap();
+    svc.oneshot(get()).await.unwrap();
+    let waited = log.instants()[1] - start;
+    // The real clock moved a little while the reset was read.
+    assert!(
+        waited > Duration::from_secs(3) && waited <= Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert!(waited < DEFAULT_MAX_WAIT);
+}

@@ -499,3 +499,70 @@ async fn a_grpc_pushback_holds_calls_like_a_retry_after() {
     svc.oneshot(get()).await.unwrap();
     assert_eq!(log.millis_since(start), [0, 1500]);
 }
+
+/// A call first in line whose future is held but no longer polled (a
+/// `select!` that took another branch and keeps it) does not hold the calls
+/// behind it past their own bounds: each leaves, refused, by its deadline
+/// or the maximum wait.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_first_waiter_holds_no_call_past_its_bounds() {
+    let (up, log) = upstream(|n| match n {
+        0 => answer(429, &[("retry-after", "2")]),
+        _ => answer(200, &[]),
+    });
+    let svc = ThrottleLayer::new().max_wait(5 * SEC).layer(up);
+    svc.clone().oneshot(get()).await.unwrap();
+    // First in line, then never polled again.
+    let mut stalled = task::spawn(svc.clone().oneshot(get()));
+    assert_pending!(stalled.poll());
+    let mut by_deadline = task::spawn(svc.clone().oneshot(get_within(3 * SEC)));
+    let mut by_max_wait = task::spawn(svc.clone().oneshot(get()));
+    assert_pending!(by_deadline.poll());
+    assert_pending!(by_max_wait.poll());
+
+    advance(3 * SEC).await;
+    assert!(by_deadline.is_woken(), "woken at its deadline");
+    let err = assert_ready!(by_deadline.poll()).unwrap_err();
+    assert!(matches!(err, Error::Throttled { .. }), "{err:?}");
+    assert_pending!(by_max_wait.poll());
+
+    advance(2 * SEC + Duration::from_millis(1)).await;
+    assert!(by_max_wait.is_woken(), "woken past its maximum wait");
+    let err = assert_ready!(by_max_wait.poll()).unwrap_err();
+    assert!(matches!(err, Error::Throttled { .. }), "{err:?}");
+    assert_eq!(log.len(), 1, "nothing sent behind the stalled call");
+    drop(stalled);
+}
+
+/// A `429` without `Retry-After` whose quota field says when the quota is
+/// back says when: calls wait for that reset, not for a pause that doubles
+/// with each such `429` (1, 2, 4 s...).
+#[tokio::test(start_paused = true)]
+async fn a_429_whose_spent_quota_says_when_waits_for_its_reset_not_a_doubling_pause() {
+    let (up, log) = upstream(|n| match n {
+        0..=2 => answer(429, &[("ratelimit", "\"default\";r=0;t=2")]),
+        _ => answer(200, &[]),
+    });
+    let svc = ThrottleLayer::new().layer(up);
+    let start = Instant::now();
+    for _ in 0..4 {
+        svc.clone().oneshot(get()).await.unwrap();
+    }
+    assert_eq!(log.millis_since(start), [0, 2000, 4000, 6000]);
+}
+
+/// A `429` whose spent quota is back at once (`t=0`) says nothing usable:
+/// it pauses as a `429` that says nothing, rather than letting every call
+/// through to be refused again.
+#[tokio::test(start_paused = true)]
+async fn a_429_whose_spent_quota_resets_at_once_still_pauses() {
+    let (up, log) = upstream(|n| match n {
+        0 => answer(429, &[("ratelimit", "\"default\";r=0;t=0")]),
+        _ => answer(200, &[]),
+    });
+    let svc = ThrottleLayer::new().layer(up);
+    let start = Instant::now();
+    svc.clone().oneshot(get()).await.unwrap();
+    svc.oneshot(get()).await.unwrap();
+    assert_eq!(log.millis_since(start), [0, DEFAULT_PAUSE.as_millis()]);
+}
