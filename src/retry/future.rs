@@ -25,6 +25,9 @@ type Attempted<Res, E> = Result<Result<Res, E>, Duration>;
 
 type Answer<S, Req> = Result<<S as Service<Req>>::Response, Error<<S as Service<Req>>::Error>>;
 
+/// The state of a [`ResponseFuture`] serving `S`.
+type Stage<S, Req> = State<<S as Service<Req>>::Future, BoxFuture<'static, Answer<S, Req>>>;
+
 pin_project! {
     /// Response future for [`Retry`](super::Retry).
     ///
@@ -150,7 +153,41 @@ where
     type Output = Result<S::Response, Error<S::Error>>;
 
     #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Only the common case inline: a plain first attempt. The other
+        // states are polled out of line, which keeps this path short and
+        // its answer out of the merge with theirs.
+        let mut this = self.as_mut().project();
+        let StateProj::Plain { future } = this.state.as_mut().project() else {
+            return self.poll_other(cx);
+        };
+        let result = ready!(future.poll(cx));
+        // The first attempt's future is done with: drop it now.
+        this.state.set(State::Finished);
+        let rest = this.rest;
+        let config = rest.config.take().expect("future polled after completion");
+        let verdict = config.classifier.classify(&result);
+        // The common case in place: nothing moves, nothing is cloned.
+        if verdict == Verdict::Done {
+            rest.done(config);
+            return Poll::Ready(result.map_err(Error::Inner));
+        }
+        rest.not_done(this.state, config, verdict, Ok(result), cx)
+    }
+}
+
+impl<S, C, Req> ResponseFuture<S, C, Req>
+where
+    Req: Replay + DeadlineRequest + Send + 'static,
+    S: Service<Req> + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    S::Error: Send,
+    C: Classify<S::Response, S::Error> + Send + Sync + 'static,
+{
+    /// [`poll`](Future::poll) in every state but a plain first attempt.
+    #[inline(never)]
+    fn poll_other(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer<S, Req>> {
         let mut this = self.project();
         let attempted = match this.state.as_mut().project() {
             StateProj::Retrying { future } => return future.as_mut().poll(cx),
@@ -182,22 +219,11 @@ where
         let rest = this.rest;
         let config = rest.config.take().expect("future polled after completion");
         let verdict = verdict(&config.classifier, &attempted);
-        // The common case in place: nothing moves, nothing is cloned.
         if verdict == Verdict::Done {
-            config.budget.deposit();
-            let latency = rest.started.instant(config.epoch).map(|s| s.elapsed());
-            config.observer.attempt(Outcome::Done, 1, latency);
-            drop(config);
+            rest.done(config);
             return Poll::Ready(answer(attempted));
         }
-        match rest.after_first(config, verdict, attempted) {
-            Ok(answer) => Poll::Ready(answer),
-            Err(mut future) => {
-                let polled = future.as_mut().poll(cx);
-                this.state.set(State::Retrying { future });
-                polled
-            }
-        }
+        rest.not_done(this.state, config, verdict, attempted, cx)
     }
 }
 
@@ -227,6 +253,42 @@ where
     S::Error: Send,
     C: Classify<S::Response, S::Error> + Send + Sync + 'static,
 {
+    /// A first attempt answered [`Verdict::Done`]: earn a token, report.
+    #[inline]
+    fn done(&self, config: Arc<Config<C>>) {
+        config.budget.deposit();
+        // The latency shows only in a TRACE event: no clock read, no
+        // arithmetic, when it is off.
+        let latency = if tracing::level_enabled!(tracing::Level::TRACE) {
+            self.started.instant(config.epoch).map(|s| s.elapsed())
+        } else {
+            None
+        };
+        config.observer.attempt(Outcome::Done, 1, latency);
+    }
+
+    /// After a first attempt that was not [`Verdict::Done`]: its answer,
+    /// or the first poll of the boxed retries, left in `state`.
+    #[cold]
+    #[inline(never)]
+    fn not_done(
+        &mut self,
+        mut state: Pin<&mut Stage<S, Req>>,
+        config: Arc<Config<C>>,
+        verdict: Verdict,
+        attempted: Attempted<S::Response, S::Error>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Answer<S, Req>> {
+        match self.after_first(config, verdict, attempted) {
+            Ok(answer) => Poll::Ready(answer),
+            Err(mut future) => {
+                let polled = future.as_mut().poll(cx);
+                state.set(State::Retrying { future });
+                polled
+            }
+        }
+    }
+
     /// The answer, or the boxed retries, after a first attempt that was
     /// not [`Verdict::Done`].
     #[allow(clippy::type_complexity)]
