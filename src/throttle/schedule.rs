@@ -295,7 +295,16 @@ impl Schedule {
                     }
                 } else {
                     let spacing = spread(quota.reset, quota.remaining).min(self.max_wait);
-                    state.pace(spacing, add(now, quota.reset));
+                    // No longer than the remaining calls take at that
+                    // spacing: a hostile reset of decades paces a few calls,
+                    // not every call for decades.
+                    let lasts =
+                        quota
+                            .reset
+                            .min(spacing.saturating_mul(
+                                u32::try_from(quota.remaining).unwrap_or(u32::MAX),
+                            ));
+                    state.pace(spacing, add(now, lasts));
                     if change == Change::None && !spacing.is_zero() {
                         change = Change::Paced(spacing);
                     }

@@ -214,6 +214,22 @@ async fn a_small_quota_spreads_the_calls_until_the_reset() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hostile_reset_paces_the_calls_left_not_every_call_for_decades() {
+    // One call left for 31 years, then the fields stop: the one call waits
+    // the maximum wait (the slowest pace), and the pace ends with it.
+    let (up, log) = upstream(|n| match n {
+        0 => answer(200, &[("ratelimit", "\"default\";r=1;t=999999999")]),
+        _ => answer(200, &[]),
+    });
+    let svc = ThrottleLayer::new().max_wait(10 * SEC).layer(up);
+    let start = Instant::now();
+    for _ in 0..3 {
+        svc.clone().oneshot(get()).await.unwrap();
+    }
+    assert_eq!(log.millis_since(start), [0, 10000, 10000]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_latest_quota_sets_the_pace() {
     let (up, log) = upstream(|n| match n {
         0 => answer(200, &[("ratelimit", "\"default\";r=1;t=4")]),
