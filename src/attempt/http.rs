@@ -101,7 +101,8 @@ impl HttpClassifier {
         }
     }
 
-    /// Retries these statuses instead of the defaults.
+    /// Retries these statuses instead of the defaults (registered codes:
+    /// 100 to 611; a larger one is never retried).
     #[must_use]
     pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
         self.retryable = statuses
