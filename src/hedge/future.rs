@@ -135,6 +135,27 @@ pin_project! {
         // failure, but never a refusal over the downstream's own answer.
         failed: Option<(Result<S::Response, S::Error>, u32, bool)>,
     }
+    impl<S, Req, C> PinnedDrop for ResponseFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Dropped by the caller (a timeout above, a client gone) while
+            // the first attempt ran: its latency is at least what it had
+            // run. Kept only when that already passes the delay, so the
+            // slow request stays among the slow ones; a shorter one says
+            // nothing and would pull the delay down.
+            if let Primary::Running { .. } = *this.primary {
+                let shared = &**this.shared;
+                let now = Instant::now();
+                let ran = now.saturating_duration_since(*this.started);
+                if shared.stats.delay(now).is_some_and(|delay| ran >= delay) {
+                    record(shared, now, ran);
+                }
+            }
+        }
+    }
 }
 
 impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {

@@ -73,7 +73,9 @@
 //!
 //! Only first attempts are recorded, and a first attempt that a hedge beat
 //! counts as the time it had run when it was dropped: at least the delay,
-//! so it stays among the slow ones. Recording only the attempts that
+//! so it stays among the slow ones. So does a request the caller drops (a
+//! timeout above, a client gone) once it has run past the delay; one
+//! dropped sooner says nothing and is not recorded. Recording only the attempts that
 //! answer would leave the slowest out and pull the delay down, and a hedge's
 //! own latency only counts when it beat the first attempt, which biases
 //! it the same way.

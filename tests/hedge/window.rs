@@ -127,3 +127,26 @@ async fn the_longest_settings_saturate_without_a_hedge_or_a_panic() {
     tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
     assert_eq!(handle.samples(), 11, "a window that never moves");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_after_the_delay_still_counts_among_the_slow_ones() {
+    // A timeout above the hedge drops slow requests: they must not vanish
+    // from the window, or the delay would only see the fast ones.
+    let layer = layer().max_hedges(0);
+    let handle = layer.handle();
+    let (svc, backend) = setup(&layer);
+    crate::warm(&svc, 10).await;
+    assert!(handle.delay().is_some());
+    backend.then((0..4).map(|_| Plan::Ok(1000)));
+    for _ in 0..3 {
+        let cut = tokio::time::timeout(ms(100), svc.clone().oneshot(Job)).await;
+        assert!(cut.is_err(), "dropped by the timeout");
+    }
+    assert_eq!(handle.samples(), 13);
+    let p95 = handle.latency(0.95).unwrap();
+    assert!(p95 >= ms(100), "{p95:?}");
+    // Dropped before the delay, a request says nothing of the latency.
+    let early = tokio::time::timeout(ms(1), svc.clone().oneshot(Job)).await;
+    assert!(early.is_err());
+    assert_eq!(handle.samples(), 13);
+}
