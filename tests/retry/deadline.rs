@@ -168,3 +168,33 @@ async fn a_wait_that_would_pass_the_deadline_is_not_taken() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(start.elapsed(), Duration::ZERO, "returned without waiting");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_never_starts_at_the_deadline_even_with_a_zero_per_try_timeout() {
+    // The first attempt fails at once; the 10 ms backoff ends exactly at the
+    // 10 ms deadline: no time is left for a second attempt.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let svc = service_fn(move |_: Job| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Err::<&str, _>(std::io::Error::from(std::io::ErrorKind::ConnectionReset)) }
+    });
+    let backoff = palisade::retry::Backoff::exponential(10 * MS, 10 * MS)
+        .unwrap()
+        .jitter(palisade::retry::Jitter::None);
+    let svc = RetryLayer::new(ErrorIsRetryable)
+        .backoff(backoff)
+        .per_try_timeout(Duration::ZERO)
+        .layer(svc);
+    let job = Job {
+        deadline: Some(Deadline::after(10 * MS)),
+        ..Job::new(1)
+    };
+    let err = svc.oneshot(job).await.unwrap_err();
+    assert!(matches!(err, Error::Inner(_)), "the last answer: {err:?}");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no attempt sent at the deadline"
+    );
+}
