@@ -198,3 +198,49 @@ async fn a_retry_never_starts_at_the_deadline_even_with_a_zero_per_try_timeout()
         "no attempt sent at the deadline"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_kept_waiting_for_readiness_starts_only_with_a_full_per_try_timeout_left() {
+    use tokio_test::{assert_pending, task};
+    use tower::Service;
+    use tower_test::{assert_request_eq, mock};
+
+    let (mut svc, mut handle) = mock::spawn_layer::<Job, &'static str, _>(
+        RetryLayer::new(ErrorIsRetryable)
+            .backoff(quick_backoff())
+            .per_try_timeout(100 * MS),
+    );
+    handle.allow(1);
+    assert!(svc.poll_ready().is_ready());
+    let job = Job {
+        deadline: Some(Deadline::after(250 * MS)),
+        ..Job::new(1)
+    };
+    let mut fut = task::spawn(svc.call(job.clone()));
+    assert_pending!(fut.poll());
+    let first = Job {
+        deadline: Some(Deadline::after(100 * MS)),
+        ..job
+    };
+    assert_request_eq!(handle, first).send_error("connection reset");
+    // At 0 ms, 249 ms of the deadline are left after the 1 ms wait: a retry
+    // fits. The inner service is not ready until 160 ms, when only 90 ms are
+    // left, less than a per-try timeout.
+    assert_pending!(fut.poll());
+    tokio::time::advance(MS).await;
+    assert_pending!(fut.poll());
+    tokio::time::advance(159 * MS).await;
+    let polled = fut.poll();
+    handle.allow(1);
+    if polled.is_pending() {
+        let _ = fut.poll();
+    }
+    assert!(
+        handle.poll_request().is_pending(),
+        "no attempt started with 90 ms left of a 100 ms per-try timeout"
+    );
+    match polled {
+        std::task::Poll::Ready(Err(err)) => assert!(err.is_elapsed(), "{err:?}"),
+        other => panic!("not ready at the latest start: {other:?}"),
+    }
+}
