@@ -115,11 +115,13 @@ impl<C> Config<C> {
         // Every retryable failure takes its token, retried or not: the budget
         // measures the downstream's health, not this request's luck.
         let allowed = self.budget.withdraw();
-        if !replayable {
-            return Err(Outcome::NotReplayable);
-        }
+        // Attempts used up first: with one attempt allowed no copy is taken,
+        // and that is not the request's fault.
         if attempt >= self.max_attempts.get() {
             return Err(Outcome::Exhausted);
+        }
+        if !replayable {
+            return Err(Outcome::NotReplayable);
         }
         if after.is_some_and(|after| after > self.max_retry_after) {
             return Err(Outcome::RetryAfterTooLong);
