@@ -142,7 +142,9 @@ impl<C> Config<C> {
                 .saturating_duration_since(Instant::now())
                 .checked_sub(wait);
             let fits = match (left, self.per_try_timeout) {
-                (Some(left), Some(per_try)) => left >= per_try,
+                // Never an attempt sent at the deadline, even with a zero
+                // per-try timeout: no time left is no time.
+                (Some(left), Some(per_try)) => !left.is_zero() && left >= per_try,
                 (Some(left), None) => !left.is_zero(),
                 (None, _) => false,
             };
