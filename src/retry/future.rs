@@ -341,11 +341,18 @@ where
         config.observer.wait(wait, attempt);
         tokio::time::sleep(wait).await;
         let ready = std::future::poll_fn(|cx| service.poll_ready(cx));
-        let ready = match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, ready).await {
+        // The latest start that leaves the attempt its whole per-try
+        // timeout: waiting for readiness past it would start an attempt
+        // that the deadline cuts short.
+        let latest_start = deadline.map(|deadline| match config.per_try_timeout {
+            Some(per_try) => deadline.checked_sub(per_try).unwrap_or(deadline),
+            None => deadline,
+        });
+        let ready = match latest_start {
+            Some(latest_start) => match tokio::time::timeout_at(latest_start, ready).await {
                 Ok(ready) => ready,
                 Err(_) => {
-                    // No time left even to be let in: not an attempt.
+                    // No time left to be let in: not an attempt.
                     config.observer.attempt(Outcome::Deadline, attempt, None);
                     return Err(Error::Elapsed {
                         budget: Duration::ZERO,
