@@ -202,7 +202,6 @@ async fn a_retry_never_starts_at_the_deadline_even_with_a_zero_per_try_timeout()
 #[tokio::test(start_paused = true)]
 async fn a_retry_kept_waiting_for_readiness_starts_only_with_a_full_per_try_timeout_left() {
     use tokio_test::{assert_pending, task};
-    use tower::Service;
     use tower_test::{assert_request_eq, mock};
 
     let (mut svc, mut handle) = mock::spawn_layer::<Job, &'static str, _>(
