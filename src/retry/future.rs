@@ -361,26 +361,27 @@ where
             },
             None => ready.await,
         };
+        if let Err(e) = ready {
+            // A service that fails `poll_ready` is to be discarded (tower's
+            // contract), and it is this side's failure, not the downstream's:
+            // its error is the answer, as in tower's `Retry`, and it takes no
+            // budget.
+            config.observer.attempt(Outcome::Stopped, attempt, None);
+            return Err(Error::Inner(e));
+        }
         let next = request.replay();
         let started = Instant::now();
         let budget = config.attempt_budget(started, deadline);
-        let attempted = match ready {
-            // A service that fails to get ready failed this attempt.
-            Err(e) => Ok(Err(e)),
-            Ok(()) => {
-                let mut request = request;
-                if let Some(per_try) = config.per_try_timeout {
-                    let at = add(started, per_try);
-                    request.set_deadline(Deadline::at(deadline.map_or(at, |d| d.min(at))));
-                }
-                let future = service.call(request);
-                match budget {
-                    Some(budget) => tokio::time::timeout(budget, future)
-                        .await
-                        .map_err(|_| budget),
-                    None => Ok(future.await),
-                }
-            }
+        if let Some(per_try) = config.per_try_timeout {
+            let at = add(started, per_try);
+            request.set_deadline(Deadline::at(deadline.map_or(at, |d| d.min(at))));
+        }
+        let future = service.call(request);
+        let attempted = match budget {
+            Some(budget) => tokio::time::timeout(budget, future)
+                .await
+                .map_err(|_| budget),
+            None => Ok(future.await),
         };
         let verdict = verdict(&config.classifier, &attempted);
         match config.decide(

@@ -119,7 +119,10 @@
 //!   longer than [`max_retry_after`](RetryLayer::max_retry_after): the
 //!   answer is returned, `Retry-After` and all, for the caller to decide;
 //! - anything once the budget is spent, the attempts are used up, or the
-//!   deadline leaves no time; a gRPC `DEADLINE_EXCEEDED` is not retryable.
+//!   deadline leaves no time; a gRPC `DEADLINE_EXCEEDED` is not retryable;
+//! - an inner service that fails `poll_ready` before a retry: it is no
+//!   longer able to serve (tower's contract), so its error is returned, as
+//!   tower's `Retry` does, counted `stopped`, spending no budget.
 //!
 //! The last answer is returned as it is: a final `503` stays a `503`
 //! response; only a last attempt cut by its timeout, or a deadline that
