@@ -115,11 +115,13 @@ impl<C> Config<C> {
         // Every retryable failure takes its token, retried or not: the budget
         // measures the downstream's health, not this request's luck.
         let allowed = self.budget.withdraw();
-        if !replayable {
-            return Err(Outcome::NotReplayable);
-        }
+        // Attempts used up first: with one attempt allowed no copy is taken,
+        // and that is not the request's fault.
         if attempt >= self.max_attempts.get() {
             return Err(Outcome::Exhausted);
+        }
+        if !replayable {
+            return Err(Outcome::NotReplayable);
         }
         if after.is_some_and(|after| after > self.max_retry_after) {
             return Err(Outcome::RetryAfterTooLong);
@@ -140,7 +142,9 @@ impl<C> Config<C> {
                 .saturating_duration_since(Instant::now())
                 .checked_sub(wait);
             let fits = match (left, self.per_try_timeout) {
-                (Some(left), Some(per_try)) => left >= per_try,
+                // Never an attempt sent at the deadline, even with a zero
+                // per-try timeout: no time left is no time.
+                (Some(left), Some(per_try)) => !left.is_zero() && left >= per_try,
                 (Some(left), None) => !left.is_zero(),
                 (None, _) => false,
             };

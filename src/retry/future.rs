@@ -341,11 +341,18 @@ where
         config.observer.wait(wait, attempt);
         tokio::time::sleep(wait).await;
         let ready = std::future::poll_fn(|cx| service.poll_ready(cx));
-        let ready = match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, ready).await {
+        // The latest start that leaves the attempt its whole per-try
+        // timeout: waiting for readiness past it would start an attempt
+        // that the deadline cuts short.
+        let latest_start = deadline.map(|deadline| match config.per_try_timeout {
+            Some(per_try) => deadline.checked_sub(per_try).unwrap_or(deadline),
+            None => deadline,
+        });
+        let ready = match latest_start {
+            Some(latest_start) => match tokio::time::timeout_at(latest_start, ready).await {
                 Ok(ready) => ready,
                 Err(_) => {
-                    // No time left even to be let in: not an attempt.
+                    // No time left to be let in: not an attempt.
                     config.observer.attempt(Outcome::Deadline, attempt, None);
                     return Err(Error::Elapsed {
                         budget: Duration::ZERO,
@@ -354,26 +361,27 @@ where
             },
             None => ready.await,
         };
+        if let Err(e) = ready {
+            // A service that fails `poll_ready` is to be discarded (tower's
+            // contract), and it is this side's failure, not the downstream's:
+            // its error is the answer, as in tower's `Retry`, and it takes no
+            // budget.
+            config.observer.attempt(Outcome::Stopped, attempt, None);
+            return Err(Error::Inner(e));
+        }
         let next = request.replay();
         let started = Instant::now();
         let budget = config.attempt_budget(started, deadline);
-        let attempted = match ready {
-            // A service that fails to get ready failed this attempt.
-            Err(e) => Ok(Err(e)),
-            Ok(()) => {
-                let mut request = request;
-                if let Some(per_try) = config.per_try_timeout {
-                    let at = add(started, per_try);
-                    request.set_deadline(Deadline::at(deadline.map_or(at, |d| d.min(at))));
-                }
-                let future = service.call(request);
-                match budget {
-                    Some(budget) => tokio::time::timeout(budget, future)
-                        .await
-                        .map_err(|_| budget),
-                    None => Ok(future.await),
-                }
-            }
+        if let Some(per_try) = config.per_try_timeout {
+            let at = add(started, per_try);
+            request.set_deadline(Deadline::at(deadline.map_or(at, |d| d.min(at))));
+        }
+        let future = service.call(request);
+        let attempted = match budget {
+            Some(budget) => tokio::time::timeout(budget, future)
+                .await
+                .map_err(|_| budget),
+            None => Ok(future.await),
         };
         let verdict = verdict(&config.classifier, &attempted);
         match config.decide(

@@ -99,8 +99,12 @@
 //! per-try timeout (with none set, no time at all) is not taken: the last
 //! answer is returned instead. The first attempt goes out while any time is
 //! left; with none left, the call fails with [`Error::Elapsed`] and the inner
-//! service is not called. An attempt cut by its timeout counts as a
-//! retryable failure; if it was the last, the error is [`Error::Elapsed`].
+//! service is not called. A retry whose inner service is still not ready
+//! when starting would leave it less than its per-try timeout (with none
+//! set, at the deadline) is not sent either: the call fails with
+//! [`Error::Elapsed`] (the answer before the wait is gone by then). An
+//! attempt cut by its timeout counts as a retryable failure; if it was the
+//! last, the error is [`Error::Elapsed`].
 //!
 //! # What is never retried
 //!
@@ -115,10 +119,14 @@
 //!   longer than [`max_retry_after`](RetryLayer::max_retry_after): the
 //!   answer is returned, `Retry-After` and all, for the caller to decide;
 //! - anything once the budget is spent, the attempts are used up, or the
-//!   deadline leaves no time; a gRPC `DEADLINE_EXCEEDED` is not retryable.
+//!   deadline leaves no time; a gRPC `DEADLINE_EXCEEDED` is not retryable;
+//! - an inner service that fails `poll_ready` before a retry: it is no
+//!   longer able to serve (tower's contract), so its error is returned, as
+//!   tower's `Retry` does, counted `stopped`, spending no budget.
 //!
 //! The last answer is returned as it is: a final `503` stays a `503`
-//! response; only a last attempt cut by its timeout is an [`Error`].
+//! response; only a last attempt cut by its timeout, or a deadline that
+//! leaves no time to send one (see above), is an [`Error::Elapsed`].
 //!
 //! # Streaming bodies
 //!
@@ -144,8 +152,9 @@
 //! With feature `metrics`, every finished attempt counts once in
 //! `palisade_retry_decisions_total{name, outcome}`, by what followed it:
 //! `done`, `retried`, `exhausted` (the attempts were used up),
-//! `budget_exhausted`, `deadline` (no time for another attempt; also a call
-//! made with its deadline already passed), `not_replayable`,
+//! `budget_exhausted`, `deadline` (no time for another attempt; also, with
+//! no attempt behind it, a call made with its deadline already passed and
+//! a retry the inner service did not let in in time), `not_replayable`,
 //! `retry_after_too_long` or `stopped`. Each wait before a retry is
 //! recorded in the histogram `palisade_retry_wait_seconds{name}`. Every
 //! attempt is a `tracing` event with `layer = "retry"`, `name`, `outcome`,

@@ -168,3 +168,78 @@ async fn a_wait_that_would_pass_the_deadline_is_not_taken() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(start.elapsed(), Duration::ZERO, "returned without waiting");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_never_starts_at_the_deadline_even_with_a_zero_per_try_timeout() {
+    // The first attempt fails at once; the 10 ms backoff ends exactly at the
+    // 10 ms deadline: no time is left for a second attempt.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let svc = service_fn(move |_: Job| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Err::<&str, _>(std::io::Error::from(std::io::ErrorKind::ConnectionReset)) }
+    });
+    let backoff = palisade::retry::Backoff::exponential(10 * MS, 10 * MS)
+        .unwrap()
+        .jitter(palisade::retry::Jitter::None);
+    let svc = RetryLayer::new(ErrorIsRetryable)
+        .backoff(backoff)
+        .per_try_timeout(Duration::ZERO)
+        .layer(svc);
+    let job = Job {
+        deadline: Some(Deadline::after(10 * MS)),
+        ..Job::new(1)
+    };
+    let err = svc.oneshot(job).await.unwrap_err();
+    assert!(matches!(err, Error::Inner(_)), "the last answer: {err:?}");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no attempt sent at the deadline"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_kept_waiting_for_readiness_starts_only_with_a_full_per_try_timeout_left() {
+    use tokio_test::{assert_pending, task};
+    use tower_test::{assert_request_eq, mock};
+
+    let (mut svc, mut handle) = mock::spawn_layer::<Job, &'static str, _>(
+        RetryLayer::new(ErrorIsRetryable)
+            .backoff(quick_backoff())
+            .per_try_timeout(100 * MS),
+    );
+    handle.allow(1);
+    assert!(svc.poll_ready().is_ready());
+    let job = Job {
+        deadline: Some(Deadline::after(250 * MS)),
+        ..Job::new(1)
+    };
+    let mut fut = task::spawn(svc.call(job.clone()));
+    assert_pending!(fut.poll());
+    let first = Job {
+        deadline: Some(Deadline::after(100 * MS)),
+        ..job
+    };
+    assert_request_eq!(handle, first).send_error("connection reset");
+    // At 0 ms, 249 ms of the deadline are left after the 1 ms wait: a retry
+    // fits. The inner service is not ready until 160 ms, when only 90 ms are
+    // left, less than a per-try timeout.
+    assert_pending!(fut.poll());
+    tokio::time::advance(MS).await;
+    assert_pending!(fut.poll());
+    tokio::time::advance(159 * MS).await;
+    let polled = fut.poll();
+    handle.allow(1);
+    if polled.is_pending() {
+        let _ = fut.poll();
+    }
+    assert!(
+        handle.poll_request().is_pending(),
+        "no attempt started with 90 ms left of a 100 ms per-try timeout"
+    );
+    match polled {
+        std::task::Poll::Ready(Err(err)) => assert!(err.is_elapsed(), "{err:?}"),
+        other => panic!("not ready at the latest start: {other:?}"),
+    }
+}

@@ -116,3 +116,45 @@ async fn every_attempt_is_an_event_with_the_uniform_fields() {
     );
     assert!(text.contains("wait_ms=1"), "{text}");
 }
+
+#[cfg(feature = "metrics")]
+#[test]
+fn a_failure_with_no_attempt_left_counts_as_exhausted_whatever_max_attempts() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            for attempts in [1, 2] {
+                let (svc, _) =
+                    scripted(|_| Err::<&str, _>(io(std::io::ErrorKind::ConnectionReset)));
+                let _ = RetryLayer::new(ErrorIsRetryable)
+                    .name("once")
+                    .max_attempts(nz(attempts))
+                    .backoff(quick_backoff())
+                    .layer(svc)
+                    .oneshot(Job::new(attempts))
+                    .await;
+            }
+        })
+    });
+    let values = super::support::metric_samples(&snapshotter, "palisade_retry");
+    let count = |outcome: &str| {
+        values
+            .get(&format!(
+                "palisade_retry_decisions_total{{name=\"once\",outcome=\"{outcome}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        count("exhausted"),
+        2.0,
+        "one attempt allowed, one made, is the attempts used up: {values:?}"
+    );
+    assert_eq!(count("not_replayable"), 0.0, "{values:?}");
+}
