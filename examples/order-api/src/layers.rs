@@ -56,7 +56,8 @@
 //!    budget spent). A connect error, a timeout, a 500/502/503/504 or a
 //!    408/409/425/429 (after its `Retry-After`, in seconds or as a date) is
 //!    retried while the budget lasts: it starts with 20 tokens, each failure
-//!    takes one, retries stop below 10 (ten failures in a row) and every
+//!    takes one, no retry may leave 10 or fewer (the tenth failure in a row
+//!    is not retried) and every
 //!    success earns a tenth of a token back, so retries cannot multiply a
 //!    provider outage.
 //! 3. **The timeout inside the breaker**: a timed-out attempt counts as a
