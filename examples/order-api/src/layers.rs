@@ -288,8 +288,13 @@ pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, B
         .budget(Budget::new(NonZeroU32::new(20).expect("non-zero"), 0.1).expect("in range"))
         .name(PAYMENT);
     let stack = ServiceBuilder::new()
+        // The retry's own timeout (a request whose deadline passed) is a
+        // timeout like the attempts': 504.
         .map_err(|e: retry::Error<StackError>| match e {
             retry::Error::Inner(e) => BoxError::from(e),
+            retry::Error::Elapsed { budget } => {
+                BoxError::from(StackError::Inner(timeout::Error::Elapsed { budget }))
+            }
             other => BoxError::from(other),
         })
         // The key is set here, once: every attempt below carries it, and the
