@@ -168,7 +168,9 @@ impl<C> HedgeLayer<C> {
     /// hedge takes a token, each answer of
     /// [`Verdict::Done`](crate::attempt::Verdict::Done) earns a share.
     /// Give the `RetryLayer` of the same downstream a clone, so that
-    /// retries and hedges together stay within one budget.
+    /// retries and hedges together stay within one budget; the retry then
+    /// earns it alone (it sees the same successes), and the hedge only
+    /// spends from it.
     #[must_use]
     pub fn budget(mut self, budget: Budget) -> Self {
         self.budget = budget;

@@ -86,7 +86,8 @@
 //! retry throttling). The layer creates one budget in [`RetryLayer::new`],
 //! shared by its clones and every service they build; give one budget
 //! ([`RetryLayer::budget`]) to every layer that calls the same downstream,
-//! hedges included.
+//! hedges included: a hedge layer below a retry on the same budget only
+//! spends from it, so a success is earned once.
 //!
 //! # Deadlines and per-try timeouts
 //!
