@@ -58,16 +58,9 @@ impl<E: crate::problem::IntoProblem> crate::problem::IntoProblem for Error<E> {
     /// member, for [`Error::Elapsed`]; the inner error's own problem
     /// otherwise.
     fn into_problem(self) -> crate::problem::Problem {
-        use crate::problem::{Problem, types};
         match self {
             Self::Elapsed { budget } => {
-                let millis = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
-                Problem::new(http::StatusCode::GATEWAY_TIMEOUT)
-                    .with_type(types::TIMED_OUT)
-                    .with_detail(format!(
-                        "the last attempt did not complete within its budget of {millis} ms"
-                    ))
-                    .with_extension("budget_ms", millis)
+                crate::timeout::error::elapsed_problem("the last attempt", budget)
             }
             Self::Inner(e) => e.into_problem(),
         }

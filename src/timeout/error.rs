@@ -46,20 +46,25 @@ impl<E: crate::problem::IntoProblem> crate::problem::IntoProblem for Error<E> {
     /// member, for [`Error::Elapsed`]; the inner error's own problem
     /// otherwise.
     fn into_problem(self) -> crate::problem::Problem {
-        use crate::problem::{Problem, types};
         match self {
-            Self::Elapsed { budget } => {
-                let millis = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
-                Problem::new(http::StatusCode::GATEWAY_TIMEOUT)
-                    .with_type(types::TIMED_OUT)
-                    .with_detail(format!(
-                        "the request did not complete within its budget of {millis} ms"
-                    ))
-                    .with_extension("budget_ms", millis)
-            }
+            Self::Elapsed { budget } => elapsed_problem("the request", budget),
             Self::Inner(e) => e.into_problem(),
         }
     }
+}
+
+/// `504 Gateway Timeout` of type [`TIMED_OUT`](crate::problem::types::TIMED_OUT)
+/// with a `budget_ms` member: `what` did not complete within `budget`.
+#[cfg(feature = "http")]
+pub(crate) fn elapsed_problem(what: &str, budget: Duration) -> crate::problem::Problem {
+    use crate::problem::{Problem, types};
+    let millis = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
+    Problem::new(http::StatusCode::GATEWAY_TIMEOUT)
+        .with_type(types::TIMED_OUT)
+        .with_detail(format!(
+            "{what} did not complete within its budget of {millis} ms"
+        ))
+        .with_extension("budget_ms", millis)
 }
 
 #[cfg(feature = "axum")]
