@@ -21,6 +21,7 @@
 //! | `throttle` | `throttle` | being refused by an upstream that said its limits: a client that waits for `Retry-After` and `RateLimit`, and backs off adaptively |
 //! | `attempt` | `retry`, `hedge` or `throttle` | what they share: the retry `Budget`, `Replay` (which requests may be sent again), the HTTP and gRPC classifiers, `Retry-After` |
 //! | `problem` | `http` | hand-written, inconsistent error bodies |
+//! | `grpc` | `grpc` | a gRPC client reading a rejection as a protocol error: every layer answers a gRPC request with its own status and reads and forwards `grpc-timeout` |
 //! | [`observability`] | `metrics` (for metrics) | decisions nobody can see |
 //!
 //! Shared state (rate limits, idempotency keys) lives in a store: in memory for
@@ -61,6 +62,10 @@
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod problem;
+
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub mod grpc;
 
 #[cfg(feature = "timeout")]
 #[cfg_attr(docsrs, doc(cfg(feature = "timeout")))]

@@ -164,6 +164,10 @@ pub struct Problem {
     extensions: Map<String, Value>,
     #[serde(skip)]
     headers: HeaderMap,
+    // The exact wait behind `Retry-After`, which rounds it up to seconds: a
+    // gRPC answer carries it in milliseconds.
+    #[serde(skip)]
+    retry_after: Option<Duration>,
 }
 
 // The `http` crate keeps the phrases RFC 9110 renamed; RFC 9457 asks for the
@@ -195,6 +199,7 @@ impl Problem {
             instance: None,
             extensions: Map::new(),
             headers: HeaderMap::new(),
+            retry_after: None,
         }
     }
 
@@ -259,10 +264,17 @@ impl Problem {
     /// up, at least 1) and the same number as the `retry_after` extension
     /// member, so clients that read only the body see it too.
     #[must_use]
-    pub fn with_retry_after(self, retry_after: Duration) -> Self {
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
         let seconds = retry_after_seconds(retry_after);
+        self.retry_after = Some(retry_after);
         self.with_extension("retry_after", seconds)
             .with_header(http::header::RETRY_AFTER, HeaderValue::from(seconds))
+    }
+
+    /// The wait set by [`with_retry_after`](Self::with_retry_after), exact
+    /// (the header rounds it up to whole seconds).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 
     /// The HTTP status.
