@@ -21,7 +21,13 @@
 
 mod status;
 mod timeout;
+// Only a retry or a hedge sends a request again.
+#[cfg(any(feature = "retry", feature = "hedge"))]
+mod replay;
 
+#[cfg(any(feature = "retry", feature = "hedge"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "retry", feature = "hedge"))))]
+pub use self::replay::{DEFAULT_BODY_LIMIT, Replayable, ReplayableLayer};
 pub use self::status::{
     ERROR_DOMAIN, GRPC_RETRY_PUSHBACK_MS, code_of, code_of_status, into_response, status_of,
     trailers_only_headers,

@@ -11,6 +11,7 @@ mod budget;
 mod classify;
 mod deadline;
 mod drop_safety;
+mod grpc;
 mod http;
 mod observe;
 mod ready;
