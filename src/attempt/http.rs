@@ -154,6 +154,21 @@ pub const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-ret
 /// the gRPC status guide says; `DEADLINE_EXCEEDED` never is, since the
 /// deadline is spent. An HTTP error without a `grpc-status` (a proxy's
 /// `429`, `502`, `503` or `504`) is `UNAVAILABLE`, as gRPC maps it.
+///
+/// # A call is committed once its headers arrive
+///
+/// A response with headers but no `grpc-status` is a call under way: the
+/// server has started answering, and its status comes in the trailers,
+/// after the messages. That response is [`Verdict::Done`] and returned as
+/// it is, to a retry and to a hedge alike, even if its trailers later say
+/// `UNAVAILABLE`. This is gRPC's own rule (gRFC A6: an RPC is committed
+/// once the client receives response headers): the server may have acted
+/// on the call and the caller may already be reading its messages, so it
+/// cannot be sent again unseen. Only a trailers-only response, a call
+/// refused before any message, is retried.
+///
+/// To tonic, a trailers-only response is what
+/// `tonic::Status::into_http()` builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GrpcClassifier {
     /// Bit `n`: code `n` is retryable (codes are 0..=16).
