@@ -144,10 +144,10 @@ impl<S> Layer<S> for ReplayableLayer {
 /// let server = service_fn(move |req: Request<Body>| {
 ///     let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
 ///     async move {
-///         let message = req.into_body().collect().await?.to_bytes();
+///         let message = req.into_body().collect().await.unwrap().to_bytes();
 ///         assert_eq!(&message[..], b"\0\0\0\0\x02hi");
 ///         let status = if first { tonic::Status::unavailable("restarting") } else { tonic::Status::ok("") };
-///         Ok::<Response<Body>, tonic::Status>(status.into_http())
+///         Ok::<Response<Body>, std::convert::Infallible>(status.into_http())
 ///     }
 /// });
 ///

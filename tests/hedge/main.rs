@@ -11,6 +11,7 @@ mod recording;
 
 mod budget;
 mod drop_safety;
+mod grpc;
 mod metrics;
 mod race;
 mod ready;

@@ -213,9 +213,11 @@ async fn a_body_over_the_limit_is_sent_once_and_intact() {
         .service(svc);
     let response = client.oneshot(call(&sent, Some("k1"))).await.unwrap();
     assert_eq!(status_of(&response), "14");
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].1, sent);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].1, sent);
+    }
 
     // At the limit exactly, it is kept.
     let (svc, seen) = server(vec![unavailable(), Status::ok("")]);
