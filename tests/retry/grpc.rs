@@ -419,3 +419,122 @@ async fn a_call_whose_headers_arrived_is_committed_and_returned_as_it_is() {
     assert_eq!(body.trailers().unwrap()["grpc-status"], "14");
     assert_eq!(body.to_bytes(), message(b"partial"));
 }
+
+/// A tonic codec for raw bytes: the message is its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let len = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, len)))
+    }
+}
+
+/// A full `OK` response carrying `payload`.
+fn ok_with(payload: &[u8]) -> Response<Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames = [
+        Ok::<_, Status>(Frame::data(message(payload))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .body(Body::new(StreamBody::new(futures::stream::iter(frames))))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tonic_client_call_is_retried_with_the_body_tonic_encoded() {
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let server = tower::service_fn(move |req: Request<Body>| {
+        let log = log.clone();
+        async move {
+            assert_eq!(req.uri().path(), "/shop.Orders/Get");
+            let bytes = req.into_body().collect().await.unwrap().to_bytes();
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push((Instant::now(), bytes));
+                log.len()
+            };
+            let response = match n {
+                1 | 2 => unavailable().into_http::<Body>(),
+                _ => ok_with(b"order 42: shipped"),
+            };
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let stack = ServiceBuilder::new()
+        .layer(ReplayableLayer::new())
+        .layer(retry())
+        .service(server);
+    let mut client = tonic::client::Grpc::new(stack);
+
+    let mut request = tonic::Request::new(Bytes::from_static(b"order 42"));
+    request
+        .metadata_mut()
+        .insert("idempotency-key", "k1".parse().unwrap());
+    client.ready().await.unwrap();
+    let answer = client
+        .unary(request, "/shop.Orders/Get".parse().unwrap(), Raw)
+        .await
+        .unwrap();
+    assert_eq!(&answer.into_inner()[..], b"order 42: shipped");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    for (_, bytes) in seen.iter() {
+        assert_eq!(bytes, &message(b"order 42"), "tonic's framing, each time");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tonic_client_call_without_a_key_gets_the_first_status() {
+    let (server, seen) = server(vec![unavailable(), Status::ok("")]);
+    let stack = ServiceBuilder::new()
+        .layer(ReplayableLayer::new())
+        .layer(retry())
+        .service(server);
+    let mut client = tonic::client::Grpc::new(stack);
+    client.ready().await.unwrap();
+    let status = client
+        .unary(
+            tonic::Request::new(Bytes::from_static(b"order 42")),
+            "/shop.Orders/Get".parse().unwrap(),
+            Raw,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(status.message(), "restarting");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
