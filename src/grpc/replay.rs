@@ -390,7 +390,42 @@ impl http_body::Body for Prefixed {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn chunked(chunks: &[Vec<u8>]) -> Body {
+        let frames: Vec<_> = chunks
+            .iter()
+            .map(|c| Ok::<_, Status>(Frame::data(Bytes::from(c.clone()))))
+            .collect();
+        Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )))
+    }
+
+    proptest! {
+        /// Whole up to the limit, streamed over it, and the same bytes sent
+        /// either way.
+        #[test]
+        fn any_chunks_are_kept_within_the_limit_and_sent_intact(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..16), 0..8),
+            limit in 0usize..64,
+        ) {
+            let all: Vec<u8> = chunks.concat();
+            match read_ready(chunked(&chunks), limit) {
+                Read::Whole(bytes) => {
+                    prop_assert!(all.len() <= limit);
+                    prop_assert_eq!(&bytes[..], &all[..]);
+                }
+                Read::Partial(prefixed) => {
+                    prop_assert!(all.len() > limit);
+                    let sent = prefixed.collect().now_or_never().unwrap().unwrap().to_bytes();
+                    prop_assert_eq!(&sent[..], &all[..]);
+                }
+            }
+        }
+    }
 
     #[tokio::test]
     async fn several_chunks_are_kept_as_one_and_trailers_are_streamed() {
