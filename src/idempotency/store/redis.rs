@@ -49,6 +49,10 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///   [`new`](Self::new) take one Redis, [`connect_cluster`](Self::connect_cluster)
 ///   a cluster, where each step goes to the master that serves its key's
 ///   slot, following `MOVED` and `ASK`.
+/// - **Records**: a response's trailers are a field of their own, written
+///   only when the body ended with trailers, so a record without them is
+///   the same as before trailers were kept, and one written before reads as
+///   a response without trailers.
 /// - **Keys, one slot per record**: `<prefix>{<hash>}` for the record (a
 ///   hash with fields) and `<prefix>{<hash>}:fence` for its fencing
 ///   counter; the hash tag `{<hash>}` puts both in one cluster slot, so the
