@@ -561,6 +561,43 @@ async fn the_memory_store_keeps_trailers() {
     trailers_survive_the_store(MemoryStore::new(), "t").await;
 }
 
+/// Trailers count toward the memory store's byte budget: a response whose
+/// body fits but whose trailers pass it is recorded as not retained.
+#[tokio::test]
+async fn the_memory_store_counts_trailers_in_its_byte_budget() {
+    let store = MemoryStore::new().max_bytes(std::num::NonZeroUsize::new(64).unwrap());
+    let fp = Fingerprint::from_slice(&[7; 32]).unwrap();
+    for (key, trailer_len, kept) in [("small", 8, true), ("large", 64, false)] {
+        let Claim::Claimed(lease) = store
+            .claim(key, &fp, 1, Duration::from_secs(10))
+            .await
+            .unwrap()
+        else {
+            panic!("free key");
+        };
+        let mut trailers = HeaderMap::new();
+        let value = "x".repeat(trailer_len);
+        trailers.insert("grpc-message", value.parse().unwrap());
+        let response = StoredResponse::new(StatusCode::OK, HeaderMap::new(), framed(b"order"))
+            .with_trailers(trailers);
+        let completion = Completion::Retained(Arc::new(response));
+        store
+            .complete(key, lease, completion, Duration::from_secs(60))
+            .await
+            .unwrap();
+        match store
+            .claim(key, &fp, 2, Duration::from_secs(10))
+            .await
+            .unwrap()
+        {
+            Claim::Existing(Record::Completed { response, .. }) => {
+                assert_eq!(response.is_some(), kept, "{key}");
+            }
+            other => panic!("expected the completed record, got {other:?}"),
+        }
+    }
+}
+
 #[cfg(feature = "redis")]
 mod redis {
     use super::*;
