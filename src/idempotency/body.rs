@@ -7,6 +7,7 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
@@ -90,6 +91,18 @@ impl<B> ResponseBody<B> {
         let mut frames = VecDeque::with_capacity(1);
         if !bytes.is_empty() {
             frames.push_back(Frame::data(bytes));
+        }
+        Self::buffered(frames)
+    }
+
+    /// A stored body: its bytes, then its trailers, if it had any.
+    pub(crate) fn replayed(bytes: Bytes, trailers: Option<HeaderMap>) -> Self {
+        let mut frames = VecDeque::with_capacity(2);
+        if !bytes.is_empty() {
+            frames.push_back(Frame::data(bytes));
+        }
+        if let Some(trailers) = trailers {
+            frames.push_back(Frame::trailers(trailers));
         }
         Self::buffered(frames)
     }

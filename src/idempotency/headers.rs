@@ -25,18 +25,43 @@ pub(crate) const SESSION: [HeaderName; 3] = [
     HeaderName::from_static("authentication-info"),
 ];
 
-/// The headers of `headers` kept for replay: exactly `only` when given;
-/// otherwise all but hop-by-hop ones and, unless `keep_session`, the
-/// [`SESSION`] ones.
+/// The headers a gRPC client cannot read a response without: its
+/// content-type and, in a trailers-only response (an error), its status.
+/// Kept for a gRPC response even when an explicit list leaves them out.
+const GRPC: [HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    HeaderName::from_static("grpc-status"),
+    HeaderName::from_static("grpc-message"),
+    HeaderName::from_static("grpc-status-details-bin"),
+];
+
+/// Whether a response with these headers is gRPC: its `content-type` is
+/// `application/grpc`, alone or followed by `+` or `;`, in any case. The
+/// test `grpc::is_grpc` makes; repeated here, where the feature `grpc` may
+/// be off, so what a record keeps does not depend on features.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    const GRPC_TYPE: &[u8] = b"application/grpc";
+    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
+        let bytes = value.as_bytes();
+        bytes.len() >= GRPC_TYPE.len()
+            && bytes[..GRPC_TYPE.len()].eq_ignore_ascii_case(GRPC_TYPE)
+            && matches!(bytes.get(GRPC_TYPE.len()), None | Some(b'+' | b';'))
+    })
+}
+
+/// The headers of `headers` kept for replay: exactly `only` when given
+/// (plus, for a gRPC response, the [`GRPC`] ones); otherwise all but
+/// hop-by-hop ones and, unless `keep_session`, the [`SESSION`] ones.
 pub(crate) fn kept_headers(
     headers: &HeaderMap,
     only: Option<&[HeaderName]>,
     keep_session: bool,
 ) -> HeaderMap {
+    let grpc = only.is_some() && is_grpc(headers);
     let mut kept = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
         let keep = match only {
-            Some(only) => only.contains(name),
+            Some(only) => only.contains(name) || (grpc && GRPC.contains(name)),
             None => {
                 !HOP_BY_HOP.contains(name)
                     && name.as_str() != "keep-alive"
@@ -85,6 +110,42 @@ mod tests {
         assert!(kept.contains_key("set-cookie2"));
         assert!(kept.contains_key("authentication-info"));
         assert!(!kept.contains_key("connection"));
+    }
+
+    #[test]
+    fn an_explicit_list_keeps_the_status_of_a_grpc_response() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "application/grpc+proto"),
+            ("grpc-status", "5"),
+            ("grpc-message", "no such order"),
+            ("grpc-status-details-bin", "CAU"),
+            ("x-trace", "t1"),
+            ("x-order-id", "ord_1"),
+        ] {
+            h.append(name, value.parse().unwrap());
+        }
+        let only = [HeaderName::from_static("x-order-id")];
+        let kept = kept_headers(&h, Some(&only), false);
+        let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "grpc-status",
+                "grpc-message",
+                "grpc-status-details-bin",
+                "x-order-id"
+            ]
+        );
+        // Not gRPC: the list alone.
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/grpc-web".parse().unwrap(),
+        );
+        let kept = kept_headers(&h, Some(&only), false);
+        let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-order-id"]);
     }
 
     #[test]

@@ -152,7 +152,11 @@ impl<St, K> IdempotencyLayer<St, K> {
     /// `set-cookie` listed here is kept). By default every header is kept
     /// except hop-by-hop ones (`connection`, `transfer-encoding`, ...) and
     /// per-session ones (see
-    /// [`replay_session_headers`](Self::replay_session_headers)).
+    /// [`replay_session_headers`](Self::replay_session_headers)). A gRPC
+    /// response keeps its `content-type`, `grpc-status`, `grpc-message` and
+    /// `grpc-status-details-bin` whatever the list says: without them a
+    /// replay would be no answer a gRPC client can read. Trailers are all
+    /// kept.
     #[must_use]
     pub fn stored_headers(self, names: impl IntoIterator<Item = HeaderName>) -> Self {
         let names = names.into_iter().collect();

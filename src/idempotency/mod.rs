@@ -111,8 +111,23 @@
 //! |---|---|---|
 //! | caller key | per caller: [`Caller`](crate::key::Caller) (`X-Api-Key`, else `Authorization`, else the client IP); the same key from two callers runs once for each, and neither ever gets the other's response; no caller key is `400` | [`IdempotencyLayer::per`]; `.per(`[`Global`](crate::key::Global)`)` shares one key space (a single trusted caller only) |
 //! | stored caller key | none: the record's name is a SHA-256 of caller key, method, path and key | — |
-//! | replayed headers | all but hop-by-hop ones and per-session ones: `Set-Cookie`, `Set-Cookie2`, `Authentication-Info` are never replayed (`WWW-Authenticate` is: it is the resource's, not a session's) | [`IdempotencyLayer::replay_session_headers`]; [`IdempotencyLayer::stored_headers`] keeps exactly a list |
+//! | replayed headers | all but hop-by-hop ones and per-session ones: `Set-Cookie`, `Set-Cookie2`, `Authentication-Info` are never replayed (`WWW-Authenticate` is: it is the resource's, not a session's) | [`IdempotencyLayer::replay_session_headers`]; [`IdempotencyLayer::stored_headers`] keeps exactly a list (plus, for a gRPC response, `content-type`, `grpc-status`, `grpc-message` and `grpc-status-details-bin`) |
+//! | replayed trailers | all of them, after the body | — |
 //! | fingerprint | exact body bytes | [`FingerprintMode::CanonicalJson`]: member order, whitespace and escapes ignored; numbers by their text (`1` and `1.0` differ, so do integers past 2^53); a repeated member is `400`; a body that is not JSON or nests deeper than 128 counts by its bytes |
+//!
+//! # gRPC
+//!
+//! gRPC metadata are HTTP/2 headers, so a gRPC call carries its key as an
+//! `idempotency-key` metadata entry and its caller key as another
+//! (`x-api-key` for [`Caller`](crate::key::Caller) or
+//! [`Header`](crate::key::Header)). The fingerprint covers the framed
+//! message (flag, length, protobuf bytes): another message with the same key
+//! is `KEY_REUSED`. A response is kept with the trailers its body ends with,
+//! where a full response's `grpc-status` travels, and a replay sends them
+//! again after the body; a trailers-only response (the status in its
+//! headers, no body) replays as it was. A response whose body fails or is
+//! cut off before its trailers is not kept (a retry gets `410`), since a
+//! replay without them would be a call with no status.
 //!
 //! # Durability under Redis failover
 //!

@@ -28,8 +28,14 @@ pub const MIN_LEASE: Duration = Duration::from_millis(100);
 /// [`IdempotencyLayer::lease`]: super::IdempotencyLayer::lease
 pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// A response kept for replay: status, chosen headers and body bytes.
+/// A response kept for replay: status, chosen headers, body bytes and the
+/// trailers that ended the body, if any (a gRPC response's `grpc-status`
+/// travels there).
+///
+/// Non-exhaustive: build one with [`new`](Self::new) and
+/// [`with_trailers`](Self::with_trailers).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct StoredResponse {
     /// The status.
     pub status: StatusCode,
@@ -37,6 +43,28 @@ pub struct StoredResponse {
     pub headers: HeaderMap,
     /// The body bytes.
     pub body: Bytes,
+    /// The trailers the body ended with, all of them, sent again after the
+    /// body on a replay; `None` when the body had no trailers frame.
+    pub trailers: Option<HeaderMap>,
+}
+
+impl StoredResponse {
+    /// A response without trailers.
+    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        Self {
+            status,
+            headers,
+            body,
+            trailers: None,
+        }
+    }
+
+    /// Sets the trailers the body ends with.
+    #[must_use]
+    pub fn with_trailers(mut self, trailers: HeaderMap) -> Self {
+        self.trailers = Some(trailers);
+        self
+    }
 }
 
 /// The record a claim found already present for its key.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
@@ -321,8 +321,9 @@ fn replay<B>(stored: Arc<StoredResponse>) -> Response<ResponseBody<B>> {
         status,
         headers,
         body,
+        trailers,
     } = Arc::unwrap_or_clone(stored);
-    let mut response = Response::new(ResponseBody::full(body));
+    let mut response = Response::new(ResponseBody::replayed(body, trailers));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
@@ -402,6 +403,9 @@ where
         let (parts, body) = response.into_parts();
         let mut body = Box::pin(body);
         let mut frames = VecDeque::new();
+        // Kept apart from the data too: a gRPC response's status ends its
+        // body as trailers, and a replay without it is no answer.
+        let mut trailers: Option<HeaderMap> = None;
         let mut size = 0usize;
         let too_large = |size: usize| size > config.response_body_limit;
         let mut over = usize::try_from(body.size_hint().lower()).map_or(true, too_large);
@@ -413,6 +417,17 @@ where
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
                         size += data.len();
+                    } else if let Some(more) = frame.trailers_ref() {
+                        // One trailers frame ends a body; should a body send
+                        // several, a replay sends them as one.
+                        match &mut trailers {
+                            None => trailers = Some(more.clone()),
+                            Some(all) => {
+                                for (name, value) in more {
+                                    all.append(name, value.clone());
+                                }
+                            }
+                        }
                     }
                     frames.push_back(frame);
                     over = too_large(size);
@@ -435,6 +450,7 @@ where
                 config.replay_session_headers,
             ),
             body: concat(&frames, size),
+            trailers,
         };
         let response = Response::from_parts(parts, ResponseBody::buffered(frames));
         Produced::Complete(Ok(response), Completion::Retained(Arc::new(stored)))

@@ -121,11 +121,11 @@ async fn the_default_memory_store_is_bounded() {
 }
 
 fn response(bytes: usize) -> Arc<StoredResponse> {
-    Arc::new(StoredResponse {
-        status: StatusCode::OK,
-        headers: HeaderMap::new(),
-        body: Bytes::from(vec![b'x'; bytes]),
-    })
+    Arc::new(StoredResponse::new(
+        StatusCode::OK,
+        HeaderMap::new(),
+        Bytes::from(vec![b'x'; bytes]),
+    ))
 }
 
 /// The byte budget: a response that would pass it is recorded as not

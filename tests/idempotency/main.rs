@@ -17,6 +17,7 @@ mod common;
 mod errors;
 mod events;
 mod fingerprint;
+mod grpc;
 mod hangups;
 mod limits;
 mod memory;

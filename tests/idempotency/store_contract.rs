@@ -30,11 +30,11 @@ pub fn stored(body: &'static str) -> Arc<StoredResponse> {
     headers.insert("x-order-id", "ord_1".parse().unwrap());
     headers.append("set-cookie", "a=1".parse().unwrap());
     headers.append("set-cookie", "b=2".parse().unwrap());
-    Arc::new(StoredResponse {
-        status: StatusCode::CREATED,
+    Arc::new(StoredResponse::new(
+        StatusCode::CREATED,
         headers,
-        body: Bytes::from(body),
-    })
+        Bytes::from(body),
+    ))
 }
 
 pub async fn claimed<S: Store>(store: &S, key: &str, lease: Duration) -> Lease {

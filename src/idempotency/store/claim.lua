@@ -11,13 +11,14 @@ end
 if not ms(ARGV[3]) or not ms(ARGV[4]) then
   return redis.error_reply('ERR palisade: lease or counter ttl out of range')
 end
-local r = redis.call('HMGET', KEYS[1], 's', 'fp', 'st', 'h', 'b', 't', 'f')
+local r = redis.call('HMGET', KEYS[1], 's', 'fp', 'st', 'h', 'b', 't', 'f', 'tr')
 if r[1] then
   -- The same claim sent again (its first reply was lost) gets it again.
   if r[1] == 'i' and r[6] == ARGV[2] then
     return {'claimed', tonumber(r[7])}
   end
-  return {r[1], r[2], redis.call('PTTL', KEYS[1]), r[3], r[4], r[5]}
+  -- A record written without trailers has no 'tr': a nil reply for it.
+  return {r[1], r[2], redis.call('PTTL', KEYS[1]), r[3], r[4], r[5], r[8]}
 end
 local fence = redis.call('INCR', KEYS[2])
 -- The counter outlives every lease it numbered, so a later claim never

@@ -22,7 +22,7 @@ const MIN_SWEEP_LEN: usize = 1024;
 /// The keys (records) a [`MemoryStore::new`] holds at most: 100,000.
 pub const DEFAULT_MAX_KEYS: NonZeroUsize = NonZeroUsize::new(100_000).expect("not zero");
 
-/// The response bytes (bodies and header names and values) a
+/// The response bytes (bodies, and header and trailer names and values) a
 /// [`MemoryStore`] keeps at most, unless [`MemoryStore::max_bytes`] says
 /// otherwise: 256 MiB.
 pub const DEFAULT_MAX_BYTES: NonZeroUsize = NonZeroUsize::new(256 * 1024 * 1024).expect("not zero");
@@ -141,12 +141,18 @@ fn after(now: Instant, d: Duration, max: Duration) -> Instant {
 }
 
 fn response_size(response: &StoredResponse) -> usize {
-    let headers: usize = response
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum();
-    response.body.len().saturating_add(headers)
+    let size = |headers: &http::HeaderMap| -> usize {
+        headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum()
+    };
+    let trailers = response.trailers.as_ref().map_or(0, size);
+    response
+        .body
+        .len()
+        .saturating_add(size(&response.headers))
+        .saturating_add(trailers)
 }
 
 impl MemoryStore {
@@ -179,8 +185,8 @@ impl MemoryStore {
         }
     }
 
-    /// The most bytes of stored responses (bodies and header names and
-    /// values) it keeps (default [`DEFAULT_MAX_BYTES`]); the clones of this
+    /// The most bytes of stored responses (bodies, and header and trailer
+    /// names and values) it keeps (default [`DEFAULT_MAX_BYTES`]); the clones of this
     /// store share the limit. See the [type docs](Self) for what happens
     /// when it is reached.
     #[must_use]

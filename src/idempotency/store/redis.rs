@@ -49,6 +49,10 @@ const FENCE_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
 ///   [`new`](Self::new) take one Redis, [`connect_cluster`](Self::connect_cluster)
 ///   a cluster, where each step goes to the master that serves its key's
 ///   slot, following `MOVED` and `ASK`.
+/// - **Records**: a response's trailers are a field of their own, written
+///   only when the body ended with trailers, so a record without them is
+///   the same as before trailers were kept, and one written before reads as
+///   a response without trailers.
 /// - **Keys, one slot per record**: `<prefix>{<hash>}` for the record (a
 ///   hash with fields) and `<prefix>{<hash>}:fence` for its fencing
 ///   counter; the hash tag `{<hash>}` puts both in one cluster slot, so the
@@ -417,13 +421,21 @@ fn parse_claim(reply: &Value, token: u64) -> Result<Claim, StoreError> {
                 .get(5)
                 .and_then(bytes)
                 .ok_or_else(|| corrupt("body", reply))?;
+            // Absent (nil, or no seventh item from a script cached before
+            // trailers were kept): the body had no trailers.
+            let trailers = match items.get(6) {
+                None | Some(Value::Nil) => None,
+                Some(raw) => Some(
+                    bytes(raw)
+                        .and_then(decode_headers)
+                        .ok_or_else(|| corrupt("trailers", reply))?,
+                ),
+            };
+            let mut response = StoredResponse::new(status, headers, Bytes::copy_from_slice(body));
+            response.trailers = trailers;
             Ok(Claim::Existing(Record::Completed {
                 fingerprint,
-                response: Some(Arc::new(StoredResponse {
-                    status,
-                    headers,
-                    body: Bytes::copy_from_slice(body),
-                })),
+                response: Some(Arc::new(response)),
             }))
         }
         _ => Err(corrupt("state", reply)),
@@ -480,8 +492,14 @@ impl Store for RedisStore {
                 .arg("c")
                 .arg(response.status.as_u16())
                 .arg(encode_headers(&response.headers))
-                .arg(&response.body[..]),
-            Completion::NotRetained => invocation.arg("n").arg(0).arg("[]").arg(""),
+                .arg(&response.body[..])
+                .arg(
+                    response
+                        .trailers
+                        .as_ref()
+                        .map_or_else(Vec::new, encode_headers),
+                ),
+            Completion::NotRetained => invocation.arg("n").arg(0).arg("[]").arg("").arg(""),
         };
         let stored: i64 = self
             .bounded(Op::Complete, invocation.invoke(&self.conn))
