@@ -9,7 +9,7 @@ use serde_json::Value;
 use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::problem::{Problem, types};
+use crate::problem::{FromBytes, Problem, types};
 
 /// `grpc-retry-pushback-ms`: the wait, in milliseconds, a gRPC server asks
 /// of a client before it retries (gRFC A6); a negative value asks it not to.
@@ -171,8 +171,8 @@ pub fn trailers_only_headers(problem: &Problem) -> HeaderMap {
 
 /// A problem as a trailers-only gRPC response: HTTP `200` with an empty body
 /// and the [`trailers_only_headers`].
-pub fn into_response<B: From<Bytes>>(problem: &Problem) -> Response<B> {
-    let mut response = Response::new(B::from(Bytes::new()));
+pub fn into_response<B: FromBytes>(problem: &Problem) -> Response<B> {
+    let mut response = Response::new(B::from_bytes(Bytes::new()));
     *response.headers_mut() = trailers_only_headers(problem);
     response
 }
