@@ -115,6 +115,9 @@ pub mod types {
         CIRCUIT_OPEN => "Circuit open",
         /// `504`: the request's time budget ran out (timeout).
         TIMED_OUT => "Timed out",
+        /// `400`: the request's time budget header is malformed (timeout: a
+        /// `grpc-timeout` that breaks the gRPC wire format).
+        INVALID_TIMEOUT => "Invalid timeout",
         /// `413`: the request body is larger than the layer's body limit.
         BODY_TOO_LARGE => "Request body too large",
         /// `400`: the request body could not be read (the client hung up or sent a broken body).
