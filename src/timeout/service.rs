@@ -127,11 +127,13 @@ where
             };
         }
         // A gRPC request carries its budget in grpc-timeout, not the HTTP
-        // header; one lookup of content-type tells them apart.
+        // header; one lookup of content-type tells them apart, skipped when
+        // no header is read nor written.
         #[cfg(feature = "grpc")]
-        let grpc = req
-            .header(&http::header::CONTENT_TYPE)
-            .is_some_and(crate::grpc::is_grpc_content_type);
+        let grpc = (mode.read_header || mode.forward_header)
+            && req
+                .header(&http::header::CONTENT_TYPE)
+                .is_some_and(crate::grpc::is_grpc_content_type);
         #[cfg(feature = "grpc")]
         if mode.read_header
             && grpc
