@@ -20,6 +20,14 @@
 //!
 //! Errors of a server-side stack turn into responses with [`ProblemLayer`],
 //! which answers every error that implements [`IntoProblem`] with its problem.
+//!
+//! # gRPC
+//!
+//! With feature `grpc`, [`ProblemLayer`] answers a gRPC request (see
+//! [`grpc::is_grpc`](crate::grpc::is_grpc)) in gRPC's wire format instead: a
+//! trailers-only response ([`grpc::into_response`](crate::grpc::into_response))
+//! whose `grpc-status` a tonic client reads as its `Status`. One stack serves
+//! HTTP and gRPC callers alike; see [`ProblemLayer`] for an example.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -30,7 +38,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -107,6 +115,9 @@ pub mod types {
         CIRCUIT_OPEN => "Circuit open",
         /// `504`: the request's time budget ran out (timeout).
         TIMED_OUT => "Timed out",
+        /// `400`: the request's time budget header is malformed (timeout: a
+        /// `grpc-timeout` that breaks the gRPC wire format).
+        INVALID_TIMEOUT => "Invalid timeout",
         /// `413`: the request body is larger than the layer's body limit.
         BODY_TOO_LARGE => "Request body too large",
         /// `400`: the request body could not be read (the client hung up or sent a broken body).
@@ -320,9 +331,9 @@ impl Problem {
 
     /// Builds the response: status, headers, `Content-Type:
     /// application/problem+json` and the JSON body.
-    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
+    pub fn into_response<B: FromBytes>(self) -> Response<B> {
         let body = self.to_json();
-        let mut response = Response::new(B::from(body));
+        let mut response = Response::new(B::from_bytes(body));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -362,6 +373,87 @@ impl std::error::Error for Problem {}
 impl axum_core::response::IntoResponse for Problem {
     fn into_response(self) -> axum_core::response::Response {
         Problem::into_response(self)
+    }
+}
+
+/// A body palisade builds from bytes: a problem's JSON, a request body it
+/// read whole and hands on (idempotency).
+///
+/// It stands where `From<Bytes>` would, because a body such as tonic's has no
+/// `From<Bytes>` and a blanket impl over `From<Bytes>` would forbid an impl
+/// for it. Implement it for your own body type.
+///
+/// ```
+/// use bytes::Bytes;
+/// use palisade::problem::FromBytes;
+///
+/// struct MyBody(Bytes);
+///
+/// impl FromBytes for MyBody {
+///     fn from_bytes(bytes: Bytes) -> Self {
+///         MyBody(bytes)
+///     }
+/// }
+/// ```
+pub trait FromBytes {
+    /// The body holding exactly `bytes`.
+    fn from_bytes(bytes: Bytes) -> Self;
+}
+
+impl FromBytes for Bytes {
+    fn from_bytes(bytes: Bytes) -> Self {
+        bytes
+    }
+}
+
+impl FromBytes for Vec<u8> {
+    fn from_bytes(bytes: Bytes) -> Self {
+        bytes.into()
+    }
+}
+
+impl FromBytes for http_body_util::Full<Bytes> {
+    fn from_bytes(bytes: Bytes) -> Self {
+        Self::new(bytes)
+    }
+}
+
+impl<E: 'static> FromBytes for http_body_util::combinators::BoxBody<Bytes, E> {
+    fn from_bytes(bytes: Bytes) -> Self {
+        use http_body_util::BodyExt;
+        http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed()
+    }
+}
+
+impl<E: 'static> FromBytes for http_body_util::combinators::UnsyncBoxBody<Bytes, E> {
+    fn from_bytes(bytes: Bytes) -> Self {
+        use http_body_util::BodyExt;
+        http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+}
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl FromBytes for axum_core::body::Body {
+    fn from_bytes(bytes: Bytes) -> Self {
+        Self::from(bytes)
+    }
+}
+
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+impl FromBytes for tonic::body::Body {
+    fn from_bytes(bytes: Bytes) -> Self {
+        // An empty body (a trailers-only answer) needs no box.
+        if bytes.is_empty() {
+            Self::empty()
+        } else {
+            Self::new(http_body_util::Full::new(bytes))
+        }
     }
 }
 
@@ -407,6 +499,48 @@ impl IntoProblem for Infallible {
 /// ));
 /// let response = svc.oneshot(Request::new(())).await.unwrap();
 /// assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+/// # }
+/// ```
+///
+/// # gRPC
+///
+/// With feature `grpc`, the answer is chosen per request: a gRPC request
+/// (`content-type: application/grpc`, see
+/// [`grpc::is_grpc`](crate::grpc::is_grpc)) gets a trailers-only response,
+/// HTTP `200` with an empty body, `grpc-status` ([`grpc::code_of`](crate::grpc::code_of)),
+/// `grpc-message`, `grpc-status-details-bin` and `grpc-retry-pushback-ms`
+/// ([`grpc::into_response`](crate::grpc::into_response)); any other request
+/// gets problem+json. It wraps a tonic server's routes
+/// (`Server::builder().layer(..)`): [`FromBytes`] is implemented for
+/// `tonic::body::Body`.
+///
+/// ```
+/// # #[cfg(feature = "grpc")] {
+/// use std::time::Duration;
+/// use http::{Request, Response, StatusCode};
+/// use palisade::problem::{Problem, ProblemLayer, types};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = ServiceBuilder::new().layer(ProblemLayer::new()).service(service_fn(
+///     |_req: Request<tonic::body::Body>| async {
+///         Err::<Response<tonic::body::Body>, _>(
+///             Problem::new(StatusCode::TOO_MANY_REQUESTS)
+///                 .with_type(types::RATE_LIMITED)
+///                 .with_retry_after(Duration::from_secs(2)),
+///         )
+///     },
+/// ));
+/// let request = Request::builder()
+///     .header("content-type", "application/grpc")
+///     .body(tonic::body::Body::empty())
+///     .unwrap();
+/// let response = svc.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+/// let status = tonic::Status::from_header_map(response.headers()).unwrap();
+/// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+/// assert_eq!(response.headers()["grpc-retry-pushback-ms"], "2000");
+/// # }
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
@@ -472,11 +606,11 @@ impl<S> ProblemResponse<S> {
     }
 }
 
-impl<S, Req, B> Service<Req> for ProblemResponse<S>
+impl<S, ReqB, B> Service<Request<ReqB>> for ProblemResponse<S>
 where
-    S: Service<Req, Response = Response<B>>,
+    S: Service<Request<ReqB>, Response = Response<B>>,
     S::Error: IntoProblem,
-    B: From<Bytes>,
+    B: FromBytes,
 {
     type Response = Response<B>;
     type Error = Infallible;
@@ -498,7 +632,9 @@ where
         }
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        // Read now: the request is gone by the time an error comes back.
+        let grpc = is_grpc(req.headers());
         let kind = match &self.failed {
             Some(problem) => Kind::Failed {
                 problem: Some(problem.clone()),
@@ -507,8 +643,33 @@ where
                 future: self.inner.call(req),
             },
         };
-        ProblemFuture { kind }
+        ProblemFuture { kind, grpc }
     }
+}
+
+// One header lookup, no allocation; never gRPC without the feature.
+#[inline]
+fn is_grpc(headers: &HeaderMap) -> bool {
+    #[cfg(feature = "grpc")]
+    {
+        crate::grpc::is_grpc(headers)
+    }
+    #[cfg(not(feature = "grpc"))]
+    {
+        let _ = headers;
+        false
+    }
+}
+
+// A problem in the form the caller reads: trailers-only gRPC or problem+json.
+fn render<B: FromBytes>(problem: Problem, grpc: bool) -> Response<B> {
+    #[cfg(feature = "grpc")]
+    if grpc {
+        return crate::grpc::into_response(&problem);
+    }
+    #[cfg(not(feature = "grpc"))]
+    let _ = grpc;
+    problem.into_response()
 }
 
 pin_project! {
@@ -517,6 +678,8 @@ pin_project! {
     pub struct ProblemFuture<F> {
         #[pin]
         kind: Kind<F>,
+        // The request was gRPC: answer in its wire format.
+        grpc: bool,
     }
 }
 
@@ -533,20 +696,22 @@ impl<F, B, E> Future for ProblemFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: IntoProblem,
-    B: From<Bytes>,
+    B: FromBytes,
 {
     type Output = Result<Response<B>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Ok(match self.project().kind.project() {
+        let this = self.project();
+        let grpc = *this.grpc;
+        Poll::Ready(Ok(match this.kind.project() {
             KindProj::Inner { future } => match ready!(future.poll(cx)) {
                 Ok(response) => response,
-                Err(error) => error.into_problem().into_response(),
+                Err(error) => render(error.into_problem(), grpc),
             },
-            KindProj::Failed { problem } => problem
-                .take()
-                .expect("future polled after completion")
-                .into_response(),
+            KindProj::Failed { problem } => render(
+                problem.take().expect("future polled after completion"),
+                grpc,
+            ),
         }))
     }
 }
@@ -560,18 +725,172 @@ mod tests {
     #[tokio::test]
     async fn a_readiness_failure_is_answered_and_the_broken_service_never_called() {
         use tower::ServiceExt;
-        let (mock, mut handle) = tower_test::mock::pair::<(), Response<Bytes>>();
+        let (mock, mut handle) = tower_test::mock::pair::<Request<()>, Response<Bytes>>();
         handle.send_error(Problem::new(StatusCode::BAD_GATEWAY).with_detail("pool closed"));
         let mut svc = ProblemResponse::new(
             mock.map_err(|e| *e.downcast::<Problem>().expect("the problem sent")),
         );
         for _ in 0..2 {
-            let response = svc.ready().await.unwrap().call(()).await.unwrap();
+            let response = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(Request::new(()))
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
         }
         // The mock panics when called unready; it saw no request.
         handle.allow(1);
         assert!(handle.poll_request().is_pending());
+    }
+
+    #[cfg(feature = "grpc")]
+    mod grpc {
+        use super::*;
+        use crate::grpc::GRPC_RETRY_PUSHBACK_MS;
+        use http_body::Body as _;
+        use tonic_types::StatusExt;
+        use tower::{ServiceExt, service_fn};
+
+        fn limited() -> Problem {
+            Problem::new(StatusCode::TOO_MANY_REQUESTS)
+                .with_type(types::RATE_LIMITED)
+                .with_detail("rate limit exceeded")
+                .with_retry_after(Duration::from_millis(1500))
+        }
+
+        fn request(content_type: &'static str) -> Request<Bytes> {
+            Request::builder()
+                .header(CONTENT_TYPE, content_type)
+                .body(Bytes::new())
+                .unwrap()
+        }
+
+        async fn answer(content_type: &'static str) -> Response<Bytes> {
+            let failing =
+                service_fn(|_: Request<Bytes>| async { Err::<Response<Bytes>, _>(limited()) });
+            ProblemResponse::new(failing)
+                .oneshot(request(content_type))
+                .await
+                .unwrap()
+        }
+
+        #[tokio::test]
+        async fn an_http_request_gets_problem_json() {
+            let response = answer("application/json").await;
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
+            assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+            assert!(response.headers().get("grpc-status").is_none());
+            let body: Value = serde_json::from_slice(response.body()).unwrap();
+            assert_eq!(body["type"], types::RATE_LIMITED);
+        }
+
+        #[tokio::test]
+        async fn a_grpc_request_gets_a_trailers_only_status_from_the_same_service() {
+            let response = answer("application/grpc+proto").await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()[CONTENT_TYPE], "application/grpc");
+            assert_eq!(response.headers()["grpc-status"], "8");
+            assert_eq!(response.headers()[GRPC_RETRY_PUSHBACK_MS], "1500");
+            assert!(response.headers().get(http::header::RETRY_AFTER).is_none());
+            assert!(response.body().is_empty());
+            let status = tonic::Status::from_header_map(response.headers()).unwrap();
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+            assert_eq!(status.message(), "rate limit exceeded");
+            let details = status.get_error_details();
+            assert_eq!(details.error_info().unwrap().reason, "RATE_LIMITED");
+            assert_eq!(
+                details.retry_info().unwrap().retry_delay,
+                Some(Duration::from_millis(1500))
+            );
+        }
+
+        #[tokio::test]
+        async fn grpc_web_is_answered_as_http() {
+            let response = answer("application/grpc-web").await;
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+
+        #[tokio::test]
+        async fn a_readiness_failure_on_a_grpc_request_is_trailers_only() {
+            let (mock, mut handle) = tower_test::mock::pair::<Request<Bytes>, Response<Bytes>>();
+            handle.send_error(Problem::new(StatusCode::BAD_GATEWAY).with_detail("pool closed"));
+            let mut svc = ProblemResponse::new(
+                mock.map_err(|e| *e.downcast::<Problem>().expect("the problem sent")),
+            );
+            let response = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(request("application/grpc"))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()["grpc-status"], "14");
+            assert!(response.body().is_empty());
+            // The same broken service answers an HTTP caller in its format.
+            let response = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(request("application/json"))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+            assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
+        }
+
+        #[tokio::test]
+        async fn wraps_a_service_shaped_like_tonic_routes() {
+            type Body = tonic::body::Body;
+            // tonic's `Routes`: tonic bodies both ways, an `Infallible` error.
+            fn routes_like()
+            -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone
+            {
+                service_fn(|_: Request<Body>| async { Ok(Response::new(Body::empty())) })
+            }
+            fn served<S>(_: &S)
+            where
+                S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+            {
+            }
+            let svc = ProblemLayer::new().layer(routes_like());
+            served(&svc);
+
+            // And a rejection in a tonic body is trailers-only and empty.
+            let failing = ProblemLayer::new().layer(service_fn(|_: Request<Body>| async {
+                Err::<Response<Body>, _>(limited())
+            }));
+            let request = Request::builder()
+                .header(CONTENT_TYPE, "application/grpc")
+                .body(Body::empty())
+                .unwrap();
+            let response = failing.oneshot(request).await.unwrap();
+            assert_eq!(response.headers()["grpc-status"], "8");
+            assert!(response.body().is_end_stream());
+        }
+    }
+
+    #[tokio::test]
+    async fn from_bytes_keeps_the_bytes_in_every_body() {
+        use http_body_util::BodyExt;
+        let bytes = Bytes::from_static(b"{}");
+        assert_eq!(Bytes::from_bytes(bytes.clone()), bytes);
+        assert_eq!(Vec::<u8>::from_bytes(bytes.clone()), b"{}".to_vec());
+        let bodies = [
+            http_body_util::Full::from_bytes(bytes.clone()).boxed(),
+            http_body_util::combinators::BoxBody::<Bytes, Infallible>::from_bytes(bytes.clone()),
+        ];
+        for body in bodies {
+            assert_eq!(body.collect().await.unwrap().to_bytes(), bytes);
+        }
+        let unsync =
+            http_body_util::combinators::UnsyncBoxBody::<Bytes, std::io::Error>::from_bytes(
+                bytes.clone(),
+            );
+        assert_eq!(unsync.collect().await.unwrap().to_bytes(), bytes);
     }
 
     #[test]

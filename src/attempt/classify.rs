@@ -138,6 +138,8 @@ impl<E: Retryable> Retryable for crate::timeout::Error<E> {
     fn verdict(&self) -> Verdict {
         match self {
             Self::Elapsed { .. } => RETRY,
+            // The same header would be refused again.
+            Self::InvalidBudget { .. } => Verdict::Stop,
             Self::Inner(e) => e.verdict(),
         }
     }

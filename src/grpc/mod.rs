@@ -34,8 +34,8 @@ pub use self::status::{
 };
 pub use self::timeout::{GRPC_TIMEOUT, InvalidGrpcTimeout, grpc_timeout_value, parse_grpc_timeout};
 
-use http::HeaderMap;
 use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue};
 
 /// Whether a request (or response) with these headers is gRPC: its
 /// `content-type` is `application/grpc`, alone or followed by `+` (a codec,
@@ -54,10 +54,13 @@ use http::header::CONTENT_TYPE;
 /// ```
 #[inline]
 pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(is_grpc_content_type)
+}
+
+/// [`is_grpc`] on the `content-type` value alone.
+#[inline]
+pub(crate) fn is_grpc_content_type(value: &HeaderValue) -> bool {
     const GRPC: &[u8] = b"application/grpc";
-    let Some(value) = headers.get(CONTENT_TYPE) else {
-        return false;
-    };
     let bytes = value.as_bytes();
     bytes.len() >= GRPC.len()
         && bytes[..GRPC.len()].eq_ignore_ascii_case(GRPC)
@@ -67,7 +70,6 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[test]
     fn grpc_content_types_and_nothing_else() {

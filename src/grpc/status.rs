@@ -9,7 +9,7 @@ use serde_json::Value;
 use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::problem::{Problem, types};
+use crate::problem::{FromBytes, Problem, types};
 
 /// `grpc-retry-pushback-ms`: the wait, in milliseconds, a gRPC server asks
 /// of a client before it retries (gRFC A6); a negative value asks it not to.
@@ -32,7 +32,7 @@ const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grp
 /// | one request costs more than the quota | `RESOURCE_EXHAUSTED`, told not to retry |
 /// | circuit open, overloaded (shed, bulkhead full), store unavailable | `UNAVAILABLE` |
 /// | timed out | `DEADLINE_EXCEEDED` |
-/// | invalid headers or body, missing caller key, missing or invalid `Idempotency-Key` | `INVALID_ARGUMENT` |
+/// | invalid headers or body, malformed `grpc-timeout`, missing caller key, missing or invalid `Idempotency-Key` | `INVALID_ARGUMENT` |
 /// | the same `Idempotency-Key` in flight | `ABORTED` |
 /// | an `Idempotency-Key` reused with another request; its response not retained | `FAILED_PRECONDITION` |
 /// | body unreadable; internal | `INTERNAL` |
@@ -54,6 +54,7 @@ pub fn code_of(problem: &Problem) -> Code {
         types::CIRCUIT_OPEN | types::OVERLOADED | types::STORE_UNAVAILABLE => Code::Unavailable,
         types::TIMED_OUT => Code::DeadlineExceeded,
         types::MISSING_CALLER_KEY
+        | types::INVALID_TIMEOUT
         | types::INVALID_HEADERS
         | types::UNSUPPORTED_MEDIA_TYPE
         | types::NOT_ACCEPTABLE
@@ -171,8 +172,8 @@ pub fn trailers_only_headers(problem: &Problem) -> HeaderMap {
 
 /// A problem as a trailers-only gRPC response: HTTP `200` with an empty body
 /// and the [`trailers_only_headers`].
-pub fn into_response<B: From<Bytes>>(problem: &Problem) -> Response<B> {
-    let mut response = Response::new(B::from(Bytes::new()));
+pub fn into_response<B: FromBytes>(problem: &Problem) -> Response<B> {
+    let mut response = Response::new(B::from_bytes(Bytes::new()));
     *response.headers_mut() = trailers_only_headers(problem);
     response
 }
@@ -225,6 +226,12 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_timeout_is_an_invalid_argument() {
+        let problem = Problem::new(StatusCode::OK).with_type(types::INVALID_TIMEOUT);
+        assert_eq!(code_of(&problem), Code::InvalidArgument);
+    }
+
+    #[test]
     fn a_message_with_any_characters_survives_the_trip() {
         let problem = Problem::new(StatusCode::BAD_REQUEST).with_detail("bad: ü \r\n %41 \0");
         let headers = trailers_only_headers(&problem);
@@ -242,6 +249,7 @@ mod tests {
             types::STORE_UNAVAILABLE,
             types::CIRCUIT_OPEN,
             types::TIMED_OUT,
+            types::INVALID_TIMEOUT,
             types::BODY_TOO_LARGE,
             types::BODY_READ_FAILED,
             types::INVALID_HEADERS,

@@ -134,8 +134,8 @@ impl<B> ResponseBody<B> {
     }
 }
 
-impl<B> From<Bytes> for ResponseBody<B> {
-    fn from(bytes: Bytes) -> Self {
+impl<B> crate::problem::FromBytes for ResponseBody<B> {
+    fn from_bytes(bytes: Bytes) -> Self {
         Self::full(bytes)
     }
 }

@@ -229,10 +229,11 @@
 //! # Body types
 //!
 //! The request body is buffered (up to the limit) and handed on as the same
-//! type, rebuilt with `From<Bytes>`: axum's `Body` and `Full<Bytes>` work as
-//! they are; a bare hyper server maps `Incoming` to one of them first. The
-//! response body becomes [`ResponseBody`], which streams the inner body
-//! untouched when it is not captured.
+//! type, rebuilt with [`FromBytes`](crate::problem::FromBytes): axum's `Body`,
+//! `Full<Bytes>` and tonic's `Body` work as they are; a bare hyper server maps
+//! `Incoming` to one of them first. The response body becomes
+//! [`ResponseBody`], which streams the inner body untouched when it is not
+//! captured.
 //!
 //! # Client side
 //!

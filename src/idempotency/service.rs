@@ -31,6 +31,7 @@ use super::record::{Claim, Completion, Lease, Record, StoredResponse, random_u64
 use super::store::Store;
 use crate::BoxError;
 use crate::key::{CallerKey, KeyExtractor};
+use crate::problem::FromBytes;
 use crate::store::OnStoreError;
 
 /// How often a duplicate that waits for an in-flight request asks the store.
@@ -95,7 +96,7 @@ where
     S::Error: Send + 'static,
     St: Store,
     K: KeyExtractor<Request<ReqB>>,
-    ReqB: Body + From<Bytes> + Send + 'static,
+    ReqB: Body + FromBytes + Send + 'static,
     ReqB::Data: Send,
     ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
@@ -196,7 +197,7 @@ where
             let claimed = claim(&mut guard, &config, &fingerprint).await;
             // A replay or a refusal returns before the request is rebuilt.
             let run = |parts, bytes| {
-                let mut req = Request::from_parts(parts, ReqB::from(bytes));
+                let mut req = Request::from_parts(parts, ReqB::from_bytes(bytes));
                 // The handler reads what the layer parsed instead of parsing
                 // it again.
                 req.extensions_mut().insert(key);

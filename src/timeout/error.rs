@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
-/// The error of a [`Timeout`](super::Timeout): the budget ran out, or the
-/// inner service failed.
+const GRPC_TIMEOUT_FORMAT: &str = "expected 1 to 8 digits and a unit (H, M, S, m, u or n)";
+
+/// The error of a [`Timeout`](super::Timeout): the budget ran out, the
+/// request's budget was malformed, or the inner service failed.
 ///
 /// With feature `http`, [`Elapsed`](Error::Elapsed) answers as a
-/// `504 Gateway Timeout` problem; on the client side, match on it.
+/// `504 Gateway Timeout` problem and [`InvalidBudget`](Error::InvalidBudget)
+/// as a `400`; on the client side, match on them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error<E> {
@@ -17,6 +20,18 @@ pub enum Error<E> {
         /// The budget the request had: the layer's timeout, or what was left
         /// of a per-request deadline when the call started.
         budget: Duration,
+    },
+    /// The request's budget header is malformed, so its deadline is
+    /// unknown: the request was refused without calling the inner service.
+    ///
+    /// Raised for a gRPC request's `grpc-timeout` (feature `grpc`), which the
+    /// gRPC wire format defines strictly; a malformed `Request-Timeout` is
+    /// ignored instead.
+    #[error("malformed grpc-timeout {value:?}: {GRPC_TIMEOUT_FORMAT}")]
+    InvalidBudget {
+        /// The header value as received, with bytes that are not visible
+        /// ASCII escaped.
+        value: String,
     },
     /// The inner service failed.
     #[error(transparent)]
@@ -33,7 +48,7 @@ impl<E> Error<E> {
     pub fn into_inner(self) -> Option<E> {
         match self {
             Self::Inner(e) => Some(e),
-            Self::Elapsed { .. } => None,
+            Self::Elapsed { .. } | Self::InvalidBudget { .. } => None,
         }
     }
 }
@@ -43,11 +58,23 @@ impl<E> Error<E> {
 impl<E: crate::problem::IntoProblem> crate::problem::IntoProblem for Error<E> {
     /// `504 Gateway Timeout` of type
     /// [`TIMED_OUT`](crate::problem::types::TIMED_OUT), with a `budget_ms`
-    /// member, for [`Error::Elapsed`]; the inner error's own problem
-    /// otherwise.
+    /// member, for [`Error::Elapsed`]; `400 Bad Request` of type
+    /// [`INVALID_TIMEOUT`](crate::problem::types::INVALID_TIMEOUT), with the
+    /// header under `errors`, for [`Error::InvalidBudget`]; the inner error's
+    /// own problem otherwise.
     fn into_problem(self) -> crate::problem::Problem {
         match self {
             Self::Elapsed { budget } => elapsed_problem("the request", budget),
+            Self::InvalidBudget { value } => {
+                use crate::problem::{Problem, types};
+                // As Display, which needs `E: Display`.
+                let detail = format!("malformed grpc-timeout {value:?}: {GRPC_TIMEOUT_FORMAT}");
+                let errors = serde_json::json!([{ "header": "grpc-timeout", "detail": detail }]);
+                Problem::new(http::StatusCode::BAD_REQUEST)
+                    .with_type(types::INVALID_TIMEOUT)
+                    .with_detail(detail)
+                    .with_extension("errors", errors)
+            }
             Self::Inner(e) => e.into_problem(),
         }
     }

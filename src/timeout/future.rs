@@ -41,6 +41,8 @@ pin_project! {
         Running { #[pin] future: F, sleep: Option<Pin<Box<Sleep>>> },
         // The deadline had passed before the call: the inner service was not called.
         Expired,
+        // The budget header was malformed: the inner service was not called.
+        Invalid { value: String },
         Done,
     }
 }
@@ -74,6 +76,18 @@ impl<F> ResponseFuture<F> {
         Self {
             start: Some(start),
             ..Self::new(future, None, budget, observer)
+        }
+    }
+
+    /// Refuses a request whose budget header `value` is malformed.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn invalid(value: String, observer: &'static Observer) -> Self {
+        Self {
+            state: State::Invalid { value },
+            deadline: None,
+            start: None,
+            budget: Duration::ZERO,
+            observer,
         }
     }
 
@@ -121,6 +135,11 @@ where
                 this.state.set(State::Done);
             }
             StateProj::Expired => this.state.set(State::Done),
+            StateProj::Invalid { value } => {
+                let value = std::mem::take(value);
+                this.state.set(State::Done);
+                return Poll::Ready(Err(Error::InvalidBudget { value }));
+            }
             StateProj::Done => panic!("future polled after completion"),
         }
         let budget = *this.budget;

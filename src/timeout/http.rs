@@ -73,6 +73,35 @@ impl Deadline {
     }
 }
 
+#[cfg(feature = "grpc")]
+impl Deadline {
+    /// Writes the remaining budget into `headers` as
+    /// [`GRPC_TIMEOUT`](crate::grpc::GRPC_TIMEOUT), rounded down
+    /// ([`grpc_timeout_value`](crate::grpc::grpc_timeout_value)), replacing
+    /// any value there: call it on an outgoing gRPC request to forward the
+    /// budget to the next service.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade::grpc::{GRPC_TIMEOUT, parse_grpc_timeout};
+    /// use palisade::timeout::Deadline;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut outgoing = http::Request::new(());
+    /// Deadline::after(Duration::from_secs(2)).write_grpc_timeout(outgoing.headers_mut());
+    /// let budget = parse_grpc_timeout(&outgoing.headers()[GRPC_TIMEOUT]).unwrap();
+    /// assert!(budget <= Duration::from_secs(2));
+    /// # }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+    pub fn write_grpc_timeout(&self, headers: &mut HeaderMap) {
+        headers.insert(
+            crate::grpc::GRPC_TIMEOUT,
+            crate::grpc::grpc_timeout_value(self.remaining()),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

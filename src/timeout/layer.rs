@@ -120,6 +120,11 @@ impl TimeoutLayer<PerRequest> {
     /// timeout (default `true`). Turn it off where callers are not trusted
     /// to set the budget, or on a client stack: only a
     /// [`Deadline`](super::Deadline) in the request then shortens it.
+    ///
+    /// With feature `grpc`, a gRPC request's budget header is
+    /// [`GRPC_TIMEOUT`](crate::grpc::GRPC_TIMEOUT) instead, and a malformed
+    /// one is refused with [`Error::InvalidBudget`](super::Error::InvalidBudget)
+    /// (a malformed HTTP budget header is ignored).
     #[cfg(feature = "http")]
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
@@ -132,6 +137,10 @@ impl TimeoutLayer<PerRequest> {
     /// budget [`header`](Self::header), in whole milliseconds rounded down
     /// (default `false`). On a client stack, this forwards the smaller of the
     /// layer's timeout and the time left to the next service.
+    ///
+    /// With feature `grpc`, a gRPC request gets it as
+    /// [`GRPC_TIMEOUT`](crate::grpc::GRPC_TIMEOUT) instead
+    /// ([`grpc_timeout_value`](crate::grpc::grpc_timeout_value)).
     #[cfg(feature = "http")]
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]

@@ -71,6 +71,18 @@
 //! Timeout` as `application/problem+json` with a `budget_ms` member; with
 //! `axum` it is also an `IntoResponse`. A client stack keeps the typed error.
 //!
+//! # gRPC
+//!
+//! With feature `grpc`, a per-request timeout reads a gRPC request's budget
+//! (one whose `content-type` is gRPC, see [`grpc::is_grpc`](crate::grpc::is_grpc))
+//! from [`grpc-timeout`](crate::grpc::GRPC_TIMEOUT) instead of the HTTP
+//! header, clamped to its timeout alike, and with `forward_header(true)`
+//! writes the budget left as `grpc-timeout`
+//! ([`Deadline::write_grpc_timeout`] does it by hand). A malformed
+//! `grpc-timeout` is refused with [`Error::InvalidBudget`] without calling the
+//! inner service: `ProblemLayer` answers it `INVALID_ARGUMENT`, and
+//! [`Error::Elapsed`] `DEADLINE_EXCEEDED`.
+//!
 //! # Metrics and tracing
 //!
 //! With feature `metrics`, every call counts in

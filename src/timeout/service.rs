@@ -126,10 +126,42 @@ where
                 deadline.min(carried.instant())
             };
         }
-        #[cfg(feature = "http")]
+        // A gRPC request carries its budget in grpc-timeout, not the HTTP
+        // header; one lookup of content-type tells them apart, skipped when
+        // no header is read nor written.
+        #[cfg(feature = "grpc")]
+        let grpc = (mode.read_header || mode.forward_header)
+            && req
+                .header(&http::header::CONTENT_TYPE)
+                .is_some_and(crate::grpc::is_grpc_content_type);
+        #[cfg(feature = "grpc")]
         if mode.read_header
-            && let Some(value) = req.header(&mode.header)
+            && grpc
+            && let Some(value) = req.header(&crate::grpc::GRPC_TIMEOUT)
         {
+            match crate::grpc::parse_grpc_timeout(value) {
+                // Clamped like the HTTP header: it can only shorten the timeout.
+                Ok(budget) => deadline = deadline.min(add(now, budget.min(timeout))),
+                // Unlike the HTTP header, gRPC defines the format strictly and
+                // its clients send it on every call with a deadline: a
+                // malformed one is a broken client, refused so it shows.
+                Err(invalid) => {
+                    tracing::debug!(
+                        layer = "timeout",
+                        name = observer.name(),
+                        value = invalid.value(),
+                        "refusing malformed grpc-timeout"
+                    );
+                    return ResponseFuture::invalid(invalid.value().to_owned(), observer);
+                }
+            }
+        }
+        #[cfg(feature = "grpc")]
+        let read_http_header = mode.read_header && !grpc;
+        #[cfg(all(feature = "http", not(feature = "grpc")))]
+        let read_http_header = mode.read_header;
+        #[cfg(feature = "http")]
+        if read_http_header && let Some(value) = req.header(&mode.header) {
             match super::parse_budget(value) {
                 // Clamped: the header can only shorten the layer's timeout.
                 Some(budget) => deadline = deadline.min(add(now, budget.min(timeout))),
@@ -148,8 +180,19 @@ where
             req.set_deadline(Deadline::at(deadline));
         }
         let budget = deadline.saturating_duration_since(now);
+        #[cfg(feature = "grpc")]
+        if mode.forward_header && grpc {
+            req.set_header(
+                &crate::grpc::GRPC_TIMEOUT,
+                crate::grpc::grpc_timeout_value(budget),
+            );
+        }
+        #[cfg(feature = "grpc")]
+        let forward_http_header = mode.forward_header && !grpc;
+        #[cfg(all(feature = "http", not(feature = "grpc")))]
+        let forward_http_header = mode.forward_header;
         #[cfg(feature = "http")]
-        if mode.forward_header {
+        if forward_http_header {
             req.set_header(&mode.header, super::http::millis_header(budget));
         }
         if budget.is_zero() {

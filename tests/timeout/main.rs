@@ -2,6 +2,8 @@
 //! Timeout layer: fixed budgets, per-request deadlines, header budgets,
 //! propagation and the 504 problem, all on paused time.
 
+#[cfg(feature = "grpc")]
+mod grpc;
 #[cfg(all(feature = "http", feature = "axum"))]
 mod http;
 mod metrics;
