@@ -1,7 +1,7 @@
 //! Which response headers a stored response keeps for replay.
 
-use http::HeaderMap;
 use http::header::{self, HeaderName};
+use http::{HeaderMap, StatusCode};
 
 /// Hop-by-hop headers: about one connection, never part of a replay.
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -52,6 +52,44 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 /// The headers of `headers` kept for replay: exactly `only` when given
 /// (plus, for a gRPC response, the [`GRPC`] ones); otherwise all but
 /// hop-by-hop ones and, unless `keep_session`, the [`SESSION`] ones.
+/// The HTTP status a response's outcome has when deciding whether to store
+/// it: its own, or for a gRPC response the status its `grpc-status` pairs
+/// with in `google.rpc.Code` (`UNAVAILABLE` a `503`, `ABORTED` a `409`,
+/// `RESOURCE_EXHAUSTED` a `429`), since every gRPC answer is an HTTP `200`.
+/// `status_in` is where the grpc-status is: the headers of a trailers-only
+/// response, or the trailers of a full one.
+pub(crate) fn outcome_status(
+    status: StatusCode,
+    headers: &HeaderMap,
+    status_in: Option<&HeaderMap>,
+) -> StatusCode {
+    if !is_grpc(headers) {
+        return status;
+    }
+    let Some(code) = status_in.and_then(|h| h.get("grpc-status")) else {
+        return status;
+    };
+    let http = match code.as_bytes() {
+        b"0" => 200,
+        // CANCELLED: a try-again answer, as a 408 is.
+        b"1" => 408,
+        // ALREADY_EXISTS (6) is a final answer, stored as a 4xx is; ABORTED
+        // (10) asks for another try, as a 409 does.
+        b"3" | b"6" | b"9" | b"11" => 400,
+        b"4" => 504,
+        b"5" => 404,
+        b"10" => 409,
+        b"7" => 403,
+        b"8" => 429,
+        b"12" => 501,
+        b"14" => 503,
+        b"16" => 401,
+        // UNKNOWN, INTERNAL, DATA_LOSS, and a status no gRPC client could read.
+        _ => 500,
+    };
+    StatusCode::from_u16(http).expect("a valid status")
+}
+
 pub(crate) fn kept_headers(
     headers: &HeaderMap,
     only: Option<&[HeaderName]>,

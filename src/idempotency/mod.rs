@@ -129,6 +129,14 @@
 //! cut off before its trailers is not kept (a retry gets `410`), since a
 //! replay without them would be a call with no status.
 //!
+//! Every gRPC answer is an HTTP `200`, so whether it is stored follows its
+//! `grpc-status` (in the headers of a trailers-only response, in the
+//! trailers of a full one) read as the HTTP status `google.rpc.Code` pairs it
+//! with: `UNAVAILABLE`, `INTERNAL`, `DEADLINE_EXCEEDED` (a `5xx`), `ABORTED`
+//! (`409`), `RESOURCE_EXHAUSTED` (`429`) and `CANCELLED` (as a `408`) ask for
+//! another try and release the key; `OK`, `NOT_FOUND`, `INVALID_ARGUMENT`,
+//! `ALREADY_EXISTS` and the other final answers are stored.
+//!
 //! # Durability under Redis failover
 //!
 //! [`MemoryStore`] lives and dies with its process. `RedisStore` is as

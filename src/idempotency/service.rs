@@ -23,7 +23,7 @@ use super::detach::{DetachOnDrop, run_to_end};
 use super::error::Error;
 use super::fingerprint::Fingerprint;
 use super::guard::{ClaimGuard, Stage};
-use super::headers::kept_headers;
+use super::headers::{kept_headers, outcome_status};
 use super::heartbeat::Heartbeat;
 use super::key::{Fence, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyKey, hex_into};
 use super::observe::Outcome;
@@ -394,7 +394,12 @@ where
                 return Produced::Release(Err(Error::Panicked), "handler panicked");
             }
         };
-        if !(config.store_status)(response.status()) {
+        let status = outcome_status(
+            response.status(),
+            response.headers(),
+            Some(response.headers()),
+        );
+        if !(config.store_status)(status) {
             let response = response.map(ResponseBody::passthrough);
             return Produced::Release(Ok(response), "status not stored");
         }
@@ -442,6 +447,19 @@ where
         if over {
             let response = Response::from_parts(parts, ResponseBody::chain(frames, body));
             return Produced::Complete(Ok(response), Completion::NotRetained);
+        }
+        // A full gRPC response's status comes last, in its trailers: one
+        // that asks for another try (UNAVAILABLE, ABORTED) releases the key,
+        // as a 5xx does.
+        if trailers.is_some()
+            && !(config.store_status)(outcome_status(
+                parts.status,
+                &parts.headers,
+                trailers.as_ref(),
+            ))
+        {
+            let response = Response::from_parts(parts, ResponseBody::buffered(frames));
+            return Produced::Release(Ok(response), "status not stored");
         }
         let stored = StoredResponse {
             status: parts.status,

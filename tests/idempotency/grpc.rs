@@ -272,6 +272,82 @@ async fn a_trailers_only_error_is_replayed_identically() {
     trailers_only_error_is_replayed_identically(MemoryStore::new()).await;
 }
 
+/// The handler's answers, in order: `Some(code)` a trailers-only status,
+/// `None` a full response whose trailers carry `trailer_code`.
+async fn runs_twice_when(headers_code: Option<&'static str>, trailer_code: &'static str) -> usize {
+    let calls = Arc::new(Mutex::new(0usize));
+    let counted = calls.clone();
+    let inner = tower::service_fn(move |_req: Request<Full<Bytes>>| {
+        *counted.lock().unwrap() += 1;
+        let (tx, rx) = mpsc::unbounded();
+        let mut builder = Response::builder().header("content-type", "application/grpc");
+        match headers_code {
+            Some(code) => builder = builder.header("grpc-status", code),
+            None => {
+                tx.unbounded_send(Ok(Frame::data(framed(b"partial"))))
+                    .unwrap();
+                trailer(&tx, &[("grpc-status", trailer_code)]);
+            }
+        }
+        drop(tx);
+        let response = builder.body(StreamBody::new(rx)).unwrap();
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let svc = IdempotencyLayer::new().layer(inner);
+    let mut replayed = Vec::new();
+    for _ in 0..2 {
+        let response = svc
+            .clone()
+            .oneshot(call(Some(KEY), b"\x0a\x01x"))
+            .await
+            .unwrap();
+        replayed.push(response.headers().contains_key("idempotent-replayed"));
+        // Read to the end, as a client does: the key is decided by then.
+        response.into_body().collect().await.unwrap();
+    }
+    let n = *calls.lock().unwrap();
+    assert_eq!(replayed, [false, n == 1]);
+    n
+}
+
+#[tokio::test]
+async fn a_grpc_status_that_asks_for_another_try_is_not_stored() {
+    // Every gRPC answer is HTTP 200: the status decides, as a 5xx, 409 or
+    // 429 does over HTTP. UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
+    // CANCELLED, INTERNAL in the headers (trailers-only) run again.
+    for code in ["14", "10", "8", "1", "13"] {
+        assert_eq!(
+            runs_twice_when(Some(code), "").await,
+            2,
+            "grpc-status {code} in the headers"
+        );
+    }
+    // A final answer is stored and replayed: NOT_FOUND, ALREADY_EXISTS,
+    // INVALID_ARGUMENT.
+    for code in ["5", "6", "3"] {
+        assert_eq!(
+            runs_twice_when(Some(code), "").await,
+            1,
+            "grpc-status {code} in the headers"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_full_response_whose_trailers_ask_for_another_try_releases_the_key() {
+    assert_eq!(
+        runs_twice_when(None, "14").await,
+        2,
+        "UNAVAILABLE in the trailers"
+    );
+    assert_eq!(runs_twice_when(None, "0").await, 1, "OK in the trailers");
+    assert_eq!(
+        runs_twice_when(None, "5").await,
+        1,
+        "NOT_FOUND in the trailers"
+    );
+}
+
 #[tokio::test]
 async fn the_same_key_with_another_message_is_key_reused() {
     let (svc, calls) = serve(IdempotencyLayer::new(), ok_with_trailers());
