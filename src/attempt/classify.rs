@@ -68,8 +68,9 @@ where
 /// deadline has passed), and a wrapped inner error answers for itself. So do
 /// `std::io::Error` (a reset, a refused connection or a timeout is worth a
 /// retry; other kinds are not), [`BoxError`](crate::BoxError) (an
-/// `io::Error` inside answers for itself; any other error is retried) and
-/// `Infallible`. Implement it for your transport's error to use
+/// `io::Error` inside, or anywhere in its `source()` chain, answers for
+/// itself; any other error is retried), a tonic `Channel`'s error likewise
+/// (feature `grpc`), and `Infallible`. Implement it for your transport's error to use
 /// [`ErrorIsRetryable`] or the HTTP and gRPC classifiers with it.
 ///
 /// A breaker's error boxed into a `BoxError` is no longer recognised: put
@@ -116,10 +117,33 @@ impl Retryable for std::io::Error {
 
 impl Retryable for crate::BoxError {
     fn verdict(&self) -> Verdict {
-        match self.downcast_ref::<std::io::Error>() {
-            Some(io) => io.verdict(),
-            None => RETRY,
+        chain_verdict(&**self)
+    }
+}
+
+/// The verdict of the first `io::Error` in an error's `source()` chain (a
+/// transport wraps the socket's error in its own), or a retry when there is
+/// none.
+fn chain_verdict(error: &(dyn std::error::Error + 'static)) -> Verdict {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.verdict();
         }
+        next = error.source();
+    }
+    RETRY
+}
+
+/// A tonic `Channel`'s error: a connection refused or reset, a stream the
+/// server refused. It answers as the `io::Error` it wraps, if any (a reset
+/// is retried, a bad certificate is not), and is retried otherwise, as a
+/// [`BoxError`](crate::BoxError) is; so a `RetryLayer` takes a `Channel` as
+/// it is.
+#[cfg(feature = "grpc")]
+impl Retryable for tonic::transport::Error {
+    fn verdict(&self) -> Verdict {
+        chain_verdict(self)
     }
 }
 
@@ -178,6 +202,28 @@ impl<E: Retryable> Retryable for crate::rate_limit::Error<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_io_error_anywhere_in_the_chain_answers_for_itself() {
+        use std::io::{Error, ErrorKind};
+        #[derive(Debug)]
+        struct Wrapper(Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("transport failed")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let wrapped = |kind| -> crate::BoxError { Box::new(Wrapper(Error::from(kind))) };
+        assert_eq!(wrapped(ErrorKind::ConnectionReset).verdict(), RETRY);
+        assert_eq!(wrapped(ErrorKind::InvalidData).verdict(), Verdict::Stop);
+        let plain: crate::BoxError = "no io inside".into();
+        assert_eq!(plain.verdict(), RETRY);
+    }
 
     #[test]
     fn io_errors_retry_only_transient_kinds() {
