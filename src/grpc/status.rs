@@ -178,6 +178,20 @@ pub fn into_response<B: FromBytes>(problem: &Problem) -> Response<B> {
     response
 }
 
+/// A tonic `Channel`'s error (the upstream refused the connection, reset it
+/// or could not be reached) answers as `502`, so a client stack of palisade
+/// layers around a `Channel`, under a [`ProblemLayer`](crate::problem::ProblemLayer),
+/// gives its caller `UNAVAILABLE`, as gRPC does for a transport failure.
+/// The error's text stays out of the answer (it names the upstream's
+/// address); it is logged at `DEBUG`.
+impl crate::problem::IntoProblem for tonic::transport::Error {
+    fn into_problem(self) -> Problem {
+        tracing::debug!(error = %self, "upstream transport error");
+        Problem::new(StatusCode::BAD_GATEWAY)
+            .with_detail("the upstream service could not be reached")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +321,24 @@ mod tests {
                 "{status}: no details for about:blank"
             );
         }
+    }
+
+    #[test]
+    fn a_transport_error_is_unavailable() {
+        use crate::problem::IntoProblem;
+        // A Channel to a port nothing listens on fails to connect.
+        let error = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tonic::transport::Endpoint::from_static("http://127.0.0.1:1")
+                    .connect()
+                    .await
+                    .unwrap_err()
+            });
+        let problem = error.into_problem();
+        assert_eq!(problem.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(code_of(&problem), Code::Unavailable);
     }
 }
