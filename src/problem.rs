@@ -650,15 +650,7 @@ where
 // One header lookup, no allocation; never gRPC without the feature.
 #[inline]
 fn is_grpc(headers: &HeaderMap) -> bool {
-    #[cfg(feature = "grpc")]
-    {
-        crate::grpc::is_grpc(headers)
-    }
-    #[cfg(not(feature = "grpc"))]
-    {
-        let _ = headers;
-        false
-    }
+    cfg!(feature = "grpc") && crate::grpc_wire::is_grpc(headers)
 }
 
 // A problem in the form the caller reads: trailers-only gRPC or problem+json.

@@ -13,6 +13,7 @@ use super::breaker::Breaker;
 use super::classify::Classify;
 use super::error::Error;
 use super::observe::CallOutcome;
+use super::state::Outcome;
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker) and
@@ -83,6 +84,110 @@ where
             }
             KindProj::Passthrough { future } => future.poll(cx).map_err(Error::Inner),
             KindProj::Rejected { retry_after } => Poll::Ready(Err(Error::Open {
+                retry_after: retry_after.take().expect("future polled after completion"),
+            })),
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+pin_project! {
+    /// Response future of [`GrpcCircuitBreaker`](super::GrpcCircuitBreaker).
+    pub struct GrpcResponseFuture<F> {
+        #[pin]
+        kind: GrpcKind<F>,
+    }
+}
+
+#[cfg(feature = "http")]
+pin_project! {
+    #[project = GrpcKindProj]
+    enum GrpcKind<F> {
+        Tracked { #[pin] future: F, record: Option<Record<super::GrpcClassifier>> },
+        Passthrough { #[pin] future: F },
+        Rejected { retry_after: Option<Duration> },
+    }
+}
+
+#[cfg(feature = "http")]
+impl<F> fmt::Debug for GrpcResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            GrpcKind::Tracked { .. } => "tracked",
+            GrpcKind::Passthrough { .. } => "passthrough",
+            GrpcKind::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("GrpcResponseFuture")
+            .field("kind", &kind)
+            .finish()
+    }
+}
+
+#[cfg(feature = "http")]
+impl<F> GrpcResponseFuture<F> {
+    pub(crate) fn tracked(future: F, record: Record<super::GrpcClassifier>) -> Self {
+        Self {
+            kind: GrpcKind::Tracked {
+                future,
+                record: Some(record),
+            },
+        }
+    }
+
+    pub(crate) fn passthrough(future: F) -> Self {
+        Self {
+            kind: GrpcKind::Passthrough { future },
+        }
+    }
+
+    pub(crate) fn rejected(retry_after: Duration) -> Self {
+        Self {
+            kind: GrpcKind::Rejected {
+                retry_after: Some(retry_after),
+            },
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+impl<F, B, E> Future for GrpcResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<super::GrpcBody<B>>, Error<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        use super::GrpcBody;
+        match self.project().kind.project() {
+            GrpcKindProj::Tracked { future, record } => {
+                let result = ready!(future.poll(cx));
+                let mut record = record.take().expect("future polled after completion");
+                match result {
+                    Err(e) => {
+                        record.finish_with(Outcome::Failure);
+                        Poll::Ready(Err(Error::Inner(e)))
+                    }
+                    // The status is in the head (trailers-only, or not gRPC):
+                    // the call is over.
+                    Ok(response) => match super::GrpcClassifier::head_code(&response) {
+                        Some(code) => {
+                            let outcome = record.classifier().outcome(code);
+                            record.finish_with(outcome);
+                            Poll::Ready(Ok(response.map(GrpcBody::done)))
+                        }
+                        // It comes in the trailers: the body records it.
+                        None => {
+                            Poll::Ready(Ok(response.map(|body| GrpcBody::tracked(body, record))))
+                        }
+                    },
+                }
+            }
+            GrpcKindProj::Passthrough { future } => Poll::Ready(
+                ready!(future.poll(cx))
+                    .map(|response| response.map(GrpcBody::done))
+                    .map_err(Error::Inner),
+            ),
+            GrpcKindProj::Rejected { retry_after } => Poll::Ready(Err(Error::Open {
                 retry_after: retry_after.take().expect("future polled after completion"),
             })),
         }
@@ -168,9 +273,21 @@ impl<C> Record<C> {
     where
         C: Classify<T, E>,
     {
+        let outcome = self.classifier.classify(result);
+        self.finish_with(outcome);
+    }
+
+    /// The classifier the call was admitted with.
+    #[cfg(feature = "http")]
+    pub(crate) fn classifier(&self) -> &C {
+        &self.classifier
+    }
+
+    /// Records the call's `outcome`, decided by its caller.
+    #[inline]
+    pub(crate) fn finish_with(&mut self, outcome: Outcome) {
         let ticket = std::mem::replace(&mut self.ticket, DONE);
         assert!(ticket != DONE, "future polled after completion");
-        let outcome = self.classifier.classify(result);
         // One clock read at most: it times a slow call and places a call in
         // the time window.
         let now = self

@@ -29,6 +29,11 @@
 //! downstream host); [`FallbackLayer`] turns chosen errors into a fallback
 //! response.
 //!
+//! Every gRPC answer is an HTTP `200` whose status may come only in the
+//! trailers, after the messages: `GrpcCircuitBreakerLayer` (feature `http`)
+//! counts a gRPC call by its `grpc-status`, wherever it arrives, on a tonic
+//! client or server.
+//!
 //! # Example
 //!
 //! ```
@@ -122,6 +127,8 @@
 //! precomputed key and an atomic add for the common exporters. A disabled
 //! `TRACE` level costs a load and a branch.
 
+#[cfg(feature = "http")]
+mod body;
 mod breaker;
 mod classify;
 mod clock;
@@ -129,6 +136,8 @@ mod config;
 pub mod error;
 mod fallback;
 pub mod future;
+#[cfg(feature = "http")]
+mod grpc;
 mod handle;
 mod keyed;
 mod layer;
@@ -151,3 +160,9 @@ pub use self::keyed::{
 pub use self::layer::CircuitBreakerLayer;
 pub use self::service::CircuitBreaker;
 pub use self::state::{Metrics, Outcome, Reason, State, Transition};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use self::{
+    body::GrpcBody,
+    grpc::{GrpcCircuitBreaker, GrpcCircuitBreakerLayer, GrpcClassifier},
+};

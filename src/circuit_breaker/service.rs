@@ -102,17 +102,25 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
-where
-    S: Service<Req>,
-    C: Classify<S::Response, S::Error> + Clone,
-{
-    type Response = S::Response;
-    type Error = Error<S::Error>;
-    type Future = ResponseFuture<S::Future, C>;
+/// What `call` does with the request: track it, let it pass untracked (a
+/// disabled breaker), or refuse it.
+pub(crate) enum Start<C> {
+    Tracked(Record<C>),
+    Passed,
+    Rejected(Duration),
+}
 
+impl<S, C: Clone> CircuitBreaker<S, C> {
+    /// `poll_ready` of any request type: takes the breaker's decision for
+    /// the next call, then polls the inner service unless the breaker is open.
     #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    pub(crate) fn poll_admit<Req>(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error<S::Error>>>
+    where
+        S: Service<Req>,
+    {
         let decide = match self.admission {
             Admission::Idle => true,
             // A stale decision is taken again: the breaker may have moved on
@@ -132,8 +140,10 @@ where
         self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
+    /// Spends the decision `poll_ready` took (or takes it now, if `call`
+    /// came without `poll_ready`).
     #[inline]
-    fn call(&mut self, req: Req) -> Self::Future {
+    pub(crate) fn start(&mut self) -> Start<C> {
         // Read in place: the closed path copies nothing but the generation.
         let ticket = match self.admission {
             Admission::Call(generation) => {
@@ -142,31 +152,56 @@ where
             }
             _ => match std::mem::replace(&mut self.admission, Admission::Idle) {
                 Admission::Probe(permit) => permit.into_ticket(),
-                Admission::Pass => {
-                    self.breaker.on_passed();
-                    return ResponseFuture::passthrough(self.inner.call(req));
-                }
-                Admission::Reject(retry_after) => {
-                    self.breaker.on_rejected(retry_after);
-                    return ResponseFuture::rejected(retry_after);
-                }
+                Admission::Pass => return self.passed(),
+                Admission::Reject(retry_after) => return self.rejected(retry_after),
                 // Called without `poll_ready`: decide now.
                 Admission::Idle | Admission::Call(_) => match self.admit() {
                     Admission::Call(generation) => call_ticket(generation),
                     Admission::Probe(permit) => permit.into_ticket(),
-                    Admission::Pass => {
-                        self.breaker.on_passed();
-                        return ResponseFuture::passthrough(self.inner.call(req));
-                    }
-                    Admission::Reject(retry_after) => {
-                        self.breaker.on_rejected(retry_after);
-                        return ResponseFuture::rejected(retry_after);
-                    }
+                    Admission::Pass => return self.passed(),
+                    Admission::Reject(retry_after) => return self.rejected(retry_after),
                     Admission::Idle => unreachable!("admit never answers idle"),
                 },
             },
         };
-        let record = Record::new(self.breaker.clone(), self.classifier.clone(), ticket);
-        ResponseFuture::tracked(self.inner.call(req), record)
+        Start::Tracked(Record::new(
+            self.breaker.clone(),
+            self.classifier.clone(),
+            ticket,
+        ))
+    }
+
+    fn passed(&self) -> Start<C> {
+        self.breaker.on_passed();
+        Start::Passed
+    }
+
+    fn rejected(&self, retry_after: Duration) -> Start<C> {
+        self.breaker.on_rejected(retry_after);
+        Start::Rejected(retry_after)
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = Error<S::Error>;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_admit::<Req>(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.start() {
+            Start::Tracked(record) => ResponseFuture::tracked(self.inner.call(req), record),
+            Start::Passed => ResponseFuture::passthrough(self.inner.call(req)),
+            Start::Rejected(retry_after) => ResponseFuture::rejected(retry_after),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Which response headers a stored response keeps for replay.
 
+use crate::grpc_wire::is_grpc;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, StatusCode};
 
@@ -34,20 +35,6 @@ const GRPC: [HeaderName; 4] = [
     HeaderName::from_static("grpc-message"),
     HeaderName::from_static("grpc-status-details-bin"),
 ];
-
-/// Whether a response with these headers is gRPC: its `content-type` is
-/// `application/grpc`, alone or followed by `+` or `;`, in any case. The
-/// test `grpc::is_grpc` makes; repeated here, where the feature `grpc` may
-/// be off, so what a record keeps does not depend on features.
-fn is_grpc(headers: &HeaderMap) -> bool {
-    const GRPC_TYPE: &[u8] = b"application/grpc";
-    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
-        let bytes = value.as_bytes();
-        bytes.len() >= GRPC_TYPE.len()
-            && bytes[..GRPC_TYPE.len()].eq_ignore_ascii_case(GRPC_TYPE)
-            && matches!(bytes.get(GRPC_TYPE.len()), None | Some(b'+' | b';'))
-    })
-}
 
 /// The headers of `headers` kept for replay: exactly `only` when given
 /// (plus, for a gRPC response, the [`GRPC`] ones); otherwise all but

@@ -2,6 +2,8 @@
 //! Circuit breaker: tripping, windows, half-open probes, forced states,
 //! backoff, shared state, keyed breakers and fallbacks, on paused time.
 
+#[cfg(feature = "http")]
+mod grpc;
 #[cfg(all(feature = "http", feature = "axum"))]
 mod http;
 mod keyed;
