@@ -3,8 +3,8 @@
 //! the API, or bad input slips past the boundary.
 //!
 //! Every layer is an independent [`tower::Layer`] that wraps any
-//! [`tower::Service`], server side (axum, hyper) or client side (a tower HTTP
-//! client). Each one sits in its own module behind its own feature:
+//! [`tower::Service`], server side (axum, hyper, tonic) or client side (a tower
+//! HTTP client, a tonic `Channel`). Each one sits in its own module behind its own feature:
 //!
 //! | module | feature | what it prevents |
 //! |---|---|---|
@@ -54,6 +54,7 @@
 //! | steer a running layer | `.handle()` on the layer: the state is created once, by `new`, so every handle steers what the services use |
 //! | an error | `Display` says what failed, `source()` says why (never both); one `#[non_exhaustive]` enum per layer |
 //! | an error over HTTP | an RFC 9457 [`problem::Problem`] whose `type` is one of [`problem::types`]; `Retry-After` by [`problem::Problem::with_retry_after`] |
+//! | a gRPC caller | the same stack: [`problem::ProblemLayer`] answers a gRPC request with its status (`grpc-status`, `grpc-retry-pushback-ms`, `google.rpc` details), its `grpc-timeout` is the `Deadline`, keys come from metadata; on a client, `grpc::ReplayableLayer` makes calls replayable and `circuit_breaker::GrpcCircuitBreakerLayer` counts them by status |
 //! | a metric or a decision event | `palisade_<layer>_..` with the fields `layer`, `name`, `key`, `outcome`, `latency_us` ([`observability`]) |
 //!
 //! [tower]: https://docs.rs/tower

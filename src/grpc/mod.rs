@@ -16,6 +16,50 @@
 //!   the request's [`Deadline`](crate::timeout::Deadline), and the budget left
 //!   is written into outgoing calls ([`grpc_timeout_value`]), so a deadline
 //!   shrinks hop by hop as gRPC's own does.
+//! - **Keys and replays.** The caller key and the idempotency key come from
+//!   metadata (`x-api-key`, `idempotency-key`): metadata are HTTP/2 headers.
+//!   The [idempotency layer](crate::idempotency) fingerprints the framed
+//!   protobuf message, keeps a response with its trailers and replays it
+//!   byte for byte; whether it keeps one follows its `grpc-status`.
+//! - **Clients.** [`ReplayableLayer`] keeps a tonic call's message so a
+//!   [retry](crate::retry) or a [hedge](crate::hedge) can send it again;
+//!   [`GrpcClassifier`](crate::attempt::GrpcClassifier) retries
+//!   `UNAVAILABLE` and honours `grpc-retry-pushback-ms`;
+//!   [`GrpcCircuitBreakerLayer`](crate::circuit_breaker::GrpcCircuitBreakerLayer)
+//!   counts a call by its `grpc-status`, in the headers or the trailers; a
+//!   `Channel`'s transport error is retryable and answers as `UNAVAILABLE`.
+//!
+//! gRPC-Web (`application/grpc-web`) is answered as HTTP: its status travels
+//! in the body, which no layer writes.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::Request;
+//! use palisade::problem::ProblemLayer;
+//! use palisade::timeout::TimeoutLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // A handler slower than the caller's 50 ms grpc-timeout.
+//! let svc = ServiceBuilder::new()
+//!     .layer(ProblemLayer::new())
+//!     .layer(TimeoutLayer::new(Duration::from_secs(10)).per_request())
+//!     .service(service_fn(|_req: Request<tonic::body::Body>| async {
+//!         tokio::time::sleep(Duration::from_secs(1)).await;
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+//!     }));
+//! let request = Request::builder()
+//!     .header("content-type", "application/grpc")
+//!     .header("grpc-timeout", "50m")
+//!     .body(tonic::body::Body::empty())
+//!     .unwrap();
+//! let response = svc.oneshot(request).await.unwrap();
+//! let status = tonic::Status::from_header_map(response.headers()).unwrap();
+//! assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+//! # }
+//! ```
 //!
 //! This module holds the wire format; the layers use it.
 

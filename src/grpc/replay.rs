@@ -34,16 +34,13 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// let stack = ServiceBuilder::new()
 ///     .layer(ReplayableLayer::new())
 ///     .layer(RetryLayer::new(GrpcClassifier::new()))
-///     // A transport failure, as an error the classifier reads.
-///     .map_err(|e| io::Error::new(io::ErrorKind::ConnectionReset, e))
 ///     .service(channel);
 /// let mut client = GreeterClient::new(stack);
 /// ```
 ///
-/// A `Channel`'s error (`tonic::transport::Error`) is not
-/// [`Retryable`](crate::attempt::Retryable): map it into an error that is,
-/// as above, where an `io::Error` of kind `ConnectionReset` retries every
-/// transport failure (of the calls that may be sent again, below).
+/// A `Channel`'s error (`tonic::transport::Error`) is
+/// [`Retryable`](crate::attempt::Retryable): a refused or reset connection
+/// is retried (of the calls that may be sent again, below).
 ///
 /// The layer reads what the body already holds, never waiting for more: a
 /// unary call's message, or a streaming call's messages from an in-memory
