@@ -36,6 +36,7 @@
 //! | idea | the name in every layer |
 //! |---|---|
 //! | build a layer | `XLayer::new(..)`; a store-backed layer starts on a bounded `MemoryStore`, `XLayer::with_store(store, ..)` takes another |
+//! | which quota applies (a plan, a tier) | `.tier(name, quotas)` and `.tier_of(extractor)`, any [`rate_limit::TierExtractor`]; the layer's `.handle()` replaces quotas at run time |
 //! | what state is kept per (API key, client IP, route, tenant) | `.per(extractor)`, any [`key::KeyExtractor`]; [`key::Global`] is one state for all |
 //! | keep two layers apart in one store | `.namespace(..)` |
 //! | tell instances apart in metrics and traces | `.name(..)` (on the breaker's `Config`, which owns all of its settings) |

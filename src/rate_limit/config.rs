@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use super::limits::Limits;
 use super::observe::Observer;
+use super::tiers::{Quotas, Snapshot};
 use crate::store::OnStoreError;
 
 /// What the layer does with a request whose key extractor finds no key.
@@ -48,9 +48,13 @@ where
 
 /// A layer's settings; its services share them behind one `Arc`.
 #[derive(Clone)]
-pub(crate) struct Config<St, K, C, H> {
+pub(crate) struct Config<St, K, C, H, T> {
     pub(crate) store: St,
-    pub(crate) limits: Limits,
+    // Shared with the layer, its clones and its handles.
+    pub(crate) quotas: Arc<Quotas>,
+    // The tiers when the service was built: read while they stay in force.
+    pub(crate) snapshot: Snapshot,
+    pub(crate) tier: T,
     pub(crate) per: K,
     pub(crate) cost: C,
     pub(crate) headers: H,
@@ -60,17 +64,21 @@ pub(crate) struct Config<St, K, C, H> {
     pub(crate) observer: Arc<Observer>,
 }
 
-impl<St, K, C, H> Config<St, K, C, H> {
-    /// The same settings with another key extractor, cost or headers.
-    pub(crate) fn map<K2, C2, H2>(
+impl<St, K, C, H, T> Config<St, K, C, H, T> {
+    /// The same settings with another key extractor, cost, headers or tier
+    /// extractor.
+    pub(crate) fn map<K2, C2, H2, T2>(
         self,
         per: impl FnOnce(K) -> K2,
         cost: impl FnOnce(C) -> C2,
         headers: impl FnOnce(H) -> H2,
-    ) -> Config<St, K2, C2, H2> {
+        tier: impl FnOnce(T) -> T2,
+    ) -> Config<St, K2, C2, H2, T2> {
         Config {
             store: self.store,
-            limits: self.limits,
+            quotas: self.quotas,
+            snapshot: self.snapshot,
+            tier: tier(self.tier),
             per: per(self.per),
             cost: cost(self.cost),
             headers: headers(self.headers),

@@ -26,7 +26,13 @@ struct LimitsInner {
     // lock-free slot compares on every decision.
     single: Option<Gcra>,
     namespace: String,
+    // The exact limits: what a cached denial or an overflow bucket is for.
     fingerprint: u64,
+    // The quotas the buckets are named by: these quotas, or the ones they
+    // replaced at run time, so a key keeps its state across a replacement.
+    named_by: Box<[Quota]>,
+    // What names the buckets: namespace, names and `named_by`.
+    bucket_id: u64,
     max_cost: u32,
     // The `RateLimit-Policy` value, built by `headers` the first time a
     // response or a 429 carries it.
@@ -43,14 +49,14 @@ impl Limits {
     ///
     /// If `quotas` is empty.
     pub fn new(quotas: impl IntoIterator<Item = Quota>) -> Self {
-        Self::build(quotas.into_iter().collect(), String::new())
+        Self::build(quotas.into_iter().collect(), String::new(), None)
     }
 
     /// The same limits in `namespace`: limiters in different namespaces
     /// never share counters.
     #[must_use]
     pub fn namespaced(&self, namespace: impl Into<String>) -> Self {
-        Self::build(self.inner.quotas.to_vec(), namespace.into())
+        Self::build(self.inner.quotas.to_vec(), namespace.into(), None)
     }
 
     /// The same limits with one more quota.
@@ -58,10 +64,27 @@ impl Limits {
     pub fn with(&self, quota: Quota) -> Self {
         let mut quotas = self.inner.quotas.to_vec();
         quotas.push(quota);
-        Self::build(quotas, self.inner.namespace.clone())
+        Self::build(quotas, self.inner.namespace.clone(), None)
     }
 
-    fn build(quotas: Vec<Quota>, namespace: String) -> Self {
+    /// These limits with `quotas` in force instead, in the same namespace,
+    /// for a replacement at run time: when there are as many quotas as
+    /// before, under the same names, every key keeps its buckets (see
+    /// [`Handle`](super::Handle) for what a bucket means under its new
+    /// quota); otherwise the keys start on fresh buckets.
+    pub(crate) fn replaced(&self, quotas: Vec<Quota>) -> Self {
+        let replaced = Self::build(quotas, self.inner.namespace.clone(), None);
+        if *replaced.inner.names != *self.inner.names {
+            return replaced;
+        }
+        Self::build(
+            replaced.inner.quotas.to_vec(),
+            self.inner.namespace.clone(),
+            Some(self.inner.named_by.clone()),
+        )
+    }
+
+    fn build(quotas: Vec<Quota>, namespace: String, named_by: Option<Box<[Quota]>>) -> Self {
         assert!(
             !quotas.is_empty(),
             "a rate limiter needs at least one quota"
@@ -83,6 +106,15 @@ impl Limits {
             .collect();
         let mut hasher = DefaultHasher::new();
         (&namespace, &names, &gcra).hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        let named_by = named_by.unwrap_or_else(|| quotas.clone().into_boxed_slice());
+        let bucket_gcra: Vec<Gcra> = named_by
+            .iter()
+            .map(|q| Gcra::new(q.interval_nanos(), q.max_burst().get()))
+            .collect();
+        let mut hasher = DefaultHasher::new();
+        (&namespace, &names, &bucket_gcra).hash(&mut hasher);
+        let bucket_id = hasher.finish();
         let max_cost = quotas
             .iter()
             .map(|q| q.max_burst().get())
@@ -98,7 +130,9 @@ impl Limits {
                 },
                 gcra,
                 namespace,
-                fingerprint: hasher.finish(),
+                fingerprint,
+                named_by,
+                bucket_id,
                 max_cost,
                 policy: OnceLock::new(),
             }),
@@ -143,6 +177,19 @@ impl Limits {
 
     pub(crate) fn fingerprint(&self) -> u64 {
         self.inner.fingerprint
+    }
+
+    /// What the buckets are named by: equal for limits that replaced others
+    /// at run time and the ones they replaced (see [`replaced`](Self::replaced)).
+    #[inline]
+    pub(crate) fn bucket_id(&self) -> u64 {
+        self.inner.bucket_id
+    }
+
+    /// The quotas the buckets are named by (a Redis key holds their
+    /// interval and burst): these quotas, or the ones they replaced.
+    pub(crate) fn named_by(&self) -> &[Quota] {
+        &self.inner.named_by
     }
 
     /// The quota when there is only one.

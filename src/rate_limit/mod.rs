@@ -51,6 +51,43 @@
 //! resets nobody's bucket.
 //! Layers that share one store count apart under different
 //! [`namespace`](RateLimitLayer::namespace)s.
+//!
+//! # Tiers and quotas changed at run time
+//!
+//! The quota can depend on the request: [`RateLimitLayer::tier`] adds a
+//! tier (such as a plan) with its own quotas, and
+//! [`RateLimitLayer::tier_of`] chooses each request's tier with a
+//! [`TierExtractor`]; other requests get the default tier's quotas.
+//! `RateLimit-Policy` shows the quota that applied. The layer's
+//! [`handle`](RateLimitLayer::handle) replaces any tier's quotas while the
+//! service runs, from the next decision on, on every store; each key keeps
+//! its bucket (see [`Handle`] for what a bucket holds under its new quota).
+//!
+//! ```
+//! use std::num::NonZeroU32;
+//! use http::Request;
+//! use palisade::key::Header;
+//! use palisade::rate_limit::{Quota, RateLimitLayer};
+//!
+//! // The plan an authentication layer put in the request's extensions.
+//! #[derive(Clone, Copy, PartialEq)]
+//! struct Pro;
+//!
+//! fn plan<B>(req: &Request<B>) -> Option<&str> {
+//!     req.extensions().get::<Pro>().map(|_| "pro")
+//! }
+//!
+//! let layer = RateLimitLayer::new(Quota::per_minute(NonZeroU32::new(100).unwrap()))
+//!     .tier("pro", [Quota::per_minute(NonZeroU32::new(1_000).unwrap())])
+//!     .tier_of(plan::<axum::body::Body>)
+//!     .per(Header::api_key())
+//!     .http_headers();
+//! let quotas = layer.handle();
+//! // Later, without a restart:
+//! quotas.set_tier("pro", [Quota::per_minute(NonZeroU32::new(2_000).unwrap())]).unwrap();
+//! # let _ = layer;
+//! ```
+//!
 //! When the store fails or is slow, [`OnStoreError`] lets requests through
 //! with a warning (the default) or rejects them (`503`). [Shadow mode](RateLimitLayer::shadow)
 //! decides and logs but never rejects.
@@ -83,6 +120,7 @@ mod observe;
 mod quota;
 mod service;
 mod store;
+mod tiers;
 
 pub mod error;
 pub mod future;
@@ -103,4 +141,5 @@ pub use self::store::memory::{DEFAULT_MAX_KEYS, MemoryStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::store::redis::RedisStore;
+pub use self::tiers::{DefaultTier, Handle, InvalidTier, TierExtractor};
 pub use crate::store::{OnStoreError, StoreError};

@@ -14,8 +14,10 @@ use super::decision::Decision;
 use super::error::{Error, RateLimited};
 use super::future::{Headers, ResponseFuture};
 use super::headers::{NoHeaders, ResponseHeaders};
+use super::limits::Limits;
 use super::store::Store;
 use super::store::memory::MemoryStore;
+use super::tiers::{DefaultTier, TierExtractor};
 use crate::key::{Global, KeyExtractor};
 use crate::store::{OnStoreError, StoreError};
 
@@ -25,13 +27,14 @@ use crate::store::{OnStoreError, StoreError};
 /// (axum makes one per request), one limit holds.
 ///
 /// See the [module docs](super) for an example.
-pub struct RateLimit<S, St = MemoryStore, K = Global, C = UnitCost, H = NoHeaders> {
+pub struct RateLimit<S, St = MemoryStore, K = Global, C = UnitCost, H = NoHeaders, T = DefaultTier>
+{
     inner: S,
-    config: Arc<Config<St, K, C, H>>,
+    config: Arc<Config<St, K, C, H, T>>,
 }
 
-impl<S, St, K, C, H> RateLimit<S, St, K, C, H> {
-    pub(crate) fn new(inner: S, config: Arc<Config<St, K, C, H>>) -> Self {
+impl<S, St, K, C, H, T> RateLimit<S, St, K, C, H, T> {
+    pub(crate) fn new(inner: S, config: Arc<Config<St, K, C, H, T>>) -> Self {
         Self { inner, config }
     }
 
@@ -51,7 +54,7 @@ impl<S, St, K, C, H> RateLimit<S, St, K, C, H> {
     }
 }
 
-impl<S: Clone, St, K, C, H> Clone for RateLimit<S, St, K, C, H> {
+impl<S: Clone, St, K, C, H, T> Clone for RateLimit<S, St, K, C, H, T> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -60,26 +63,27 @@ impl<S: Clone, St, K, C, H> Clone for RateLimit<S, St, K, C, H> {
     }
 }
 
-impl<S: fmt::Debug, St, K, C, H> fmt::Debug for RateLimit<S, St, K, C, H> {
+impl<S: fmt::Debug, St, K, C, H, T> fmt::Debug for RateLimit<S, St, K, C, H, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
             .field("name", &c.observer.name())
-            .field("limits", &c.limits)
+            .field("quotas", &c.quotas)
             .field("store", &std::any::type_name::<St>())
             .finish_non_exhaustive()
     }
 }
 
-impl<St, K, C, H> Config<St, K, C, H> {
-    /// What the store's answer means for the request: the decision to
-    /// report on the response (none when the store failed open or in shadow
-    /// mode), or the rejection.
+impl<St, K, C, H, T> Config<St, K, C, H, T> {
+    /// What the store's answer under `limits` means for the request: the
+    /// decision to report on the response (none when the store failed open
+    /// or in shadow mode), or the rejection.
     #[inline(always)]
     fn settle<E>(
         &self,
         key: &str,
+        limits: &Limits,
         result: Result<Decision, StoreError>,
         start: Option<Instant>,
     ) -> Result<Option<Decision>, Error<E>> {
@@ -96,19 +100,19 @@ impl<St, K, C, H> Config<St, K, C, H> {
             }
         };
         self.observer
-            .decided(key, &decision, &self.limits, self.shadow, start);
+            .decided(key, &decision, limits, self.shadow, start);
         if self.shadow {
             return Ok(None);
         }
         if !decision.is_allowed() {
-            let limited = RateLimited::new(self.limits.clone(), decision);
+            let limited = RateLimited::new(limits.clone(), decision);
             return Err(Error::Limited(limited));
         }
         Ok(Some(decision))
     }
 }
 
-impl<S, St, K, C, H, Req> Service<Req> for RateLimit<S, St, K, C, H>
+impl<S, St, K, C, H, T, Req> Service<Req> for RateLimit<S, St, K, C, H, T>
 where
     S: Service<Req> + Clone + Send + 'static,
     S::Future: Send,
@@ -119,6 +123,7 @@ where
     K: KeyExtractor<Req>,
     C: Cost<Req>,
     H: ResponseHeaders<S::Response>,
+    T: TierExtractor<Req>,
 {
     type Response = S::Response;
     type Error = Error<S::Error>;
@@ -140,22 +145,26 @@ where
                 }
             },
         };
+        // The tiers in force now, read without a lock: a replacement
+        // applies from the next decision on.
+        let tiers = config.quotas.current(&config.snapshot);
+        let limits = tiers.select(config.tier.tier(&req));
         let cost = config.cost.cost(&req);
-        let max = config.limits.max_cost();
+        let max = limits.max_cost();
         if cost > max {
             config.observer.too_costly(&key, cost, max);
             return ResponseFuture::rejected(Error::CostTooHigh { cost, max });
         }
         let start = config.observer.start();
-        if let Some(result) = config.store.try_check(&key, &config.limits, cost) {
+        if let Some(result) = config.store.try_check(&key, limits, cost) {
             // Decided at once: the readied inner service answers now, or is
             // left ready for the next request.
-            return match config.settle(&key, result, start) {
+            return match config.settle(&key, limits, result, start) {
                 Err(error) => ResponseFuture::rejected(error),
                 Ok(decision) => {
                     let headers = decision.filter(|_| H::APPLIES).map(|decision| Headers {
                         headers: config.headers.clone(),
-                        limits: config.limits.clone(),
+                        limits: limits.clone(),
                         decision,
                     });
                     ResponseFuture::inner(self.inner.call(req), headers)
@@ -167,13 +176,15 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
+        let limits = limits.clone();
+        drop(tiers);
         let key = key.into_owned();
         ResponseFuture::store(Box::pin(async move {
-            let result = config.store.check(&key, &config.limits, cost).await;
-            let decision = config.settle(&key, result, start)?;
+            let result = config.store.check(&key, &limits, cost).await;
+            let decision = config.settle(&key, &limits, result, start)?;
             let mut response = inner.call(req).await.map_err(Error::Inner)?;
             if let Some(d) = decision {
-                config.headers.apply(&mut response, &config.limits, &d);
+                config.headers.apply(&mut response, &limits, &d);
             }
             Ok(response)
         }))

@@ -39,3 +39,4 @@ mod model;
 mod redis;
 #[cfg(feature = "redis")]
 mod redis_latency;
+mod tiers;

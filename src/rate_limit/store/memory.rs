@@ -103,8 +103,9 @@ struct Direct {
 }
 
 struct Claim {
-    fingerprint: u64,
-    gcra: Gcra,
+    // The claimed limits' bucket id: limits that replaced them at run time
+    // keep deciding here, under their own quota.
+    bucket_id: u64,
     key: Box<str>,
 }
 
@@ -112,10 +113,12 @@ impl Direct {
     #[inline]
     fn holds(&self, key: &str, limits: &Limits) -> Option<Gcra> {
         let c = self.claim.get()?;
-        let held = c.fingerprint == limits.fingerprint()
-            && limits.single() == Some(c.gcra)
-            && *c.key == *key;
-        held.then_some(c.gcra)
+        // An equal bucket id means as many quotas: one.
+        if c.bucket_id == limits.bucket_id() && *c.key == *key {
+            limits.single()
+        } else {
+            None
+        }
     }
 
     #[inline]
@@ -177,7 +180,7 @@ struct Shard {
 
 struct Entry {
     key: Box<str>,
-    fingerprint: u64,
+    bucket_id: u64,
     tats: Tats,
     next: Option<Box<Entry>>,
 }
@@ -340,8 +343,10 @@ impl Inner {
 
     #[inline(never)]
     fn decide_in_shards(&self, key: &str, limits: &Limits, cost: u32, now: u64) -> Decision {
-        let fingerprint = limits.fingerprint();
-        let hash = self.hash(key, fingerprint);
+        // Buckets are found by their id, and decided under the limits in
+        // force: a quota replaced at run time applies to the state kept.
+        let bucket_id = limits.bucket_id();
+        let hash = self.hash(key, bucket_id);
         // Bits the map itself does not use (it takes the low bits for the
         // bucket and the top 7 for its tags), so shards stay evenly spread.
         let shard = &self.shards[(hash >> 40) as usize % SHARDS].0;
@@ -349,7 +354,7 @@ impl Inner {
         if let Some(entry) = shard.map.get_mut(&hash) {
             let mut entry = entry;
             loop {
-                if entry.fingerprint == fingerprint && &*entry.key == key {
+                if entry.bucket_id == bucket_id && &*entry.key == key {
                     return decide(entry.tats.as_mut(), now, cost, limits.gcra());
                 }
                 match entry.next {
@@ -372,8 +377,7 @@ impl Inner {
                     .direct
                     .claim
                     .set(Claim {
-                        fingerprint,
-                        gcra: g,
+                        bucket_id,
                         key: key.into(),
                     })
                     .is_ok()
@@ -390,7 +394,7 @@ impl Inner {
         let decision = decide(tats.as_mut(), now, cost, limits.gcra());
         if decision.is_allowed() {
             // A denied fresh key has nothing to remember.
-            shard.insert(hash, key, fingerprint, tats);
+            shard.insert(hash, key, bucket_id, tats);
         }
         decision
     }
@@ -430,13 +434,13 @@ impl Inner {
     }
 
     // The key alone goes through the keyed hash (one field: no terminator
-    // needed); the limits' fingerprint is mixed in after, so a key counted
+    // needed); the limits' bucket id is mixed in after, so a key counted
     // under two limits lands in two places without hashing more bytes.
     #[inline]
-    fn hash(&self, key: &str, fingerprint: u64) -> u64 {
+    fn hash(&self, key: &str, bucket_id: u64) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         hasher.write(key.as_bytes());
-        hasher.finish() ^ fingerprint
+        hasher.finish() ^ bucket_id
     }
 }
 
@@ -453,11 +457,11 @@ impl Shard {
         self.len < max
     }
 
-    fn insert(&mut self, hash: u64, key: &str, fingerprint: u64, tats: Tats) {
+    fn insert(&mut self, hash: u64, key: &str, bucket_id: u64, tats: Tats) {
         self.next_idle = self.next_idle.min(tats.idle_at());
         let entry = Entry {
             key: key.into(),
-            fingerprint,
+            bucket_id,
             tats,
             next: None,
         };

@@ -40,7 +40,10 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 ///   a cluster. On a cluster, each decision goes to the master that serves
 ///   its key's slot, following `MOVED` and `ASK`.
 /// - **One slot per decision, self-cleaning**: keys are
-///   `<prefix><namespace>:{<key>}:<quota name>:<interval µs>:<burst>`. Everything
+///   `<prefix><namespace>:{<key>}:<quota name>:<interval µs>:<burst>`, with
+///   the interval and burst the layer was built with (a quota replaced at
+///   run time through a [`Handle`](super::super::Handle) keeps the keys, so
+///   every bucket keeps its state). Everything
 ///   up to the closing brace is the same for every quota of one decision, so
 ///   the hash tag `{<key>}` puts all of them in one slot (no `CROSSSLOT`),
 ///   while different keys spread over the cluster. A key that is empty or
@@ -286,7 +289,9 @@ impl RedisStore {
     // Pushed piece by piece: `write!` costs more than the rest of a
     // batched decision's client side.
     fn key_into(&self, out: &mut String, tag: &str, limits: &Limits, i: usize) {
-        let (scope, q) = (limits.namespace(), &limits.quotas()[i]);
+        // Named by the quotas the limits replaced, if any: a quota replaced
+        // at run time keeps every key's state.
+        let (scope, q) = (limits.namespace(), &limits.named_by()[i]);
         out.clear();
         out.push_str(&self.prefix);
         out.push_str(scope);
