@@ -188,6 +188,7 @@ impl Limits {
 
     /// The quotas the buckets are named by (a Redis key holds their
     /// interval and burst): these quotas, or the ones they replaced.
+    #[cfg(feature = "redis")]
     pub(crate) fn named_by(&self) -> &[Quota] {
         &self.inner.named_by
     }
