@@ -1,13 +1,15 @@
 #![cfg(feature = "metrics")]
 //! The operations files in `ops/`: the Prometheus rules, their unit tests and
-//! the Grafana dashboard name only metrics palisade exports, and promtool
-//! accepts them (the rules, their tests, every dashboard query).
+//! the Grafana dashboard name only metrics palisade exports and label values
+//! it documents, every alert has a runbook section, and promtool accepts them
+//! (the rules, their tests, every dashboard query).
 //!
 //! The promtool tests need `promtool` on `PATH` (Debian's `prometheus`
 //! package); without it they skip loudly, unless `PALISADE_REQUIRE_PROMTOOL=1`,
 //! which turns the skip into a failure (CI sets it).
 
 mod dashboard;
+mod label_values;
 mod metric_names;
 mod promtool;
 mod runbooks;
