@@ -52,7 +52,7 @@
 //! | `palisade_hedge_delay_seconds` | gauge | `name`; the current hedge delay, set when it is computed again; 0 while the window holds too few samples |
 //! | `palisade_retry_decisions_total` | counter | `name`, `outcome` = `done` \| `retried` \| `exhausted` (max attempts) \| `budget_exhausted` \| `deadline` (no time for another attempt) \| `not_replayable` \| `retry_after_too_long` \| `stopped`; one per finished attempt, and one (`deadline` or `stopped`) for a retry that could not start |
 //! | `palisade_retry_wait_seconds` | histogram | `name`; each wait before a retry |
-//! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` = `decide` (rate limit) \| `claim` \| `complete` \| `release` (idempotency); a timeout counts as an error |
+//! | `palisade_store_errors_total` | counter | `layer`, `store` = `memory` \| `redis` \| `redis_cluster`, `op` = `decide` (rate limit) \| `claim` \| `complete` \| `release` \| `renew` (idempotency) \| `acquire` \| `release` \| `renew` (bulkhead); only the Redis stores record it; a timeout counts as an error |
 //! | `palisade_store_duration_seconds` | histogram | `layer`, `store`, `op`: one store round trip |
 
 use std::hash::Hasher;
