@@ -328,3 +328,34 @@ async fn a_full_bulkhead_gets_unavailable() {
     assert_eq!(code(&answer), Code::Unavailable, "{answer:?}");
     assert_eq!(code(&first.await.unwrap()), Code::Ok);
 }
+
+#[tokio::test]
+async fn a_channels_own_grpc_timeout_expiry_is_deadline_exceeded_not_unavailable() {
+    // A tonic Channel times a call out at the grpc-timeout it carries, as a
+    // transport error. With no palisade timeout to race it, that error alone
+    // must read as the deadline it is.
+    let backend = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(backend::serve(
+            Backend::new(),
+            listener,
+            std::future::pending(),
+        ));
+        addr
+    };
+    let stack = tower::ServiceBuilder::new()
+        .layer(palisade::problem::ProblemLayer::new())
+        .map_request(|mut req: http::Request<tonic::body::Body>| {
+            req.headers_mut()
+                .insert("grpc-timeout", http::HeaderValue::from_static("100m"));
+            req
+        })
+        .service(edge::channel(backend));
+    let started = Instant::now();
+    let answer = InventoryClient::new(stack)
+        .get(get(&[(DELAY_MS, "5000")]))
+        .await;
+    assert_eq!(code(&answer), Code::DeadlineExceeded, "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
