@@ -184,12 +184,37 @@ pub fn into_response<B: FromBytes>(problem: &Problem) -> Response<B> {
 /// gives its caller `UNAVAILABLE`, as gRPC does for a transport failure.
 /// The error's text stays out of the answer (it names the upstream's
 /// address); it is logged at `DEBUG`.
+///
+/// A `Channel` also times its calls out at the `grpc-timeout` they carry
+/// (`tonic::TimeoutExpired` in the error's source chain): that error is the
+/// deadline running out, not the upstream failing, so it answers `504`
+/// ([`TIMED_OUT`](types::TIMED_OUT)), `DEADLINE_EXCEEDED`, as the timeout
+/// layer that forwarded the `grpc-timeout` would have. Without this, the
+/// two timers that end at the same instant race, and the caller gets
+/// `UNAVAILABLE` or `DEADLINE_EXCEEDED` by chance.
 impl crate::problem::IntoProblem for tonic::transport::Error {
     fn into_problem(self) -> Problem {
         tracing::debug!(error = %self, "upstream transport error");
+        if deadline_expired(&self) {
+            return Problem::new(StatusCode::GATEWAY_TIMEOUT)
+                .with_type(types::TIMED_OUT)
+                .with_detail("the upstream call did not complete within its grpc-timeout");
+        }
         Problem::new(StatusCode::BAD_GATEWAY)
             .with_detail("the upstream service could not be reached")
     }
+}
+
+/// Whether `tonic::TimeoutExpired` is in the error's source chain.
+fn deadline_expired(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 #[cfg(test)]
