@@ -67,8 +67,9 @@ impl Backend {
         self.seen.clone()
     }
 
-    // Records the call's budget, then waits as long as it asks.
-    async fn arrive<T>(&self, request: &Request<T>) {
+    // Records the call's budget, then waits as long as it asks, and fails
+    // as it asks.
+    async fn arrive<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let budget = request.metadata().get(GRPC_TIMEOUT.as_str()).and_then(|v| {
             parse_grpc_timeout(&http::HeaderValue::from_bytes(v.as_bytes()).ok()?).ok()
         });
@@ -80,6 +81,14 @@ impl Backend {
             .and_then(|v| v.to_str().ok()?.parse().ok());
         if let Some(ms) = delay {
             tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let fail = request
+            .metadata()
+            .get(crate::FAIL_CODE)
+            .and_then(|v| v.to_str().ok()?.parse::<i32>().ok());
+        match fail {
+            Some(code) => Err(Status::new(code.into(), "failing as asked")),
+            None => Ok(()),
         }
     }
 }
@@ -96,7 +105,7 @@ impl Inventory for Backend {
         &self,
         request: Request<ReserveRequest>,
     ) -> Result<Response<Reservation>, Status> {
-        self.arrive(&request).await;
+        self.arrive(&request).await?;
         let ReserveRequest { sku, quantity } = request.into_inner();
         if quantity == 0 {
             return Err(Status::invalid_argument("quantity must be positive"));
@@ -122,7 +131,7 @@ impl Inventory for Backend {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Item>, Status> {
-        self.arrive(&request).await;
+        self.arrive(&request).await?;
         let sku = request.into_inner().sku;
         let available = *self
             .stock

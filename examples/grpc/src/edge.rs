@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use palisade::attempt::GrpcClassifier;
 use palisade::bulkhead::BulkheadLayer;
-use palisade::circuit_breaker::{self, CircuitBreakerLayer, Handle};
+use palisade::circuit_breaker::{self, GrpcBody, GrpcCircuitBreakerLayer, Handle};
 use palisade::grpc::ReplayableLayer;
 use palisade::idempotency::IdempotencyLayer;
 use palisade::key::Header;
@@ -33,7 +33,7 @@ use crate::pb::inventory_server::{Inventory, InventoryServer};
 use crate::pb::{GetRequest, Item, Reservation, ReserveRequest};
 
 /// The metadata the edge passes on to the backend, besides the deadline.
-const FORWARDED: [&str; 2] = ["idempotency-key", crate::DELAY_MS];
+const FORWARDED: [&str; 3] = ["idempotency-key", crate::DELAY_MS, crate::FAIL_CODE];
 
 /// How the edge guards itself and its calls.
 #[derive(Debug, Clone)]
@@ -64,12 +64,18 @@ impl Default for Config {
 /// The edge's client of the backend: a tonic client over the layered
 /// `Channel`. Boxed so the client has a name; tonic's server asks its
 /// services to be `Sync`, so the box is a `BoxCloneSyncService`.
-pub type BackendClient =
-    InventoryClient<BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>>;
+/// Its responses' body is the breaker's, which counts the call when the
+/// trailers arrive.
+pub type BackendClient = InventoryClient<
+    BoxCloneSyncService<http::Request<Body>, http::Response<GrpcBody<Body>>, Infallible>,
+>;
 
-/// The circuit breaker around the backend, in this one place.
-fn breaker() -> CircuitBreakerLayer {
-    CircuitBreakerLayer::new(
+/// The circuit breaker around the backend: it counts a call by its
+/// grpc-status (UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED are failures; an
+/// INVALID_ARGUMENT is the backend answering), in the headers or the
+/// trailers, and a transport error as a failure.
+fn breaker() -> GrpcCircuitBreakerLayer {
+    GrpcCircuitBreakerLayer::new(
         circuit_breaker::Config::new()
             .consecutive_failures(NonZeroU32::new(3).unwrap())
             .open_wait(Duration::from_secs(30)),

@@ -24,3 +24,8 @@ pub mod pb {
 /// Metadata the backend reads to answer late, in milliseconds: how the
 /// example (and its tests) make a slow backend.
 pub const DELAY_MS: &str = "x-delay-ms";
+
+/// Metadata that makes the backend answer with this gRPC status code
+/// instead (`14` is `UNAVAILABLE`): how the tests make a backend fail while
+/// it is up.
+pub const FAIL_CODE: &str = "x-fail-code";

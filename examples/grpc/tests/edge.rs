@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use grpc_example::backend::{self, Backend, Seen};
 use grpc_example::pb::inventory_client::InventoryClient;
 use grpc_example::pb::{GetRequest, Reservation, ReserveRequest};
-use grpc_example::{DELAY_MS, edge};
+use grpc_example::{DELAY_MS, FAIL_CODE, edge};
 use palisade::circuit_breaker::{Handle, State};
 use palisade::rate_limit::Quota;
 use tokio::net::TcpListener;
@@ -165,6 +165,36 @@ async fn a_backend_that_is_down_gets_unavailable_then_the_breaker_opens() {
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "without trying the backend"
+    );
+}
+
+/// The backend is up and answers: a NOT_FOUND is an answer, an
+/// UNAVAILABLE is a failure, though both come back as HTTP 200.
+#[tokio::test]
+async fn the_breaker_counts_the_backends_grpc_status() {
+    let servers = Servers::start(edge::Config::default()).await;
+    let mut client = servers.client();
+    for _ in 0..5 {
+        let unknown = call(
+            GetRequest {
+                sku: "no-such-sku".into(),
+            },
+            &[],
+        );
+        assert_eq!(code(&client.get(unknown).await), Code::NotFound);
+    }
+    assert_eq!(servers.breaker.state(), State::Closed);
+    for n in 0..3 {
+        let answer = client.get(get(&[(FAIL_CODE, "14")])).await;
+        assert_eq!(code(&answer), Code::Unavailable, "call {n}: {answer:?}");
+    }
+    assert_eq!(servers.breaker.state(), State::Open);
+    let answer = client.get(get(&[])).await;
+    assert_eq!(code(&answer), Code::Unavailable, "{answer:?}");
+    let message = answer.unwrap_err().message().to_owned();
+    assert!(
+        message.contains("circuit"),
+        "the breaker answers: {message}"
     );
 }
 
