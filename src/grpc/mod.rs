@@ -98,4 +98,3 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     crate::grpc_wire::is_grpc(headers)
 }
 
-pub(crate) use crate::grpc_wire::is_grpc_content_type;

@@ -133,7 +133,7 @@ where
         let grpc = (mode.read_header || mode.forward_header)
             && req
                 .header(&http::header::CONTENT_TYPE)
-                .is_some_and(crate::grpc::is_grpc_content_type);
+                .is_some_and(crate::grpc_wire::is_grpc_content_type);
         #[cfg(feature = "grpc")]
         if mode.read_header
             && grpc
