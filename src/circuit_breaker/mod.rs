@@ -135,6 +135,8 @@ mod clock;
 mod config;
 pub mod error;
 mod fallback;
+#[cfg(feature = "redis")]
+mod fleet;
 pub mod future;
 #[cfg(feature = "http")]
 mod grpc;
@@ -153,6 +155,9 @@ pub use self::config::{
 };
 pub use self::error::Error;
 pub use self::fallback::{Fallback, FallbackFuture, FallbackLayer};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::fleet::{DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, RedisFleet};
 pub use self::handle::Handle;
 pub use self::keyed::{
     DEFAULT_MAX_KEYS, KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle, Unkeyed,
