@@ -1,9 +1,9 @@
 //! The shared breaker behind a layer: one state word read without a lock on
 //! the closed path, and a mutex for everything else.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(feature = "redis")]
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -747,7 +747,13 @@ impl Breaker {
         let mut inner = self.lock();
         let word = self.word.load(Ordering::Acquire);
         if matches!(State::from_code(code(word)), State::Open | State::HalfOpen) {
-            self.transition(&mut inner, word, State::Closed, Reason::Fleet, Instant::now());
+            self.transition(
+                &mut inner,
+                word,
+                State::Closed,
+                Reason::Fleet,
+                Instant::now(),
+            );
         }
     }
 

@@ -15,7 +15,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use super::nz;
-use super::support::RedisServer;
+use super::support::{CapturedLogs, RedisServer};
 
 /// How long any propagation may take here: generous for a loaded machine.
 const BOUND: Duration = Duration::from_secs(2);
@@ -110,24 +110,32 @@ async fn within(bound: Duration, what: &str, mut done: impl FnMut() -> bool) -> 
         if done() {
             return started.elapsed();
         }
-        assert!(
-            started.elapsed() < bound,
-            "{what}: not within {bound:?}"
-        );
+        assert!(started.elapsed() < bound, "{what}: not within {bound:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 fn subscribers(redis: &RedisServer) -> usize {
     let out = redis.cli(&["PUBSUB", "NUMSUB", CHANNEL]);
-    out.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    out.lines()
+        .nth(1)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Waits until the three instances have joined: subscribed, state read.
 async fn joined(redis: &RedisServer) {
+    subscribed(redis, 3).await;
+}
+
+/// Waits until `n` subscribers listen to the breaker's channel.
+async fn subscribed(redis: &RedisServer, n: usize) {
     let started = Instant::now();
-    while subscribers(redis) < 3 {
-        assert!(started.elapsed() < 10 * BOUND, "the instances did not subscribe");
+    while subscribers(redis) != n {
+        assert!(
+            started.elapsed() < 10 * BOUND,
+            "the instances did not subscribe"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The read follows the subscription; give it its round trip.
@@ -178,7 +186,11 @@ async fn a_trip_on_one_instance_opens_the_others_within_the_bound_with_no_round_
         let err = instance.send(Call::Ok).await.unwrap_err();
         assert!(err.is_open(), "{err:?}");
     }
-    assert_eq!(downstream.calls(), reached, "a refused call reached the downstream");
+    assert_eq!(
+        downstream.calls(),
+        reached,
+        "a refused call reached the downstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,6 +266,7 @@ async fn with_redis_killed_each_instance_decides_alone_and_rejoins_when_it_is_ba
     else {
         return;
     };
+    let logs = CapturedLogs::start();
     let fleet = fleet(&redis, Duration::from_millis(100)).await;
     let downstream = Downstream::new();
     let config = Config::new()
@@ -316,6 +329,43 @@ async fn with_redis_killed_each_instance_decides_alone_and_rejoins_when_it_is_ba
     })
     .await;
     println!("shared breaker: after re-joining, a trip propagated in {took:?}");
+
+    // One warning per instance and outage, however many retries failed;
+    // one re-join each.
+    let logs = logs.text();
+    let count = |what: &str| logs.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("shared circuit breaker lost Redis"), 3, "{logs}");
+    assert!(
+        logs.lines()
+            .filter(|l| l.contains("shared circuit breaker lost Redis"))
+            .all(|l| l.contains("WARN") && l.contains("name=\"payments\"")),
+        "{logs}"
+    );
+    assert_eq!(
+        count("shared circuit breaker re-joined the fleet"),
+        3,
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_task_stops_with_the_last_layer_service_and_handle() {
+    let Some(redis) = RedisServer::start_or_skip("the_background_task_stops") else {
+        return;
+    };
+    let fleet = fleet(&redis, Duration::from_millis(100)).await;
+    let downstream = Downstream::new();
+    let layer = CircuitBreakerLayer::new(Config::new().name(NAME)).shared(fleet);
+    let handle = layer.handle();
+    let svc = layer.layer(downstream.service());
+    drop(layer);
+    subscribed(&redis, 1).await;
+    drop(svc);
+    // The handle still holds the breaker: the task goes on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(subscribers(&redis), 1);
+    drop(handle);
+    subscribed(&redis, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

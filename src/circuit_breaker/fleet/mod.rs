@@ -349,7 +349,7 @@ impl Task {
         if std::mem::take(&mut self.warned) {
             tracing::info!(
                 layer = "circuit_breaker",
-                name = %self.name,
+                name = &*self.name,
                 "shared circuit breaker re-joined the fleet: Redis answers again"
             );
         }
@@ -396,7 +396,7 @@ impl Task {
             Ok(_) => {}
             Err(error) => tracing::debug!(
                 layer = "circuit_breaker",
-                name = %self.name,
+                name = &*self.name,
                 error = %ErrorChain(&error),
                 "shared circuit breaker ignored a message"
             ),
@@ -510,7 +510,9 @@ impl Task {
         )
         .await
         {
-            Ok(Ok((_, epoch, state, left, holder))) => Record::parse(&epoch, &state, &left, &holder),
+            Ok(Ok((_, epoch, state, left, holder))) => {
+                Record::parse(&epoch, &state, &left, &holder)
+            }
             Ok(Err(error)) => Err(StoreError::Redis(error)),
             Err(_) => Err(StoreError::Timeout(self.fleet.timeout)),
         };
@@ -532,7 +534,7 @@ impl Task {
             crate::observability::record::increment(&self.outages);
             tracing::warn!(
                 layer = "circuit_breaker",
-                name = %self.name,
+                name = &*self.name,
                 error = %ErrorChain(error),
                 "shared circuit breaker lost Redis: deciding alone until it answers again"
             );
