@@ -108,9 +108,10 @@
 //!   [`Handle`] stay on their instance, and a forced or disabled breaker
 //!   ignores the fleet.
 //! - **Learning, and the bound.** The other instances learn a change from
-//!   its message, one pub/sub hop after the write (a few milliseconds on a
-//!   LAN; `tests/circuit_breaker/shared.rs` measures about 6 ms on
-//!   loopback, including its own 5 ms polling of the state). A message lost
+//!   its message, one pub/sub hop after the write: the tests of
+//!   `tests/circuit_breaker/shared.rs` measure 1 to 6 ms from the tripping
+//!   call to every instance open, on loopback in a debug build, so add a
+//!   network round trip or two. A message lost
 //!   while a subscription was down is made up by polling: each task reads
 //!   the state every [`poll_interval`](RedisFleet::poll_interval) (default
 //!   1 s; one script call per breaker and interval), and subscribes again

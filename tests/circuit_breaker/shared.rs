@@ -102,16 +102,20 @@ async fn fleet(redis: &RedisServer, poll_interval: Duration) -> RedisFleet {
         .timeout(Duration::from_millis(200))
 }
 
-/// Polls `done` every 5 ms until it holds; panics after `bound`. Returns how
-/// long it took.
-async fn within(bound: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
+/// Polls `done` every millisecond until it holds; panics `bound` after
+/// `started`. Returns how long it took since `started`.
+async fn within(
+    started: Instant,
+    bound: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> Duration {
     loop {
         if done() {
             return started.elapsed();
         }
         assert!(started.elapsed() < bound, "{what}: not within {bound:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -173,9 +177,10 @@ async fn a_trip_on_one_instance_opens_the_others_within_the_bound_with_no_round_
     assert_eq!(script_calls(&redis), before, "a closed call went to Redis");
 
     let _ = a.send(Call::Fail).await;
+    let tripped = Instant::now();
     let _ = a.send(Call::Fail).await;
     assert_eq!(a.state(), State::Open);
-    let took = within(BOUND, "b and c open", || {
+    let took = within(tripped, BOUND, "b and c open", || {
         b.state() == State::Open && c.state() == State::Open
     })
     .await;
@@ -211,7 +216,7 @@ async fn only_n_probes_reach_the_downstream_fleet_wide_and_their_success_closes_
     joined(&redis).await;
 
     let _ = instances[0].send(Call::Fail).await;
-    within(BOUND, "all open", || {
+    within(Instant::now(), BOUND, "all open", || {
         instances.iter().all(|i| i.state() == State::Open)
     })
     .await;
@@ -247,8 +252,9 @@ async fn only_n_probes_reach_the_downstream_fleet_wide_and_their_success_closes_
     assert_eq!(half_open, 1, "one instance probes for the fleet");
 
     // The probes succeed: the prober closes, and so do the others.
+    let released = Instant::now();
     downstream.gate.add_permits(1_000);
-    let took = within(BOUND, "all closed", || {
+    let took = within(released, BOUND, "all closed", || {
         instances.iter().all(|i| i.state() == State::Closed)
     })
     .await;
@@ -322,9 +328,10 @@ async fn with_redis_killed_each_instance_decides_alone_and_rejoins_when_it_is_ba
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Re-joined: a trip on c propagates again.
+    let tripped = Instant::now();
     let _ = c.send(Call::Fail).await;
     assert_eq!(c.state(), State::Open);
-    let took = within(BOUND, "a and b open", || {
+    let took = within(tripped, BOUND, "a and b open", || {
         a.state() == State::Open && b.state() == State::Open
     })
     .await;
@@ -389,13 +396,61 @@ async fn with_the_subscription_lost_a_trip_still_propagates_within_the_poll_inte
         .parse()
         .unwrap();
     assert_eq!(killed, 3, "three subscriber connections");
+    let tripped = Instant::now();
     let _ = a.send(Call::Fail).await;
     assert_eq!(a.state(), State::Open);
-    let took = within(poll_interval + BOUND, "b and c open", || {
+    let took = within(tripped, poll_interval + BOUND, "b and c open", || {
         b.state() == State::Open && c.state() == State::Open
     })
     .await;
     println!(
         "shared breaker: trip propagated by polling in {took:?} (poll interval {poll_interval:?})"
     );
+}
+
+/// One outage counts once, however many retries fail; the next one counts
+/// again. On a current-thread runtime, so the background task records into
+/// this thread's recorder.
+#[cfg(feature = "metrics")]
+#[test]
+fn each_outage_is_counted_once() {
+    use metrics_util::debugging::DebuggingRecorder;
+
+    let Some(mut redis) = RedisServer::start_or_skip("each_outage_is_counted_once") else {
+        return;
+    };
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outages = "palisade_circuit_breaker_fleet_outages_total{name=\"payments\"}";
+    let mut counted = 0.0;
+    let mut count = || {
+        counted += super::support::metric_values(&snapshotter, "palisade_circuit_breaker_fleet")
+            .get(outages)
+            .copied()
+            .unwrap_or(0.0);
+        counted
+    };
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let fleet = fleet(&redis, Duration::from_millis(50)).await;
+            let downstream = Downstream::new();
+            let _instance = Instance::new(&fleet, Config::new(), &downstream);
+            subscribed(&redis, 1).await;
+            assert_eq!(count(), 0.0);
+            for outage in 1..=2 {
+                redis.kill();
+                // Many failed retries (every 50 ms), one outage.
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                assert_eq!(count(), f64::from(outage));
+                redis.restart();
+                subscribed(&redis, 1).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                assert_eq!(count(), f64::from(outage), "re-joining is no outage");
+            }
+        });
+    });
 }
