@@ -775,6 +775,11 @@ impl Breaker {
         true
     }
 
+    /// How many probes this breaker has let through since its creation.
+    pub(crate) fn probes_started(&self) -> u64 {
+        self.lock().next_probe
+    }
+
     /// What is left of the open wait, when open.
     pub(crate) fn open_remaining(&self) -> Option<Duration> {
         let inner = self.lock();

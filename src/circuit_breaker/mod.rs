@@ -133,8 +133,11 @@
 //!   successes close it, one failure opens it) in one place, and needs no
 //!   count of outcomes in Redis. The lease lasts
 //!   [`probe_timeout`](Config::probe_timeout): if the prober dies, another
-//!   instance probes after that. The lease is fenced by the prober's
-//!   token: a prober whose lease ran out cannot close the fleet's breaker.
+//!   instance probes after that. A prober that got no call to probe with
+//!   for a poll interval (the call that asked for the lease was refused)
+//!   gives the lease back, so a quiet instance does not hold the fleet open.
+//!   The lease is fenced by the prober's token: a prober whose lease ran
+//!   out cannot close the fleet's breaker.
 //! - **Redis outage.** A round trip that fails or takes longer than
 //!   [`timeout`](RedisFleet::timeout) (default 250 ms) starts an outage:
 //!   every instance decides alone, as an unshared breaker (it trips on its

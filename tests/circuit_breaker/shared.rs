@@ -266,6 +266,61 @@ async fn only_n_probes_reach_the_downstream_fleet_wide_and_their_success_closes_
     assert_eq!(downstream.calls(), before + 3);
 }
 
+/// The instance that wins the probe lease may get no call to probe with:
+/// it gives the lease back after a poll interval, long before the lease
+/// (the probe timeout) would run out, and another instance probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_won_without_traffic_is_given_back_and_another_instance_probes() {
+    let Some(redis) = RedisServer::start_or_skip("a_lease_won_without_traffic") else {
+        return;
+    };
+    let poll_interval = Duration::from_millis(200);
+    let fleet = fleet(&redis, poll_interval).await;
+    let downstream = Downstream::new();
+    let config = Config::new()
+        .consecutive_failures(nz(1))
+        .open_wait(Duration::from_millis(200))
+        .probe_timeout(Duration::from_secs(60));
+    let mut a = Instance::new(&fleet, config.clone(), &downstream);
+    let mut b = Instance::new(&fleet, config.clone(), &downstream);
+    let c = Instance::new(&fleet, config, &downstream);
+    joined(&redis).await;
+
+    let _ = a.send(Call::Fail).await;
+    within(Instant::now(), BOUND, "b and c open", || {
+        b.state() == State::Open && c.state() == State::Open
+    })
+    .await;
+    // a's one call after the wait asks for the lease (and is refused); a
+    // gets no other call.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(a.send(Call::Ok).await.unwrap_err().is_open());
+    within(Instant::now(), BOUND, "a holds the lease", || {
+        a.state() == State::HalfOpen
+    })
+    .await;
+    let reached = downstream.calls();
+    // b keeps calling: refused while a holds the lease, then b probes.
+    let started = Instant::now();
+    loop {
+        match b.send(Call::Ok).await {
+            Ok(_) => break,
+            Err(err) => assert!(err.is_open(), "{err:?}"),
+        }
+        assert!(started.elapsed() < 2 * BOUND, "b never probed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "shared breaker: an unused lease was given back and b probed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(downstream.calls(), reached + 1, "one probe, b's");
+    within(Instant::now(), BOUND, "all closed", || {
+        [a.state(), b.state(), c.state()] == [State::Closed; 3]
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_killed_each_instance_decides_alone_and_rejoins_when_it_is_back() {
     let Some(mut redis) = RedisServer::start_or_skip("with_redis_killed_each_instance_decides")

@@ -5,13 +5,14 @@
 -- a restart of Redis: it starts from Redis's clock in microseconds).
 -- KEYS[2]: the probe lease: the token of the one instance probing for the
 -- fleet, with a PX expiry of the probe's time limit.
--- ARGV[1]: read | open | probe | close; ARGV[2]: the channel changes are
+-- ARGV[1]: read | open | probe | close | release; ARGV[2]: the channel changes are
 -- published on; ARGV[3]: the caller's token; ARGV[4]: the open wait (open) or
 -- the lease (probe), in ms.
 -- open: opens for ARGV[4] ms and drops the lease. probe: takes the lease if
 -- the breaker is open and its wait is over (or half-open and the lease
 -- expired), and turns it half-open. close: closes a half-open breaker, only
--- for the lease's holder (fenced). Every change is published as
+-- for the lease's holder (fenced). release: the holder, which got no call to
+-- probe with, gives the lease back: open with the wait over. Every change is published as
 -- "<epoch> <state> <ms left> <holder>".
 -- Returns {applied (0 | 1), epoch, state, ms left (of the open wait, or of
 -- the lease when half-open), holder (or "")}.
@@ -82,6 +83,16 @@ elseif op == 'close' then
   holder = ''
   change('closed')
   redis.call('PEXPIRE', KEYS[1], DAY)
+  publish()
+  return reply(1)
+elseif op == 'release' then
+  if state ~= 'half_open' or holder ~= ARGV[3] then
+    return reply(0)
+  end
+  redis.call('DEL', KEYS[2])
+  holder = ''
+  change('open')
+  redis.call('HSET', KEYS[1], 'until', string.format('%d', now))
   publish()
   return reply(1)
 end

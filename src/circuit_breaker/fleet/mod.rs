@@ -201,6 +201,7 @@ pub(crate) fn start(breaker: &Arc<Breaker>) {
         sub: None,
         joined: false,
         warned: false,
+        granted: None,
         #[cfg(feature = "metrics")]
         outages: crate::observability::record::key(
             crate::observability::CIRCUIT_BREAKER_FLEET_OUTAGES,
@@ -286,6 +287,9 @@ struct Task {
     joined: bool,
     /// This outage was logged (and counted).
     warned: bool,
+    /// The probe lease this instance holds: when it got it, and the
+    /// breaker's probe count then.
+    granted: Option<(tokio::time::Instant, u64)>,
     #[cfg(feature = "metrics")]
     outages: metrics::Key,
 }
@@ -326,6 +330,7 @@ impl Task {
                             self.subscribe().await;
                         }
                         self.sync(false).await;
+                        self.release_unused_lease().await;
                     } else {
                         self.join().await;
                     }
@@ -458,10 +463,38 @@ impl Task {
         };
         self.seen = self.seen.max(record.epoch);
         if record.state == Remote::HalfOpen && record.holder == *self.token {
-            if let Some(breaker) = self.breaker.upgrade() {
-                breaker.grant_probe();
+            if let Some(breaker) = self.breaker.upgrade()
+                && breaker.grant_probe()
+            {
+                self.granted = Some((tokio::time::Instant::now(), breaker.probes_started()));
             }
         } else {
+            self.apply_learned(&record);
+        }
+    }
+
+    /// Gives the probe lease back when this instance has held it for a poll
+    /// interval without a call to probe with (the call that asked for it
+    /// was refused): otherwise the fleet would stay open until the lease
+    /// expires, a whole probe timeout, while other instances have calls.
+    async fn release_unused_lease(&mut self) {
+        let Some((at, probes)) = self.granted else {
+            return;
+        };
+        let Some(breaker) = self.breaker.upgrade() else {
+            return;
+        };
+        if breaker.state() != State::HalfOpen || breaker.probes_started() != probes {
+            // Probing, or done.
+            self.granted = None;
+            return;
+        }
+        if at.elapsed() < self.fleet.poll_interval {
+            return;
+        }
+        self.granted = None;
+        if let Ok(record) = self.call("release", 0).await {
+            self.seen = self.seen.max(record.epoch);
             self.apply_learned(&record);
         }
     }
