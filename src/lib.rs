@@ -86,10 +86,20 @@ pub mod circuit_breaker;
 )]
 pub mod key;
 
-#[cfg(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "idempotency",
+    feature = "bulkhead",
+    all(feature = "circuit-breaker", feature = "redis")
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")))
+    doc(cfg(any(
+        feature = "rate-limit",
+        feature = "idempotency",
+        feature = "bulkhead",
+        all(feature = "circuit-breaker", feature = "redis")
+    )))
 )]
 pub mod store;
 
@@ -152,7 +162,12 @@ mod clock;
 
 #[cfg(all(
     feature = "redis",
-    any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")
+    any(
+        feature = "rate-limit",
+        feature = "idempotency",
+        feature = "bulkhead",
+        feature = "circuit-breaker"
+    )
 ))]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis_conn;

@@ -37,6 +37,7 @@
 //! | `palisade_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success` \| `failure` \| `slow_success` \| `slow_failure` \| `ignored` \| `rejected` \| `disabled` (let through unclassified while disabled) |
 //! | `palisade_circuit_breaker_transitions_total` | counter | `name`, `from`, `to` = `closed` \| `open` \| `half_open` \| `forced_open` \| `forced_closed` \| `disabled` |
 //! | `palisade_circuit_breaker_state` | gauge | `name`, `state`; 1 for the current state, 0 for the others (a keyed breaker: the number of keys in each state) |
+//! | `palisade_circuit_breaker_fleet_outages_total` | counter | `name`; a breaker shared across instances lost Redis (error, timeout, cut) and decides alone until it answers again: one per outage |
 //! | `palisade_rate_limit_decisions_total` | counter | `name`, `outcome` = `allowed` \| `denied` \| `shadow_denied` \| `missing_caller_key` \| `failed_open` \| `failed_closed` |
 //! | `palisade_rate_limit_local_denials_total` | counter | `name`; denials answered by the local deny cache, without the store |
 //! | `palisade_rate_limit_overflow_decisions_total` | counter | `name`; decisions (allowed or denied) made on the store's shared overflow bucket because it had no room for a new key |
@@ -65,6 +66,9 @@ pub const CIRCUIT_BREAKER_CALLS: &str = "palisade_circuit_breaker_calls_total";
 pub const CIRCUIT_BREAKER_TRANSITIONS: &str = "palisade_circuit_breaker_transitions_total";
 /// `palisade_circuit_breaker_state`: 1 for the breaker's current state, 0 for the others.
 pub const CIRCUIT_BREAKER_STATE: &str = "palisade_circuit_breaker_state";
+/// `palisade_circuit_breaker_fleet_outages_total`: times a breaker shared
+/// across instances lost Redis and went on deciding alone.
+pub const CIRCUIT_BREAKER_FLEET_OUTAGES: &str = "palisade_circuit_breaker_fleet_outages_total";
 /// `palisade_rate_limit_decisions_total`: rate-limit decisions, by outcome.
 pub const RATE_LIMIT_DECISIONS: &str = "palisade_rate_limit_decisions_total";
 /// `palisade_rate_limit_local_denials_total`: denials answered by the local deny cache.
@@ -128,6 +132,10 @@ pub fn describe_metrics() {
     describe_gauge!(
         CIRCUIT_BREAKER_STATE,
         "1 for the circuit breaker's current state, 0 for the others."
+    );
+    describe_counter!(
+        CIRCUIT_BREAKER_FLEET_OUTAGES,
+        "Times a circuit breaker shared across instances lost Redis and decided alone."
     );
     describe_counter!(RATE_LIMIT_DECISIONS, "Rate-limit decisions, by outcome.");
     describe_counter!(
@@ -363,10 +371,20 @@ mod tests {
 /// An error and its chain of causes, joined by `: `, for log lines: an
 /// error's `Display` says what failed and its `source()` says why, and a log
 /// line needs both ("store unavailable: redis failed: connection refused").
-#[cfg(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "idempotency",
+    feature = "bulkhead",
+    all(feature = "circuit-breaker", feature = "redis")
+))]
 pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
-#[cfg(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "idempotency",
+    feature = "bulkhead",
+    all(feature = "circuit-breaker", feature = "redis")
+))]
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)?;

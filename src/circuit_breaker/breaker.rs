@@ -1,6 +1,8 @@
 //! The shared breaker behind a layer: one state word read without a lock on
 //! the closed path, and a mutex for everything else.
 
+#[cfg(feature = "redis")]
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -155,6 +157,9 @@ pub(crate) struct Breaker {
     // The slow-call threshold in nanoseconds; `u64::MAX` when off.
     slow_nanos: u64,
     clock: Clock,
+    // Set once when the breaker is shared across instances.
+    #[cfg(feature = "redis")]
+    fleet: OnceLock<Arc<super::fleet::Link>>,
 }
 
 impl Breaker {
@@ -208,6 +213,8 @@ impl Breaker {
             ejection,
             attached: AtomicBool::new(true),
             gauged: AtomicBool::new(false),
+            #[cfg(feature = "redis")]
+            fleet: OnceLock::new(),
         }
     }
 
@@ -321,6 +328,8 @@ impl Breaker {
             State::Disabled => Admit::Pass,
             State::ForcedOpen => Admit::Reject(self.config.open_wait),
             State::Open if now < inner.open_until => Admit::Reject(inner.open_until - now),
+            #[cfg(feature = "redis")]
+            State::Open if self.fleet_decides() => Admit::Reject(Duration::ZERO),
             State::Open => {
                 self.transition(&mut inner, word, State::HalfOpen, Reason::WaitElapsed, now);
                 self.admit_probe(&mut inner, now)
@@ -541,6 +550,19 @@ impl Breaker {
     }
 
     fn transition(&self, inner: &mut Inner, word: u64, to: State, reason: Reason, now: Instant) {
+        self.transition_for(inner, word, to, reason, now, None);
+    }
+
+    /// A transition; `wait` replaces the configured open wait when opening.
+    fn transition_for(
+        &self,
+        inner: &mut Inner,
+        word: u64,
+        to: State,
+        reason: Reason,
+        now: Instant,
+        wait: Option<Duration>,
+    ) {
         let from = State::from_code(code(word));
         let counts = inner.window.as_ref().map(|w| w.counts(|| self.now_nanos()));
         let failure_rate = counts.and_then(Counts::failure_rate);
@@ -549,7 +571,7 @@ impl Breaker {
         match to {
             State::Open => {
                 inner.trips = inner.trips.saturating_add(1);
-                let wait = self.config.wait_for_trip(inner.trips);
+                let wait = wait.unwrap_or_else(|| self.config.wait_for_trip(inner.trips));
                 inner.open_until = now + wait;
                 open_for = Some(wait);
             }
@@ -676,5 +698,92 @@ impl Breaker {
         {
             ejection.leave();
         }
+    }
+}
+
+/// What a breaker shared across instances learns from, and tells, the fleet.
+#[cfg(feature = "redis")]
+impl Breaker {
+    /// Links this breaker to its fleet; `false` if it already has one.
+    pub(crate) fn link(&self, link: Arc<super::fleet::Link>) -> bool {
+        self.fleet.set(link).is_ok()
+    }
+
+    pub(crate) fn fleet(&self) -> Option<&Arc<super::fleet::Link>> {
+        self.fleet.get()
+    }
+
+    /// Whether the fleet, not this instance, decides who probes: an open
+    /// breaker whose wait is over asks for the fleet's probe lease (in the
+    /// background) and refuses meanwhile. While Redis is out of reach, the
+    /// breaker probes on its own.
+    fn fleet_decides(&self) -> bool {
+        self.fleet.get().is_some_and(|link| link.ask_probe())
+    }
+
+    /// Another instance opened the breaker for `wait` (or holds the probe
+    /// lease for that long): open, or stay open that long. A forced or
+    /// disabled breaker keeps its state.
+    pub(crate) fn remote_open(&self, wait: Duration) {
+        let mut inner = self.lock();
+        let word = self.word.load(Ordering::Acquire);
+        let now = Instant::now();
+        match State::from_code(code(word)) {
+            State::Open => inner.open_until = now + wait,
+            State::Closed | State::HalfOpen => self.transition_for(
+                &mut inner,
+                word,
+                State::Open,
+                Reason::Fleet,
+                now,
+                Some(wait),
+            ),
+            State::ForcedOpen | State::ForcedClosed | State::Disabled => {}
+        }
+    }
+
+    /// Another instance closed the breaker after its probes succeeded.
+    pub(crate) fn remote_closed(&self) {
+        let mut inner = self.lock();
+        let word = self.word.load(Ordering::Acquire);
+        if matches!(State::from_code(code(word)), State::Open | State::HalfOpen) {
+            self.transition(
+                &mut inner,
+                word,
+                State::Closed,
+                Reason::Fleet,
+                Instant::now(),
+            );
+        }
+    }
+
+    /// This instance holds the fleet's probe lease: half-open, so the next
+    /// calls are its probes. `false` if the breaker is no longer open.
+    pub(crate) fn grant_probe(&self) -> bool {
+        let mut inner = self.lock();
+        let word = self.word.load(Ordering::Acquire);
+        if State::from_code(code(word)) != State::Open {
+            return false;
+        }
+        self.transition(
+            &mut inner,
+            word,
+            State::HalfOpen,
+            Reason::WaitElapsed,
+            Instant::now(),
+        );
+        true
+    }
+
+    /// How many probes this breaker has let through since its creation.
+    pub(crate) fn probes_started(&self) -> u64 {
+        self.lock().next_probe
+    }
+
+    /// What is left of the open wait, when open.
+    pub(crate) fn open_remaining(&self) -> Option<Duration> {
+        let inner = self.lock();
+        (self.state() == State::Open)
+            .then(|| inner.open_until.saturating_duration_since(Instant::now()))
     }
 }

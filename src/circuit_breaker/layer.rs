@@ -70,6 +70,31 @@ impl<C> CircuitBreakerLayer<C> {
         Handle::new(self.breaker.clone())
     }
 
+    /// Shares the breaker with the other instances of the service through
+    /// `fleet` (feature `redis`): a trip on one instance opens the others,
+    /// and one instance probes for all once the wait is over. Calls are
+    /// still decided here, with no round trip; a background task (started
+    /// now, or by the first service built on a runtime, and ended when the
+    /// breaker's last layer, service and handle are gone) talks to Redis.
+    /// The breaker's [`Config::name`] names its keys, so instances that
+    /// share a breaker give it the same name.
+    ///
+    /// A breaker is shared once: a second call (on this layer or a clone)
+    /// changes nothing. See the [module docs](super#shared-across-instances).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[must_use]
+    pub fn shared(self, fleet: super::RedisFleet) -> Self {
+        if !super::fleet::attach(&self.breaker, fleet) {
+            tracing::debug!(
+                layer = "circuit_breaker",
+                name = self.breaker.observer().name(),
+                "circuit breaker already shared; the new fleet is ignored"
+            );
+        }
+        self
+    }
+
     /// The settings the breaker was created with.
     pub fn config(&self) -> &Config {
         &self.breaker.config
@@ -81,6 +106,8 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         self.breaker.publish_state();
+        #[cfg(feature = "redis")]
+        super::fleet::start(&self.breaker);
         CircuitBreaker::from_parts(inner, self.breaker.clone(), self.classifier.clone())
     }
 }

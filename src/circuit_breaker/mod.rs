@@ -64,6 +64,103 @@
 //! # }
 //! ```
 //!
+//! # Shared across instances
+//!
+//! With feature `redis`, [`CircuitBreakerLayer::shared`] shares a breaker
+//! with the other instances of a service through one Redis
+//! ([`RedisFleet`]): a dependency that fails for one instance is spared by
+//! all of them, and only a few probes test it again, fleet-wide.
+//!
+//! ```no_run
+//! use std::num::NonZeroU32;
+//! use std::time::Duration;
+//! use palisade::circuit_breaker::{CircuitBreakerLayer, Config, RedisFleet};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let fleet = RedisFleet::connect("redis://127.0.0.1:6379/")
+//!     .await?
+//!     .prefix("shop:")
+//!     .poll_interval(Duration::from_secs(1));
+//! // The same name on every instance: it names the breaker's keys.
+//! let layer = CircuitBreakerLayer::new(
+//!     Config::new()
+//!         .name("payments")
+//!         .consecutive_failures(NonZeroU32::new(5).unwrap())
+//!         .half_open_probes(NonZeroU32::new(2).unwrap()),
+//! )
+//! .shared(fleet);
+//! # let _ = layer;
+//! # Ok(()) }
+//! ```
+//!
+//! - **No round trip on the call path.** Each instance's breaker decides
+//!   every call as an unshared one does (`poll_ready` and `call` never wait
+//!   for Redis); a closed call costs what it costs without sharing. One
+//!   background task per shared breaker (started by `shared` on the current
+//!   runtime, or by the first service built inside one, and gone once the
+//!   breaker's last layer, service and handle are dropped) does the Redis
+//!   work.
+//! - **Publishing.** When an instance's breaker trips, or its probe fails,
+//!   the task writes "open until T" (T on Redis's clock) to the breaker's
+//!   state in Redis and publishes it; when its probes succeed, "closed".
+//!   Each change gets a growing epoch, so an instance applies a change once
+//!   and never an older one. Forced states and resets through the
+//!   [`Handle`] stay on their instance, and a forced or disabled breaker
+//!   ignores the fleet.
+//! - **Learning, and the bound.** The other instances learn a change from
+//!   its message, one pub/sub hop after the write: the tests of
+//!   `tests/circuit_breaker/shared.rs` measure 1 to 6 ms from the tripping
+//!   call to every instance open, on loopback in a debug build, so add a
+//!   network round trip or two. A message lost
+//!   while a subscription was down is made up by polling: each task reads
+//!   the state every [`poll_interval`](RedisFleet::poll_interval) (default
+//!   1 s; one script call per breaker and interval), and subscribes again
+//!   first when its subscription was lost. So a change reaches every
+//!   instance that can reach Redis within one message, or at worst one
+//!   poll interval plus a round trip. An instance that learns "open until
+//!   T" opens until T ([`Reason::Fleet`]); "closed", it closes.
+//! - **Probes, at most N fleet-wide.** When an instance's open wait is
+//!   over, its next call is refused (as while a probe is deciding) and its
+//!   task races the others for the fleet's probe lease: one Lua script
+//!   takes it only if the fleet's breaker is open with its wait over (or
+//!   half-open with the lease expired), and only for one instance. The
+//!   winner turns half-open and probes as an unshared breaker does, with
+//!   up to [`half_open_probes`](Config::half_open_probes) probes, which
+//!   must all succeed; the others stay open until they learn the outcome
+//!   (closed: they close; open again: they wait the new wait), or until the
+//!   lease runs out. One instance probing for all, rather than N instances
+//!   probing once each, keeps the probe rules of an unshared breaker (N
+//!   successes close it, one failure opens it) in one place, and needs no
+//!   count of outcomes in Redis. The lease lasts
+//!   [`probe_timeout`](Config::probe_timeout): if the prober dies, another
+//!   instance probes after that. A prober that got no call to probe with
+//!   for a poll interval (the call that asked for the lease was refused)
+//!   gives the lease back, so a quiet instance does not hold the fleet open.
+//!   The lease is fenced by the prober's token: a prober whose lease ran
+//!   out cannot close the fleet's breaker.
+//! - **Redis outage.** A round trip that fails or takes longer than
+//!   [`timeout`](RedisFleet::timeout) (default 250 ms) starts an outage:
+//!   every instance decides alone, as an unshared breaker (it trips on its
+//!   own failures and probes on its own), logs one `WARN` and counts one
+//!   `palisade_circuit_breaker_fleet_outages_total{name}` (feature
+//!   `metrics`). Every poll interval it tries again; when Redis answers, it
+//!   subscribes again, reads the fleet's state and re-joins (an `INFO`
+//!   event): a breaker that opened alone during the outage opens the fleet
+//!   for the rest of its wait; otherwise the fleet's state applies.
+//! - **Keys.** `<prefix>circuit_breaker:{<name>}:state` (a hash: `state`,
+//!   `until`, `epoch`), `…:probe` (the lease, with the prober's token) and
+//!   the channel `<prefix>circuit_breaker:{<name>}`; the prefix defaults to
+//!   `palisade:`, the name is [`Config::name`].
+//!
+//! Not covered: a Redis Cluster (one Redis only; pub/sub would carry across
+//! a cluster, but the subscriber connection is to one node and is not moved
+//! when that node fails), keyed breakers ([`KeyedCircuitBreakerLayer`]) and
+//! `GrpcCircuitBreakerLayer`, and sharing the window's counts: each
+//! instance trips on its own calls, and the fleet follows the first that
+//! trips. In the rare race where a prober's lease runs out while its probes
+//! are still in flight, another instance may start probing before the first
+//! learns it lost the lease: up to 2N probes, once.
+//!
 //! # Metrics and tracing
 //!
 //! With feature `metrics`, a breaker counts its calls in
@@ -135,6 +232,8 @@ mod clock;
 mod config;
 pub mod error;
 mod fallback;
+#[cfg(feature = "redis")]
+mod fleet;
 pub mod future;
 #[cfg(feature = "http")]
 mod grpc;
@@ -153,6 +252,9 @@ pub use self::config::{
 };
 pub use self::error::Error;
 pub use self::fallback::{Fallback, FallbackFuture, FallbackLayer};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::fleet::{DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, RedisFleet};
 pub use self::handle::Handle;
 pub use self::keyed::{
     DEFAULT_MAX_KEYS, KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle, Unkeyed,

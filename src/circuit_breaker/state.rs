@@ -85,6 +85,9 @@ pub enum Reason {
     Forced,
     /// The handle reset the breaker.
     Reset,
+    /// Another instance of a breaker shared across instances changed the
+    /// fleet's state (see the [module docs](super#shared-across-instances)).
+    Fleet,
 }
 
 impl Reason {
@@ -99,6 +102,7 @@ impl Reason {
             Reason::ProbesSucceeded => "probes succeeded",
             Reason::Forced => "forced",
             Reason::Reset => "reset",
+            Reason::Fleet => "another instance",
         }
     }
 }

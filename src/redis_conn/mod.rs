@@ -4,6 +4,11 @@
 //!
 //! Public only for [`connect`]: one tuned connection that several stores can
 //! share (`RedisStore::new(conn.clone())` in `rate_limit` and `idempotency`).
+// The circuit breaker alone uses one Redis, not a cluster.
+#![cfg_attr(
+    not(any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")),
+    allow(dead_code)
+)]
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -197,14 +202,20 @@ pub(crate) fn hash_tag(key: &str) -> Cow<'_, str> {
 }
 
 /// The metric keys of one store operation, built once per store.
-#[cfg(feature = "metrics")]
+#[cfg(all(
+    feature = "metrics",
+    any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")
+))]
 #[derive(Debug)]
 pub(crate) struct OpMetrics {
     duration: metrics::Key,
     errors: metrics::Key,
 }
 
-#[cfg(feature = "metrics")]
+#[cfg(all(
+    feature = "metrics",
+    any(feature = "rate-limit", feature = "idempotency", feature = "bulkhead")
+))]
 impl OpMetrics {
     pub(crate) fn new(layer: &'static str, store: &'static str, op: &'static str) -> Self {
         use crate::observability::{STORE_DURATION, STORE_ERRORS, record::static_key};

@@ -9,6 +9,8 @@ mod http;
 mod keyed;
 mod metrics;
 mod probes;
+#[cfg(feature = "redis")]
+mod shared;
 #[path = "../support/mod.rs"]
 mod support;
 mod window;
