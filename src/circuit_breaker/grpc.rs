@@ -258,6 +258,18 @@ impl GrpcCircuitBreakerLayer {
         Handle::new(self.breaker.clone())
     }
 
+    /// Shares the breaker with the other instances of the service through
+    /// `fleet` (feature `redis`), as
+    /// [`CircuitBreakerLayer::shared`](super::CircuitBreakerLayer::shared)
+    /// does.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[must_use]
+    pub fn shared(self, fleet: super::RedisFleet) -> Self {
+        super::fleet::share(&self.breaker, fleet);
+        self
+    }
+
     /// The settings the breaker was created with.
     pub fn config(&self) -> &Config {
         &self.breaker.config
@@ -269,6 +281,8 @@ impl<S> Layer<S> for GrpcCircuitBreakerLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         self.breaker.publish_state();
+        #[cfg(feature = "redis")]
+        super::fleet::start(&self.breaker);
         GrpcCircuitBreaker {
             breaker: CircuitBreaker::from_parts(inner, self.breaker.clone(), self.classifier),
         }

@@ -85,13 +85,7 @@ impl<C> CircuitBreakerLayer<C> {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     #[must_use]
     pub fn shared(self, fleet: super::RedisFleet) -> Self {
-        if !super::fleet::attach(&self.breaker, fleet) {
-            tracing::debug!(
-                layer = "circuit_breaker",
-                name = self.breaker.observer().name(),
-                "circuit breaker already shared; the new fleet is ignored"
-            );
-        }
+        super::fleet::share(&self.breaker, fleet);
         self
     }
 

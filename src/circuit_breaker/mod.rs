@@ -32,7 +32,7 @@
 //! Every gRPC answer is an HTTP `200` whose status may come only in the
 //! trailers, after the messages: `GrpcCircuitBreakerLayer` (feature `http`)
 //! counts a gRPC call by its `grpc-status`, wherever it arrives, on a tonic
-//! client or server.
+//! client or server; it is shared across instances as the plain layer is.
 //!
 //! # Example
 //!
@@ -154,8 +154,8 @@
 //!
 //! Not covered: a Redis Cluster (one Redis only; pub/sub would carry across
 //! a cluster, but the subscriber connection is to one node and is not moved
-//! when that node fails), keyed breakers ([`KeyedCircuitBreakerLayer`]) and
-//! `GrpcCircuitBreakerLayer`, and sharing the window's counts: each
+//! when that node fails), keyed breakers ([`KeyedCircuitBreakerLayer`]),
+//! and sharing the window's counts: each
 //! instance trips on its own calls, and the fleet follows the first that
 //! trips. In the rare race where a prober's lease runs out while its probes
 //! are still in flight, another instance may start probing before the first

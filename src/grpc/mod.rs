@@ -97,4 +97,3 @@ pub use self::timeout::{GRPC_TIMEOUT, InvalidGrpcTimeout, grpc_timeout_value, pa
 pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     crate::grpc_wire::is_grpc(headers)
 }
-

@@ -509,3 +509,52 @@ fn each_outage_is_counted_once() {
         });
     });
 }
+
+/// The gRPC breaker shares its state as the plain one does: a trailers-only
+/// UNAVAILABLE on one instance opens the other.
+#[tokio::test]
+async fn a_grpc_breaker_is_shared_too() {
+    use palisade::circuit_breaker::GrpcCircuitBreakerLayer;
+
+    let Some(redis) = RedisServer::start_or_skip("a_grpc_breaker_is_shared_too") else {
+        return;
+    };
+    let fleet = fleet(&redis, Duration::from_secs(1)).await;
+    let instance = || {
+        let layer = GrpcCircuitBreakerLayer::new(
+            Config::new()
+                .name(NAME)
+                .consecutive_failures(nz(1))
+                .open_wait(Duration::from_secs(60)),
+        )
+        .shared(fleet.clone());
+        let handle = layer.handle();
+        let svc = layer.layer(tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", "14")
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
+        }));
+        (svc, handle)
+    };
+    let (mut a, a_handle) = instance();
+    let (_b, b_handle) = instance();
+    subscribed(&redis, 2).await;
+
+    let started = Instant::now();
+    a.ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(a_handle.state(), State::Open);
+    let took = within(started, BOUND, "the other gRPC breaker opens", || {
+        b_handle.state() == State::Open
+    })
+    .await;
+    println!("gRPC breaker trip propagated in {took:?}");
+}

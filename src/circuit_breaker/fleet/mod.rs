@@ -151,8 +151,20 @@ impl Link {
     }
 }
 
+/// Shares `breaker` through `fleet`, what a layer's `shared` does; a
+/// breaker shared already keeps its fleet.
+pub(crate) fn share(breaker: &Arc<Breaker>, fleet: RedisFleet) {
+    if !attach(breaker, fleet) {
+        tracing::debug!(
+            layer = "circuit_breaker",
+            name = breaker.observer().name(),
+            "circuit breaker already shared; the new fleet is ignored"
+        );
+    }
+}
+
 /// Shares `breaker` through `fleet`; `false` if it is shared already.
-pub(crate) fn attach(breaker: &Arc<Breaker>, fleet: RedisFleet) -> bool {
+fn attach(breaker: &Arc<Breaker>, fleet: RedisFleet) -> bool {
     let link = Arc::new(Link {
         up: AtomicBool::new(false),
         asked: AtomicBool::new(false),
