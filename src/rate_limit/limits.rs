@@ -26,7 +26,8 @@ struct LimitsInner {
     // lock-free slot compares on every decision.
     single: Option<Gcra>,
     namespace: String,
-    // The exact limits: what a cached denial or an overflow bucket is for.
+    // The exact limits: what a cached denial is for.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fingerprint: u64,
     // The quotas the buckets are named by: these quotas, or the ones they
     // replaced at run time, so a key keeps its state across a replacement.
@@ -175,6 +176,7 @@ impl Limits {
         &self.inner.gcra
     }
 
+    #[cfg(feature = "redis")]
     pub(crate) fn fingerprint(&self) -> u64 {
         self.inner.fingerprint
     }

@@ -240,6 +240,34 @@ async fn a_replacement_with_other_quotas_starts_fresh_buckets() {
     assert_eq!(allowed(&svc, "ann", None, 10).await, 6);
 }
 
+/// Keys that find a full memory store share its overflow bucket; a
+/// replacement that keeps every key's bucket keeps that one too, or each
+/// key of a flood would get a fresh burst the moment a quota is changed.
+#[tokio::test(start_paused = true)]
+async fn a_replacement_keeps_the_overflow_bucket_of_a_full_memory_store() {
+    let store = MemoryStore::with_max_keys(crate::nzu(64));
+    let layer = RateLimitLayer::with_store(store.clone(), Quota::per_hour(nz(1)));
+    let handle = layer.handle();
+    let before = handle.limits();
+    // Enough keys that every shard is full (an empty one is a 1e-30 chance).
+    for i in 0..5_000 {
+        store.check_now(&format!("k{i}"), &before, 1);
+    }
+    let d = store.check_now("flood", &before, 1);
+    assert!(d.is_overflowed() && !d.is_allowed(), "{d:?}");
+
+    // Same name, same window: the spent overflow bucket stays spent.
+    handle.set_quotas([Quota::per_hour(nz(2))]).unwrap();
+    let after = handle.limits();
+    assert!(!store.check_now("k1", &after, 1).is_allowed());
+    let d = store.check_now("flood-2", &after, 1);
+    assert!(d.is_overflowed(), "{d:?}");
+    assert!(
+        !d.is_allowed(),
+        "a fresh overflow bucket after the replacement"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn clones_of_the_layer_share_their_quotas() {
     let layer = RateLimitLayer::new(per_minute(2)).per(Header::api_key());

@@ -83,7 +83,8 @@ struct Inner {
 
 #[derive(Default)]
 struct Overflow {
-    // Keyed by the limits' fingerprint; one entry per limiter whose keys
+    // Keyed by the limits' bucket id, as the shards are, so a quota
+    // replaced at run time keeps it; one entry per limiter whose keys
     // overflowed, so a short list searched in order.
     buckets: Vec<(u64, Tats)>,
     // Decisions since the last warning, and when the next one may be logged.
@@ -404,16 +405,16 @@ impl Inner {
     // overflow bucket its limits share with every other such key.
     #[cold]
     fn decide_in_overflow(&self, limits: &Limits, cost: u32, now: u64) -> Decision {
-        let (fingerprint, gcra) = (limits.fingerprint(), limits.gcra());
+        let (bucket_id, gcra) = (limits.bucket_id(), limits.gcra());
         let mut overflow = lock(&self.overflow);
         let buckets = &mut overflow.buckets;
-        let i = match buckets.iter().position(|(f, _)| *f == fingerprint) {
+        let i = match buckets.iter().position(|(id, _)| *id == bucket_id) {
             Some(i) => i,
             None => {
                 // Idle buckets are as good as new: only limiters overflowing
                 // now keep one, so the list stays as short as their number.
                 buckets.retain(|(_, tats)| !tats.idle(now));
-                buckets.push((fingerprint, Tats::new(gcra.len())));
+                buckets.push((bucket_id, Tats::new(gcra.len())));
                 buckets.len() - 1
             }
         };
