@@ -177,7 +177,10 @@ fn parse_code(value: &[u8]) -> u8 {
 ///   timed to the end of its body.
 ///
 /// A response that is not gRPC is read as gRPC's HTTP mapping reads it
-/// (`502`, `503`, `504` and `429` are `UNAVAILABLE`). An `Err` from the inner
+/// (`502`, `503`, `504` and `429` are `UNAVAILABLE`; a `200` that is not
+/// gRPC is `UNKNOWN`, a failure, as a gRPC client sees it): put this layer
+/// around gRPC calls only, not around routes that also answer plain HTTP
+/// or gRPC-Web. An `Err` from the inner
 /// service (a tonic `Channel` that cannot connect) is a failure. What each
 /// code means is up to a [`GrpcClassifier`].
 ///

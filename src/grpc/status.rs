@@ -198,7 +198,7 @@ impl crate::problem::IntoProblem for tonic::transport::Error {
         if deadline_expired(&self) {
             return Problem::new(StatusCode::GATEWAY_TIMEOUT)
                 .with_type(types::TIMED_OUT)
-                .with_detail("the upstream call did not complete within its grpc-timeout");
+                .with_detail("the upstream call timed out");
         }
         Problem::new(StatusCode::BAD_GATEWAY)
             .with_detail("the upstream service could not be reached")

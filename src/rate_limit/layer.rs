@@ -112,8 +112,9 @@ impl<St, K, C, H, T> RateLimitLayer<St, K, C, H, T> {
     }
 
     /// Counts this layer apart from other limiters with the same quotas in
-    /// the same store (for example, one namespace per route), every tier
-    /// included. The default is the empty namespace.
+    /// the same store (for example, one namespace per route, each route
+    /// with its own layer from `new`: clones share their quotas, namespace
+    /// included), every tier included. The default is the empty namespace.
     #[must_use]
     pub fn namespace(self, namespace: impl Into<String>) -> Self {
         self.config.quotas.set_namespace(&namespace.into());

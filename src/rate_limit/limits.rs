@@ -109,9 +109,19 @@ impl Limits {
         (&namespace, &names, &gcra).hash(&mut hasher);
         let fingerprint = hasher.finish();
         let named_by = named_by.unwrap_or_else(|| quotas.clone().into_boxed_slice());
-        let bucket_gcra: Vec<Gcra> = named_by
+        // A named quota's buckets are found by its name alone, so instances
+        // that run different values of it (one reloaded at run time, one
+        // started with the new value) share them; an unnamed one's also by
+        // the rate and burst it was built with, so unnamed quotas of two
+        // limiters in one namespace count apart.
+        let bucket_gcra: Vec<Option<Gcra>> = quotas
             .iter()
-            .map(|q| Gcra::new(q.interval_nanos(), q.max_burst().get()))
+            .zip(named_by.iter())
+            .map(|(q, by)| {
+                q.name()
+                    .is_none()
+                    .then(|| Gcra::new(by.interval_nanos(), by.max_burst().get()))
+            })
             .collect();
         let mut hasher = DefaultHasher::new();
         (&namespace, &names, &bucket_gcra).hash(&mut hasher);
@@ -188,8 +198,9 @@ impl Limits {
         self.inner.bucket_id
     }
 
-    /// The quotas the buckets are named by (a Redis key holds their
-    /// interval and burst): these quotas, or the ones they replaced.
+    /// The quotas the buckets of unnamed quotas are named by (a Redis key
+    /// holds their interval and burst): these quotas, or the ones they
+    /// replaced.
     #[cfg(feature = "redis")]
     pub(crate) fn named_by(&self) -> &[Quota] {
         &self.inner.named_by

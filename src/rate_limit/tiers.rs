@@ -295,6 +295,11 @@ impl fmt::Debug for Quotas {
 /// - A replacement with another number of quotas, or other names, starts
 ///   every key on a fresh bucket.
 ///
+/// Across a fleet, name the quotas you change at run time (a tier's are
+/// named after it): a named quota's buckets are found by its name, so an
+/// instance reloaded to a new value and one started with it share them. An
+/// unnamed quota's buckets are also found by the rate it was built with.
+///
 /// A denial that a [`RedisStore`](super::RedisStore) remembers in this
 /// process is for the quotas it was decided under: a replacement ends it.
 ///

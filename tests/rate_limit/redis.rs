@@ -171,7 +171,8 @@ async fn keys_are_hash_tagged_and_expire() {
         keys,
         [
             "palisade:rl:orders:{ip:192.0.2.1}:default:6000000:10",
-            "palisade:rl:orders:{ip:192.0.2.1}:hour:36000000:100"
+            // A named quota is found by its name alone.
+            "palisade:rl:orders:{ip:192.0.2.1}:hour"
         ]
     );
     let slots: Vec<String> = keys

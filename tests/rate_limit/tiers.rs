@@ -315,6 +315,31 @@ mod redis {
         assert_eq!(allowed(&svc, "ann", None, 30).await, 10);
     }
 
+    /// A tier's quotas are named after it, and a named quota's buckets are
+    /// found by its name: an instance reloaded to pro = 20 an hour and one
+    /// started with it share one bucket, so the fleet never grants twice.
+    #[tokio::test]
+    async fn an_instance_reloaded_and_one_started_with_the_new_quota_share_buckets() {
+        let Some(redis) = RedisServer::start_or_skip("tiers_reloaded_and_started") else {
+            return;
+        };
+        let pro = |n| {
+            let store = store(&redis);
+            async move {
+                RateLimitLayer::with_store(store.await, per_hour(10))
+                    .per(Header::api_key())
+                    .tier("pro", [per_hour(n)])
+                    .tier_of(plan::<()>)
+            }
+        };
+        let reloaded = pro(10).await;
+        reloaded.handle().set_tier("pro", [per_hour(20)]).unwrap();
+        let started = pro(20).await;
+        let (reloaded, started) = (stack(reloaded), stack(started));
+        assert_eq!(allowed(&reloaded, "ann", Some(Plan::Pro), 12).await, 12);
+        assert_eq!(allowed(&started, "ann", Some(Plan::Pro), 20).await, 8);
+    }
+
     /// A denial is remembered in this process (the deny cache) for its
     /// retry-after, 10 s here; under the new quota the next cell is 10 ms
     /// away, and the remembered denial must not hide it.

@@ -40,10 +40,12 @@ const DENY_MAX_PER_SHARD: usize = 4096;
 ///   a cluster. On a cluster, each decision goes to the master that serves
 ///   its key's slot, following `MOVED` and `ASK`.
 /// - **One slot per decision, self-cleaning**: keys are
-///   `<prefix><namespace>:{<key>}:<quota name>:<interval µs>:<burst>`, with
-///   the interval and burst the layer was built with (a quota replaced at
-///   run time through a [`Handle`](super::super::Handle) keeps the keys, so
-///   every bucket keeps its state). Everything
+///   `<prefix><namespace>:{<key>}:<quota name>` for a named quota (a tier's
+///   quotas are named after it), so every instance that runs a quota of that
+///   name shares its buckets, whatever value each runs (one reloaded at run
+///   time, one started with the new value); an unnamed quota's key ends with
+///   `:<interval µs>:<burst>`, those it was built with (a replacement at run
+///   time through a [`Handle`](super::super::Handle) keeps its keys). Everything
 ///   up to the closing brace is the same for every quota of one decision, so
 ///   the hash tag `{<key>}` puts all of them in one slot (no `CROSSSLOT`),
 ///   while different keys spread over the cluster. A key that is empty or
@@ -285,12 +287,12 @@ impl RedisStore {
             .collect()
     }
 
-    // `<prefix><namespace>:{<tag>}:<quota name>:<interval µs>:<burst>`.
-    // Pushed piece by piece: `write!` costs more than the rest of a
-    // batched decision's client side.
+    // `<prefix><namespace>:{<tag>}:<quota name>`, and for an unnamed quota
+    // `:<interval µs>:<burst>` after it. Pushed piece by piece: `write!`
+    // costs more than the rest of a batched decision's client side.
     fn key_into(&self, out: &mut String, tag: &str, limits: &Limits, i: usize) {
-        // Named by the quotas the limits replaced, if any: a quota replaced
-        // at run time keeps every key's state.
+        // An unnamed quota is named by the quota the limits replaced, if
+        // any: a quota replaced at run time keeps every key's state.
         let (scope, q) = (limits.namespace(), &limits.named_by()[i]);
         out.clear();
         out.push_str(&self.prefix);
@@ -302,10 +304,12 @@ impl RedisStore {
         out.push_str(tag);
         out.push_str("}:");
         out.push_str(limits.name(i));
-        out.push(':');
-        push_decimal(out, micros(q.interval_nanos()));
-        out.push(':');
-        push_decimal(out, u64::from(q.max_burst().get()));
+        if limits.quotas()[i].name().is_none() {
+            out.push(':');
+            push_decimal(out, micros(q.interval_nanos()));
+            out.push(':');
+            push_decimal(out, u64::from(q.max_burst().get()));
+        }
     }
 
     async fn run_script(
