@@ -65,6 +65,9 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod problem;
 
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub mod config;
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub mod grpc;

@@ -1,6 +1,11 @@
 //! Durations in a config file as people write them: `"250ms"`, `"30s"`,
 //! `"1m 30s"` (parsed and printed by `humantime`).
 
+#![cfg_attr(
+    not(any(feature = "rate-limit", feature = "timeout", feature = "bulkhead")),
+    allow(dead_code)
+)]
+
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
@@ -19,6 +24,7 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
 }
 
 /// The same for an optional duration.
+#[cfg(feature = "circuit-breaker")]
 pub(crate) mod option {
     use super::*;
 
@@ -29,7 +35,9 @@ pub(crate) mod option {
         }
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         super::deserialize(d).map(Some)
     }
 }
