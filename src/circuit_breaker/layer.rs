@@ -29,7 +29,7 @@ pub struct CircuitBreakerLayer<C = ErrorIsFailure> {
 impl<C> fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
-            .field("config", &self.breaker.config)
+            .field("config", &self.breaker.config())
             .field("state", &self.breaker.state())
             .finish()
     }
@@ -89,9 +89,10 @@ impl<C> CircuitBreakerLayer<C> {
         self
     }
 
-    /// The settings the breaker was created with.
-    pub fn config(&self) -> &Config {
-        &self.breaker.config
+    /// The settings in force: those given to [`new`](Self::new), or the
+    /// latest a [`Handle::set_config`] gave.
+    pub fn config(&self) -> Config {
+        self.breaker.config()
     }
 }
 
