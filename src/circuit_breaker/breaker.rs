@@ -745,7 +745,10 @@ impl Breaker {
         if threshold == 0 {
             // The window modes keep no streak: none is left to show in the
             // metrics, or to carry back into a consecutive mode later. The
-            // generation stays, so calls in flight still count.
+            // generation stays, so calls in flight still count. (A failure
+            // recorded at this very moment under the old threshold may still
+            // add one to the count; it cannot trip, as `trip_consecutive`
+            // reads the threshold again.)
             let _ = self
                 .word
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {

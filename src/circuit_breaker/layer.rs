@@ -17,7 +17,8 @@ use super::service::CircuitBreaker;
 /// [`new`](Self::new) creates the breaker's state once, from a [`Config`]
 /// that carries every setting; no method of the layer replaces it, so a
 /// [`handle`](Self::handle) taken at any time steers the breaker that every
-/// service built from this layer (or a clone) uses.
+/// service built from this layer (or a clone) uses, and its
+/// [`set_config`](Handle::set_config) replaces the settings of all of them.
 ///
 /// See the [module docs](super) for an example.
 #[derive(Clone)]

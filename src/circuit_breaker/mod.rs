@@ -88,12 +88,13 @@
 //!
 //! The [`name`](Config::name) cannot change (it labels the breaker's metrics
 //! series and, shared, its Redis keys): a config with another name is
-//! refused with [`InvalidConfig::Renamed`] and changes nothing. A
-//! reconfiguration is not a transition: forced states stay, and a shared
-//! breaker tells the fleet nothing (each instance takes its own config; the
-//! fleet's probe lease lasts the probe timeout in force when it is taken).
-//! The settings the closed path reads are atomics of their own, so it costs
-//! the same as before.
+//! refused with [`InvalidConfig::Renamed`] and changes nothing. Forced
+//! states stay. A shared breaker tells the fleet nothing of a new config:
+//! each instance takes its own (the fleet's probe lease lasts the probe
+//! timeout in force when it is taken), and the one transition a new config
+//! can cause, closing on probes that already succeeded, is published as
+//! any other. The settings the closed path reads are atomics of their own
+//! (see [Cost](#cost)), so a closed call costs what it cost before.
 //!
 //! ```
 //! use std::num::NonZeroU32;
@@ -258,6 +259,9 @@
 //! `fast-clock`, everywhere else, the CPU's time-stamp counter through
 //! `quanta` (a few nanoseconds).
 //!
+//! The settings a closed call reads (the consecutive threshold, the
+//! slow-call threshold, whether to read the clock) are atomics of their own
+//! that [`Handle::set_config`] stores into, loaded `Relaxed`: plain loads.
 //! Otherwise a closed call allocates nothing: one atomic load to admit it,
 //! one atomic update to record it (a short uncontended lock in the window
 //! modes, which keep running counts, so a call costs no pass over the
