@@ -3,7 +3,7 @@
 
 #[cfg(feature = "redis")]
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::observability::RedactedKey;
 
 use super::clock::Clock;
-use super::config::{Config, Mode, Rate};
+use super::config::{Config, InvalidConfig, Mode, Rate};
 use super::observe::{CallOutcome, Observer};
 use super::state::{Metrics, Outcome, Reason, State, Transition};
 use super::window::{CountWindow, Counts, TimeWindow, Window};
@@ -54,6 +54,74 @@ fn counting(code: u8) -> bool {
 /// Open or half-open: the states that count against an ejection cap.
 fn ejected(state: State) -> bool {
     matches!(state, State::Open | State::HalfOpen)
+}
+
+/// The consecutive-failure threshold of `config`; 0 in the window modes.
+fn threshold(config: &Config) -> u32 {
+    match config.mode {
+        Mode::Consecutive(n) => n,
+        Mode::Count { .. } | Mode::Time { .. } => 0,
+    }
+}
+
+/// The calls a window must hold before its rates can trip the breaker.
+fn minimum(config: &Config) -> u32 {
+    match config.mode {
+        Mode::Count { size } => config.minimum_calls.get().min(size),
+        _ => config.minimum_calls.get(),
+    }
+    .max(1)
+}
+
+/// An empty window of `mode`; none in consecutive mode.
+fn new_window(mode: Mode) -> Option<Window> {
+    match mode {
+        Mode::Consecutive(_) => None,
+        Mode::Count { size } => Some(Window::Count(CountWindow::new(size))),
+        Mode::Time { length, buckets } => Some(Window::Time(TimeWindow::new(length, buckets))),
+    }
+}
+
+/// Whether `a` and `b` keep the same window: same kind, same size.
+fn same_window(a: Mode, b: Mode) -> bool {
+    match (a, b) {
+        (Mode::Count { size: a }, Mode::Count { size: b }) => a == b,
+        (
+            Mode::Time {
+                length: a,
+                buckets: m,
+            },
+            Mode::Time {
+                length: b,
+                buckets: n,
+            },
+        ) => a == b && m == n,
+        _ => false,
+    }
+}
+
+/// The slow-call threshold of `config` in nanoseconds; `u64::MAX` when off.
+fn slow_nanos(config: &Config) -> u64 {
+    config.slow_call.map_or(u64::MAX, |(threshold, _)| {
+        u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX)
+    })
+}
+
+/// Whether the window's `counts` trip a breaker with `inner`'s settings.
+fn should_trip(inner: &Inner, counts: Counts) -> Option<Reason> {
+    if counts.calls < inner.minimum {
+        return None;
+    }
+    let calls = f64::from(counts.calls);
+    if f64::from(counts.failures) / calls >= inner.config.failure_rate.get() {
+        return Some(Reason::FailureRate);
+    }
+    match inner.config.slow_call {
+        Some((_, rate)) if f64::from(counts.slow) / calls >= rate.get() => {
+            Some(Reason::SlowCallRate)
+        }
+        _ => None,
+    }
 }
 
 /// What the breaker decided for one call.
@@ -125,6 +193,11 @@ impl Ejection {
 
 #[derive(Debug)]
 struct Inner {
+    // The settings in force: read under the lock, off the closed path, and
+    // replaced whole by `set_config`.
+    config: Config,
+    // The calls a window must hold before it can trip the breaker.
+    minimum: u32,
     window: Option<Window>,
     open_until: Instant,
     trips: u32,
@@ -135,14 +208,17 @@ struct Inner {
 }
 
 /// One circuit breaker, shared by every service a layer builds.
+///
+/// What the closed path reads is kept in atomics of their own (the
+/// consecutive threshold, the slow-call threshold, the clock flags), so a
+/// reconfiguration changes them in place and a call reads them as plain
+/// loads; every other setting sits with the state it steers, under the lock.
 #[derive(Debug)]
 pub(crate) struct Breaker {
     word: AtomicU64,
-    threshold: u32,
-    // The calls a window must hold before it can trip the breaker.
-    minimum: u32,
+    // The consecutive-failure threshold; 0 in the window modes.
+    threshold: AtomicU32,
     inner: Mutex<Inner>,
-    pub(crate) config: Config,
     events: broadcast::Sender<Transition>,
     observer: Arc<Observer>,
     // A keyed breaker's key, redacted for logs.
@@ -152,10 +228,10 @@ pub(crate) struct Breaker {
     // Whether this breaker counts in its observer's state gauge: from its
     // first service (or, keyed, its creation) until a keyed layer forgets it.
     gauged: AtomicBool,
-    clock_at_start: bool,
-    clock_at_end: bool,
+    clock_at_start: AtomicBool,
+    clock_at_end: AtomicBool,
     // The slow-call threshold in nanoseconds; `u64::MAX` when off.
-    slow_nanos: u64,
+    slow_nanos: AtomicU64,
     clock: Clock,
     // Set once when the breaker is shared across instances.
     #[cfg(feature = "redis")]
@@ -175,38 +251,24 @@ impl Breaker {
         ejection: Option<Arc<Ejection>>,
     ) -> Self {
         let now = Instant::now();
-        let (threshold, window) = match config.mode {
-            Mode::Consecutive(n) => (n, None),
-            Mode::Count { size } => (0, Some(Window::Count(CountWindow::new(size)))),
-            Mode::Time { length, buckets } => {
-                (0, Some(Window::Time(TimeWindow::new(length, buckets))))
-            }
-        };
-        let minimum = match config.mode {
-            Mode::Count { size } => config.minimum_calls.get().min(size),
-            _ => config.minimum_calls.get(),
-        }
-        .max(1);
         let (events, _) = broadcast::channel(64);
         Self {
             word: AtomicU64::new(pack(0, 0, CLOSED)),
-            threshold,
-            minimum,
+            threshold: AtomicU32::new(threshold(&config)),
             inner: Mutex::new(Inner {
-                window,
+                minimum: minimum(&config),
+                window: new_window(config.mode),
                 open_until: now,
                 trips: 0,
                 probes: Vec::with_capacity(config.probes.min(1024) as usize),
                 probe_successes: 0,
                 next_probe: 0,
+                config: config.clone(),
             }),
             clock: Clock::new(),
-            slow_nanos: config.slow_call.map_or(u64::MAX, |(threshold, _)| {
-                u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX)
-            }),
-            clock_at_start: config.clock_at_start(),
-            clock_at_end: config.clock_at_end(),
-            config,
+            slow_nanos: AtomicU64::new(slow_nanos(&config)),
+            clock_at_start: AtomicBool::new(config.clock_at_start()),
+            clock_at_end: AtomicBool::new(config.clock_at_end()),
             events,
             observer,
             key,
@@ -275,12 +337,17 @@ impl Breaker {
         );
     }
 
+    // The settings the closed path reads are loaded `Relaxed`: each is a
+    // value of its own, and a call that reads one from before a
+    // reconfiguration and one from after is counted under either.
+    #[inline]
     pub(crate) fn clock_at_start(&self) -> bool {
-        self.clock_at_start
+        self.clock_at_start.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn clock_at_end(&self) -> bool {
-        self.clock_at_end
+        self.clock_at_end.load(Ordering::Relaxed)
     }
 
     /// Nanoseconds since the breaker's creation, on its hot-path clock.
@@ -292,7 +359,7 @@ impl Breaker {
     /// Whether a call that took `nanos` is slow.
     #[inline]
     pub(crate) fn is_slow(&self, nanos: u64) -> bool {
-        nanos >= self.slow_nanos
+        nanos >= self.slow_nanos.load(Ordering::Relaxed)
     }
 
     pub(crate) fn state(&self) -> State {
@@ -326,7 +393,7 @@ impl Breaker {
         match State::from_code(code(word)) {
             State::Closed | State::ForcedClosed => Admit::Call(generation(word)),
             State::Disabled => Admit::Pass,
-            State::ForcedOpen => Admit::Reject(self.config.open_wait),
+            State::ForcedOpen => Admit::Reject(inner.config.open_wait),
             State::Open if now < inner.open_until => Admit::Reject(inner.open_until - now),
             #[cfg(feature = "redis")]
             State::Open if self.fleet_decides() => Admit::Reject(Duration::ZERO),
@@ -351,10 +418,11 @@ impl Breaker {
             );
         }
         let in_use = u32::try_from(inner.probes.len()).unwrap_or(u32::MAX);
-        if in_use.saturating_add(inner.probe_successes) < self.config.probes {
+        if in_use.saturating_add(inner.probe_successes) < inner.config.probes {
             let id = inner.next_probe;
             inner.next_probe += 1;
-            inner.probes.push((id, now + self.config.probe_timeout));
+            let deadline = now + inner.config.probe_timeout;
+            inner.probes.push((id, deadline));
             Admit::Probe(id)
         } else {
             // A probe is deciding right now; there is no better estimate.
@@ -375,26 +443,23 @@ impl Breaker {
             return;
         }
         let failure = outcome == Outcome::Failure;
-        if self.threshold > 0 {
-            self.record_consecutive(call_generation, failure || slow);
+        let threshold = self.threshold.load(Ordering::Relaxed);
+        if threshold > 0 {
+            self.record_consecutive(call_generation, failure || slow, threshold);
         } else {
             self.record_window(call_generation, failure, slow, now);
         }
     }
 
     #[inline]
-    fn record_consecutive(&self, call_generation: u32, bad: bool) {
+    fn record_consecutive(&self, call_generation: u32, bad: bool, threshold: u32) {
         let mut word = self.word.load(Ordering::Acquire);
         loop {
             if generation(word) != call_generation || !counting(code(word)) {
                 return;
             }
             let current = count(word);
-            let next = if bad {
-                (current + 1).min(self.threshold)
-            } else {
-                0
-            };
+            let next = if bad { (current + 1).min(threshold) } else { 0 };
             if next != current {
                 let new = (word & !COUNT_MASK) | (u64::from(next) << COUNT_SHIFT);
                 if let Err(actual) =
@@ -405,7 +470,7 @@ impl Breaker {
                     continue;
                 }
             }
-            if bad && next >= self.threshold && code(word) == CLOSED {
+            if bad && next >= threshold && code(word) == CLOSED {
                 self.trip_consecutive(call_generation);
             }
             return;
@@ -416,9 +481,13 @@ impl Breaker {
     fn trip_consecutive(&self, call_generation: u32) {
         let mut inner = self.lock();
         let word = self.word.load(Ordering::Acquire);
+        // The threshold again, under the lock: a reconfiguration may have
+        // raised it, or left the consecutive mode, since the count was read.
+        let threshold = self.threshold.load(Ordering::Relaxed);
         if generation(word) == call_generation
             && code(word) == CLOSED
-            && count(word) >= self.threshold
+            && threshold > 0
+            && count(word) >= threshold
         {
             self.trip(
                 &mut inner,
@@ -446,27 +515,11 @@ impl Breaker {
         // A success cannot raise a rate that did not trip the breaker, except
         // by bringing the calls up to the minimum or when older calls left a
         // time window with it: spare the two divisions of `should_trip`.
-        if !failure && !slow && !expired && counts.calls != self.minimum {
+        if !failure && !slow && !expired && counts.calls != inner.minimum {
             return;
         }
-        if let Some(reason) = self.should_trip(counts) {
+        if let Some(reason) = should_trip(&inner, counts) {
             self.trip(&mut inner, word, reason, Instant::now());
-        }
-    }
-
-    fn should_trip(&self, counts: Counts) -> Option<Reason> {
-        if counts.calls < self.minimum {
-            return None;
-        }
-        let calls = f64::from(counts.calls);
-        if f64::from(counts.failures) / calls >= self.config.failure_rate.get() {
-            return Some(Reason::FailureRate);
-        }
-        match self.config.slow_call {
-            Some((_, rate)) if f64::from(counts.slow) / calls >= rate.get() => {
-                Some(Reason::SlowCallRate)
-            }
-            _ => None,
         }
     }
 
@@ -512,7 +565,7 @@ impl Breaker {
             Outcome::Success if slow => self.reopen(&mut inner, word),
             Outcome::Success => {
                 inner.probe_successes += 1;
-                if inner.probe_successes >= self.config.probes {
+                if inner.probe_successes >= inner.config.probes {
                     self.transition(
                         &mut inner,
                         word,
@@ -571,7 +624,7 @@ impl Breaker {
         match to {
             State::Open => {
                 inner.trips = inner.trips.saturating_add(1);
-                let wait = wait.unwrap_or_else(|| self.config.wait_for_trip(inner.trips));
+                let wait = wait.unwrap_or_else(|| inner.config.wait_for_trip(inner.trips));
                 inner.open_until = now + wait;
                 open_for = Some(wait);
             }
@@ -658,6 +711,83 @@ impl Breaker {
             Reason::Reset,
             Instant::now(),
         );
+    }
+
+    /// The settings in force.
+    pub(crate) fn config(&self) -> Config {
+        self.lock().config.clone()
+    }
+
+    /// Replaces the settings from the next call on, keeping the state (see
+    /// [`Handle::set_config`](super::Handle::set_config)). A config with
+    /// another name is refused and changes nothing.
+    pub(crate) fn set_config(&self, mut config: Config) -> Result<(), InvalidConfig> {
+        let mut inner = self.lock();
+        let name = self.observer.name();
+        let given = config
+            .name
+            .as_deref()
+            .unwrap_or(crate::observability::DEFAULT_NAME);
+        if given != name {
+            return Err(InvalidConfig::Renamed {
+                name: name.to_owned(),
+                given: given.to_owned(),
+            });
+        }
+        // The name stays the one the breaker was created with, spelled as it
+        // was (unset and "default" name the same series).
+        config.name = inner.config.name.clone();
+        if !same_window(inner.config.mode, config.mode) {
+            inner.window = new_window(config.mode);
+        }
+        inner.minimum = minimum(&config);
+        let threshold = threshold(&config);
+        if threshold == 0 {
+            // The window modes keep no streak: none is left to show in the
+            // metrics, or to carry back into a consecutive mode later. The
+            // generation stays, so calls in flight still count. (A failure
+            // recorded at this very moment under the old threshold may still
+            // add one to the count; it cannot trip, as `trip_consecutive`
+            // reads the threshold again.)
+            let _ = self
+                .word
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                    (count(word) != 0).then_some(word & !COUNT_MASK)
+                });
+        }
+        // A failure streak is kept across a change of the threshold: a
+        // breaker at 3 failures of 5, lowered to 3, trips on the next one.
+        self.threshold.store(threshold, Ordering::Relaxed);
+        self.slow_nanos
+            .store(slow_nanos(&config), Ordering::Relaxed);
+        self.clock_at_start
+            .store(config.clock_at_start(), Ordering::Relaxed);
+        self.clock_at_end
+            .store(config.clock_at_end(), Ordering::Relaxed);
+        inner.config = config;
+        // A keyed layer logs once for all of its keys.
+        if self.key.is_none() {
+            tracing::info!(
+                layer = "circuit_breaker",
+                name = self.observer.name(),
+                config = ?inner.config,
+                "circuit breaker reconfigured"
+            );
+        }
+        // Fewer probes than have already succeeded: the half-open breaker
+        // has its proof, and no further probe would be let through to
+        // close it.
+        let word = self.word.load(Ordering::Acquire);
+        if code(word) == HALF_OPEN && inner.probe_successes >= inner.config.probes {
+            self.transition(
+                &mut inner,
+                word,
+                State::Closed,
+                Reason::ProbesSucceeded,
+                Instant::now(),
+            );
+        }
+        Ok(())
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
@@ -773,6 +903,12 @@ impl Breaker {
             Instant::now(),
         );
         true
+    }
+
+    /// How long a probe may run, as the settings in force say: the fleet's
+    /// probe lease lasts as long.
+    pub(crate) fn probe_timeout(&self) -> Duration {
+        self.lock().config.probe_timeout
     }
 
     /// How many probes this breaker has let through since its creation.

@@ -50,6 +50,23 @@ impl Rate {
 #[error("a rate must be in (0, 1], got {0}")]
 pub struct InvalidRate(pub f64);
 
+/// Why [`Handle::set_config`](super::Handle::set_config) refused a config;
+/// the settings in force stay as they were.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidConfig {
+    /// The config names another breaker: the name labels the breaker's
+    /// metrics series (and, shared, its Redis keys), so it cannot change
+    /// while the breaker runs.
+    #[error("circuit breaker {name:?} cannot be renamed {given:?} at run time")]
+    Renamed {
+        /// The breaker's name.
+        name: String,
+        /// The name in the refused config.
+        given: String,
+    },
+}
+
 /// What trips the breaker while it is closed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Mode {
@@ -82,7 +99,9 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Settings of a circuit breaker, given to
 /// [`CircuitBreakerLayer::new`](super::CircuitBreakerLayer::new) or
 /// [`KeyedCircuitBreakerLayer::new`](super::KeyedCircuitBreakerLayer::new),
-/// which create the breaker's state from it once.
+/// which create the breaker's state from it once; a
+/// [`Handle::set_config`](super::Handle::set_config) replaces them while
+/// it runs (see the [module docs](super#reconfigure-at-run-time)).
 ///
 /// Defaults: open after 5 consecutive failures, stay open 30 s, then let 1
 /// probe through, which must finish within 60 s.

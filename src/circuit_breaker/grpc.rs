@@ -224,7 +224,7 @@ pub struct GrpcCircuitBreakerLayer {
 impl fmt::Debug for GrpcCircuitBreakerLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcCircuitBreakerLayer")
-            .field("config", &self.breaker.config)
+            .field("config", &self.breaker.config())
             .field("classifier", &self.classifier)
             .field("state", &self.breaker.state())
             .finish()
@@ -273,9 +273,10 @@ impl GrpcCircuitBreakerLayer {
         self
     }
 
-    /// The settings the breaker was created with.
-    pub fn config(&self) -> &Config {
-        &self.breaker.config
+    /// The settings in force: those given to [`new`](Self::new), or the
+    /// latest a [`Handle::set_config`] gave.
+    pub fn config(&self) -> Config {
+        self.breaker.config()
     }
 }
 

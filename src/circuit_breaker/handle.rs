@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::breaker::Breaker;
+use super::config::{Config, InvalidConfig};
 use super::state::{Metrics, State, Transition};
 
 /// Reads and steers one circuit breaker: state, metrics, transitions, and
@@ -75,5 +76,42 @@ impl Handle {
     /// backoff reset. Also ends a forced state.
     pub fn reset(&self) {
         self.breaker.reset();
+    }
+
+    /// The settings in force: those the breaker was created with, or the
+    /// latest [`set_config`](Self::set_config) gave.
+    pub fn config(&self) -> Config {
+        self.breaker.config()
+    }
+
+    /// Replaces every setting of the breaker from the next call on, keeping
+    /// its state: a closed breaker stays closed with its failure streak, an
+    /// open one keeps its remaining wait, a half-open one its probes. A
+    /// window of the same kind and size keeps its counts; another starts
+    /// empty. See the [module docs](super#reconfigure-at-run-time) for what
+    /// applies when.
+    ///
+    /// The name cannot change (it labels the breaker's metrics): a config
+    /// with another [`name`](Config::name) is refused with
+    /// [`InvalidConfig::Renamed`] and changes nothing.
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use palisade::circuit_breaker::{CircuitBreakerLayer, Config, InvalidConfig};
+    ///
+    /// let config = Config::new().name("payments");
+    /// let layer = CircuitBreakerLayer::new(config.clone());
+    /// let handle = layer.handle();
+    ///
+    /// // Trip after 3 failures in a row from the next call on.
+    /// handle
+    ///     .set_config(config.consecutive_failures(NonZeroU32::new(3).unwrap()))
+    ///     .unwrap();
+    ///
+    /// let renamed = handle.set_config(Config::new().name("billing"));
+    /// assert!(matches!(renamed, Err(InvalidConfig::Renamed { .. })));
+    /// ```
+    pub fn set_config(&self, config: Config) -> Result<(), InvalidConfig> {
+        self.breaker.set_config(config)
     }
 }

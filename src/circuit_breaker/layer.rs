@@ -17,7 +17,8 @@ use super::service::CircuitBreaker;
 /// [`new`](Self::new) creates the breaker's state once, from a [`Config`]
 /// that carries every setting; no method of the layer replaces it, so a
 /// [`handle`](Self::handle) taken at any time steers the breaker that every
-/// service built from this layer (or a clone) uses.
+/// service built from this layer (or a clone) uses, and its
+/// [`set_config`](Handle::set_config) replaces the settings of all of them.
 ///
 /// See the [module docs](super) for an example.
 #[derive(Clone)]
@@ -29,7 +30,7 @@ pub struct CircuitBreakerLayer<C = ErrorIsFailure> {
 impl<C> fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
-            .field("config", &self.breaker.config)
+            .field("config", &self.breaker.config())
             .field("state", &self.breaker.state())
             .finish()
     }
@@ -89,9 +90,10 @@ impl<C> CircuitBreakerLayer<C> {
         self
     }
 
-    /// The settings the breaker was created with.
-    pub fn config(&self) -> &Config {
-        &self.breaker.config
+    /// The settings in force: those given to [`new`](Self::new), or the
+    /// latest a [`Handle::set_config`] gave.
+    pub fn config(&self) -> Config {
+        self.breaker.config()
     }
 }
 

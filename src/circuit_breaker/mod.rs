@@ -64,6 +64,56 @@
 //! # }
 //! ```
 //!
+//! # Reconfigure at run time
+//!
+//! [`Handle::set_config`] (and [`KeyedHandle::set_config`], for every key of
+//! a keyed breaker) replaces a running breaker's settings, for a config
+//! reload: from the next call on, it trips, waits and probes by the new
+//! ones, on every service built from the layer and its clones. The state
+//! stays:
+//! - a closed breaker keeps its failure streak (at 3 failures of 5,
+//!   lowered to 3, the next failure trips it; raised to 10, it needs 7
+//!   more), and a window of the same kind and size keeps its counts, read
+//!   under the new rates and minimum; a window of another kind or size
+//!   (or the consecutive mode) starts empty;
+//! - an open breaker keeps the wait it was given when it opened: a new
+//!   [`open_wait`](Config::open_wait) or [`backoff`](Config::backoff)
+//!   applies from its next trip (the trips in a row so far still count
+//!   towards the backoff);
+//! - a half-open breaker keeps its probes in flight and their deadlines,
+//!   and needs [`half_open_probes`](Config::half_open_probes) of the new
+//!   config to close (if its successful probes already reach that number,
+//!   it closes at once); a new [`probe_timeout`](Config::probe_timeout)
+//!   applies to the next probe.
+//!
+//! The [`name`](Config::name) cannot change (it labels the breaker's metrics
+//! series and, shared, its Redis keys): a config with another name is
+//! refused with [`InvalidConfig::Renamed`] and changes nothing. Forced
+//! states stay. A shared breaker tells the fleet nothing of a new config:
+//! each instance takes its own (the fleet's probe lease lasts the probe
+//! timeout in force when it is taken), and the one transition a new config
+//! can cause, closing on probes that already succeeded, is published as
+//! any other. The settings the closed path reads are atomics of their own
+//! (see [Cost](#cost)), so a closed call costs what it cost before.
+//!
+//! ```
+//! use std::num::NonZeroU32;
+//! use std::time::Duration;
+//! use palisade::circuit_breaker::{CircuitBreakerLayer, Config};
+//!
+//! let config = Config::new().name("payments");
+//! let layer = CircuitBreakerLayer::new(config.clone());
+//! let handle = layer.handle();
+//! // Later, from a reloaded file:
+//! handle
+//!     .set_config(
+//!         config
+//!             .consecutive_failures(NonZeroU32::new(10).unwrap())
+//!             .open_wait(Duration::from_secs(5)),
+//!     )
+//!     .unwrap();
+//! ```
+//!
 //! # Shared across instances
 //!
 //! With feature `redis`, [`CircuitBreakerLayer::shared`] shares a breaker
@@ -209,6 +259,9 @@
 //! `fast-clock`, everywhere else, the CPU's time-stamp counter through
 //! `quanta` (a few nanoseconds).
 //!
+//! The settings a closed call reads (the consecutive threshold, the
+//! slow-call threshold, whether to read the clock) are atomics of their own
+//! that [`Handle::set_config`] stores into, loaded `Relaxed`: plain loads.
 //! Otherwise a closed call allocates nothing: one atomic load to admit it,
 //! one atomic update to record it (a short uncontended lock in the window
 //! modes, which keep running counts, so a call costs no pass over the
@@ -248,7 +301,8 @@ mod window;
 pub use self::classify::{Classify, ErrorIsFailure};
 pub use self::config::{
     Config, DEFAULT_CONSECUTIVE_FAILURES, DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_PROBES,
-    DEFAULT_MINIMUM_CALLS, DEFAULT_OPEN_WAIT, DEFAULT_PROBE_TIMEOUT, InvalidRate, Rate,
+    DEFAULT_MINIMUM_CALLS, DEFAULT_OPEN_WAIT, DEFAULT_PROBE_TIMEOUT, InvalidConfig, InvalidRate,
+    Rate,
 };
 pub use self::error::Error;
 pub use self::fallback::{Fallback, FallbackFuture, FallbackLayer};

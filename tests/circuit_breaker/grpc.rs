@@ -303,3 +303,32 @@ async fn under_a_problem_layer_an_open_breaker_is_unavailable_with_pushback() {
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert_eq!(refused.headers()["grpc-retry-pushback-ms"], "10000");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_config_applies_to_a_grpc_breaker_from_the_next_call() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = layer(5);
+    let handle = layer.handle();
+    let mut svc = layer.layer(server(calls.clone()));
+    for _ in 0..2 {
+        call(&mut svc, Answer::Head(14)).await.unwrap();
+    }
+
+    handle
+        .set_config(
+            Config::new()
+                .consecutive_failures(nz(3))
+                .open_wait(10 * SEC),
+        )
+        .unwrap();
+    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(
+        call_to_end(&mut svc, Answer::Trailers(Some(14))).await,
+        Some(14)
+    );
+    assert_eq!(
+        handle.state(),
+        State::Open,
+        "the lowered threshold did not apply"
+    );
+}

@@ -206,3 +206,42 @@ async fn logs_carry_the_redacted_key_never_the_key() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_config_applies_to_every_key_and_to_the_keys_to_come() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = KeyedCircuitBreakerLayer::new(config().name("hosts")).per(|c: &Call| c.0);
+    let handle = layer.handle();
+    let mut svc = layer.layer(hosts(calls.clone()));
+    let _ = send(&mut svc, "a", true).await;
+    assert_eq!(handle.len(), 1);
+
+    let renamed = handle.set_config(config().name("other").consecutive_failures(nz(1)));
+    assert!(renamed.is_err());
+    let _ = send(&mut svc, "z", true).await;
+    assert_eq!(
+        handle.get(&"z").unwrap().state(),
+        State::Closed,
+        "a refused config applied to a new key"
+    );
+
+    handle
+        .set_config(config().name("hosts").consecutive_failures(nz(3)))
+        .unwrap();
+    // Key "a" keeps its one failure and needs two more.
+    let _ = send(&mut svc, "a", true).await;
+    assert_eq!(handle.get(&"a").unwrap().state(), State::Closed);
+    let _ = send(&mut svc, "a", true).await;
+    assert_eq!(handle.get(&"a").unwrap().state(), State::Open);
+    // A new key is created with the new settings.
+    for _ in 0..2 {
+        let _ = send(&mut svc, "b", true).await;
+    }
+    assert_eq!(handle.get(&"b").unwrap().state(), State::Closed);
+    let _ = send(&mut svc, "b", true).await;
+    assert_eq!(handle.get(&"b").unwrap().state(), State::Open);
+    assert_eq!(
+        format!("{:?}", handle.config()),
+        format!("{:?}", config().name("hosts").consecutive_failures(nz(3)))
+    );
+}

@@ -9,6 +9,7 @@ mod http;
 mod keyed;
 mod metrics;
 mod probes;
+mod reconfigure;
 #[cfg(feature = "redis")]
 mod shared;
 #[path = "../support/mod.rs"]

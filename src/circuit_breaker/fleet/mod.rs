@@ -205,7 +205,6 @@ pub(crate) fn start(breaker: &Arc<Breaker>) {
         probe_key: format!("{channel}:probe"),
         channel,
         token: next_token(),
-        lease: breaker.config.probe_timeout,
         script: Script::new(SCRIPT),
         conn: Conn::Single(fleet.conn.clone()),
         fleet,
@@ -289,7 +288,6 @@ struct Task {
     probe_key: String,
     channel: String,
     token: Arc<str>,
-    lease: Duration,
     script: Script,
     conn: Conn,
     /// The epoch of the latest fleet state applied or written here.
@@ -465,9 +463,12 @@ impl Task {
             self.link.asked.store(false, Ordering::Release);
             return;
         }
-        let lease_ms = u64::try_from(self.lease.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        // The breaker's probe timeout in force: a reconfiguration applies
+        // from the next lease on.
+        let Some(lease) = self.breaker.upgrade().map(|b| b.probe_timeout()) else {
+            return;
+        };
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
         let result = self.call("probe", lease_ms).await;
         self.link.asked.store(false, Ordering::Release);
         let Ok(record) = result else {

@@ -5,6 +5,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::super::config::{Config, InvalidConfig};
 use super::super::handle::Handle;
 use super::registry::Registry;
 
@@ -51,6 +52,22 @@ impl<K: Hash + Eq + Clone + fmt::Debug> KeyedHandle<K> {
     /// Whether no key is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The settings in force for every key: those the layer was created
+    /// with, or the latest [`set_config`](Self::set_config) gave.
+    pub fn config(&self) -> Config {
+        self.registry.lock().config.clone()
+    }
+
+    /// Replaces the settings of every key's breaker, and of the keys to
+    /// come, from their next call on, as [`Handle::set_config`] does for
+    /// one breaker: each key keeps its state, and its window when the new
+    /// one has the same kind and size. A config with another
+    /// [`name`](Config::name) is refused with [`InvalidConfig::Renamed`] and
+    /// changes nothing.
+    pub fn set_config(&self, config: Config) -> Result<(), InvalidConfig> {
+        self.registry.set_config(config)
     }
 
     /// The number of keys open or half-open right now.

@@ -68,7 +68,7 @@ impl<K, X: Clone, C: Clone> Clone for KeyedCircuitBreakerLayer<K, X, C> {
 impl<K, X, C> fmt::Debug for KeyedCircuitBreakerLayer<K, X, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedCircuitBreakerLayer")
-            .field("config", &self.registry.config)
+            .field("config", &self.registry.lock().config)
             .field("max_keys", &self.registry.max_keys.load(Ordering::Relaxed))
             .field("max_open_share", &self.registry.ejection.cap())
             .finish()

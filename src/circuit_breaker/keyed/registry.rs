@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::super::breaker::{Breaker, Ejection};
-use super::super::config::Config;
+use super::super::config::{Config, InvalidConfig};
 use super::super::observe::Observer;
 use crate::observability::{RedactedKey, redact_hashable};
 
@@ -31,10 +31,13 @@ pub(super) struct Entry {
 pub(super) struct Map<K> {
     pub(super) entries: HashMap<K, Entry>,
     tick: u64,
+    // The settings a new key's breaker is created with. Under the map's
+    // lock: a key created while the settings change gets the new ones, as
+    // the keys already there do.
+    pub(super) config: Config,
 }
 
 pub(super) struct Registry<K> {
-    pub(super) config: Config,
     observer: Arc<Observer>,
     // An atomic, so the layer's setter changes it in place.
     pub(super) max_keys: AtomicUsize,
@@ -46,18 +49,48 @@ impl<K> Registry<K> {
     pub(super) fn new(config: Config) -> Self {
         Self {
             observer: Observer::new(config.name.clone()),
-            config,
             max_keys: AtomicUsize::new(DEFAULT_MAX_KEYS.get()),
             ejection: Arc::new(Ejection::new()),
             map: Mutex::new(Map {
                 entries: HashMap::new(),
                 tick: 0,
+                config,
             }),
         }
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Map<K>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the settings of every key's breaker, and of the keys to
+    /// come; a config with another name changes nothing.
+    pub(super) fn set_config(&self, mut config: Config) -> Result<(), InvalidConfig> {
+        let mut map = self.lock();
+        let name = self.observer.name();
+        let given = config
+            .name
+            .as_deref()
+            .unwrap_or(crate::observability::DEFAULT_NAME);
+        if given != name {
+            return Err(InvalidConfig::Renamed {
+                name: name.to_owned(),
+                given: given.to_owned(),
+            });
+        }
+        config.name = map.config.name.clone();
+        for entry in map.entries.values() {
+            entry.breaker.set_config(config.clone())?;
+        }
+        tracing::info!(
+            layer = "circuit_breaker",
+            name = self.observer.name(),
+            keys = map.entries.len(),
+            config = ?config,
+            "keyed circuit breaker reconfigured"
+        );
+        map.config = config;
+        Ok(())
     }
 }
 
@@ -92,7 +125,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             }
         }
         let breaker = Arc::new(Breaker::with_ejection(
-            self.config.clone(),
+            map.config.clone(),
             self.observer.clone(),
             Some(redact(&key)),
             Some(self.ejection.clone()),
