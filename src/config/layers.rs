@@ -240,6 +240,16 @@ impl CircuitBreakerConfig {
     /// The breaker's [`Config`](crate::circuit_breaker::Config), named
     /// `name`; `field` names this section in an error.
     pub fn config(&self, name: &str, field: &str) -> Result<crate::circuit_breaker::Config, Error> {
+        self.build(Some(name.into()), field)
+    }
+
+    /// The config under the name a running breaker has (`None`: unnamed),
+    /// so putting it in force never renames it.
+    pub(crate) fn build(
+        &self,
+        name: Option<std::sync::Arc<str>>,
+        field: &str,
+    ) -> Result<crate::circuit_breaker::Config, Error> {
         use crate::circuit_breaker::{Config, Rate};
 
         let rate = |value: f64, at: &str| {
@@ -262,7 +272,10 @@ impl CircuitBreakerConfig {
                 "needs time_window",
             ));
         }
-        let mut config = Config::new().name(name.to_owned());
+        let mut config = Config::new();
+        if let Some(name) = name {
+            config = config.name(name);
+        }
         if let Some(n) = self.consecutive_failures {
             config = config.consecutive_failures(n);
         }

@@ -41,6 +41,8 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub struct Handles {
     #[cfg(feature = "rate-limit")]
     rate_limit: BTreeMap<String, crate::rate_limit::Handle>,
+    #[cfg(feature = "circuit-breaker")]
+    circuit_breaker: BTreeMap<String, crate::circuit_breaker::Handle>,
 }
 
 impl Handles {
@@ -62,6 +64,21 @@ impl Handles {
         self
     }
 
+    /// Adds the handle of the circuit breaker of section
+    /// `[circuit_breaker.<name>]`. The breaker keeps its own name (which
+    /// labels its metrics) whatever the section's.
+    #[cfg(feature = "circuit-breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
+    #[must_use]
+    pub fn circuit_breaker(
+        mut self,
+        name: impl Into<String>,
+        handle: crate::circuit_breaker::Handle,
+    ) -> Self {
+        self.circuit_breaker.insert(name.into(), handle);
+        self
+    }
+
     /// Puts `config` in force, from the next request on: checks all of it
     /// first (its values, and that every section names a layer of the
     /// stack), so a config with an error changes nothing. A layer without a
@@ -70,9 +87,34 @@ impl Handles {
         config.validate()?;
         #[cfg(feature = "rate-limit")]
         known("rate_limit", config.rate_limit.keys(), &self.rate_limit)?;
+        #[cfg(feature = "circuit-breaker")]
+        known(
+            "circuit_breaker",
+            config.circuit_breaker.keys(),
+            &self.circuit_breaker,
+        )?;
+        // Everything is built before anything is applied.
+        #[cfg(feature = "circuit-breaker")]
+        let breakers = config
+            .circuit_breaker
+            .iter()
+            .map(|(name, section)| {
+                let handle = &self.circuit_breaker[name];
+                let field = format!("circuit_breaker.{name}");
+                Ok((handle, section.build(handle.config().name, &field)?))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         #[cfg(feature = "rate-limit")]
         for (name, section) in &config.rate_limit {
             section.apply(&self.rate_limit[name], &format!("rate_limit.{name}"))?;
+        }
+        #[cfg(feature = "circuit-breaker")]
+        for (handle, breaker) in breakers {
+            // Built under the breaker's own name: never refused.
+            handle.set_config(breaker).map_err(|e| Error::Invalid {
+                field: "circuit_breaker".into(),
+                reason: e.to_string(),
+            })?;
         }
         Ok(())
     }
@@ -102,6 +144,11 @@ impl fmt::Debug for Handles {
         let mut d = f.debug_struct("Handles");
         #[cfg(feature = "rate-limit")]
         d.field("rate_limit", &self.rate_limit.keys().collect::<Vec<_>>());
+        #[cfg(feature = "circuit-breaker")]
+        d.field(
+            "circuit_breaker",
+            &self.circuit_breaker.keys().collect::<Vec<_>>(),
+        );
         d.finish()
     }
 }

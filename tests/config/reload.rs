@@ -253,3 +253,46 @@ async fn no_request_fails_while_configs_are_applied() {
         answered.load(Ordering::Relaxed)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breakers_thresholds_change_with_its_section() {
+    use palisade::circuit_breaker::{CircuitBreakerLayer, Config as BreakerConfig, State};
+
+    let layer = CircuitBreakerLayer::new(BreakerConfig::new().name("payments"));
+    let handle = layer.handle();
+    let handles = Handles::new().circuit_breaker("payment", layer.handle());
+    let mut svc = tower::Layer::layer(
+        &layer,
+        service_fn(|fail: bool| async move { if fail { Err("boom") } else { Ok("ok") } }),
+    );
+    // The default trips at 5 in a row; the file says 2.
+    let config = Config::from_toml(
+        "[circuit_breaker.payment]\nconsecutive_failures = 2\nopen_wait = \"10s\"\n",
+    )
+    .unwrap();
+    handles.apply(&config).unwrap();
+    for _ in 0..2 {
+        let _ = svc.ready().await.unwrap().call(true).await;
+    }
+    assert_eq!(handle.state(), State::Open);
+    // The section is named after the client, the breaker "payments": it
+    // keeps its name.
+    assert!(format!("{:?}", handle.config()).contains("\"payments\""));
+
+    // A section that names a breaker the stack lacks changes nothing, not
+    // even a good section beside it.
+    handle.reset();
+    let typo = Config::from_toml(
+        "[circuit_breaker.payment]\nconsecutive_failures = 9\n[circuit_breaker.paymnt]\nconsecutive_failures = 1\n",
+    )
+    .unwrap();
+    let err = handles.apply(&typo).unwrap_err();
+    assert!(
+        err.to_string().starts_with("circuit_breaker.paymnt: "),
+        "{err}"
+    );
+    for _ in 0..2 {
+        let _ = svc.ready().await.unwrap().call(true).await;
+    }
+    assert_eq!(handle.state(), State::Open, "still 2 in a row");
+}
