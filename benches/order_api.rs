@@ -161,6 +161,7 @@ async fn start_bare() -> String {
         payment,
         Stores::Memory,
         telemetry::prometheus().clone(),
+        palisade::config::Handles::new(),
     );
     let app = Router::new()
         .route("/orders", post(bare_create_order))

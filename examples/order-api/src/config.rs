@@ -33,6 +33,12 @@ pub struct Config {
     pub idempotency_max_keys: NonZeroUsize,
     /// `ADMIN_TOKEN`: when set, `/admin/*` and `/metrics` need `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
+    /// `ORDER_API_CONFIG`: a palisade config file (such as
+    /// `examples/order-api/palisade.toml`) whose sections replace the
+    /// settings below for the layers they name, reloaded when it changes
+    /// or on `SIGHUP`; `ORDER_API__<SECTION>__<NAME>__<FIELD>` variables
+    /// override it. Unset: the settings below only.
+    pub config_file: Option<std::path::PathBuf>,
     /// `DB_POOL_SIZE`, default 10: connections of the repository's pool,
     /// shared by every query (memory and PostgreSQL alike).
     pub db_pool_size: NonZeroUsize,
@@ -69,6 +75,7 @@ impl Default for Config {
             breaker_open: Duration::from_millis(30_000),
             idempotency_max_keys: palisade::idempotency::DEFAULT_MAX_KEYS,
             admin_token: None,
+            config_file: None,
             db_pool_size: crate::repository::DEFAULT_POOL_SIZE,
             recommendations_bulkhead: NonZeroU32::new(3).expect("non-zero"),
             recommendations_queue: Queue::new(2, Duration::from_millis(50)).ok(),
@@ -107,6 +114,7 @@ impl Config {
         config.redis_url = get("REDIS_URL");
         config.database_url = get("DATABASE_URL");
         config.admin_token = get("ADMIN_TOKEN");
+        config.config_file = get("ORDER_API_CONFIG").map(Into::into);
         if let Some(v) = get("PAYMENT_URL") {
             if !v.starts_with("http://") {
                 return Err(ConfigError {

@@ -174,19 +174,29 @@ pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
     let quota = Quota::per_second(config.rate_limit_per_second).burst(config.rate_limit_burst);
     match &state.stores {
         Stores::Memory => api_routes_with(
+            state,
             RateLimitLayer::new(quota),
             IdempotencyLayer::with_store(idempotency::MemoryStore::with_max_keys(
                 config.idempotency_max_keys,
             )),
         ),
         Stores::Redis(conn) => api_routes_with(
+            state,
             RateLimitLayer::with_store(rate_limit::RedisStore::new(conn.clone()), quota),
             IdempotencyLayer::with_store(idempotency::RedisStore::new(conn.clone())),
         ),
     }
 }
 
+/// The tier of a caller: an API key that starts with `pro_` is on the pro
+/// plan (where a real service would look the key's account up).
+fn plan<B>(req: &http::Request<B>) -> Option<&str> {
+    let key = req.headers().get("x-api-key")?.to_str().ok()?;
+    key.starts_with("pro_").then_some("pro")
+}
+
 fn api_routes_with<RS, IS>(
+    state: &AppState,
     rate_limit: RateLimitLayer<RS>,
     idempotency: IdempotencyLayer<IS>,
 ) -> Router<AppState>
@@ -216,10 +226,18 @@ where
     // refusals are 429 with `Retry-After` and `RateLimit-Policy`. Clones of
     // the layer share its store, so a caller has one bucket for /orders and
     // /products.
+    // Pro callers get ten times the quota (a config file may change both).
+    let pro = Quota::per_second(NonZeroU32::new(100).expect("non-zero"))
+        .burst(NonZeroU32::new(200).expect("non-zero"));
     let rate_limit = rate_limit
         .name("api")
+        .tier("pro", [pro])
+        .tier_of(plan::<axum::body::Body>)
         .per(caller_key().clone())
         .http_headers();
+    let quotas = rate_limit.handle();
+    state.register(|h| h.rate_limit(API, quotas.clone()));
+    let _ = state.api_quotas.set(quotas);
     // One `ProblemLayer` per route, outermost: each layer's error holds the
     // error of the layer inside it (`rate_limit::Error<validate::Error<..>>`),
     // and the outer one answers with the problem of whichever refused.
@@ -266,7 +284,10 @@ fn probe(handle: Handle) -> BreakerProbe {
 }
 
 /// The payment provider's client stack.
-pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, BreakerProbe) {
+pub(crate) fn payment_stack(
+    config: &Config,
+    client: HttpClient,
+) -> (Upstream, BreakerProbe, Handle) {
     // Opens after 5 failed attempts in a row, for BREAKER_OPEN_MS.
     let breaker = CircuitBreakerLayer::new(
         circuit_breaker::Config::new()
@@ -305,7 +326,7 @@ pub(crate) fn payment_stack(config: &Config, client: HttpClient) -> (Upstream, B
         .layer(breaker)
         .layer(TimeoutLayer::new(config.payment_timeout).name("payment"))
         .service(transport(client));
-    (Upstream::new(stack), probe(handle))
+    (Upstream::new(stack), probe(handle.clone()), handle)
 }
 
 /// The repository as order queries reach it: behind the `orders` bulkhead

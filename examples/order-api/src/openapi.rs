@@ -40,6 +40,7 @@ pub struct ProblemDoc {
         crate::routes::get_product,
         crate::routes::put_faults,
         crate::routes::get_stats,
+        crate::routes::get_config,
         crate::routes::get_metrics,
         crate::faults::fake_payment,
     ),

@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> Router {
     let admin = Router::new()
         .route("/admin/faults", axum::routing::put(put_faults))
         .route("/admin/stats", get(get_stats))
+        .route("/admin/config", get(get_config))
         .route("/metrics", get(get_metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let router = Router::new()
@@ -457,6 +458,56 @@ pub async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
         },
         rejections: RejectionCounts::read(state.metrics()),
         pool: state.orders.repository().pool().stats(),
+    })
+}
+
+/// `GET /admin/config`: the palisade settings in force.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConfigView {
+    /// The file of `ORDER_API_CONFIG`, if one is read.
+    pub file: Option<String>,
+    /// The file's sections as last applied (with `ORDER_API__..`
+    /// overrides); `null` without a file.
+    #[schema(value_type = Object)]
+    pub applied: Option<serde_json::Value>,
+    /// The quotas the `api` rate limit decides by now, as its
+    /// `RateLimit-Policy` shows them: `default` and each tier.
+    pub api_quotas: std::collections::BTreeMap<String, String>,
+}
+
+/// What palisade's layers run with now: the config file as applied, and the
+/// `api` rate limit's quotas per tier. Changes with the file, without a
+/// restart.
+#[utoipa::path(get, path = "/admin/config", tag = "admin",
+    responses(
+        (status = 200, description = "The settings in force", body = ConfigView),
+        (status = 401, description = "Missing or wrong bearer token (when ADMIN_TOKEN is set)", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security((), ("admin_token" = [])))]
+pub async fn get_config(State(state): State<AppState>) -> Json<ConfigView> {
+    let mut api_quotas = std::collections::BTreeMap::new();
+    if let Some(handle) = state.api_quotas.get() {
+        api_quotas.insert(
+            "default".to_owned(),
+            handle.limits().policy_field().to_owned(),
+        );
+        for tier in handle.tier_names() {
+            if let Some(limits) = handle.tier(&tier) {
+                api_quotas.insert(tier, limits.policy_field().to_owned());
+            }
+        }
+    }
+    let reloader = state.reloader.get();
+    Json(ConfigView {
+        file: state
+            .config
+            .config_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        applied: reloader
+            .and_then(|r| r.current())
+            .and_then(|c| serde_json::to_value(&*c).ok()),
+        api_quotas,
     })
 }
 

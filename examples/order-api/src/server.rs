@@ -58,10 +58,13 @@ pub async fn build_state_with(
         .payment_url
         .clone()
         .unwrap_or_else(|| format!("{own}/fake/payments"));
-    let (payment_stack, payment_breaker) = layers::payment_stack(&config, http_client());
+    let (payment_stack, payment_breaker, breaker) = layers::payment_stack(&config, http_client());
+    let handles = palisade::config::Handles::new().circuit_breaker(layers::PAYMENT, breaker);
     tracing::info!(%payment_url, "payment provider");
     let payment = PaymentClient::new(payment_stack, payment_url, payment_breaker);
-    Ok(AppState::new(config, repository, payment, stores, metrics))
+    Ok(AppState::new(
+        config, repository, payment, stores, metrics, handles,
+    ))
 }
 
 /// How this instance reaches itself: a wildcard address becomes loopback.
@@ -81,7 +84,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = crate::routes::app(state);
+    let app = crate::routes::app(state.clone());
+    // Once the routes (and their layers) are built.
+    state.watch_config().map_err(std::io::Error::other)?;
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -1,8 +1,10 @@
 //! Shared application state and the counters behind `/admin/stats`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use palisade::config::{Handles, Reloader};
+use palisade::rate_limit;
 use serde::Serialize;
 
 use crate::clients::PaymentClient;
@@ -33,6 +35,14 @@ pub struct Parts {
     pub metrics: PrometheusHandle,
     /// Where the rate-limit and idempotency layers keep their state.
     pub stores: Stores,
+    /// The handles of the layers a config file may change, by the name of
+    /// their section (`api`, `payment`); the routes add theirs as they are
+    /// built.
+    pub handles: Mutex<Handles>,
+    /// The quotas of the `api` rate limit, as `/admin/config` shows them.
+    pub api_quotas: OnceLock<rate_limit::Handle>,
+    /// The reloader of `ORDER_API_CONFIG`, once it is loaded.
+    pub reloader: OnceLock<Arc<Reloader>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -97,6 +107,7 @@ impl AppState {
         payment: PaymentClient,
         stores: Stores,
         metrics: PrometheusHandle,
+        handles: Handles,
     ) -> Self {
         let repository = repository.with_pool_size(config.db_pool_size);
         let faults = Arc::new(Faults::default());
@@ -111,7 +122,36 @@ impl AppState {
             fake_payments: FakePayments::default(),
             metrics,
             stores,
+            handles: Mutex::new(handles),
+            api_quotas: OnceLock::new(),
+            reloader: OnceLock::new(),
         }))
+    }
+
+    /// Adds a layer's handle to those a config file changes.
+    pub fn register(&self, add: impl FnOnce(Handles) -> Handles) {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        *handles = add(std::mem::take(&mut *handles));
+    }
+
+    /// Loads `ORDER_API_CONFIG`, if set, into the layers built so far, and
+    /// reloads it on a change or `SIGHUP` from then on. Call it once the
+    /// routes are built.
+    pub fn watch_config(&self) -> Result<(), palisade::config::Error> {
+        let Some(path) = &self.config.config_file else {
+            return Ok(());
+        };
+        let handles = self
+            .handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let reloader = Arc::new(Reloader::new(path, handles).env_prefix("ORDER_API"));
+        reloader.load()?;
+        tracing::info!(path = %path.display(), "palisade config loaded; reloaded on change or SIGHUP");
+        let _watch = reloader.clone().spawn();
+        let _ = self.reloader.set(reloader);
+        Ok(())
     }
 }
 

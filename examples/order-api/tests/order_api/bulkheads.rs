@@ -80,6 +80,7 @@ impl InProcess {
             payment,
             Stores::Memory,
             metrics,
+            palisade::config::Handles::new(),
         );
         Self {
             router: order_api::app(state.clone()),

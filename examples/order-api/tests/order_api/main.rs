@@ -46,6 +46,7 @@ macro_rules! on_both_stores {
 
 mod admin;
 mod bulkheads;
+mod config_file;
 mod exactly_once;
 mod faults;
 mod harness;

@@ -114,6 +114,7 @@ async fn openapi_document_lists_every_route_with_limits_and_errors(b: &Backend) 
         ("/products/{id}", "get"),
         ("/admin/faults", "put"),
         ("/admin/stats", "get"),
+        ("/admin/config", "get"),
         ("/fake/payments", "post"),
         ("/metrics", "get"),
     ] {
