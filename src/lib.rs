@@ -22,6 +22,7 @@
 //! | `attempt` | `retry`, `hedge` or `throttle` | what they share: the retry `Budget`, `Replay` (which requests may be sent again), the HTTP and gRPC classifiers, `Retry-After` |
 //! | `problem` | `http` | hand-written, inconsistent error bodies |
 //! | `grpc` | `grpc` | a gRPC client reading a rejection as a protocol error: every layer answers a gRPC request with its own status and reads and forwards `grpc-timeout` |
+//! | `config` | `config` | a restart to change a quota, a threshold or a timeout: every layer's settings from one TOML file (environment overrides), checked with errors that name the field, reloaded on `SIGHUP` or an edit through the layers' handles |
 //! | [`observability`] | `metrics` (for metrics) | decisions nobody can see |
 //!
 //! Shared state (rate limits, idempotency keys) lives in a store: in memory for
@@ -52,6 +53,7 @@
 //! | what a layer parsed, for the handler | request extensions: [`key::CallerKey`], `IdempotencyKey`, `Deadline`, `Validated<T>` |
 //! | a behaviour switched on or off | a setter taking `bool`: `.shadow(true)`, `.optional(true)` |
 //! | a count | `NonZeroU32` / `NonZeroUsize`: a zero limit cannot be written; quotas are `const fn` |
+//! | change settings while it runs | `handle.set_quotas`, `set_tier`, `set_config`, ...: from the next decision on, never dropping a request; `config::Handles` applies a whole file |
 //! | steer a running layer | `.handle()` on the layer: the state is created once, by `new`, so every handle steers what the services use |
 //! | an error | `Display` says what failed, `source()` says why (never both); one `#[non_exhaustive]` enum per layer |
 //! | an error over HTTP | an RFC 9457 [`problem::Problem`] whose `type` is one of [`problem::types`]; `Retry-After` by [`problem::Problem::with_retry_after`] |

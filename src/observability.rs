@@ -37,6 +37,7 @@
 //! | `palisade_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success` \| `failure` \| `slow_success` \| `slow_failure` \| `ignored` \| `rejected` \| `disabled` (let through unclassified while disabled) |
 //! | `palisade_circuit_breaker_transitions_total` | counter | `name`, `from`, `to` = `closed` \| `open` \| `half_open` \| `forced_open` \| `forced_closed` \| `disabled` |
 //! | `palisade_circuit_breaker_state` | gauge | `name`, `state`; 1 for the current state, 0 for the others (a keyed breaker: the number of keys in each state) |
+//! | `palisade_config_reloads_total` | counter | `outcome` = `applied` \| `refused`; a config file read by a `config::Reloader` (feature `config`): put in force, or refused with the one in force kept |
 //! | `palisade_circuit_breaker_fleet_outages_total` | counter | `name`; a breaker shared across instances lost Redis (error, timeout, cut) and decides alone until it answers again: one per outage |
 //! | `palisade_rate_limit_decisions_total` | counter | `name`, `outcome` = `allowed` \| `denied` \| `shadow_denied` \| `missing_caller_key` \| `failed_open` \| `failed_closed` |
 //! | `palisade_rate_limit_local_denials_total` | counter | `name`; denials answered by the local deny cache, without the store |
@@ -69,6 +70,9 @@ pub const CIRCUIT_BREAKER_STATE: &str = "palisade_circuit_breaker_state";
 /// `palisade_circuit_breaker_fleet_outages_total`: times a breaker shared
 /// across instances lost Redis and went on deciding alone.
 pub const CIRCUIT_BREAKER_FLEET_OUTAGES: &str = "palisade_circuit_breaker_fleet_outages_total";
+/// `palisade_config_reloads_total`: configs a
+/// [`Reloader`](crate::config::Reloader) read, by outcome.
+pub const CONFIG_RELOADS: &str = "palisade_config_reloads_total";
 /// `palisade_rate_limit_decisions_total`: rate-limit decisions, by outcome.
 pub const RATE_LIMIT_DECISIONS: &str = "palisade_rate_limit_decisions_total";
 /// `palisade_rate_limit_local_denials_total`: denials answered by the local deny cache.
@@ -136,6 +140,10 @@ pub fn describe_metrics() {
     describe_counter!(
         CIRCUIT_BREAKER_FLEET_OUTAGES,
         "Times a circuit breaker shared across instances lost Redis and decided alone."
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Config files read by a reloader: applied, or refused and the old config kept."
     );
     describe_counter!(RATE_LIMIT_DECISIONS, "Rate-limit decisions, by outcome.");
     describe_counter!(

@@ -329,7 +329,7 @@ impl fmt::Debug for Reloader {
 
 fn count(outcome: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("palisade_config_reloads_total", "outcome" => outcome).increment(1);
+    metrics::counter!(crate::observability::CONFIG_RELOADS, "outcome" => outcome).increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = outcome;
 }
