@@ -132,12 +132,16 @@ where
             self.config.observer.admitted(&admission.key, priority);
             return ResponseFuture::admitted(self.inner.call(req), permit);
         }
-        let admission = admission.into_owned();
+        let mut admission = admission.into_owned();
         // The readied service goes into the future; a clone stays behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
         ResponseFuture::waiting(Box::pin(async move {
+            // The limit when the wait starts, not when the future was made:
+            // a store brings the key to the limit it is asked with, and a
+            // future first polled after a change must not undo it.
+            admission.limit = config.limit();
             let key = admission.key.clone();
             let permit = match config.store.acquire(admission).await {
                 Ok(permit) => {

@@ -148,6 +148,33 @@ async fn a_raised_limit_lets_waiters_in_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_made_before_a_change_and_first_polled_after_it_takes_the_new_limit() {
+    let d = Downstream::default();
+    let layer = BulkheadLayer::new(nz(1)).queue(long_queue());
+    let handle = layer.handle();
+    let mut svc = layer.layer(downstream(&d));
+
+    let holder = send(&svc, "").await;
+    // Made while the one permit is held: it will wait, under limit 1.
+    let (release, receiver) = oneshot::channel();
+    svc.ready().await.unwrap();
+    let late = svc.call(Call {
+        key: "",
+        release: receiver,
+    });
+    handle.set_max_in_flight(nz(3));
+    let late = (release, tokio::spawn(late));
+    settle().await;
+    assert_eq!(d.running(), 2, "the late call runs under the new limit");
+    let third = send(&svc, "").await;
+    assert_eq!(d.running(), 3, "and left the key at the new limit");
+
+    for call in [holder, late, third] {
+        end(call).await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_lowered_limit_cancels_no_call_and_retires_permits_as_calls_end() {
     let d = Downstream::default();
     let layer = BulkheadLayer::new(nz(4)).queue(long_queue());
