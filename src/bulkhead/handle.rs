@@ -18,6 +18,11 @@ use super::store::{MemoryStore, Store};
 /// limit run at once. Cloning a handle is cheap; every clone steers the
 /// same limit.
 ///
+/// A layer's clones share one limit and one handle: give a layer its
+/// [`namespace`](super::BulkheadLayer::namespace) before cloning it (a
+/// handle applies a new limit at once to the keys of the namespace set
+/// last; the keys of another follow it from their next request).
+///
 /// ```
 /// use std::num::NonZeroU32;
 /// use palisade::bulkhead::BulkheadLayer;
