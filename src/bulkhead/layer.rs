@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::config::{Config, DEFAULT_RETRY_AFTER};
+use super::config::{Config, DEFAULT_RETRY_AFTER, Shared};
+use super::handle::Handle;
 use super::observe::Observer;
 use super::service::Bulkhead;
 use super::store::{MemoryStore, Store};
@@ -17,6 +18,11 @@ use crate::store::OnStoreError;
 
 /// Applies [`Bulkhead`] to services: every service it builds, and every
 /// clone of them, shares one set of permits.
+///
+/// The limit is created once, by [`new`](Self::new) or
+/// [`with_store`](Self::with_store), and shared by the layer's clones, the
+/// services they build and every [`handle`](Self::handle), which changes it
+/// at run time.
 ///
 /// See the [module docs](super) for an example.
 #[derive(Clone)]
@@ -43,14 +49,13 @@ impl<St: Store> BulkheadLayer<St> {
                 store,
                 per: Global,
                 priority: Uniform,
-                limit: max_in_flight,
+                shared: Shared::new(max_in_flight),
                 queue: None,
                 namespace: Arc::from(""),
                 retry_after: DEFAULT_RETRY_AFTER,
                 on_error: OnStoreError::FailClosed,
                 back_pressure: false,
                 observer: Observer::unnamed(),
-                global: OnceLock::new(),
             },
         }
     }
@@ -68,14 +73,13 @@ impl<St, K, P> BulkheadLayer<St, K, P> {
                 store: c.store,
                 per: extractor,
                 priority: c.priority,
-                limit: c.limit,
+                shared: c.shared,
                 queue: c.queue,
                 namespace: c.namespace,
                 retry_after: c.retry_after,
                 on_error: c.on_error,
                 back_pressure: c.back_pressure,
                 observer: c.observer,
-                global: OnceLock::new(),
             },
         }
     }
@@ -90,14 +94,13 @@ impl<St, K, P> BulkheadLayer<St, K, P> {
                 store: c.store,
                 per: c.per,
                 priority: extractor,
-                limit: c.limit,
+                shared: c.shared,
                 queue: c.queue,
                 namespace: c.namespace,
                 retry_after: c.retry_after,
                 on_error: c.on_error,
                 back_pressure: c.back_pressure,
                 observer: c.observer,
-                global: OnceLock::new(),
             },
         }
     }
@@ -133,6 +136,9 @@ impl<St, K, P> BulkheadLayer<St, K, P> {
     #[must_use]
     pub fn namespace(mut self, namespace: impl Into<Arc<str>>) -> Self {
         self.config.namespace = namespace.into();
+        self.config
+            .shared
+            .set_namespace(self.config.namespace.clone());
         self
     }
 
@@ -164,6 +170,21 @@ impl<St, K, P> BulkheadLayer<St, K, P> {
     pub fn store(&self) -> &St {
         &self.config.store
     }
+
+    /// The most requests in flight at once (per key), as the
+    /// [`handle`](Self::handle) last set it.
+    pub fn max_in_flight(&self) -> NonZeroU32 {
+        self.config.limit()
+    }
+}
+
+impl<St: Store, K, P> BulkheadLayer<St, K, P> {
+    /// The handle that changes this layer's limit at run time, for the
+    /// services it built and will build, and for its clones. See
+    /// [`Handle`].
+    pub fn handle(&self) -> Handle<St> {
+        Handle::new(self.config.store.clone(), self.config.shared.clone())
+    }
 }
 
 impl<St, K, P> fmt::Debug for BulkheadLayer<St, K, P> {
@@ -171,7 +192,7 @@ impl<St, K, P> fmt::Debug for BulkheadLayer<St, K, P> {
         let c = &self.config;
         f.debug_struct("BulkheadLayer")
             .field("name", &c.observer.name())
-            .field("max_in_flight", &c.limit)
+            .field("max_in_flight", &c.limit())
             .field("queue", &c.queue)
             .field("namespace", &c.namespace)
             .field("store", &std::any::type_name::<St>())
@@ -181,7 +202,7 @@ impl<St, K, P> fmt::Debug for BulkheadLayer<St, K, P> {
     }
 }
 
-impl<S, St: Clone, K: Clone, P: Clone> Layer<S> for BulkheadLayer<St, K, P> {
+impl<S, St: Clone, K: Clone + 'static, P: Clone> Layer<S> for BulkheadLayer<St, K, P> {
     type Service = Bulkhead<S, St, K, P>;
 
     fn layer(&self, inner: S) -> Self::Service {

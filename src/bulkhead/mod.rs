@@ -40,6 +40,36 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Change at run time
+//!
+//! [`BulkheadLayer::handle`] gives a [`Handle`] whose
+//! [`set_max_in_flight`](Handle::set_max_in_flight) replaces the limit of
+//! the layer, its clones and every service they built, for every key of
+//! its namespace, without rebuilding the stack and without cancelling a
+//! call. A higher limit lets queued requests in at once. A lower one takes
+//! no permit back: the calls running finish, nobody is let in until fewer
+//! than the new limit are in flight, and from then on at most the new limit
+//! run at once. The queue is kept as it was built.
+//!
+//! ```
+//! use std::num::NonZeroU32;
+//! use palisade::bulkhead::BulkheadLayer;
+//! use tower::{Layer, service_fn};
+//!
+//! let layer = BulkheadLayer::new(NonZeroU32::new(10).unwrap());
+//! let limits = layer.handle(); // kept by the code that reloads the config
+//! let svc = layer.layer(service_fn(|req: u32| async move {
+//!     Ok::<_, std::convert::Infallible>(req)
+//! }));
+//! limits.set_max_in_flight(NonZeroU32::new(4).unwrap());
+//! assert_eq!(limits.max_in_flight().get(), 4);
+//! # drop(svc);
+//! ```
+//!
+//! With a `RedisStore`, this process's waiters follow a new limit at once
+//! and the fleet-wide limit is the one each lease request carries: give
+//! every instance the same limit.
+//!
 //! # A limit across the fleet
 //!
 //! With feature `redis`, [`BulkheadLayer::with_store`] takes a `RedisStore`:
@@ -60,6 +90,7 @@
 mod config;
 pub mod error;
 pub mod future;
+mod handle;
 mod layer;
 mod observe;
 mod service;
@@ -71,6 +102,7 @@ pub use self::store::{DEFAULT_LEASE, RedisPermit, RedisStore};
 pub use self::{
     config::DEFAULT_RETRY_AFTER,
     error::Error,
+    handle::Handle,
     layer::BulkheadLayer,
     service::Bulkhead,
     store::{DEFAULT_MAX_KEYS, MemoryStore, Store},

@@ -31,13 +31,23 @@ use crate::store::OnStoreError;
 pub struct Bulkhead<S, St = MemoryStore, K = Global, P = Uniform> {
     inner: S,
     config: Arc<Config<St, K, P>>,
+    // The admission of the global key, built once (its limit follows the
+    // handle): the global key's calls and readiness checks allocate no key.
+    global: Option<Admission>,
+}
+
+impl<S, St, K: 'static, P> Bulkhead<S, St, K, P> {
+    pub(crate) fn new(inner: S, config: Arc<Config<St, K, P>>) -> Self {
+        let global = config.global();
+        Self {
+            inner,
+            config,
+            global,
+        }
+    }
 }
 
 impl<S, St, K, P> Bulkhead<S, St, K, P> {
-    pub(crate) fn new(inner: S, config: Arc<Config<St, K, P>>) -> Self {
-        Self { inner, config }
-    }
-
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -59,6 +69,7 @@ impl<S: Clone, St, K, P> Clone for Bulkhead<S, St, K, P> {
         Self {
             inner: self.inner.clone(),
             config: self.config.clone(),
+            global: self.global.clone(),
         }
     }
 }
@@ -68,7 +79,7 @@ impl<S: fmt::Debug, St, K, P> fmt::Debug for Bulkhead<S, St, K, P> {
         f.debug_struct("Bulkhead")
             .field("inner", &self.inner)
             .field("name", &self.config.observer.name())
-            .field("max_in_flight", &self.config.limit)
+            .field("max_in_flight", &self.config.limit())
             .finish_non_exhaustive()
     }
 }
@@ -91,8 +102,9 @@ where
         // made to reserve anything for a call that cannot come yet.
         let config = &*self.config;
         if config.back_pressure
-            && let Some(global) = config.global()
+            && let Some(global) = &mut self.global
         {
+            global.limit = config.limit();
             ready!(config.store.poll_capacity(global, cx));
         }
         self.inner.poll_ready(cx).map_err(Error::Inner)
@@ -101,7 +113,11 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let priority = self.config.priority.priority(&req);
         // The global key's admission is built once; a keyed one per call.
-        let admission = match self.config.global() {
+        // Either carries the limit now, which the handle may have changed.
+        if let Some(global) = &mut self.global {
+            global.limit = self.config.limit();
+        }
+        let admission = match &self.global {
             Some(global) if priority == global.priority => Cow::Borrowed(global),
             Some(global) => Cow::Owned(Admission {
                 priority,
@@ -116,12 +132,16 @@ where
             self.config.observer.admitted(&admission.key, priority);
             return ResponseFuture::admitted(self.inner.call(req), permit);
         }
-        let admission = admission.into_owned();
+        let mut admission = admission.into_owned();
         // The readied service goes into the future; a clone stays behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
         ResponseFuture::waiting(Box::pin(async move {
+            // The limit when the wait starts, not when the future was made:
+            // a store brings the key to the limit it is asked with, and a
+            // future first polled after a change must not undo it.
+            admission.limit = config.limit();
             let key = admission.key.clone();
             let permit = match config.store.acquire(admission).await {
                 Ok(permit) => {

@@ -281,8 +281,13 @@ impl Gate {
         Poll::Pending
     }
 
-    /// Changes the limit; a higher one lets waiters in at once.
-    #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
+    /// Changes the limit; a higher one lets waiters in at once, a lower one
+    /// takes no permit back: nobody is let in until fewer than the new limit
+    /// are held.
+    #[cfg_attr(
+        not(any(feature = "adaptive-concurrency", feature = "bulkhead")),
+        allow(dead_code)
+    )]
     pub(crate) fn set_limit(&self, limit: u32) {
         let mut state = self.lock();
         self.limit.store(limit, SeqCst);
@@ -299,7 +304,10 @@ impl Gate {
         self.wake_ready(&mut state);
     }
 
-    #[cfg_attr(not(feature = "adaptive-concurrency"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "adaptive-concurrency", feature = "bulkhead")),
+        allow(dead_code)
+    )]
     pub(crate) fn limit(&self) -> u32 {
         self.limit.load(SeqCst)
     }

@@ -1,6 +1,8 @@
 //! What a timeout layer hands to each service it builds: the budget, the
 //! mode, and the name it reports under.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::observe::Observer;
@@ -51,7 +53,40 @@ impl PerRequest {
 /// The settings shared by a layer and the services it builds.
 #[derive(Debug, Clone)]
 pub(crate) struct Config<M> {
-    pub(crate) timeout: Duration,
+    pub(crate) timeout: Arc<SharedTimeout>,
     pub(crate) mode: M,
     pub(crate) observer: &'static Observer,
+}
+
+/// A layer's timeout, created once by the layer's constructor and shared by
+/// its clones, the services they build and its handles: a call reads it with
+/// one atomic load.
+#[derive(Debug)]
+pub(crate) struct SharedTimeout {
+    nanos: AtomicU64,
+}
+
+impl SharedTimeout {
+    pub(crate) fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            nanos: AtomicU64::new(nanos(timeout)),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> Duration {
+        // Relaxed: the timeout is one value that publishes nothing else; a
+        // call that races a change gets the old or the new one, both valid.
+        Duration::from_nanos(self.nanos.load(Relaxed))
+    }
+
+    pub(crate) fn set(&self, timeout: Duration) {
+        self.nanos.store(nanos(timeout), Relaxed);
+    }
+}
+
+/// `timeout` in nanoseconds, clamped to `u64::MAX` (about 584 years): no
+/// deadline is set further than about thirty years out anyway.
+fn nanos(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX)
 }

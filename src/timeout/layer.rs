@@ -6,7 +6,8 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::Timeout;
-use super::config::{Config, EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest};
+use super::config::{Config, EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest, SharedTimeout};
+use super::handle::Handle;
 use super::observe::Observer;
 
 /// Bounds the time the inner service takes to answer.
@@ -15,6 +16,10 @@ use super::observe::Observer;
 /// request type; [`per_request`](TimeoutLayer::per_request) also honours a
 /// [`Deadline`](super::Deadline) carried by the request (and, with feature
 /// `http`, a `REQUEST_TIMEOUT` header).
+///
+/// The timeout is created once, by [`new`](Self::new), and shared by the
+/// layer's clones, the services they build and every
+/// [`handle`](Self::handle), which changes it at run time.
 ///
 /// See the [module docs](super) for an example.
 #[derive(Debug, Clone)]
@@ -26,10 +31,14 @@ impl TimeoutLayer {
     /// A layer that fails a call with [`Error::Elapsed`](super::Error::Elapsed)
     /// when the inner service has not answered within `timeout`, counted
     /// from the call.
+    ///
+    /// A timeout longer than `u64::MAX` nanoseconds (about 584 years, such
+    /// as [`Duration::MAX`]) is kept as that; a deadline is never set more
+    /// than about thirty years out anyway.
     pub fn new(timeout: Duration) -> Self {
         Self {
             config: Config {
-                timeout,
+                timeout: SharedTimeout::new(timeout),
                 mode: Fixed,
                 observer: Observer::unnamed(),
             },
@@ -76,7 +85,14 @@ impl<M> TimeoutLayer<M> {
     /// The layer's timeout: the budget of every call, or with
     /// [`per_request`](TimeoutLayer::per_request) the maximum.
     pub fn timeout(&self) -> Duration {
-        self.config.timeout
+        self.config.timeout.get()
+    }
+
+    /// The handle that reads and changes this layer's timeout at run time,
+    /// for the services it built and will build, and for its clones.
+    /// See [`Handle`].
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.config.timeout.clone())
     }
 
     /// Names this timeout in its metrics (the `name` label) and tracing

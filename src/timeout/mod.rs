@@ -64,6 +64,34 @@
 //! # fn main() {}
 //! ```
 //!
+//! # Change at run time
+//!
+//! [`TimeoutLayer::handle`] gives a [`Handle`] that replaces the timeout of
+//! the layer, its clones and every service they built, without rebuilding
+//! the stack: from the next call on, the layer's timeout (for a
+//! per-request timeout, the maximum) is the new one; a call already running
+//! keeps the deadline it got when it was made. A call reads the timeout with
+//! one atomic load.
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::timeout::{Error, TimeoutLayer};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let layer = TimeoutLayer::new(Duration::from_secs(3));
+//! let timeouts = layer.handle(); // kept by the code that reloads the config
+//! let svc = layer.layer(service_fn(|_: &str| async {
+//!     tokio::time::sleep(Duration::from_secs(60)).await;
+//!     Ok::<_, std::convert::Infallible>("late")
+//! }));
+//!
+//! timeouts.set_timeout(Duration::from_millis(500));
+//! let err = svc.oneshot("GET /stock").await.unwrap_err();
+//! assert!(matches!(err, Error::Elapsed { budget } if budget == Duration::from_millis(500)));
+//! # }
+//! ```
+//!
 //! # HTTP
 //!
 //! With feature `http`, [`Error`] implements
@@ -114,6 +142,7 @@ mod config;
 mod deadline;
 pub mod error;
 pub mod future;
+mod handle;
 #[cfg(feature = "http")]
 mod http;
 mod layer;
@@ -127,6 +156,7 @@ pub use self::{
     config::{EXTERNAL_TIMEOUT, Fixed, INTERNAL_TIMEOUT, PerRequest},
     deadline::{Deadline, DeadlineRequest},
     error::Error,
+    handle::Handle,
     layer::TimeoutLayer,
     service::Timeout,
 };

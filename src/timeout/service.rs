@@ -4,7 +4,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::config::{Config, Fixed, PerRequest};
+use super::config::{Config, Fixed, PerRequest, SharedTimeout};
 use super::deadline::{DeadlineRequest, add};
 use super::observe::Observer;
 use super::{Deadline, Error, future::ResponseFuture};
@@ -29,7 +29,7 @@ impl<S> Timeout<S> {
         Self::from_config(
             inner,
             Config {
-                timeout,
+                timeout: SharedTimeout::new(timeout),
                 mode: Fixed,
                 observer: Observer::unnamed(),
             },
@@ -47,9 +47,10 @@ impl<S, M> Timeout<S, M> {
         self.config.observer.name()
     }
 
-    /// The timeout (with [`PerRequest`], the maximum).
+    /// The timeout (with [`PerRequest`], the maximum), as its layer's
+    /// [`Handle`](super::Handle) last set it.
     pub fn timeout(&self) -> Duration {
-        self.config.timeout
+        self.config.timeout.get()
     }
 
     /// The inner service.
@@ -90,7 +91,8 @@ where
         ResponseFuture::fixed(
             self.inner.call(req),
             crate::clock::Stamp::now(),
-            self.config.timeout,
+            // Read once: a change by the handle applies from the next call.
+            self.config.timeout.get(),
             self.config.observer,
         )
     }
@@ -110,10 +112,10 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
+        // Read once: a change by the handle applies from the next call.
+        let timeout = self.config.timeout.get();
         let Config {
-            timeout,
-            ref mode,
-            observer,
+            ref mode, observer, ..
         } = self.config;
         // A deadline travels with the request, so it counts from the call.
         let now = Instant::now();

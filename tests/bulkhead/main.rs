@@ -23,3 +23,4 @@ mod queue;
 mod ready;
 #[cfg(feature = "redis")]
 mod redis;
+mod reload;

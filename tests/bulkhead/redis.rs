@@ -796,3 +796,84 @@ async fn a_short_lease_taken_while_a_long_one_is_held_is_renewed_in_time() {
     long_done.send(()).unwrap();
     long_call.await.unwrap().unwrap();
 }
+
+/// A bulkhead of `limit` over `store` (no queue) and its handle.
+fn bulkhead_with_handle(
+    store: RedisStore,
+    limit: u32,
+    counter: &Counter,
+) -> (Svc, palisade::bulkhead::Handle<RedisStore>) {
+    let layer =
+        BulkheadLayer::with_store(store, NonZeroU32::new(limit).unwrap()).namespace("partner");
+    let handle = layer.handle();
+    let counter = counter.clone();
+    let downstream = service_fn(move |hold: Hold| {
+        let counter = counter.clone();
+        async move {
+            counter.now.fetch_add(1, Ordering::SeqCst);
+            if let Hold::Until(rx) = hold {
+                let _ = rx.await;
+            }
+            counter.now.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, Infallible>(())
+        }
+    });
+    let svc = BoxCloneSyncService::new(ServiceBuilder::new().layer(layer).service(downstream));
+    (svc, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_limit_applies_to_the_fleet_from_the_next_lease_and_cancels_no_call() {
+    let Some(redis) = RedisServer::start_or_skip("a_changed_limit_applies_to_the_fleet") else {
+        return;
+    };
+    let counter = Counter::default();
+    let (a, a_limit) = bulkhead_with_handle(store(&redis.url()).await, 1, &counter);
+    let (b, b_limit) = bulkhead_with_handle(store(&redis.url()).await, 1, &counter);
+    let hold = |svc: &Svc| {
+        let (release, rx) = oneshot::channel();
+        (release, tokio::spawn(svc.clone().oneshot(Hold::Until(rx))))
+    };
+    let now = || counter.now.load(Ordering::SeqCst);
+    let within = Duration::from_secs(10);
+
+    let first = hold(&a);
+    eventually("a holds the fleet's one lease", within, || now() == 1).await;
+    let refused = b.clone().oneshot(Hold::For(Duration::ZERO)).await;
+    assert!(is_shed(&refused, Reason::Full), "{refused:?}");
+
+    // Raised on every instance: b's next lease request carries 2.
+    a_limit.set_max_in_flight(NonZeroU32::new(2).unwrap());
+    b_limit.set_max_in_flight(NonZeroU32::new(2).unwrap());
+    let second = hold(&b);
+    eventually("b gets a second lease", within, || now() == 2).await;
+    assert_eq!(leases(&redis, &store(&redis.url()).await).len(), 2);
+
+    // Lowered with two running: neither is cancelled, and no third gets in
+    // until both have ended.
+    a_limit.set_max_in_flight(NonZeroU32::new(1).unwrap());
+    b_limit.set_max_in_flight(NonZeroU32::new(1).unwrap());
+    let refused = a.clone().oneshot(Hold::For(Duration::ZERO)).await;
+    assert!(is_shed(&refused, Reason::Full), "{refused:?}");
+    assert_eq!(now(), 2, "no running call is cancelled");
+    let _ = first.0.send(());
+    first.1.await.unwrap().unwrap();
+    let refused = b.clone().oneshot(Hold::For(Duration::ZERO)).await;
+    assert!(
+        is_shed(&refused, Reason::Full),
+        "one lease is held, the new limit is 1: {refused:?}"
+    );
+    let _ = second.0.send(());
+    second.1.await.unwrap().unwrap();
+    let started = Instant::now();
+    // The lease goes back by a round trip after the call: poll for it.
+    loop {
+        match a.clone().oneshot(Hold::For(Duration::ZERO)).await {
+            Ok(()) => break,
+            Err(Error::Shed(_)) if started.elapsed() < within => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => panic!("the one lease never freed: {other:?}"),
+        }
+    }
+}

@@ -7,6 +7,7 @@ mod grpc;
 #[cfg(all(feature = "http", feature = "axum"))]
 mod http;
 mod metrics;
+mod reload;
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -1,7 +1,7 @@
 //! Permits in this process: one gate per key, bounded in number.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 
@@ -15,7 +15,8 @@ pub const DEFAULT_MAX_KEYS: NonZeroUsize = NonZeroUsize::new(100_000).unwrap();
 /// The permits of this process: a gate (a limit and its queue) per key.
 ///
 /// A key's gate is created on its first request, with that request's limit
-/// and queue (layers that share a store keep apart by
+/// and queue, and follows the limit of each later request for it and of
+/// [`Store::set_limit`] (layers that share a store keep apart by
 /// [`namespace`](crate::bulkhead::BulkheadLayer::namespace)). Gates nobody
 /// holds or waits on are forgotten whenever the store reaches
 /// [`DEFAULT_MAX_KEYS`] (or its [`with_max_keys`](Self::with_max_keys));
@@ -83,12 +84,20 @@ impl MemoryStore {
     // Out of line: the map keeps the first key's path small.
     #[inline(never)]
     fn try_admit_keyed(&self, admission: &Admission) -> Option<GatePermit> {
+        // `gate` brings the gate to the admission's limit.
         self.gate(&admission.key, admission.limit.get(), admission.queue)
             .try_admit(admission.priority)
     }
 
-    /// The gate of `key`, created with `limit` and `queue` if new.
+    /// The gate of `key`, created with `limit` and `queue` if new, and
+    /// brought to `limit` if it had another (the layer's handle changed it).
     pub(crate) fn gate(&self, key: &Arc<str>, limit: u32, queue: Option<Queue>) -> Arc<Gate> {
+        let gate = self.find_or_create(key, limit, queue);
+        follow(&gate, limit);
+        gate
+    }
+
+    fn find_or_create(&self, key: &Arc<str>, limit: u32, queue: Option<Queue>) -> Arc<Gate> {
         let (first, gate) = self
             .inner
             .first
@@ -127,6 +136,41 @@ impl MemoryStore {
         let gate = Gate::new(limit, queue);
         gates.insert(key.clone(), gate.clone());
         gate
+    }
+
+    /// Every gate of `namespace` now, the overflow gate included.
+    fn gates_of(&self, namespace: &str) -> Vec<Arc<Gate>> {
+        let of = |key: &str| {
+            namespace.is_empty()
+                || key
+                    .strip_prefix(namespace)
+                    .is_some_and(|rest| rest.starts_with(':'))
+        };
+        let mut found = Vec::new();
+        if let Some((first, gate)) = self.inner.first.get()
+            && of(first)
+        {
+            found.push(gate.clone());
+        }
+        let gates = self
+            .inner
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        found.extend(
+            gates
+                .iter()
+                .filter(|(key, _)| of(key))
+                .map(|(_, gate)| gate.clone()),
+        );
+        drop(gates);
+        let overflow = self
+            .inner
+            .overflow
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        found.extend(overflow.clone());
+        found
     }
 
     /// The keys it holds a gate for now (busy or not yet swept).
@@ -188,7 +232,10 @@ impl Store for MemoryStore {
     #[inline]
     fn try_acquire_now(&self, admission: &Admission) -> Option<MemoryPermit> {
         let permit = match self.first(&admission.key) {
-            Some(gate) => gate.try_admit(admission.priority),
+            Some(gate) => {
+                follow(gate, admission.limit.get());
+                gate.try_admit(admission.priority)
+            }
             None => self.try_admit_keyed(admission),
         };
         permit.map(|permit| MemoryPermit { _permit: permit })
@@ -199,9 +246,31 @@ impl Store for MemoryStore {
             .poll_capacity(cx)
     }
 
+    fn set_limit(&self, namespace: &str, limit: NonZeroU32) {
+        // Outside the map's lock: a new limit hands permits to waiters.
+        for gate in self.gates_of(namespace) {
+            gate.set_limit(limit.get());
+        }
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }
+}
+
+/// Brings `gate` to `limit`, the limit of a request for it: one load while
+/// the limit is unchanged.
+#[inline]
+fn follow(gate: &Gate, limit: u32) {
+    if gate.limit() != limit {
+        follow_slow(gate, limit);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn follow_slow(gate: &Gate, limit: u32) {
+    gate.set_limit(limit);
 }
 
 #[cfg(test)]

@@ -119,6 +119,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         Poll::Ready(())
     }
 
+    /// Applies a new `limit` at once to the keys of `namespace` whose limit
+    /// the store keeps in this process (the keys of the empty namespace are
+    /// every key): a higher limit lets waiting requests in at once, a lower
+    /// one lets nobody in until fewer than `limit` permits are held, and
+    /// takes no permit back. The layer's [`Handle`](super::Handle) calls
+    /// it; a key found later follows the limit of the next [`Admission`]
+    /// for it. The default does nothing, for a store that reads the limit
+    /// from each admission.
+    fn set_limit(&self, namespace: &str, limit: NonZeroU32) {
+        let _ = (namespace, limit);
+    }
+
     /// The `store` label of this store's metrics: `memory`, `redis`.
     fn kind(&self) -> &'static str;
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
@@ -629,6 +630,11 @@ impl Store for RedisStore {
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+
+    fn set_limit(&self, namespace: &str, limit: NonZeroU32) {
+        // The local gates; Redis gets the limit with each lease taken.
+        self.local.set_limit(namespace, limit);
     }
 
     fn kind(&self) -> &'static str {
