@@ -43,7 +43,15 @@ pub struct Handles {
     rate_limit: BTreeMap<String, crate::rate_limit::Handle>,
     #[cfg(feature = "circuit-breaker")]
     circuit_breaker: BTreeMap<String, crate::circuit_breaker::Handle>,
+    #[cfg(feature = "timeout")]
+    timeout: BTreeMap<String, crate::timeout::Handle>,
+    // A bulkhead's handle is generic over its store: kept as its setter.
+    #[cfg(feature = "bulkhead")]
+    bulkhead: BTreeMap<String, SetLimit>,
 }
+
+#[cfg(feature = "bulkhead")]
+type SetLimit = Arc<dyn Fn(std::num::NonZeroU32) + Send + Sync>;
 
 impl Handles {
     /// No handles.
@@ -79,6 +87,34 @@ impl Handles {
         self
     }
 
+    /// Adds the handle of the timeout of section `[timeout.<name>]`.
+    #[cfg(feature = "timeout")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "timeout")))]
+    #[must_use]
+    pub fn timeout(mut self, name: impl Into<String>, handle: crate::timeout::Handle) -> Self {
+        self.timeout.insert(name.into(), handle);
+        self
+    }
+
+    /// Adds the handle of the bulkhead of section `[bulkhead.<name>]`: its
+    /// `max_in_flight` changes at run time; its `queue` is read at the
+    /// start only.
+    #[cfg(feature = "bulkhead")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
+    #[must_use]
+    pub fn bulkhead<St>(
+        mut self,
+        name: impl Into<String>,
+        handle: crate::bulkhead::Handle<St>,
+    ) -> Self
+    where
+        St: crate::bulkhead::Store,
+    {
+        let set: SetLimit = Arc::new(move |limit| handle.set_max_in_flight(limit));
+        self.bulkhead.insert(name.into(), set);
+        self
+    }
+
     /// Puts `config` in force, from the next request on: checks all of it
     /// first (its values, and that every section names a layer of the
     /// stack), so a config with an error changes nothing. A layer without a
@@ -104,9 +140,21 @@ impl Handles {
                 Ok((handle, section.build(handle.config().name, &field)?))
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        #[cfg(feature = "timeout")]
+        known("timeout", config.timeout.keys(), &self.timeout)?;
+        #[cfg(feature = "bulkhead")]
+        known("bulkhead", config.bulkhead.keys(), &self.bulkhead)?;
         #[cfg(feature = "rate-limit")]
         for (name, section) in &config.rate_limit {
             section.apply(&self.rate_limit[name], &format!("rate_limit.{name}"))?;
+        }
+        #[cfg(feature = "timeout")]
+        for (name, section) in &config.timeout {
+            self.timeout[name].set_timeout(section.timeout);
+        }
+        #[cfg(feature = "bulkhead")]
+        for (name, section) in &config.bulkhead {
+            (self.bulkhead[name])(section.max_in_flight);
         }
         #[cfg(feature = "circuit-breaker")]
         for (handle, breaker) in breakers {
@@ -149,6 +197,10 @@ impl fmt::Debug for Handles {
             "circuit_breaker",
             &self.circuit_breaker.keys().collect::<Vec<_>>(),
         );
+        #[cfg(feature = "timeout")]
+        d.field("timeout", &self.timeout.keys().collect::<Vec<_>>());
+        #[cfg(feature = "bulkhead")]
+        d.field("bulkhead", &self.bulkhead.keys().collect::<Vec<_>>());
         d.finish()
     }
 }

@@ -296,3 +296,48 @@ async fn a_breakers_thresholds_change_with_its_section() {
     }
     assert_eq!(handle.state(), State::Open, "still 2 in a row");
 }
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_and_bulkhead_limits_change_with_their_sections() {
+    use palisade::bulkhead::BulkheadLayer;
+    use palisade::timeout::TimeoutLayer;
+
+    let timeout = TimeoutLayer::new(Duration::from_secs(10));
+    let bulkhead = BulkheadLayer::new(NonZeroU32::new(1).unwrap());
+    let handles = Handles::new()
+        .timeout("payment", timeout.handle())
+        .bulkhead("orders", bulkhead.handle());
+    let config = Config::from_toml(
+        "[timeout.payment]\ntimeout = \"250ms\"\n[bulkhead.orders]\nmax_in_flight = 3\n",
+    )
+    .unwrap();
+    handles.apply(&config).unwrap();
+    assert_eq!(timeout.handle().timeout(), Duration::from_millis(250));
+    assert_eq!(bulkhead.handle().max_in_flight().get(), 3);
+
+    // The timeout in force is the new one: a 1 s call times out at 250 ms.
+    let mut slow = tower::Layer::layer(
+        &timeout,
+        service_fn(|()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, Infallible>(())
+        }),
+    );
+    let started = tokio::time::Instant::now();
+    assert!(slow.ready().await.unwrap().call(()).await.is_err());
+    assert_eq!(started.elapsed(), Duration::from_millis(250));
+
+    // A section for a bulkhead the stack lacks changes nothing.
+    let typo = Config::from_toml(
+        "[timeout.payment]\ntimeout = \"5s\"\n[bulkhead.order]\nmax_in_flight = 9\n",
+    )
+    .unwrap();
+    assert!(
+        handles
+            .apply(&typo)
+            .unwrap_err()
+            .to_string()
+            .starts_with("bulkhead.order: ")
+    );
+    assert_eq!(timeout.handle().timeout(), Duration::from_millis(250));
+}

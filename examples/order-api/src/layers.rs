@@ -105,6 +105,7 @@ use palisade::BoxError;
 use palisade::attempt::{Budget, ErrorIsRetryable, HttpClassifier};
 use palisade::bulkhead::{self, BulkheadLayer};
 use palisade::circuit_breaker::{self, CircuitBreakerLayer, Handle, State};
+use palisade::config::Handles;
 use palisade::hedge::{self, HedgeLayer};
 use palisade::idempotency::{self, IdempotencyKeyLayer, IdempotencyLayer};
 use palisade::key::{ClientIp, Header, Or};
@@ -287,7 +288,7 @@ fn probe(handle: Handle) -> BreakerProbe {
 pub(crate) fn payment_stack(
     config: &Config,
     client: HttpClient,
-) -> (Upstream, BreakerProbe, Handle) {
+) -> (Upstream, BreakerProbe, Handles) {
     // Opens after 5 failed attempts in a row, for BREAKER_OPEN_MS.
     let breaker = CircuitBreakerLayer::new(
         circuit_breaker::Config::new()
@@ -295,6 +296,12 @@ pub(crate) fn payment_stack(
             .name("payment"),
     );
     let handle = breaker.handle();
+    let timeout = TimeoutLayer::new(config.payment_timeout).name(PAYMENT);
+    // What a config file may change: `[circuit_breaker.payment]`,
+    // `[timeout.payment]`.
+    let handles = Handles::new()
+        .circuit_breaker(PAYMENT, handle.clone())
+        .timeout(PAYMENT, timeout.handle());
     // Retries a keyed charge after a transport error, a timeout or a 5xx
     // (or a 408/409/425/429, after its Retry-After): an open breaker is never
     // retried. Its own budget: retries stop after 10 failures in a row, and
@@ -324,15 +331,16 @@ pub(crate) fn payment_stack(
         .layer(IdempotencyKeyLayer::new().methods([Method::POST]))
         .layer(retry)
         .layer(breaker)
-        .layer(TimeoutLayer::new(config.payment_timeout).name("payment"))
+        .layer(timeout)
         .service(transport(client));
-    (Upstream::new(stack), probe(handle.clone()), handle)
+    (Upstream::new(stack), probe(handle), handles)
 }
 
 /// The repository as order queries reach it: behind the `orders` bulkhead
 /// (`ORDERS_BULKHEAD` queries in flight, `ORDERS_QUEUE` waiting).
-pub(crate) fn orders_db(config: &Config, repository: Repository) -> Db {
+pub(crate) fn orders_db(config: &Config, repository: Repository) -> (Db, bulkhead::Handle) {
     let mut bulkhead = BulkheadLayer::new(config.orders_bulkhead).name(ORDERS);
+    let handle = bulkhead.handle();
     if let Some(queue) = config.orders_queue {
         bulkhead = bulkhead.queue(queue);
     }
@@ -343,7 +351,7 @@ pub(crate) fn orders_db(config: &Config, repository: Repository) -> Db {
             let repository = repository.clone();
             async move { repository.run(query).await }
         }));
-    Db::new(BoxCloneSyncService::new(stack))
+    (Db::new(BoxCloneSyncService::new(stack)), handle)
 }
 
 /// The repository as recommendations queries reach it: the
@@ -357,8 +365,9 @@ pub(crate) fn recommendations_db(
     config: &Config,
     repository: Repository,
     faults: Arc<Faults>,
-) -> (Db, BreakerProbe) {
+) -> (Db, BreakerProbe, bulkhead::Handle) {
     let mut bulkhead = BulkheadLayer::new(config.recommendations_bulkhead).name(RECOMMENDATIONS);
+    let bulkhead_handle = bulkhead.handle();
     if let Some(queue) = config.recommendations_queue {
         bulkhead = bulkhead.queue(queue);
     }
@@ -399,7 +408,11 @@ pub(crate) fn recommendations_db(
         .layer(breaker)
         .layer(TimeoutLayer::new(config.recommendations_timeout).name(RECOMMENDATIONS))
         .service(query);
-    (Db::new(BoxCloneSyncService::new(stack)), probe(handle))
+    (
+        Db::new(BoxCloneSyncService::new(stack)),
+        probe(handle),
+        bulkhead_handle,
+    )
 }
 
 /// A bulkhead's refusal stays typed (the `503` of an order); a repository

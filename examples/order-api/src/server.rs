@@ -58,8 +58,7 @@ pub async fn build_state_with(
         .payment_url
         .clone()
         .unwrap_or_else(|| format!("{own}/fake/payments"));
-    let (payment_stack, payment_breaker, breaker) = layers::payment_stack(&config, http_client());
-    let handles = palisade::config::Handles::new().circuit_breaker(layers::PAYMENT, breaker);
+    let (payment_stack, payment_breaker, handles) = layers::payment_stack(&config, http_client());
     tracing::info!(%payment_url, "payment provider");
     let payment = PaymentClient::new(payment_stack, payment_url, payment_breaker);
     Ok(AppState::new(

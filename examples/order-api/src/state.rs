@@ -111,9 +111,14 @@ impl AppState {
     ) -> Self {
         let repository = repository.with_pool_size(config.db_pool_size);
         let faults = Arc::new(Faults::default());
-        let orders_db = layers::orders_db(&config, repository.clone());
-        let (recommendations_db, breaker) =
+        let (orders_db, orders_bulkhead) = layers::orders_db(&config, repository.clone());
+        let (recommendations_db, breaker, recommendations_bulkhead) =
             layers::recommendations_db(&config, repository.clone(), faults.clone());
+        // What a config file may change besides the caller's own handles:
+        // `[bulkhead.orders]`, `[bulkhead.recommendations]`.
+        let handles = handles
+            .bulkhead(layers::ORDERS, orders_bulkhead)
+            .bulkhead(layers::RECOMMENDATIONS, recommendations_bulkhead);
         Self(Arc::new(Parts {
             orders: OrderService::new(repository, orders_db, payment),
             recommendations: Recommendations::new(recommendations_db, breaker),
