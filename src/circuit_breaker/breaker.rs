@@ -723,17 +723,7 @@ impl Breaker {
     /// another name is refused and changes nothing.
     pub(crate) fn set_config(&self, mut config: Config) -> Result<(), InvalidConfig> {
         let mut inner = self.lock();
-        let name = self.observer.name();
-        let given = config
-            .name
-            .as_deref()
-            .unwrap_or(crate::observability::DEFAULT_NAME);
-        if given != name {
-            return Err(InvalidConfig::Renamed {
-                name: name.to_owned(),
-                given: given.to_owned(),
-            });
-        }
+        config.check_name(self.observer.name())?;
         // The name stays the one the breaker was created with, spelled as it
         // was (unset and "default" name the same series).
         config.name = inner.config.name.clone();

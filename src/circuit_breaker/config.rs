@@ -281,6 +281,22 @@ impl Config {
         self
     }
 
+    /// Refuses this config for a breaker named `name` if it names another
+    /// (unset is the default name).
+    pub(crate) fn check_name(&self, name: &str) -> Result<(), super::InvalidConfig> {
+        let given = self
+            .name
+            .as_deref()
+            .unwrap_or(crate::observability::DEFAULT_NAME);
+        if given != name {
+            return Err(super::InvalidConfig::Renamed {
+                name: name.to_owned(),
+                given: given.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// The open wait after the `trip`-th trip in a row (1-based).
     pub(crate) fn wait_for_trip(&self, trip: u32) -> Duration {
         match self.backoff {

@@ -67,17 +67,7 @@ impl<K> Registry<K> {
     /// come; a config with another name changes nothing.
     pub(super) fn set_config(&self, mut config: Config) -> Result<(), InvalidConfig> {
         let mut map = self.lock();
-        let name = self.observer.name();
-        let given = config
-            .name
-            .as_deref()
-            .unwrap_or(crate::observability::DEFAULT_NAME);
-        if given != name {
-            return Err(InvalidConfig::Renamed {
-                name: name.to_owned(),
-                given: given.to_owned(),
-            });
-        }
+        config.check_name(self.observer.name())?;
         config.name = map.config.name.clone();
         for entry in map.entries.values() {
             entry.breaker.set_config(config.clone())?;
