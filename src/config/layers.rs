@@ -449,12 +449,7 @@ impl BulkheadConfig {
 }
 
 /// An error of a layer's own check, at `field` and the setting it names.
-#[cfg(any(
-    feature = "retry",
-    feature = "hedge",
-    feature = "throttle",
-    feature = "adaptive-concurrency"
-))]
+#[cfg(any(feature = "retry", feature = "hedge", feature = "throttle"))]
 fn refused(field: &str, e: crate::attempt::ConfigError) -> Error {
     match e {
         crate::attempt::ConfigError::OutOfRange { field: at, reason } => {
@@ -816,7 +811,10 @@ fn header_names(names: &[String], field: &str) -> Result<Vec<http::HeaderName>, 
         .enumerate()
         .map(|(i, name)| {
             http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                invalid(format!("{field}[{i}]"), format!("{name:?} is not a header name"))
+                invalid(
+                    format!("{field}[{i}]"),
+                    format!("{name:?} is not a header name"),
+                )
             })
         })
         .collect()
@@ -874,7 +872,10 @@ impl IdempotencyConfig {
                     .enumerate()
                     .map(|(i, m)| {
                         http::Method::from_bytes(m.as_bytes()).map_err(|_| {
-                            invalid(format!("{field}.methods[{i}]"), format!("{m:?} is not a method"))
+                            invalid(
+                                format!("{field}.methods[{i}]"),
+                                format!("{m:?} is not a method"),
+                            )
                         })
                     })
                     .collect::<Result<Vec<_>, Error>>()

@@ -90,18 +90,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-#[cfg(feature = "circuit-breaker")]
-pub use self::layers::CircuitBreakerConfig;
-#[cfg(feature = "timeout")]
-pub use self::layers::TimeoutConfig;
 #[cfg(feature = "adaptive-concurrency")]
 pub use self::layers::AdaptiveConcurrencyConfig;
 #[cfg(feature = "bulkhead")]
 pub use self::layers::BulkheadConfig;
+#[cfg(feature = "circuit-breaker")]
+pub use self::layers::CircuitBreakerConfig;
 #[cfg(feature = "hedge")]
 pub use self::layers::HedgeConfig;
 #[cfg(any(feature = "bulkhead", feature = "adaptive-concurrency"))]
 pub use self::layers::QueueConfig;
+#[cfg(feature = "timeout")]
+pub use self::layers::TimeoutConfig;
 #[cfg(feature = "throttle")]
 pub use self::layers::{AdaptiveThrottleConfig, ThrottleConfig};
 #[cfg(feature = "retry")]
@@ -110,10 +110,10 @@ pub use self::layers::{BackoffConfig, JitterConfig, RetryConfig};
 pub use self::layers::{
     FingerprintModeConfig, IdempotencyConfig, OnCancelConfig, OnStoreErrorConfig,
 };
-#[cfg(feature = "validate")]
-pub use self::layers::{UnknownFieldsConfig, ValidateConfig};
 #[cfg(feature = "rate-limit")]
 pub use self::layers::{QuotaConfig, RateLimitConfig};
+#[cfg(feature = "validate")]
+pub use self::layers::{UnknownFieldsConfig, ValidateConfig};
 pub use self::reload::{DEFAULT_POLL_INTERVAL, Handles, Reloader};
 
 /// The settings of a stack's layers, by layer name. Sections of layers

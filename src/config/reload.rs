@@ -341,7 +341,12 @@ fn start_only_changes(old: &Config, new: &Config) -> Vec<String> {
     #[cfg(feature = "hedge")]
     diff("hedge", &old.hedge, &new.hedge, &mut changed);
     #[cfg(feature = "idempotency")]
-    diff("idempotency", &old.idempotency, &new.idempotency, &mut changed);
+    diff(
+        "idempotency",
+        &old.idempotency,
+        &new.idempotency,
+        &mut changed,
+    );
     #[cfg(feature = "adaptive-concurrency")]
     diff(
         "adaptive_concurrency",
