@@ -27,6 +27,17 @@ use std::collections::BTreeMap;
     feature = "hedge"
 ))]
 use std::num::NonZeroU32;
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "timeout",
+    feature = "bulkhead",
+    feature = "retry",
+    feature = "hedge",
+    feature = "idempotency",
+    feature = "adaptive-concurrency",
+    feature = "throttle"
+))]
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
