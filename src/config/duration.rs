@@ -2,7 +2,13 @@
 //! `"1m 30s"` (parsed and printed by `humantime`).
 
 #![cfg_attr(
-    not(any(feature = "rate-limit", feature = "timeout", feature = "bulkhead")),
+    not(any(
+        feature = "rate-limit",
+        feature = "timeout",
+        feature = "bulkhead",
+        feature = "retry",
+        feature = "adaptive-concurrency"
+    )),
     allow(dead_code)
 )]
 
@@ -24,7 +30,14 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
 }
 
 /// The same for an optional duration.
-#[cfg(feature = "circuit-breaker")]
+#[cfg(any(
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "hedge",
+    feature = "idempotency",
+    feature = "adaptive-concurrency",
+    feature = "throttle"
+))]
 pub(crate) mod option {
     use super::*;
 

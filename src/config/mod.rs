@@ -3,8 +3,10 @@
 //!
 //! A [`Config`] has one section per layer, by the name the layer has in its
 //! metrics (`.name(..)`): `[rate_limit.api]`, `[circuit_breaker.payment]`,
-//! `[timeout.payment]`, `[bulkhead.orders]`. Durations are written as people
-//! write them (`"250ms"`, `"30s"`, `"1m 30s"`).
+//! `[timeout.payment]`, `[bulkhead.orders]`, `[retry.payment]`,
+//! `[hedge.search]`, `[idempotency.orders]`, `[adaptive_concurrency.api]`,
+//! `[throttle.partner]`, `[validate.orders]`. Durations are written as
+//! people write them (`"250ms"`, `"30s"`, `"1m 30s"`).
 //!
 //! ```toml
 //! [rate_limit.api]
@@ -21,7 +23,18 @@
 //! [bulkhead.orders]
 //! max_in_flight = 7
 //! queue = { max_queued = 32, max_wait = "500ms" }
+//!
+//! [retry.payment]
+//! max_attempts = 4
+//! backoff = { base = "100ms", max = "2s", jitter = "full" }
 //! ```
+//!
+//! Sections of layers that hold code (a classifier, a store, a body type)
+//! set their plain values on a layer built in code: `apply` on the
+//! section, such as `RetryConfig::apply`. Those of retry, hedge,
+//! idempotency, adaptive concurrency, throttle and validate are read at the
+//! start: [`Reloader`] logs a change to one (`retry.payment changes at the
+//! next start only`) and puts the rest in force.
 //!
 //! An environment variable overrides one value of the file: with the prefix
 //! `PALISADE`, `PALISADE__TIMEOUT__PAYMENT__TIMEOUT=5s` sets
@@ -65,20 +78,42 @@ mod reload;
     feature = "rate-limit",
     feature = "circuit-breaker",
     feature = "timeout",
-    feature = "bulkhead"
+    feature = "bulkhead",
+    feature = "retry",
+    feature = "hedge",
+    feature = "idempotency",
+    feature = "adaptive-concurrency",
+    feature = "throttle",
+    feature = "validate"
 ))]
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "adaptive-concurrency")]
+pub use self::layers::AdaptiveConcurrencyConfig;
+#[cfg(feature = "bulkhead")]
+pub use self::layers::BulkheadConfig;
 #[cfg(feature = "circuit-breaker")]
 pub use self::layers::CircuitBreakerConfig;
+#[cfg(feature = "hedge")]
+pub use self::layers::HedgeConfig;
+#[cfg(any(feature = "bulkhead", feature = "adaptive-concurrency"))]
+pub use self::layers::QueueConfig;
 #[cfg(feature = "timeout")]
 pub use self::layers::TimeoutConfig;
-#[cfg(feature = "bulkhead")]
-pub use self::layers::{BulkheadConfig, QueueConfig};
+#[cfg(feature = "throttle")]
+pub use self::layers::{AdaptiveThrottleConfig, ThrottleConfig};
+#[cfg(feature = "retry")]
+pub use self::layers::{BackoffConfig, JitterConfig, RetryConfig};
+#[cfg(feature = "idempotency")]
+pub use self::layers::{
+    FingerprintModeConfig, IdempotencyConfig, OnCancelConfig, OnStoreErrorConfig,
+};
 #[cfg(feature = "rate-limit")]
 pub use self::layers::{QuotaConfig, RateLimitConfig};
+#[cfg(feature = "validate")]
+pub use self::layers::{UnknownFieldsConfig, ValidateConfig};
 pub use self::reload::{DEFAULT_POLL_INTERVAL, Handles, Reloader};
 
 /// The settings of a stack's layers, by layer name. Sections of layers
@@ -107,6 +142,42 @@ pub struct Config {
     #[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bulkhead: BTreeMap<String, BulkheadConfig>,
+    /// Retries by name (read at the start: a reload that changes one
+    /// is logged, and takes effect at the next start).
+    #[cfg(feature = "retry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retry: BTreeMap<String, RetryConfig>,
+    /// Hedges by name (read at the start: a reload that changes one
+    /// is logged, and takes effect at the next start).
+    #[cfg(feature = "hedge")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hedge")))]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hedge: BTreeMap<String, HedgeConfig>,
+    /// Idempotency layers by name (read at the start: a reload that changes one
+    /// is logged, and takes effect at the next start).
+    #[cfg(feature = "idempotency")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub idempotency: BTreeMap<String, IdempotencyConfig>,
+    /// Adaptive concurrency limiters by name (read at the start: a reload that changes one
+    /// is logged, and takes effect at the next start).
+    #[cfg(feature = "adaptive-concurrency")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "adaptive-concurrency")))]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adaptive_concurrency: BTreeMap<String, AdaptiveConcurrencyConfig>,
+    /// Outbound throttles by name (read at the start: a reload that changes one
+    /// is logged, and takes effect at the next start).
+    #[cfg(feature = "throttle")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub throttle: BTreeMap<String, ThrottleConfig>,
+    /// Request validators by name (read at the start: a reload that changes one
+    /// is logged, and takes effect at the next start).
+    #[cfg(feature = "validate")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "validate")))]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub validate: BTreeMap<String, ValidateConfig>,
 }
 
 /// Why a config was refused. Each names what it is about.
@@ -219,6 +290,30 @@ impl Config {
         #[cfg(feature = "bulkhead")]
         for (name, section) in &self.bulkhead {
             section.queue(&format!("bulkhead.{name}"))?;
+        }
+        #[cfg(feature = "retry")]
+        for (name, section) in &self.retry {
+            section.validate(&format!("retry.{name}"))?;
+        }
+        #[cfg(feature = "hedge")]
+        for (name, section) in &self.hedge {
+            section.validate(&format!("hedge.{name}"))?;
+        }
+        #[cfg(feature = "idempotency")]
+        for (name, section) in &self.idempotency {
+            section.validate(&format!("idempotency.{name}"))?;
+        }
+        #[cfg(feature = "adaptive-concurrency")]
+        for (name, section) in &self.adaptive_concurrency {
+            section.validate(&format!("adaptive_concurrency.{name}"))?;
+        }
+        #[cfg(feature = "throttle")]
+        for (name, section) in &self.throttle {
+            section.validate(&format!("throttle.{name}"))?;
+        }
+        #[cfg(feature = "validate")]
+        for (name, section) in &self.validate {
+            section.validate(&format!("validate.{name}"))?;
         }
         Ok(())
     }

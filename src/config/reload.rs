@@ -215,6 +215,11 @@ impl fmt::Debug for Handles {
 /// feature `metrics`; `applied` for the others). No request is dropped: the
 /// layers read their settings anew at each decision.
 ///
+/// The sections of retry, hedge, idempotency, adaptive concurrency,
+/// throttle and validate are read when the stack is built: a new config
+/// that changes one is put in force for the rest, and each such section is
+/// logged at `WARN` (`retry.payment changes at the next start only`).
+///
 /// ```no_run
 /// use std::sync::Arc;
 /// use palisade::config::{Handles, Reloader};
@@ -329,7 +334,16 @@ impl Reloader {
         }
         let config = Config::from_toml_with_env(&text, &self.env_prefix, std::env::vars())?;
         self.handles.apply(&config)?;
-        self.lock().current = Some(Arc::new(config));
+        let old = self.lock().current.replace(Arc::new(config.clone()));
+        if let Some(old) = old {
+            for section in start_only_changes(&old, &config) {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    section,
+                    "{section} changes at the next start only"
+                );
+            }
+        }
         Ok(true)
     }
 
@@ -365,6 +379,52 @@ impl Reloader {
                 let _ = self.read(force);
             }
         })
+    }
+}
+
+/// The sections, as `kind.name`, of the layers read only at the start
+/// whose settings differ between `old` and `new` (added, removed or
+/// changed).
+#[allow(unused_variables, unused_mut)]
+fn start_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    #[cfg(feature = "retry")]
+    diff("retry", &old.retry, &new.retry, &mut changed);
+    #[cfg(feature = "hedge")]
+    diff("hedge", &old.hedge, &new.hedge, &mut changed);
+    #[cfg(feature = "idempotency")]
+    diff(
+        "idempotency",
+        &old.idempotency,
+        &new.idempotency,
+        &mut changed,
+    );
+    #[cfg(feature = "adaptive-concurrency")]
+    diff(
+        "adaptive_concurrency",
+        &old.adaptive_concurrency,
+        &new.adaptive_concurrency,
+        &mut changed,
+    );
+    #[cfg(feature = "throttle")]
+    diff("throttle", &old.throttle, &new.throttle, &mut changed);
+    #[cfg(feature = "validate")]
+    diff("validate", &old.validate, &new.validate, &mut changed);
+    changed
+}
+
+#[allow(dead_code)]
+fn diff<T: PartialEq>(
+    kind: &str,
+    old: &BTreeMap<String, T>,
+    new: &BTreeMap<String, T>,
+    changed: &mut Vec<String>,
+) {
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for name in names {
+        if old.get(name) != new.get(name) {
+            changed.push(format!("{kind}.{name}"));
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 mod support;
 
 mod reload;
+mod sections;
 
 use palisade::config::{Config, Error};
 
@@ -120,7 +121,7 @@ fn every_error_names_the_field_and_the_reason() {
             "bulkhead.o.queue: ",
             "",
         ),
-        ("[retry.x]\nattempts = 3", "", "unknown field `retry`"),
+        ("[load_shed.x]\nmax = 3", "", "unknown field `load_shed`"),
     ];
     for (text, field, reason) in cases {
         let err = error(text);

@@ -20,10 +20,10 @@ use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use crate::support::CapturedLogs;
 
 /// A file of this test's own, removed on drop.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(pub(crate) PathBuf);
 
 impl TempFile {
-    fn new(test: &str, text: &str) -> Self {
+    pub(crate) fn new(test: &str, text: &str) -> Self {
         let path = std::env::temp_dir().join(format!(
             "palisade-config-{test}-{}.toml",
             std::process::id()
@@ -32,7 +32,7 @@ impl TempFile {
         Self(path)
     }
 
-    fn write(&self, text: &str) {
+    pub(crate) fn write(&self, text: &str) {
         std::fs::write(&self.0, text).unwrap();
     }
 }
