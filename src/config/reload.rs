@@ -216,9 +216,10 @@ impl fmt::Debug for Handles {
 /// layers read their settings anew at each decision.
 ///
 /// The sections of retry, hedge, idempotency, adaptive concurrency,
-/// throttle and validate are read when the stack is built: a new config
-/// that changes one is put in force for the rest, and each such section is
-/// logged at `WARN` (`retry.payment changes at the next start only`).
+/// throttle and validate, and a bulkhead's `queue`, are read when the stack
+/// is built: a new config that changes one is put in force for the rest,
+/// and each such section is logged at `WARN` (`retry.payment changes at the
+/// next start only`).
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -410,6 +411,14 @@ fn start_only_changes(old: &Config, new: &Config) -> Vec<String> {
     diff("throttle", &old.throttle, &new.throttle, &mut changed);
     #[cfg(feature = "validate")]
     diff("validate", &old.validate, &new.validate, &mut changed);
+    // A bulkhead's limit changes at run time, its queue does not.
+    #[cfg(feature = "bulkhead")]
+    for (name, section) in &new.bulkhead {
+        let before = old.bulkhead.get(name).and_then(|b| b.queue.as_ref());
+        if old.bulkhead.contains_key(name) && before != section.queue.as_ref() {
+            changed.push(format!("bulkhead.{name}.queue"));
+        }
+    }
     changed
 }
 

@@ -501,3 +501,43 @@ async fn a_reload_that_changes_a_start_only_section_says_so_and_applies_the_rest
     );
     assert_eq!(text.matches("changes at the next start only").count(), 2);
 }
+
+/// A bulkhead's limit changes at run time; its queue is read at the start,
+/// so a new queue is said to wait for the next start.
+#[tokio::test]
+async fn a_bulkhead_queue_change_waits_for_the_next_start_and_its_limit_does_not() {
+    use palisade::bulkhead::BulkheadLayer;
+
+    let logs = CapturedLogs::start();
+    let text = |limit: u32, queued: u32| {
+        format!(
+            "[bulkhead.orders]\nmax_in_flight = {limit}\nqueue = {{ max_queued = {queued}, max_wait = \"1s\" }}\n"
+        )
+    };
+    let file = TempFile::new("bulkhead-queue", &text(2, 4));
+    let bulkhead = BulkheadLayer::new(std::num::NonZeroU32::new(1).unwrap());
+    let reloader = Reloader::new(
+        &file.0,
+        Handles::new().bulkhead("orders", bulkhead.handle()),
+    );
+    reloader.load().unwrap();
+    assert_eq!(bulkhead.handle().max_in_flight().get(), 2);
+
+    file.write(&text(5, 4));
+    assert!(reloader.reload().unwrap());
+    assert_eq!(bulkhead.handle().max_in_flight().get(), 5);
+    assert!(
+        !logs.text().contains("bulkhead.orders.queue"),
+        "{}",
+        logs.text()
+    );
+
+    file.write(&text(5, 8));
+    assert!(reloader.reload().unwrap());
+    assert!(
+        logs.text()
+            .contains("bulkhead.orders.queue changes at the next start only"),
+        "{}",
+        logs.text()
+    );
+}
