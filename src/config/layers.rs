@@ -97,9 +97,7 @@ impl QuotaConfig {
         };
         match &self.name {
             None => Ok(quota),
-            Some(name) if !name.is_empty() && name.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
-                Ok(quota.named(name.clone()))
-            }
+            Some(name) if crate::rate_limit::is_name(name) => Ok(quota.named(name.clone())),
             Some(name) => Err(invalid(
                 format!("{field}.name"),
                 format!("{name:?} is not printable ASCII"),
@@ -149,15 +147,8 @@ impl RateLimitConfig {
         Self::quotas_of(&self.quotas, &format!("{field}.quotas"))?;
         for (tier, quotas) in &self.tiers {
             Self::quotas_of(quotas, &format!("{field}.tiers.{tier}"))?;
-            if tier.is_empty()
-                || tier.len() > 64
-                || !tier.bytes().all(|b| (0x20..0x7f).contains(&b))
-            {
-                return Err(invalid(
-                    format!("{field}.tiers"),
-                    format!("tier name {tier:?} is not 1 to 64 printable ASCII characters"),
-                ));
-            }
+            crate::rate_limit::check_name(tier)
+                .map_err(|e| invalid(format!("{field}.tiers"), e))?;
         }
         Ok(())
     }

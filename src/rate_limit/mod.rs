@@ -142,4 +142,6 @@ pub use self::store::memory::{DEFAULT_MAX_KEYS, MemoryStore};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::store::redis::RedisStore;
 pub use self::tiers::{DefaultTier, Handle, InvalidTier, TierExtractor};
+#[cfg(feature = "config")]
+pub(crate) use self::{quota::is_name, tiers::check_name};
 pub use crate::store::{OnStoreError, StoreError};

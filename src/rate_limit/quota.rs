@@ -106,7 +106,7 @@ impl Quota {
     pub fn named(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         let name = name.into();
         assert!(
-            !name.is_empty() && name.bytes().all(|b| (0x20..0x7f).contains(&b)),
+            is_name(&name),
             "a quota name must be non-empty printable ASCII"
         );
         self.name = Some(name);
@@ -136,6 +136,12 @@ impl Quota {
     pub(crate) fn interval_nanos(&self) -> u64 {
         u64::try_from(self.interval.as_nanos()).unwrap_or(u64::MAX)
     }
+}
+
+/// Whether `name` can name a quota (and so a tier): non-empty printable
+/// ASCII, as a `RateLimit-Policy` item and a Redis key can carry it.
+pub(crate) fn is_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]

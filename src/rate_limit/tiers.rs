@@ -72,10 +72,16 @@ pub enum InvalidTier {
     Name(String),
 }
 
-fn check(name: &str, quotas: &[Quota]) -> Result<(), InvalidTier> {
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+/// Refuses a tier name that is not 1 to 64 printable ASCII characters.
+pub(crate) fn check_name(name: &str) -> Result<(), InvalidTier> {
+    if name.len() > 64 || !super::quota::is_name(name) {
         return Err(InvalidTier::Name(name.to_owned()));
     }
+    Ok(())
+}
+
+fn check(name: &str, quotas: &[Quota]) -> Result<(), InvalidTier> {
+    check_name(name)?;
     if quotas.is_empty() {
         return Err(InvalidTier::NoQuota);
     }
